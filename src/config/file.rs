@@ -1,0 +1,150 @@
+//! The config file exactly as written: serde types that mirror the TOML.
+//! `validate` turns these into the typed [`super::Config`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::duration::HumanDuration;
+use super::workflow_settings::WorkflowSettings;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub gateway: GatewaySection,
+    #[serde(default)]
+    pub listen: ListenSection,
+    #[serde(default)]
+    pub ssh: SshSection,
+    pub tls: Option<TlsSection>,
+    #[serde(default)]
+    pub mfa: MfaSection,
+    #[serde(default)]
+    pub roles: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub groups: BTreeMap<String, GroupSection>,
+    #[serde(default, rename = "user")]
+    pub users: Vec<UserSection>,
+    #[serde(default, rename = "resource")]
+    pub resources: Vec<ResourceSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewaySection {
+    pub state_dir: PathBuf,
+    pub audit_log: PathBuf,
+    pub audit_rotate_bytes: u64,
+    pub shutdown_grace: HumanDuration,
+    pub journal_compact_records: u64,
+}
+
+impl Default for GatewaySection {
+    fn default() -> Self {
+        Self {
+            state_dir: "state".into(),
+            audit_log: "audit/audit.log".into(),
+            audit_rotate_bytes: 64 * 1024 * 1024,
+            shutdown_grace: HumanDuration::from_secs(30),
+            journal_compact_records: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenSection {
+    pub ssh: String,
+    pub postgres: String,
+    pub http: String,
+}
+
+impl Default for ListenSection {
+    fn default() -> Self {
+        Self {
+            ssh: "0.0.0.0:2222".into(),
+            postgres: "0.0.0.0:6432".into(),
+            http: "127.0.0.1:9187".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SshSection {
+    pub host_key: PathBuf,
+    pub auth_timeout: HumanDuration,
+}
+
+impl Default for SshSection {
+    fn default() -> Self {
+        Self {
+            host_key: "state/ssh_host_ed25519_key".into(),
+            auth_timeout: HumanDuration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MfaSection {
+    pub issuer: String,
+    pub max_failures: u32,
+    pub lockout: HumanDuration,
+}
+
+impl Default for MfaSection {
+    fn default() -> Self {
+        Self {
+            issuer: "jitgate".into(),
+            max_failures: 5,
+            lockout: HumanDuration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSection {
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSection {
+    pub name: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub ssh_keys: Vec<String>,
+    #[serde(default)]
+    pub ssh_key_files: Vec<PathBuf>,
+    pub totp_secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceSection {
+    pub name: String,
+    pub kind: String,
+    pub address: String,
+    pub account: String,
+    pub database: Option<String>,
+    pub credential_file: Option<PathBuf>,
+    #[serde(default)]
+    pub allow_port_forwarding: bool,
+    #[serde(default)]
+    pub workflow: WorkflowSettings,
+}

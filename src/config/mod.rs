@@ -1,0 +1,200 @@
+//! Configuration: TOML on disk → parsed (`file`) → validated typed [`Config`].
+//!
+//! Loading never half-succeeds: any mistake is one [`ConfigError`] naming the
+//! file, the key and the problem, and the gateway refuses to start.
+
+pub mod duration;
+mod file;
+mod validate;
+pub use validate::{is_valid_name, validate_workflow};
+pub mod workflow_settings;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use duration::HumanDuration;
+pub use workflow_settings::{ApprovalLevel, ClockStart, Principal, WorkflowSettings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {key}: {problem}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        problem: String,
+    },
+}
+
+/// What a role may do. `Admin` implies every other permission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Permission {
+    Request,
+    Approve,
+    ManageWorkflow,
+    Audit,
+    Admin,
+}
+
+impl Permission {
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "request" => Self::Request,
+            "approve" => Self::Approve,
+            "manage_workflow" => Self::ManageWorkflow,
+            "audit" => Self::Audit,
+            "admin" => Self::Admin,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Request => "request",
+            Self::Approve => "approve",
+            Self::ManageWorkflow => "manage_workflow",
+            Self::Audit => "audit",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub groups: BTreeSet<String>,
+    pub permissions: BTreeSet<Permission>,
+    /// OpenSSH public keys, `TYPE BASE64` (comments stripped).
+    pub ssh_keys: Vec<String>,
+    pub totp_secret_file: Option<PathBuf>,
+}
+
+impl User {
+    pub fn has(&self, permission: Permission) -> bool {
+        self.permissions.contains(&permission) || self.permissions.contains(&Permission::Admin)
+    }
+}
+
+/// Users with their resolved groups and permissions.
+#[derive(Clone, Debug, Default)]
+pub struct Directory {
+    pub users: BTreeMap<String, User>,
+    /// Every group named in `[groups]` or by a user.
+    pub groups: BTreeSet<String>,
+}
+
+impl Directory {
+    pub fn user(&self, name: &str) -> Option<&User> {
+        self.users.get(name)
+    }
+
+    pub fn has(&self, user: &str, permission: Permission) -> bool {
+        self.user(user).is_some_and(|u| u.has(permission))
+    }
+
+    /// Whether `user` is, or belongs to, `principal`.
+    pub fn matches(&self, user: &str, principal: &Principal) -> bool {
+        match principal {
+            Principal::User(name) => name == user,
+            Principal::Group(group) => self.user(user).is_some_and(|u| u.groups.contains(group)),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResourceKind {
+    Ssh,
+    Postgres,
+}
+
+#[derive(Clone, Debug)]
+pub struct Resource {
+    pub name: String,
+    pub kind: ResourceKind,
+    /// `host:port` of the target.
+    pub address: String,
+    /// The managed account the gateway logs in as.
+    pub account: String,
+    /// Postgres only: the database on the target.
+    pub database: Option<String>,
+    pub credential_file: Option<PathBuf>,
+    pub allow_port_forwarding: bool,
+    pub workflow: WorkflowSettings,
+}
+
+#[derive(Clone, Debug)]
+pub struct Listen {
+    pub ssh: SocketAddr,
+    pub postgres: SocketAddr,
+    pub http: SocketAddr,
+}
+
+#[derive(Clone, Debug)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Clone, Debug)]
+pub struct Mfa {
+    pub issuer: String,
+    pub max_failures: u32,
+    pub lockout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub state_dir: PathBuf,
+    pub audit_log: PathBuf,
+    pub audit_rotate_bytes: u64,
+    pub shutdown_grace: Duration,
+    pub journal_compact_records: u64,
+    pub listen: Listen,
+    pub ssh_host_key: PathBuf,
+    pub ssh_auth_timeout: Duration,
+    pub tls: Option<Tls>,
+    pub mfa: Mfa,
+    pub directory: Directory,
+    pub resources: BTreeMap<String, Resource>,
+}
+
+impl Config {
+    /// Reads, parses and validates `path`. Relative paths inside the file are
+    /// taken relative to the file's own directory, so a config and its key
+    /// files can move together.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(path, &text)
+    }
+
+    pub fn from_toml(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let parsed: file::ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', "\n  "),
+        })?;
+        validate::validate(path, parsed)
+    }
+
+    pub fn resource(&self, name: &str) -> Option<&Resource> {
+        self.resources.get(name)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,361 @@
+//! Turns the parsed file into a typed [`Config`], checking every reference and range.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use super::file::{ConfigFile, ResourceSection, UserSection};
+use super::{
+    Config, ConfigError, Directory, Listen, Mfa, Permission, Principal, Resource, ResourceKind,
+    Tls, User, WorkflowSettings,
+};
+
+struct Checker<'a> {
+    path: &'a Path,
+    base: PathBuf,
+}
+
+impl Checker<'_> {
+    fn invalid(&self, key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+
+    fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base.join(path)
+        }
+    }
+
+    fn address(&self, key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+        text.parse()
+            .map_err(|_| self.invalid(key, format!("{text:?} is not an IP:PORT address")))
+    }
+
+    fn name(&self, key: &str, name: &str) -> Result<(), ConfigError> {
+        if is_valid_name(name) {
+            Ok(())
+        } else {
+            Err(self.invalid(
+                key,
+                format!("{name:?} is not a valid name: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"),
+            ))
+        }
+    }
+}
+
+/// Names appear in SSH usernames (`alice+web-01`) and Postgres startup
+/// packets, so they are kept to a small, unambiguous alphabet.
+pub fn is_valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    first_ok
+        && name.len() <= 63
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+pub fn validate(path: &Path, file: ConfigFile) -> Result<Config, ConfigError> {
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let check = Checker { path, base };
+
+    let listen = Listen {
+        ssh: check.address("listen.ssh", &file.listen.ssh)?,
+        postgres: check.address("listen.postgres", &file.listen.postgres)?,
+        http: check.address("listen.http", &file.listen.http)?,
+    };
+    if file.mfa.max_failures == 0 {
+        return Err(check.invalid("mfa.max_failures", "must be at least 1"));
+    }
+    if file.gateway.journal_compact_records < 10 {
+        return Err(check.invalid("gateway.journal_compact_records", "must be at least 10"));
+    }
+    if file.gateway.audit_rotate_bytes < 4096 {
+        return Err(check.invalid("gateway.audit_rotate_bytes", "must be at least 4096"));
+    }
+    let roles = validate_roles(&check, &file.roles)?;
+    for (group, section) in &file.groups {
+        check.name(&format!("groups.{group}"), group)?;
+        for role in &section.roles {
+            if !roles.contains_key(role) {
+                return Err(check.invalid(
+                    format!("groups.{group}.roles"),
+                    format!("unknown role {role:?}"),
+                ));
+            }
+        }
+    }
+    let directory = validate_users(&check, &file, &roles)?;
+    let mut resources = BTreeMap::new();
+    for (index, section) in file.resources.into_iter().enumerate() {
+        let resource = validate_resource(&check, index, section, &directory)?;
+        if resources.contains_key(&resource.name) {
+            return Err(check.invalid(
+                format!("resource[{index}].name"),
+                format!("duplicate resource name {:?}", resource.name),
+            ));
+        }
+        resources.insert(resource.name.clone(), resource);
+    }
+
+    Ok(Config {
+        path: path.to_path_buf(),
+        state_dir: check.resolve(&file.gateway.state_dir),
+        audit_log: check.resolve(&file.gateway.audit_log),
+        audit_rotate_bytes: file.gateway.audit_rotate_bytes,
+        shutdown_grace: file.gateway.shutdown_grace.as_duration(),
+        journal_compact_records: file.gateway.journal_compact_records,
+        listen,
+        ssh_host_key: check.resolve(&file.ssh.host_key),
+        ssh_auth_timeout: file.ssh.auth_timeout.as_duration(),
+        tls: file.tls.map(|tls| Tls {
+            cert: check.resolve(&tls.cert),
+            key: check.resolve(&tls.key),
+        }),
+        mfa: Mfa {
+            issuer: file.mfa.issuer,
+            max_failures: file.mfa.max_failures,
+            lockout: file.mfa.lockout.as_duration(),
+        },
+        directory,
+        resources,
+    })
+}
+
+fn validate_roles(
+    check: &Checker,
+    roles: &BTreeMap<String, Vec<String>>,
+) -> Result<BTreeMap<String, BTreeSet<Permission>>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for (role, permissions) in roles {
+        check.name(&format!("roles.{role}"), role)?;
+        let parsed = permissions
+            .iter()
+            .map(|p| {
+                Permission::parse(p).ok_or_else(|| {
+                    check.invalid(
+                        format!("roles.{role}"),
+                        format!("unknown permission {p:?}: use request, approve, manage_workflow, audit or admin"),
+                    )
+                })
+            })
+            .collect::<Result<BTreeSet<_>, _>>()?;
+        out.insert(role.clone(), parsed);
+    }
+    Ok(out)
+}
+
+fn validate_users(
+    check: &Checker,
+    file: &ConfigFile,
+    roles: &BTreeMap<String, BTreeSet<Permission>>,
+) -> Result<Directory, ConfigError> {
+    let mut users = BTreeMap::new();
+    for (index, section) in file.users.iter().enumerate() {
+        let user = validate_user(check, index, section, file, roles)?;
+        if users.contains_key(&user.name) {
+            return Err(check.invalid(
+                format!("user[{index}].name"),
+                format!("duplicate user name {:?}", user.name),
+            ));
+        }
+        users.insert(user.name.clone(), user);
+    }
+    let groups = file
+        .groups
+        .keys()
+        .cloned()
+        .chain(users.values().flat_map(|u| u.groups.iter().cloned()))
+        .collect();
+    Ok(Directory { users, groups })
+}
+
+fn validate_user(
+    check: &Checker,
+    index: usize,
+    section: &UserSection,
+    file: &ConfigFile,
+    roles: &BTreeMap<String, BTreeSet<Permission>>,
+) -> Result<User, ConfigError> {
+    let key = |field: &str| format!("user[{index}].{field}");
+    check.name(&key("name"), &section.name)?;
+    let mut permissions = BTreeSet::new();
+    let mut role_names: Vec<&String> = section.roles.iter().collect();
+    for group in &section.groups {
+        check.name(&key("groups"), group)?;
+        if let Some(g) = file.groups.get(group) {
+            role_names.extend(g.roles.iter());
+        }
+    }
+    for role in role_names {
+        let granted = roles
+            .get(role)
+            .ok_or_else(|| check.invalid(key("roles"), format!("unknown role {role:?}")))?;
+        permissions.extend(granted.iter().copied());
+    }
+    let mut ssh_keys = Vec::new();
+    for text in &section.ssh_keys {
+        ssh_keys.push(normalize_public_key(text).map_err(|p| check.invalid(key("ssh_keys"), p))?);
+    }
+    for key_file in &section.ssh_key_files {
+        let resolved = check.resolve(key_file);
+        let text = std::fs::read_to_string(&resolved).map_err(|e| {
+            check.invalid(
+                key("ssh_key_files"),
+                format!("cannot read {}: {e}", resolved.display()),
+            )
+        })?;
+        for line in text
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        {
+            ssh_keys.push(
+                normalize_public_key(line).map_err(|p| check.invalid(key("ssh_key_files"), p))?,
+            );
+        }
+    }
+    Ok(User {
+        name: section.name.clone(),
+        groups: section.groups.iter().cloned().collect(),
+        permissions,
+        ssh_keys,
+        totp_secret_file: section
+            .totp_secret_file
+            .as_deref()
+            .map(|p| check.resolve(p)),
+    })
+}
+
+/// Keeps `TYPE BASE64` of an OpenSSH public key line, dropping the comment.
+fn normalize_public_key(line: &str) -> Result<String, String> {
+    let mut parts = line.split_whitespace();
+    let (Some(kind), Some(body)) = (parts.next(), parts.next()) else {
+        return Err(format!(
+            "{line:?} is not an OpenSSH public key (TYPE BASE64 [COMMENT])"
+        ));
+    };
+    russh::keys::parse_public_key_base64(body)
+        .map_err(|e| format!("public key {kind} ...: {e}"))?;
+    Ok(format!("{kind} {body}"))
+}
+
+fn validate_resource(
+    check: &Checker,
+    index: usize,
+    section: ResourceSection,
+    directory: &Directory,
+) -> Result<Resource, ConfigError> {
+    let key = |field: &str| format!("resource[{index}].{field}");
+    check.name(&key("name"), &section.name)?;
+    let kind = match section.kind.as_str() {
+        "ssh" => ResourceKind::Ssh,
+        "postgres" => ResourceKind::Postgres,
+        other => {
+            return Err(check.invalid(key("kind"), format!("{other:?} is not ssh or postgres")));
+        }
+    };
+    if section
+        .address
+        .rsplit_once(':')
+        .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+    {
+        return Err(check.invalid(
+            key("address"),
+            format!("{:?} is not HOST:PORT", section.address),
+        ));
+    }
+    if section.account.is_empty() {
+        return Err(check.invalid(key("account"), "must not be empty"));
+    }
+    if kind == ResourceKind::Postgres && section.database.is_none() {
+        return Err(check.invalid(key("database"), "required for a postgres resource"));
+    }
+    validate_workflow(&key("workflow"), &section.workflow, directory)
+        .map_err(|(field, problem)| check.invalid(field, problem))?;
+    Ok(Resource {
+        name: section.name,
+        kind,
+        address: section.address,
+        account: section.account,
+        database: section.database,
+        credential_file: section.credential_file.as_deref().map(|p| check.resolve(p)),
+        allow_port_forwarding: section.allow_port_forwarding,
+        workflow: section.workflow,
+    })
+}
+
+/// Checks workflow settings against the directory. Shared by config loading
+/// and runtime `workflow set`, so both refuse the same mistakes.
+pub fn validate_workflow(
+    key: &str,
+    settings: &WorkflowSettings,
+    directory: &Directory,
+) -> Result<(), (String, String)> {
+    let fail = |field: String, problem: String| Err((field, problem));
+    if settings.max_duration.as_duration().is_zero() {
+        return fail(
+            format!("{key}.max_duration"),
+            "must be longer than 0s".into(),
+        );
+    }
+    if settings.default_duration.as_duration().is_zero() {
+        return fail(
+            format!("{key}.default_duration"),
+            "must be longer than 0s".into(),
+        );
+    }
+    if settings.default_duration > settings.max_duration {
+        return fail(
+            format!("{key}.default_duration"),
+            format!(
+                "{} exceeds max_duration {}",
+                settings.default_duration, settings.max_duration
+            ),
+        );
+    }
+    if settings.pending_timeout.as_duration().is_zero() {
+        return fail(
+            format!("{key}.pending_timeout"),
+            "must be longer than 0s".into(),
+        );
+    }
+    for (level_index, level) in settings.approval_levels.iter().enumerate() {
+        let level_key = format!("{key}.approval_levels[{level_index}]");
+        if level.approvers.is_empty() {
+            return fail(
+                format!("{level_key}.approvers"),
+                "needs at least one approver".into(),
+            );
+        }
+        if level.required == 0 {
+            return fail(format!("{level_key}.required"), "must be at least 1".into());
+        }
+        for principal in level.approvers.iter().chain(&level.escalate_to) {
+            let known = match principal {
+                Principal::User(name) => directory.users.contains_key(name),
+                Principal::Group(name) => directory.groups.contains(name),
+            };
+            if !known {
+                return fail(
+                    format!("{level_key}.approvers"),
+                    format!("unknown approver {principal}"),
+                );
+            }
+        }
+        if level.escalate_after.is_some() && level.escalate_to.is_empty() {
+            return fail(
+                format!("{level_key}.escalate_to"),
+                "escalate_after needs escalate_to".into(),
+            );
+        }
+    }
+    Ok(())
+}

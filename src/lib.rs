@@ -1,0 +1,13 @@
+//! jitgate — a just-in-time privileged-access gateway.
+//!
+//! # Layout
+//!
+//! - `config`: the TOML file, parsed and validated into a typed `Config`.
+//! - `workflow`: the pure request → approval → checkout state machine.
+//! - `fsutil`, `secret`: durable writes and secrets that never print.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod fsutil;
+pub mod secret;
+pub mod workflow;

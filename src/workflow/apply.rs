@@ -1,0 +1,162 @@
+//! Events applied to the state. Applying never fails: an event was decided
+//! against this very state (or is being replayed from the journal).
+
+use std::time::Duration;
+
+use crate::config::ClockStart;
+
+use super::Engine;
+use super::model::{ApprovalRound, EndReason, Event, Request, RequestState};
+
+impl Engine {
+    pub fn apply(&mut self, event: &Event) {
+        match event {
+            Event::Requested {
+                id,
+                requester,
+                resource,
+                duration_secs,
+                reason,
+                ticket,
+                settings,
+                at,
+            } => {
+                self.next_id = self.next_id.max(*id);
+                self.requests.insert(
+                    *id,
+                    Request {
+                        id: *id,
+                        requester: requester.clone(),
+                        resource: resource.clone(),
+                        duration_secs: *duration_secs,
+                        reason: reason.clone(),
+                        ticket: ticket.clone(),
+                        created_at: *at,
+                        state: RequestState::Pending,
+                        settings: settings.clone(),
+                        round: ApprovalRound::new(*at),
+                        approved_at: None,
+                        checked_out_at: None,
+                        window_end: None,
+                        ended_at: None,
+                        ended_by: None,
+                        extended_secs: 0,
+                        extension: None,
+                        secret_hash: None,
+                        mfa_passed: false,
+                    },
+                );
+            }
+            Event::Approved { id, approval } => self.with(*id, |r| {
+                let levels = r.settings.approval_levels.clone();
+                let round = match (&r.state, &mut r.extension) {
+                    (RequestState::Active, Some(extension)) => &mut extension.round,
+                    _ => &mut r.round,
+                };
+                round.approvals.push(approval.clone());
+                let required = levels.get(round.level).map_or(0, |l| l.required as usize);
+                if round.approvals_at(round.level) >= required && round.level < levels.len() {
+                    round.level += 1;
+                    round.level_started_at = approval.at;
+                }
+            }),
+            Event::Granted { id, at } => self.with(*id, |r| {
+                r.state = RequestState::Approved;
+                r.approved_at = Some(*at);
+                if r.settings.clock_starts == ClockStart::Approval {
+                    r.window_end = Some(*at + chrono_secs(r.duration_secs));
+                }
+            }),
+            Event::Denied { id, by, at, .. } => self.with(*id, |r| {
+                if r.state == RequestState::Active {
+                    r.extension = None;
+                } else {
+                    finish(r, RequestState::Denied, *at, Some(by));
+                }
+            }),
+            Event::Cancelled { id, by, at } => {
+                self.with(*id, |r| finish(r, RequestState::Cancelled, *at, Some(by)))
+            }
+            Event::TimedOut { id, at } => {
+                self.with(*id, |r| finish(r, RequestState::TimedOut, *at, None))
+            }
+            Event::CheckedOut {
+                id,
+                window_end,
+                mfa_passed,
+                secret_hash,
+                at,
+            } => {
+                let mut exclusive = None;
+                self.with(*id, |r| {
+                    r.state = RequestState::Active;
+                    r.checked_out_at = Some(*at);
+                    r.window_end = Some(*window_end);
+                    r.mfa_passed = *mfa_passed;
+                    r.secret_hash = secret_hash.clone();
+                    if r.settings.single_user {
+                        exclusive = Some(r.resource.clone());
+                    }
+                });
+                if let Some(resource) = exclusive {
+                    self.holders.insert(resource, *id);
+                }
+            }
+            Event::Ended { id, reason, by, at } => {
+                let state = match reason {
+                    EndReason::CheckedIn => RequestState::CheckedIn,
+                    EndReason::Expired => RequestState::Expired,
+                    EndReason::Revoked => RequestState::Revoked,
+                };
+                self.with(*id, |r| {
+                    finish(r, state, *at, by.as_ref());
+                    r.extension = None;
+                });
+                self.holders.retain(|_, holder| holder != id);
+            }
+            Event::ExtensionRequested {
+                id,
+                duration_secs,
+                at,
+            } => self.with(*id, |r| {
+                r.extension = Some(Engine::new_extension(*duration_secs, *at));
+            }),
+            Event::Extended { id, window_end, .. } => self.with(*id, |r| {
+                let old_end = r.window_end.unwrap_or(*window_end);
+                let added = (*window_end - old_end).num_seconds().max(0) as u64;
+                r.extended_secs += added;
+                r.window_end = Some(*window_end);
+                r.extension = None;
+            }),
+            Event::DelegationGranted { delegation, .. } => {
+                self.delegations
+                    .insert(delegation.from.clone(), delegation.clone());
+            }
+            Event::DelegationRevoked { from, .. } => {
+                self.delegations.remove(from);
+            }
+            Event::WorkflowChanged {
+                resource, settings, ..
+            } => {
+                self.workflow_overrides
+                    .insert(resource.clone(), settings.clone());
+            }
+        }
+    }
+
+    fn with(&mut self, id: u64, change: impl FnOnce(&mut Request)) {
+        if let Some(request) = self.requests.get_mut(&id) {
+            change(request);
+        }
+    }
+}
+
+fn finish(request: &mut Request, state: RequestState, at: super::Time, by: Option<&String>) {
+    request.state = state;
+    request.ended_at = Some(at);
+    request.ended_by = by.cloned();
+}
+
+fn chrono_secs(secs: u64) -> chrono::Duration {
+    chrono::Duration::from_std(Duration::from_secs(secs)).unwrap_or(chrono::Duration::MAX)
+}

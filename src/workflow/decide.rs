@@ -1,0 +1,545 @@
+//! Commands decided into events. Nothing here mutates: a refused command
+//! changes nothing by construction.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::config::{
+    ClockStart, Directory, HumanDuration, Permission, Resource, WorkflowSettings, validate_workflow,
+};
+
+use super::model::{
+    Approval, Delegation, EndReason, Event, PendingExtension, Request, RequestId, RequestState,
+    Time,
+};
+use super::{Engine, WorkflowError};
+
+/// What the engine may consult: the directory, the resources and the time.
+pub struct Context<'a> {
+    pub directory: &'a Directory,
+    pub resources: &'a BTreeMap<String, Resource>,
+    pub now: Time,
+}
+
+/// The arguments of `request RESOURCE [--for D] [--reason T] [--ticket ID]`.
+#[derive(Clone, Debug, Default)]
+pub struct RequestSpec {
+    pub resource: String,
+    pub duration: Option<Duration>,
+    pub reason: Option<String>,
+    pub ticket: Option<String>,
+}
+
+fn secs(duration: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
+}
+
+fn non_blank(text: Option<String>) -> Option<String> {
+    text.map(|t| t.trim().to_string()).filter(|t| !t.is_empty())
+}
+
+type Decision = Result<Vec<Event>, WorkflowError>;
+
+impl Engine {
+    /// The settings in force for `resource`: a runtime change or the file's.
+    pub fn settings_for<'a>(
+        &'a self,
+        ctx: &'a Context,
+        resource: &str,
+    ) -> Option<&'a WorkflowSettings> {
+        self.workflow_overrides
+            .get(resource)
+            .or_else(|| ctx.resources.get(resource).map(|r| &r.workflow))
+    }
+
+    fn require(
+        &self,
+        ctx: &Context,
+        actor: &str,
+        permission: Permission,
+    ) -> Result<(), WorkflowError> {
+        let user = ctx
+            .directory
+            .user(actor)
+            .ok_or_else(|| WorkflowError::UnknownUser(actor.to_string()))?;
+        if user.has(permission) {
+            Ok(())
+        } else {
+            Err(WorkflowError::MissingPermission(permission))
+        }
+    }
+
+    fn get(&self, id: RequestId) -> Result<&Request, WorkflowError> {
+        self.requests
+            .get(&id)
+            .ok_or(WorkflowError::UnknownRequest(id))
+    }
+
+    fn owned(&self, ctx: &Context, actor: &str, id: RequestId) -> Result<&Request, WorkflowError> {
+        let request = self.get(id)?;
+        let is_admin = ctx.directory.has(actor, Permission::Admin);
+        if request.requester != actor && !is_admin {
+            return Err(WorkflowError::NotYourRequest(id));
+        }
+        Ok(request)
+    }
+
+    pub fn decide_request(&self, ctx: &Context, actor: &str, spec: RequestSpec) -> Decision {
+        self.require(ctx, actor, Permission::Request)?;
+        let settings = self
+            .settings_for(ctx, &spec.resource)
+            .ok_or_else(|| WorkflowError::UnknownResource(spec.resource.clone()))?;
+        let reason = non_blank(spec.reason);
+        let ticket = non_blank(spec.ticket);
+        if settings.require_reason && reason.is_none() {
+            return Err(WorkflowError::ReasonRequired(spec.resource));
+        }
+        if settings.require_ticket && ticket.is_none() {
+            return Err(WorkflowError::TicketRequired(spec.resource));
+        }
+        let duration = spec
+            .duration
+            .unwrap_or(settings.default_duration.as_duration());
+        if duration.is_zero() {
+            return Err(WorkflowError::ZeroDuration);
+        }
+        if duration > settings.max_duration.as_duration() {
+            return Err(WorkflowError::DurationTooLong {
+                resource: spec.resource,
+                requested: HumanDuration(duration),
+                max: settings.max_duration,
+            });
+        }
+        let id = self.next_id + 1;
+        let mut events = vec![Event::Requested {
+            id,
+            requester: actor.to_string(),
+            resource: spec.resource,
+            duration_secs: duration.as_secs(),
+            reason,
+            ticket,
+            settings: settings.clone(),
+            at: ctx.now,
+        }];
+        if settings.approval_levels.is_empty() {
+            events.push(Event::Granted { id, at: ctx.now });
+        }
+        Ok(events)
+    }
+
+    pub fn decide_approve(
+        &self,
+        ctx: &Context,
+        actor: &str,
+        id: RequestId,
+        comment: Option<String>,
+    ) -> Decision {
+        let request = self.get(id)?;
+        if ctx.directory.user(actor).is_none() {
+            return Err(WorkflowError::UnknownUser(actor.to_string()));
+        }
+        let round = match (&request.state, &request.extension) {
+            (RequestState::Pending, _) => &request.round,
+            (RequestState::Active, Some(extension)) => &extension.round,
+            (state, _) => {
+                return Err(WorkflowError::WrongState {
+                    id,
+                    state: *state,
+                    action: "approved",
+                });
+            }
+        };
+        if request.requester == actor {
+            return Err(WorkflowError::SelfApproval);
+        }
+        let on_behalf_of = self.approval_authority(ctx, request, round, actor)?;
+        let level = round.level;
+        let mut events = vec![Event::Approved {
+            id,
+            approval: Approval {
+                approver: actor.to_string(),
+                on_behalf_of,
+                level,
+                comment: non_blank(comment),
+                at: ctx.now,
+            },
+        }];
+        let level_done = round.approvals_at(level) + 1 >= request.levels()[level].required as usize;
+        if level_done && level + 1 == request.levels().len() {
+            events.push(match &request.extension {
+                Some(extension) if request.state == RequestState::Active => {
+                    self.extended_event(request, extension.duration_secs, ctx.now)
+                }
+                _ => Event::Granted { id, at: ctx.now },
+            });
+        }
+        Ok(events)
+    }
+
+    fn extended_event(&self, request: &Request, add_secs: u64, now: Time) -> Event {
+        let end = request.window_end.unwrap_or(now);
+        Event::Extended {
+            id: request.id,
+            window_end: end + secs(Duration::from_secs(add_secs)),
+            at: now,
+        }
+    }
+
+    pub fn decide_deny(
+        &self,
+        ctx: &Context,
+        actor: &str,
+        id: RequestId,
+        reason: Option<String>,
+    ) -> Decision {
+        let request = self.get(id)?;
+        let round = match (&request.state, &request.extension) {
+            (RequestState::Pending, _) => &request.round,
+            (RequestState::Active, Some(extension)) => &extension.round,
+            (state, _) => {
+                return Err(WorkflowError::WrongState {
+                    id,
+                    state: *state,
+                    action: "denied",
+                });
+            }
+        };
+        if request.requester == actor {
+            return Err(WorkflowError::SelfApproval);
+        }
+        let is_admin = ctx.directory.has(actor, Permission::Admin);
+        if !is_admin && !self.can_act_on(ctx, request, round, actor) {
+            return Err(WorkflowError::NotAnApprover(id));
+        }
+        Ok(vec![Event::Denied {
+            id,
+            by: actor.to_string(),
+            reason: non_blank(reason),
+            at: ctx.now,
+        }])
+    }
+
+    pub fn decide_cancel(&self, ctx: &Context, actor: &str, id: RequestId) -> Decision {
+        let request = self.owned(ctx, actor, id)?;
+        match request.state {
+            RequestState::Pending | RequestState::Approved => Ok(vec![Event::Cancelled {
+                id,
+                by: actor.to_string(),
+                at: ctx.now,
+            }]),
+            state => Err(WorkflowError::WrongState {
+                id,
+                state,
+                action: "cancelled",
+            }),
+        }
+    }
+
+    /// Checks everything about a checkout except MFA, which the caller
+    /// verifies only once the rest has passed (so a refused checkout never
+    /// burns a TOTP code), then calls again with the outcome.
+    pub fn decide_checkout(
+        &self,
+        ctx: &Context,
+        actor: &str,
+        id: RequestId,
+        mfa_passed: bool,
+        secret_hash: Option<String>,
+    ) -> Decision {
+        let request = self.get(id)?;
+        if request.requester != actor {
+            return Err(WorkflowError::NotYourRequest(id));
+        }
+        if request.state != RequestState::Approved {
+            return Err(WorkflowError::WrongState {
+                id,
+                state: request.state,
+                action: "checked out",
+            });
+        }
+        if self
+            .approval_deadline(request)
+            .is_some_and(|deadline| deadline <= ctx.now)
+        {
+            return Err(WorkflowError::ApprovalLapsed(id));
+        }
+        if let Some(other) = self
+            .active_requests()
+            .find(|r| r.requester == actor && r.resource == request.resource)
+        {
+            return Err(WorkflowError::AlreadyHolding {
+                resource: request.resource.clone(),
+                id: other.id,
+            });
+        }
+        let mut events = Vec::new();
+        if request.settings.single_user {
+            if let Some(holder) = self.holder(&request.resource) {
+                let until = holder.window_end.unwrap_or(ctx.now);
+                if until > ctx.now {
+                    return Err(WorkflowError::HeldBy {
+                        resource: request.resource.clone(),
+                        holder: holder.requester.clone(),
+                        until,
+                    });
+                }
+                events.push(Event::Ended {
+                    id: holder.id,
+                    reason: EndReason::Expired,
+                    by: None,
+                    at: ctx.now,
+                });
+            }
+        }
+        if request.settings.mfa_required && !mfa_passed {
+            return Err(WorkflowError::MfaRequired(request.resource.clone()));
+        }
+        let window_end = match request.settings.clock_starts {
+            ClockStart::Approval => request.window_end.unwrap_or(ctx.now),
+            ClockStart::Checkout => ctx.now + secs(Duration::from_secs(request.duration_secs)),
+        };
+        events.push(Event::CheckedOut {
+            id,
+            window_end,
+            mfa_passed,
+            secret_hash,
+            at: ctx.now,
+        });
+        Ok(events)
+    }
+
+    /// When an approved request stops being usable for checkout.
+    fn approval_deadline(&self, request: &Request) -> Option<Time> {
+        match request.settings.clock_starts {
+            ClockStart::Approval => request.window_end,
+            ClockStart::Checkout => request
+                .approved_at
+                .map(|at| at + secs(request.settings.pending_timeout.as_duration())),
+        }
+    }
+
+    pub fn decide_checkin(&self, ctx: &Context, actor: &str, id: RequestId) -> Decision {
+        let request = self.owned(ctx, actor, id)?;
+        if request.state != RequestState::Active {
+            return Err(WorkflowError::WrongState {
+                id,
+                state: request.state,
+                action: "checked in",
+            });
+        }
+        Ok(vec![Event::Ended {
+            id,
+            reason: EndReason::CheckedIn,
+            by: Some(actor.to_string()),
+            at: ctx.now,
+        }])
+    }
+
+    /// An administrator ends a live lease, or withdraws a request in flight.
+    pub fn decide_revoke(&self, ctx: &Context, actor: &str, id: RequestId) -> Decision {
+        self.require(ctx, actor, Permission::Admin)?;
+        let request = self.get(id)?;
+        let by = actor.to_string();
+        match request.state {
+            RequestState::Active => Ok(vec![Event::Ended {
+                id,
+                reason: EndReason::Revoked,
+                by: Some(by),
+                at: ctx.now,
+            }]),
+            RequestState::Pending | RequestState::Approved => Ok(vec![Event::Cancelled {
+                id,
+                by,
+                at: ctx.now,
+            }]),
+            state => Err(WorkflowError::WrongState {
+                id,
+                state,
+                action: "revoked",
+            }),
+        }
+    }
+
+    /// The timer fired for request `id`; ends it if its window really is over.
+    pub fn decide_expire(&self, id: RequestId, now: Time) -> Vec<Event> {
+        match self.requests.get(&id) {
+            Some(r)
+                if r.state == RequestState::Active
+                    && r.window_end.is_some_and(|end| end <= now) =>
+            {
+                vec![Event::Ended {
+                    id,
+                    reason: EndReason::Expired,
+                    by: None,
+                    at: now,
+                }]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn decide_extend(
+        &self,
+        ctx: &Context,
+        actor: &str,
+        id: RequestId,
+        by: Duration,
+    ) -> Decision {
+        let request = self.get(id)?;
+        if request.requester != actor {
+            return Err(WorkflowError::NotYourRequest(id));
+        }
+        if request.state != RequestState::Active {
+            return Err(WorkflowError::WrongState {
+                id,
+                state: request.state,
+                action: "extended",
+            });
+        }
+        if request.extension.is_some() {
+            return Err(WorkflowError::ExtensionPending(id));
+        }
+        if by.is_zero() {
+            return Err(WorkflowError::ZeroDuration);
+        }
+        let settings = &request.settings;
+        let total = request.duration_secs + request.extended_secs + by.as_secs();
+        if total > settings.max_duration.as_duration().as_secs() {
+            return Err(WorkflowError::ExtensionTooLong {
+                resource: request.resource.clone(),
+                requested: HumanDuration(by),
+                max: settings.max_duration,
+            });
+        }
+        let self_service = request.extended_secs + by.as_secs()
+            <= settings.self_service_extension.as_duration().as_secs();
+        if self_service || settings.approval_levels.is_empty() {
+            return Ok(vec![self.extended_event(request, by.as_secs(), ctx.now)]);
+        }
+        Ok(vec![Event::ExtensionRequested {
+            id,
+            duration_secs: by.as_secs(),
+            at: ctx.now,
+        }])
+    }
+
+    pub fn decide_delegate(
+        &self,
+        ctx: &Context,
+        actor: &str,
+        to: &str,
+        resources: Vec<String>,
+        until: Option<Time>,
+    ) -> Decision {
+        self.require(ctx, actor, Permission::Approve)?;
+        if ctx.directory.user(to).is_none() {
+            return Err(WorkflowError::UnknownUser(to.to_string()));
+        }
+        if to == actor {
+            return Err(WorkflowError::SelfDelegation);
+        }
+        if let Some(unknown) = resources.iter().find(|r| !ctx.resources.contains_key(*r)) {
+            return Err(WorkflowError::UnknownResource(unknown.clone()));
+        }
+        if let Some(until) = until.filter(|until| *until <= ctx.now) {
+            return Err(WorkflowError::DelegationInPast(until));
+        }
+        let delegation = Delegation {
+            from: actor.to_string(),
+            to: to.to_string(),
+            resources,
+            until,
+        };
+        Ok(vec![Event::DelegationGranted {
+            delegation,
+            at: ctx.now,
+        }])
+    }
+
+    pub fn decide_revoke_delegation(&self, ctx: &Context, actor: &str) -> Decision {
+        if !self.delegations.contains_key(actor) {
+            return Err(WorkflowError::NoDelegation);
+        }
+        Ok(vec![Event::DelegationRevoked {
+            from: actor.to_string(),
+            at: ctx.now,
+        }])
+    }
+
+    pub fn decide_set_workflow(
+        &self,
+        ctx: &Context,
+        actor: &str,
+        resource: &str,
+        settings: WorkflowSettings,
+    ) -> Decision {
+        self.require(ctx, actor, Permission::ManageWorkflow)?;
+        if !ctx.resources.contains_key(resource) {
+            return Err(WorkflowError::UnknownResource(resource.to_string()));
+        }
+        validate_workflow("workflow", &settings, ctx.directory).map_err(|(key, problem)| {
+            WorkflowError::InvalidWorkflow {
+                resource: resource.to_string(),
+                key,
+                problem,
+            }
+        })?;
+        Ok(vec![Event::WorkflowChanged {
+            resource: resource.to_string(),
+            by: actor.to_string(),
+            settings,
+            at: ctx.now,
+        }])
+    }
+
+    /// Requests whose time has run out at `now`: pending too long, approvals
+    /// left unused, or (as a backstop to the lease timer) windows ended.
+    pub fn decide_timeouts(&self, now: Time) -> Vec<Event> {
+        let mut events = Vec::new();
+        for request in self.requests.values() {
+            match self.deadline_of(request) {
+                Some(deadline) if deadline <= now => events.push(match request.state {
+                    RequestState::Active => Event::Ended {
+                        id: request.id,
+                        reason: EndReason::Expired,
+                        by: None,
+                        at: now,
+                    },
+                    _ => Event::TimedOut {
+                        id: request.id,
+                        at: now,
+                    },
+                }),
+                _ => {}
+            }
+        }
+        events
+    }
+
+    /// The earliest moment `decide_timeouts` has something to do.
+    pub fn next_deadline(&self) -> Option<Time> {
+        self.requests
+            .values()
+            .filter_map(|r| self.deadline_of(r))
+            .min()
+    }
+
+    fn deadline_of(&self, request: &Request) -> Option<Time> {
+        match request.state {
+            RequestState::Pending => {
+                Some(request.created_at + secs(request.settings.pending_timeout.as_duration()))
+            }
+            RequestState::Approved => self.approval_deadline(request),
+            RequestState::Active => request.window_end,
+            _ => None,
+        }
+    }
+
+    /// A new extension round starts at level 0 of the request's own levels.
+    pub(super) fn new_extension(duration_secs: u64, at: Time) -> PendingExtension {
+        PendingExtension {
+            duration_secs,
+            round: super::model::ApprovalRound::new(at),
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Why the workflow refused a command. Each message tells the user what to do next.
+
+use crate::config::{HumanDuration, Permission};
+
+use super::model::{RequestId, RequestState, Time};
+
+fn hhmm(time: &Time) -> String {
+    time.format("%H:%M UTC").to_string()
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WorkflowError {
+    #[error("unknown user {0:?}")]
+    UnknownUser(String),
+    #[error("unknown resource {0:?}")]
+    UnknownResource(String),
+    #[error("unknown request {0}")]
+    UnknownRequest(RequestId),
+    #[error("permission denied: this needs the {} permission", .0.name())]
+    MissingPermission(Permission),
+    #[error("{0} requires a reason: add --reason TEXT")]
+    ReasonRequired(String),
+    #[error("{0} requires a ticket id: add --ticket ID")]
+    TicketRequired(String),
+    #[error("duration must be longer than 0s")]
+    ZeroDuration,
+    #[error("{requested} is longer than the maximum of {max} for {resource}")]
+    DurationTooLong {
+        resource: String,
+        requested: HumanDuration,
+        max: HumanDuration,
+    },
+    #[error("you cannot approve your own request")]
+    SelfApproval,
+    #[error("you have already approved request {0}")]
+    AlreadyApproved(RequestId),
+    #[error("you are not an approver for request {0}")]
+    NotAnApprover(RequestId),
+    #[error("request {id} is waiting for level {} approval; you approve at a later level", waiting + 1)]
+    LevelNotReached { id: RequestId, waiting: usize },
+    #[error("request {id} is {} and cannot be {action}", state.name())]
+    WrongState {
+        id: RequestId,
+        state: RequestState,
+        action: &'static str,
+    },
+    #[error("request {0} belongs to someone else")]
+    NotYourRequest(RequestId),
+    #[error("{resource} is held by {holder} until {}", hhmm(until))]
+    HeldBy {
+        resource: String,
+        holder: String,
+        until: Time,
+    },
+    #[error("you already hold an active lease on {resource} (request {id}): extend it instead")]
+    AlreadyHolding { resource: String, id: RequestId },
+    #[error("{0} requires MFA: pass --totp CODE")]
+    MfaRequired(String),
+    #[error("the approval of request {0} has lapsed: file a new request")]
+    ApprovalLapsed(RequestId),
+    #[error("extending by {requested} would exceed the maximum of {max} for {resource}")]
+    ExtensionTooLong {
+        resource: String,
+        requested: HumanDuration,
+        max: HumanDuration,
+    },
+    #[error("request {0} already has an extension waiting for approval")]
+    ExtensionPending(RequestId),
+    #[error("you cannot delegate to yourself")]
+    SelfDelegation,
+    #[error("the delegation end {} is already past", hhmm(.0))]
+    DelegationInPast(Time),
+    #[error("you have no delegation to revoke")]
+    NoDelegation,
+    #[error("invalid workflow for {resource}: {key}: {problem}")]
+    InvalidWorkflow {
+        resource: String,
+        key: String,
+        problem: String,
+    },
+}

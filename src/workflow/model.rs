@@ -1,0 +1,269 @@
+//! The workflow's data: requests, approvals, delegations and the events that change them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ApprovalLevel, WorkflowSettings};
+
+pub type RequestId = u64;
+pub type Time = DateTime<Utc>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestState {
+    /// Waiting for approvals.
+    Pending,
+    /// Every level approved; not checked out yet.
+    Approved,
+    /// Checked out: the lease is live.
+    Active,
+    CheckedIn,
+    Expired,
+    Revoked,
+    Denied,
+    Cancelled,
+    TimedOut,
+}
+
+impl RequestState {
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::Pending | Self::Approved | Self::Active)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Active => "active",
+            Self::CheckedIn => "checked in",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+            Self::Denied => "denied",
+            Self::Cancelled => "cancelled",
+            Self::TimedOut => "timed out",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// Who clicked approve.
+    pub approver: String,
+    /// Whose authority was used, when acting as a delegate ("bob for dave").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
+    pub level: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    pub at: Time,
+}
+
+impl Approval {
+    /// The people this approval counts for; each may count once per round.
+    pub fn people(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.approver.as_str()).chain(self.on_behalf_of.as_deref())
+    }
+}
+
+/// Progress through the approval levels: for the request itself, and again
+/// for an extension that exceeds the self-service allowance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRound {
+    pub level: usize,
+    pub level_started_at: Time,
+    pub approvals: Vec<Approval>,
+}
+
+impl ApprovalRound {
+    pub fn new(at: Time) -> Self {
+        Self {
+            level: 0,
+            level_started_at: at,
+            approvals: Vec::new(),
+        }
+    }
+
+    pub fn has_counted(&self, user: &str) -> bool {
+        self.approvals.iter().any(|a| a.people().any(|p| p == user))
+    }
+
+    pub fn approvals_at(&self, level: usize) -> usize {
+        self.approvals.iter().filter(|a| a.level == level).count()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingExtension {
+    pub duration_secs: u64,
+    pub round: ApprovalRound,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub id: RequestId,
+    pub requester: String,
+    pub resource: String,
+    pub duration_secs: u64,
+    pub reason: Option<String>,
+    pub ticket: Option<String>,
+    pub created_at: Time,
+    pub state: RequestState,
+    /// The workflow in force when the request was filed; later changes to
+    /// the resource do not move the goalposts of a request in flight.
+    pub settings: WorkflowSettings,
+    pub round: ApprovalRound,
+    pub approved_at: Option<Time>,
+    pub checked_out_at: Option<Time>,
+    pub window_end: Option<Time>,
+    pub ended_at: Option<Time>,
+    pub ended_by: Option<String>,
+    pub extended_secs: u64,
+    pub extension: Option<PendingExtension>,
+    /// SHA-256 of the lease's connection password (never the password).
+    pub secret_hash: Option<String>,
+    pub mfa_passed: bool,
+}
+
+impl Request {
+    pub fn levels(&self) -> &[ApprovalLevel] {
+        &self.settings.approval_levels
+    }
+}
+
+/// "bob may approve for dave on these resources until then".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delegation {
+    pub from: String,
+    pub to: String,
+    /// Empty means every resource.
+    pub resources: Vec<String>,
+    pub until: Option<Time>,
+}
+
+impl Delegation {
+    pub fn covers(&self, resource: &str, now: Time) -> bool {
+        self.until.is_none_or(|until| now < until)
+            && (self.resources.is_empty() || self.resources.iter().any(|r| r == resource))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    CheckedIn,
+    Expired,
+    Revoked,
+}
+
+/// Every change to workflow state. Commands are decided into events, events
+/// are journaled, then applied: replaying the journal rebuilds the state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    Requested {
+        id: RequestId,
+        requester: String,
+        resource: String,
+        duration_secs: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ticket: Option<String>,
+        settings: WorkflowSettings,
+        at: Time,
+    },
+    Approved {
+        id: RequestId,
+        #[serde(flatten)]
+        approval: Approval,
+    },
+    /// The last level approved the request.
+    Granted {
+        id: RequestId,
+        at: Time,
+    },
+    Denied {
+        id: RequestId,
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        at: Time,
+    },
+    Cancelled {
+        id: RequestId,
+        by: String,
+        at: Time,
+    },
+    TimedOut {
+        id: RequestId,
+        at: Time,
+    },
+    CheckedOut {
+        id: RequestId,
+        window_end: Time,
+        mfa_passed: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        secret_hash: Option<String>,
+        at: Time,
+    },
+    Ended {
+        id: RequestId,
+        reason: EndReason,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+        at: Time,
+    },
+    ExtensionRequested {
+        id: RequestId,
+        duration_secs: u64,
+        at: Time,
+    },
+    Extended {
+        id: RequestId,
+        window_end: Time,
+        at: Time,
+    },
+    DelegationGranted {
+        delegation: Delegation,
+        at: Time,
+    },
+    DelegationRevoked {
+        from: String,
+        at: Time,
+    },
+    WorkflowChanged {
+        resource: String,
+        by: String,
+        settings: WorkflowSettings,
+        at: Time,
+    },
+}
+
+impl Event {
+    /// The request this event concerns, if any.
+    pub fn request_id(&self) -> Option<RequestId> {
+        match self {
+            Self::Requested { id, .. }
+            | Self::Approved { id, .. }
+            | Self::Granted { id, .. }
+            | Self::Denied { id, .. }
+            | Self::Cancelled { id, .. }
+            | Self::TimedOut { id, .. }
+            | Self::CheckedOut { id, .. }
+            | Self::Ended { id, .. }
+            | Self::ExtensionRequested { id, .. }
+            | Self::Extended { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+
+    /// A copy fit for the audit log and event streams: hashes of lease
+    /// passwords stay in the journal only.
+    pub fn redacted(&self) -> Self {
+        let mut copy = self.clone();
+        if let Self::CheckedOut { secret_hash, .. } = &mut copy {
+            *secret_hash = None;
+        }
+        copy
+    }
+}
