@@ -9,5 +9,8 @@
 
 pub mod config;
 pub mod fsutil;
+pub mod journal;
+pub mod lease;
+pub mod mfa;
 pub mod secret;
 pub mod workflow;

@@ -1,0 +1,204 @@
+//! The durable journal: every acknowledged state change is on disk first.
+//!
+//! Layout in the state directory:
+//! - `journal.log`: frames `[len: u32 LE][crc32: u32 LE][seq: u64 LE][payload]`,
+//!   the CRC covering seq and payload. Appends are fsynced before returning.
+//! - `snapshot.json`: `{ "seq": N, "state": ... }`, written atomically; frames
+//!   with `seq <= N` are already folded into it.
+//!
+//! A crash mid-append leaves a torn last frame: it is detected on open,
+//! reported and cut off; nothing before it is lost. A bad frame *followed by
+//! more data* is not a torn write but corruption, and opening refuses.
+
+mod frame;
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::fsutil;
+
+pub use frame::{DecodedFrames, FrameError, decode_frames, encode_frame};
+
+const JOURNAL_FILE: &str = "journal.log";
+const SNAPSHOT_FILE: &str = "snapshot.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal I/O on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "journal {path} is corrupt at byte {offset}: {problem}; refusing to start rather than lose state (restore it from backup)"
+    )]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        problem: String,
+    },
+    #[error("snapshot {path} is unreadable: {problem}")]
+    BadSnapshot { path: PathBuf, problem: String },
+    #[error("cannot encode a journal record: {0}")]
+    Encode(String),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot<S> {
+    seq: u64,
+    state: S,
+}
+
+/// What `open` found: the snapshot state, the records after it, and whether
+/// a torn tail was cut off.
+pub struct Recovered<S, R> {
+    pub snapshot: Option<S>,
+    pub records: Vec<R>,
+    /// Bytes of an incomplete final record that were dropped.
+    pub dropped_tail: Option<u64>,
+}
+
+pub struct Journal {
+    dir: PathBuf,
+    file: File,
+    next_seq: u64,
+    records_since_snapshot: u64,
+}
+
+impl Journal {
+    /// Opens (creating if needed) the journal in `dir` and reads it back.
+    pub fn open<S: DeserializeOwned, R: DeserializeOwned>(
+        dir: &Path,
+    ) -> Result<(Self, Recovered<S, R>), JournalError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| JournalError::Io { path, source }
+        };
+        fsutil::ensure_private_dir(dir).map_err(io(dir))?;
+        let (snapshot_seq, snapshot) = read_snapshot::<S>(dir)?;
+        let path = dir.join(JOURNAL_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io(&path))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io(&path))?;
+        let decoded = decode_frames(&bytes).map_err(|e| JournalError::Corrupt {
+            path: path.clone(),
+            offset: e.offset,
+            problem: e.problem,
+        })?;
+        let dropped_tail = (decoded.valid_len < bytes.len() as u64)
+            .then(|| bytes.len() as u64 - decoded.valid_len);
+        if dropped_tail.is_some() {
+            file.set_len(decoded.valid_len).map_err(io(&path))?;
+            file.sync_all().map_err(io(&path))?;
+        }
+        let mut records = Vec::new();
+        let mut last_seq = snapshot_seq;
+        for (seq, payload) in decoded.frames {
+            last_seq = last_seq.max(seq);
+            if seq <= snapshot_seq {
+                continue;
+            }
+            let record = serde_json::from_slice(&payload).map_err(|e| JournalError::Corrupt {
+                path: path.clone(),
+                offset: 0,
+                problem: format!("record {seq} does not decode: {e}"),
+            })?;
+            records.push(record);
+        }
+        let journal = Self {
+            dir: dir.to_path_buf(),
+            file,
+            next_seq: last_seq + 1,
+            records_since_snapshot: records.len() as u64,
+        };
+        Ok((
+            journal,
+            Recovered {
+                snapshot,
+                records,
+                dropped_tail,
+            },
+        ))
+    }
+
+    /// Appends one record and fsyncs it. Only after this returns may the
+    /// change be acknowledged.
+    pub fn append<R: Serialize>(&mut self, record: &R) -> Result<u64, JournalError> {
+        let payload =
+            serde_json::to_vec(record).map_err(|e| JournalError::Encode(e.to_string()))?;
+        let seq = self.next_seq;
+        let frame = encode_frame(seq, &payload);
+        let started = Instant::now();
+        let path = self.dir.join(JOURNAL_FILE);
+        let io = |source| JournalError::Io {
+            path: path.clone(),
+            source,
+        };
+        self.file.write_all(&frame).map_err(io)?;
+        self.file.sync_data().map_err(io)?;
+        metrics::histogram!("jitgate_journal_fsync_seconds")
+            .record(started.elapsed().as_secs_f64());
+        self.next_seq += 1;
+        self.records_since_snapshot += 1;
+        Ok(seq)
+    }
+
+    pub fn records_since_snapshot(&self) -> u64 {
+        self.records_since_snapshot
+    }
+
+    /// Folds everything so far into a snapshot of `state` and starts an
+    /// empty journal. Crash-safe at every step: the snapshot names the last
+    /// sequence it contains, so a journal not yet emptied replays nothing twice.
+    pub fn compact<S: Serialize>(&mut self, state: &S) -> Result<(), JournalError> {
+        let seq = self.next_seq - 1;
+        let snapshot = serde_json::to_vec(&Snapshot { seq, state })
+            .map_err(|e| JournalError::Encode(e.to_string()))?;
+        let snapshot_path = self.dir.join(SNAPSHOT_FILE);
+        fsutil::write_atomic(&snapshot_path, &snapshot, 0o600).map_err(|source| {
+            JournalError::Io {
+                path: snapshot_path,
+                source,
+            }
+        })?;
+        let path = self.dir.join(JOURNAL_FILE);
+        let io = |source| JournalError::Io {
+            path: path.clone(),
+            source,
+        };
+        fsutil::write_atomic(&path, &[], 0o600).map_err(io)?;
+        self.file = OpenOptions::new().append(true).open(&path).map_err(io)?;
+        self.records_since_snapshot = 0;
+        Ok(())
+    }
+}
+
+fn read_snapshot<S: DeserializeOwned>(dir: &Path) -> Result<(u64, Option<S>), JournalError> {
+    let path = dir.join(SNAPSHOT_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let snapshot: Snapshot<S> =
+                serde_json::from_slice(&bytes).map_err(|e| JournalError::BadSnapshot {
+                    path: path.clone(),
+                    problem: e.to_string(),
+                })?;
+            Ok((snapshot.seq, Some(snapshot.state)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((0, None)),
+        Err(source) => Err(JournalError::Io { path, source }),
+    }
+}
+
+#[cfg(test)]
+mod tests;

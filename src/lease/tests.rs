@@ -1,0 +1,100 @@
+use std::time::Duration;
+
+use super::*;
+
+fn lease(id: RequestId, user: &str, resource: &str, after: Duration) -> Lease {
+    Lease {
+        request_id: id,
+        user: user.into(),
+        resource: resource.into(),
+        window_end: chrono::Utc::now(),
+        deadline: Instant::now() + after,
+        mfa_passed: true,
+        secret_hash: None,
+        token: CancellationToken::new(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn lease_ends_at_its_deadline_and_cancels_its_token() {
+    let (table, mut expired) = LeaseTable::new();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(table.clone().run_expiry(shutdown.clone()));
+    let started = Instant::now();
+    let live = table.upsert(lease(1, "alice", "web-01", Duration::from_secs(1800)));
+    assert!(table.lookup("alice", "web-01").is_some());
+
+    tokio::time::sleep(Duration::from_secs(1799)).await;
+    assert!(!live.token.is_cancelled());
+    assert!(table.lookup("alice", "web-01").is_some());
+
+    assert_eq!(expired.recv().await, Some(1));
+    assert_eq!(Instant::now() - started, Duration::from_secs(1800));
+    assert!(live.token.is_cancelled());
+    assert!(table.lookup("alice", "web-01").is_none());
+    assert!(table.is_empty());
+    shutdown.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_earlier_lease_inserted_later_wakes_the_timer() {
+    let (table, mut expired) = LeaseTable::new();
+    tokio::spawn(table.clone().run_expiry(CancellationToken::new()));
+    table.upsert(lease(1, "alice", "web-01", Duration::from_secs(3600)));
+    tokio::task::yield_now().await;
+    let started = Instant::now();
+    table.upsert(lease(2, "bob", "web-01", Duration::from_secs(5)));
+    assert_eq!(expired.recv().await, Some(2));
+    assert_eq!(Instant::now() - started, Duration::from_secs(5));
+    assert_eq!(table.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn extension_moves_the_deadline_and_keeps_the_token() {
+    let (table, mut expired) = LeaseTable::new();
+    tokio::spawn(table.clone().run_expiry(CancellationToken::new()));
+    let first = table.upsert(lease(1, "alice", "web-01", Duration::from_secs(10)));
+    let started = Instant::now();
+    let extended = table.upsert(lease(1, "alice", "web-01", Duration::from_secs(20)));
+    assert!(first.token.is_cancelled() == extended.token.is_cancelled());
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert!(!first.token.is_cancelled(), "the old deadline is stale");
+    assert_eq!(expired.recv().await, Some(1));
+    assert_eq!(Instant::now() - started, Duration::from_secs(20));
+    assert!(first.token.is_cancelled(), "sessions hold the same token");
+}
+
+#[tokio::test]
+async fn ending_a_lease_cancels_it_once() {
+    let (table, _expired) = LeaseTable::new();
+    let live = table.upsert(lease(7, "alice", "db", Duration::from_secs(60)));
+    assert!(
+        table.end("alice", "db", 8).is_none(),
+        "another request's end is ignored"
+    );
+    assert!(table.end("alice", "db", 7).is_some());
+    assert!(live.token.is_cancelled());
+    assert!(table.end("alice", "db", 7).is_none());
+}
+
+#[tokio::test]
+async fn ten_thousand_leases_each_end_close_to_their_deadline() {
+    let (table, mut expired) = LeaseTable::new();
+    tokio::spawn(table.clone().run_expiry(CancellationToken::new()));
+    let base = Instant::now();
+    for i in 0..10_000u64 {
+        // Spread over 100 ms..600 ms, so the set is busy while they expire.
+        let after = Duration::from_millis(100 + i % 500);
+        table.upsert(lease(i, &format!("user{i}"), "web-01", after));
+    }
+    let mut worst = Duration::ZERO;
+    for _ in 0..10_000 {
+        let id = expired.recv().await.unwrap();
+        let deadline = base + Duration::from_millis(100 + id % 500);
+        worst = worst.max(Instant::now().saturating_duration_since(deadline));
+    }
+    assert!(
+        worst < Duration::from_millis(50),
+        "a lease ended {worst:?} late"
+    );
+}
