@@ -7,8 +7,11 @@
 //! - `fsutil`, `secret`: durable writes and secrets that never print.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod config;
+pub mod events;
 pub mod fsutil;
+pub mod gateway;
 pub mod journal;
 pub mod lease;
 pub mod mfa;

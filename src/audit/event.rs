@@ -1,0 +1,98 @@
+//! The typed audit events. No variant carries a secret: lease passwords,
+//! credentials and TOTP codes have no field to go in.
+
+use serde::{Deserialize, Serialize};
+
+use crate::workflow;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    Ssh,
+    Postgres,
+    Control,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AuditEvent {
+    GatewayStarted {
+        version: String,
+    },
+    GatewayStopped,
+    ConfigReloaded {
+        ok: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// A torn record at the end of the journal or audit log was cut off.
+    TornTailDropped {
+        file: String,
+        bytes: u64,
+    },
+    /// A workflow state change; `actor` is absent for the gateway's own
+    /// decisions (expiry, timeouts).
+    Workflow {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        actor: Option<String>,
+        change: workflow::Event,
+    },
+    /// A command refused: who tried what, and why.
+    Refused {
+        actor: String,
+        command: String,
+        reason: String,
+    },
+    MfaFailure {
+        user: String,
+        reason: String,
+    },
+    MfaLocked {
+        user: String,
+        seconds: u64,
+    },
+    Login {
+        protocol: Protocol,
+        user: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resource: Option<String>,
+        remote: String,
+        accepted: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    SessionStarted {
+        session: String,
+        protocol: Protocol,
+        user: String,
+        resource: String,
+        request_id: u64,
+    },
+    SessionEnded {
+        session: String,
+        bytes_from_client: u64,
+        bytes_to_client: u64,
+        duration_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        severed: Option<String>,
+    },
+}
+
+impl AuditEvent {
+    /// The users this event concerns, for routing to `watch` streams.
+    pub fn users(&self) -> Vec<&str> {
+        match self {
+            Self::Workflow { actor, change } => {
+                let mut users: Vec<&str> = actor.iter().map(String::as_str).collect();
+                if let workflow::Event::Requested { requester, .. } = change {
+                    users.push(requester);
+                }
+                users
+            }
+            Self::Refused { actor, .. } => vec![actor],
+            Self::MfaFailure { user, .. } | Self::MfaLocked { user, .. } => vec![user],
+            Self::Login { user, .. } | Self::SessionStarted { user, .. } => vec![user],
+            _ => Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! The tamper-evident audit log: JSON lines chained by SHA-256.
+//!
+//! Each line is `{"seq", "ts", "prev", "event", "hash"}` where `hash` is the
+//! SHA-256 of the line's canonical JSON without `hash`, and `prev` is the
+//! previous line's `hash` (64 zeros for the first). Editing, deleting or
+//! swapping any line breaks the chain at that line; `verify` finds it.
+//! When the file grows past its size limit it is renamed `FILE.N` and a new
+//! one continues the same chain, so rotated files verify as one.
+
+mod event;
+mod verify;
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::fsutil;
+
+pub use event::{AuditEvent, Protocol};
+pub use verify::{VerifyError, VerifyReport, chain_files, verify_files};
+
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit log {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("audit log {path} ends in a record that cannot be continued: {problem}")]
+    BadTail { path: PathBuf, problem: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub seq: u64,
+    pub ts: String,
+    pub prev: String,
+    pub event: AuditEvent,
+    pub hash: String,
+}
+
+/// SHA-256 of the canonical JSON of a record object without its `hash`.
+pub(crate) fn record_hash(object: &Map<String, Value>) -> String {
+    let without_hash: Map<String, Value> = object
+        .iter()
+        .filter(|(k, _)| k.as_str() != "hash")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let canonical = Value::Object(without_hash).to_string();
+    hex::encode(Sha256::digest(canonical.as_bytes()))
+}
+
+pub struct AuditLog {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    rotate_bytes: u64,
+    next_seq: u64,
+    prev: String,
+}
+
+impl AuditLog {
+    /// Opens `path`, continuing the chain from its last record (or from the
+    /// newest rotated file). A torn last line is cut off and reported in the
+    /// returned byte count.
+    pub fn open(path: &Path, rotate_bytes: u64) -> Result<(Self, Option<u64>), AuditError> {
+        let io = |source| AuditError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fsutil::ensure_private_dir(dir).map_err(io)?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
+        let (valid_len, last) = scan_tail(path, &file)?;
+        let total = file.metadata().map_err(io)?.len();
+        let dropped = (valid_len < total).then(|| total - valid_len);
+        if dropped.is_some() {
+            file.set_len(valid_len).map_err(io)?;
+            file.sync_all().map_err(io)?;
+        }
+        let last = match last {
+            Some(last) => Some(last),
+            None => last_rotated(path)?.and_then(|rotated| last_head_of(&rotated)),
+        };
+        let (next_seq, prev) =
+            last.map_or((1, GENESIS.to_string()), |head| (head.seq + 1, head.hash));
+        let log = Self {
+            path: path.to_path_buf(),
+            file,
+            size: valid_len,
+            rotate_bytes,
+            next_seq,
+            prev,
+        };
+        Ok((log, dropped))
+    }
+
+    /// Appends `event`, chained to the previous record, and fsyncs it.
+    pub fn append(&mut self, event: AuditEvent) -> Result<Arc<AuditRecord>, AuditError> {
+        let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let mut object = Map::new();
+        object.insert("seq".into(), self.next_seq.into());
+        object.insert("ts".into(), ts.clone().into());
+        object.insert("prev".into(), self.prev.clone().into());
+        object.insert(
+            "event".into(),
+            serde_json::to_value(&event).unwrap_or(Value::Null),
+        );
+        let hash = record_hash(&object);
+        object.insert("hash".into(), hash.clone().into());
+        let mut line = Value::Object(object).to_string();
+        line.push('\n');
+        if self.size > 0 && self.size + line.len() as u64 > self.rotate_bytes {
+            self.rotate()?;
+        }
+        let io = |source| AuditError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        self.file.write_all(line.as_bytes()).map_err(io)?;
+        self.file.sync_data().map_err(io)?;
+        self.size += line.len() as u64;
+        let record = AuditRecord {
+            seq: self.next_seq,
+            ts,
+            prev: std::mem::replace(&mut self.prev, hash.clone()),
+            event,
+            hash,
+        };
+        self.next_seq += 1;
+        Ok(Arc::new(record))
+    }
+
+    fn rotate(&mut self) -> Result<(), AuditError> {
+        let io = |source| AuditError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let number = last_rotated_number(&self.path)
+            .map_err(io)?
+            .map_or(1, |n| n + 1);
+        let rotated = rotated_name(&self.path, number);
+        std::fs::rename(&self.path, &rotated).map_err(io)?;
+        self.file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&self.path)
+            .map_err(io)?;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fsutil::sync_dir(dir).map_err(io)?;
+        }
+        self.size = 0;
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Reads the last records of the current file (for `audit tail`).
+pub fn read_records(path: &Path) -> std::io::Result<Vec<AuditRecord>> {
+    let file = File::open(path)?;
+    Ok(BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|line| serde_json::from_str(&line).ok())
+        .collect())
+}
+
+fn rotated_name(path: &Path, number: u64) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(format!(".{number}"));
+    PathBuf::from(name)
+}
+
+fn last_rotated_number(path: &Path) -> std::io::Result<Option<u64>> {
+    Ok(chain_files(path)?
+        .iter()
+        .filter_map(|p| rotation_number(path, p))
+        .max())
+}
+
+fn rotation_number(base: &Path, candidate: &Path) -> Option<u64> {
+    let base_name = base.file_name()?.to_str()?;
+    let name = candidate.file_name()?.to_str()?;
+    name.strip_prefix(base_name)?
+        .strip_prefix('.')?
+        .parse()
+        .ok()
+}
+
+fn last_rotated(path: &Path) -> Result<Option<PathBuf>, AuditError> {
+    let number = last_rotated_number(path).map_err(|source| AuditError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(number.map(|n| rotated_name(path, n)))
+}
+
+fn last_head_of(path: &Path) -> Option<ChainHead> {
+    let text = std::fs::read_to_string(path).ok()?;
+    chain_head(text.lines().last()?)
+}
+
+/// The chain position a record leaves behind: its sequence and hash.
+struct ChainHead {
+    seq: u64,
+    hash: String,
+}
+
+fn chain_head(line: &str) -> Option<ChainHead> {
+    let value: Value = serde_json::from_str(line).ok()?;
+    Some(ChainHead {
+        seq: value.get("seq")?.as_u64()?,
+        hash: value.get("hash")?.as_str()?.to_string(),
+    })
+}
+
+/// Finds the length of the prefix made of whole lines, and the chain head
+/// left by the last of them. A final line without its newline is torn.
+fn scan_tail(path: &Path, file: &File) -> Result<(u64, Option<ChainHead>), AuditError> {
+    let mut reader = BufReader::new(file);
+    let mut valid_len = 0u64;
+    let mut last_line = None;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let read = reader
+            .read_line(&mut line)
+            .map_err(|source| AuditError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if read == 0 || !line.ends_with('\n') {
+            break;
+        }
+        valid_len += read as u64;
+        last_line = Some(line.clone());
+    }
+    match last_line {
+        None => Ok((valid_len, None)),
+        Some(line) => chain_head(line.trim_end()).map(|head| (valid_len, Some(head))).ok_or_else(|| AuditError::BadTail {
+            path: path.to_path_buf(),
+            problem: "the last line has no seq/hash; run `jitgate audit verify` and move the file aside".into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests;

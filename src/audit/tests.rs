@@ -1,0 +1,184 @@
+use super::*;
+
+fn event(n: u64) -> AuditEvent {
+    AuditEvent::Refused {
+        actor: format!("user{n}"),
+        command: "approve 1".into(),
+        reason: "test".into(),
+    }
+}
+
+fn write_log(dir: &Path, count: u64) -> PathBuf {
+    let path = dir.join("audit.log");
+    let (mut log, _) = AuditLog::open(&path, 1 << 30).unwrap();
+    for n in 0..count {
+        log.append(event(n)).unwrap();
+    }
+    path
+}
+
+fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
+    verify_files(&chain_files(path).unwrap())
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+fn rewrite(path: &Path, lines: &[String]) {
+    std::fs::write(
+        path,
+        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn an_untouched_log_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_log(dir.path(), 5);
+    assert_eq!(
+        verify(&path).unwrap(),
+        VerifyReport {
+            files: 1,
+            records: 5,
+            last_seq: 5
+        }
+    );
+}
+
+#[test]
+fn altering_any_record_is_reported_at_that_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_log(dir.path(), 5);
+    let original = lines(&path);
+    for index in 0..original.len() {
+        let mut altered = original.clone();
+        altered[index] = altered[index].replace(&format!("user{index}"), "someone-else");
+        rewrite(&path, &altered);
+        let err = verify(&path).unwrap_err();
+        assert_eq!(err.line, index + 1, "{err}");
+        assert!(err.problem.contains("altered"), "{err}");
+    }
+}
+
+#[test]
+fn deleting_any_record_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_log(dir.path(), 5);
+    let original = lines(&path);
+    for index in 0..original.len() - 1 {
+        let mut shortened = original.clone();
+        shortened.remove(index);
+        rewrite(&path, &shortened);
+        let err = verify(&path).unwrap_err();
+        assert_eq!(err.line, index + 1, "{err}");
+    }
+}
+
+#[test]
+fn swapping_records_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_log(dir.path(), 5);
+    let original = lines(&path);
+    for index in 0..original.len() - 1 {
+        let mut swapped = original.clone();
+        swapped.swap(index, index + 1);
+        rewrite(&path, &swapped);
+        let err = verify(&path).unwrap_err();
+        assert_eq!(err.line, index + 1, "{err}");
+    }
+}
+
+#[test]
+fn recomputing_a_hash_after_an_edit_still_breaks_the_next_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_log(dir.path(), 3);
+    let mut records = lines(&path);
+    let mut value: serde_json::Value = serde_json::from_str(&records[0]).unwrap();
+    value["event"]["actor"] = "forged".into();
+    let hash = record_hash(value.as_object().unwrap());
+    value["hash"] = hash.into();
+    records[0] = value.to_string();
+    rewrite(&path, &records);
+    let err = verify(&path).unwrap_err();
+    assert_eq!(err.line, 2);
+}
+
+#[test]
+fn reopening_continues_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_log(dir.path(), 2);
+    let (mut log, dropped) = AuditLog::open(&path, 1 << 30).unwrap();
+    assert_eq!(dropped, None);
+    assert_eq!(log.append(event(9)).unwrap().seq, 3);
+    assert_eq!(verify(&path).unwrap().records, 3);
+}
+
+#[test]
+fn a_torn_last_line_is_dropped_and_the_chain_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_log(dir.path(), 3);
+    let full = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &full[..full.len() - 10]).unwrap();
+    let (mut log, dropped) = AuditLog::open(&path, 1 << 30).unwrap();
+    assert!(dropped.unwrap() > 0);
+    assert_eq!(log.append(event(9)).unwrap().seq, 3);
+    assert_eq!(verify(&path).unwrap().records, 3);
+}
+
+#[test]
+fn rotation_keeps_one_chain_across_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let (mut log, _) = AuditLog::open(&path, 4096).unwrap();
+    for n in 0..100 {
+        log.append(event(n)).unwrap();
+    }
+    drop(log);
+    let files = chain_files(&path).unwrap();
+    assert!(files.len() > 2, "expected rotation, got {files:?}");
+    assert_eq!(
+        verify(&path).unwrap(),
+        VerifyReport {
+            files: files.len(),
+            records: 100,
+            last_seq: 100
+        }
+    );
+    // Reopening after rotation continues from the newest file.
+    let (mut log, _) = AuditLog::open(&path, 4096).unwrap();
+    log.append(event(100)).unwrap();
+    assert_eq!(verify(&path).unwrap().records, 101);
+    // Removing a whole rotated file breaks the chain.
+    std::fs::remove_file(&files[1]).unwrap();
+    assert!(verify(&path).is_err());
+}
+
+#[test]
+fn records_never_carry_lease_secret_hashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let (mut log, _) = AuditLog::open(&path, 1 << 30).unwrap();
+    let change = crate::workflow::Event::CheckedOut {
+        id: 1,
+        window_end: chrono::Utc::now(),
+        mfa_passed: true,
+        secret_hash: Some("abcdef0123".into()),
+        at: chrono::Utc::now(),
+    };
+    log.append(AuditEvent::Workflow {
+        actor: Some("alice".into()),
+        change: change.redacted(),
+    })
+    .unwrap();
+    assert!(
+        !std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("abcdef0123")
+    );
+}

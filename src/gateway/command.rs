@@ -1,0 +1,239 @@
+//! Commands users run against the gateway, and how each is carried out.
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::audit::AuditEvent;
+use crate::config::{Config, ResourceKind, WorkflowSettings};
+use crate::mfa::MfaError;
+use crate::secret::{Secret, read_secret_file};
+use crate::workflow::{Context, Event, RequestId, RequestSpec, Time, WorkflowError};
+
+use super::{Core, Gateway, GatewayError};
+
+#[derive(Clone, Debug)]
+pub enum Command {
+    Request(RequestSpec),
+    Approve {
+        id: RequestId,
+        comment: Option<String>,
+    },
+    Deny {
+        id: RequestId,
+        reason: Option<String>,
+    },
+    Cancel {
+        id: RequestId,
+    },
+    Checkout {
+        id: RequestId,
+        totp: Option<String>,
+    },
+    Checkin {
+        id: RequestId,
+    },
+    Revoke {
+        id: RequestId,
+    },
+    Extend {
+        id: RequestId,
+        by: Duration,
+    },
+    Delegate {
+        to: String,
+        resources: Vec<String>,
+        until: Option<Time>,
+    },
+    RevokeDelegation,
+    SetWorkflow {
+        resource: String,
+        settings: WorkflowSettings,
+    },
+}
+
+impl Command {
+    /// A short description for audit records; never includes a TOTP code.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Request(spec) => format!("request {}", spec.resource),
+            Self::Approve { id, .. } => format!("approve {id}"),
+            Self::Deny { id, .. } => format!("deny {id}"),
+            Self::Cancel { id } => format!("cancel {id}"),
+            Self::Checkout { id, .. } => format!("checkout {id}"),
+            Self::Checkin { id } => format!("checkin {id}"),
+            Self::Revoke { id } => format!("revoke {id}"),
+            Self::Extend { id, by } => format!("extend {id} by {}s", by.as_secs()),
+            Self::Delegate { to, .. } => format!("delegate to {to}"),
+            Self::RevokeDelegation => "delegate --revoke".into(),
+            Self::SetWorkflow { resource, .. } => format!("workflow set {resource}"),
+        }
+    }
+}
+
+/// What a successful command produced.
+#[derive(Debug)]
+pub struct Outcome {
+    pub events: Vec<Event>,
+    /// For a Postgres checkout: the lease's connection password, shown to
+    /// the user once. Only its hash is stored.
+    pub lease_password: Option<Secret>,
+}
+
+impl Gateway {
+    /// Runs `command` for `actor`. A refused command changes nothing and is
+    /// audited with its reason.
+    pub fn execute(&self, actor: &str, command: Command) -> Result<Outcome, GatewayError> {
+        let config = self.config();
+        let mut core = self.core.lock();
+        let description = command.describe();
+        let result = self.execute_locked(&mut core, &config, actor, command);
+        if let Err(error) = &result {
+            metrics::counter!("jitgate_commands_refused_total").increment(1);
+            let refusal = AuditEvent::Refused {
+                actor: actor.to_string(),
+                command: description,
+                reason: error.to_string(),
+            };
+            self.audit_locked(&mut core, refusal);
+        }
+        result
+    }
+
+    fn execute_locked(
+        &self,
+        core: &mut Core,
+        config: &Config,
+        actor: &str,
+        command: Command,
+    ) -> Result<Outcome, GatewayError> {
+        let now = chrono::Utc::now();
+        let ctx = Context {
+            directory: &config.directory,
+            resources: &config.resources,
+            now,
+        };
+        let engine = &core.state.engine;
+        let events = match command {
+            Command::Request(spec) => engine.decide_request(&ctx, actor, spec)?,
+            Command::Approve { id, comment } => engine.decide_approve(&ctx, actor, id, comment)?,
+            Command::Deny { id, reason } => engine.decide_deny(&ctx, actor, id, reason)?,
+            Command::Cancel { id } => engine.decide_cancel(&ctx, actor, id)?,
+            Command::Checkin { id } => engine.decide_checkin(&ctx, actor, id)?,
+            Command::Revoke { id } => engine.decide_revoke(&ctx, actor, id)?,
+            Command::Extend { id, by } => engine.decide_extend(&ctx, actor, id, by)?,
+            Command::Delegate {
+                to,
+                resources,
+                until,
+            } => engine.decide_delegate(&ctx, actor, &to, resources, until)?,
+            Command::RevokeDelegation => engine.decide_revoke_delegation(&ctx, actor)?,
+            Command::SetWorkflow { resource, settings } => {
+                engine.decide_set_workflow(&ctx, actor, &resource, settings)?
+            }
+            Command::Checkout { id, totp } => {
+                return self.checkout(core, config, &ctx, actor, id, totp);
+            }
+        };
+        self.commit(core, Some(actor), events.clone(), None)?;
+        Ok(Outcome {
+            events,
+            lease_password: None,
+        })
+    }
+
+    /// Checkout verifies everything else first, so a refused checkout never
+    /// consumes a TOTP code; then MFA; then issues the lease password.
+    fn checkout(
+        &self,
+        core: &mut Core,
+        config: &Config,
+        ctx: &Context,
+        actor: &str,
+        id: RequestId,
+        totp: Option<String>,
+    ) -> Result<Outcome, GatewayError> {
+        let engine = &core.state.engine;
+        engine.decide_checkout(ctx, actor, id, true, None)?;
+        let request = engine
+            .request(id)
+            .ok_or(WorkflowError::UnknownRequest(id))?;
+        let resource = request.resource.clone();
+        let mut mfa_step = None;
+        if request.settings.mfa_required {
+            let code = totp.ok_or_else(|| WorkflowError::MfaRequired(resource.clone()))?;
+            let step = self.verify_totp(core, config, actor, &code)?;
+            mfa_step = Some((actor.to_string(), step));
+        }
+        let is_postgres = config
+            .resource(&resource)
+            .is_some_and(|r| r.kind == ResourceKind::Postgres);
+        let lease_password = is_postgres.then(new_lease_password);
+        let secret_hash = lease_password
+            .as_ref()
+            .map(|p| hash_lease_password(p.expose()));
+        let events =
+            core.state
+                .engine
+                .decide_checkout(ctx, actor, id, mfa_step.is_some(), secret_hash)?;
+        self.commit(core, Some(actor), events.clone(), mfa_step)?;
+        Ok(Outcome {
+            events,
+            lease_password,
+        })
+    }
+
+    fn verify_totp(
+        &self,
+        core: &mut Core,
+        config: &Config,
+        user: &str,
+        code: &str,
+    ) -> Result<u64, GatewayError> {
+        let secret_file = config
+            .directory
+            .user(user)
+            .and_then(|u| u.totp_secret_file.clone())
+            .ok_or_else(|| MfaError::NotEnrolled(user.to_string()))?;
+        let secret = read_secret_file(&secret_file).map_err(|e| {
+            tracing::error!(error = %e, user, "TOTP secret unreadable");
+            MfaError::NotEnrolled(user.to_string())
+        })?;
+        let now = chrono::Utc::now().timestamp().max(0) as u64;
+        match self.mfa.verify(user, &secret, code, now) {
+            Ok(pass) => Ok(pass.step),
+            Err(failure) => {
+                metrics::counter!("jitgate_mfa_failures_total").increment(1);
+                let reason = failure.error.to_string();
+                self.audit_locked(
+                    core,
+                    AuditEvent::MfaFailure {
+                        user: user.to_string(),
+                        reason,
+                    },
+                );
+                if failure.locked_now {
+                    let seconds = config.mfa.lockout.as_secs();
+                    self.audit_locked(
+                        core,
+                        AuditEvent::MfaLocked {
+                            user: user.to_string(),
+                            seconds,
+                        },
+                    );
+                }
+                Err(failure.error.into())
+            }
+        }
+    }
+}
+
+/// 24 random bytes, hex: 192 bits, and safe to paste into any connection string.
+fn new_lease_password() -> Secret {
+    let bytes: [u8; 24] = rand::random();
+    Secret::new(hex::encode(bytes))
+}
+
+pub fn hash_lease_password(password: &str) -> String {
+    hex::encode(Sha256::digest(password.as_bytes()))
+}

@@ -1,0 +1,281 @@
+//! The gateway core: the one place where workflow state changes.
+//!
+//! A command is decided by the pure engine, journaled (fsynced), applied,
+//! audited, published on the event bus and mirrored into the lease table, in
+//! that order, under one mutex. The mutex is a `parking_lot` one and is
+//! never held across an `.await`: async callers run commands through
+//! `spawn_blocking`, so a slow disk never stalls the runtime's workers.
+
+mod command;
+mod recovery;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+
+use crate::audit::{AuditError, AuditEvent, AuditLog};
+use crate::config::Config;
+use crate::events::EventBus;
+use crate::journal::{Journal, JournalError};
+use crate::lease::{Lease, LeaseTable};
+use crate::mfa::{MfaError, MfaGuard};
+use crate::workflow::{Engine, Event, Request, RequestId, RequestState, WorkflowError};
+
+pub use command::{Command, Outcome};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Workflow(#[from] WorkflowError),
+    #[error(transparent)]
+    Mfa(#[from] MfaError),
+    #[error(
+        "the change was not recorded (storage error): try again; details are in the gateway log"
+    )]
+    Journal(#[from] JournalError),
+    #[error("audit log unavailable: {0}")]
+    Audit(#[from] AuditError),
+}
+
+/// One journal record: the events of one command, plus the TOTP step it
+/// consumed so replay protection survives a restart.
+#[derive(Debug, Serialize, Deserialize)]
+struct JournalRecord {
+    events: Vec<Event>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mfa_step: Option<(String, u64)>,
+}
+
+/// What a snapshot holds.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct PersistentState {
+    engine: Engine,
+    mfa_steps: BTreeMap<String, u64>,
+}
+
+struct Core {
+    state: PersistentState,
+    journal: Journal,
+    audit: AuditLog,
+}
+
+pub struct Gateway {
+    config: RwLock<Arc<Config>>,
+    core: Mutex<Core>,
+    leases: Arc<LeaseTable>,
+    mfa: MfaGuard,
+    bus: EventBus,
+    /// Woken when the earliest request deadline may have changed.
+    deadlines_changed: Notify,
+}
+
+/// How many records the event bus buffers for each subscriber.
+const BUS_CAPACITY: usize = 4096;
+
+impl Gateway {
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().clone()
+    }
+
+    pub fn leases(&self) -> &Arc<LeaseTable> {
+        &self.leases
+    }
+
+    pub fn bus(&self) -> &EventBus {
+        &self.bus
+    }
+
+    /// Replaces the configuration (SIGHUP). The caller validated it already.
+    pub fn reload(&self, config: Config) {
+        *self.config.write() = Arc::new(config);
+        self.audit(AuditEvent::ConfigReloaded {
+            ok: true,
+            error: None,
+        });
+    }
+
+    /// Reads workflow state without changing it.
+    pub fn read<T>(&self, view: impl FnOnce(&Engine) -> T) -> T {
+        view(&self.core.lock().state.engine)
+    }
+
+    pub fn request(&self, id: RequestId) -> Option<Request> {
+        self.read(|engine| engine.request(id).cloned())
+    }
+
+    /// Appends a non-workflow event (logins, sessions, refusals) to the audit
+    /// log and the bus. Audit failures are logged, never hidden.
+    pub fn audit(&self, event: AuditEvent) {
+        let mut core = self.core.lock();
+        self.audit_locked(&mut core, event);
+    }
+
+    fn audit_locked(&self, core: &mut Core, event: AuditEvent) {
+        match core.audit.append(event) {
+            Ok(record) => self.bus.publish(record),
+            Err(e) => {
+                metrics::counter!("jitgate_audit_write_failures_total").increment(1);
+                tracing::error!(error = %e, "audit write failed");
+            }
+        }
+    }
+
+    /// Journals, applies, audits and publishes `events`, then mirrors the
+    /// affected requests into the lease table.
+    fn commit(
+        &self,
+        core: &mut Core,
+        actor: Option<&str>,
+        events: Vec<Event>,
+        mfa_step: Option<(String, u64)>,
+    ) -> Result<(), GatewayError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let record = JournalRecord { events, mfa_step };
+        core.journal.append(&record)?;
+        for event in &record.events {
+            core.state.engine.apply(event);
+        }
+        if let Some((user, step)) = &record.mfa_step {
+            core.state.mfa_steps.insert(user.clone(), *step);
+        }
+        for event in &record.events {
+            count_event(event);
+            let change = event.redacted();
+            self.audit_locked(
+                core,
+                AuditEvent::Workflow {
+                    actor: actor.map(String::from),
+                    change,
+                },
+            );
+            if let Some(id) = event.request_id() {
+                self.mirror_lease(&core.state.engine, id);
+            }
+        }
+        self.maybe_compact(core);
+        self.deadlines_changed.notify_one();
+        Ok(())
+    }
+
+    /// Makes the lease table agree with request `id`.
+    fn mirror_lease(&self, engine: &Engine, id: RequestId) {
+        let Some(request) = engine.request(id) else {
+            return;
+        };
+        match (request.state, request.window_end) {
+            (RequestState::Active, Some(window_end)) => {
+                let left = (window_end - chrono::Utc::now())
+                    .to_std()
+                    .unwrap_or_default();
+                self.leases.upsert(Lease {
+                    request_id: id,
+                    user: request.requester.clone(),
+                    resource: request.resource.clone(),
+                    window_end,
+                    deadline: Instant::now() + left,
+                    mfa_passed: request.mfa_passed,
+                    secret_hash: request.secret_hash.clone(),
+                    token: tokio_util::sync::CancellationToken::new(),
+                });
+            }
+            (state, _) if state.is_final() => {
+                self.leases.end(&request.requester, &request.resource, id);
+            }
+            _ => {}
+        }
+    }
+
+    fn maybe_compact(&self, core: &mut Core) {
+        let threshold = self.config.read().journal_compact_records;
+        if core.journal.records_since_snapshot() < threshold {
+            return;
+        }
+        // Finished requests older than a week live on in the audit log only.
+        core.state
+            .engine
+            .prune_finished(chrono::Utc::now() - chrono::Duration::days(7));
+        let Core { state, journal, .. } = core;
+        if let Err(e) = journal.compact(state) {
+            tracing::error!(error = %e, "journal compaction failed; will retry on the next change");
+        }
+    }
+
+    /// The lease timer fired for `id`: record the end durably.
+    pub fn lease_expired(&self, id: RequestId) {
+        let mut core = self.core.lock();
+        let events = core.state.engine.decide_expire(id, chrono::Utc::now());
+        if let Err(e) = self.commit(&mut core, None, events, None) {
+            tracing::error!(error = %e, request = id, "could not record a lease expiry");
+        }
+    }
+
+    /// Times out requests whose deadline has passed; returns the next deadline.
+    pub fn run_timeouts(&self) -> Option<crate::workflow::Time> {
+        let mut core = self.core.lock();
+        let events = core.state.engine.decide_timeouts(chrono::Utc::now());
+        if let Err(e) = self.commit(&mut core, None, events, None) {
+            tracing::error!(error = %e, "could not record request timeouts");
+        }
+        core.state.engine.next_deadline()
+    }
+
+    /// Background work: journals lease expiries and request timeouts.
+    pub async fn run_housekeeping(
+        self: Arc<Self>,
+        mut expired: mpsc::Receiver<RequestId>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        tokio::spawn(self.leases.clone().run_expiry(shutdown.clone()));
+        loop {
+            let gateway = self.clone();
+            let next = tokio::task::spawn_blocking(move || gateway.run_timeouts())
+                .await
+                .ok()
+                .flatten();
+            let wait = next.map(|at| (at - chrono::Utc::now()).to_std().unwrap_or_default());
+            let sleep = async {
+                match wait {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some(id) = expired.recv() => {
+                    let gateway = self.clone();
+                    let _ = tokio::task::spawn_blocking(move || gateway.lease_expired(id)).await;
+                }
+                () = sleep => {}
+                () = self.deadlines_changed.notified() => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+}
+
+fn count_event(event: &Event) {
+    let name = match event {
+        Event::Requested { .. } => "requested",
+        Event::Approved { .. } => "approved",
+        Event::Granted { .. } => "granted",
+        Event::Denied { .. } => "denied",
+        Event::Cancelled { .. } => "cancelled",
+        Event::TimedOut { .. } => "timed_out",
+        Event::CheckedOut { .. } => "checked_out",
+        Event::Ended { .. } => "ended",
+        Event::ExtensionRequested { .. } => "extension_requested",
+        Event::Extended { .. } => "extended",
+        Event::DelegationGranted { .. } => "delegation_granted",
+        Event::DelegationRevoked { .. } => "delegation_revoked",
+        Event::WorkflowChanged { .. } => "workflow_changed",
+    };
+    metrics::counter!("jitgate_workflow_events_total", "event" => name).increment(1);
+}

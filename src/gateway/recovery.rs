@@ -1,0 +1,83 @@
+//! Opening the gateway: replay the journal, end what ended while it was down.
+
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{Notify, mpsc};
+
+use crate::audit::{AuditEvent, AuditLog};
+use crate::config::Config;
+use crate::events::EventBus;
+use crate::journal::Journal;
+use crate::lease::LeaseTable;
+use crate::mfa::MfaGuard;
+use crate::workflow::RequestId;
+
+use super::{BUS_CAPACITY, Core, Gateway, GatewayError, JournalRecord, PersistentState};
+
+impl Gateway {
+    /// Opens the state directory and audit log, rebuilds every request,
+    /// approval and lease from the journal, and ends leases whose window
+    /// closed while the gateway was down. Returns the gateway and the channel
+    /// of lease expiries for `run_housekeeping`.
+    pub fn open(config: Config) -> Result<(Arc<Self>, mpsc::Receiver<RequestId>), GatewayError> {
+        let (journal, recovered) =
+            Journal::open::<PersistentState, JournalRecord>(&config.state_dir)?;
+        let (audit, audit_dropped) = AuditLog::open(&config.audit_log, config.audit_rotate_bytes)?;
+        let mut state = recovered.snapshot.unwrap_or_default();
+        for record in &recovered.records {
+            for event in &record.events {
+                state.engine.apply(event);
+            }
+            if let Some((user, step)) = &record.mfa_step {
+                state.mfa_steps.insert(user.clone(), *step);
+            }
+        }
+        let mfa = MfaGuard::new(config.mfa.max_failures, config.mfa.lockout);
+        for (user, step) in &state.mfa_steps {
+            mfa.remember_step(user, *step);
+        }
+        let (leases, expired) = LeaseTable::new();
+        let gateway = Arc::new(Self {
+            config: RwLock::new(Arc::new(config.clone())),
+            core: Mutex::new(Core {
+                state,
+                journal,
+                audit,
+            }),
+            leases,
+            mfa,
+            bus: EventBus::new(BUS_CAPACITY),
+            deadlines_changed: Notify::new(),
+        });
+        let version = env!("CARGO_PKG_VERSION").to_string();
+        gateway.audit(AuditEvent::GatewayStarted { version });
+        if let Some(bytes) = recovered.dropped_tail {
+            tracing::warn!(bytes, "dropped a torn record at the end of the journal");
+            gateway.audit(AuditEvent::TornTailDropped {
+                file: "journal.log".into(),
+                bytes,
+            });
+        }
+        if let Some(bytes) = audit_dropped {
+            tracing::warn!(bytes, "dropped a torn line at the end of the audit log");
+            gateway.audit(AuditEvent::TornTailDropped {
+                file: config.audit_log.display().to_string(),
+                bytes,
+            });
+        }
+        gateway.restore_leases();
+        Ok((gateway, expired))
+    }
+
+    /// Ends what ran out while the gateway was down, then puts every
+    /// still-active lease back into the table.
+    fn restore_leases(&self) {
+        self.run_timeouts();
+        let core = self.core.lock();
+        let active: Vec<RequestId> = core.state.engine.active_requests().map(|r| r.id).collect();
+        for id in active {
+            self.mirror_lease(&core.state.engine, id);
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! The core end to end in-process: journal, audit, leases and MFA together.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::config::Config;
+use crate::mfa;
+use crate::secret::{Secret, write_secret_file};
+use crate::workflow::RequestSpec;
+
+fn config_text(users: usize) -> String {
+    let mut text = String::from(
+        r#"
+[roles]
+engineer = ["request"]
+approver = ["request", "approve"]
+admin = ["admin"]
+
+[[user]]
+name = "bob"
+roles = ["approver"]
+[[user]]
+name = "root"
+roles = ["admin"]
+
+[[resource]]
+name = "db"
+kind = "postgres"
+address = "127.0.0.1:5432"
+account = "app"
+database = "app"
+[resource.workflow]
+single_user = true
+mfa_required = true
+approval_levels = [{ approvers = ["bob"] }]
+
+[[resource]]
+name = "box"
+kind = "ssh"
+address = "127.0.0.1:22"
+account = "deploy"
+[resource.workflow]
+single_user = true
+mfa_required = false
+"#,
+    );
+    for i in 0..users {
+        text.push_str(&format!(
+            "[[user]]\nname = \"u{i}\"\nroles = [\"engineer\"]\ntotp_secret_file = \"totp/u{i}\"\n"
+        ));
+    }
+    text
+}
+
+fn open(dir: &Path, users: usize) -> Arc<Gateway> {
+    let config = Config::from_toml(&dir.join("jitgate.toml"), &config_text(users)).unwrap();
+    Gateway::open(config).unwrap().0
+}
+
+fn request(gateway: &Gateway, user: &str, resource: &str, secs: u64) -> RequestId {
+    let spec = RequestSpec {
+        resource: resource.into(),
+        duration: Some(Duration::from_secs(secs)),
+        ..Default::default()
+    };
+    let outcome = gateway.execute(user, Command::Request(spec)).unwrap();
+    outcome.events[0].request_id().unwrap()
+}
+
+fn enroll(dir: &Path, user: &str) -> Secret {
+    std::fs::create_dir_all(dir.join("totp")).unwrap();
+    let secret = mfa::generate_secret();
+    write_secret_file(&dir.join("totp").join(user), secret.expose()).unwrap();
+    secret
+}
+
+fn code(secret: &Secret) -> String {
+    mfa::current_code(secret, chrono::Utc::now().timestamp() as u64).unwrap()
+}
+
+fn audit_text(gateway: &Gateway) -> String {
+    std::fs::read_to_string(&gateway.config().audit_log).unwrap()
+}
+
+#[test]
+fn concurrent_checkouts_of_an_exclusive_resource_have_exactly_one_winner() {
+    for round in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let gateway = open(dir.path(), 100);
+        let ids: Vec<RequestId> = (0..100)
+            .map(|i| request(&gateway, &format!("u{i}"), "box", 600))
+            .collect();
+        let winners: Vec<String> = std::thread::scope(|scope| {
+            let handles: Vec<_> = ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| {
+                    let gateway = &gateway;
+                    scope.spawn(move || {
+                        let user = format!("u{i}");
+                        gateway
+                            .execute(
+                                &user,
+                                Command::Checkout {
+                                    id: *id,
+                                    totp: None,
+                                },
+                            )
+                            .ok()
+                            .map(|_| user)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .filter_map(|h| h.join().unwrap())
+                .collect()
+        });
+        assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
+        assert!(gateway.leases().lookup(&winners[0], "box").is_some());
+        assert_eq!(gateway.leases().len(), 1);
+        let held = format!("box is held by {} until", winners[0]);
+        assert_eq!(
+            audit_text(&gateway).matches(&held).count(),
+            99,
+            "every loser is told who holds it"
+        );
+    }
+}
+
+#[test]
+fn checkout_with_a_real_totp_code_issues_a_lease_password_and_a_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = open(dir.path(), 1);
+    let secret = enroll(dir.path(), "u0");
+    let id = request(&gateway, "u0", "db", 600);
+    gateway
+        .execute("bob", Command::Approve { id, comment: None })
+        .unwrap();
+    let err = gateway
+        .execute("u0", Command::Checkout { id, totp: None })
+        .unwrap_err();
+    assert!(err.to_string().contains("requires MFA"), "{err}");
+    let err = gateway
+        .execute(
+            "u0",
+            Command::Checkout {
+                id,
+                totp: Some("000000".into()),
+            },
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, GatewayError::Mfa(mfa::MfaError::Invalid)),
+        "{err}"
+    );
+    let code = code(&secret);
+    let outcome = gateway
+        .execute(
+            "u0",
+            Command::Checkout {
+                id,
+                totp: Some(code.clone()),
+            },
+        )
+        .unwrap();
+    let password = outcome
+        .lease_password
+        .expect("postgres checkout issues a password");
+    let lease = gateway.leases().lookup("u0", "db").unwrap();
+    assert!(lease.mfa_passed);
+    assert_eq!(
+        lease.secret_hash.as_deref(),
+        Some(command::hash_lease_password(password.expose()).as_str())
+    );
+    let audit = audit_text(&gateway);
+    assert!(audit.contains("mfa_failure"));
+    assert!(
+        !audit.contains(password.expose()),
+        "lease password leaked into the audit log"
+    );
+    assert!(
+        !audit.contains(&lease.secret_hash.clone().unwrap()),
+        "lease hash leaked into the audit log"
+    );
+    assert!(
+        !audit.contains(&code),
+        "TOTP code leaked into the audit log"
+    );
+}
+
+#[test]
+fn a_refused_checkout_does_not_burn_the_totp_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = open(dir.path(), 2);
+    let secret = enroll(dir.path(), "u1");
+    enroll(dir.path(), "u0");
+    let first = request(&gateway, "u0", "db", 600);
+    let second = request(&gateway, "u1", "db", 600);
+    for id in [first, second] {
+        gateway
+            .execute("bob", Command::Approve { id, comment: None })
+            .unwrap();
+    }
+    let holder_code = code(&enroll_secret(dir.path(), "u0"));
+    gateway
+        .execute(
+            "u0",
+            Command::Checkout {
+                id: first,
+                totp: Some(holder_code),
+            },
+        )
+        .unwrap();
+    let code = code(&secret);
+    let err = gateway
+        .execute(
+            "u1",
+            Command::Checkout {
+                id: second,
+                totp: Some(code.clone()),
+            },
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("held by u0"), "{err}");
+    gateway
+        .execute("u0", Command::Checkin { id: first })
+        .unwrap();
+    gateway
+        .execute(
+            "u1",
+            Command::Checkout {
+                id: second,
+                totp: Some(code),
+            },
+        )
+        .unwrap();
+}
+
+fn enroll_secret(dir: &Path, user: &str) -> Secret {
+    crate::secret::read_secret_file(&dir.join("totp").join(user)).unwrap()
+}
+
+#[test]
+fn refused_commands_change_nothing_and_are_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = open(dir.path(), 1);
+    let id = request(&gateway, "u0", "db", 600);
+    let before = gateway.read(|engine| engine.clone());
+    let err = gateway
+        .execute("u0", Command::Approve { id, comment: None })
+        .unwrap_err();
+    assert_eq!(err.to_string(), "you cannot approve your own request");
+    gateway
+        .execute(
+            "u0",
+            Command::Request(RequestSpec {
+                resource: "nope".into(),
+                ..Default::default()
+            }),
+        )
+        .unwrap_err();
+    assert_eq!(gateway.read(|engine| engine.clone()), before);
+    let audit = audit_text(&gateway);
+    assert!(
+        audit.contains(r#""command":"approve 1""#)
+            && audit.contains("you cannot approve your own request")
+    );
+    assert!(audit.contains(r#"unknown resource \"nope\""#));
+}
+
+#[test]
+fn restart_rebuilds_requests_approvals_and_leases() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = open(dir.path(), 2);
+    let pending = request(&gateway, "u0", "db", 600);
+    let active = request(&gateway, "u1", "box", 600);
+    gateway
+        .execute(
+            "u1",
+            Command::Checkout {
+                id: active,
+                totp: None,
+            },
+        )
+        .unwrap();
+    let before = gateway.read(|engine| engine.clone());
+    drop(gateway);
+    let gateway = open(dir.path(), 2);
+    assert_eq!(gateway.read(|engine| engine.clone()), before);
+    assert!(gateway.leases().lookup("u1", "box").is_some());
+    gateway
+        .execute(
+            "bob",
+            Command::Approve {
+                id: pending,
+                comment: None,
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        gateway.request(pending).unwrap().state,
+        RequestState::Approved
+    );
+    assert!(
+        crate::audit::verify_files(
+            &crate::audit::chain_files(&gateway.config().audit_log).unwrap()
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn a_lease_that_expired_while_down_is_ended_and_audited_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = open(dir.path(), 1);
+    let id = request(&gateway, "u0", "box", 1);
+    gateway
+        .execute("u0", Command::Checkout { id, totp: None })
+        .unwrap();
+    drop(gateway);
+    std::thread::sleep(Duration::from_millis(1100));
+    let gateway = open(dir.path(), 1);
+    assert_eq!(gateway.request(id).unwrap().state, RequestState::Expired);
+    assert!(gateway.leases().lookup("u0", "box").is_none());
+    assert!(audit_text(&gateway).contains(r#""reason":"expired""#));
+    // The exclusive resource is free again.
+    let next = request(&gateway, "u0", "box", 60);
+    gateway
+        .execute(
+            "u0",
+            Command::Checkout {
+                id: next,
+                totp: None,
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn a_torn_journal_record_loses_only_the_unacknowledged_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = open(dir.path(), 1);
+    let kept = request(&gateway, "u0", "db", 600);
+    let journal = gateway.config().state_dir.join("journal.log");
+    let complete = std::fs::metadata(&journal).unwrap().len();
+    request(&gateway, "u0", "box", 600);
+    drop(gateway);
+    let full = std::fs::read(&journal).unwrap();
+    for cut in (complete + 1..full.len() as u64).step_by(7) {
+        std::fs::write(&journal, &full[..cut as usize]).unwrap();
+        let gateway = open(dir.path(), 1);
+        let ids: Vec<_> = gateway.read(|e| e.requests().map(|r| r.id).collect());
+        assert_eq!(ids, vec![kept], "cut at {cut}");
+        assert!(audit_text(&gateway).contains("torn_tail_dropped"));
+    }
+}
+
+#[test]
+fn compaction_keeps_state_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = config_text(1);
+    text.insert_str(0, "[gateway]\njournal_compact_records = 10\n");
+    let config = Config::from_toml(&dir.path().join("jitgate.toml"), &text).unwrap();
+    let gateway = Gateway::open(config.clone()).unwrap().0;
+    for _ in 0..25 {
+        request(&gateway, "u0", "db", 600);
+    }
+    assert!(config.state_dir.join("snapshot.json").exists());
+    let before = gateway.read(|engine| engine.clone());
+    drop(gateway);
+    let gateway = Gateway::open(config).unwrap().0;
+    assert_eq!(gateway.read(|engine| engine.clone()), before);
+    assert_eq!(request(&gateway, "u0", "db", 600), 26);
+}
+
+#[tokio::test]
+async fn expiry_is_journaled_by_housekeeping() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::from_toml(&dir.path().join("jitgate.toml"), &config_text(1)).unwrap();
+    let (gateway, expired) = Gateway::open(config).unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(gateway.clone().run_housekeeping(expired, shutdown.clone()));
+    let id = request(&gateway, "u0", "box", 1);
+    gateway
+        .execute("u0", Command::Checkout { id, totp: None })
+        .unwrap();
+    let lease = gateway.leases().lookup("u0", "box").unwrap();
+    tokio::time::timeout(Duration::from_secs(3), lease.token.cancelled())
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if gateway.request(id).unwrap().state == RequestState::Expired {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(gateway.request(id).unwrap().state, RequestState::Expired);
+    shutdown.cancel();
+}
