@@ -8,12 +8,19 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod cli;
 pub mod config;
+pub mod control;
 pub mod events;
 pub mod fsutil;
 pub mod gateway;
+pub mod http;
 pub mod journal;
 pub mod lease;
 pub mod mfa;
+pub mod offline;
 pub mod secret;
+pub mod serve;
+pub mod sessions;
+pub mod ssh;
 pub mod workflow;

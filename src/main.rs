@@ -1,2 +1,69 @@
+//! `jitgate`: parse the command line, build, run, exit.
 #![forbid(unsafe_code)]
-fn main() {}
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use jitgate::cli::{AuditCommand, Cli, TopCommand, TotpCommand};
+use jitgate::config::Config;
+use jitgate::{offline, serve};
+
+/// EX_CONFIG-style status for configuration mistakes (sysexits' EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        TopCommand::Serve { config } => {
+            let loaded = match Config::load(&config) {
+                Ok(loaded) => loaded,
+                Err(e) => return fail(EXIT_CONFIG, e),
+            };
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(runtime) => runtime,
+                Err(e) => return fail(1, e),
+            };
+            match runtime.block_on(serve::run(config, loaded)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(1, format!("{e:#}")),
+            }
+        }
+        TopCommand::CheckConfig { file } => report(offline::check_config(&file), EXIT_CONFIG),
+        TopCommand::Audit {
+            command: AuditCommand::Verify { files },
+        } => report(offline::audit_verify(&files), 1),
+        TopCommand::Totp {
+            command:
+                TotpCommand::Enroll {
+                    user,
+                    config,
+                    force,
+                },
+        } => report(offline::totp_enroll(&config, &user, force), 1),
+    }
+}
+
+fn report<E: std::fmt::Display>(result: Result<String, E>, failure: u8) -> ExitCode {
+    match result {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(failure, e),
+    }
+}
+
+fn fail(code: u8, error: impl std::fmt::Display) -> ExitCode {
+    eprintln!("jitgate: {error}");
+    ExitCode::from(code)
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("JITGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,1 +1,187 @@
+//! Each class of config mistake is refused with an error naming the key.
 
+use super::*;
+
+const BASE: &str = r#"
+[roles]
+engineer = ["request"]
+approver = ["approve"]
+[groups.sre]
+roles = ["approver"]
+[[user]]
+name = "alice"
+roles = ["engineer"]
+[[user]]
+name = "bob"
+groups = ["sre"]
+[[resource]]
+name = "web-01"
+kind = "ssh"
+address = "127.0.0.1:22"
+account = "deploy"
+[resource.workflow]
+approval_levels = [{ approvers = ["group:sre"] }]
+"#;
+
+fn load(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml(Path::new("/etc/jitgate/jitgate.toml"), text)
+}
+
+fn problem(text: &str) -> String {
+    load(text)
+        .expect_err("config should be refused")
+        .to_string()
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/jitgate.example.toml");
+    let config = Config::load(&path).unwrap();
+    assert!(config.resources.contains_key("orders-prod"));
+    assert!(config.directory.has("carol", Permission::Audit));
+    assert!(config.directory.has("bob", Permission::Approve));
+}
+
+#[test]
+fn defaults_fill_in_and_paths_resolve_against_the_file() {
+    let config = load(BASE).unwrap();
+    assert_eq!(config.listen.ssh.port(), 2222);
+    assert_eq!(config.listen.postgres.port(), 6432);
+    assert_eq!(config.state_dir, Path::new("/etc/jitgate/state"));
+    assert_eq!(config.mfa.max_failures, 5);
+    assert_eq!(
+        config.resources["web-01"].workflow.default_duration,
+        HumanDuration::from_secs(1800)
+    );
+}
+
+#[test]
+fn syntax_errors_name_the_line() {
+    let message = problem("[gateway\nstate_dir = 1");
+    assert!(
+        message.starts_with("/etc/jitgate/jitgate.toml:"),
+        "{message}"
+    );
+    assert!(message.contains("line 1"), "{message}");
+}
+
+#[test]
+fn unknown_keys_are_refused() {
+    let message = problem(&format!("{BASE}\n[mfa]\nmax_fialures = 3\n"));
+    assert!(message.contains("max_fialures"), "{message}");
+    let message = problem(&BASE.replace(
+        "account = \"deploy\"",
+        "account = \"deploy\"\nacount = \"x\"",
+    ));
+    assert!(message.contains("acount"), "{message}");
+}
+
+#[test]
+fn malformed_durations_are_refused_with_the_key() {
+    let message = problem(&BASE.replace(
+        "approval_levels",
+        "max_duration = \"8 hours\"\napproval_levels",
+    ));
+    assert!(
+        message.contains("max_duration") || message.contains("8 hours"),
+        "{message}"
+    );
+    assert!(message.contains("invalid duration"), "{message}");
+}
+
+#[test]
+fn out_of_range_values_are_refused() {
+    let cases = [
+        (
+            BASE.replace(
+                "approval_levels",
+                "default_duration = \"9h\"\napproval_levels",
+            ),
+            "default_duration",
+        ),
+        (
+            BASE.replace("approval_levels", "max_duration = \"0s\"\napproval_levels"),
+            "max_duration",
+        ),
+        (
+            BASE.replace("[\"group:sre\"] }", "[\"group:sre\"], required = 0 }"),
+            "required",
+        ),
+        (
+            format!("{BASE}\n[mfa]\nmax_failures = 0\n"),
+            "mfa.max_failures",
+        ),
+        (
+            format!("[listen]\nssh = \"0.0.0.0:99999\"\n{BASE}"),
+            "listen.ssh",
+        ),
+    ];
+    for (text, key) in cases {
+        let message = problem(&text);
+        assert!(message.contains(key), "expected {key} in {message}");
+    }
+}
+
+#[test]
+fn unknown_references_are_refused() {
+    let cases = [
+        (
+            BASE.replace("roles = [\"engineer\"]", "roles = [\"wizard\"]"),
+            "unknown role \"wizard\"",
+        ),
+        (
+            BASE.replace("group:sre", "group:nobody"),
+            "unknown approver group:nobody",
+        ),
+        (
+            BASE.replace("group:sre", "user:mallory"),
+            "unknown approver mallory",
+        ),
+        (
+            BASE.replace("approver = [\"approve\"]", "approver = [\"fly\"]"),
+            "unknown permission \"fly\"",
+        ),
+        (
+            BASE.replace("kind = \"ssh\"", "kind = \"rdp\""),
+            "\"rdp\" is not ssh or postgres",
+        ),
+        (
+            BASE.replace("kind = \"ssh\"", "kind = \"postgres\""),
+            "database",
+        ),
+    ];
+    for (text, expected) in cases {
+        let message = problem(&text);
+        assert!(
+            message.contains(expected),
+            "expected {expected:?} in {message}"
+        );
+    }
+}
+
+#[test]
+fn duplicate_and_invalid_names_are_refused() {
+    let dup_user = format!("{BASE}\n[[user]]\nname = \"alice\"\n");
+    assert!(problem(&dup_user).contains("duplicate user name \"alice\""));
+    let dup_resource = format!(
+        "{BASE}\n[[resource]]\nname = \"web-01\"\nkind = \"ssh\"\naddress = \"h:22\"\naccount = \"x\"\n"
+    );
+    assert!(problem(&dup_resource).contains("duplicate resource name \"web-01\""));
+    let plus = BASE.replace("name = \"web-01\"", "name = \"web+01\"");
+    assert!(problem(&plus).contains("resource[0].name"));
+}
+
+#[test]
+fn bad_addresses_and_keys_are_refused() {
+    assert!(problem(&BASE.replace("127.0.0.1:22", "localhost")).contains("resource[0].address"));
+    let bad_key = BASE.replace(
+        "roles = [\"engineer\"]",
+        "roles = [\"engineer\"]\nssh_keys = [\"ssh-ed25519 notbase64!\"]",
+    );
+    assert!(problem(&bad_key).contains("user[0].ssh_keys"));
+    let missing_file = BASE.replace(
+        "roles = [\"engineer\"]",
+        "roles = [\"engineer\"]\nssh_key_files = [\"nope.pub\"]",
+    );
+    assert!(problem(&missing_file).contains("user[0].ssh_key_files"));
+}

@@ -72,6 +72,7 @@ pub struct Gateway {
     leases: Arc<LeaseTable>,
     mfa: MfaGuard,
     bus: EventBus,
+    sessions: Arc<crate::sessions::SessionRegistry>,
     /// Woken when the earliest request deadline may have changed.
     deadlines_changed: Notify,
 }
@@ -90,6 +91,10 @@ impl Gateway {
 
     pub fn bus(&self) -> &EventBus {
         &self.bus
+    }
+
+    pub fn sessions(&self) -> &Arc<crate::sessions::SessionRegistry> {
+        &self.sessions
     }
 
     /// Replaces the configuration (SIGHUP). The caller validated it already.

@@ -48,6 +48,7 @@ impl Gateway {
             leases,
             mfa,
             bus: EventBus::new(BUS_CAPACITY),
+            sessions: Arc::default(),
             deadlines_changed: Notify::new(),
         });
         let version = env!("CARGO_PKG_VERSION").to_string();

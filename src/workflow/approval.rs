@@ -117,6 +117,25 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Whether `user` could approve request `id` right now: it waits for a
+    /// level `user` belongs to (or is delegated for) and they have not
+    /// counted yet. Drives `requests` listings and `watch` notifications.
+    pub fn awaits_approval_from(&self, ctx: &Context, id: super::RequestId, user: &str) -> bool {
+        let Some(request) = self.requests.get(&id) else {
+            return false;
+        };
+        let round = match (&request.state, &request.extension) {
+            (super::RequestState::Pending, _) => &request.round,
+            (super::RequestState::Active, Some(extension)) => &extension.round,
+            _ => return false,
+        };
+        request.requester != user
+            && !round.has_counted(user)
+            && self.can_act_on(ctx, request, round, user)
+    }
+}
+
 /// "needs 1 approval from group:sre-leads, then 1 from group:security".
 pub fn describe_waiting(request: &Request, round: &ApprovalRound) -> String {
     let parts: Vec<String> = request.levels()[round.level.min(request.levels().len())..]

@@ -1,0 +1,65 @@
+//! The command line: `jitgate serve | check-config | audit verify | totp enroll | demo`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "jitgate",
+    version,
+    about = "Just-in-time privileged-access gateway"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: TopCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopCommand {
+    /// Run the gateway daemon.
+    Serve {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Validate a config file and exit (64 on any error).
+    CheckConfig {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// TOTP enrollment.
+    Totp {
+        #[command(subcommand)]
+        command: TotpCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain. One FILE also checks its rotated files
+    /// (FILE.1, FILE.2, ...); several FILEs are checked in the order given.
+    Verify {
+        #[arg(value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TotpCommand {
+    /// Generate a TOTP secret for USER, write it to the user's
+    /// `totp_secret_file`, and print the otpauth:// URI and a QR code.
+    Enroll {
+        #[arg(value_name = "USER")]
+        user: String,
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Replace an existing secret.
+        #[arg(long)]
+        force: bool,
+    },
+}

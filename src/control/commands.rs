@@ -1,0 +1,367 @@
+//! Workflow commands: each runs one gateway command and describes the result.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::config::{HumanDuration, ResourceKind};
+use crate::gateway::{Command, Gateway, Outcome};
+use crate::workflow::{Event, RequestSpec, RequestState, Time, describe_waiting};
+
+use super::format::{hhmm, remaining};
+use super::parse::{ControlCommand, WorkflowCommand};
+use super::{Caller, ControlError, Reply, Terminal, blocking, views};
+
+pub async fn run<T: Terminal>(
+    gateway: &Arc<Gateway>,
+    caller: &Caller,
+    term: &mut T,
+    command: ControlCommand,
+) -> Result<Reply, ControlError> {
+    let user = caller.user.clone();
+    match command {
+        ControlCommand::Request {
+            resource,
+            duration,
+            reason,
+            ticket,
+        } => {
+            let duration = duration.map(|d| parse_duration(&d)).transpose()?;
+            let spec = RequestSpec {
+                resource,
+                duration,
+                reason,
+                ticket,
+            };
+            let outcome = execute(gateway, &user, Command::Request(spec)).await?;
+            Ok(describe_request_filed(gateway, &outcome))
+        }
+        ControlCommand::Approve { id, comment } => {
+            let outcome = execute(gateway, &user, Command::Approve { id, comment }).await?;
+            Ok(describe_approval(gateway, id, &outcome))
+        }
+        ControlCommand::Deny { id, reason } => {
+            execute(gateway, &user, Command::Deny { id, reason }).await?;
+            Ok(simple(format!("denied request {id}"), id, "denied"))
+        }
+        ControlCommand::Cancel { id } => {
+            execute(gateway, &user, Command::Cancel { id }).await?;
+            Ok(simple(format!("cancelled request {id}"), id, "cancelled"))
+        }
+        ControlCommand::Checkin { id } => {
+            execute(gateway, &user, Command::Checkin { id }).await?;
+            Ok(simple(
+                format!("checked in request {id}: access ended, live sessions closed"),
+                id,
+                "checked_in",
+            ))
+        }
+        ControlCommand::Revoke { id } => {
+            execute(gateway, &user, Command::Revoke { id }).await?;
+            Ok(simple(format!("revoked request {id}"), id, "revoked"))
+        }
+        ControlCommand::Extend { id, duration } => {
+            let by = parse_duration(&duration)?;
+            let outcome = execute(gateway, &user, Command::Extend { id, by }).await?;
+            Ok(describe_extension(&outcome, id))
+        }
+        ControlCommand::Delegate {
+            to,
+            resources,
+            until,
+            revoke,
+        } => delegate(gateway, &user, to, resources, until, revoke).await,
+        ControlCommand::Checkout { id, totp } => checkout(gateway, caller, term, id, totp).await,
+        ControlCommand::Requests { all } => Ok(views::requests(gateway, &user, all)),
+        ControlCommand::Status => Ok(views::status(gateway, &user)),
+        ControlCommand::Sessions => views::sessions(gateway, &user),
+        ControlCommand::Workflow {
+            command: WorkflowCommand::Show { resource },
+        } => views::workflow_show(gateway, &resource),
+        ControlCommand::Workflow {
+            command:
+                WorkflowCommand::Set {
+                    resource,
+                    assignments,
+                },
+        } => workflow_set(gateway, &user, resource, assignments).await,
+        ControlCommand::Watch | ControlCommand::Audit { .. } => {
+            Err(ControlError::Usage("streams are handled elsewhere".into()))
+        }
+    }
+}
+
+async fn execute(
+    gateway: &Arc<Gateway>,
+    user: &str,
+    command: Command,
+) -> Result<Outcome, ControlError> {
+    let user = user.to_string();
+    blocking(gateway, move |g| g.execute(&user, command)).await
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, ControlError> {
+    HumanDuration::parse(text)
+        .map(HumanDuration::as_duration)
+        .map_err(|e| ControlError::Usage(e.to_string()))
+}
+
+fn simple(text: String, id: u64, state: &str) -> Reply {
+    Reply {
+        text: format!("{text}\n"),
+        json: json!({ "id": id, "state": state }),
+    }
+}
+
+fn describe_request_filed(gateway: &Gateway, outcome: &Outcome) -> Reply {
+    let Some(id) = outcome.events.first().and_then(Event::request_id) else {
+        return Reply {
+            text: "request filed\n".into(),
+            json: json!({}),
+        };
+    };
+    let Some(request) = gateway.request(id) else {
+        return simple(format!("request {id} filed"), id, "pending");
+    };
+    let duration = HumanDuration::from_secs(request.duration_secs);
+    let waiting = describe_waiting(&request, &request.round);
+    let text = if request.state == RequestState::Approved {
+        format!(
+            "request {id} for {} ({duration}) approved: no approvals needed\ncheck out with: checkout {id}\n",
+            request.resource
+        )
+    } else {
+        format!(
+            "request {id} for {} ({duration}) filed: {waiting}\n",
+            request.resource
+        )
+    };
+    let json = json!({
+        "id": id,
+        "resource": request.resource,
+        "duration": duration.to_string(),
+        "state": state_name(request.state),
+        "waiting_for": waiting,
+    });
+    Reply { text, json }
+}
+
+fn describe_approval(gateway: &Gateway, id: u64, outcome: &Outcome) -> Reply {
+    let finished = outcome.events.iter().find_map(|e| match e {
+        Event::Granted { .. } => Some("approved: the requester may check out now".to_string()),
+        Event::Extended { window_end, .. } => Some(format!(
+            "extension approved: access now ends at {}",
+            hhmm(window_end)
+        )),
+        _ => None,
+    });
+    let on_behalf = outcome.events.iter().find_map(|e| match e {
+        Event::Approved { approval, .. } => approval.on_behalf_of.clone(),
+        _ => None,
+    });
+    let request = gateway.request(id);
+    let status = finished.unwrap_or_else(|| match &request {
+        Some(r) => describe_waiting(r, r.extension.as_ref().map_or(&r.round, |e| &e.round)),
+        None => String::new(),
+    });
+    let behalf = on_behalf
+        .as_ref()
+        .map(|x| format!(" (for {x})"))
+        .unwrap_or_default();
+    Reply {
+        text: format!("approved request {id}{behalf}: {status}\n"),
+        json: json!({ "id": id, "on_behalf_of": on_behalf, "state": request.map(|r| state_name(r.state)), "status": status }),
+    }
+}
+
+fn describe_extension(outcome: &Outcome, id: u64) -> Reply {
+    match outcome.events.first() {
+        Some(Event::Extended { window_end, .. }) => Reply {
+            text: format!(
+                "request {id} extended: access now ends at {}\n",
+                hhmm(window_end)
+            ),
+            json: json!({ "id": id, "state": "extended", "window_end": window_end }),
+        },
+        _ => Reply {
+            text: format!(
+                "extension of request {id} needs approval again; approvers have been notified\n"
+            ),
+            json: json!({ "id": id, "state": "extension_pending" }),
+        },
+    }
+}
+
+pub fn state_name(state: RequestState) -> &'static str {
+    match state {
+        RequestState::Pending => "pending",
+        RequestState::Approved => "approved",
+        RequestState::Active => "active",
+        RequestState::CheckedIn => "checked_in",
+        RequestState::Expired => "expired",
+        RequestState::Revoked => "revoked",
+        RequestState::Denied => "denied",
+        RequestState::Cancelled => "cancelled",
+        RequestState::TimedOut => "timed_out",
+    }
+}
+
+async fn delegate(
+    gateway: &Arc<Gateway>,
+    user: &str,
+    to: Option<String>,
+    resources: Vec<String>,
+    until: Option<String>,
+    revoke: bool,
+) -> Result<Reply, ControlError> {
+    if revoke {
+        execute(gateway, user, Command::RevokeDelegation).await?;
+        return Ok(Reply {
+            text: "delegation revoked\n".into(),
+            json: json!({ "delegation": null }),
+        });
+    }
+    let to = to.ok_or_else(|| ControlError::Usage("delegate needs --to USER".into()))?;
+    let until = until.map(|u| parse_time(&u)).transpose()?;
+    let command = Command::Delegate {
+        to: to.clone(),
+        resources: resources.clone(),
+        until,
+    };
+    execute(gateway, user, command).await?;
+    let scope = if resources.is_empty() {
+        "all resources".to_string()
+    } else {
+        resources.join(", ")
+    };
+    let end = until
+        .map(|u| format!(" until {}", u.format("%Y-%m-%d %H:%M UTC")))
+        .unwrap_or_default();
+    Ok(Reply {
+        text: format!("{to} may now approve for you on {scope}{end}\n"),
+        json: json!({ "to": to, "resources": resources, "until": until }),
+    })
+}
+
+/// A duration from now (`8h`) or an RFC 3339 time.
+fn parse_time(text: &str) -> Result<Time, ControlError> {
+    if let Ok(duration) = HumanDuration::parse(text) {
+        let offset = chrono::Duration::from_std(duration.as_duration())
+            .map_err(|e| ControlError::Usage(e.to_string()))?;
+        return Ok(chrono::Utc::now() + offset);
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| {
+            ControlError::Usage(format!(
+                "{text:?} is neither a duration (8h) nor an RFC 3339 time"
+            ))
+        })
+}
+
+async fn checkout<T: Terminal>(
+    gateway: &Arc<Gateway>,
+    caller: &Caller,
+    term: &mut T,
+    id: u64,
+    totp: Option<String>,
+) -> Result<Reply, ControlError> {
+    let needs_mfa = gateway
+        .request(id)
+        .is_some_and(|r| r.settings.mfa_required && r.requester == caller.user);
+    let totp = match totp {
+        Some(code) => Some(code),
+        None if needs_mfa && term.has_pty() => {
+            term.out("TOTP code: ").await;
+            let code = term.read_line(false).await;
+            term.out("\n").await;
+            Some(code.ok_or_else(|| ControlError::Refused("checkout cancelled".into()))?)
+        }
+        None if needs_mfa => {
+            return Err(ControlError::Refused(format!(
+                "request {id} requires MFA: pass --totp CODE, or connect with ssh -t to be prompted"
+            )));
+        }
+        None => None,
+    };
+    let outcome = execute(gateway, &caller.user, Command::Checkout { id, totp }).await?;
+    let request = gateway
+        .request(id)
+        .ok_or_else(|| ControlError::Refused(format!("request {id} vanished")))?;
+    let end = request.window_end.unwrap_or_else(chrono::Utc::now);
+    let mut text = format!(
+        "checked out {}: access until {} ({} left)\n",
+        request.resource,
+        hhmm(&end),
+        remaining(&end)
+    );
+    let config = gateway.config();
+    let kind = config.resource(&request.resource).map(|r| r.kind);
+    let mut json =
+        json!({ "id": id, "resource": request.resource, "window_end": end, "state": "active" });
+    match (kind, &outcome.lease_password) {
+        (Some(ResourceKind::Postgres), Some(password)) => {
+            let conn = format!(
+                "host={} port={} user={} dbname={} sslmode=require",
+                caller.host,
+                config.listen.postgres.port(),
+                caller.user,
+                request.resource
+            );
+            text.push_str(&format!(
+                "connection password (shown once, valid only for this window): {}\npsql \"{conn}\"\n",
+                password.expose()
+            ));
+            json["password"] = password.expose().into();
+            json["psql"] = format!("psql \"{conn}\"").into();
+        }
+        _ => {
+            let ssh = format!(
+                "ssh -p {} {}+{}@{}",
+                config.listen.ssh.port(),
+                caller.user,
+                request.resource,
+                caller.host
+            );
+            text.push_str(&format!("connect with: {ssh}\n"));
+            json["ssh"] = ssh.into();
+        }
+    }
+    Ok(Reply { text, json })
+}
+
+async fn workflow_set(
+    gateway: &Arc<Gateway>,
+    user: &str,
+    resource: String,
+    assignments: Vec<String>,
+) -> Result<Reply, ControlError> {
+    let mut settings = {
+        let config = gateway.config();
+        let file = config.resource(&resource).map(|r| r.workflow.clone());
+        gateway
+            .read(|engine| engine.workflow_override(&resource).cloned())
+            .or(file)
+            .ok_or_else(|| ControlError::Refused(format!("unknown resource {resource:?}")))?
+    };
+    for assignment in &assignments {
+        let (key, value) = assignment
+            .split_once('=')
+            .ok_or_else(|| ControlError::Usage(format!("{assignment:?} is not KEY=VALUE")))?;
+        settings
+            .assign(key.trim(), value.trim())
+            .map_err(ControlError::Usage)?;
+    }
+    execute(
+        gateway,
+        user,
+        Command::SetWorkflow {
+            resource: resource.clone(),
+            settings,
+        },
+    )
+    .await?;
+    let mut reply = views::workflow_show(gateway, &resource)?;
+    reply.text = format!("workflow of {resource} updated\n{}", reply.text);
+    Ok(reply)
+}

@@ -1,0 +1,193 @@
+//! Human-readable renderings of times and audit events.
+
+use crate::audit::{AuditEvent, AuditRecord};
+use crate::config::HumanDuration;
+use crate::workflow::{EndReason, Event, Time};
+
+pub fn hhmm(time: &Time) -> String {
+    time.format("%H:%M UTC").to_string()
+}
+
+/// Time left until `end`, rounded to whole seconds ("29m12s").
+pub fn remaining(end: &Time) -> String {
+    let secs = (*end - chrono::Utc::now()).num_seconds().max(0) as u64;
+    HumanDuration::from_secs(secs).to_string()
+}
+
+/// Time since `start` ("3m", "2h5m").
+pub fn age(start: &Time) -> String {
+    let secs = (chrono::Utc::now() - *start).num_seconds().max(0) as u64;
+    HumanDuration::from_secs(secs - secs % 60)
+        .to_string()
+        .replace("0s", "<1m")
+}
+
+pub fn record_line(record: &AuditRecord) -> String {
+    format!(
+        "{} #{} {}\n",
+        record.ts,
+        record.seq,
+        describe(&record.event)
+    )
+}
+
+pub fn describe(event: &AuditEvent) -> String {
+    match event {
+        AuditEvent::GatewayStarted { version } => format!("gateway started (version {version})"),
+        AuditEvent::GatewayStopped => "gateway stopped".into(),
+        AuditEvent::ConfigReloaded { ok: true, .. } => "configuration reloaded".into(),
+        AuditEvent::ConfigReloaded { error, .. } => format!(
+            "configuration reload refused: {}",
+            error.as_deref().unwrap_or("")
+        ),
+        AuditEvent::TornTailDropped { file, bytes } => {
+            format!("dropped {bytes} torn bytes at the end of {file}")
+        }
+        AuditEvent::Workflow { actor, change } => describe_change(actor.as_deref(), change),
+        AuditEvent::Refused {
+            actor,
+            command,
+            reason,
+        } => format!("refused {actor}: {command}: {reason}"),
+        AuditEvent::MfaFailure { user, reason } => format!("MFA failure for {user}: {reason}"),
+        AuditEvent::MfaLocked { user, seconds } => format!("MFA locked for {user} for {seconds}s"),
+        AuditEvent::Login {
+            protocol,
+            user,
+            resource,
+            remote,
+            accepted,
+            reason,
+        } => {
+            let verdict = if *accepted { "accepted" } else { "refused" };
+            let target = resource
+                .as_ref()
+                .map(|r| format!(" to {r}"))
+                .unwrap_or_default();
+            let why = reason
+                .as_ref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default();
+            format!("{protocol:?} login of {user}{target} from {remote} {verdict}{why}")
+                .to_lowercase()
+        }
+        AuditEvent::SessionStarted {
+            session,
+            protocol,
+            user,
+            resource,
+            ..
+        } => {
+            format!("session {session} started: {user} on {resource} ({protocol:?})")
+        }
+        AuditEvent::SessionEnded {
+            session,
+            bytes_from_client,
+            bytes_to_client,
+            duration_ms,
+            severed,
+        } => {
+            let how = severed
+                .as_ref()
+                .map(|s| format!(", severed: {s}"))
+                .unwrap_or_default();
+            format!(
+                "session {session} ended after {}ms ({bytes_from_client} bytes in, {bytes_to_client} out{how})",
+                duration_ms
+            )
+        }
+    }
+}
+
+pub fn describe_change(actor: Option<&str>, change: &Event) -> String {
+    let by = actor.unwrap_or("gateway");
+    match change {
+        Event::Requested {
+            id,
+            requester,
+            resource,
+            duration_secs,
+            reason,
+            ..
+        } => {
+            let why = reason
+                .as_ref()
+                .map(|r| format!(", reason: {r}"))
+                .unwrap_or_default();
+            format!(
+                "{requester} requested {resource} for {} (request {id}{why})",
+                HumanDuration::from_secs(*duration_secs)
+            )
+        }
+        Event::Approved { id, approval } => match &approval.on_behalf_of {
+            Some(x) => format!(
+                "{} for {x} approved request {id} at level {}",
+                approval.approver,
+                approval.level + 1
+            ),
+            None => format!(
+                "{} approved request {id} at level {}",
+                approval.approver,
+                approval.level + 1
+            ),
+        },
+        Event::Granted { id, .. } => format!("request {id} fully approved"),
+        Event::Denied { id, by, reason, .. } => {
+            format!(
+                "{by} denied request {id}{}",
+                reason
+                    .as_ref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            )
+        }
+        Event::Cancelled { id, by, .. } => format!("{by} cancelled request {id}"),
+        Event::TimedOut { id, .. } => format!("request {id} timed out"),
+        Event::CheckedOut {
+            id,
+            window_end,
+            mfa_passed,
+            ..
+        } => {
+            let mfa = if *mfa_passed { " with MFA" } else { "" };
+            format!(
+                "{by} checked out request {id}{mfa} until {}",
+                hhmm(window_end)
+            )
+        }
+        Event::Ended {
+            id,
+            reason: EndReason::CheckedIn,
+            ..
+        } => format!("{by} checked in request {id}"),
+        Event::Ended {
+            id,
+            reason: EndReason::Expired,
+            ..
+        } => format!("access window of request {id} expired"),
+        Event::Ended {
+            id,
+            reason: EndReason::Revoked,
+            ..
+        } => format!("{by} revoked request {id}"),
+        Event::ExtensionRequested {
+            id, duration_secs, ..
+        } => {
+            format!(
+                "{by} asked to extend request {id} by {}",
+                HumanDuration::from_secs(*duration_secs)
+            )
+        }
+        Event::Extended { id, window_end, .. } => {
+            format!("request {id} extended until {}", hhmm(window_end))
+        }
+        Event::DelegationGranted { delegation, .. } => format!(
+            "{} delegated approvals to {}",
+            delegation.from, delegation.to
+        ),
+        Event::DelegationRevoked { from, .. } => format!("{from} revoked their delegation"),
+        Event::WorkflowChanged { resource, by, .. } => {
+            format!("{by} changed the workflow of {resource}")
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The control commands' grammar (clap), as typed after `ssh -p 2222 alice@GW`.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "jitgate",
+    no_binary_name = true,
+    disable_version_flag = true,
+    about = "Request, approve and use just-in-time access",
+    after_help = "Run COMMAND --help for details. Add --json to any command for scripts."
+)]
+pub struct ControlLine {
+    /// Print one JSON document (JSON lines for streams) instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: ControlCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ControlCommand {
+    /// Ask for access to a resource.
+    Request {
+        resource: String,
+        /// How long the access window lasts (e.g. 30m, 2h).
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        ticket: Option<String>,
+    },
+    /// My requests, and those waiting for my approval.
+    Requests {
+        /// Include finished requests.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Approve a request (or a pending extension).
+    Approve {
+        id: u64,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Deny a request (or a pending extension).
+    Deny {
+        id: u64,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Withdraw my request before checkout.
+    Cancel { id: u64 },
+    /// Let another user approve on my behalf.
+    Delegate {
+        #[arg(long, value_name = "USER", required_unless_present = "revoke")]
+        to: Option<String>,
+        /// Limit to these resources (repeatable); all when absent.
+        #[arg(long = "resource", value_name = "RESOURCE")]
+        resources: Vec<String>,
+        /// Until when: a duration from now (8h) or an RFC 3339 time.
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Withdraw my delegation.
+        #[arg(long, conflicts_with_all = ["to", "resources", "until"])]
+        revoke: bool,
+    },
+    /// Start using an approved request (MFA when the resource requires it).
+    Checkout {
+        id: u64,
+        /// The current TOTP code; prompted for on a terminal when absent.
+        #[arg(long, value_name = "CODE")]
+        totp: Option<String>,
+    },
+    /// End my access window now.
+    Checkin { id: u64 },
+    /// Ask for more time on an active lease.
+    Extend {
+        id: u64,
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+    },
+    /// End someone's lease or request (admin).
+    Revoke { id: u64 },
+    /// My active leases and the time left on each.
+    Status,
+    /// Live sessions (needs audit).
+    Sessions,
+    /// Stream events relevant to me as they happen.
+    Watch,
+    /// Audit records (needs audit).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Show or change a resource's workflow settings.
+    Workflow {
+        #[command(subcommand)]
+        command: WorkflowCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// The latest audit records; -f keeps following.
+    Tail {
+        #[arg(short = 'n', default_value_t = 20)]
+        lines: usize,
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkflowCommand {
+    /// Print the settings in force.
+    Show { resource: String },
+    /// Change settings (needs manage_workflow), e.g. max_duration=2h
+    /// single_user=true levels=group:sre*1;group:security*1
+    Set {
+        resource: String,
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        assignments: Vec<String>,
+    },
+}

@@ -1,0 +1,213 @@
+//! Streaming commands: `watch` (my notifications) and `audit tail [-f]`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use crate::audit::{AuditEvent, AuditRecord, read_records};
+use crate::config::Permission;
+use crate::gateway::Gateway;
+use crate::workflow::{Context, Event, RequestId, Time};
+
+use super::format::{describe_change, hhmm, record_line};
+use super::{Caller, ControlError, EXIT_OK, EXIT_REFUSED, Terminal, fail};
+
+/// Warnings before a lease ends, in seconds.
+const WARN_BEFORE: [i64; 2] = [300, 60];
+
+pub async fn watch<T: Terminal>(
+    gateway: &Arc<Gateway>,
+    caller: &Caller,
+    term: &mut T,
+    json: bool,
+) -> u32 {
+    let mut subscription = gateway.bus().subscribe();
+    if !json {
+        term.out(&format!(
+            "watching events for {} (Ctrl-C to stop)\n",
+            caller.user
+        ))
+        .await;
+    }
+    let mut warned: HashSet<(RequestId, i64)> = HashSet::new();
+    loop {
+        let next_warning = next_warning(gateway, &caller.user, &warned);
+        let sleep = async {
+            match next_warning {
+                Some((at, _, _)) => {
+                    tokio::time::sleep((at - chrono::Utc::now()).to_std().unwrap_or_default()).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            received = subscription.next() => match received {
+                Ok(record) => {
+                    if let Some(line) = notification(gateway, &caller.user, &record, json) {
+                        term.out(&line).await;
+                    }
+                }
+                Err(ended) => return fail(term, json, &ControlError::Refused(ended.to_string())).await,
+            },
+            () = sleep => {
+                if let Some((_, id, before)) = next_warning {
+                    warned.insert((id, before));
+                    if let Some(request) = gateway.request(id) {
+                        let end = request.window_end.unwrap_or_else(chrono::Utc::now);
+                        let line = if json {
+                            format!("{}\n", serde_json::json!({ "type": "expiry_warning", "id": id, "resource": request.resource, "window_end": end }))
+                        } else {
+                            format!("[{}] warning: access to {} (request {id}) ends at {} — extend with: extend {id} --for 15m\n", now_hms(), request.resource, hhmm(&end))
+                        };
+                        term.out(&line).await;
+                    }
+                }
+            }
+            () = term.interrupted() => return EXIT_OK,
+        }
+    }
+}
+
+/// The earliest expiry warning still to give for `user`'s active leases.
+fn next_warning(
+    gateway: &Gateway,
+    user: &str,
+    warned: &HashSet<(RequestId, i64)>,
+) -> Option<(Time, RequestId, i64)> {
+    let now = chrono::Utc::now();
+    gateway.read(|engine| {
+        engine
+            .active_requests()
+            .filter(|r| r.requester == user)
+            .filter_map(|r| r.window_end.map(|end| (r.id, end)))
+            .flat_map(|(id, end)| {
+                WARN_BEFORE
+                    .iter()
+                    .map(move |before| (end - chrono::Duration::seconds(*before), id, *before, end))
+            })
+            .filter(|(_, id, before, end)| !warned.contains(&(*id, *before)) && *end > now)
+            .map(|(at, id, before, _)| (at, id, before))
+            .min()
+    })
+}
+
+fn now_hms() -> String {
+    chrono::Utc::now().format("%H:%M:%S").to_string()
+}
+
+/// What `user` should see of `record`, if anything: events on their own
+/// requests, requests they can approve now, and delegations to them.
+fn notification(gateway: &Gateway, user: &str, record: &AuditRecord, json: bool) -> Option<String> {
+    let AuditEvent::Workflow { actor, change } = &record.event else {
+        return None;
+    };
+    let text = match change.request_id() {
+        Some(id) => {
+            let request = gateway.request(id)?;
+            let config = gateway.config();
+            let ctx = Context {
+                directory: &config.directory,
+                resources: &config.resources,
+                now: chrono::Utc::now(),
+            };
+            let can_approve = gateway.read(|engine| engine.awaits_approval_from(&ctx, id, user));
+            let approvable = matches!(
+                change,
+                Event::Requested { .. } | Event::Approved { .. } | Event::ExtensionRequested { .. }
+            );
+            if can_approve && approvable {
+                let why = request
+                    .reason
+                    .as_ref()
+                    .map(|r| format!(", reason: {r}"))
+                    .unwrap_or_default();
+                format!(
+                    "request {id} from {} for {}{why} awaits your approval: approve {id} | deny {id}",
+                    request.requester, request.resource
+                )
+            } else if request.requester == user {
+                describe_change(actor.as_deref(), change)
+            } else {
+                return None;
+            }
+        }
+        None => match change {
+            Event::DelegationGranted { delegation, .. } if delegation.to == user => {
+                describe_change(actor.as_deref(), change)
+            }
+            _ => return None,
+        },
+    };
+    Some(if json {
+        format!(
+            "{}\n",
+            serde_json::json!({ "seq": record.seq, "ts": record.ts, "message": text, "event": change })
+        )
+    } else {
+        format!("[{}] {text}\n", now_hms())
+    })
+}
+
+pub async fn audit_tail<T: Terminal>(
+    gateway: &Arc<Gateway>,
+    caller: &Caller,
+    term: &mut T,
+    json: bool,
+    lines: usize,
+    follow: bool,
+) -> u32 {
+    if !gateway
+        .config()
+        .directory
+        .has(&caller.user, Permission::Audit)
+    {
+        let error =
+            ControlError::Refused("permission denied: this needs the audit permission".into());
+        return fail(term, json, &error).await;
+    }
+    // Subscribe before reading the file so nothing falls between the two.
+    let mut subscription = gateway.bus().subscribe();
+    let path = gateway.config().audit_log.clone();
+    let records = match tokio::task::spawn_blocking(move || read_records(&path)).await {
+        Ok(Ok(records)) => records,
+        _ => {
+            return fail(
+                term,
+                json,
+                &ControlError::Refused("cannot read the audit log".into()),
+            )
+            .await;
+        }
+    };
+    let mut last_seq = 0;
+    for record in records.iter().skip(records.len().saturating_sub(lines)) {
+        term.out(&render(record, json)).await;
+        last_seq = record.seq;
+    }
+    if !follow {
+        return EXIT_OK;
+    }
+    loop {
+        tokio::select! {
+            received = subscription.next() => match received {
+                Ok(record) if record.seq > last_seq => {
+                    last_seq = record.seq;
+                    term.out(&render(&record, json)).await;
+                }
+                Ok(_) => {}
+                Err(ended) => {
+                    fail(term, json, &ControlError::Refused(ended.to_string())).await;
+                    return EXIT_REFUSED;
+                }
+            },
+            () = term.interrupted() => return EXIT_OK,
+        }
+    }
+}
+
+fn render(record: &AuditRecord, json: bool) -> String {
+    if json {
+        format!("{}\n", serde_json::to_string(record).unwrap_or_default())
+    } else {
+        record_line(record)
+    }
+}

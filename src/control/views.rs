@@ -1,0 +1,192 @@
+//! Read-only commands: requests, status, sessions, workflow show.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::config::Permission;
+use crate::gateway::Gateway;
+use crate::workflow::{Context, Request, RequestState, describe_waiting};
+
+use super::commands::state_name;
+use super::format::{age, hhmm, remaining};
+use super::{ControlError, Reply};
+
+fn require(gateway: &Gateway, user: &str, permission: Permission) -> Result<(), ControlError> {
+    if gateway.config().directory.has(user, permission) {
+        Ok(())
+    } else {
+        Err(ControlError::Refused(format!(
+            "permission denied: this needs the {} permission",
+            permission.name()
+        )))
+    }
+}
+
+pub fn requests(gateway: &Arc<Gateway>, user: &str, all: bool) -> Reply {
+    let config = gateway.config();
+    let ctx = Context {
+        directory: &config.directory,
+        resources: &config.resources,
+        now: chrono::Utc::now(),
+    };
+    let (mine, to_approve): (Vec<Request>, Vec<Request>) = gateway.read(|engine| {
+        let mine = engine
+            .requests()
+            .filter(|r| r.requester == user && (all || !r.state.is_final()))
+            .cloned()
+            .collect();
+        let waiting = engine
+            .requests()
+            .filter(|r| engine.awaits_approval_from(&ctx, r.id, user))
+            .cloned()
+            .collect();
+        (mine, waiting)
+    });
+    let mut text = String::new();
+    if mine.is_empty() && to_approve.is_empty() {
+        text.push_str("no open requests\n");
+    }
+    if !mine.is_empty() {
+        text.push_str("MY REQUESTS\n  ID  STATE       RESOURCE         AGE    NOTE\n");
+        for r in &mine {
+            text.push_str(&format!(
+                "  {:<3} {:<11} {:<16} {:<6} {}\n",
+                r.id,
+                state_name(r.state),
+                r.resource,
+                age(&r.created_at),
+                note(r)
+            ));
+        }
+    }
+    if !to_approve.is_empty() {
+        text.push_str(
+            "WAITING FOR MY APPROVAL\n  ID  REQUESTER   RESOURCE         AGE    REASON\n",
+        );
+        for r in &to_approve {
+            let reason = r.reason.clone().unwrap_or_default();
+            text.push_str(&format!(
+                "  {:<3} {:<11} {:<16} {:<6} {reason}\n",
+                r.id,
+                r.requester,
+                r.resource,
+                age(&r.created_at)
+            ));
+        }
+    }
+    let json = json!({
+        "mine": mine.iter().map(request_json).collect::<Vec<_>>(),
+        "to_approve": to_approve.iter().map(request_json).collect::<Vec<_>>(),
+    });
+    Reply { text, json }
+}
+
+fn note(r: &Request) -> String {
+    match (r.state, &r.window_end, &r.extension) {
+        (RequestState::Pending, _, _) => describe_waiting(r, &r.round),
+        (RequestState::Approved, _, _) => format!("check out with: checkout {}", r.id),
+        (RequestState::Active, Some(end), Some(_)) => {
+            format!("until {}; extension awaiting approval", hhmm(end))
+        }
+        (RequestState::Active, Some(end), None) => {
+            format!("until {} ({} left)", hhmm(end), remaining(end))
+        }
+        _ => String::new(),
+    }
+}
+
+fn request_json(r: &Request) -> serde_json::Value {
+    json!({
+        "id": r.id,
+        "requester": r.requester,
+        "resource": r.resource,
+        "state": state_name(r.state),
+        "duration_secs": r.duration_secs + r.extended_secs,
+        "reason": r.reason,
+        "ticket": r.ticket,
+        "created_at": r.created_at,
+        "window_end": r.window_end,
+        "approvals": r.round.approvals,
+        "note": note(r),
+    })
+}
+
+pub fn status(gateway: &Arc<Gateway>, user: &str) -> Reply {
+    let active: Vec<Request> = gateway.read(|engine| {
+        engine
+            .active_requests()
+            .filter(|r| r.requester == user)
+            .cloned()
+            .collect()
+    });
+    let mut text = String::new();
+    if active.is_empty() {
+        text.push_str("no active leases\n");
+    }
+    for r in &active {
+        let end = r.window_end.unwrap_or_else(chrono::Utc::now);
+        text.push_str(&format!(
+            "{:<4} {:<16} until {} ({} left)\n",
+            r.id,
+            r.resource,
+            hhmm(&end),
+            remaining(&end)
+        ));
+    }
+    let leases: Vec<_> = active
+        .iter()
+        .map(|r| {
+            let left = r.window_end.map(|end| (end - chrono::Utc::now()).num_seconds().max(0));
+            json!({ "id": r.id, "resource": r.resource, "window_end": r.window_end, "seconds_left": left, "mfa": r.mfa_passed })
+        })
+        .collect();
+    Reply {
+        text,
+        json: json!({ "leases": leases }),
+    }
+}
+
+pub fn sessions(gateway: &Arc<Gateway>, user: &str) -> Result<Reply, ControlError> {
+    require(gateway, user, Permission::Audit)?;
+    let live = gateway.sessions().list();
+    let mut text = String::from(
+        "SESSION          PROTOCOL  USER        RESOURCE         FROM                  AGE\n",
+    );
+    for s in &live {
+        text.push_str(&format!(
+            "{:<16} {:<9} {:<11} {:<16} {:<21} {}\n",
+            s.id,
+            format!("{:?}", s.protocol).to_lowercase(),
+            s.user,
+            s.resource.as_deref().unwrap_or("-"),
+            s.remote,
+            age(&s.started_at)
+        ));
+    }
+    Ok(Reply {
+        text,
+        json: json!({ "sessions": live }),
+    })
+}
+
+pub fn workflow_show(gateway: &Arc<Gateway>, resource: &str) -> Result<Reply, ControlError> {
+    let config = gateway.config();
+    let file = config.resource(resource).map(|r| r.workflow.clone());
+    let runtime = gateway.read(|engine| engine.workflow_override(resource).cloned());
+    let changed = runtime.is_some();
+    let settings = runtime
+        .or(file)
+        .ok_or_else(|| ControlError::Refused(format!("unknown resource {resource:?}")))?;
+    let json = serde_json::to_value(&settings).unwrap_or_default();
+    let body = toml::to_string(&settings).unwrap_or_default();
+    let origin = if changed {
+        "changed at runtime"
+    } else {
+        "from the config file"
+    };
+    Ok(Reply {
+        text: format!("# workflow of {resource} ({origin})\n{body}"),
+        json: json!({ "resource": resource, "changed_at_runtime": changed, "settings": json }),
+    })
+}

@@ -1,0 +1,139 @@
+//! `jitgate serve`: open state, bind listeners, tell systemd, handle signals.
+//!
+//! Shutdown is a drain: SIGTERM stops the listeners, lets live sessions end
+//! for up to `shutdown_grace`, then severs the rest. A second SIGTERM exits
+//! at once. SIGHUP reloads the config; a bad file is refused and the running
+//! config kept.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::audit::AuditEvent;
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::http;
+
+/// Everything a listener needs to accept and track connections.
+#[derive(Clone)]
+pub struct Runtime {
+    pub gateway: Arc<Gateway>,
+    /// Cancelled when the gateway stops accepting new connections.
+    pub accepting: CancellationToken,
+    /// Cancelled when live sessions must end (after the drain).
+    pub sessions: CancellationToken,
+    pub tracker: TaskTracker,
+}
+
+pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
+    let root = CancellationToken::new();
+    let metrics = http::install_metrics(root.clone())?;
+    let (gateway, expired) =
+        Gateway::open(config.clone()).context("cannot open the gateway state")?;
+    let runtime = Runtime {
+        gateway: gateway.clone(),
+        accepting: CancellationToken::new(),
+        sessions: root.child_token(),
+        tracker: TaskTracker::new(),
+    };
+    let ready = Arc::new(AtomicBool::new(false));
+    let http_listener = bind(config.listen.http, "listen.http").await?;
+    tokio::spawn(http::serve(
+        http_listener,
+        metrics,
+        ready.clone(),
+        root.clone(),
+    ));
+    tokio::spawn(gateway.clone().run_housekeeping(expired, root.clone()));
+    start_data_planes(&runtime, &config).await?;
+
+    ready.store(true, Ordering::Release);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    tracing::info!(ssh = %config.listen.ssh, http = %config.listen.http, "jitgate ready");
+
+    wait_for_stop(&config_path, &gateway).await?;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    drain(&runtime, &config).await?;
+    gateway.audit(AuditEvent::GatewayStopped);
+    root.cancel();
+    Ok(())
+}
+
+pub async fn bind(address: std::net::SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {key} = {address}"))
+}
+
+/// Binds and starts the SSH control plane and data planes.
+async fn start_data_planes(runtime: &Runtime, config: &Config) -> anyhow::Result<()> {
+    let ssh = bind(config.listen.ssh, "listen.ssh").await?;
+    crate::ssh::start(runtime.clone(), ssh, config).await
+}
+
+/// Waits for SIGTERM or SIGINT, reloading the config on SIGHUP meanwhile.
+async fn wait_for_stop(config_path: &Path, gateway: &Gateway) -> anyhow::Result<()> {
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => reload(config_path, gateway),
+            _ = terminate.recv() => return Ok(()),
+            _ = interrupt.recv() => return Ok(()),
+        }
+    }
+}
+
+fn reload(config_path: &Path, gateway: &Gateway) {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+    match Config::load(config_path) {
+        Ok(config) => {
+            let running = gateway.config();
+            if config.listen.ssh != running.listen.ssh
+                || config.listen.http != running.listen.http
+                || config.state_dir != running.state_dir
+            {
+                tracing::warn!("listen addresses and state_dir change only on restart");
+            }
+            gateway.reload(config);
+            tracing::info!(config = %config_path.display(), "configuration reloaded");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "new configuration refused; keeping the running one");
+            gateway.audit(AuditEvent::ConfigReloaded {
+                ok: false,
+                error: Some(e.to_string()),
+            });
+        }
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+}
+
+/// Stops accepting, waits up to the grace period for sessions to finish
+/// (a second signal cuts it short), then severs what is left.
+async fn drain(runtime: &Runtime, config: &Config) -> anyhow::Result<()> {
+    runtime.accepting.cancel();
+    runtime.tracker.close();
+    let live = runtime.tracker.len();
+    if live > 0 {
+        tracing::info!(sessions = live, grace = ?config.shutdown_grace, "draining; send SIGTERM again to stop now");
+    }
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        () = runtime.tracker.wait() => {}
+        () = tokio::time::sleep(config.shutdown_grace) => tracing::warn!("grace period over; severing remaining sessions"),
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    runtime.sessions.cancel();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), runtime.tracker.wait()).await;
+    Ok(())
+}

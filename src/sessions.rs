@@ -1,0 +1,92 @@
+//! Live sessions, for `sessions` and for auditors following along.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use serde::Serialize;
+
+use crate::audit::Protocol;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SessionInfo {
+    pub id: String,
+    pub protocol: Protocol,
+    pub user: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    pub remote: String,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Default)]
+pub struct SessionRegistry {
+    live: DashMap<String, SessionInfo>,
+}
+
+/// Removes its session from the registry when dropped, however the
+/// session ends.
+pub struct SessionGuard {
+    registry: Arc<SessionRegistry>,
+    id: String,
+}
+
+impl SessionRegistry {
+    pub fn register(
+        self: &Arc<Self>,
+        protocol: Protocol,
+        user: &str,
+        resource: Option<&str>,
+        remote: &str,
+    ) -> SessionGuard {
+        let id = new_session_id();
+        let info = SessionInfo {
+            id: id.clone(),
+            protocol,
+            user: user.to_string(),
+            resource: resource.map(String::from),
+            remote: remote.to_string(),
+            started_at: chrono::Utc::now(),
+        };
+        self.live.insert(id.clone(), info);
+        metrics::gauge!("jitgate_sessions", "protocol" => protocol_name(protocol)).increment(1.0);
+        SessionGuard {
+            registry: self.clone(),
+            id,
+        }
+    }
+
+    pub fn list(&self) -> Vec<SessionInfo> {
+        let mut sessions: Vec<SessionInfo> = self.live.iter().map(|e| e.value().clone()).collect();
+        sessions.sort_by(|a, b| a.started_at.cmp(&b.started_at));
+        sessions
+    }
+}
+
+impl SessionGuard {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        if let Some((_, info)) = self.registry.live.remove(&self.id) {
+            metrics::gauge!("jitgate_sessions", "protocol" => protocol_name(info.protocol))
+                .decrement(1.0);
+        }
+    }
+}
+
+fn protocol_name(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Ssh => "ssh",
+        Protocol::Postgres => "postgres",
+        Protocol::Control => "control",
+    }
+}
+
+/// `s-` and 12 random hex digits: short enough to type after `follow`.
+pub fn new_session_id() -> String {
+    let bytes: [u8; 6] = rand::random();
+    format!("s-{}", hex::encode(bytes))
+}

@@ -1,0 +1,106 @@
+//! One session channel: a control command (exec), the interactive prompt
+//! (shell), or a resource login that the data plane refuses.
+
+use std::sync::Arc;
+
+use russh::server::Msg;
+use russh::{Channel, ChannelMsg};
+
+use crate::audit::{AuditEvent, Protocol};
+use crate::control::{Caller, EXIT_OK, EXIT_REFUSED, Terminal, run_line};
+use crate::gateway::Gateway;
+
+use super::console::Console;
+
+/// Waits for the client's exec or shell request, then serves it.
+pub async fn serve_control(mut channel: Channel<Msg>, gateway: Arc<Gateway>, caller: Caller) {
+    let mut pty = false;
+    loop {
+        match channel.wait().await {
+            Some(ChannelMsg::RequestPty { .. }) => pty = true,
+            Some(ChannelMsg::Exec { command, .. }) => {
+                let mut console = Console::new(channel, pty);
+                let status = run_line(&gateway, &caller, &mut console, &command).await;
+                console.finish(status).await;
+                return;
+            }
+            Some(ChannelMsg::RequestShell { .. }) => {
+                let mut console = Console::new(channel, pty);
+                prompt(&gateway, &caller, &mut console).await;
+                console.finish(EXIT_OK).await;
+                return;
+            }
+            Some(ChannelMsg::Close) | Some(ChannelMsg::Eof) | None => return,
+            Some(_) => {}
+        }
+    }
+}
+
+/// The interactive prompt of `ssh -p 2222 alice@GW`.
+async fn prompt(gateway: &Arc<Gateway>, caller: &Caller, console: &mut Console) {
+    console
+        .out(&format!(
+            "jitgate: signed in as {}. Type help for commands, exit to leave.\n",
+            caller.user
+        ))
+        .await;
+    loop {
+        console.out("jitgate> ").await;
+        let Some(line) = console.read_line(true).await else {
+            break;
+        };
+        if console.has_pty() {
+            console.out("\n").await;
+        }
+        match line.trim() {
+            "" => continue,
+            "exit" | "quit" | "logout" => break,
+            text => {
+                run_line(gateway, caller, console, text.as_bytes()).await;
+            }
+        }
+    }
+}
+
+/// `alice+RESOURCE@GW`: tells the user why there is no access and what to
+/// type next. Fails closed: nothing reaches the target from here.
+pub async fn refuse_target(
+    mut channel: Channel<Msg>,
+    gateway: Arc<Gateway>,
+    caller: Caller,
+    resource: String,
+) {
+    while let Some(message) = channel.wait().await {
+        if matches!(
+            message,
+            ChannelMsg::Exec { .. }
+                | ChannelMsg::RequestShell { .. }
+                | ChannelMsg::RequestSubsystem { .. }
+        ) {
+            break;
+        }
+    }
+    let config = gateway.config();
+    let port = config.listen.ssh.port();
+    let reason = if config.resource(&resource).is_none() {
+        format!("unknown resource {resource}")
+    } else if gateway.leases().lookup(&caller.user, &resource).is_none() {
+        format!(
+            "no active lease for {resource} — ssh -p {port} {}@{} request {resource}",
+            caller.user, caller.host
+        )
+    } else {
+        format!("the SSH relay to {resource} is not available on this gateway yet")
+    };
+    gateway.audit(AuditEvent::Login {
+        protocol: Protocol::Ssh,
+        user: caller.user.clone(),
+        resource: Some(resource),
+        remote: caller.remote.clone(),
+        accepted: false,
+        reason: Some(reason.clone()),
+    });
+    let mut console = Console::new(channel, false);
+    console.err(&format!("jitgate: {reason}\n")).await;
+    console.finish(EXIT_REFUSED).await;
+}

@@ -1,0 +1,141 @@
+//! A [`Terminal`] over one SSH session channel: output as channel data
+//! (stderr as extended data), input with minimal line editing on a pty.
+
+use std::collections::VecDeque;
+
+use russh::server::Msg;
+use russh::{Channel, ChannelMsg};
+
+use crate::control::{MAX_LINE, Terminal};
+
+const CTRL_C: u8 = 3;
+const CTRL_D: u8 = 4;
+const BACKSPACE: u8 = 0x7f;
+const CTRL_H: u8 = 8;
+
+pub struct Console {
+    channel: Channel<Msg>,
+    pty: bool,
+    input: VecDeque<u8>,
+    /// The client sent EOF: no more input, but the channel stays open.
+    eof: bool,
+    /// The channel is closed or the client is gone.
+    closed: bool,
+}
+
+impl Console {
+    pub fn new(channel: Channel<Msg>, pty: bool) -> Self {
+        Self {
+            channel,
+            pty,
+            input: VecDeque::new(),
+            eof: false,
+            closed: false,
+        }
+    }
+
+    /// Ends the channel the way `ssh` expects: exit status, EOF, close.
+    pub async fn finish(self, status: u32) {
+        let _ = self.channel.exit_status(status).await;
+        let _ = self.channel.eof().await;
+        let _ = self.channel.close().await;
+    }
+
+    /// Waits for more input bytes; false after EOF or once the client is gone.
+    async fn fill(&mut self) -> bool {
+        while !self.eof && !self.closed {
+            match self.channel.wait().await {
+                Some(ChannelMsg::Data { data }) => {
+                    self.input.extend(data.iter());
+                    return true;
+                }
+                Some(ChannelMsg::Eof) => self.eof = true,
+                Some(ChannelMsg::Close) | None => self.closed = true,
+                Some(_) => {}
+            }
+        }
+        false
+    }
+
+    /// Waits until the channel closes, ignoring anything else.
+    async fn until_closed(&mut self) {
+        while !self.closed {
+            match self.channel.wait().await {
+                Some(ChannelMsg::Close) | None => self.closed = true,
+                Some(_) => {}
+            }
+        }
+    }
+
+    fn terminal_text(&self, text: &str) -> String {
+        if self.pty {
+            text.replace('\n', "\r\n")
+        } else {
+            text.to_string()
+        }
+    }
+}
+
+impl Terminal for Console {
+    fn has_pty(&self) -> bool {
+        self.pty
+    }
+
+    async fn out(&mut self, text: &str) {
+        let text = self.terminal_text(text);
+        let _ = self.channel.data_bytes(text.into_bytes()).await;
+    }
+
+    async fn err(&mut self, text: &str) {
+        let text = self.terminal_text(text);
+        let _ = self.channel.extended_data_bytes(1, text.into_bytes()).await;
+    }
+
+    async fn read_line(&mut self, echo: bool) -> Option<String> {
+        let mut line: Vec<u8> = Vec::new();
+        loop {
+            while let Some(byte) = self.input.pop_front() {
+                match byte {
+                    b'\r' | b'\n' => {
+                        if byte == b'\r' && self.input.front() == Some(&b'\n') {
+                            self.input.pop_front();
+                        }
+                        return Some(String::from_utf8_lossy(&line).into_owned());
+                    }
+                    CTRL_C => return None,
+                    CTRL_D if line.is_empty() => return None,
+                    BACKSPACE | CTRL_H if self.pty => {
+                        if line.pop().is_some() && echo {
+                            let _ = self.channel.data_bytes(&b"\x08 \x08"[..]).await;
+                        }
+                    }
+                    _ if line.len() < MAX_LINE + 1 => {
+                        line.push(byte);
+                        if echo && self.pty {
+                            let _ = self.channel.data_bytes(vec![byte]).await;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if !self.fill().await {
+                return (!line.is_empty()).then(|| String::from_utf8_lossy(&line).into_owned());
+            }
+        }
+    }
+
+    async fn interrupted(&mut self) {
+        loop {
+            if self.input.contains(&CTRL_C) || self.input.contains(&CTRL_D) {
+                self.input.clear();
+                return;
+            }
+            self.input.clear();
+            if !self.fill().await {
+                // EOF on stdin (`ssh GW watch </dev/null`) is not a request
+                // to stop; a closed channel or a disconnect is.
+                return self.until_closed().await;
+            }
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! One SSH connection: who is it (public key), and which channels it may open.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use russh::keys::PublicKey;
+use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId, ChannelOpenFailure};
+
+use crate::audit::{AuditEvent, Protocol};
+use crate::config::is_valid_name;
+use crate::control::Caller;
+use crate::serve::Runtime;
+use crate::sessions::SessionGuard;
+
+use super::channel;
+
+pub struct Connection {
+    runtime: Runtime,
+    remote: SocketAddr,
+    host: String,
+    user: Option<String>,
+    target: Option<String>,
+    authenticated: Arc<AtomicBool>,
+    open_channels: Arc<std::sync::atomic::AtomicUsize>,
+    session: Option<SessionGuard>,
+}
+
+/// `alice` reaches the control plane; `alice+web-01` the resource web-01.
+fn split_username(name: &str) -> Option<(&str, Option<&str>)> {
+    let (user, target) = match name.split_once('+') {
+        Some((user, target)) => (user, Some(target)),
+        None => (name, None),
+    };
+    (is_valid_name(user) && target.is_none_or(is_valid_name)).then_some((user, target))
+}
+
+/// Usernames come from the network: keep audit records short and printable.
+fn printable(name: &str) -> String {
+    name.chars().filter(|c| !c.is_control()).take(64).collect()
+}
+
+fn key_matches(key: &PublicKey, configured: &[String]) -> bool {
+    let Ok(text) = key.to_openssh() else {
+        return false;
+    };
+    let mut parts = text.split_whitespace();
+    let (Some(kind), Some(body)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    configured
+        .iter()
+        .any(|k| k.split_once(' ') == Some((kind, body)))
+}
+
+impl Connection {
+    pub fn new(runtime: Runtime, remote: SocketAddr, host: String) -> Self {
+        Self {
+            runtime,
+            remote,
+            host,
+            user: None,
+            target: None,
+            authenticated: Arc::new(AtomicBool::new(false)),
+            open_channels: Arc::default(),
+            session: None,
+        }
+    }
+
+    pub fn authenticated_flag(&self) -> Arc<AtomicBool> {
+        self.authenticated.clone()
+    }
+
+    fn known_key(&self, username: &str, key: &PublicKey) -> bool {
+        let Some((user, _)) = split_username(username) else {
+            return false;
+        };
+        let config = self.runtime.gateway.config();
+        config
+            .directory
+            .user(user)
+            .is_some_and(|u| key_matches(key, &u.ssh_keys))
+    }
+
+    fn audit_login(&self, username: &str, accepted: bool, reason: Option<&str>) {
+        let (user, resource) = split_username(username)
+            .map_or((printable(username), None), |(u, r)| {
+                (u.to_string(), r.map(String::from))
+            });
+        let protocol = if resource.is_some() {
+            Protocol::Ssh
+        } else {
+            Protocol::Control
+        };
+        self.runtime.gateway.audit(AuditEvent::Login {
+            protocol,
+            user,
+            resource,
+            remote: self.remote.to_string(),
+            accepted,
+            reason: reason.map(String::from),
+        });
+    }
+
+    fn refuse(&self, username: &str) -> Auth {
+        metrics::counter!("jitgate_ssh_auth_failures_total").increment(1);
+        // The client learns nothing about which part was wrong.
+        self.audit_login(username, false, Some("unknown user or key"));
+        Auth::reject()
+    }
+}
+
+impl russh::server::Handler for Connection {
+    type Error = russh::Error;
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if self.known_key(user, offer.public_key) {
+            Ok(Auth::Accept)
+        } else {
+            Ok(self.refuse(user))
+        }
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        username: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if !self.known_key(username, key.public_key) {
+            return Ok(self.refuse(username));
+        }
+        let Some((user, target)) = split_username(username) else {
+            return Ok(self.refuse(username));
+        };
+        self.user = Some(user.to_string());
+        self.target = target.map(String::from);
+        self.authenticated.store(true, Ordering::Release);
+        if target.is_none() {
+            self.audit_login(username, true, None);
+            let remote = self.remote.to_string();
+            self.session = Some(self.runtime.gateway.sessions().register(
+                Protocol::Control,
+                user,
+                None,
+                &remote,
+            ));
+        }
+        Ok(Auth::Accept)
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(user) = self.user.clone() else {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        if self.open_channels.load(Ordering::Acquire) >= super::MAX_CHANNELS {
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        }
+        reply.accept().await;
+        self.open_channels.fetch_add(1, Ordering::AcqRel);
+        let caller = Caller {
+            user,
+            remote: self.remote.to_string(),
+            host: self.host.clone(),
+        };
+        let gateway = self.runtime.gateway.clone();
+        let open_channels = self.open_channels.clone();
+        let target = self.target.clone();
+        self.runtime.tracker.spawn(async move {
+            match target {
+                None => channel::serve_control(channel, gateway, caller).await,
+                Some(resource) => channel::refuse_target(channel, gateway, caller, resource).await,
+            }
+            open_channels.fetch_sub(1, Ordering::AcqRel);
+        });
+        Ok(())
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _cols: u32,
+        _rows: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        _name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        _name: &str,
+        _value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_route_to_control_or_a_resource() {
+        assert_eq!(split_username("alice"), Some(("alice", None)));
+        assert_eq!(
+            split_username("alice+web-01"),
+            Some(("alice", Some("web-01")))
+        );
+        assert_eq!(split_username("alice+"), None);
+        assert_eq!(split_username("+web-01"), None);
+        assert_eq!(split_username("al ice"), None);
+        assert_eq!(split_username("a+b+c"), None);
+    }
+
+    #[test]
+    fn printable_strips_control_characters_and_caps_length() {
+        assert_eq!(printable("ev\u{1b}[2Jil"), "ev[2Jil");
+        assert_eq!(printable(&"x".repeat(500)).len(), 64);
+    }
+}

@@ -1,0 +1,132 @@
+//! The SSH front door (russh): one listener for the control plane
+//! (`alice@GW`) and, by username, the data plane (`alice+web-01@GW`).
+//!
+//! - `hostkey`: the persistent host key.
+//! - `handler`: authentication and channel requests for one connection.
+//! - `channel`: one session channel of the control plane (exec or prompt).
+//! - `console`: a [`crate::control::Terminal`] over an SSH channel.
+
+mod channel;
+mod console;
+mod handler;
+mod hostkey;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::keys::PrivateKey;
+use russh::{MethodKind, MethodSet};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::config::Config;
+use crate::serve::Runtime;
+
+pub use hostkey::load_or_generate as load_host_key;
+
+/// Most session channels one connection may open at once.
+const MAX_CHANNELS: usize = 16;
+
+/// Builds the server config and starts accepting connections.
+pub async fn start(runtime: Runtime, listener: TcpListener, config: &Config) -> anyhow::Result<()> {
+    let key = hostkey::load_or_generate(&config.ssh_host_key)?;
+    let server_config = Arc::new(server_config(key));
+    let auth_timeout = config.ssh_auth_timeout;
+    tokio::spawn(accept_loop(runtime, listener, server_config, auth_timeout));
+    Ok(())
+}
+
+fn server_config(key: PrivateKey) -> russh::server::Config {
+    russh::server::Config {
+        keys: vec![key],
+        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        auth_rejection_time: Duration::from_millis(300),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        max_auth_attempts: 6,
+        inactivity_timeout: Some(Duration::from_secs(3600)),
+        keepalive_interval: Some(Duration::from_secs(30)),
+        nodelay: true,
+        ..Default::default()
+    }
+}
+
+async fn accept_loop(
+    runtime: Runtime,
+    listener: TcpListener,
+    config: Arc<russh::server::Config>,
+    auth_timeout: Duration,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = runtime.accepting.cancelled() => return,
+        };
+        match accepted {
+            Ok((stream, remote)) => {
+                let runtime2 = runtime.clone();
+                let config = config.clone();
+                runtime.tracker.spawn(serve_connection(
+                    runtime2,
+                    stream,
+                    remote,
+                    config,
+                    auth_timeout,
+                ));
+            }
+            Err(e) => {
+                // Usually EMFILE: back off instead of spinning.
+                tracing::warn!(error = %e, "SSH accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(
+    runtime: Runtime,
+    stream: TcpStream,
+    remote: SocketAddr,
+    config: Arc<russh::server::Config>,
+    auth_timeout: Duration,
+) {
+    let _ = stream.set_nodelay(true);
+    let host = stream
+        .local_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|_| "GW".into());
+    let handler = handler::Connection::new(runtime.clone(), remote, host);
+    let authenticated = handler.authenticated_flag();
+    let span = tracing::info_span!("ssh", %remote);
+    let session = match russh::server::run_stream(config, stream, handler).await {
+        Ok(session) => session,
+        Err(e) => {
+            tracing::debug!(parent: &span, error = %e, "SSH handshake failed");
+            return;
+        }
+    };
+    let handle = session.handle();
+    let auth_deadline = tokio::time::sleep(auth_timeout);
+    tokio::pin!(session, auth_deadline);
+    let mut auth_checked = false;
+    loop {
+        tokio::select! {
+            result = &mut session => {
+                if let Err(e) = result {
+                    tracing::debug!(parent: &span, error = %e, "SSH session ended with an error");
+                }
+                return;
+            }
+            () = &mut auth_deadline, if !auth_checked => {
+                auth_checked = true;
+                if !authenticated.load(std::sync::atomic::Ordering::Acquire) {
+                    let _ = handle.disconnect(russh::Disconnect::ByApplication, "authentication timed out".into(), String::new()).await;
+                }
+            }
+            () = runtime.sessions.cancelled() => {
+                let _ = handle.disconnect(russh::Disconnect::ByApplication, "jitgate is shutting down".into(), String::new()).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), &mut session).await;
+                return;
+            }
+        }
+    }
+}
