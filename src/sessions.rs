@@ -57,7 +57,7 @@ impl SessionRegistry {
 
     pub fn list(&self) -> Vec<SessionInfo> {
         let mut sessions: Vec<SessionInfo> = self.live.iter().map(|e| e.value().clone()).collect();
-        sessions.sort_by(|a, b| a.started_at.cmp(&b.started_at));
+        sessions.sort_by_key(|s| s.started_at);
         sessions
     }
 }

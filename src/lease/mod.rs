@@ -88,10 +88,10 @@ impl LeaseTable {
     /// A replaced lease keeps its token, so sessions stay attached to it.
     pub fn upsert(&self, mut lease: Lease) -> Arc<Lease> {
         let key = (lease.user.clone(), lease.resource.clone());
-        if let Some(existing) = self.leases.get(&key) {
-            if existing.request_id == lease.request_id {
-                lease.token = existing.token.clone();
-            }
+        if let Some(existing) = self.leases.get(&key)
+            && existing.request_id == lease.request_id
+        {
+            lease.token = existing.token.clone();
         }
         let lease = Arc::new(lease);
         let previous = self.leases.insert(key.clone(), lease.clone());

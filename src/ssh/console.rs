@@ -67,6 +67,14 @@ impl Console {
         }
     }
 
+    /// Backspace: drop the last character and, when echoing, rub it out.
+    async fn erase(&self, line: &mut Vec<u8>, echo: bool) {
+        let erased = line.pop().is_some();
+        if erased && echo {
+            let _ = self.channel.data_bytes(&b"\x08 \x08"[..]).await;
+        }
+    }
+
     fn terminal_text(&self, text: &str) -> String {
         if self.pty {
             text.replace('\n', "\r\n")
@@ -104,11 +112,7 @@ impl Terminal for Console {
                     }
                     CTRL_C => return None,
                     CTRL_D if line.is_empty() => return None,
-                    BACKSPACE | CTRL_H if self.pty => {
-                        if line.pop().is_some() && echo {
-                            let _ = self.channel.data_bytes(&b"\x08 \x08"[..]).await;
-                        }
-                    }
+                    BACKSPACE | CTRL_H if self.pty => self.erase(&mut line, echo).await,
                     _ if line.len() < MAX_LINE + 1 => {
                         line.push(byte);
                         if echo && self.pty {

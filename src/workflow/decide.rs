@@ -273,23 +273,23 @@ impl Engine {
             });
         }
         let mut events = Vec::new();
-        if request.settings.single_user {
-            if let Some(holder) = self.holder(&request.resource) {
-                let until = holder.window_end.unwrap_or(ctx.now);
-                if until > ctx.now {
-                    return Err(WorkflowError::HeldBy {
-                        resource: request.resource.clone(),
-                        holder: holder.requester.clone(),
-                        until,
-                    });
-                }
-                events.push(Event::Ended {
-                    id: holder.id,
-                    reason: EndReason::Expired,
-                    by: None,
-                    at: ctx.now,
+        if request.settings.single_user
+            && let Some(holder) = self.holder(&request.resource)
+        {
+            let until = holder.window_end.unwrap_or(ctx.now);
+            if until > ctx.now {
+                return Err(WorkflowError::HeldBy {
+                    resource: request.resource.clone(),
+                    holder: holder.requester.clone(),
+                    until,
                 });
             }
+            events.push(Event::Ended {
+                id: holder.id,
+                reason: EndReason::Expired,
+                by: None,
+                at: ctx.now,
+            });
         }
         if request.settings.mfa_required && !mfa_passed {
             return Err(WorkflowError::MfaRequired(request.resource.clone()));

@@ -54,7 +54,7 @@ pub enum WorkflowError {
     },
     #[error("you already hold an active lease on {resource} (request {id}): extend it instead")]
     AlreadyHolding { resource: String, id: RequestId },
-    #[error("{0} requires MFA: pass --totp CODE")]
+    #[error("{0} requires MFA: pass --totp CODE, or connect with ssh -t to be prompted")]
     MfaRequired(String),
     #[error("the approval of request {0} has lapsed: file a new request")]
     ApprovalLapsed(RequestId),

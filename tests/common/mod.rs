@@ -1,0 +1,353 @@
+//! Test harness: a real `jitgate serve` process on free loopback ports, real
+//! OpenSSH keys and the real `ssh` client. Everything lives in a temporary
+//! directory and the gateway is stopped when the harness is dropped.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_jitgate");
+
+/// The users every test world has, and their roles.
+pub const USERS: &[(&str, &str)] = &[
+    ("alice", "engineer"),
+    ("zoe", "engineer"),
+    ("bob", "approver"),
+    ("erin", "approver"),
+    ("dave", "security"),
+    ("carol", "auditor"),
+    ("root", "admin"),
+];
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub ssh_port: u16,
+    pub http_port: u16,
+    pub pg_port: u16,
+    pub process: Option<Child>,
+}
+
+pub fn base_config(ssh_port: u16, http_port: u16, pg_port: u16) -> String {
+    let mut text = format!(
+        r#"
+[gateway]
+shutdown_grace = "3s"
+[listen]
+ssh = "127.0.0.1:{ssh_port}"
+http = "127.0.0.1:{http_port}"
+postgres = "127.0.0.1:{pg_port}"
+[roles]
+engineer = ["request"]
+approver = ["request", "approve"]
+security = ["request", "approve", "audit"]
+auditor = ["audit", "manage_workflow"]
+admin = ["admin"]
+[groups.sre-leads]
+roles = ["approver"]
+[groups.security]
+roles = ["security"]
+"#
+    );
+    for (user, role) in USERS {
+        let group = match *role {
+            "approver" => "\ngroups = [\"sre-leads\"]",
+            "security" => "\ngroups = [\"security\"]",
+            _ => "",
+        };
+        let roles = if matches!(*role, "approver" | "security") {
+            String::new()
+        } else {
+            format!("\nroles = [\"{role}\"]")
+        };
+        text.push_str(&format!(
+            "[[user]]\nname = \"{user}\"{group}{roles}\nssh_key_files = [\"keys/{user}.pub\"]\ntotp_secret_file = \"totp/{user}\"\n"
+        ));
+    }
+    text.push_str(
+        r#"
+[[resource]]
+name = "web-01"
+kind = "ssh"
+address = "127.0.0.1:1"
+account = "deploy"
+[resource.workflow]
+mfa_required = false
+max_duration = "8h"
+approval_levels = [{ approvers = ["group:sre-leads"] }]
+
+[[resource]]
+name = "orders-prod"
+kind = "postgres"
+address = "127.0.0.1:1"
+account = "app"
+database = "orders"
+[resource.workflow]
+single_user = true
+mfa_required = true
+require_reason = true
+approval_levels = [{ approvers = ["group:sre-leads"] }, { approvers = ["group:security"] }]
+"#,
+    );
+    text
+}
+
+impl World {
+    /// A gateway with the standard users and resources.
+    pub fn start() -> Self {
+        Self::start_with(|text| text)
+    }
+
+    /// A gateway whose config text is adjusted by `edit` first.
+    pub fn start_with(edit: impl FnOnce(String) -> String) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("keys")).unwrap();
+        for (user, _) in USERS {
+            let key = dir.path().join("keys").join(user);
+            let status = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", user, "-f"])
+                .arg(&key)
+                .status()
+                .expect("ssh-keygen (openssh-client) must be installed: run scripts/install-deps");
+            assert!(status.success());
+        }
+        let (ssh_port, http_port, pg_port) = (free_port(), free_port(), free_port());
+        let text = edit(base_config(ssh_port, http_port, pg_port));
+        std::fs::write(dir.path().join("jitgate.toml"), text).unwrap();
+        for (user, _) in USERS {
+            let out = Command::new(BIN)
+                .args(["totp", "enroll", user, "--config"])
+                .arg(dir.path().join("jitgate.toml"))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "enroll: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let mut world = Self {
+            dir,
+            ssh_port,
+            http_port,
+            pg_port,
+            process: None,
+        };
+        world.launch();
+        world
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path("jitgate.toml")
+    }
+
+    /// Starts `jitgate serve` and waits until /healthz answers.
+    pub fn launch(&mut self) {
+        let log = std::fs::File::create(self.path("serve.log")).unwrap();
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(self.config_path())
+            .env("JITGATE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.process = Some(child);
+        self.wait_healthy();
+    }
+
+    pub fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = self.process.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!(
+                    "jitgate exited with {status} before becoming healthy:\n{}",
+                    self.log()
+                );
+            }
+            if http_get(self.http_port, "/healthz").is_some_and(|body| body.contains("200 OK")) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("jitgate did not become healthy:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path("serve.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.as_ref().unwrap().id()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the gateway process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        let child = self.process.as_mut().unwrap();
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.process = None;
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn kill_hard(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn ssh_command(&self, user: &str, key_of: &str) -> Command {
+        let mut command = Command::new("ssh");
+        command
+            .args(["-F", "/dev/null", "-p", &self.ssh_port.to_string(), "-i"])
+            .arg(self.path("keys").join(key_of))
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "LogLevel=ERROR",
+                "-o",
+                "ConnectTimeout=10",
+            ])
+            .arg(format!("{user}@127.0.0.1"));
+        command
+    }
+
+    /// Runs a control command as `user` (with their own key).
+    pub fn ssh(&self, user: &str, args: &str) -> Output {
+        self.ssh_command(user, user)
+            .arg(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    pub fn ok(&self, user: &str, args: &str) -> String {
+        let out = self.ssh(user, args);
+        assert!(
+            out.status.success(),
+            "{user}: {args} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs a command that must fail; returns its stderr.
+    pub fn refused(&self, user: &str, args: &str) -> String {
+        let out = self.ssh(user, args);
+        assert!(
+            !out.status.success(),
+            "{user}: {args} unexpectedly succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    pub fn json(&self, user: &str, args: &str) -> serde_json::Value {
+        let text = self.ok(user, &format!("{args} --json"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args}: not JSON ({e}): {text}"))
+    }
+
+    pub fn totp(&self, user: &str) -> String {
+        let secret = std::fs::read_to_string(self.path("totp").join(user)).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        jitgate::mfa::current_code(
+            &jitgate::secret::Secret::new(secret.trim().to_string()),
+            now,
+        )
+        .unwrap()
+    }
+
+    /// Files a request and returns its id.
+    pub fn request(&self, user: &str, args: &str) -> u64 {
+        self.json(user, &format!("request {args}"))["id"]
+            .as_u64()
+            .unwrap()
+    }
+
+    pub fn audit_text(&self) -> String {
+        std::fs::read_to_string(self.path("audit/audit.log")).unwrap_or_default()
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(self.http_port, "/metrics").unwrap_or_default()
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if child.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A minimal HTTP/1.0 GET; returns the whole response.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+pub fn wait_until(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    check()
+}

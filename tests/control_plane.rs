@@ -1,0 +1,542 @@
+//! The control plane end to end: the real `jitgate` binary driven by the
+//! real OpenSSH client.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{World, wait_until};
+
+#[test]
+fn web_01_happy_path_request_approve_checkout_status_checkin() {
+    let world = World::start();
+    let filed = world.ok("alice", "request web-01 --for 30m --reason 'deploy fix'");
+    assert!(
+        filed.contains("needs 1 approval from group:sre-leads"),
+        "{filed}"
+    );
+    let id = 1;
+    let pending = world.ok("bob", "requests");
+    assert!(
+        pending.contains("WAITING FOR MY APPROVAL") && pending.contains("alice"),
+        "{pending}"
+    );
+    assert!(
+        world
+            .ok("bob", &format!("approve {id}"))
+            .contains("approved")
+    );
+    let checkout = world.ok("alice", &format!("checkout {id}"));
+    assert!(
+        checkout.contains("checked out web-01") && checkout.contains("alice+web-01@"),
+        "{checkout}"
+    );
+    let status = world.json("alice", "status");
+    assert_eq!(status["leases"][0]["resource"], "web-01");
+    assert!(status["leases"][0]["seconds_left"].as_i64().unwrap() > 1700);
+    world.ok("alice", &format!("checkin {id}"));
+    assert_eq!(
+        world.json("alice", "status")["leases"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    let audit = world.audit_text();
+    for change in ["requested", "approved", "granted", "checked_out", "ended"] {
+        assert!(
+            audit.contains(&format!(r#""type":"{change}""#)),
+            "audit lacks {change}"
+        );
+    }
+}
+
+#[test]
+fn orders_prod_needs_both_levels_in_order_and_a_real_totp_code() {
+    let world = World::start();
+    let refused = world.refused("alice", "request orders-prod --for 1h");
+    assert!(refused.contains("requires a reason"), "{refused}");
+    let id = world.request("alice", "orders-prod --for 1h --reason 'month end'");
+    let wrong_level = world.refused("dave", &format!("approve {id}"));
+    assert!(wrong_level.contains("waiting for level 1"), "{wrong_level}");
+    world.ok("bob", &format!("approve {id}"));
+    let not_level_two = world.refused("erin", &format!("approve {id}"));
+    assert!(not_level_two.contains("not an approver"), "{not_level_two}");
+    let done = world.ok("dave", &format!("approve {id}"));
+    assert!(done.contains("may check out now"), "{done}");
+
+    let no_code = world.refused("alice", &format!("checkout {id}"));
+    assert!(no_code.contains("requires MFA"), "{no_code}");
+    let wrong = world.refused("alice", &format!("checkout {id} --totp 000000"));
+    assert!(wrong.contains("invalid TOTP code"), "{wrong}");
+    let code = world.totp("alice");
+    let out = world.json("alice", &format!("checkout {id} --totp {code}"));
+    let password = out["password"].as_str().unwrap();
+    assert_eq!(password.len(), 48);
+    assert!(
+        out["psql"]
+            .as_str()
+            .unwrap()
+            .contains("dbname=orders-prod sslmode=require")
+    );
+    assert!(
+        !world.audit_text().contains(password),
+        "lease password in the audit log"
+    );
+    assert!(
+        !world.audit_text().contains(&code),
+        "TOTP code in the audit log"
+    );
+
+    // Single-user: zoe's approved request cannot check out while alice holds it.
+    let second = world.request("zoe", "orders-prod --reason 'help alice'");
+    world.ok("erin", &format!("approve {second}"));
+    world.ok("dave", &format!("approve {second}"));
+    let held = world.refused(
+        "zoe",
+        &format!("checkout {second} --totp {}", world.totp("zoe")),
+    );
+    assert!(
+        held.contains("orders-prod is held by alice until"),
+        "{held}"
+    );
+    world.ok("alice", &format!("checkin {id}"));
+    world.ok(
+        "zoe",
+        &format!("checkout {second} --totp {}", world.totp("zoe")),
+    );
+}
+
+#[test]
+fn a_replayed_totp_code_is_refused() {
+    let world = World::start();
+    let first = world.request("alice", "orders-prod --reason one");
+    for approver in ["bob", "dave"] {
+        world.ok(approver, &format!("approve {first}"));
+    }
+    let code = world.totp("alice");
+    world.ok("alice", &format!("checkout {first} --totp {code}"));
+    world.ok("alice", &format!("checkin {first}"));
+    let second = world.request("alice", "orders-prod --reason two");
+    for approver in ["bob", "dave"] {
+        world.ok(approver, &format!("approve {second}"));
+    }
+    let replay = world.refused("alice", &format!("checkout {second} --totp {code}"));
+    assert!(replay.contains("already used"), "{replay}");
+    assert!(world.audit_text().contains("mfa_failure"));
+}
+
+#[test]
+fn refusals_say_why_and_change_nothing() {
+    let world = World::start();
+    let id = world.request("bob", "web-01");
+    assert!(
+        world
+            .refused("bob", &format!("approve {id}"))
+            .contains("cannot approve your own request")
+    );
+    assert!(
+        world
+            .refused("alice", "request db-99")
+            .contains("unknown resource \"db-99\"")
+    );
+    assert!(
+        world
+            .refused("alice", &format!("approve {id}"))
+            .contains("not an approver")
+    );
+    assert!(
+        world
+            .refused("alice", "audit tail")
+            .contains("needs the audit permission")
+    );
+    assert!(
+        world
+            .refused("alice", "sessions")
+            .contains("needs the audit permission")
+    );
+    assert!(
+        world
+            .refused("alice", "workflow set web-01 max_duration=1h")
+            .contains("needs the manage_workflow permission")
+    );
+    assert!(
+        world
+            .refused("alice", "revoke 1")
+            .contains("needs the admin permission")
+    );
+    assert!(
+        world
+            .refused("alice", "request web-01 --for 9h")
+            .contains("longer than the maximum")
+    );
+    assert!(
+        world
+            .refused("alice", "request web-01 --for forever")
+            .contains("invalid duration")
+    );
+    assert!(
+        world
+            .refused("alice", "checkout 99")
+            .contains("unknown request 99")
+    );
+    let state = world.json("bob", "requests");
+    assert_eq!(
+        state["mine"].as_array().unwrap().len(),
+        1,
+        "refusals changed state: {state}"
+    );
+}
+
+#[test]
+fn errors_go_to_stderr_with_nonzero_status_and_json_errors_parse() {
+    let world = World::start();
+    let out = world.ssh("alice", "frobnicate");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unrecognized subcommand"));
+    let out = world.ssh("alice", "approve 42 --json");
+    assert_eq!(out.status.code(), Some(1));
+    let error: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(error["error"], "unknown request 42");
+}
+
+#[test]
+fn help_is_available_for_every_command() {
+    let world = World::start();
+    let help = world.ok("alice", "help");
+    for command in [
+        "request", "approve", "checkout", "watch", "audit", "workflow", "delegate",
+    ] {
+        assert!(help.contains(command), "help lacks {command}");
+    }
+    assert!(world.ok("alice", "checkout --help").contains("--totp"));
+}
+
+#[test]
+fn json_output_parses_for_every_command() {
+    let world = World::start();
+    let id = world.request("alice", "web-01 --for 10m");
+    for (user, command) in [
+        ("bob", "requests".to_string()),
+        ("bob", format!("approve {id}")),
+        ("alice", format!("checkout {id}")),
+        ("alice", "status".to_string()),
+        ("alice", format!("extend {id} --for 5m")),
+        ("carol", "sessions".to_string()),
+        ("carol", "workflow show web-01".to_string()),
+        ("carol", "workflow set web-01 max_duration=4h".to_string()),
+        ("bob", "delegate --to erin --until 2h".to_string()),
+        ("bob", "delegate --revoke".to_string()),
+        ("alice", format!("checkin {id}")),
+    ] {
+        world.json(user, &command);
+    }
+    let tail = world.ok("carol", "audit tail -n 3 --json");
+    for line in tail.lines() {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(record["hash"].is_string());
+    }
+}
+
+#[test]
+fn workflow_changes_apply_at_runtime_and_survive_restart() {
+    let mut world = World::start();
+    world.ok(
+        "carol",
+        "workflow set web-01 max_duration=1h require_ticket=true",
+    );
+    assert!(
+        world
+            .refused("alice", "request web-01 --for 2h --ticket T-1")
+            .contains("maximum of 1h")
+    );
+    assert!(
+        world
+            .refused("alice", "request web-01")
+            .contains("requires a ticket")
+    );
+    world.ok("alice", "request web-01 --ticket T-1");
+    assert!(
+        world
+            .refused("carol", "workflow set web-01 nonsense=1")
+            .contains("unknown workflow setting")
+    );
+    world.signal("TERM");
+    assert_eq!(world.wait_exit(Duration::from_secs(10)), Some(0));
+    world.launch();
+    let shown = world.json("carol", "workflow show web-01");
+    assert_eq!(shown["settings"]["max_duration"], "1h");
+    assert_eq!(shown["changed_at_runtime"], true);
+}
+
+#[test]
+fn delegated_approvals_are_recorded_as_delegate_for_delegator() {
+    let world = World::start();
+    world.ok(
+        "dave",
+        "delegate --to erin --resource orders-prod --until 1h",
+    );
+    let id = world.request("alice", "orders-prod --reason x");
+    world.ok("bob", &format!("approve {id}"));
+    let out = world.ok("erin", &format!("approve {id}"));
+    assert!(out.contains("(for dave)"), "{out}");
+    let tail = world.ok("carol", "audit tail -n 20");
+    assert!(tail.contains("erin for dave approved request"), "{tail}");
+}
+
+#[test]
+fn watch_shows_an_approver_a_new_request_within_one_second() {
+    let world = World::start();
+    let mut watcher = world
+        .ssh_command("bob", "bob")
+        .arg("watch")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watcher.stdout.take().unwrap()).lines();
+    let banner = lines.next().unwrap().unwrap();
+    assert!(banner.contains("watching events for bob"), "{banner}");
+    let reader = std::thread::spawn(move || {
+        let line = lines.next().unwrap().unwrap();
+        (line, Instant::now())
+    });
+    world.ok("alice", "request web-01 --reason 'disk full'");
+    let acknowledged = Instant::now();
+    let (line, seen) = reader.join().unwrap();
+    assert!(
+        line.contains("request 1 from alice for web-01") && line.contains("approve 1"),
+        "{line}"
+    );
+    assert!(
+        seen < acknowledged + Duration::from_secs(1),
+        "the approver saw the request {:?} after it was acknowledged",
+        seen.saturating_duration_since(acknowledged)
+    );
+    world.ok("bob", "approve 1");
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+}
+
+#[test]
+fn watch_notifies_the_requester_of_approval_as_json_lines() {
+    let world = World::start();
+    let id = world.request("alice", "web-01");
+    let mut watcher = world
+        .ssh_command("alice", "alice")
+        .arg("watch --json")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watcher.stdout.take().unwrap()).lines();
+    std::thread::sleep(Duration::from_millis(500));
+    world.ok("bob", &format!("approve {id}"));
+    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["event"]["type"], "approved");
+    let second: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(second["event"]["type"], "granted");
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+}
+
+#[test]
+fn audit_tail_follow_streams_new_records() {
+    let world = World::start();
+    let mut tail = world
+        .ssh_command("carol", "carol")
+        .arg("audit tail -n 1 -f")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
+    lines.next().unwrap().unwrap();
+    world.ok("alice", "request web-01 --reason followed");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut found = false;
+    while Instant::now() < deadline {
+        let line = lines.next().unwrap().unwrap();
+        if line.contains("alice requested web-01") {
+            found = true;
+            break;
+        }
+    }
+    assert!(found);
+    // Ctrl-C on the stream's stdin stops it cleanly.
+    tail.stdin.as_mut().unwrap().write_all(&[3]).unwrap();
+    let status = tail.wait().unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn interactive_prompt_runs_commands_on_a_pty() {
+    let world = World::start();
+    let mut shell = world
+        .ssh_command("alice", "alice")
+        .arg("-tt")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = shell.stdin.as_mut().unwrap();
+    stdin
+        .write_all(b"request web-01 --reason 'from the prompt'\r")
+        .unwrap();
+    stdin.write_all(b"status\r").unwrap();
+    stdin.write_all(b"exit\r").unwrap();
+    let out = shell.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("signed in as alice"), "{text}");
+    assert!(text.contains("request 1 for web-01"), "{text}");
+    assert!(text.contains("no active leases"), "{text}");
+}
+
+#[test]
+fn checkout_prompts_for_the_totp_code_on_a_terminal_without_echo() {
+    let world = World::start();
+    let id = world.request("alice", "orders-prod --reason prompt");
+    world.ok("bob", &format!("approve {id}"));
+    world.ok("dave", &format!("approve {id}"));
+    let mut checkout = world
+        .ssh_command("alice", "alice")
+        .arg("-tt")
+        .arg(format!("checkout {id}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let code = world.totp("alice");
+    checkout
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(format!("{code}\r").as_bytes())
+        .unwrap();
+    let out = checkout.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("TOTP code:"), "{text}");
+    assert!(!text.contains(&code), "the code was echoed: {text}");
+    assert!(text.contains("connection password"), "{text}");
+}
+
+#[test]
+fn unknown_keys_and_users_are_refused_and_audited() {
+    let world = World::start();
+    let out = world
+        .ssh_command("alice", "bob")
+        .arg("status")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(255));
+    let out = world
+        .ssh_command("mallory", "bob")
+        .arg("status")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(255));
+    let audit = world.audit_text();
+    assert!(audit.contains(r#""user":"mallory""#) && audit.contains("unknown user or key"));
+    assert!(world.metrics().contains("jitgate_ssh_auth_failures_total"));
+}
+
+#[test]
+fn resource_logins_without_a_lease_say_what_to_do() {
+    let world = World::start();
+    let out = world
+        .ssh_command("alice+web-01", "alice")
+        .arg("true")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no active lease for web-01") && err.contains("request web-01"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_input_gets_clean_errors_and_the_gateway_stays_up() {
+    let world = World::start();
+    let huge = format!("request web-01 --reason {}", "x".repeat(20_000));
+    let err = world.refused("alice", &huge);
+    assert!(err.contains("command too long"), "{err}");
+    let raw = std::ffi::OsStr::from_bytes(b"request \xff\xfe web");
+    let out = world
+        .ssh_command("alice", "alice")
+        .arg(raw)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not valid UTF-8"));
+    let garbage = world.refused("alice", "approve -- -- --json 'unterminated");
+    assert!(garbage.contains("cannot parse"), "{garbage}");
+    assert!(world.refused("alice", "request").contains("RESOURCE"));
+    // A client that disconnects mid-command.
+    let mut watcher = world
+        .ssh_command("alice", "alice")
+        .arg("watch")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    watcher.kill().unwrap();
+    let _ = watcher.wait();
+    assert_eq!(
+        world.json("alice", "status")["leases"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    assert!(
+        world.json("alice", "requests")["mine"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "refused commands changed state"
+    );
+}
+
+#[test]
+fn two_hundred_concurrent_control_sessions_are_served() {
+    let world = World::start();
+    let mut children = Vec::new();
+    for i in 0..200 {
+        let user = ["alice", "zoe", "bob", "erin"][i % 4];
+        children.push(
+            world
+                .ssh_command(user, user)
+                .arg("status --json")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    let mut ok = 0;
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        if out.status.success() && serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok()
+        {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 200);
+    assert!(wait_until(Duration::from_secs(5), || world
+        .json("alice", "status")["leases"]
+        .is_array()));
+}
