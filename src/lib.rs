@@ -17,6 +17,7 @@ pub mod gateway;
 pub mod http;
 pub mod journal;
 pub mod lease;
+pub mod metrics;
 pub mod mfa;
 pub mod offline;
 pub mod secret;

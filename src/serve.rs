@@ -31,9 +31,36 @@ pub struct Runtime {
     pub tracker: TaskTracker,
 }
 
+/// Signal streams, registered before readiness is announced so that a
+/// SIGTERM arriving right after READY=1 is handled, not fatal.
+struct Signals {
+    hangup: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            hangup: signal(SignalKind::hangup())?,
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn stop(&mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+    }
+}
+
 pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
+    let mut signals = Signals::new()?;
     let root = CancellationToken::new();
     let metrics = http::install_metrics(root.clone())?;
+    crate::metrics::describe();
     let (gateway, expired) =
         Gateway::open(config.clone()).context("cannot open the gateway state")?;
     let runtime = Runtime {
@@ -57,9 +84,9 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(ssh = %config.listen.ssh, http = %config.listen.http, "jitgate ready");
 
-    wait_for_stop(&config_path, &gateway).await?;
+    wait_for_stop(&mut signals, &config_path, &gateway).await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    drain(&runtime, &config).await?;
+    drain(&mut signals, &runtime, &config).await;
     gateway.audit(AuditEvent::GatewayStopped);
     root.cancel();
     Ok(())
@@ -78,15 +105,12 @@ async fn start_data_planes(runtime: &Runtime, config: &Config) -> anyhow::Result
 }
 
 /// Waits for SIGTERM or SIGINT, reloading the config on SIGHUP meanwhile.
-async fn wait_for_stop(config_path: &Path, gateway: &Gateway) -> anyhow::Result<()> {
-    let mut hangup = signal(SignalKind::hangup())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
+async fn wait_for_stop(signals: &mut Signals, config_path: &Path, gateway: &Gateway) {
     loop {
         tokio::select! {
-            _ = hangup.recv() => reload(config_path, gateway),
-            _ = terminate.recv() => return Ok(()),
-            _ = interrupt.recv() => return Ok(()),
+            _ = signals.hangup.recv() => reload(config_path, gateway),
+            _ = signals.terminate.recv() => return,
+            _ = signals.interrupt.recv() => return,
         }
     }
 }
@@ -118,22 +142,18 @@ fn reload(config_path: &Path, gateway: &Gateway) {
 
 /// Stops accepting, waits up to the grace period for sessions to finish
 /// (a second signal cuts it short), then severs what is left.
-async fn drain(runtime: &Runtime, config: &Config) -> anyhow::Result<()> {
+async fn drain(signals: &mut Signals, runtime: &Runtime, config: &Config) {
     runtime.accepting.cancel();
     runtime.tracker.close();
     let live = runtime.tracker.len();
     if live > 0 {
         tracing::info!(sessions = live, grace = ?config.shutdown_grace, "draining; send SIGTERM again to stop now");
     }
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
     tokio::select! {
         () = runtime.tracker.wait() => {}
         () = tokio::time::sleep(config.shutdown_grace) => tracing::warn!("grace period over; severing remaining sessions"),
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
+        () = signals.stop() => {}
     }
     runtime.sessions.cancel();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), runtime.tracker.wait()).await;
-    Ok(())
 }

@@ -166,6 +166,7 @@ impl Gateway {
                 self.mirror_lease(&core.state.engine, id);
             }
         }
+        crate::metrics::record_request_states(&core.state.engine);
         self.maybe_compact(core);
         self.deadlines_changed.notify_one();
         Ok(())

@@ -76,6 +76,7 @@ impl Gateway {
     fn restore_leases(&self) {
         self.run_timeouts();
         let core = self.core.lock();
+        crate::metrics::record_request_states(&core.state.engine);
         let active: Vec<RequestId> = core.state.engine.active_requests().map(|r| r.id).collect();
         for id in active {
             self.mirror_lease(&core.state.engine, id);

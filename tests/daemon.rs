@@ -1,0 +1,306 @@
+//! The daemon's contract: config checks, systemd readiness, reload,
+//! graceful shutdown, crash durability, expiry, audit verification, metrics.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{BIN, World, wait_until};
+
+fn jitgate(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+#[test]
+fn check_config_accepts_the_example_and_names_mistakes_with_exit_64() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/jitgate.example.toml");
+    let out = jitgate(&["check-config", example]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[listen]\nssh = \"nowhere\"\n").unwrap();
+    let out = jitgate(&["check-config", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml") && err.contains("listen.ssh") && err.contains("not an IP:PORT"),
+        "{err}"
+    );
+
+    let out = jitgate(&["serve", "--config", bad.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "serve refuses to start on a bad config"
+    );
+}
+
+#[test]
+fn readiness_is_notified_only_once_listeners_are_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let (ssh, http, pg) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
+    let config = dir.path().join("jitgate.toml");
+    std::fs::write(
+        &config,
+        common::base_config(ssh, http, pg).replace("ssh_key_files", "# ssh_key_files"),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buffer = [0u8; 256];
+    let len = socket.recv(&mut buffer).unwrap();
+    let message = String::from_utf8_lossy(&buffer[..len]).to_string();
+    let ssh_open = std::net::TcpStream::connect(("127.0.0.1", ssh)).is_ok();
+    let http_open = std::net::TcpStream::connect(("127.0.0.1", http)).is_ok();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(message.contains("READY=1"), "{message}");
+    assert!(
+        ssh_open && http_open,
+        "READY=1 before the listeners were bound"
+    );
+    assert!(status.success());
+    let len = socket.recv(&mut buffer).unwrap();
+    assert!(String::from_utf8_lossy(&buffer[..len]).contains("STOPPING=1"));
+}
+
+#[test]
+fn sighup_applies_a_good_config_and_keeps_the_old_one_on_a_bad_one() {
+    let world = World::start();
+    let config = world.config_path();
+    let original = std::fs::read_to_string(&config).unwrap();
+
+    std::fs::write(&config, "this is not toml [").unwrap();
+    world.signal("HUP");
+    assert!(wait_until(Duration::from_secs(5), || world
+        .audit_text()
+        .contains(r#""ok":false"#)));
+    world.ok("alice", "status");
+    assert!(world.log().contains("new configuration refused"));
+
+    // A good new config takes effect without a restart: web-01's maximum shrinks.
+    std::fs::write(
+        &config,
+        original.replacen("max_duration = \"8h\"", "max_duration = \"1h\"", 1),
+    )
+    .unwrap();
+    world.signal("HUP");
+    assert!(wait_until(Duration::from_secs(5), || world
+        .audit_text()
+        .contains(r#""ok":true,"type":"config_reloaded""#)));
+    assert!(
+        world
+            .refused("alice", "request web-01 --for 2h")
+            .contains("maximum of 1h")
+    );
+}
+
+#[test]
+fn sigterm_drains_sessions_and_a_second_sigterm_stops_at_once() {
+    let mut world = World::start();
+    let mut watcher = world
+        .ssh_command("alice", "alice")
+        .arg("watch")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watcher.stdout.take().unwrap()).lines();
+    lines.next().unwrap().unwrap();
+    world.signal("TERM");
+    // Draining: the live session keeps the process up (grace is 3s)...
+    assert_eq!(
+        world.wait_exit(Duration::from_millis(1000)),
+        None,
+        "exited without draining"
+    );
+    // ...new connections are no longer accepted...
+    let refused = std::net::TcpStream::connect(("127.0.0.1", world.ssh_port));
+    assert!(refused.is_err(), "still accepting during the drain");
+    // ...and a second SIGTERM ends it at once.
+    let stopping = Instant::now();
+    world.signal("TERM");
+    assert_eq!(world.wait_exit(Duration::from_secs(5)), Some(0));
+    assert!(stopping.elapsed() < Duration::from_secs(3));
+    let _ = watcher.wait();
+    assert!(world.audit_text().contains("gateway_stopped"));
+}
+
+#[test]
+fn sigterm_with_no_sessions_exits_promptly_and_cleanly() {
+    let mut world = World::start();
+    world.ok("alice", "status");
+    world.signal("TERM");
+    assert_eq!(world.wait_exit(Duration::from_secs(5)), Some(0));
+}
+
+#[test]
+fn acknowledged_changes_survive_a_crash() {
+    let mut world = World::start();
+    let id = world.request("alice", "web-01 --for 1h");
+    world.ok("bob", &format!("approve {id}"));
+    world.ok("alice", &format!("checkout {id}"));
+    world.kill_hard();
+    world.launch();
+    let status = world.json("alice", "status");
+    assert_eq!(status["leases"][0]["id"].as_u64(), Some(id));
+    let out = jitgate(&[
+        "audit",
+        "verify",
+        world.path("audit/audit.log").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_lease_expires_on_time_and_the_expiry_is_audited() {
+    let world = World::start();
+    let id = world.request("alice", "web-01 --for 2s");
+    world.ok("bob", &format!("approve {id}"));
+    world.ok("alice", &format!("checkout {id}"));
+    assert_eq!(
+        world.json("alice", "status")["leases"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(wait_until(Duration::from_secs(5), || world
+        .audit_text()
+        .contains(r#""reason":"expired""#)));
+    assert_eq!(
+        world.json("alice", "status")["leases"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    let requests = world.json("alice", "requests --all");
+    assert_eq!(requests["mine"][0]["state"], "expired");
+}
+
+#[test]
+fn audit_verify_reports_ok_then_the_first_altered_record() {
+    let world = World::start();
+    world.ok("alice", "request web-01 --reason one");
+    world.ok("alice", "request web-01 --reason two");
+    let log = world.path("audit/audit.log");
+    let out = jitgate(&["audit", "verify", log.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("OK:"));
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.contains("reason\":\"one"))
+        .unwrap();
+    std::fs::write(&log, text.replace("reason\":\"one", "reason\":\"uno")).unwrap();
+    let out = jitgate(&["audit", "verify", log.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("audit.log:{}", line + 1)) && err.contains("altered"),
+        "{err}"
+    );
+}
+
+#[test]
+fn metrics_and_health_are_served() {
+    let world = World::start();
+    world.ok("alice", "request web-01");
+    world.refused("alice", "checkout 1");
+    let metrics = world.metrics();
+    for series in [
+        "jitgate_requests{state=\"pending\"} 1",
+        "jitgate_active_leases",
+        "jitgate_workflow_events_total{event=\"requested\"} 1",
+        "jitgate_sessions{protocol=\"control\"}",
+        "jitgate_sessions_severed_total",
+        "jitgate_mfa_failures_total",
+        "jitgate_commands_refused_total 1",
+        "jitgate_journal_fsync_seconds",
+    ] {
+        assert!(metrics.contains(series), "missing {series} in\n{metrics}");
+    }
+    assert!(
+        common::http_get(world.http_port, "/healthz")
+            .unwrap()
+            .contains("200 OK")
+    );
+}
+
+#[test]
+fn totp_enroll_writes_a_private_secret_and_prints_a_uri_and_qr_code() {
+    let world = World::start();
+    let out = jitgate(&[
+        "totp",
+        "enroll",
+        "alice",
+        "--config",
+        world.config_path().to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "refuses to overwrite without --force"
+    );
+    let out = jitgate(&[
+        "totp",
+        "enroll",
+        "alice",
+        "--force",
+        "--config",
+        world.config_path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("otpauth://totp/jitgate:alice?secret="),
+        "{text}"
+    );
+    assert!(text.contains('█') || text.contains('▀'), "no QR code drawn");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(world.path("totp/alice"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let out = jitgate(&[
+        "totp",
+        "enroll",
+        "nobody",
+        "--config",
+        world.config_path().to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown user \"nobody\""));
+}
