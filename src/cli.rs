@@ -22,6 +22,12 @@ pub enum TopCommand {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Bring up a complete local world: targets, users, gateway.
+    Demo {
+        /// Where keys, TOTP secrets, config and state go.
+        #[arg(long, value_name = "DIR", default_value = "demo")]
+        dir: PathBuf,
+    },
     /// Validate a config file and exit (64 on any error).
     CheckConfig {
         #[arg(value_name = "FILE")]

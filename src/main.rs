@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use jitgate::cli::{AuditCommand, Cli, TopCommand, TotpCommand};
 use jitgate::config::Config;
-use jitgate::{offline, serve};
+use jitgate::{demo, offline, serve};
 
 /// EX_CONFIG-style status for configuration mistakes (sysexits' EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -24,9 +24,16 @@ fn main() -> ExitCode {
                 Ok(runtime) => runtime,
                 Err(e) => return fail(1, e),
             };
-            match runtime.block_on(serve::run(config, loaded)) {
+            match runtime.block_on(serve::run(config, loaded, || {})) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(1, format!("{e:#}")),
+            }
+        }
+        TopCommand::Demo { dir } => {
+            match tokio::runtime::Runtime::new().map(|rt| rt.block_on(demo::run(dir))) {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) => fail(1, format!("{e:#}")),
+                Err(e) => fail(1, e),
             }
         }
         TopCommand::CheckConfig { file } => report(offline::check_config(&file), EXIT_CONFIG),

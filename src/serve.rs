@@ -56,7 +56,12 @@ impl Signals {
     }
 }
 
-pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
+/// Runs the gateway until SIGTERM/SIGINT; `on_ready` runs once it listens.
+pub async fn run(
+    config_path: PathBuf,
+    config: Config,
+    on_ready: impl FnOnce(),
+) -> anyhow::Result<()> {
     let mut signals = Signals::new()?;
     let root = CancellationToken::new();
     let metrics = http::install_metrics(root.clone())?;
@@ -83,6 +88,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     ready.store(true, Ordering::Release);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(ssh = %config.listen.ssh, http = %config.listen.http, "jitgate ready");
+    on_ready();
 
     wait_for_stop(&mut signals, &config_path, &gateway).await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);

@@ -1,0 +1,97 @@
+//! `jitgate demo --dir DIR`: a complete local world in one command.
+//!
+//! Real, throwaway targets (a PostgreSQL cluster exposed as `orders-prod`,
+//! an OpenSSH server exposed as `web-01`), demo users with keys and TOTP
+//! secrets under DIR, an ordinary `DIR/config.toml`, and the gateway in the
+//! foreground. Ctrl-C (or SIGTERM) stops the gateway, then the targets.
+
+mod files;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::targets::{self, postgres::Postgres, sshd::Sshd};
+
+/// The demo users and what they do.
+pub const USERS: [(&str, &str); 4] = [
+    ("alice", "engineer"),
+    ("bob", "approver, level 1"),
+    ("dave", "security approver, level 2"),
+    ("carol", "auditor"),
+];
+
+/// The Unix account on the SSH target that the gateway logs in as.
+const SSH_ACCOUNT: &str = "jgdemo";
+
+/// Everything the demo started; dropping it stops the targets.
+pub struct Demo {
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+    pub ports: files::Ports,
+    pub postgres: Postgres,
+    pub sshd: Sshd,
+}
+
+pub async fn run(dir: PathBuf) -> anyhow::Result<()> {
+    let demo = tokio::task::spawn_blocking(move || prepare(&dir))
+        .await
+        .context("demo set-up panicked")??;
+    let config = Config::load(&demo.config_path)?;
+    let instructions = files::instructions(&demo);
+    let result = crate::serve::run(demo.config_path.clone(), config, move || {
+        println!("{instructions}");
+        println!("jitgate demo ready");
+    })
+    .await;
+    drop(demo);
+    result
+}
+
+/// Starts the targets and writes keys, secrets and the config under `dir`.
+pub fn prepare(dir: &Path) -> anyhow::Result<Demo> {
+    targets::ensure_packages()?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir = dir.canonicalize()?;
+    files::ensure_user_files(&dir)?;
+    let ports = files::Ports::pick();
+
+    let ssh_credential = dir.join("credentials/web-01");
+    targets::ensure_ssh_key(&ssh_credential, "jitgate-managed")?;
+    let managed_public = std::fs::read_to_string(ssh_credential.with_extension("pub"))?;
+    let sshd = Sshd::start(
+        &dir.join("targets/sshd"),
+        ports.target_ssh,
+        SSH_ACCOUNT,
+        &managed_public,
+    )
+    .context("cannot start the demo's SSH target")?;
+
+    let postgres = Postgres::start(ports.target_postgres, &[])
+        .context("cannot start the demo's PostgreSQL target")?;
+    let password = hex::encode(rand::random::<[u8; 24]>());
+    postgres.sql(
+        "postgres",
+        &format!("CREATE ROLE orders_app LOGIN PASSWORD '{password}'"),
+    )?;
+    postgres.sql("postgres", "CREATE DATABASE orders OWNER orders_app")?;
+    postgres.sql(
+        "orders",
+        "CREATE TABLE orders (id serial PRIMARY KEY, customer text NOT NULL, total numeric(10,2) NOT NULL); \
+         ALTER TABLE orders OWNER TO orders_app; \
+         INSERT INTO orders (customer, total) SELECT 'customer ' || i, i * 1.5 FROM generate_series(1, 100) i",
+    )?;
+    crate::secret::write_secret_file(&dir.join("credentials/orders-prod"), &password)?;
+
+    let config_path = dir.join("config.toml");
+    std::fs::write(&config_path, files::config_text(&ports, SSH_ACCOUNT))?;
+    Config::load(&config_path).context("the generated demo config is invalid")?;
+    Ok(Demo {
+        dir,
+        config_path,
+        ports,
+        postgres,
+        sshd,
+    })
+}

@@ -1,0 +1,264 @@
+//! `jitgate demo` brings up real targets and a working gateway, tears it all
+//! down on SIGTERM, and runs again on the same directory.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::BIN;
+
+struct DemoRun {
+    child: Child,
+    dir: std::path::PathBuf,
+    output: Vec<String>,
+}
+
+fn start_demo(dir: &std::path::Path) -> DemoRun {
+    let mut child = Command::new(BIN)
+        .args(["demo", "--dir"])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut output = Vec::new();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "demo never became ready: {output:?}"
+        );
+        let Some(Ok(line)) = lines.next() else {
+            panic!("demo exited early: {output:?}")
+        };
+        let ready = line == "jitgate demo ready";
+        output.push(line);
+        if ready {
+            break;
+        }
+    }
+    DemoRun {
+        child,
+        dir: dir.to_path_buf(),
+        output,
+    }
+}
+
+impl DemoRun {
+    fn port(&self, key: &str) -> u16 {
+        let config = std::fs::read_to_string(self.dir.join("config.toml")).unwrap();
+        let value: toml::Value = toml::from_str(&config).unwrap();
+        let address = value["listen"][key].as_str().unwrap();
+        address.rsplit_once(':').unwrap().1.parse().unwrap()
+    }
+
+    fn target_port(&self, resource: usize) -> u16 {
+        let config = std::fs::read_to_string(self.dir.join("config.toml")).unwrap();
+        let value: toml::Value = toml::from_str(&config).unwrap();
+        let address = value["resource"][resource]["address"].as_str().unwrap();
+        address.rsplit_once(':').unwrap().1.parse().unwrap()
+    }
+
+    fn gw(&self, user: &str, command: &str) -> std::process::Output {
+        Command::new("ssh")
+            .args(["-F", "/dev/null", "-p", &self.port("ssh").to_string(), "-i"])
+            .arg(self.dir.join("keys").join(user))
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "LogLevel=ERROR",
+            ])
+            .arg(format!("{user}@127.0.0.1"))
+            .arg(command)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, user: &str, command: &str) -> String {
+        let out = self.gw(user, command);
+        assert!(
+            out.status.success(),
+            "{user}: {command}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn totp(&self, user: &str) -> String {
+        let secret = std::fs::read_to_string(self.dir.join("totp").join(user)).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        jitgate::mfa::current_code(&jitgate::secret::Secret::new(secret.trim().into()), now)
+            .unwrap()
+    }
+
+    fn stop(mut self) {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "demo exited with {status}");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("demo did not stop on SIGTERM");
+    }
+}
+
+fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+#[test]
+fn demo_runs_the_whole_workflow_against_real_targets_and_cleans_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = start_demo(dir.path());
+    let text = demo.output.join("\n");
+    assert!(
+        text.contains("/keys/")
+            && text.contains("oathtool --totp -b")
+            && text.contains("gw alice request web-01"),
+        "{text}"
+    );
+    for file in [
+        "keys/alice",
+        "keys/alice.pub",
+        "keys/bob",
+        "keys/dave",
+        "keys/carol",
+        "totp/alice",
+        "config.toml",
+    ] {
+        assert!(demo.dir.join(file).exists(), "{file} missing");
+    }
+    let check = Command::new(BIN)
+        .args(["check-config"])
+        .arg(demo.dir.join("config.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "the demo config is an ordinary config"
+    );
+
+    // web-01: one approval from bob.
+    let web = demo.ok("alice", "request web-01 --for 5m --reason demo --json");
+    let web: serde_json::Value = serde_json::from_str(&web).unwrap();
+    let web_id = web["id"].as_u64().unwrap();
+    demo.ok("bob", &format!("approve {web_id}"));
+    demo.ok(
+        "alice",
+        &format!("checkout {web_id} --totp {}", demo.totp("alice")),
+    );
+
+    // orders-prod: bob then dave, MFA, prints a psql connection string.
+    let db = demo.ok(
+        "alice",
+        "request orders-prod --for 10m --reason report --json",
+    );
+    let db: serde_json::Value = serde_json::from_str(&db).unwrap();
+    let db_id = db["id"].as_u64().unwrap();
+    assert!(
+        !demo
+            .gw("dave", &format!("approve {db_id}"))
+            .status
+            .success(),
+        "dave before bob"
+    );
+    demo.ok("bob", &format!("approve {db_id}"));
+    demo.ok("dave", &format!("approve {db_id}"));
+    // The replay floor is per user: wait for the next TOTP step if needed.
+    std::thread::sleep(Duration::from_secs(
+        30 - (chrono::Utc::now().timestamp() % 30) as u64 + 1,
+    ));
+    let out = demo.ok(
+        "alice",
+        &format!("checkout {db_id} --totp {}", demo.totp("alice")),
+    );
+    assert!(
+        out.contains("psql \"host=") && out.contains("dbname=orders-prod"),
+        "{out}"
+    );
+    let status = demo.ok("alice", "status");
+    assert!(
+        status.contains("web-01") && status.contains("orders-prod"),
+        "{status}"
+    );
+    demo.ok("alice", &format!("checkin {web_id}"));
+    assert!(
+        demo.ok("carol", "audit tail -n 50")
+            .contains("checked in request")
+    );
+
+    // The targets are real: the managed credentials work directly.
+    let pg_port = demo.target_port(1);
+    let password = std::fs::read_to_string(demo.dir.join("credentials/orders-prod")).unwrap();
+    let count = Command::new("psql")
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg_port.to_string(),
+            "-U",
+            "orders_app",
+            "-d",
+            "orders",
+            "-c",
+            "select count(*) from orders",
+        ])
+        .env("PGPASSWORD", password.trim())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&count.stdout).trim(), "100");
+    let ssh_port = demo.target_port(0);
+    let whoami = Command::new("ssh")
+        .args(["-F", "/dev/null", "-p", &ssh_port.to_string(), "-i"])
+        .arg(demo.dir.join("credentials/web-01"))
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+            "jgdemo@127.0.0.1",
+            "whoami",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&whoami.stdout).trim(), "jgdemo");
+
+    let gateway_port = demo.port("ssh");
+    let dir_path = demo.dir.clone();
+    demo.stop();
+    assert!(!listening(gateway_port), "gateway still listening");
+    assert!(!listening(pg_port), "PostgreSQL target left running");
+    assert!(!listening(ssh_port), "sshd target left running");
+
+    // Running it again on the same directory works and keeps the state.
+    let again = start_demo(&dir_path);
+    let status = again.ok("alice", "status");
+    assert!(status.contains("orders-prod"), "{status}");
+    again.stop();
+}
