@@ -77,8 +77,10 @@ async fn ending_a_lease_cancels_it_once() {
     assert!(table.end("alice", "db", 7).is_none());
 }
 
-#[tokio::test]
-async fn ten_thousand_leases_each_end_close_to_their_deadline() {
+/// Virtual time: checks that the timer logic ends every one of 10,000 leases
+/// exactly at its deadline. Wall-clock latency is measured in benches/.
+#[tokio::test(start_paused = true)]
+async fn ten_thousand_leases_each_end_at_their_deadline() {
     let (table, mut expired) = LeaseTable::new();
     tokio::spawn(table.clone().run_expiry(CancellationToken::new()));
     let base = Instant::now();
