@@ -18,9 +18,17 @@ pub struct SessionInfo {
     pub started_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// A recording being written, for auditors to follow.
+#[derive(Clone)]
+pub struct LiveRecording {
+    pub path: std::path::PathBuf,
+    pub events: tokio::sync::broadcast::Sender<crate::ssh::LiveEvent>,
+}
+
 #[derive(Default)]
 pub struct SessionRegistry {
     live: DashMap<String, SessionInfo>,
+    recordings: DashMap<String, LiveRecording>,
 }
 
 /// Removes its session from the registry when dropped, however the
@@ -62,6 +70,19 @@ impl SessionRegistry {
     }
 }
 
+impl SessionRegistry {
+    /// Publishes the first recording of `session` for `follow`.
+    pub fn add_recording(&self, session: &str, recording: LiveRecording) {
+        self.recordings
+            .entry(session.to_string())
+            .or_insert(recording);
+    }
+
+    pub fn recording(&self, session: &str) -> Option<LiveRecording> {
+        self.recordings.get(session).map(|r| r.value().clone())
+    }
+}
+
 impl SessionGuard {
     pub fn id(&self) -> &str {
         &self.id
@@ -70,6 +91,7 @@ impl SessionGuard {
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
+        self.registry.recordings.remove(&self.id);
         if let Some((_, info)) = self.registry.live.remove(&self.id) {
             metrics::gauge!("jitgate_sessions", "protocol" => protocol_name(info.protocol))
                 .decrement(1.0);

@@ -103,7 +103,7 @@ impl DemoRun {
             .unwrap()
     }
 
-    fn stop(mut self) {
+    fn stop(&mut self) {
         Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -118,6 +118,18 @@ impl DemoRun {
         }
         let _ = self.child.kill();
         panic!("demo did not stop on SIGTERM");
+    }
+}
+
+impl Drop for DemoRun {
+    /// A failed assertion must not leave the demo (and its targets) running.
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -251,13 +263,14 @@ fn demo_runs_the_whole_workflow_against_real_targets_and_cleans_up() {
 
     let gateway_port = demo.port("ssh");
     let dir_path = demo.dir.clone();
+    let mut demo = demo;
     demo.stop();
     assert!(!listening(gateway_port), "gateway still listening");
     assert!(!listening(pg_port), "PostgreSQL target left running");
     assert!(!listening(ssh_port), "sshd target left running");
 
     // Running it again on the same directory works and keeps the state.
-    let again = start_demo(&dir_path);
+    let mut again = start_demo(&dir_path);
     let status = again.ok("alice", "status");
     assert!(status.contains("orders-prod"), "{status}");
     again.stop();

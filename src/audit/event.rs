@@ -68,6 +68,28 @@ pub enum AuditEvent {
         resource: String,
         request_id: u64,
     },
+    /// One channel of an SSH session finished: what ran, how it ended.
+    ChannelEnded {
+        session: String,
+        /// `shell`, `exec`, `subsystem` or `direct-tcpip`.
+        kind: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        command: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit_status: Option<u32>,
+        bytes_from_client: u64,
+        bytes_to_client: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recording: Option<String>,
+    },
+    /// A target's SSH host key was recorded on first contact, or did not
+    /// match the pinned or recorded one (the session is refused).
+    TargetHostKey {
+        resource: String,
+        fingerprint: String,
+        accepted: bool,
+        reason: String,
+    },
     SessionEnded {
         session: String,
         bytes_from_client: u64,

@@ -39,6 +39,7 @@ pub struct GatewaySection {
     pub audit_rotate_bytes: u64,
     pub shutdown_grace: HumanDuration,
     pub journal_compact_records: u64,
+    pub warn_before: Vec<HumanDuration>,
 }
 
 impl Default for GatewaySection {
@@ -49,6 +50,7 @@ impl Default for GatewaySection {
             audit_rotate_bytes: 64 * 1024 * 1024,
             shutdown_grace: HumanDuration::from_secs(30),
             journal_compact_records: 10_000,
+            warn_before: vec![HumanDuration::from_secs(300), HumanDuration::from_secs(60)],
         }
     }
 }
@@ -76,6 +78,9 @@ impl Default for ListenSection {
 pub struct SshSection {
     pub host_key: PathBuf,
     pub auth_timeout: HumanDuration,
+    pub recordings_dir: PathBuf,
+    pub record_input: bool,
+    pub env_allow: Vec<String>,
 }
 
 impl Default for SshSection {
@@ -83,6 +88,9 @@ impl Default for SshSection {
         Self {
             host_key: "state/ssh_host_ed25519_key".into(),
             auth_timeout: HumanDuration::from_secs(30),
+            recordings_dir: "recordings".into(),
+            record_input: false,
+            env_allow: vec!["LANG".into(), "LC_*".into(), "TZ".into()],
         }
     }
 }
@@ -145,6 +153,8 @@ pub struct ResourceSection {
     pub credential_file: Option<PathBuf>,
     #[serde(default)]
     pub allow_port_forwarding: bool,
+    /// SSH only: the target's pinned host key (`TYPE BASE64`).
+    pub host_key: Option<String>,
     #[serde(default)]
     pub workflow: WorkflowSettings,
 }

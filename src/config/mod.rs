@@ -6,7 +6,7 @@
 pub mod duration;
 mod file;
 mod validate;
-pub use validate::{is_valid_name, validate_workflow};
+pub use validate::{is_valid_name, normalize_public_key, validate_workflow};
 pub mod workflow_settings;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -131,6 +131,9 @@ pub struct Resource {
     pub database: Option<String>,
     pub credential_file: Option<PathBuf>,
     pub allow_port_forwarding: bool,
+    /// SSH only: the pinned host key of the target, `TYPE BASE64`. Without
+    /// one, the key seen on first contact is recorded and required after.
+    pub host_key: Option<String>,
     pub workflow: WorkflowSettings,
 }
 
@@ -165,6 +168,13 @@ pub struct Config {
     pub listen: Listen,
     pub ssh_host_key: PathBuf,
     pub ssh_auth_timeout: Duration,
+    /// Where SSH session recordings (asciicast v2) are written.
+    pub recordings_dir: PathBuf,
+    pub record_input: bool,
+    /// Environment variables a client may pass to targets (`LC_*` globs).
+    pub env_allow: Vec<String>,
+    /// When to warn live sessions that their window is ending.
+    pub warn_before: Vec<Duration>,
     pub tls: Option<Tls>,
     pub mfa: Mfa,
     pub directory: Directory,

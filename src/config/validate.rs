@@ -116,6 +116,15 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Config, ConfigError> {
         listen,
         ssh_host_key: check.resolve(&file.ssh.host_key),
         ssh_auth_timeout: file.ssh.auth_timeout.as_duration(),
+        recordings_dir: check.resolve(&file.ssh.recordings_dir),
+        record_input: file.ssh.record_input,
+        env_allow: file.ssh.env_allow,
+        warn_before: file
+            .gateway
+            .warn_before
+            .iter()
+            .map(|d| d.as_duration())
+            .collect(),
         tls: file.tls.map(|tls| Tls {
             cert: check.resolve(&tls.cert),
             key: check.resolve(&tls.key),
@@ -235,7 +244,7 @@ fn validate_user(
 }
 
 /// Keeps `TYPE BASE64` of an OpenSSH public key line, dropping the comment.
-fn normalize_public_key(line: &str) -> Result<String, String> {
+pub fn normalize_public_key(line: &str) -> Result<String, String> {
     let mut parts = line.split_whitespace();
     let (Some(kind), Some(body)) = (parts.next(), parts.next()) else {
         return Err(format!(
@@ -280,6 +289,15 @@ fn validate_resource(
     }
     validate_workflow(&key("workflow"), &section.workflow, directory)
         .map_err(|(field, problem)| check.invalid(field, problem))?;
+    let host_key = match &section.host_key {
+        Some(_) if kind != ResourceKind::Ssh => {
+            return Err(check.invalid(key("host_key"), "only for ssh resources"));
+        }
+        Some(text) => {
+            Some(normalize_public_key(text).map_err(|p| check.invalid(key("host_key"), p))?)
+        }
+        None => None,
+    };
     Ok(Resource {
         name: section.name,
         kind,
@@ -288,6 +306,7 @@ fn validate_resource(
         database: section.database,
         credential_file: section.credential_file.as_deref().map(|p| check.resolve(p)),
         allow_port_forwarding: section.allow_port_forwarding,
+        host_key,
         workflow: section.workflow,
     })
 }

@@ -85,7 +85,7 @@ pub async fn run<T: Terminal>(
                     assignments,
                 },
         } => workflow_set(gateway, &user, resource, assignments).await,
-        ControlCommand::Watch | ControlCommand::Audit { .. } => {
+        ControlCommand::Watch | ControlCommand::Follow { .. } | ControlCommand::Audit { .. } => {
             Err(ControlError::Usage("streams are handled elsewhere".into()))
         }
     }

@@ -80,6 +80,35 @@ pub fn describe(event: &AuditEvent) -> String {
         } => {
             format!("session {session} started: {user} on {resource} ({protocol:?})")
         }
+        AuditEvent::ChannelEnded {
+            session,
+            kind,
+            command,
+            exit_status,
+            bytes_from_client,
+            bytes_to_client,
+            ..
+        } => {
+            let what = command
+                .as_ref()
+                .map(|c| format!(" {c:?}"))
+                .unwrap_or_default();
+            let status = exit_status
+                .map(|s| format!(", exit {s}"))
+                .unwrap_or_default();
+            format!(
+                "session {session}: {kind}{what} ended ({bytes_from_client} bytes in, {bytes_to_client} out{status})"
+            )
+        }
+        AuditEvent::TargetHostKey {
+            resource,
+            fingerprint,
+            accepted,
+            reason,
+        } => {
+            let verdict = if *accepted { "accepted" } else { "REFUSED" };
+            format!("host key {fingerprint} of {resource} {verdict}: {reason}")
+        }
         AuditEvent::SessionEnded {
             session,
             bytes_from_client,

@@ -101,6 +101,9 @@ pub async fn run_line<T: Terminal>(
     let json = parsed.json;
     let result = match parsed.command {
         ControlCommand::Watch => return stream::watch(gateway, caller, term, json).await,
+        ControlCommand::Follow { session } => {
+            return stream::follow(gateway, caller, term, &session).await;
+        }
         ControlCommand::Audit {
             command: parse::AuditCommand::Tail { lines, follow },
         } => return stream::audit_tail(gateway, caller, term, json, lines, follow).await,

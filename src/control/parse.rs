@@ -88,6 +88,8 @@ pub enum ControlCommand {
     Sessions,
     /// Stream events relevant to me as they happen.
     Watch,
+    /// Follow a live SSH session read-only, from its start (needs audit).
+    Follow { session: String },
     /// Audit records (needs audit).
     Audit {
         #[command(subcommand)]

@@ -211,3 +211,70 @@ fn render(record: &AuditRecord, json: bool) -> String {
         record_line(record)
     }
 }
+
+/// `follow SESSION`: replays a live session's recording from the start,
+/// then streams it as it happens, read-only, until the session ends.
+pub async fn follow<T: Terminal>(
+    gateway: &Arc<Gateway>,
+    caller: &Caller,
+    term: &mut T,
+    session: &str,
+) -> u32 {
+    if !gateway
+        .config()
+        .directory
+        .has(&caller.user, Permission::Audit)
+    {
+        let error =
+            ControlError::Refused("permission denied: this needs the audit permission".into());
+        return fail(term, false, &error).await;
+    }
+    let Some(recording) = gateway.sessions().recording(session) else {
+        let error = ControlError::Refused(format!(
+            "no live recorded session {session:?}: see `sessions`"
+        ));
+        return fail(term, false, &error).await;
+    };
+    // Subscribe before reading the file so nothing falls between the two.
+    let mut live = recording.events.subscribe();
+    let path = recording.path.clone();
+    let past = tokio::task::spawn_blocking(move || crate::ssh::read_events(&path))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let mut seen = 0;
+    for (index, kind, data) in past {
+        seen = index;
+        if kind == "o" {
+            term.out(&data).await;
+        }
+    }
+    loop {
+        tokio::select! {
+            event = live.recv() => match event {
+                Ok(event) if event.index > seen => {
+                    seen = event.index;
+                    if let Some(data) = output_of(&event.line) {
+                        term.out(&data).await;
+                    }
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    term.err(&format!("\r\n[jitgate] follower fell behind; {missed} events skipped\r\n")).await;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    term.err("\r\n[jitgate] session ended\r\n").await;
+                    return EXIT_OK;
+                }
+            },
+            () = term.interrupted() => return EXIT_OK,
+        }
+    }
+}
+
+/// The data of an asciicast output event line (`[t, "o", data]`).
+fn output_of(line: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    (value.get(1)?.as_str()? == "o").then(|| value.get(2)?.as_str().map(String::from))?
+}

@@ -15,6 +15,9 @@ use crate::serve::Runtime;
 use crate::sessions::SessionGuard;
 
 use super::channel;
+use super::dataplane::{DataPlane, Sever};
+use super::relay;
+use super::upstream::KnownHosts;
 
 pub struct Connection {
     runtime: Runtime,
@@ -25,6 +28,10 @@ pub struct Connection {
     authenticated: Arc<AtomicBool>,
     open_channels: Arc<std::sync::atomic::AtomicUsize>,
     session: Option<SessionGuard>,
+    known_hosts: Arc<KnownHosts>,
+    /// Set once a resource connection passed its lease check.
+    plane: Option<Arc<DataPlane>>,
+    sever: Sever,
 }
 
 /// `alice` reaches the control plane; `alice+web-01` the resource web-01.
@@ -55,7 +62,13 @@ fn key_matches(key: &PublicKey, configured: &[String]) -> bool {
 }
 
 impl Connection {
-    pub fn new(runtime: Runtime, remote: SocketAddr, host: String) -> Self {
+    pub fn new(
+        runtime: Runtime,
+        remote: SocketAddr,
+        host: String,
+        known_hosts: Arc<KnownHosts>,
+        sever: Sever,
+    ) -> Self {
         Self {
             runtime,
             remote,
@@ -65,7 +78,42 @@ impl Connection {
             authenticated: Arc::new(AtomicBool::new(false)),
             open_channels: Arc::default(),
             session: None,
+            known_hosts,
+            plane: None,
+            sever,
         }
+    }
+
+    /// The data plane of this connection if `caller` holds a live lease on
+    /// `resource` that passed MFA where required; created on first use.
+    fn data_plane(&mut self, caller: &Caller, resource: &str) -> Option<Arc<DataPlane>> {
+        let gateway = &self.runtime.gateway;
+        let lease = gateway.leases().lookup(&caller.user, resource)?;
+        let mfa_needed = gateway
+            .request(lease.request_id)
+            .is_none_or(|r| r.settings.mfa_required);
+        if mfa_needed && !lease.mfa_passed {
+            return None;
+        }
+        if let Some(plane) = &self.plane
+            && plane.lease.request_id == lease.request_id
+            && !plane.lease.token.is_cancelled()
+        {
+            return Some(plane.clone());
+        }
+        let config = gateway.config();
+        let resource = config.resource(resource)?.clone();
+        self.audit_login(&format!("{}+{}", caller.user, resource.name), true, None);
+        let plane = DataPlane::new(
+            gateway.clone(),
+            caller.clone(),
+            resource,
+            lease,
+            self.known_hosts.clone(),
+        );
+        tokio::spawn(plane.clone().watch_lease(self.sever.clone()));
+        self.plane = Some(plane.clone());
+        Some(plane)
     }
 
     pub fn authenticated_flag(&self) -> Arc<AtomicBool> {
@@ -157,7 +205,7 @@ impl russh::server::Handler for Connection {
         &mut self,
         channel: Channel<Msg>,
         reply: ChannelOpenHandle,
-        _session: &mut Session,
+        session: &mut Session,
     ) -> Result<(), Self::Error> {
         let Some(user) = self.user.clone() else {
             reply
@@ -179,13 +227,95 @@ impl russh::server::Handler for Connection {
         let gateway = self.runtime.gateway.clone();
         let open_channels = self.open_channels.clone();
         let target = self.target.clone();
+        let plane = target
+            .as_ref()
+            .and_then(|resource| self.data_plane(&caller, resource));
+        let server = session.handle();
         self.runtime.tracker.spawn(async move {
-            match target {
-                None => channel::serve_control(channel, gateway, caller).await,
-                Some(resource) => channel::refuse_target(channel, gateway, caller, resource).await,
+            match (target, plane) {
+                (None, _) => channel::serve_control(channel, gateway, caller).await,
+                (Some(_), Some(plane)) => {
+                    plane
+                        .channels
+                        .clone()
+                        .track_future(relay::relay(plane, channel, server))
+                        .await
+                }
+                (Some(resource), None) => {
+                    channel::refuse_target(channel, gateway, caller, resource).await
+                }
             }
             open_channels.fetch_sub(1, Ordering::AcqRel);
         });
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host: &str,
+        port: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let (Some(user), Some(resource)) = (self.user.clone(), self.target.clone()) else {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        let caller = Caller {
+            user,
+            remote: self.remote.to_string(),
+            host: self.host.clone(),
+        };
+        let allowed = self
+            .runtime
+            .gateway
+            .config()
+            .resource(&resource)
+            .is_some_and(|r| r.allow_port_forwarding);
+        let plane = if allowed {
+            self.data_plane(&caller, &resource)
+        } else {
+            None
+        };
+        let Some(plane) = plane else {
+            self.runtime.gateway.audit(AuditEvent::Login {
+                protocol: Protocol::Ssh,
+                user: caller.user,
+                resource: Some(resource),
+                remote: caller.remote,
+                accepted: false,
+                reason: Some(format!("port forwarding to {host}:{port} refused")),
+            });
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        let upstream = match plane.upstream().await {
+            Ok(handle) => handle
+                .channel_open_direct_tcpip(host, port, originator_address, originator_port)
+                .await
+                .ok(),
+            Err(_) => None,
+        };
+        let Some(upstream) = upstream else {
+            reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            return Ok(());
+        };
+        reply.accept().await;
+        let target = format!("{host}:{port}");
+        self.runtime.tracker.spawn(
+            plane
+                .channels
+                .clone()
+                .track_future(relay::relay_forward(plane, channel, upstream, target)),
+        );
         Ok(())
     }
 
@@ -226,17 +356,36 @@ impl russh::server::Handler for Connection {
         _name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_failure(channel)
+        // Subsystems (sftp) exist only on resources; the relay forwards them.
+        if self.plane.is_some() {
+            session.channel_success(channel)
+        } else {
+            session.channel_failure(channel)
+        }
     }
 
     async fn env_request(
         &mut self,
         channel: ChannelId,
-        _name: &str,
+        name: &str,
         _value: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_failure(channel)
+        let config = self.runtime.gateway.config();
+        if self.plane.is_some() && super::relay::env_allowed(&config.env_allow, name) {
+            session.channel_success(channel)
+        } else {
+            session.channel_failure(channel)
+        }
+    }
+}
+
+impl Drop for Connection {
+    /// Lets the lease watch of this connection end with it.
+    fn drop(&mut self) {
+        if let Some(plane) = &self.plane {
+            plane.closed.cancel();
+        }
     }
 }
 

@@ -8,8 +8,12 @@
 
 mod channel;
 mod console;
+mod dataplane;
 mod handler;
 mod hostkey;
+mod recording;
+mod relay;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +27,8 @@ use crate::config::Config;
 use crate::serve::Runtime;
 
 pub use hostkey::load_or_generate as load_host_key;
+pub use recording::{LiveEvent, read_events};
+pub use upstream::KnownHosts;
 
 /// Most session channels one connection may open at once.
 const MAX_CHANNELS: usize = 16;
@@ -32,7 +38,14 @@ pub async fn start(runtime: Runtime, listener: TcpListener, config: &Config) -> 
     let key = hostkey::load_or_generate(&config.ssh_host_key)?;
     let server_config = Arc::new(server_config(key));
     let auth_timeout = config.ssh_auth_timeout;
-    tokio::spawn(accept_loop(runtime, listener, server_config, auth_timeout));
+    let known_hosts = Arc::new(KnownHosts::load(&config.state_dir));
+    tokio::spawn(accept_loop(
+        runtime,
+        listener,
+        server_config,
+        auth_timeout,
+        known_hosts,
+    ));
     Ok(())
 }
 
@@ -55,6 +68,7 @@ async fn accept_loop(
     listener: TcpListener,
     config: Arc<russh::server::Config>,
     auth_timeout: Duration,
+    known_hosts: Arc<KnownHosts>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -71,6 +85,7 @@ async fn accept_loop(
                     remote,
                     config,
                     auth_timeout,
+                    known_hosts.clone(),
                 ));
             }
             Err(e) => {
@@ -88,13 +103,16 @@ async fn serve_connection(
     remote: SocketAddr,
     config: Arc<russh::server::Config>,
     auth_timeout: Duration,
+    known_hosts: Arc<KnownHosts>,
 ) {
     let _ = stream.set_nodelay(true);
     let host = stream
         .local_addr()
         .map(|a| a.ip().to_string())
         .unwrap_or_else(|_| "GW".into());
-    let handler = handler::Connection::new(runtime.clone(), remote, host);
+    let sever = dataplane::Sever::default();
+    let handler =
+        handler::Connection::new(runtime.clone(), remote, host, known_hosts, sever.clone());
     let authenticated = handler.authenticated_flag();
     let span = tracing::info_span!("ssh", %remote);
     let session = match russh::server::run_stream(config, stream, handler).await {
@@ -121,6 +139,11 @@ async fn serve_connection(
                 if !authenticated.load(std::sync::atomic::Ordering::Acquire) {
                     let _ = handle.disconnect(russh::Disconnect::ByApplication, "authentication timed out".into(), String::new()).await;
                 }
+            }
+            reason = sever.requested() => {
+                let _ = handle.disconnect(russh::Disconnect::ByApplication, reason, String::new()).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), &mut session).await;
+                return;
             }
             () = runtime.sessions.cancelled() => {
                 let _ = handle.disconnect(russh::Disconnect::ByApplication, "jitgate is shutting down".into(), String::new()).await;

@@ -1,0 +1,188 @@
+//! One client connection to a resource (`alice+web-01@GW`): its lease, its
+//! single upstream connection shared by all channels, and the sever watch
+//! that ends everything the moment the lease ends.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use russh::client::Handle;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::audit::{AuditEvent, Protocol};
+use crate::config::Resource;
+use crate::control::Caller;
+use crate::gateway::Gateway;
+use crate::lease::Lease;
+use crate::sessions::SessionGuard;
+
+use super::upstream::{self, HostKeyNote, KnownHosts, UpstreamError, UpstreamHandler};
+
+/// How long channels get to tell their users why before the disconnect.
+const SEVER_NOTICE: Duration = Duration::from_millis(50);
+
+pub struct DataPlane {
+    pub gateway: Arc<Gateway>,
+    pub resource: Resource,
+    pub lease: Arc<Lease>,
+    pub session: SessionGuard,
+    pub channels: TaskTracker,
+    pub bytes_from_client: AtomicU64,
+    pub bytes_to_client: AtomicU64,
+    /// Cancelled when the client connection ends for any reason.
+    pub closed: CancellationToken,
+    severed: AtomicBool,
+    started: Instant,
+    upstream: OnceCell<Arc<Handle<UpstreamHandler>>>,
+    known_hosts: Arc<KnownHosts>,
+}
+
+impl DataPlane {
+    pub fn new(
+        gateway: Arc<Gateway>,
+        caller: Caller,
+        resource: Resource,
+        lease: Arc<Lease>,
+        known_hosts: Arc<KnownHosts>,
+    ) -> Arc<Self> {
+        let session = gateway.sessions().register(
+            Protocol::Ssh,
+            &caller.user,
+            Some(&resource.name),
+            &caller.remote,
+        );
+        gateway.audit(AuditEvent::SessionStarted {
+            session: session.id().to_string(),
+            protocol: Protocol::Ssh,
+            user: caller.user.clone(),
+            resource: resource.name.clone(),
+            request_id: lease.request_id,
+        });
+        Arc::new(Self {
+            gateway,
+            resource,
+            lease,
+            session,
+            channels: TaskTracker::new(),
+            bytes_from_client: AtomicU64::new(0),
+            bytes_to_client: AtomicU64::new(0),
+            closed: CancellationToken::new(),
+            severed: AtomicBool::new(false),
+            started: Instant::now(),
+            upstream: OnceCell::new(),
+            known_hosts,
+        })
+    }
+
+    pub fn session_id(&self) -> &str {
+        self.session.id()
+    }
+
+    /// The message a user sees when the window closes.
+    pub fn ended_message(&self) -> String {
+        format!(
+            "access window for {} ended at {}",
+            self.resource.name,
+            self.lease.window_end.format("%H:%M UTC")
+        )
+    }
+
+    /// The upstream connection, opened on first use and shared after.
+    pub async fn upstream(&self) -> Result<Arc<Handle<UpstreamHandler>>, UpstreamError> {
+        self.upstream
+            .get_or_try_init(|| async {
+                let result = upstream::connect(&self.resource, &self.known_hosts).await;
+                self.audit_host_key(&result);
+                result.map(|(handle, _)| Arc::new(handle))
+            })
+            .await
+            .cloned()
+    }
+
+    fn audit_host_key(
+        &self,
+        result: &Result<(Handle<UpstreamHandler>, HostKeyNote), UpstreamError>,
+    ) {
+        let event = match result {
+            Ok((_, HostKeyNote::Recorded(fingerprint))) => AuditEvent::TargetHostKey {
+                resource: self.resource.name.clone(),
+                fingerprint: fingerprint.clone(),
+                accepted: true,
+                reason: "recorded on first contact".into(),
+            },
+            Err(UpstreamError::HostKeyMismatch {
+                presented,
+                expected,
+                ..
+            }) => AuditEvent::TargetHostKey {
+                resource: self.resource.name.clone(),
+                fingerprint: presented.clone(),
+                accepted: false,
+                reason: format!("does not match {expected}"),
+            },
+            _ => return,
+        };
+        self.gateway.audit(event);
+    }
+
+    /// Ends the connection when the lease ends: channels first get a moment
+    /// to tell their users, then `sever` asks the connection to disconnect
+    /// the client (with the reason) and the target is disconnected. Holds no
+    /// session handle, so it never keeps a finished connection alive.
+    pub async fn watch_lease(self: Arc<Self>, sever: Sever) {
+        tokio::select! {
+            () = self.lease.token.cancelled() => {}
+            () = self.closed.cancelled() => return,
+        }
+        self.severed.store(true, Ordering::Release);
+        metrics::counter!("jitgate_sessions_severed_total", "protocol" => "ssh").increment(1);
+        self.channels.close();
+        let _ = tokio::time::timeout(SEVER_NOTICE, self.channels.wait()).await;
+        sever.trigger(self.ended_message());
+        if let Some(upstream) = self.upstream.get() {
+            let _ = upstream
+                .disconnect(russh::Disconnect::ByApplication, "access window ended", "")
+                .await;
+        }
+    }
+}
+
+/// Asks a connection to disconnect its client, saying why.
+#[derive(Clone, Default)]
+pub struct Sever {
+    token: CancellationToken,
+    reason: Arc<parking_lot::Mutex<String>>,
+}
+
+impl Sever {
+    pub fn trigger(&self, reason: String) {
+        *self.reason.lock() = reason;
+        self.token.cancel();
+    }
+
+    pub async fn requested(&self) -> String {
+        self.token.cancelled().await;
+        self.reason.lock().clone()
+    }
+}
+
+impl Drop for DataPlane {
+    fn drop(&mut self) {
+        self.closed.cancel();
+        let event = AuditEvent::SessionEnded {
+            session: self.session.id().to_string(),
+            bytes_from_client: self.bytes_from_client.load(Ordering::Relaxed),
+            bytes_to_client: self.bytes_to_client.load(Ordering::Relaxed),
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            severed: self
+                .severed
+                .load(Ordering::Acquire)
+                .then(|| self.ended_message()),
+        };
+        let gateway = self.gateway.clone();
+        // Audit writes fsync: keep them off the async workers.
+        tokio::task::spawn_blocking(move || gateway.audit(event));
+    }
+}

@@ -1,0 +1,212 @@
+//! Session recordings in asciicast v2 (what `asciinema play` replays),
+//! written as the session runs, and published live for `follow`.
+//!
+//! Each event is written straight to the file (no user-space buffering), so
+//! a crash loses nothing already relayed.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::json;
+use tokio::sync::broadcast;
+
+/// One recorded event line, numbered so a follower can join the file
+/// catch-up and the live stream without gaps or repeats.
+#[derive(Clone, Debug)]
+pub struct LiveEvent {
+    pub index: u64,
+    pub line: Arc<str>,
+}
+
+pub struct Recorder {
+    path: PathBuf,
+    file: File,
+    started: Instant,
+    /// Bytes of an incomplete UTF-8 sequence held back from the last chunk.
+    carry: Vec<u8>,
+    record_input: bool,
+    events: u64,
+    live: broadcast::Sender<LiveEvent>,
+}
+
+impl Recorder {
+    pub fn create(
+        dir: &Path,
+        name: &str,
+        width: u32,
+        height: u32,
+        term: &str,
+        record_input: bool,
+    ) -> std::io::Result<Self> {
+        crate::fsutil::ensure_private_dir(dir)?;
+        let path = dir.join(format!("{name}.cast"));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        let header = json!({
+            "version": 2,
+            "width": width.clamp(1, 10_000),
+            "height": height.clamp(1, 10_000),
+            "timestamp": chrono::Utc::now().timestamp(),
+            "env": { "TERM": term },
+        });
+        writeln!(file, "{header}")?;
+        let (live, _) = broadcast::channel(1024);
+        Ok(Self {
+            path,
+            file,
+            started: Instant::now(),
+            carry: Vec::new(),
+            record_input,
+            events: 0,
+            live,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What `follow` needs: the file for catch-up and the live stream.
+    pub fn live(&self) -> crate::sessions::LiveRecording {
+        crate::sessions::LiveRecording {
+            path: self.path.clone(),
+            events: self.live.clone(),
+        }
+    }
+
+    pub fn output(&mut self, bytes: &[u8]) {
+        let text = self.decode(bytes);
+        if !text.is_empty() {
+            self.event("o", &text);
+        }
+    }
+
+    pub fn input(&mut self, bytes: &[u8]) {
+        if self.record_input {
+            self.event("i", &String::from_utf8_lossy(bytes));
+        }
+    }
+
+    pub fn resize(&mut self, width: u32, height: u32) {
+        self.event("r", &format!("{width}x{height}"));
+    }
+
+    fn event(&mut self, kind: &str, data: &str) {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let line = json!([(elapsed * 1e6).round() / 1e6, kind, data]).to_string();
+        if let Err(e) = writeln!(self.file, "{line}") {
+            tracing::warn!(error = %e, path = %self.path.display(), "recording write failed");
+        }
+        self.events += 1;
+        let _ = self.live.send(LiveEvent {
+            index: self.events,
+            line: line.into(),
+        });
+    }
+
+    /// Decodes output as UTF-8, holding back a sequence split across chunks.
+    fn decode(&mut self, bytes: &[u8]) -> String {
+        self.carry.extend_from_slice(bytes);
+        let mut text = String::new();
+        let mut rest: &[u8] = &self.carry;
+        loop {
+            match std::str::from_utf8(rest) {
+                Ok(valid) => {
+                    text.push_str(valid);
+                    rest = &[];
+                    break;
+                }
+                Err(e) => {
+                    let (valid, after) = rest.split_at(e.valid_up_to());
+                    text.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                    match e.error_len() {
+                        Some(bad) => {
+                            text.push('\u{fffd}');
+                            rest = &after[bad..];
+                        }
+                        None => {
+                            rest = after;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        self.carry = rest.to_vec();
+        text
+    }
+}
+
+/// Reads the output events of a recording file, with their index.
+pub fn read_events(path: &Path) -> std::io::Result<Vec<(u64, String, String)>> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(text
+        .lines()
+        .skip(1)
+        .enumerate()
+        .filter_map(|(i, line)| {
+            let value: serde_json::Value = serde_json::from_str(line).ok()?;
+            Some((
+                i as u64 + 1,
+                value[1].as_str()?.to_string(),
+                value[2].as_str()?.to_string(),
+            ))
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_an_asciicast_v2_header_and_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut recorder = Recorder::create(dir.path(), "s-1", 80, 24, "xterm", false).unwrap();
+        recorder.output(b"hello\r\n");
+        recorder.resize(100, 30);
+        recorder.input(b"secret typing");
+        let text = std::fs::read_to_string(recorder.path()).unwrap();
+        let mut lines = text.lines();
+        let header: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+        assert_eq!(
+            (
+                header["version"].as_u64(),
+                header["width"].as_u64(),
+                header["height"].as_u64()
+            ),
+            (Some(2), Some(80), Some(24))
+        );
+        let output: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+        assert_eq!(
+            (output[1].as_str(), output[2].as_str()),
+            (Some("o"), Some("hello\r\n"))
+        );
+        let resize: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+        assert_eq!(resize[2], "100x30");
+        assert!(
+            lines.next().is_none(),
+            "input is not recorded unless enabled"
+        );
+    }
+
+    #[test]
+    fn utf8_split_across_chunks_is_kept_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut recorder = Recorder::create(dir.path(), "s-2", 80, 24, "xterm", true).unwrap();
+        let snowman = "☃".as_bytes();
+        recorder.output(&snowman[..1]);
+        recorder.output(&snowman[1..]);
+        recorder.output(&[0xff, b'a']);
+        let events = read_events(recorder.path()).unwrap();
+        assert_eq!(events[0].2, "☃");
+        assert_eq!(events[1].2, "\u{fffd}a");
+    }
+}

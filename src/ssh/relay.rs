@@ -1,0 +1,392 @@
+//! One session channel relayed between the client and the target.
+//!
+//! Two loops run side by side, one per direction, each owning the write
+//! half it sends on. Writes wait for the receiver's SSH window, so a slow
+//! reader slows the sender end to end and nothing piles up in the gateway.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, client, server};
+
+use crate::audit::AuditEvent;
+
+use super::dataplane::DataPlane;
+use super::recording::Recorder;
+
+/// What the client asked the channel to run.
+#[derive(Default)]
+struct ChannelUse {
+    kind: Option<&'static str>,
+    command: Option<String>,
+    pty: Option<(String, u32, u32)>,
+    recorder: Option<Arc<Mutex<Recorder>>>,
+}
+
+type Shared = Arc<Mutex<ChannelUse>>;
+
+pub async fn relay(plane: Arc<DataPlane>, client: Channel<server::Msg>, server: server::Handle) {
+    let client_id = client.id();
+    let (client_rx, client_tx) = client.split();
+    let upstream = match open_upstream(&plane).await {
+        Ok(channel) => channel,
+        Err(message) => {
+            let _ = client_tx
+                .extended_data_bytes(1, Bytes::from(format!("jitgate: {message}\r\n")))
+                .await;
+            let _ = client_tx.exit_status(1).await;
+            let _ = client_tx.close().await;
+            return;
+        }
+    };
+    let (upstream_rx, upstream_tx) = upstream.split();
+    let shared: Shared = Arc::default();
+    let inbound = client_to_target(&plane, client_rx, upstream_tx, shared.clone());
+    let outbound = target_to_client(
+        &plane,
+        upstream_rx,
+        client_tx,
+        client_id,
+        server,
+        shared.clone(),
+    );
+    let ((bytes_in, _), (bytes_out, exit_status)) = tokio::join!(inbound, outbound);
+    let used = shared.lock();
+    let recording = used
+        .recorder
+        .as_ref()
+        .map(|r| r.lock().path().display().to_string());
+    plane.gateway.audit(AuditEvent::ChannelEnded {
+        session: plane.session_id().to_string(),
+        kind: used.kind.unwrap_or("none").to_string(),
+        command: used.command.clone(),
+        exit_status,
+        bytes_from_client: bytes_in,
+        bytes_to_client: bytes_out,
+        recording,
+    });
+}
+
+async fn open_upstream(plane: &DataPlane) -> Result<Channel<client::Msg>, String> {
+    let handle = plane.upstream().await.map_err(|e| e.to_string())?;
+    handle
+        .channel_open_session()
+        .await
+        .map_err(|e| format!("cannot open a session on {}: {e}", plane.resource.name))
+}
+
+pub fn env_allowed(allow: &[String], name: &str) -> bool {
+    allow.iter().any(|pattern| match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    })
+}
+
+/// Client → target: requests, stdin, EOF. Returns bytes relayed.
+async fn client_to_target(
+    plane: &DataPlane,
+    mut from: ChannelReadHalf,
+    to: ChannelWriteHalf<client::Msg>,
+    shared: Shared,
+) -> (u64, ()) {
+    let mut bytes = 0u64;
+    let config = plane.gateway.config();
+    loop {
+        let message = tokio::select! {
+            message = from.wait() => message,
+            () = plane.lease.token.cancelled() => break,
+        };
+        let Some(message) = message else { break };
+        let sent = match message {
+            ChannelMsg::Data { data } => {
+                bytes += data.len() as u64;
+                plane
+                    .bytes_from_client
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                record(&shared, |r| r.input(&data));
+                to.data_bytes(data).await
+            }
+            ChannelMsg::Eof => to.eof().await,
+            ChannelMsg::Close => break,
+            ChannelMsg::RequestPty {
+                term,
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+                terminal_modes,
+                ..
+            } => {
+                let (cols, rows) = (col_width.clamp(1, 10_000), row_height.clamp(1, 10_000));
+                shared.lock().pty = Some((term.clone(), cols, rows));
+                to.request_pty(
+                    false,
+                    &term,
+                    cols,
+                    rows,
+                    pix_width,
+                    pix_height,
+                    &terminal_modes,
+                )
+                .await
+            }
+            ChannelMsg::SetEnv {
+                variable_name,
+                variable_value,
+                ..
+            } if env_allowed(&config.env_allow, &variable_name) => {
+                to.set_env(false, variable_name, variable_value).await
+            }
+            ChannelMsg::RequestShell { .. } => {
+                start(plane, &shared, "shell", None, &config);
+                to.request_shell(true).await
+            }
+            ChannelMsg::Exec { command, .. } => {
+                start(
+                    plane,
+                    &shared,
+                    "exec",
+                    Some(String::from_utf8_lossy(&command).into_owned()),
+                    &config,
+                );
+                to.exec(true, command).await
+            }
+            ChannelMsg::RequestSubsystem { name, .. } => {
+                start(plane, &shared, "subsystem", Some(name.clone()), &config);
+                to.request_subsystem(true, &name).await
+            }
+            ChannelMsg::WindowChange {
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+            } => {
+                record(&shared, |r| r.resize(col_width, row_height));
+                to.window_change(col_width, row_height, pix_width, pix_height)
+                    .await
+            }
+            ChannelMsg::Signal { signal } => to.signal(signal).await,
+            _ => Ok(()),
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
+    let _ = to.eof().await;
+    let _ = to.close().await;
+    (bytes, ())
+}
+
+/// Starts recording a pty session once it runs a shell or command.
+fn start(
+    plane: &DataPlane,
+    shared: &Shared,
+    kind: &'static str,
+    command: Option<String>,
+    config: &crate::config::Config,
+) {
+    let mut used = shared.lock();
+    used.kind = Some(kind);
+    used.command = command;
+    let Some((term, cols, rows)) = used.pty.clone() else {
+        return;
+    };
+    let name = format!("{}-{}", plane.session_id(), rand::random::<u16>());
+    match Recorder::create(
+        &config.recordings_dir,
+        &name,
+        cols,
+        rows,
+        &term,
+        config.record_input,
+    ) {
+        Ok(recorder) => {
+            plane
+                .gateway
+                .sessions()
+                .add_recording(plane.session_id(), recorder.live());
+            used.recorder = Some(Arc::new(Mutex::new(recorder)));
+        }
+        Err(e) => tracing::error!(error = %e, "cannot create a session recording"),
+    }
+}
+
+fn record(shared: &Shared, write: impl FnOnce(&mut Recorder)) {
+    let recorder = shared.lock().recorder.clone();
+    if let Some(recorder) = recorder {
+        write(&mut recorder.lock());
+    }
+}
+
+/// Target → client: output, exit status, EOF, close; pty warnings before the
+/// window ends and the notice when it has. Returns bytes and exit status.
+async fn target_to_client(
+    plane: &DataPlane,
+    mut from: ChannelReadHalf,
+    to: ChannelWriteHalf<server::Msg>,
+    client_id: ChannelId,
+    server: server::Handle,
+    shared: Shared,
+) -> (u64, Option<u32>) {
+    let mut bytes = 0u64;
+    let mut exit_status = None;
+    let mut warnings = pending_warnings(plane);
+    loop {
+        let next_warning = warnings.last().copied();
+        let warn = async {
+            match next_warning {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let message = tokio::select! {
+            message = from.wait() => message,
+            () = plane.lease.token.cancelled() => {
+                if shared.lock().pty.is_some() {
+                    let notice = format!("\r\n[jitgate] {} — session closed\r\n", plane.ended_message());
+                    let _ = to.data_bytes(Bytes::from(notice)).await;
+                }
+                let _ = to.exit_status(255).await;
+                break;
+            }
+            () = warn => {
+                warnings.pop();
+                if shared.lock().pty.is_some() {
+                    let left = plane.lease.deadline.saturating_duration_since(tokio::time::Instant::now());
+                    let notice = format!(
+                        "\r\n[jitgate] access to {} ends in {} (at {}): extend it with `extend {} --for 15m`\r\n",
+                        plane.resource.name,
+                        crate::config::HumanDuration::from_secs(left.as_secs().max(1)),
+                        plane.lease.window_end.format("%H:%M UTC"),
+                        plane.lease.request_id
+                    );
+                    let _ = to.data_bytes(Bytes::from(notice)).await;
+                }
+                continue;
+            }
+        };
+        let Some(message) = message else { break };
+        let sent = match message {
+            ChannelMsg::Data { data } => {
+                bytes += data.len() as u64;
+                plane
+                    .bytes_to_client
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                record(&shared, |r| r.output(&data));
+                to.data_bytes(data).await
+            }
+            ChannelMsg::ExtendedData { data, ext } => {
+                bytes += data.len() as u64;
+                plane
+                    .bytes_to_client
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                to.extended_data_bytes(ext, data).await
+            }
+            ChannelMsg::Eof => to.eof().await,
+            ChannelMsg::ExitStatus {
+                exit_status: status,
+            } => {
+                exit_status = Some(status);
+                to.exit_status(status).await
+            }
+            ChannelMsg::ExitSignal {
+                signal_name,
+                core_dumped,
+                error_message,
+                lang_tag,
+            } => server
+                .exit_signal_request(client_id, signal_name, core_dumped, error_message, lang_tag)
+                .await
+                .map_err(|_| russh::Error::SendError),
+            ChannelMsg::Close => break,
+            _ => Ok(()),
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
+    let _ = to.close().await;
+    (bytes, exit_status)
+}
+
+/// Warning instants still ahead, latest first (so `pop` yields the next).
+fn pending_warnings(plane: &DataPlane) -> Vec<tokio::time::Instant> {
+    let now = tokio::time::Instant::now();
+    let mut times: Vec<tokio::time::Instant> = plane
+        .gateway
+        .config()
+        .warn_before
+        .iter()
+        .filter_map(|before| plane.lease.deadline.checked_sub(*before))
+        .filter(|at| *at > now)
+        .collect();
+    times.sort_by(|a, b| b.cmp(a));
+    times
+}
+
+/// A bulk TCP relay for `ssh -L` (direct-tcpip) channels.
+pub async fn relay_forward(
+    plane: Arc<DataPlane>,
+    client: Channel<server::Msg>,
+    upstream: Channel<client::Msg>,
+    target: String,
+) {
+    let (client_rx, client_tx) = client.split();
+    let (upstream_rx, upstream_tx) = upstream.split();
+    let token = &plane.lease.token;
+    let (bytes_in, bytes_out) = tokio::join!(
+        pipe(client_rx, upstream_tx, token),
+        pipe(upstream_rx, client_tx, token)
+    );
+    plane
+        .bytes_from_client
+        .fetch_add(bytes_in, Ordering::Relaxed);
+    plane
+        .bytes_to_client
+        .fetch_add(bytes_out, Ordering::Relaxed);
+    plane.gateway.audit(AuditEvent::ChannelEnded {
+        session: plane.session_id().to_string(),
+        kind: "direct-tcpip".into(),
+        command: Some(target),
+        exit_status: None,
+        bytes_from_client: bytes_in,
+        bytes_to_client: bytes_out,
+        recording: None,
+    });
+}
+
+/// Copies data one way until EOF, close or the end of the lease.
+async fn pipe<S>(
+    mut from: ChannelReadHalf,
+    to: ChannelWriteHalf<S>,
+    token: &tokio_util::sync::CancellationToken,
+) -> u64
+where
+    S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static,
+{
+    let mut bytes = 0u64;
+    loop {
+        let message = tokio::select! {
+            message = from.wait() => message,
+            () = token.cancelled() => None,
+        };
+        match message {
+            Some(ChannelMsg::Data { data }) => {
+                bytes += data.len() as u64;
+                if to.data_bytes(data).await.is_err() {
+                    break;
+                }
+            }
+            Some(ChannelMsg::Eof) => {
+                let _ = to.eof().await;
+            }
+            Some(ChannelMsg::Close) | None => break,
+            Some(_) => {}
+        }
+    }
+    let _ = to.eof().await;
+    let _ = to.close().await;
+    bytes
+}

@@ -1,0 +1,226 @@
+//! The gateway's own SSH client to a target: verifies the target's host key
+//! (pinned in the config, or recorded on first contact) and logs in as the
+//! managed account with the managed key. The user never sees that key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use russh::client::{self, Handle};
+use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+
+use crate::config::Resource;
+use crate::secret::read_secret_file;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot reach {resource} at {address}: {problem}")]
+    Unreachable {
+        resource: String,
+        address: String,
+        problem: String,
+    },
+    #[error(
+        "the host key of {resource} does not match ({presented}, expected {expected}): refusing to connect"
+    )]
+    HostKeyMismatch {
+        resource: String,
+        presented: String,
+        expected: String,
+    },
+    #[error("{resource} has no managed credential configured (credential_file)")]
+    NoCredential { resource: String },
+    #[error("the managed credential of {resource} is unusable: {problem}")]
+    BadCredential { resource: String, problem: String },
+    #[error("{resource} refused the gateway's managed credential")]
+    Refused { resource: String },
+}
+
+/// Host keys recorded on first contact, persisted in the state directory.
+pub struct KnownHosts {
+    path: PathBuf,
+    keys: Mutex<BTreeMap<String, String>>,
+}
+
+impl KnownHosts {
+    pub fn load(state_dir: &Path) -> Self {
+        let path = state_dir.join("target_host_keys.json");
+        let keys = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Self {
+            path,
+            keys: Mutex::new(keys),
+        }
+    }
+
+    fn get(&self, resource: &str) -> Option<String> {
+        self.keys.lock().get(resource).cloned()
+    }
+
+    fn record(&self, resource: &str, key: &str) -> std::io::Result<()> {
+        let mut keys = self.keys.lock();
+        keys.insert(resource.to_string(), key.to_string());
+        let bytes = serde_json::to_vec_pretty(&*keys).map_err(std::io::Error::other)?;
+        crate::fsutil::write_atomic(&self.path, &bytes, 0o600)
+    }
+}
+
+/// What the host key check saw, for the caller to persist or report.
+#[derive(Default)]
+struct Seen {
+    presented: Option<String>,
+}
+
+pub struct UpstreamHandler {
+    expected: Option<String>,
+    seen: Arc<Mutex<Seen>>,
+}
+
+fn openssh_line(key: &PublicKey) -> String {
+    key.to_openssh()
+        .map(|t| t.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+pub fn fingerprint(line: &str) -> String {
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|b| russh::keys::parse_public_key_base64(b).ok())
+        .map(|k| k.fingerprint(HashAlg::Sha256).to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+impl client::Handler for UpstreamHandler {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        server_key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let PublicKeyOrCertificate::PublicKey { key, .. } = server_key else {
+            return Ok(false);
+        };
+        let presented = openssh_line(key);
+        let accepted = self
+            .expected
+            .as_ref()
+            .is_none_or(|expected| *expected == presented);
+        self.seen.lock().presented = Some(presented);
+        Ok(accepted)
+    }
+}
+
+/// The outcome of first contact with a target's host key, for the audit log.
+pub enum HostKeyNote {
+    Recorded(String),
+    Known,
+}
+
+/// Connects and authenticates to `resource` as its managed account.
+pub async fn connect(
+    resource: &Resource,
+    known: &KnownHosts,
+) -> Result<(Handle<UpstreamHandler>, HostKeyNote), UpstreamError> {
+    let name = resource.name.clone();
+    let credential =
+        resource
+            .credential_file
+            .as_ref()
+            .ok_or_else(|| UpstreamError::NoCredential {
+                resource: name.clone(),
+            })?;
+    let key = load_key(credential).map_err(|problem| UpstreamError::BadCredential {
+        resource: name.clone(),
+        problem,
+    })?;
+    let pinned = resource.host_key.clone().or_else(|| known.get(&name));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let handler = UpstreamHandler {
+        expected: pinned.clone(),
+        seen: seen.clone(),
+    };
+    let unreachable = |problem: String| UpstreamError::Unreachable {
+        resource: name.clone(),
+        address: resource.address.clone(),
+        problem,
+    };
+    let stream = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio::net::TcpStream::connect(&resource.address),
+    )
+    .await
+    .map_err(|_| unreachable("connection timed out".into()))?
+    .map_err(|e| unreachable(e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    let handshake = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        client::connect_stream(Arc::new(client_config()), stream, handler),
+    )
+    .await;
+    let mut handle = match handshake {
+        Ok(Ok(handle)) => handle,
+        Ok(Err(e)) => {
+            let presented = seen.lock().presented.clone();
+            return Err(match (presented, pinned) {
+                (Some(presented), Some(expected)) if presented != expected => {
+                    UpstreamError::HostKeyMismatch {
+                        resource: name,
+                        presented: fingerprint(&presented),
+                        expected: fingerprint(&expected),
+                    }
+                }
+                _ => unreachable(e.to_string()),
+            });
+        }
+        Err(_) => return Err(unreachable("SSH handshake timed out".into())),
+    };
+    let note = match (
+        &resource.host_key,
+        known.get(&name),
+        seen.lock().presented.clone(),
+    ) {
+        (None, None, Some(presented)) => {
+            if let Err(e) = known.record(&name, &presented) {
+                tracing::warn!(error = %e, resource = %name, "cannot record the target host key");
+            }
+            HostKeyNote::Recorded(fingerprint(&presented))
+        }
+        _ => HostKeyNote::Known,
+    };
+    let auth = handle
+        .authenticate_publickey(
+            resource.account.clone(),
+            PrivateKeyWithHashAlg::new(Arc::new(key), None),
+        )
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    if !auth.success() {
+        return Err(UpstreamError::Refused { resource: name });
+    }
+    Ok((handle, note))
+}
+
+/// Reads the managed private key, refusing files other users can read.
+fn load_key(path: &Path) -> Result<russh::keys::PrivateKey, String> {
+    let text = read_secret_file(path).map_err(|e| e.to_string())?;
+    russh::keys::decode_secret_key(text.expose(), None)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn client_config() -> client::Config {
+    client::Config {
+        // Large windows keep bulk transfers from stalling on window updates.
+        window_size: 8 * 1024 * 1024,
+        maximum_packet_size: 32768,
+        inactivity_timeout: None,
+        keepalive_interval: Some(Duration::from_secs(30)),
+        nodelay: true,
+        ..Default::default()
+    }
+}
