@@ -1,8 +1,15 @@
 //! One session channel relayed between the client and the target.
 //!
 //! Two loops run side by side, one per direction, each owning the write
-//! half it sends on. Writes wait for the receiver's SSH window, so a slow
-//! reader slows the sender end to end and nothing piles up in the gateway.
+//! half it sends on. Writes wait for the receiver's SSH window.
+//!
+//! Each read half is drained by its own small task into a queue bounded by
+//! bytes (`QUEUE_BYTES`). russh delivers a channel's messages from its
+//! session loop, which also processes window adjustments; if that loop
+//! blocked on a full channel while our writer waited for a window update
+//! from the same loop, a bidirectional bulk transfer would deadlock. The
+//! drain keeps the loops moving, and the byte bound keeps memory flat: a
+//! slow reader still slows the sender, once the bound is reached.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,6 +17,58 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, client, server};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+/// Most bytes queued per direction of one channel.
+const QUEUE_BYTES: usize = 16 * 1024 * 1024;
+
+/// A message read from a channel, holding its share of the byte budget
+/// until it has been written on.
+struct Queued {
+    message: ChannelMsg,
+    budget: Option<OwnedSemaphorePermit>,
+}
+
+type Inbox = mpsc::UnboundedReceiver<Queued>;
+
+/// Drains `from` into a queue bounded by `QUEUE_BYTES` of data.
+fn drain(mut from: ChannelReadHalf) -> Inbox {
+    let (sender, inbox) = mpsc::unbounded_channel();
+    let budget = Arc::new(Semaphore::new(QUEUE_BYTES));
+    tokio::spawn(async move {
+        while let Some(message) = from.wait().await {
+            let size = match &message {
+                ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => {
+                    data.len().clamp(1, QUEUE_BYTES)
+                }
+                _ => 0,
+            };
+            let permit = match size {
+                0 => None,
+                n => match budget.clone().acquire_many_owned(n as u32).await {
+                    Ok(permit) => Some(permit),
+                    Err(_) => break,
+                },
+            };
+            let last = matches!(message, ChannelMsg::Close);
+            if sender
+                .send(Queued {
+                    message,
+                    budget: permit,
+                })
+                .is_err()
+                || last
+            {
+                break;
+            }
+        }
+    });
+    inbox
+}
+
+async fn next(inbox: &mut Inbox) -> Option<(ChannelMsg, Option<OwnedSemaphorePermit>)> {
+    inbox.recv().await.map(|q| (q.message, q.budget))
+}
 
 use crate::audit::AuditEvent;
 
@@ -43,10 +102,10 @@ pub async fn relay(plane: Arc<DataPlane>, client: Channel<server::Msg>, server: 
     };
     let (upstream_rx, upstream_tx) = upstream.split();
     let shared: Shared = Arc::default();
-    let inbound = client_to_target(&plane, client_rx, upstream_tx, shared.clone());
+    let inbound = client_to_target(&plane, drain(client_rx), upstream_tx, shared.clone());
     let outbound = target_to_client(
         &plane,
-        upstream_rx,
+        drain(upstream_rx),
         client_tx,
         client_id,
         server,
@@ -87,7 +146,7 @@ pub fn env_allowed(allow: &[String], name: &str) -> bool {
 /// Client → target: requests, stdin, EOF. Returns bytes relayed.
 async fn client_to_target(
     plane: &DataPlane,
-    mut from: ChannelReadHalf,
+    mut from: Inbox,
     to: ChannelWriteHalf<client::Msg>,
     shared: Shared,
 ) -> (u64, ()) {
@@ -95,10 +154,12 @@ async fn client_to_target(
     let config = plane.gateway.config();
     loop {
         let message = tokio::select! {
-            message = from.wait() => message,
+            message = next(&mut from) => message,
             () = plane.lease.token.cancelled() => break,
         };
-        let Some(message) = message else { break };
+        let Some((message, _budget)) = message else {
+            break;
+        };
         let sent = match message {
             ChannelMsg::Data { data } => {
                 bytes += data.len() as u64;
@@ -224,7 +285,7 @@ fn record(shared: &Shared, write: impl FnOnce(&mut Recorder)) {
 /// window ends and the notice when it has. Returns bytes and exit status.
 async fn target_to_client(
     plane: &DataPlane,
-    mut from: ChannelReadHalf,
+    mut from: Inbox,
     to: ChannelWriteHalf<server::Msg>,
     client_id: ChannelId,
     server: server::Handle,
@@ -242,7 +303,7 @@ async fn target_to_client(
             }
         };
         let message = tokio::select! {
-            message = from.wait() => message,
+            message = next(&mut from) => message,
             () = plane.lease.token.cancelled() => {
                 if shared.lock().pty.is_some() {
                     let notice = format!("\r\n[jitgate] {} — session closed\r\n", plane.ended_message());
@@ -267,7 +328,9 @@ async fn target_to_client(
                 continue;
             }
         };
-        let Some(message) = message else { break };
+        let Some((message, _budget)) = message else {
+            break;
+        };
         let sent = match message {
             ChannelMsg::Data { data } => {
                 bytes += data.len() as u64;
@@ -337,8 +400,8 @@ pub async fn relay_forward(
     let (upstream_rx, upstream_tx) = upstream.split();
     let token = &plane.lease.token;
     let (bytes_in, bytes_out) = tokio::join!(
-        pipe(client_rx, upstream_tx, token),
-        pipe(upstream_rx, client_tx, token)
+        pipe(drain(client_rx), upstream_tx, token),
+        pipe(drain(upstream_rx), client_tx, token)
     );
     plane
         .bytes_from_client
@@ -359,7 +422,7 @@ pub async fn relay_forward(
 
 /// Copies data one way until EOF, close or the end of the lease.
 async fn pipe<S>(
-    mut from: ChannelReadHalf,
+    mut from: Inbox,
     to: ChannelWriteHalf<S>,
     token: &tokio_util::sync::CancellationToken,
 ) -> u64
@@ -369,7 +432,7 @@ where
     let mut bytes = 0u64;
     loop {
         let message = tokio::select! {
-            message = from.wait() => message,
+            message = next(&mut from) => message.map(|(m, _)| m),
             () = token.cancelled() => None,
         };
         match message {

@@ -30,12 +30,53 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A real sshd serving a fresh Unix account, with the gateway's managed key.
+pub struct SshTarget {
+    pub sshd: jitgate::targets::sshd::Sshd,
+    pub dir: tempfile::TempDir,
+    pub key: PathBuf,
+}
+
+impl SshTarget {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("managed");
+        jitgate::targets::ensure_ssh_key(&key, "managed").unwrap();
+        let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        let account = format!("jg{}", &format!("{:x}", rand_suffix())[..6]);
+        let sshd = jitgate::targets::sshd::Sshd::start(
+            &dir.path().join("sshd"),
+            free_port(),
+            &account,
+            &public,
+        )
+        .expect("start sshd target (needs root and openssh-server: scripts/install-deps)");
+        Self { sshd, dir, key }
+    }
+}
+
+fn rand_suffix() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    (nanos ^ (std::process::id() as u64) << 20) | 0x100000
+}
+
+impl Drop for SshTarget {
+    fn drop(&mut self) {
+        self.sshd.stop();
+        jitgate::targets::sshd::remove_account(&self.sshd.account);
+    }
+}
+
 pub struct World {
     pub dir: tempfile::TempDir,
     pub ssh_port: u16,
     pub http_port: u16,
     pub pg_port: u16,
     pub process: Option<Child>,
+    pub ssh_target: Option<SshTarget>,
 }
 
 pub fn base_config(ssh_port: u16, http_port: u16, pg_port: u16) -> String {
@@ -142,9 +183,41 @@ impl World {
             http_port,
             pg_port,
             process: None,
+            ssh_target: None,
         };
         world.launch();
         world
+    }
+
+    /// A gateway whose web-01 is a real sshd; `edit` adjusts the config.
+    pub fn with_ssh_target(edit: impl FnOnce(String) -> String) -> Self {
+        let target = SshTarget::start();
+        let port = target.sshd.port;
+        let key = target.key.display().to_string();
+        let account = target.sshd.account.clone();
+        let mut world = Self::start_with(move |text| {
+            let text = text.replacen(
+                "address = \"127.0.0.1:1\"\naccount = \"deploy\"",
+                &format!("address = \"127.0.0.1:{port}\"\naccount = \"{account}\"\ncredential_file = \"{key}\""),
+                1,
+            );
+            edit(text)
+        });
+        world.ssh_target = Some(target);
+        world
+    }
+
+    /// Requests, approves and checks out web-01 for `user`; returns the id.
+    pub fn lease_web(&self, user: &str, duration: &str) -> u64 {
+        let id = self.request(user, &format!("web-01 --for {duration} --reason test"));
+        self.ok("bob", &format!("approve {id}"));
+        self.ok(user, &format!("checkout {id}"));
+        id
+    }
+
+    /// `ssh` to the resource through the gateway: `user+resource@GW`.
+    pub fn target_ssh(&self, user: &str, resource: &str) -> Command {
+        self.ssh_command(&format!("{user}+{resource}"), user)
     }
 
     pub fn path(&self, name: &str) -> PathBuf {

@@ -1,0 +1,446 @@
+//! The SSH data plane end to end: stock ssh/scp/sftp/rsync through the real
+//! gateway binary to a real sshd, with the gateway's injected key.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{World, wait_until};
+use sha2::{Digest, Sha256};
+
+fn opts(world: &World, user: &str) -> Vec<String> {
+    vec![
+        "-F".into(),
+        "/dev/null".into(),
+        "-i".into(),
+        world.path("keys").join(user).display().to_string(),
+        "-o".into(),
+        "StrictHostKeyChecking=no".into(),
+        "-o".into(),
+        "UserKnownHostsFile=/dev/null".into(),
+        "-o".into(),
+        "BatchMode=yes".into(),
+        "-o".into(),
+        "LogLevel=ERROR".into(),
+    ]
+}
+
+#[test]
+fn exec_relays_stdout_stderr_and_exit_codes_as_the_managed_account() {
+    let world = World::with_ssh_target(|t| t);
+    world.lease_web("alice", "10m");
+    let account = world.ssh_target.as_ref().unwrap().sshd.account.clone();
+    let out = world
+        .target_ssh("alice", "web-01")
+        .arg("whoami; printf 'to stderr' >&2; exit 42")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(42));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), account);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "to stderr");
+    let audit = world.audit_text();
+    assert!(
+        audit.contains(r#""command":"whoami; printf 'to stderr' >&2; exit 42""#)
+            && audit.contains(r#""exit_status":42"#)
+    );
+    assert!(audit.contains("session_started") && audit.contains("recorded on first contact"));
+    assert!(wait_until(Duration::from_secs(5), || world
+        .audit_text()
+        .contains("session_ended")));
+}
+
+#[test]
+fn a_quarter_gigabyte_through_stdin_and_back_is_byte_exact() {
+    let world = World::with_ssh_target(|t| t);
+    world.lease_web("alice", "10m");
+    let mut child = world
+        .target_ssh("alice", "web-01")
+        .arg("cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut hasher = Sha256::new();
+        let mut block = vec![0u8; 1 << 20];
+        let mut state = 0x9e3779b97f4a7c15u64;
+        for _ in 0..256 {
+            for chunk in block.chunks_mut(8) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+            }
+            hasher.update(&block);
+            stdin.write_all(&block).unwrap();
+        }
+        hasher.finalize()
+    });
+    let mut stdout = child.stdout.take().unwrap();
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 16];
+    let mut total = 0u64;
+    loop {
+        let n = stdout.read(&mut buffer).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        hasher.update(&buffer[..n]);
+    }
+    let sent = writer.join().unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(total, 256 << 20);
+    assert_eq!(hasher.finalize(), sent);
+}
+
+#[test]
+fn sftp_scp_and_rsync_work_unchanged_with_checksums() {
+    let world = World::with_ssh_target(|t| t);
+    world.lease_web("alice", "10m");
+    let local = world.path("payload");
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&local, &data).unwrap();
+    let target = "alice+web-01@127.0.0.1";
+    let port = world.ssh_port.to_string();
+
+    let mut sftp = Command::new("sftp")
+        .args(opts(&world, "alice"))
+        .args(["-P", &port, "-b", "-", target])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    write!(
+        sftp.stdin.take().unwrap(),
+        "put {} up.bin\nget up.bin {}\n",
+        local.display(),
+        world.path("down-sftp").display()
+    )
+    .unwrap();
+    assert!(sftp.wait().unwrap().success());
+    assert_eq!(std::fs::read(world.path("down-sftp")).unwrap(), data);
+
+    let status = Command::new("scp")
+        .args(opts(&world, "alice"))
+        .args(["-P", &port])
+        .arg(&local)
+        .arg(format!("{target}:scp.bin"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = Command::new("scp")
+        .args(opts(&world, "alice"))
+        .args(["-P", &port])
+        .arg(format!("{target}:scp.bin"))
+        .arg(world.path("down-scp"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(std::fs::read(world.path("down-scp")).unwrap(), data);
+
+    let rsh = format!("ssh {} -p {port}", opts(&world, "alice").join(" "));
+    let status = Command::new("rsync")
+        .args(["-a", "-e", &rsh])
+        .arg(&local)
+        .arg(format!("{target}:rsync.bin"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = Command::new("rsync")
+        .args(["-a", "-e", &rsh])
+        .arg(format!("{target}:rsync.bin"))
+        .arg(world.path("down-rsync"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(std::fs::read(world.path("down-rsync")).unwrap(), data);
+}
+
+#[test]
+fn a_pty_session_is_recorded_as_asciicast() {
+    let world = World::with_ssh_target(|t| t);
+    world.lease_web("alice", "10m");
+    let mut shell = world
+        .target_ssh("alice", "web-01")
+        .arg("-tt")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    shell
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"echo recorded-$((6*7)); exit 7\n")
+        .unwrap();
+    let out = shell.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(7));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("recorded-42"));
+    let recordings: Vec<_> = std::fs::read_dir(world.path("recordings"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(recordings.len(), 1);
+    let text = std::fs::read_to_string(&recordings[0]).unwrap();
+    let mut lines = text.lines();
+    let header: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(header["version"], 2);
+    let mut output = String::new();
+    for line in lines {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(event[0].is_f64() || event[0].is_u64());
+        if event[1] == "o" {
+            output.push_str(event[2].as_str().unwrap());
+        }
+    }
+    assert!(output.contains("recorded-42"), "{output}");
+}
+
+#[test]
+fn auditors_follow_a_live_session() {
+    let world = World::with_ssh_target(|t| t);
+    world.lease_web("alice", "10m");
+    let mut shell = world
+        .target_ssh("alice", "web-01")
+        .arg("-tt")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    shell
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"echo before-follow\n")
+        .unwrap();
+    let session = {
+        let mut id = None;
+        assert!(wait_until(Duration::from_secs(5), || {
+            let sessions = world.json("carol", "sessions");
+            id = sessions["sessions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["protocol"] == "ssh")
+                .map(|s| s["id"].as_str().unwrap().to_string());
+            id.is_some()
+        }));
+        id.unwrap()
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let mut follower = world
+        .ssh_command("carol", "carol")
+        .arg(format!("follow {session}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follower.stdout.take().unwrap()).lines();
+    std::thread::sleep(Duration::from_millis(300));
+    shell
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"echo live-$((40+2))\n")
+        .unwrap();
+    let mut saw_catch_up = false;
+    let mut saw_live = false;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && !saw_live {
+        let Some(Ok(line)) = lines.next() else { break };
+        saw_catch_up |= line.contains("before-follow");
+        saw_live |= line.contains("live-42");
+    }
+    assert!(
+        saw_catch_up && saw_live,
+        "catch-up {saw_catch_up}, live {saw_live}"
+    );
+    shell.stdin.as_mut().unwrap().write_all(b"exit\n").unwrap();
+    shell.wait().unwrap();
+    let _ = follower.kill();
+    let _ = follower.wait();
+}
+
+#[test]
+fn port_forwarding_follows_the_resource_setting() {
+    let refused = World::with_ssh_target(|t| t);
+    refused.lease_web("alice", "10m");
+    let sshd_port = refused.ssh_target.as_ref().unwrap().sshd.port;
+    let out = refused
+        .target_ssh("alice", "web-01")
+        .args(["-W", &format!("127.0.0.1:{sshd_port}")])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("administratively prohibited"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        refused
+            .audit_text()
+            .contains("port forwarding to 127.0.0.1")
+    );
+
+    let allowed = World::with_ssh_target(|t| {
+        t.replacen(
+            "account = \"jg",
+            "allow_port_forwarding = true\naccount = \"jg",
+            1,
+        )
+    });
+    allowed.lease_web("alice", "10m");
+    let sshd_port = allowed.ssh_target.as_ref().unwrap().sshd.port;
+    let mut tunnel = allowed
+        .target_ssh("alice", "web-01")
+        .args(["-W", &format!("127.0.0.1:{sshd_port}")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    BufReader::new(tunnel.stdout.take().unwrap())
+        .read_line(&mut banner)
+        .unwrap();
+    assert!(banner.starts_with("SSH-2.0-OpenSSH"), "{banner}");
+    let _ = tunnel.kill();
+    let _ = tunnel.wait();
+}
+
+#[test]
+fn logins_without_a_valid_lease_are_refused_with_what_to_do() {
+    let world = World::with_ssh_target(|t| t);
+    let refuse = |user: &str, resource: &str| {
+        let out = world
+            .target_ssh(user, resource)
+            .arg("true")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    assert!(refuse("alice", "web-01").contains("no active lease for web-01"));
+    world.lease_web("zoe", "10m");
+    assert!(
+        refuse("alice", "web-01").contains("no active lease for web-01"),
+        "another user's lease"
+    );
+    assert!(refuse("alice", "db-99").contains("unknown resource db-99"));
+    let id = world.lease_web("alice", "10m");
+    world.ok("alice", &format!("checkin {id}"));
+    assert!(
+        refuse("alice", "web-01").contains("no active lease"),
+        "ended lease"
+    );
+    assert!(world.audit_text().contains(r#""accepted":false"#));
+}
+
+#[test]
+fn a_target_host_key_mismatch_refuses_the_session_and_is_audited() {
+    let world = World::with_ssh_target(|t| {
+        t.replacen(
+            "account = \"jg",
+            "host_key = \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJLqJLvC2gPfeJMacyvwtxuLaFZLUxGqog6j5lQy+0FB\"\naccount = \"jg",
+            1,
+        )
+    });
+    world.lease_web("alice", "10m");
+    let out = world
+        .target_ssh("alice", "web-01")
+        .arg("whoami")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("host key of web-01 does not match"));
+    assert!(
+        world
+            .audit_text()
+            .contains(r#""accepted":false,"fingerprint""#)
+            || world.audit_text().contains("target_host_key")
+    );
+}
+
+#[test]
+fn a_pty_session_is_severed_when_the_window_ends() {
+    let world = World::with_ssh_target(|t| t);
+    world.lease_web("alice", "4s");
+    let started = Instant::now();
+    let mut shell = world
+        .target_ssh("alice", "web-01")
+        .arg("-tt")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    shell
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"sleep 600\n")
+        .unwrap();
+    let out = shell.wait_with_output().unwrap();
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("[jitgate] access window for web-01 ended at"),
+        "{text}"
+    );
+    assert!(took < Duration::from_secs(6), "severed only after {took:?}");
+    assert!(wait_until(Duration::from_secs(5), || world
+        .audit_text()
+        .contains(r#""severed":"access window for web-01 ended"#)));
+}
+
+#[test]
+fn a_bulk_transfer_is_severed_when_the_window_ends() {
+    let world = World::with_ssh_target(|t| t);
+    world.lease_web("alice", "3s");
+    let started = Instant::now();
+    let mut download = world
+        .target_ssh("alice", "web-01")
+        .arg("cat /dev/zero")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = download.stdout.take().unwrap();
+    let mut buffer = vec![0u8; 1 << 16];
+    let mut total = 0u64;
+    while let Ok(n) = stdout.read(&mut buffer) {
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    let status = download.wait().unwrap();
+    let mut stderr = String::new();
+    download
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(!status.success());
+    assert!(total > 1 << 20, "the transfer never ran ({total} bytes)");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "severed only after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        stderr.contains("access window for web-01 ended"),
+        "{stderr}"
+    );
+}
