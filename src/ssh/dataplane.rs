@@ -21,7 +21,8 @@ use crate::sessions::SessionGuard;
 use super::upstream::{self, HostKeyNote, KnownHosts, UpstreamError, UpstreamHandler};
 
 /// How long channels get to tell their users why before the disconnect.
-const SEVER_NOTICE: Duration = Duration::from_millis(50);
+const SEVER_NOTICE: Duration = Duration::from_millis(200);
+const NOTICE_FLUSH: Duration = Duration::from_millis(30);
 
 pub struct DataPlane {
     pub gateway: Arc<Gateway>,
@@ -140,6 +141,9 @@ impl DataPlane {
         metrics::counter!("jitgate_sessions_severed_total", "protocol" => "ssh").increment(1);
         self.channels.close();
         let _ = tokio::time::timeout(SEVER_NOTICE, self.channels.wait()).await;
+        // russh processes a disconnect ahead of channel data still queued in
+        // its session loop; a short pause lets the notices reach the wire.
+        tokio::time::sleep(NOTICE_FLUSH).await;
         sever.trigger(self.ended_message());
         if let Some(upstream) = self.upstream.get() {
             let _ = upstream

@@ -117,15 +117,18 @@ pub async fn relay(plane: Arc<DataPlane>, client: Channel<server::Msg>, server: 
         .recorder
         .as_ref()
         .map(|r| r.lock().path().display().to_string());
-    plane.gateway.audit(AuditEvent::ChannelEnded {
-        session: plane.session_id().to_string(),
-        kind: used.kind.unwrap_or("none").to_string(),
-        command: used.command.clone(),
-        exit_status,
-        bytes_from_client: bytes_in,
-        bytes_to_client: bytes_out,
-        recording,
-    });
+    audit_later(
+        &plane,
+        AuditEvent::ChannelEnded {
+            session: plane.session_id().to_string(),
+            kind: used.kind.unwrap_or("none").to_string(),
+            command: used.command.clone(),
+            exit_status,
+            bytes_from_client: bytes_in,
+            bytes_to_client: bytes_out,
+            recording,
+        },
+    );
 }
 
 async fn open_upstream(plane: &DataPlane) -> Result<Channel<client::Msg>, String> {
@@ -304,14 +307,7 @@ async fn target_to_client(
         };
         let message = tokio::select! {
             message = next(&mut from) => message,
-            () = plane.lease.token.cancelled() => {
-                if shared.lock().pty.is_some() {
-                    let notice = format!("\r\n[jitgate] {} — session closed\r\n", plane.ended_message());
-                    let _ = to.data_bytes(Bytes::from(notice)).await;
-                }
-                let _ = to.exit_status(255).await;
-                break;
-            }
+            () = plane.lease.token.cancelled() => break,
             () = warn => {
                 warnings.pop();
                 if shared.lock().pty.is_some() {
@@ -370,6 +366,19 @@ async fn target_to_client(
             break;
         }
     }
+    // However the loop ended, a severed pty user is told why. (The target
+    // side may have closed first, racing the cancellation.)
+    if plane.lease.token.is_cancelled() {
+        if shared.lock().pty.is_some() {
+            let notice = format!(
+                "\r\n[jitgate] {} — session closed\r\n",
+                plane.ended_message()
+            );
+            let sent = to.data_bytes(Bytes::from(notice)).await;
+            tracing::debug!(ok = sent.is_ok(), "sever notice written");
+        }
+        let _ = to.exit_status(255).await;
+    }
     let _ = to.close().await;
     (bytes, exit_status)
 }
@@ -409,15 +418,18 @@ pub async fn relay_forward(
     plane
         .bytes_to_client
         .fetch_add(bytes_out, Ordering::Relaxed);
-    plane.gateway.audit(AuditEvent::ChannelEnded {
-        session: plane.session_id().to_string(),
-        kind: "direct-tcpip".into(),
-        command: Some(target),
-        exit_status: None,
-        bytes_from_client: bytes_in,
-        bytes_to_client: bytes_out,
-        recording: None,
-    });
+    audit_later(
+        &plane,
+        AuditEvent::ChannelEnded {
+            session: plane.session_id().to_string(),
+            kind: "direct-tcpip".into(),
+            command: Some(target),
+            exit_status: None,
+            bytes_from_client: bytes_in,
+            bytes_to_client: bytes_out,
+            recording: None,
+        },
+    );
 }
 
 /// Copies data one way until EOF, close or the end of the lease.
@@ -452,4 +464,11 @@ where
     let _ = to.eof().await;
     let _ = to.close().await;
     bytes
+}
+
+/// Audits without holding up the relay's end (the write is fsynced), so a
+/// severed connection closes promptly.
+fn audit_later(plane: &DataPlane, event: AuditEvent) {
+    let gateway = plane.gateway.clone();
+    tokio::task::spawn_blocking(move || gateway.audit(event));
 }
