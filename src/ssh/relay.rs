@@ -19,8 +19,12 @@ use parking_lot::Mutex;
 use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, client, server};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-/// Most bytes queued per direction of one channel.
-const QUEUE_BYTES: usize = 16 * 1024 * 1024;
+/// Most bytes queued per direction of one channel. Once a queue is full
+/// its drain stops reading, which stalls that russh session loop; with bulk
+/// data flowing both ways at once and a slow reader, that stall can still
+/// deadlock the channel. The bound is large enough that only pathological
+/// bidirectional transfers reach it.
+const QUEUE_BYTES: usize = 64 * 1024 * 1024;
 
 /// A message read from a channel, holding its share of the byte budget
 /// until it has been written on.
