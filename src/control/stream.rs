@@ -155,13 +155,7 @@ pub async fn audit_tail<T: Terminal>(
     lines: usize,
     follow: bool,
 ) -> u32 {
-    if !gateway
-        .config()
-        .directory
-        .has(&caller.user, Permission::Audit)
-    {
-        let error =
-            ControlError::Refused("permission denied: this needs the audit permission".into());
+    if let Err(error) = require_audit(gateway, caller) {
         return fail(term, json, &error).await;
     }
     // Subscribe before reading the file so nothing falls between the two.
@@ -220,13 +214,7 @@ pub async fn follow<T: Terminal>(
     term: &mut T,
     session: &str,
 ) -> u32 {
-    if !gateway
-        .config()
-        .directory
-        .has(&caller.user, Permission::Audit)
-    {
-        let error =
-            ControlError::Refused("permission denied: this needs the audit permission".into());
+    if let Err(error) = require_audit(gateway, caller) {
         return fail(term, false, &error).await;
     }
     let Some(recording) = gateway.sessions().recording(session) else {
@@ -277,4 +265,18 @@ pub async fn follow<T: Terminal>(
 fn output_of(line: &str) -> Option<String> {
     let value: serde_json::Value = serde_json::from_str(line).ok()?;
     (value.get(1)?.as_str()? == "o").then(|| value.get(2)?.as_str().map(String::from))?
+}
+
+fn require_audit(gateway: &Gateway, caller: &Caller) -> Result<(), ControlError> {
+    if gateway
+        .config()
+        .directory
+        .has(&caller.user, Permission::Audit)
+    {
+        Ok(())
+    } else {
+        Err(ControlError::Refused(
+            "permission denied: this needs the audit permission".into(),
+        ))
+    }
 }

@@ -1,0 +1,294 @@
+//! Checkout, exclusivity, expiry, timeouts, extensions and replay.
+
+use std::time::Duration;
+
+use super::World;
+use crate::config::Permission;
+use crate::workflow::*;
+
+#[test]
+fn checkout_requires_owner_approval_and_mfa() {
+    let mut w = World::new();
+    let id = w.request("alice", "orders-prod").unwrap();
+    assert!(matches!(
+        w.checkout("alice", id),
+        Err(WorkflowError::WrongState { .. })
+    ));
+    w.approve("bob", id).unwrap();
+    w.approve("erin", id).unwrap();
+    w.approve("dave", id).unwrap();
+    assert_eq!(
+        w.checkout("zoe", id),
+        Err(WorkflowError::NotYourRequest(id))
+    );
+    assert_eq!(
+        w.commit(w.engine.decide_checkout(&w.ctx(), "alice", id, false, None)),
+        Err(WorkflowError::MfaRequired("orders-prod".into()))
+    );
+    assert_eq!(w.state(id), RequestState::Approved);
+    w.checkout("alice", id).unwrap();
+    assert!(w.engine.request(id).unwrap().mfa_passed);
+}
+
+#[test]
+fn exclusive_resource_is_held_by_one_user_until_released() {
+    let mut w = World::new();
+    let first = w.hold_orders("alice");
+    let second = w.request("zoe", "orders-prod").unwrap();
+    w.approve("bob", second).unwrap();
+    w.approve("erin", second).unwrap();
+    w.approve("dave", second).unwrap();
+    let err = w.checkout("zoe", second).unwrap_err();
+    assert!(matches!(&err, WorkflowError::HeldBy { holder, .. } if holder == "alice"));
+    assert_eq!(
+        err.to_string(),
+        "orders-prod is held by alice until 12:30 UTC"
+    );
+    w.commit(w.engine.decide_checkin(&w.ctx(), "alice", first))
+        .unwrap();
+    w.checkout("zoe", second).unwrap();
+    assert_eq!(w.engine.holder("orders-prod").unwrap().requester, "zoe");
+}
+
+#[test]
+fn a_lapsed_holder_does_not_block_the_next_checkout() {
+    let mut w = World::new();
+    let first = w.hold_orders("alice");
+    let second = w.request("zoe", "orders-prod").unwrap();
+    for who in ["bob", "erin", "dave"] {
+        w.approve(who, second).unwrap();
+    }
+    w.advance(1801);
+    let events = w.checkout("zoe", second).unwrap();
+    assert!(
+        matches!(events[0], Event::Ended { id, reason: EndReason::Expired, .. } if id == first)
+    );
+    assert_eq!(w.state(first), RequestState::Expired);
+}
+
+#[test]
+fn one_user_holds_at_most_one_lease_per_resource() {
+    let mut w = World::new();
+    let first = w.request("alice", "web-01").unwrap();
+    w.approve("bob", first).unwrap();
+    w.checkout("alice", first).unwrap();
+    let second = w.request("alice", "web-01").unwrap();
+    w.approve("bob", second).unwrap();
+    assert_eq!(
+        w.checkout("alice", second),
+        Err(WorkflowError::AlreadyHolding {
+            resource: "web-01".into(),
+            id: first
+        })
+    );
+}
+
+#[test]
+fn expiry_ends_only_windows_that_are_over() {
+    let mut w = World::new();
+    let id = w.request("alice", "web-01").unwrap();
+    w.approve("bob", id).unwrap();
+    w.checkout("alice", id).unwrap();
+    w.advance(1799);
+    assert!(w.engine.decide_expire(id, w.now).is_empty());
+    w.advance(1);
+    let events = w.engine.decide_expire(id, w.now);
+    w.commit(Ok(events)).unwrap();
+    assert_eq!(w.state(id), RequestState::Expired);
+    assert!(
+        w.engine.decide_expire(id, w.now).is_empty(),
+        "expiry is idempotent"
+    );
+}
+
+#[test]
+fn pending_requests_time_out() {
+    let mut w = World::new();
+    let id = w.request("alice", "web-01").unwrap();
+    assert_eq!(
+        w.engine.next_deadline(),
+        Some(w.now + chrono::Duration::hours(24))
+    );
+    w.advance(24 * 3600 - 1);
+    assert!(w.engine.decide_timeouts(w.now).is_empty());
+    w.advance(1);
+    let events = w.engine.decide_timeouts(w.now);
+    w.commit(Ok(events)).unwrap();
+    assert_eq!(w.state(id), RequestState::TimedOut);
+    assert!(matches!(
+        w.approve("bob", id),
+        Err(WorkflowError::WrongState { .. })
+    ));
+}
+
+#[test]
+fn clock_starting_at_approval_lapses_unused_approvals() {
+    let mut w = World::new();
+    let id = w.request("alice", "sandbox").unwrap();
+    w.advance(1800);
+    assert_eq!(
+        w.checkout("alice", id),
+        Err(WorkflowError::ApprovalLapsed(id))
+    );
+    let events = w.engine.decide_timeouts(w.now);
+    w.commit(Ok(events)).unwrap();
+    assert_eq!(w.state(id), RequestState::TimedOut);
+}
+
+#[test]
+fn clock_starting_at_approval_counts_from_approval() {
+    let mut w = World::new();
+    let id = w.request("alice", "sandbox").unwrap();
+    let approved_at = w.now;
+    w.advance(600);
+    w.checkout("alice", id).unwrap();
+    assert_eq!(
+        w.engine.request(id).unwrap().window_end,
+        Some(approved_at + chrono::Duration::seconds(1800))
+    );
+}
+
+#[test]
+fn extension_within_allowance_is_self_service() {
+    let mut w = World::new();
+    let id = w.request("alice", "web-01").unwrap();
+    w.approve("bob", id).unwrap();
+    w.checkout("alice", id).unwrap();
+    let end = w.engine.request(id).unwrap().window_end.unwrap();
+    w.commit(
+        w.engine
+            .decide_extend(&w.ctx(), "alice", id, Duration::from_secs(600)),
+    )
+    .unwrap();
+    assert_eq!(
+        w.engine.request(id).unwrap().window_end,
+        Some(end + chrono::Duration::seconds(600))
+    );
+    // 10m used of the 15m allowance: another 10m needs approval again.
+    let events = w
+        .commit(
+            w.engine
+                .decide_extend(&w.ctx(), "alice", id, Duration::from_secs(600)),
+        )
+        .unwrap();
+    assert!(matches!(events[0], Event::ExtensionRequested { .. }));
+    assert_eq!(
+        w.engine
+            .decide_extend(&w.ctx(), "alice", id, Duration::from_secs(60)),
+        Err(WorkflowError::ExtensionPending(id))
+    );
+    assert_eq!(w.approve("alice", id), Err(WorkflowError::SelfApproval));
+    let events = w.approve("erin", id).unwrap();
+    assert!(matches!(events.last(), Some(Event::Extended { .. })));
+    let request = w.engine.request(id).unwrap();
+    assert_eq!(
+        request.window_end,
+        Some(end + chrono::Duration::seconds(1200))
+    );
+    assert_eq!(request.extended_secs, 1200);
+    assert_eq!(request.state, RequestState::Active);
+}
+
+#[test]
+fn extension_never_exceeds_the_maximum() {
+    let mut w = World::new();
+    let id = w.request("alice", "web-01").unwrap();
+    w.approve("bob", id).unwrap();
+    w.checkout("alice", id).unwrap();
+    // 30m granted, 2h maximum: 90m more is the most.
+    assert!(matches!(
+        w.engine
+            .decide_extend(&w.ctx(), "alice", id, Duration::from_secs(5401)),
+        Err(WorkflowError::ExtensionTooLong { .. })
+    ));
+    assert!(
+        w.engine
+            .decide_extend(&w.ctx(), "alice", id, Duration::from_secs(5400))
+            .is_ok()
+    );
+    assert_eq!(
+        w.engine
+            .decide_extend(&w.ctx(), "zoe", id, Duration::from_secs(60)),
+        Err(WorkflowError::NotYourRequest(id))
+    );
+}
+
+#[test]
+fn denied_extension_keeps_the_lease() {
+    let mut w = World::new();
+    let id = w.request("alice", "web-01").unwrap();
+    w.approve("bob", id).unwrap();
+    w.checkout("alice", id).unwrap();
+    w.commit(
+        w.engine
+            .decide_extend(&w.ctx(), "alice", id, Duration::from_secs(3600)),
+    )
+    .unwrap();
+    w.commit(w.engine.decide_deny(&w.ctx(), "bob", id, None))
+        .unwrap();
+    let request = w.engine.request(id).unwrap();
+    assert_eq!(request.state, RequestState::Active);
+    assert!(request.extension.is_none());
+}
+
+#[test]
+fn cancel_and_revoke_follow_ownership_and_admin_rights() {
+    let mut w = World::new();
+    let id = w.request("alice", "web-01").unwrap();
+    assert_eq!(
+        w.engine.decide_cancel(&w.ctx(), "zoe", id),
+        Err(WorkflowError::NotYourRequest(id))
+    );
+    w.commit(w.engine.decide_cancel(&w.ctx(), "alice", id))
+        .unwrap();
+    assert_eq!(w.state(id), RequestState::Cancelled);
+
+    let id = w.request("alice", "web-01").unwrap();
+    w.approve("bob", id).unwrap();
+    w.checkout("alice", id).unwrap();
+    assert!(matches!(
+        w.engine.decide_cancel(&w.ctx(), "alice", id),
+        Err(WorkflowError::WrongState { .. })
+    ));
+    assert_eq!(
+        w.engine.decide_revoke(&w.ctx(), "bob", id),
+        Err(WorkflowError::MissingPermission(Permission::Admin))
+    );
+    assert_eq!(
+        w.engine.decide_checkin(&w.ctx(), "zoe", id),
+        Err(WorkflowError::NotYourRequest(id))
+    );
+    w.commit(w.engine.decide_revoke(&w.ctx(), "root", id))
+        .unwrap();
+    assert_eq!(w.state(id), RequestState::Revoked);
+    assert!(matches!(
+        w.engine.decide_checkin(&w.ctx(), "alice", id),
+        Err(WorkflowError::WrongState { .. })
+    ));
+}
+
+#[test]
+fn replaying_events_rebuilds_identical_state() {
+    let mut w = World::new();
+    let held = w.hold_orders("alice");
+    let web = w.request("zoe", "web-01").unwrap();
+    w.approve("bob", web).unwrap();
+    w.checkout("zoe", web).unwrap();
+    w.commit(
+        w.engine
+            .decide_extend(&w.ctx(), "zoe", web, Duration::from_secs(3600)),
+    )
+    .unwrap();
+    w.commit(w.engine.decide_checkin(&w.ctx(), "alice", held))
+        .unwrap();
+    w.commit(
+        w.engine
+            .decide_delegate(&w.ctx(), "bob", "frank", vec![], None),
+    )
+    .unwrap();
+    let mut fresh = Engine::default();
+    for event in &w.log {
+        fresh.apply(event);
+    }
+    assert_eq!(fresh, w.engine);
+}
