@@ -17,6 +17,37 @@ const STATES: [RequestState; 9] = [
     RequestState::TimedOut,
 ];
 
+/// Counters, with their help text; each starts at 0 so it is scraped from
+/// the first request on.
+const COUNTERS: [(&str, &str); 8] = [
+    (
+        "jitgate_workflow_events_total",
+        "Workflow state changes, by event",
+    ),
+    (
+        "jitgate_lease_expiries_total",
+        "Leases ended by their timer",
+    ),
+    (
+        "jitgate_sessions_severed_total",
+        "Sessions severed because their lease ended",
+    ),
+    ("jitgate_mfa_failures_total", "Failed TOTP verifications"),
+    ("jitgate_commands_refused_total", "Control commands refused"),
+    (
+        "jitgate_ssh_auth_failures_total",
+        "Refused SSH authentications",
+    ),
+    (
+        "jitgate_audit_write_failures_total",
+        "Audit records that could not be written",
+    ),
+    (
+        "jitgate_event_subscribers_dropped_total",
+        "Live streams dropped for falling behind",
+    ),
+];
+
 pub fn describe() {
     describe_gauge!(
         "jitgate_requests",
@@ -24,47 +55,17 @@ pub fn describe() {
     );
     describe_gauge!("jitgate_active_leases", "Leases currently active");
     describe_gauge!("jitgate_sessions", "Live sessions, by protocol");
-    describe_counter!(
-        "jitgate_workflow_events_total",
-        "Workflow state changes, by event"
-    );
-    describe_counter!(
-        "jitgate_lease_expiries_total",
-        "Leases ended by their timer"
-    );
-    describe_counter!(
-        "jitgate_sessions_severed_total",
-        "Sessions severed because their lease ended"
-    );
-    describe_counter!("jitgate_mfa_failures_total", "Failed TOTP verifications");
-    describe_counter!("jitgate_commands_refused_total", "Control commands refused");
-    describe_counter!(
-        "jitgate_ssh_auth_failures_total",
-        "Refused SSH authentications"
-    );
-    describe_counter!(
-        "jitgate_audit_write_failures_total",
-        "Audit records that could not be written"
-    );
-    describe_counter!(
-        "jitgate_event_subscribers_dropped_total",
-        "Live streams dropped for falling behind"
-    );
     describe_histogram!(
         "jitgate_journal_fsync_seconds",
         Unit::Seconds,
         "Journal append latency including fsync"
     );
-    for counter in [
-        "jitgate_lease_expiries_total",
-        "jitgate_sessions_severed_total",
-        "jitgate_mfa_failures_total",
-        "jitgate_commands_refused_total",
-        "jitgate_ssh_auth_failures_total",
-        "jitgate_audit_write_failures_total",
-        "jitgate_event_subscribers_dropped_total",
-    ] {
-        metrics::counter!(counter).absolute(0);
+    for (name, help) in COUNTERS {
+        describe_counter!(name, help);
+        // Labelled series appear with their first label; the rest start at 0.
+        if name != "jitgate_workflow_events_total" {
+            metrics::counter!(name).absolute(0);
+        }
     }
     metrics::gauge!("jitgate_active_leases").set(0.0);
 }

@@ -169,10 +169,7 @@ async fn client_to_target(
         };
         let sent = match message {
             ChannelMsg::Data { data } => {
-                bytes += data.len() as u64;
-                plane
-                    .bytes_from_client
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                count(&mut bytes, &plane.bytes_from_client, &data);
                 record(&shared, |r| r.input(&data));
                 to.data_bytes(data).await
             }
@@ -333,18 +330,12 @@ async fn target_to_client(
         };
         let sent = match message {
             ChannelMsg::Data { data } => {
-                bytes += data.len() as u64;
-                plane
-                    .bytes_to_client
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                count(&mut bytes, &plane.bytes_to_client, &data);
                 record(&shared, |r| r.output(&data));
                 to.data_bytes(data).await
             }
             ChannelMsg::ExtendedData { data, ext } => {
-                bytes += data.len() as u64;
-                plane
-                    .bytes_to_client
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                count(&mut bytes, &plane.bytes_to_client, &data);
                 to.extended_data_bytes(ext, data).await
             }
             ChannelMsg::Eof => to.eof().await,
@@ -475,4 +466,10 @@ where
 fn audit_later(plane: &DataPlane, event: AuditEvent) {
     let gateway = plane.gateway.clone();
     tokio::task::spawn_blocking(move || gateway.audit(event));
+}
+
+/// Adds a relayed chunk to the channel's and the connection's byte counts.
+fn count(channel: &mut u64, connection: &std::sync::atomic::AtomicU64, data: &Bytes) {
+    *channel += data.len() as u64;
+    connection.fetch_add(data.len() as u64, Ordering::Relaxed);
 }
