@@ -409,7 +409,7 @@ fn a_pty_session_is_severed_when_the_window_ends() {
 #[test]
 fn a_bulk_transfer_is_severed_when_the_window_ends() {
     let world = World::with_ssh_target(|t| t);
-    world.lease_web("alice", "3s");
+    world.lease_web("alice", "5s");
     let started = Instant::now();
     let mut download = world
         .target_ssh("alice", "web-01")
@@ -436,10 +436,11 @@ fn a_bulk_transfer_is_severed_when_the_window_ends() {
         .unwrap()
         .read_to_string(&mut stderr)
         .unwrap();
-    assert!(!status.success());
-    assert!(total > 1 << 20, "the transfer never ran ({total} bytes)");
+    assert!(!status.success(), "the transfer ended cleanly: {stderr}");
+    assert!(total > 1 << 20, "the transfer never ran ({total} bytes): {stderr}");
+    // Generous: a loaded CI machine runs many tests at once.
     assert!(
-        started.elapsed() < Duration::from_secs(6),
+        started.elapsed() < Duration::from_secs(12),
         "severed only after {:?}",
         started.elapsed()
     );

@@ -43,7 +43,7 @@ impl SshTarget {
         let key = dir.path().join("managed");
         jitgate::targets::ensure_ssh_key(&key, "managed").unwrap();
         let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
-        let account = format!("jg{}", &format!("{:x}", rand_suffix())[..6]);
+        let account = unique_account_name();
         let sshd = jitgate::targets::sshd::Sshd::start(
             &dir.path().join("sshd"),
             free_port(),
@@ -55,12 +55,12 @@ impl SshTarget {
     }
 }
 
-fn rand_suffix() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
-    (nanos ^ (std::process::id() as u64) << 20) | 0x100000
+/// Unique across the tests of one process (counter) and across test
+/// binaries running at once (pid), so no two targets share an account.
+fn unique_account_name() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("jg{:x}x{n}", std::process::id())
 }
 
 impl Drop for SshTarget {
