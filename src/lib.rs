@@ -21,6 +21,7 @@ pub mod lease;
 pub mod metrics;
 pub mod mfa;
 pub mod offline;
+pub mod postgres;
 pub mod secret;
 pub mod serve;
 pub mod sessions;

@@ -104,9 +104,11 @@ pub async fn bind(address: std::net::SocketAddr, key: &str) -> anyhow::Result<Tc
         .with_context(|| format!("cannot listen on {key} = {address}"))
 }
 
-/// Binds and starts the SSH control plane and data planes.
+/// Binds and starts the SSH control plane and both data planes.
 async fn start_data_planes(runtime: &Runtime, config: &Config) -> anyhow::Result<()> {
     let ssh = bind(config.listen.ssh, "listen.ssh").await?;
+    let postgres = bind(config.listen.postgres, "listen.postgres").await?;
+    crate::postgres::start(runtime.clone(), postgres)?;
     crate::ssh::start(runtime.clone(), ssh, config).await
 }
 

@@ -18,11 +18,21 @@ pub struct SessionInfo {
     pub started_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// What a live recording holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordingKind {
+    /// An SSH terminal session, asciicast v2.
+    Asciicast,
+    /// A Postgres query log, JSON lines.
+    QueryLog,
+}
+
 /// A recording being written, for auditors to follow.
 #[derive(Clone)]
 pub struct LiveRecording {
     pub path: std::path::PathBuf,
     pub events: tokio::sync::broadcast::Sender<crate::ssh::LiveEvent>,
+    pub kind: RecordingKind,
 }
 
 #[derive(Default)]

@@ -437,7 +437,10 @@ fn a_bulk_transfer_is_severed_when_the_window_ends() {
         .read_to_string(&mut stderr)
         .unwrap();
     assert!(!status.success(), "the transfer ended cleanly: {stderr}");
-    assert!(total > 1 << 20, "the transfer never ran ({total} bytes): {stderr}");
+    assert!(
+        total > 1 << 20,
+        "the transfer never ran ({total} bytes): {stderr}"
+    );
     // Generous: a loaded CI machine runs many tests at once.
     assert!(
         started.elapsed() < Duration::from_secs(12),

@@ -95,6 +95,9 @@ pub enum AuditEvent {
         bytes_from_client: u64,
         bytes_to_client: u64,
         duration_ms: u64,
+        /// Postgres: statements run in the session.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        statements: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         severed: Option<String>,
     },

@@ -20,6 +20,8 @@ pub struct ConfigFile {
     pub ssh: SshSection,
     pub tls: Option<TlsSection>,
     #[serde(default)]
+    pub postgres: PostgresSection,
+    #[serde(default)]
     pub mfa: MfaSection,
     #[serde(default)]
     pub roles: BTreeMap<String, Vec<String>>,
@@ -96,6 +98,32 @@ impl Default for SshSection {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresSection {
+    pub query_log_dir: PathBuf,
+    pub log_parameters: bool,
+    pub max_connections_per_user: u32,
+    pub idle_timeout: HumanDuration,
+    pub auth_timeout: HumanDuration,
+    pub connect_timeout: HumanDuration,
+    pub max_message_bytes: u64,
+}
+
+impl Default for PostgresSection {
+    fn default() -> Self {
+        Self {
+            query_log_dir: "querylogs".into(),
+            log_parameters: false,
+            max_connections_per_user: 32,
+            idle_timeout: HumanDuration::from_secs(3600),
+            auth_timeout: HumanDuration::from_secs(30),
+            connect_timeout: HumanDuration::from_secs(10),
+            max_message_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSection {
     pub cert: PathBuf,
@@ -155,6 +183,8 @@ pub struct ResourceSection {
     pub allow_port_forwarding: bool,
     /// SSH only: the target's pinned host key (`TYPE BASE64`).
     pub host_key: Option<String>,
+    /// Postgres only: connect to the target over TLS, verified against this CA.
+    pub upstream_tls_ca: Option<PathBuf>,
     #[serde(default)]
     pub workflow: WorkflowSettings,
 }

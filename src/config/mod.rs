@@ -134,6 +134,8 @@ pub struct Resource {
     /// SSH only: the pinned host key of the target, `TYPE BASE64`. Without
     /// one, the key seen on first contact is recorded and required after.
     pub host_key: Option<String>,
+    /// Postgres only: TLS to the target, verified against this CA file.
+    pub upstream_tls_ca: Option<PathBuf>,
     pub workflow: WorkflowSettings,
 }
 
@@ -148,6 +150,20 @@ pub struct Listen {
 pub struct Tls {
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+/// The Postgres data plane's logs and limits.
+#[derive(Clone, Debug)]
+pub struct PostgresSettings {
+    /// Per-session query logs (JSON lines) are written here.
+    pub query_log_dir: PathBuf,
+    /// Log Bind parameter values (off: they may hold personal data).
+    pub log_parameters: bool,
+    pub max_connections_per_user: u32,
+    pub idle_timeout: Duration,
+    pub auth_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_message_bytes: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -176,6 +192,7 @@ pub struct Config {
     /// When to warn live sessions that their window is ending.
     pub warn_before: Vec<Duration>,
     pub tls: Option<Tls>,
+    pub postgres: PostgresSettings,
     pub mfa: Mfa,
     pub directory: Directory,
     pub resources: BTreeMap<String, Resource>,

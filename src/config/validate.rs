@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use super::file::{ConfigFile, ResourceSection, UserSection};
 use super::{
-    Config, ConfigError, Directory, Listen, Mfa, Permission, Principal, Resource, ResourceKind,
-    Tls, User, WorkflowSettings,
+    Config, ConfigError, Directory, Listen, Mfa, Permission, PostgresSettings, Principal, Resource,
+    ResourceKind, Tls, User, WorkflowSettings,
 };
 
 struct Checker<'a> {
@@ -81,6 +81,7 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Config, ConfigError> {
     if file.gateway.audit_rotate_bytes < 4096 {
         return Err(check.invalid("gateway.audit_rotate_bytes", "must be at least 4096"));
     }
+    let postgres = validate_postgres(&check, &file.postgres)?;
     let roles = validate_roles(&check, &file.roles)?;
     for (group, section) in &file.groups {
         check.name(&format!("groups.{group}"), group)?;
@@ -129,6 +130,7 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Config, ConfigError> {
             cert: check.resolve(&tls.cert),
             key: check.resolve(&tls.key),
         }),
+        postgres,
         mfa: Mfa {
             issuer: file.mfa.issuer,
             max_failures: file.mfa.max_failures,
@@ -136,6 +138,39 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Config, ConfigError> {
         },
         directory,
         resources,
+    })
+}
+
+fn validate_postgres(
+    check: &Checker,
+    section: &super::file::PostgresSection,
+) -> Result<PostgresSettings, ConfigError> {
+    if section.max_connections_per_user == 0 {
+        return Err(check.invalid("postgres.max_connections_per_user", "must be at least 1"));
+    }
+    if !(1024..=(1 << 30)).contains(&section.max_message_bytes) {
+        return Err(check.invalid(
+            "postgres.max_message_bytes",
+            "must be between 1024 and 1073741824 (PostgreSQL's own limit)",
+        ));
+    }
+    for (key, value) in [
+        ("postgres.idle_timeout", &section.idle_timeout),
+        ("postgres.auth_timeout", &section.auth_timeout),
+        ("postgres.connect_timeout", &section.connect_timeout),
+    ] {
+        if value.as_duration().is_zero() {
+            return Err(check.invalid(key, "must be longer than 0s"));
+        }
+    }
+    Ok(PostgresSettings {
+        query_log_dir: check.resolve(&section.query_log_dir),
+        log_parameters: section.log_parameters,
+        max_connections_per_user: section.max_connections_per_user,
+        idle_timeout: section.idle_timeout.as_duration(),
+        auth_timeout: section.auth_timeout.as_duration(),
+        connect_timeout: section.connect_timeout.as_duration(),
+        max_message_bytes: section.max_message_bytes as usize,
     })
 }
 
@@ -298,6 +333,9 @@ fn validate_resource(
         }
         None => None,
     };
+    if section.upstream_tls_ca.is_some() && kind != ResourceKind::Postgres {
+        return Err(check.invalid(key("upstream_tls_ca"), "only for postgres resources"));
+    }
     Ok(Resource {
         name: section.name,
         kind,
@@ -307,6 +345,7 @@ fn validate_resource(
         credential_file: section.credential_file.as_deref().map(|p| check.resolve(p)),
         allow_port_forwarding: section.allow_port_forwarding,
         host_key,
+        upstream_tls_ca: section.upstream_tls_ca.as_deref().map(|p| check.resolve(p)),
         workflow: section.workflow,
     })
 }

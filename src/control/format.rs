@@ -114,14 +114,18 @@ pub fn describe(event: &AuditEvent) -> String {
             bytes_from_client,
             bytes_to_client,
             duration_ms,
+            statements,
             severed,
         } => {
             let how = severed
                 .as_ref()
                 .map(|s| format!(", severed: {s}"))
                 .unwrap_or_default();
+            let statements = statements
+                .map(|n| format!(", {n} statements"))
+                .unwrap_or_default();
             format!(
-                "session {session} ended after {}ms ({bytes_from_client} bytes in, {bytes_to_client} out{how})",
+                "session {session} ended after {}ms ({bytes_from_client} bytes in, {bytes_to_client} out{statements}{how})",
                 duration_ms
             )
         }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::audit::{AuditEvent, AuditRecord, read_records};
 use crate::config::Permission;
 use crate::gateway::Gateway;
+use crate::sessions::RecordingKind;
 use crate::workflow::{Context, Event, RequestId, Time};
 
 use super::format::{describe_change, hhmm, record_line};
@@ -225,26 +226,23 @@ pub async fn follow<T: Terminal>(
     };
     // Subscribe before reading the file so nothing falls between the two.
     let mut live = recording.events.subscribe();
+    let kind = recording.kind;
     let path = recording.path.clone();
-    let past = tokio::task::spawn_blocking(move || crate::ssh::read_events(&path))
+    let past = tokio::task::spawn_blocking(move || past_output(kind, &path))
         .await
-        .ok()
-        .and_then(Result::ok)
         .unwrap_or_default();
     let mut seen = 0;
-    for (index, kind, data) in past {
+    for (index, text) in past {
         seen = index;
-        if kind == "o" {
-            term.out(&data).await;
-        }
+        term.out(&text).await;
     }
     loop {
         tokio::select! {
             event = live.recv() => match event {
                 Ok(event) if event.index > seen => {
                     seen = event.index;
-                    if let Some(data) = output_of(&event.line) {
-                        term.out(&data).await;
+                    if let Some(text) = render_event(kind, &event.line) {
+                        term.out(&text).await;
                     }
                 }
                 Ok(_) => {}
@@ -261,10 +259,46 @@ pub async fn follow<T: Terminal>(
     }
 }
 
+/// What a follower sees of a recording written so far, numbered.
+fn past_output(kind: RecordingKind, path: &std::path::Path) -> Vec<(u64, String)> {
+    match kind {
+        RecordingKind::Asciicast => crate::ssh::read_events(path)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, kind, _)| kind == "o")
+            .map(|(index, _, data)| (index, data))
+            .collect(),
+        RecordingKind::QueryLog => crate::postgres::querylog::read_lines(path)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(index, line)| Some((index, query_line(&line)?)))
+            .collect(),
+    }
+}
+
+fn render_event(kind: RecordingKind, line: &str) -> Option<String> {
+    match kind {
+        RecordingKind::Asciicast => output_of(line),
+        RecordingKind::QueryLog => query_line(line),
+    }
+}
+
 /// The data of an asciicast output event line (`[t, "o", data]`).
 fn output_of(line: &str) -> Option<String> {
     let value: serde_json::Value = serde_json::from_str(line).ok()?;
     (value.get(1)?.as_str()? == "o").then(|| value.get(2)?.as_str().map(String::from))?
+}
+
+/// A query log line as `HH:MM:SS statement -> outcome`.
+fn query_line(line: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    let time = value.get("time")?.as_str()?;
+    let time = time.get(11..19).unwrap_or(time);
+    Some(format!(
+        "{time} {} -> {}\r\n",
+        value.get("statement")?.as_str()?,
+        value.get("outcome")?.as_str()?
+    ))
 }
 
 fn require_audit(gateway: &Gateway, caller: &Caller) -> Result<(), ControlError> {

@@ -28,7 +28,7 @@ use crate::lease::{Lease, LeaseTable};
 use crate::mfa::{MfaError, MfaGuard};
 use crate::workflow::{Engine, Event, Request, RequestId, RequestState, WorkflowError};
 
-pub use command::{Command, Outcome};
+pub use command::{Command, Outcome, hash_lease_password};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {

@@ -180,6 +180,7 @@ impl Drop for DataPlane {
             bytes_from_client: self.bytes_from_client.load(Ordering::Relaxed),
             bytes_to_client: self.bytes_to_client.load(Ordering::Relaxed),
             duration_ms: self.started.elapsed().as_millis() as u64,
+            statements: None,
             severed: self
                 .severed
                 .load(Ordering::Acquire)

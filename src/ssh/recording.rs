@@ -76,6 +76,7 @@ impl Recorder {
     /// What `follow` needs: the file for catch-up and the live stream.
     pub fn live(&self) -> crate::sessions::LiveRecording {
         crate::sessions::LiveRecording {
+            kind: crate::sessions::RecordingKind::Asciicast,
             path: self.path.clone(),
             events: self.live.clone(),
         }

@@ -1,0 +1,116 @@
+//! The Postgres data plane: stock `psql` and drivers connect to the
+//! gateway's Postgres port with `user` = their gateway user, `database` =
+//! the resource and `password` = the lease password from `checkout`. The
+//! gateway checks the lease, logs in to the target itself as the managed
+//! account, and relays — logging statements, and severing the session the
+//! moment the lease ends.
+//!
+//! - `wire`, `framer`: the protocol pieces the gateway reads and writes.
+//! - `tls`: rustls for clients (and targets).
+//! - `login`: the startup phase, from the first byte to a relayed session.
+//! - `upstream`, `scram`: the gateway's own login to the target.
+//! - `relay`, `session`, `querylog`: the session itself.
+//! - `cancel`: routing `CancelRequest`s to the right backend.
+
+pub mod cancel;
+mod framer;
+mod login;
+pub mod querylog;
+mod relay;
+pub mod scram;
+mod session;
+pub mod tls;
+pub mod upstream;
+pub mod wire;
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::serve::Runtime;
+
+/// What every connection on the Postgres port shares.
+pub struct Frontend {
+    pub runtime: Runtime,
+    pub tls: TlsAcceptor,
+    pub cancels: Arc<cancel::CancelRegistry>,
+    pub scram_keys: scram::KeyCache,
+    connections: Arc<DashMap<String, u32>>,
+}
+
+/// One of a user's connections; frees its slot when dropped.
+pub struct UserSlot {
+    connections: Arc<DashMap<String, u32>>,
+    user: String,
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        if let dashmap::Entry::Occupied(mut entry) = self.connections.entry(self.user.clone()) {
+            *entry.get_mut() -= 1;
+            if *entry.get() == 0 {
+                entry.remove();
+            }
+        }
+    }
+}
+
+impl Frontend {
+    /// Takes one of `user`'s connection slots, if any is left.
+    fn take_slot(&self, user: &str, limit: u32) -> Option<UserSlot> {
+        let mut count = self.connections.entry(user.to_string()).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(UserSlot {
+            connections: self.connections.clone(),
+            user: user.to_string(),
+        })
+    }
+}
+
+/// Starts serving the Postgres port.
+pub fn start(runtime: Runtime, listener: TcpListener) -> anyhow::Result<()> {
+    let config = runtime.gateway.config();
+    let tls = tls::acceptor(&config)?;
+    crate::fsutil::ensure_private_dir(&config.postgres.query_log_dir)?;
+    let frontend = Arc::new(Frontend {
+        runtime,
+        tls,
+        cancels: Arc::new(cancel::CancelRegistry::default()),
+        scram_keys: scram::KeyCache::default(),
+        connections: Arc::new(DashMap::new()),
+    });
+    tokio::spawn(accept_loop(frontend, listener));
+    Ok(())
+}
+
+async fn accept_loop(frontend: Arc<Frontend>, listener: TcpListener) {
+    let accepting = frontend.runtime.accepting.clone();
+    loop {
+        let accepted = tokio::select! {
+            () = accepting.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                metrics::counter!("jitgate_connections_total", "protocol" => "postgres")
+                    .increment(1);
+                let frontend = frontend.clone();
+                frontend
+                    .runtime
+                    .tracker
+                    .clone()
+                    .spawn(login::handle(frontend, tcp, peer));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(error = %e, "accept on the Postgres port failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! Per-session query logs: which statements ran and how each ended.
+//!
+//! The client side of the relay reports `Query`, `Parse`, `Bind`,
+//! `Execute` and `Sync`; the server side reports `CommandComplete`,
+//! `ErrorResponse` and `ReadyForQuery`. [`StatementTracker`] pairs them in
+//! protocol order — results come back in the order statements were sent,
+//! and every `Sync` (or simple `Query`) ends with one `ReadyForQuery` — so
+//! pipelined clients are logged correctly without stalling anything.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::wire::{cstr, error_fields};
+
+/// Longest statement text kept in a log entry.
+const STATEMENT_LIMIT: usize = 16 * 1024;
+/// Statements awaiting results beyond this are logged without an outcome,
+/// so a client pipelining without end cannot grow the gateway's memory.
+const PENDING_LIMIT: usize = 10_000;
+
+/// Bind parameter values (`None` = SQL NULL), when logging them is enabled.
+pub type Parameters = Option<Vec<Option<String>>>;
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Statement {
+    pub statement: Arc<str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters: Parameters,
+    pub outcome: String,
+}
+
+#[derive(Debug)]
+enum Pending {
+    Statement(Statement, bool),
+    Sync,
+}
+
+/// Pairs statements with their results; pure, so it is unit-tested alone.
+pub struct StatementTracker {
+    log_parameters: bool,
+    prepared: HashMap<String, Arc<str>>,
+    portals: HashMap<String, (Arc<str>, Parameters)>,
+    pending: VecDeque<Pending>,
+    pub statements: u64,
+}
+
+impl StatementTracker {
+    pub fn new(log_parameters: bool) -> Self {
+        Self {
+            log_parameters,
+            prepared: HashMap::new(),
+            portals: HashMap::new(),
+            pending: VecDeque::new(),
+            statements: 0,
+        }
+    }
+
+    /// Notes a client message; returns entries that cannot wait for a result.
+    pub fn client_message(&mut self, tag: u8, body: &[u8]) -> Vec<Statement> {
+        match tag {
+            b'Q' => {
+                let text = text_of(body);
+                self.push(shorten(&text), None);
+                self.pending.push_back(Pending::Sync);
+            }
+            b'P' => {
+                if let Ok((name, rest)) = cstr(body) {
+                    let text = text_of(rest);
+                    self.prepared.insert(name.to_string(), shorten(&text));
+                }
+            }
+            b'B' => self.bind(body),
+            b'E' => {
+                if let Ok((portal, _)) = cstr(body) {
+                    let (text, parameters) = self
+                        .portals
+                        .get(portal)
+                        .cloned()
+                        .unwrap_or_else(|| (Arc::from("(unknown portal)"), None));
+                    self.push(text, parameters);
+                }
+            }
+            b'S' => self.pending.push_back(Pending::Sync),
+            _ => {}
+        }
+        self.overflow()
+    }
+
+    fn bind(&mut self, body: &[u8]) {
+        let Ok((portal, rest)) = cstr(body) else {
+            return;
+        };
+        let Ok((statement, rest)) = cstr(rest) else {
+            return;
+        };
+        let text = self
+            .prepared
+            .get(statement)
+            .cloned()
+            .unwrap_or_else(|| Arc::from("(unknown statement)"));
+        let parameters = self.log_parameters.then(|| bind_parameters(rest)).flatten();
+        self.portals.insert(portal.to_string(), (text, parameters));
+    }
+
+    fn push(&mut self, statement: Arc<str>, parameters: Parameters) {
+        self.statements += 1;
+        self.pending.push_back(Pending::Statement(
+            Statement {
+                statement,
+                parameters,
+                outcome: String::new(),
+            },
+            false,
+        ));
+    }
+
+    fn overflow(&mut self) -> Vec<Statement> {
+        let mut out = Vec::new();
+        while self.pending.len() > PENDING_LIMIT {
+            if let Some(Pending::Statement(mut s, _)) = self.pending.pop_front() {
+                s.outcome = "not tracked (too many pipelined statements)".into();
+                out.push(s);
+            }
+        }
+        out
+    }
+
+    /// Notes a server message; returns the entries it completes.
+    pub fn server_message(&mut self, tag: u8, body: &[u8]) -> Vec<Statement> {
+        match tag {
+            b'C' => {
+                let tag = cstr(body).map(|(t, _)| t.to_string()).unwrap_or_default();
+                self.record_outcome(tag);
+                Vec::new()
+            }
+            b'E' => {
+                let (code, message) = error_fields(body);
+                self.record_outcome(format!("ERROR {code}: {message}"));
+                Vec::new()
+            }
+            b'Z' => self.ready(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The first statement still waiting for a result before the next sync
+    /// gets it; a second result for a simple query (several statements in
+    /// one `Query`) is appended to the last one.
+    fn record_outcome(&mut self, outcome: String) {
+        let mut last = None;
+        for entry in self.pending.iter_mut() {
+            match entry {
+                Pending::Sync => break,
+                Pending::Statement(s, done) if !*done => {
+                    s.outcome = outcome;
+                    *done = true;
+                    return;
+                }
+                Pending::Statement(s, _) => last = Some(s),
+            }
+        }
+        if let Some(s) = last {
+            s.outcome.push_str("; ");
+            s.outcome.push_str(&outcome);
+        }
+    }
+
+    /// ReadyForQuery ends one sync point: everything before it is done.
+    fn ready(&mut self) -> Vec<Statement> {
+        let mut out = Vec::new();
+        while let Some(entry) = self.pending.pop_front() {
+            match entry {
+                Pending::Sync => break,
+                Pending::Statement(mut s, done) => {
+                    if !done {
+                        s.outcome = "skipped (an earlier statement failed)".into();
+                    }
+                    out.push(s);
+                }
+            }
+        }
+        out
+    }
+
+    /// What is left when the session ends.
+    pub fn unfinished(&mut self) -> Vec<Statement> {
+        self.pending
+            .drain(..)
+            .filter_map(|p| match p {
+                Pending::Statement(mut s, done) => {
+                    if !done {
+                        s.outcome = "unfinished (session ended)".into();
+                    }
+                    Some(s)
+                }
+                Pending::Sync => None,
+            })
+            .collect()
+    }
+}
+
+/// The statement text at the start of `body`; the relay hands over at most
+/// a capped prefix of long messages, so a missing terminator is expected.
+fn text_of(body: &[u8]) -> String {
+    match cstr(body) {
+        Ok((text, _)) => text.to_string(),
+        Err(_) => String::from_utf8_lossy(body).into_owned(),
+    }
+}
+
+fn shorten(text: &str) -> Arc<str> {
+    if text.len() <= STATEMENT_LIMIT {
+        return Arc::from(text);
+    }
+    let mut end = STATEMENT_LIMIT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Arc::from(format!("{}… ({} bytes)", &text[..end], text.len()))
+}
+
+/// Parameter values of a Bind body after portal and statement names:
+/// text values as text, binary ones as hex.
+fn bind_parameters(rest: &[u8]) -> Option<Vec<Option<String>>> {
+    let mut cursor = rest;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let (head, tail) = cursor.split_at_checked(n)?;
+        cursor = tail;
+        Some(head)
+    };
+    let format_count = u16::from_be_bytes(take(2)?.try_into().ok()?) as usize;
+    let mut formats = Vec::with_capacity(format_count.min(1024));
+    for _ in 0..format_count {
+        formats.push(u16::from_be_bytes(take(2)?.try_into().ok()?));
+    }
+    let count = u16::from_be_bytes(take(2)?.try_into().ok()?) as usize;
+    let mut values = Vec::with_capacity(count.min(1024));
+    for index in 0..count {
+        let length = i32::from_be_bytes(take(4)?.try_into().ok()?);
+        if length < 0 {
+            values.push(None);
+            continue;
+        }
+        let value = take(length as usize)?;
+        let binary = match formats.len() {
+            0 => false,
+            1 => formats[0] == 1,
+            _ => formats.get(index) == Some(&1),
+        };
+        values.push(Some(match (binary, std::str::from_utf8(value)) {
+            (false, Ok(text)) => text.to_string(),
+            _ => format!("\\x{}", hex::encode(value)),
+        }));
+    }
+    Some(values)
+}
+
+/// One JSON line of a query log.
+#[derive(Serialize)]
+struct Line<'a> {
+    time: chrono::DateTime<chrono::Utc>,
+    session: &'a str,
+    user: &'a str,
+    resource: &'a str,
+    #[serde(flatten)]
+    statement: &'a Statement,
+}
+
+/// Appends a session's entries to `DIR/<session>.jsonl` (0600) and
+/// publishes each line for live followers.
+pub struct QueryLogWriter {
+    pub path: PathBuf,
+    file: std::io::BufWriter<std::fs::File>,
+    session: String,
+    user: String,
+    resource: String,
+    lines: u64,
+    live: tokio::sync::broadcast::Sender<crate::ssh::LiveEvent>,
+}
+
+impl QueryLogWriter {
+    pub fn create(
+        dir: &Path,
+        session: &str,
+        user: &str,
+        resource: &str,
+        live: tokio::sync::broadcast::Sender<crate::ssh::LiveEvent>,
+    ) -> std::io::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        crate::fsutil::ensure_private_dir(dir)?;
+        let path = dir.join(format!("{session}.jsonl"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)?;
+        Ok(Self {
+            path,
+            file: std::io::BufWriter::new(file),
+            session: session.to_string(),
+            user: user.to_string(),
+            resource: resource.to_string(),
+            lines: 0,
+            live,
+        })
+    }
+
+    pub fn write(&mut self, statement: &Statement) -> std::io::Result<()> {
+        let line = serde_json::to_string(&Line {
+            time: chrono::Utc::now(),
+            session: &self.session,
+            user: &self.user,
+            resource: &self.resource,
+            statement,
+        })
+        .map_err(std::io::Error::other)?;
+        self.file.write_all(line.as_bytes())?;
+        self.file.write_all(b"\n")?;
+        self.lines += 1;
+        let _ = self.live.send(crate::ssh::LiveEvent {
+            index: self.lines,
+            line: Arc::from(line),
+        });
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Reads a query log back, numbered like the live events.
+pub fn read_lines(path: &Path) -> std::io::Result<Vec<(u64, String)>> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(text
+        .lines()
+        .enumerate()
+        .map(|(i, line)| (i as u64 + 1, line.to_string()))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,152 @@
+use super::*;
+
+fn cstring(parts: &[&str]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for part in parts {
+        out.extend_from_slice(part.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+fn complete(tracker: &mut StatementTracker, tag: &str) {
+    assert!(tracker.server_message(b'C', &cstring(&[tag])).is_empty());
+}
+
+fn error(tracker: &mut StatementTracker, code: &str, message: &str) {
+    let mut body = vec![b'C'];
+    body.extend(cstring(&[code]));
+    body.push(b'M');
+    body.extend(cstring(&[message]));
+    body.push(0);
+    tracker.server_message(b'E', &body);
+}
+
+fn outcomes(entries: &[Statement]) -> Vec<(String, String)> {
+    entries
+        .iter()
+        .map(|s| (s.statement.to_string(), s.outcome.clone()))
+        .collect()
+}
+
+#[test]
+fn simple_queries_get_every_result_of_their_statements() {
+    let mut tracker = StatementTracker::new(false);
+    tracker.client_message(b'Q', &cstring(&["select 1; select 2"]));
+    complete(&mut tracker, "SELECT 1");
+    complete(&mut tracker, "SELECT 1");
+    let done = tracker.server_message(b'Z', b"I");
+    assert_eq!(
+        outcomes(&done),
+        [("select 1; select 2".into(), "SELECT 1; SELECT 1".into())]
+    );
+    assert_eq!(tracker.statements, 1);
+}
+
+#[test]
+fn pipelined_extended_protocol_is_paired_in_order_and_errors_skip_to_sync() {
+    let mut tracker = StatementTracker::new(false);
+    tracker.client_message(b'P', &cstring(&["s1", "select $1"]));
+    for _ in 0..2 {
+        let mut bind = cstring(&["", "s1"]);
+        bind.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, b'7', 0, 0]);
+        tracker.client_message(b'B', &bind);
+        tracker.client_message(b'E', &cstring(&[""]));
+    }
+    tracker.client_message(b'S', b"");
+    tracker.client_message(b'P', &cstring(&["", "insert into t values (1)"]));
+    tracker.client_message(b'B', &{
+        let mut b = cstring(&["", ""]);
+        b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        b
+    });
+    tracker.client_message(b'E', &cstring(&[""]));
+    tracker.client_message(b'B', &{
+        let mut b = cstring(&["", ""]);
+        b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        b
+    });
+    tracker.client_message(b'E', &cstring(&[""]));
+    tracker.client_message(b'S', b"");
+
+    error(&mut tracker, "22012", "division by zero");
+    let first = tracker.server_message(b'Z', b"I");
+    assert_eq!(
+        outcomes(&first),
+        [
+            ("select $1".into(), "ERROR 22012: division by zero".into()),
+            (
+                "select $1".into(),
+                "skipped (an earlier statement failed)".into()
+            )
+        ]
+    );
+    complete(&mut tracker, "INSERT 0 1");
+    complete(&mut tracker, "INSERT 0 1");
+    let second = tracker.server_message(b'Z', b"I");
+    assert_eq!(second.len(), 2);
+    assert!(second.iter().all(|s| s.outcome == "INSERT 0 1"));
+    assert!(second.iter().all(|s| s.parameters.is_none()));
+    assert_eq!(tracker.statements, 4);
+}
+
+#[test]
+fn bind_parameters_are_logged_only_when_enabled() {
+    for (enabled, expected) in [
+        (false, None),
+        (true, Some(vec![Some("42".to_string()), None])),
+    ] {
+        let mut tracker = StatementTracker::new(enabled);
+        tracker.client_message(b'P', &cstring(&["", "select $1, $2"]));
+        let mut bind = cstring(&["", ""]);
+        bind.extend_from_slice(&[
+            0, 0, 0, 2, 0, 0, 0, 2, b'4', b'2', 0xff, 0xff, 0xff, 0xff, 0, 0,
+        ]);
+        tracker.client_message(b'B', &bind);
+        tracker.client_message(b'E', &cstring(&[""]));
+        tracker.client_message(b'S', b"");
+        complete(&mut tracker, "SELECT 1");
+        let done = tracker.server_message(b'Z', b"I");
+        assert_eq!(done[0].parameters, expected);
+    }
+}
+
+#[test]
+fn malformed_or_truncated_bodies_are_ignored_not_fatal() {
+    let mut tracker = StatementTracker::new(true);
+    for (tag, body) in [
+        (b'Q', &b"no terminator"[..]),
+        (b'P', b"\0"),
+        (b'B', b"\0\0\0"),
+        (b'B', b"\0\0\0\x05"),
+        (b'E', b""),
+    ] {
+        tracker.client_message(tag, body);
+    }
+    tracker.server_message(b'C', b"");
+    tracker.server_message(b'E', b"garbage");
+    let _ = tracker.server_message(b'Z', b"");
+    let _ = tracker.unfinished();
+}
+
+#[test]
+fn statements_still_running_at_the_end_are_reported_unfinished() {
+    let mut tracker = StatementTracker::new(false);
+    tracker.client_message(b'Q', &cstring(&["select pg_sleep(600)"]));
+    let left = tracker.unfinished();
+    assert_eq!(
+        outcomes(&left),
+        [(
+            "select pg_sleep(600)".into(),
+            "unfinished (session ended)".into()
+        )]
+    );
+}
+
+#[test]
+fn long_statements_are_shortened_on_a_character_boundary() {
+    let text = "é".repeat(STATEMENT_LIMIT);
+    let short = shorten(&text);
+    assert!(short.len() < text.len());
+    assert!(short.ends_with(&format!("({} bytes)", text.len())));
+}

@@ -1,0 +1,218 @@
+//! The relay between a logged-in client and its upstream backend.
+//!
+//! Each direction reads whatever is available into one large buffer,
+//! notes the message boundaries as the bytes pass (no re-encoding, no
+//! per-message flush) and writes the whole buffer on. The server→client
+//! direction is the only writer to the client, so gateway messages —
+//! expiry warnings and the final FATAL — are inserted there, always at a
+//! message boundary.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::mpsc;
+
+use super::framer::Framer;
+use super::session::{Ending, PgSession};
+use super::upstream::{BoxStream, Stream};
+use super::wire::{self, sqlstate};
+
+const BUFFER: usize = 64 * 1024;
+/// How long a severed session may take to finish the message in flight
+/// before the FATAL is written (else the connection just closes).
+const FINISH_MESSAGE: Duration = Duration::from_millis(50);
+/// Server messages are bounded by PostgreSQL itself (1 GB).
+const SERVER_MESSAGE_LIMIT: usize = 1 << 30;
+
+fn client_inspected(tag: u8) -> bool {
+    matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'S')
+}
+
+fn server_inspected(tag: u8) -> bool {
+    matches!(tag, b'C' | b'E' | b'Z')
+}
+
+pub async fn run<C: Stream + 'static>(session: Arc<PgSession>, client: C, upstream: BoxStream) {
+    let (client_read, client_write) = tokio::io::split(client);
+    let (upstream_read, upstream_write) = tokio::io::split(upstream);
+    let (warnings, warnings_rx) = mpsc::channel(4);
+    let watcher = tokio::spawn(session.clone().watch(warnings));
+    let limit = session
+        .frontend
+        .runtime
+        .gateway
+        .config()
+        .postgres
+        .max_message_bytes;
+    tokio::join!(
+        async {
+            client_to_upstream(&session, client_read, upstream_write, limit).await;
+            session.finish(None);
+        },
+        async {
+            upstream_to_client(&session, upstream_read, client_write, warnings_rx).await;
+            session.finish(None);
+        },
+    );
+    let _ = watcher.await;
+}
+
+async fn client_to_upstream<C: Stream>(
+    session: &PgSession,
+    mut reader: ReadHalf<C>,
+    mut writer: WriteHalf<BoxStream>,
+    limit: usize,
+) {
+    let mut framer = Framer::new(client_inspected, limit);
+    let mut buf = BytesMut::with_capacity(BUFFER);
+    loop {
+        let read = tokio::select! {
+            biased;
+            () = session.end.cancelled() => break,
+            read = reader.read_buf(&mut buf) => read,
+        };
+        let Ok(n) = read.map_err(|e| tracing::debug!(error = %e, "client read ended")) else {
+            break;
+        };
+        if n == 0 {
+            break;
+        }
+        session.touch();
+        session
+            .bytes_from_client
+            .fetch_add(n as u64, Ordering::Relaxed);
+        let mut overflow = Vec::new();
+        let fed = {
+            let mut log = session.log.lock();
+            framer.feed(&buf, &mut |tag, body| {
+                overflow.extend(log.tracker.client_message(tag, body));
+            })
+        };
+        if !overflow.is_empty() {
+            session.log.lock().write_all(&overflow);
+        }
+        if let Err(e) = fed {
+            let code = match e {
+                wire::WireError::TooLarge { .. } => sqlstate::PROGRAM_LIMIT,
+                _ => sqlstate::PROTOCOL_VIOLATION,
+            };
+            session.finish(Some(Ending {
+                code,
+                message: e.to_string(),
+                severed: false,
+            }));
+            break;
+        }
+        if writer.write_all(&buf).await.is_err() || writer.flush().await.is_err() {
+            break;
+        }
+        buf.clear();
+    }
+    // Tell the backend goodbye if the stream is at a boundary; either way
+    // closing the socket ends the backend once any query is cancelled.
+    if framer.at_boundary() && session.end.is_cancelled() {
+        let mut terminate = BytesMut::new();
+        postgres_protocol::message::frontend::terminate(&mut terminate);
+        let _ = writer.write_all(&terminate).await;
+    }
+    let _ = writer.shutdown().await;
+}
+
+async fn upstream_to_client<C: Stream>(
+    session: &PgSession,
+    mut reader: ReadHalf<BoxStream>,
+    mut writer: WriteHalf<C>,
+    mut warnings: mpsc::Receiver<String>,
+) {
+    let mut framer = Framer::new(server_inspected, SERVER_MESSAGE_LIMIT);
+    let mut buf = BytesMut::with_capacity(BUFFER);
+    loop {
+        tokio::select! {
+            biased;
+            () = session.end.cancelled() => break,
+            Some(text) = warnings.recv(), if framer.at_boundary() => {
+                let mut notice = BytesMut::new();
+                wire::notice(&mut notice, &text);
+                if writer.write_all(&notice).await.is_err() || writer.flush().await.is_err() {
+                    return;
+                }
+            }
+            read = reader.read_buf(&mut buf) => {
+                match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                if !relay_chunk(session, &mut framer, &buf, &mut writer).await {
+                    return;
+                }
+                buf.clear();
+            }
+        }
+    }
+    if let Some(ending) = session.ending() {
+        finish_message(session, &mut framer, &mut reader, &mut writer).await;
+        if framer.at_boundary() {
+            let fatal = wire::fatal(ending.code, &ending.message);
+            let _ = writer.write_all(&fatal).await;
+        }
+    }
+    let _ = writer.flush().await;
+    let _ = writer.shutdown().await;
+}
+
+/// Forwards one chunk from upstream, logging the statements it completes.
+async fn relay_chunk<C: Stream>(
+    session: &PgSession,
+    framer: &mut Framer,
+    chunk: &[u8],
+    writer: &mut WriteHalf<C>,
+) -> bool {
+    session.touch();
+    session
+        .bytes_to_client
+        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+    let mut done = Vec::new();
+    let fed = {
+        let mut log = session.log.lock();
+        let fed = framer.feed(chunk, &mut |tag, body| {
+            done.extend(log.tracker.server_message(tag, body));
+        });
+        if !done.is_empty() {
+            log.write_all(&done);
+            let _ = log.writer.flush();
+        }
+        fed
+    };
+    if fed.is_err() {
+        return false;
+    }
+    writer.write_all(chunk).await.is_ok() && writer.flush().await.is_ok()
+}
+
+/// Completes the message in flight to the client, briefly, so a FATAL can
+/// follow it cleanly; whatever comes after it is dropped.
+async fn finish_message<C: Stream>(
+    session: &PgSession,
+    framer: &mut Framer,
+    reader: &mut ReadHalf<BoxStream>,
+    writer: &mut WriteHalf<C>,
+) {
+    let _ = tokio::time::timeout(FINISH_MESSAGE, async {
+        while !framer.at_boundary() {
+            let want = framer.bytes_to_boundary().min(BUFFER);
+            let mut chunk = vec![0u8; want];
+            match reader.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if !relay_chunk(session, framer, &chunk[..n], writer).await {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+}

@@ -1,0 +1,306 @@
+//! One Postgres session through the gateway: its lease, its upstream
+//! backend, its query log, and how and why it ends.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use super::Frontend;
+use super::cancel::{CancelGuard, UpstreamKey, cancel_upstream};
+use super::querylog::{QueryLogWriter, Statement, StatementTracker};
+use super::wire::sqlstate;
+use crate::audit::{AuditEvent, Protocol};
+use crate::config::Resource;
+use crate::lease::Lease;
+use crate::sessions::SessionGuard;
+
+/// Why the gateway ends a session, told to the client as a FATAL error.
+#[derive(Clone, Debug)]
+pub struct Ending {
+    pub code: &'static str,
+    pub message: String,
+    /// The lease ended (as opposed to idling out or a protocol error).
+    pub severed: bool,
+}
+
+pub struct QueryLog {
+    pub tracker: StatementTracker,
+    pub writer: QueryLogWriter,
+}
+
+impl QueryLog {
+    pub fn write_all(&mut self, statements: &[Statement]) {
+        for statement in statements {
+            if let Err(e) = self.writer.write(statement) {
+                metrics::counter!("jitgate_query_log_write_failures_total").increment(1);
+                tracing::error!(error = %e, path = %self.writer.path.display(), "query log write failed");
+            }
+        }
+    }
+}
+
+pub struct PgSession {
+    pub frontend: Arc<Frontend>,
+    pub user: String,
+    pub resource: Resource,
+    pub lease: Arc<Lease>,
+    pub registration: SessionGuard,
+    pub cancel_key: CancelGuard,
+    pub upstream_key: UpstreamKey,
+    pub log: Mutex<QueryLog>,
+    pub bytes_from_client: AtomicU64,
+    pub bytes_to_client: AtomicU64,
+    started: Instant,
+    /// Milliseconds since `started` of the last byte either way.
+    last_activity: AtomicU64,
+    /// Cancelled when the session must end; `ending` says why.
+    pub end: CancellationToken,
+    ending: Mutex<Option<Ending>>,
+    _connection_slot: super::UserSlot,
+}
+
+pub struct NewSession {
+    pub frontend: Arc<Frontend>,
+    pub user: String,
+    pub remote: String,
+    pub resource: Resource,
+    pub lease: Arc<Lease>,
+    pub upstream_key: UpstreamKey,
+    pub slot: super::UserSlot,
+}
+
+impl PgSession {
+    pub fn open(new: NewSession) -> std::io::Result<Arc<Self>> {
+        let gateway = &new.frontend.runtime.gateway;
+        let registration = gateway.sessions().register(
+            Protocol::Postgres,
+            &new.user,
+            Some(&new.resource.name),
+            &new.remote,
+        );
+        let config = gateway.config();
+        let (live, _) = tokio::sync::broadcast::channel(1024);
+        let writer = QueryLogWriter::create(
+            &config.postgres.query_log_dir,
+            registration.id(),
+            &new.user,
+            &new.resource.name,
+            live.clone(),
+        )?;
+        gateway.sessions().add_recording(
+            registration.id(),
+            crate::sessions::LiveRecording {
+                path: writer.path.clone(),
+                events: live,
+                kind: crate::sessions::RecordingKind::QueryLog,
+            },
+        );
+        let cancel_key = new.frontend.cancels.issue(new.upstream_key.clone());
+        Ok(Arc::new(Self {
+            user: new.user,
+            resource: new.resource,
+            lease: new.lease,
+            registration,
+            cancel_key,
+            upstream_key: new.upstream_key,
+            log: Mutex::new(QueryLog {
+                tracker: StatementTracker::new(config.postgres.log_parameters),
+                writer,
+            }),
+            bytes_from_client: AtomicU64::new(0),
+            bytes_to_client: AtomicU64::new(0),
+            started: Instant::now(),
+            last_activity: AtomicU64::new(0),
+            end: CancellationToken::new(),
+            ending: Mutex::new(None),
+            _connection_slot: new.slot,
+            frontend: new.frontend,
+        }))
+    }
+
+    pub fn id(&self) -> &str {
+        self.registration.id()
+    }
+
+    pub fn started_event(&self) -> AuditEvent {
+        AuditEvent::SessionStarted {
+            session: self.id().to_string(),
+            protocol: Protocol::Postgres,
+            user: self.user.clone(),
+            resource: self.resource.name.clone(),
+            request_id: self.lease.request_id,
+        }
+    }
+
+    pub fn touch(&self) {
+        self.last_activity
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_activity.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+
+    /// Ends the session for `ending`; the first reason given wins.
+    pub fn finish(&self, ending: Option<Ending>) {
+        {
+            let mut slot = self.ending.lock();
+            if slot.is_none() && !self.end.is_cancelled() {
+                *slot = ending;
+            }
+        }
+        self.end.cancel();
+    }
+
+    pub fn ending(&self) -> Option<Ending> {
+        self.ending.lock().clone()
+    }
+
+    pub fn ended_message(&self) -> String {
+        let end = self
+            .frontend
+            .runtime
+            .gateway
+            .leases()
+            .lookup(&self.user, &self.resource.name)
+            .map(|l| l.window_end)
+            .unwrap_or(self.lease.window_end)
+            .min(chrono::Utc::now());
+        format!(
+            "access window for {} ended at {}",
+            self.resource.name,
+            end.format("%H:%M UTC")
+        )
+    }
+
+    /// Waits for whatever ends the session first — the lease, a shutdown,
+    /// idleness, or the relay itself — sending expiry warnings meanwhile.
+    pub async fn watch(self: Arc<Self>, warnings: tokio::sync::mpsc::Sender<String>) {
+        let shutdown = self.frontend.runtime.sessions.clone();
+        let idle_timeout = self.frontend.runtime.gateway.config().postgres.idle_timeout;
+        let mut warned = Vec::new();
+        loop {
+            let warning = self.next_warning(&warned);
+            let idle_left = idle_timeout.saturating_sub(self.idle_for());
+            let wake = warning.map_or(idle_left, |(at, _)| at.min(idle_left));
+            tokio::select! {
+                () = self.end.cancelled() => return,
+                () = self.lease.token.cancelled() => {
+                    self.sever();
+                    return;
+                }
+                () = shutdown.cancelled() => {
+                    self.finish(Some(Ending { code: sqlstate::ADMIN_SHUTDOWN, message: "jitgate is shutting down".into(), severed: false }));
+                    return;
+                }
+                () = tokio::time::sleep(wake) => {}
+            }
+            if self.idle_for() >= idle_timeout {
+                let message = format!(
+                    "closed after {} without activity (postgres.idle_timeout)",
+                    crate::config::HumanDuration(idle_timeout)
+                );
+                self.finish(Some(Ending {
+                    code: sqlstate::IDLE_TIMEOUT,
+                    message,
+                    severed: false,
+                }));
+                return;
+            }
+            if let Some((at, before)) = warning
+                && at.is_zero()
+            {
+                warned.push(before);
+                let _ = warnings.try_send(self.warning_text());
+            }
+        }
+    }
+
+    /// The next configured warning still to give: (time until, which).
+    fn next_warning(&self, warned: &[Duration]) -> Option<(Duration, Duration)> {
+        let lease = self
+            .frontend
+            .runtime
+            .gateway
+            .leases()
+            .lookup(&self.user, &self.resource.name)?;
+        let left = (lease.window_end - chrono::Utc::now()).to_std().ok()?;
+        self.frontend
+            .runtime
+            .gateway
+            .config()
+            .warn_before
+            .iter()
+            .filter(|before| !warned.contains(before) && **before < left + Duration::from_secs(1))
+            .map(|before| (left.saturating_sub(*before), *before))
+            .min()
+    }
+
+    fn warning_text(&self) -> String {
+        let lease = self
+            .frontend
+            .runtime
+            .gateway
+            .leases()
+            .lookup(&self.user, &self.resource.name);
+        let end = lease.map_or(self.lease.window_end, |l| l.window_end);
+        format!(
+            "jitgate: access window for {} ends at {}; extend with: ssh {}@GATEWAY extend {} --for 15m",
+            self.resource.name,
+            end.format("%H:%M UTC"),
+            self.user,
+            self.lease.request_id
+        )
+    }
+
+    /// The lease ended: stop the backend's work now, then end the session.
+    fn sever(&self) {
+        metrics::counter!("jitgate_sessions_severed_total", "protocol" => "postgres").increment(1);
+        let key = self.upstream_key.clone();
+        let timeout = self
+            .frontend
+            .runtime
+            .gateway
+            .config()
+            .postgres
+            .connect_timeout;
+        tokio::spawn(async move {
+            if let Err(e) = cancel_upstream(&key, timeout).await {
+                tracing::warn!(error = %e, "cancelling the upstream query failed");
+            }
+        });
+        self.finish(Some(Ending {
+            code: sqlstate::ADMIN_SHUTDOWN,
+            message: self.ended_message(),
+            severed: true,
+        }));
+    }
+}
+
+impl Drop for PgSession {
+    fn drop(&mut self) {
+        let statements = {
+            let mut log = self.log.lock();
+            let left = log.tracker.unfinished();
+            log.write_all(&left);
+            let _ = log.writer.flush();
+            log.tracker.statements
+        };
+        let severed = self.ending().filter(|e| e.severed).map(|e| e.message);
+        let event = AuditEvent::SessionEnded {
+            session: self.id().to_string(),
+            bytes_from_client: self.bytes_from_client.load(Ordering::Relaxed),
+            bytes_to_client: self.bytes_to_client.load(Ordering::Relaxed),
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            statements: Some(statements),
+            severed,
+        };
+        let gateway = self.frontend.runtime.gateway.clone();
+        // Audit writes fsync: keep them off the async workers.
+        tokio::task::spawn_blocking(move || gateway.audit(event));
+    }
+}
