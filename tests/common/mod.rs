@@ -70,6 +70,54 @@ impl Drop for SshTarget {
     }
 }
 
+/// A real PostgreSQL cluster with the managed role `orders_app` owning
+/// database `orders`, and the gateway's credential file for it.
+pub struct PgTarget {
+    pub server: jitgate::targets::postgres::Postgres,
+    pub dir: tempfile::TempDir,
+    pub password: String,
+}
+
+impl PgTarget {
+    pub fn start(settings: &[&str]) -> Self {
+        let server = jitgate::targets::postgres::Postgres::start(free_port(), settings)
+            .expect("start PostgreSQL (needs postgresql: scripts/install-deps)");
+        let password = format!("managed-{}", unique_account_name());
+        server
+            .sql(
+                "postgres",
+                &format!("CREATE ROLE orders_app LOGIN PASSWORD '{password}'"),
+            )
+            .unwrap();
+        server
+            .sql("postgres", "CREATE DATABASE orders OWNER orders_app")
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        jitgate::secret::write_secret_file(&dir.path().join("orders-prod"), &password).unwrap();
+        Self {
+            server,
+            dir,
+            password,
+        }
+    }
+
+    pub fn credential(&self) -> PathBuf {
+        self.dir.path().join("orders-prod")
+    }
+
+    /// Backends of the managed role, as the superuser sees them.
+    pub fn managed_backends(&self) -> usize {
+        self.server
+            .sql(
+                "postgres",
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = 'orders_app'",
+            )
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+}
+
 pub struct World {
     pub dir: tempfile::TempDir,
     pub ssh_port: u16,
@@ -77,6 +125,7 @@ pub struct World {
     pub pg_port: u16,
     pub process: Option<Child>,
     pub ssh_target: Option<SshTarget>,
+    pub pg_target: Option<PgTarget>,
 }
 
 pub fn base_config(ssh_port: u16, http_port: u16, pg_port: u16) -> String {
@@ -184,6 +233,7 @@ impl World {
             pg_port,
             process: None,
             ssh_target: None,
+            pg_target: None,
         };
         world.launch();
         world
@@ -205,6 +255,79 @@ impl World {
         });
         world.ssh_target = Some(target);
         world
+    }
+
+    /// A gateway whose orders-prod is a real PostgreSQL; `settings` are
+    /// server settings, `edit` adjusts the config.
+    pub fn with_pg_target(settings: &[&str], edit: impl FnOnce(String) -> String) -> Self {
+        let target = PgTarget::start(settings);
+        let port = target.server.port;
+        let credential = target.credential().display().to_string();
+        let mut world = Self::start_with(move |text| {
+            let text = text.replacen(
+                "address = \"127.0.0.1:1\"\naccount = \"app\"",
+                &format!("address = \"127.0.0.1:{port}\"\naccount = \"orders_app\"\ncredential_file = \"{credential}\""),
+                1,
+            );
+            edit(text)
+        });
+        world.pg_target = Some(target);
+        world
+    }
+
+    pub fn pg(&self) -> &PgTarget {
+        self.pg_target
+            .as_ref()
+            .expect("a world with a Postgres target")
+    }
+
+    /// Requests orders-prod for `user`, has bob and dave approve, checks
+    /// out with a real TOTP code; returns (request id, lease password).
+    pub fn lease_pg(&self, user: &str, duration: &str) -> (u64, String) {
+        let id = self.request(user, &format!("orders-prod --for {duration} --reason test"));
+        self.ok("bob", &format!("approve {id}"));
+        self.ok("dave", &format!("approve {id}"));
+        let out = self.json(user, &format!("checkout {id} --totp {}", self.totp(user)));
+        (id, out["password"].as_str().unwrap().to_string())
+    }
+
+    /// `psql` against the gateway's Postgres port as `user` on `resource`.
+    pub fn psql(&self, user: &str, resource: &str, password: &str) -> Command {
+        let mut command = Command::new("psql");
+        command
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .args(["-h", "127.0.0.1", "-p", &self.pg_port.to_string()])
+            .args(["-U", user, "-d", resource])
+            .env("PGPASSWORD", password)
+            .env("PGSSLMODE", "require")
+            .env("PGCONNECT_TIMEOUT", "10")
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs `sql` through the gateway; (stdout, stderr, success).
+    pub fn psql_run(&self, user: &str, password: &str, sql: &str) -> (String, String, bool) {
+        let out = self
+            .psql(user, "orders-prod", password)
+            .args(["-c", sql])
+            .output()
+            .unwrap();
+        (
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            out.status.success(),
+        )
+    }
+
+    /// All query log lines written so far.
+    pub fn query_logs(&self) -> String {
+        let mut text = String::new();
+        if let Ok(entries) = std::fs::read_dir(self.path("querylogs")) {
+            for entry in entries.flatten() {
+                text.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+            }
+        }
+        text
     }
 
     /// Requests, approves and checks out web-01 for `user`; returns the id.
