@@ -248,3 +248,211 @@ fn bad_input_gets_a_clean_error_or_close_and_others_are_unaffected() {
     drop(idle);
     assert!(!world.log().contains("panicked"), "{}", world.log());
 }
+
+fn sha256_of(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn copy_in_and_out_of_sixty_megabytes_is_byte_exact() {
+    let world = World::with_pg_target(&[], |t| t);
+    let (_, password) = world.lease_pg("alice", "10m");
+    let source = world.path("copy-in.tsv");
+    {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&source).unwrap());
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for id in 0..600_000u64 {
+            let mut line = format!("{id}\t");
+            for _ in 0..6 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                line.push_str(&format!("{state:016x}"));
+            }
+            line.push('\n');
+            file.write_all(line.as_bytes()).unwrap();
+        }
+    }
+    assert!(std::fs::metadata(&source).unwrap().len() > 60_000_000);
+    let (_, err, ok) = world.psql_run(
+        "alice",
+        &password,
+        "create table big (id bigint, line text)",
+    );
+    assert!(ok, "{err}");
+    let (_, err, ok) = world.psql_run(
+        "alice",
+        &password,
+        &format!("\\copy big from '{}'", source.display()),
+    );
+    assert!(ok, "{err}");
+    let target = world.path("copy-out.tsv");
+    let (_, err, ok) = world.psql_run(
+        "alice",
+        &password,
+        &format!(
+            "\\copy (select * from big order by id) to '{}'",
+            target.display()
+        ),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(sha256_of(&source), sha256_of(&target));
+}
+
+fn pgbench(world: &World, password: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("pgbench")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &world.pg_port.to_string(),
+            "-U",
+            "alice",
+        ])
+        .args(args)
+        .arg("orders-prod")
+        .env("PGPASSWORD", password)
+        .env("PGSSLMODE", "require")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "pgbench {args:?}: {text}");
+    text
+}
+
+#[test]
+fn pgbench_extended_and_prepared_protocols_run_through_the_gateway() {
+    let world = World::with_pg_target(&[], |t| t);
+    let (_, password) = world.lease_pg("alice", "10m");
+    pgbench(&world, &password, &["-i", "-s", "1", "-q"]);
+    for mode in ["extended", "prepared"] {
+        let text = pgbench(
+            &world,
+            &password,
+            &["-n", "-c", "4", "-j", "2", "-t", "200", "-M", mode],
+        );
+        assert!(
+            text.contains("number of transactions actually processed: 800/800"),
+            "{text}"
+        );
+        assert!(!text.contains("number of failed transactions: 1"), "{text}");
+    }
+    // The prepared statements' texts are in the query log with outcomes.
+    let logs = world.query_logs();
+    assert!(logs.contains(r#""statement":"UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2;","outcome":"UPDATE 1""#), "{}", &logs[..logs.len().min(2000)]);
+    // Parameters are not logged by default.
+    assert!(!logs.contains(r#""parameters""#));
+}
+
+#[test]
+fn the_managed_password_never_reaches_clients_logs_or_audit() {
+    let world = World::with_pg_target(&[], |t| t);
+    let (_, password) = world.lease_pg("alice", "10m");
+    let managed = world.pg().password.clone();
+    let (out, err, ok) = world.psql_run(
+        "alice",
+        &password,
+        "select 1; select * from pg_settings where name = 'password_encryption'; select 1/0",
+    );
+    assert!(!ok);
+    // A target that refuses the managed credential: the client hears only
+    // that the session could not be opened.
+    world
+        .pg()
+        .server
+        .sql(
+            "postgres",
+            "ALTER ROLE orders_app PASSWORD 'changed-behind-our-back'",
+        )
+        .unwrap();
+    let (_, refused, _) = world.psql_run("alice", &password, "select 1");
+    assert!(
+        refused.contains("could not open a session on orders-prod"),
+        "{refused}"
+    );
+    for (name, text) in [
+        ("psql stdout", out),
+        ("psql stderr", err),
+        ("refusal", refused),
+        ("serve log", world.log()),
+        ("audit log", world.audit_text()),
+        ("query logs", world.query_logs()),
+    ] {
+        assert!(
+            !text.contains(&managed),
+            "the managed password leaked into the {name}"
+        );
+        assert!(
+            !text.contains(&password),
+            "the lease password leaked into the {name}"
+        );
+    }
+}
+
+#[test]
+fn warnings_arrive_before_expiry_as_notices() {
+    let world = World::with_pg_target(&[], |text| {
+        text.replace(
+            "shutdown_grace = \"3s\"",
+            "shutdown_grace = \"3s\"\nwarn_before = [\"4s\"]",
+        )
+    });
+    let (id, password) = world.lease_pg("alice", "6s");
+    let (_, err, _) = world.psql_run("alice", &password, "select pg_sleep(3)");
+    assert!(
+        err.contains("WARNING:  jitgate: access window for orders-prod ends at"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("extend {id} --for")), "{err}");
+}
+
+#[test]
+fn per_user_connection_cap_and_idle_timeout_end_sessions_with_a_clear_error() {
+    let world = World::with_pg_target(&[], |text| {
+        format!("{text}\n[postgres]\nmax_connections_per_user = 1\nidle_timeout = \"2s\"\n")
+    });
+    let (_, password) = world.lease_pg("alice", "10m");
+    let mut holder = world
+        .psql("alice", "orders-prod", &password)
+        .args(["-c", "select pg_sleep(1.5)"])
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || world
+        .pg()
+        .managed_backends()
+        == 1));
+    let (_, err, ok) = world.psql_run("alice", &password, "select 1");
+    assert!(!ok);
+    assert!(err.contains("too many connections for alice"), "{err}");
+    assert!(holder.wait().unwrap().success());
+    // An interactive session that goes quiet is closed.
+    let mut idle = world
+        .psql("alice", "orders-prod", &password)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = idle.stdin.take().unwrap();
+    stdin.write_all(b"select 1;\n").unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let _ = stdin.write_all(b"select 2;\n");
+    drop(stdin);
+    let out = idle.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("without activity (postgres.idle_timeout)"),
+        "{err}"
+    );
+}
