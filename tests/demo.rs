@@ -207,6 +207,30 @@ fn demo_runs_the_whole_workflow_against_real_targets_and_cleans_up() {
         out.contains("psql \"host=") && out.contains("dbname=orders-prod"),
         "{out}"
     );
+    // Stock psql through the gateway, verifying the demo CA's certificate.
+    let lease_password = out
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("connection password (shown once, valid only for this window): ")
+        })
+        .expect("the lease password is printed once")
+        .to_string();
+    let through = Command::new("psql")
+        .args(["-X", "-A", "-t", "-c", "select count(*) from orders"])
+        .arg(format!(
+            "host=localhost port={} user=alice dbname=orders-prod sslmode=verify-full sslrootcert={}",
+            demo.port("postgres"),
+            demo.dir.join("tls/ca.crt").display()
+        ))
+        .env("PGPASSWORD", &lease_password)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&through.stdout).trim(),
+        "100",
+        "{}",
+        String::from_utf8_lossy(&through.stderr)
+    );
     let status = demo.ok("alice", "status");
     assert!(
         status.contains("web-01") && status.contains("orders-prod"),

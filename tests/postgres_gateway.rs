@@ -456,3 +456,226 @@ fn per_user_connection_cap_and_idle_timeout_end_sessions_with_a_clear_error() {
         "{err}"
     );
 }
+
+/// A minimal libpq-17-style client over verified TLS, to exercise what
+/// psql 15 cannot: cancel requests sent inside TLS.
+mod raw {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::sync::Arc;
+
+    use bytes::BytesMut;
+    use postgres_protocol::message::frontend;
+
+    pub type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+    pub fn connect(port: u16, ca: &std::path::Path) -> Tls {
+        let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut request = BytesMut::new();
+        frontend::ssl_request(&mut request);
+        tcp.write_all(&request).unwrap();
+        let mut answer = [0u8; 1];
+        tcp.read_exact(&mut answer).unwrap();
+        assert_eq!(&answer, b"S");
+        let mut roots = rustls::RootCertStore::empty();
+        use rustls::pki_types::pem::PemObject;
+        for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let name = "localhost".try_into().unwrap();
+        let connection = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        rustls::StreamOwned::new(connection, tcp)
+    }
+
+    pub fn send(stream: &mut Tls, bytes: &[u8]) {
+        stream.write_all(bytes).unwrap();
+        stream.flush().unwrap();
+    }
+
+    pub fn read(stream: &mut Tls) -> (u8, Vec<u8>) {
+        let mut header = [0u8; 5];
+        stream.read_exact(&mut header).unwrap();
+        let length = i32::from_be_bytes(header[1..].try_into().unwrap()) as usize;
+        let mut body = vec![0u8; length - 4];
+        stream.read_exact(&mut body).unwrap();
+        (header[0], body)
+    }
+
+    /// Logs in; returns the (process id, secret) the gateway handed out.
+    pub fn login(stream: &mut Tls, user: &str, database: &str, password: &str) -> (i32, i32) {
+        let mut out = BytesMut::new();
+        frontend::startup_message([("user", user), ("database", database)], &mut out).unwrap();
+        send(stream, &out);
+        let (tag, body) = read(stream);
+        assert_eq!((tag, &body[..]), (b'R', &3i32.to_be_bytes()[..]));
+        let mut out = BytesMut::new();
+        frontend::password_message(password.as_bytes(), &mut out).unwrap();
+        send(stream, &out);
+        let mut key = None;
+        loop {
+            match read(stream) {
+                (b'K', body) => {
+                    key = Some((
+                        i32::from_be_bytes(body[..4].try_into().unwrap()),
+                        i32::from_be_bytes(body[4..].try_into().unwrap()),
+                    ))
+                }
+                (b'Z', _) => return key.expect("BackendKeyData before ReadyForQuery"),
+                (b'E', body) => panic!("login refused: {}", String::from_utf8_lossy(&body)),
+                _ => {}
+            }
+        }
+    }
+
+    /// Runs a query; returns the first column of the first row, or the
+    /// error's SQLSTATE as `ERROR <code>`.
+    pub fn query(stream: &mut Tls, sql: &str) -> String {
+        let mut out = BytesMut::new();
+        frontend::query(sql, &mut out).unwrap();
+        send(stream, &out);
+        let mut result = String::new();
+        loop {
+            match read(stream) {
+                (b'D', body) if result.is_empty() => {
+                    let length = i32::from_be_bytes(body[2..6].try_into().unwrap()) as usize;
+                    result = String::from_utf8_lossy(&body[6..6 + length]).into_owned();
+                }
+                (b'E', body) => {
+                    let at = body.windows(1).position(|w| w == b"C").unwrap();
+                    result = format!("ERROR {}", String::from_utf8_lossy(&body[at + 1..at + 6]));
+                }
+                (b'Z', _) => return result,
+                _ => {}
+            }
+        }
+    }
+}
+
+#[test]
+fn cancel_requests_inside_tls_reach_the_right_backend_with_the_real_key() {
+    let tls_dir = tempfile::tempdir().unwrap();
+    let names = ["localhost".to_string()];
+    let (ca, server) = jitgate::postgres::tls::generate::ca_and_server(&names).unwrap();
+    std::fs::write(tls_dir.path().join("ca.crt"), &ca.cert).unwrap();
+    jitgate::postgres::tls::write_pair(
+        &server,
+        &tls_dir.path().join("server.crt"),
+        &tls_dir.path().join("server.key"),
+    )
+    .unwrap();
+    let cert_dir = tls_dir.path().display().to_string();
+    let world = World::with_pg_target(&[], move |text| {
+        format!(
+            "{text}\n[tls]\ncert = \"{cert_dir}/server.crt\"\nkey = \"{cert_dir}/server.key\"\n"
+        )
+    });
+    let (_, password) = world.lease_pg("alice", "10m");
+    let ca_path = tls_dir.path().join("ca.crt");
+    let mut session = raw::connect(world.pg_port, &ca_path);
+    let (process_id, secret_key) = raw::login(&mut session, "alice", "orders-prod", &password);
+    let backend: i32 = raw::query(&mut session, "select pg_backend_pid()")
+        .parse()
+        .unwrap();
+    assert_ne!(
+        process_id, backend,
+        "the client must not see the real backend key"
+    );
+
+    let mut out = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::query("select pg_sleep(600)", &mut out).unwrap();
+    raw::send(&mut session, &out);
+    assert!(wait_until(Duration::from_secs(10), || world
+        .pg()
+        .server
+        .sql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE query = 'select pg_sleep(600)'"
+        )
+        .unwrap()
+        == "1"));
+    // A wrong key cancels nothing.
+    let mut stranger = raw::connect(world.pg_port, &ca_path);
+    let mut cancel = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::cancel_request(process_id, secret_key ^ 1, &mut cancel);
+    raw::send(&mut stranger, &cancel);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        world.pg().server.sql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE query = 'select pg_sleep(600)' AND state = 'active'").unwrap(),
+        "1"
+    );
+    let sent = Instant::now();
+    let mut canceller = raw::connect(world.pg_port, &ca_path);
+    let mut cancel = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::cancel_request(process_id, secret_key, &mut cancel);
+    raw::send(&mut canceller, &cancel);
+    let mut code = String::new();
+    loop {
+        match raw::read(&mut session) {
+            (b'E', body) => code = String::from_utf8_lossy(&body).into_owned(),
+            (b'Z', _) => break,
+            _ => {}
+        }
+    }
+    assert!(
+        sent.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        sent.elapsed()
+    );
+    assert!(code.contains("57014"), "{code}");
+    assert_eq!(
+        raw::query(&mut session, "select 'still usable'"),
+        "still usable"
+    );
+}
+
+#[test]
+fn auditors_see_postgres_sessions_and_follow_their_statements_live() {
+    use std::io::{BufRead, BufReader};
+    let world = World::with_pg_target(&[], |t| t);
+    let (_, password) = world.lease_pg("alice", "10m");
+    let mut psql = world
+        .psql("alice", "orders-prod", &password)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = psql.stdin.take().unwrap();
+    stdin.write_all(b"select 'before-follow';\n").unwrap();
+    let mut session = None;
+    assert!(wait_until(Duration::from_secs(5), || {
+        session = world.json("carol", "sessions")["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["protocol"] == "postgres" && s["resource"] == "orders-prod")
+            .map(|s| s["id"].as_str().unwrap().to_string());
+        session.is_some()
+    }));
+    let mut follower = world
+        .ssh_command("carol", "carol")
+        .arg(format!("follow {}", session.unwrap()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follower.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(
+        first.contains("select 'before-follow'; -> SELECT 1"),
+        "{first}"
+    );
+    stdin.write_all(b"select 'live-' || 42;\n").unwrap();
+    let live = lines.next().unwrap().unwrap();
+    assert!(live.contains("select 'live-' || 42; -> SELECT 1"), "{live}");
+    drop(stdin);
+    assert!(psql.wait().unwrap().success());
+    let _ = follower.kill();
+    let _ = follower.wait();
+}

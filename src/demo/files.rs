@@ -63,6 +63,10 @@ http = "127.0.0.1:{http}"
 [ssh]
 host_key = "state/ssh_host_ed25519_key"
 
+[tls]
+cert = "tls/server.crt"
+key = "tls/server.key"
+
 [roles]
 engineer = ["request"]
 approver = ["request", "approve"]
@@ -170,6 +174,7 @@ Try, in another terminal (gw USER COMMAND runs a command as USER):
   gw alice request orders-prod --for 10m --reason 'month-end report'
   gw bob approve 2; gw dave approve 2
   gw alice checkout 2 --totp $(totp alice)            # prints the psql connection
+  psql "host=localhost port={gw_pg} user=alice dbname=orders-prod sslmode=verify-full sslrootcert={dir}/tls/ca.crt"
   gw carol audit tail -f                              # security follows everything
   jitgate audit verify {dir}/audit/audit.log
 Ctrl-C stops the gateway and both targets."#,

@@ -50,6 +50,21 @@ pub async fn run(dir: PathBuf) -> anyhow::Result<()> {
 }
 
 /// Starts the targets and writes keys, secrets and the config under `dir`.
+/// A throwaway CA and a certificate for the Postgres port signed by it, so
+/// clients can use `sslmode=verify-full sslrootcert=DIR/tls/ca.crt`.
+fn ensure_tls(dir: &Path) -> anyhow::Result<()> {
+    let tls = dir.join("tls");
+    if tls.join("server.crt").exists() && tls.join("server.key").exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&tls)?;
+    let names = ["localhost".to_string(), "127.0.0.1".to_string()];
+    let (ca, server) = crate::postgres::tls::generate::ca_and_server(&names)?;
+    crate::fsutil::write_atomic(&tls.join("ca.crt"), ca.cert.as_bytes(), 0o644)?;
+    crate::postgres::tls::write_pair(&server, &tls.join("server.crt"), &tls.join("server.key"))?;
+    Ok(())
+}
+
 pub fn prepare(dir: &Path) -> anyhow::Result<Demo> {
     targets::ensure_packages()?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -84,6 +99,7 @@ pub fn prepare(dir: &Path) -> anyhow::Result<Demo> {
     )?;
     crate::secret::write_secret_file(&dir.join("credentials/orders-prod"), &password)?;
 
+    ensure_tls(&dir)?;
     let config_path = dir.join("config.toml");
     std::fs::write(&config_path, files::config_text(&ports, SSH_ACCOUNT))?;
     Config::load(&config_path).context("the generated demo config is invalid")?;
