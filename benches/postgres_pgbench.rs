@@ -1,0 +1,206 @@
+//! pgbench through jitgate, through pgbouncer and direct, side by side.
+//!
+//! `cargo bench --bench postgres_pgbench` starts a throwaway PostgreSQL, a
+//! jitgate (with a real lease: request, two approvals, TOTP checkout) and a
+//! pgbouncer (session mode, client TLS required, SCRAM) in front of it, then
+//! runs `pgbench -S -M extended` at 1, 4 and 16 clients and with `-C` (a new
+//! connection per transaction) against each, printing TPS and the ratios
+//! jitgate/pgbouncer and jitgate/direct. Both proxies terminate client TLS;
+//! the direct runs use plain TCP, the best a client can do.
+//!
+//! Under `cargo test` it runs a one-second smoke version of each, so the
+//! harness itself stays tested.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{World, free_port, wait_until};
+
+struct Target {
+    name: &'static str,
+    port: u16,
+    user: String,
+    database: String,
+    password: String,
+    sslmode: &'static str,
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let seconds = if full { 10 } else { 1 };
+    let world = World::with_pg_target(&["max_connections=200"], |t| t);
+    let (_, lease_password) = world.lease_pg("alice", "2h");
+    let pg = world.pg();
+    pgbench_init(pg.server.port, &pg.password, if full { 10 } else { 1 });
+    let bouncer = Bouncer::start(pg.server.port, &pg.password);
+    let targets = [
+        Target {
+            name: "jitgate",
+            port: world.pg_port,
+            user: "alice".into(),
+            database: "orders-prod".into(),
+            password: lease_password,
+            sslmode: "require",
+        },
+        Target {
+            name: "pgbouncer",
+            port: bouncer.port,
+            user: "alice".into(),
+            database: "orders".into(),
+            password: BOUNCER_PASSWORD.into(),
+            sslmode: "require",
+        },
+        Target {
+            name: "direct",
+            port: pg.server.port,
+            user: "orders_app".into(),
+            database: "orders".into(),
+            password: pg.password.clone(),
+            sslmode: "disable",
+        },
+    ];
+    let runs: &[(&str, &[&str])] = &[
+        ("-S -M extended, 1 client", &["-c", "1", "-j", "1"]),
+        ("-S -M extended, 4 clients", &["-c", "4", "-j", "2"]),
+        ("-S -M extended, 16 clients", &["-c", "16", "-j", "2"]),
+        ("-S -C (connect per transaction), 4 clients", &["-c", "4", "-j", "2", "-C"]),
+    ];
+    println!("pgbench for {seconds}s each (TPS; higher is better)");
+    println!(
+        "{:<46} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "run", "jitgate", "pgbouncer", "direct", "jg/pgb", "jg/direct"
+    );
+    for (label, args) in runs {
+        let tps: Vec<f64> = targets
+            .iter()
+            .map(|t| pgbench(t, args, seconds))
+            .collect();
+        println!(
+            "{label:<46} {:>10.0} {:>10.0} {:>10.0} {:>9.2}x {:>9.2}x",
+            tps[0],
+            tps[1],
+            tps[2],
+            tps[0] / tps[1],
+            tps[0] / tps[2]
+        );
+    }
+}
+
+fn pgbench_init(port: u16, password: &str, scale: u32) {
+    let status = Command::new("pgbench")
+        .args(["-i", "-q", "-s", &scale.to_string(), "-h", "127.0.0.1"])
+        .args(["-p", &port.to_string(), "-U", "orders_app", "orders"])
+        .env("PGPASSWORD", password)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("pgbench (postgresql-contrib) must be installed: scripts/install-deps");
+    assert!(status.success(), "pgbench -i failed");
+}
+
+/// TPS of one pgbench run, "without initial connection time".
+fn pgbench(target: &Target, args: &[&str], seconds: u32) -> f64 {
+    let out = Command::new("pgbench")
+        .args(["-n", "-S", "-M", "extended", "-T", &seconds.to_string()])
+        .args(args)
+        .args(["-h", "127.0.0.1", "-p", &target.port.to_string()])
+        .args(["-U", &target.user, &target.database])
+        .env("PGPASSWORD", &target.password)
+        .env("PGSSLMODE", target.sslmode)
+        .output()
+        .expect("run pgbench");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pgbench against {} failed: {text}{}",
+        target.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no tps in pgbench output: {text}"))
+}
+
+const BOUNCER_PASSWORD: &str = "bench-client-password";
+
+/// pgbouncer in session mode: client TLS required, SCRAM both ways.
+struct Bouncer {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Bouncer {
+    fn start(pg_port: u16, managed_password: &str) -> Self {
+        let binary = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("pgbouncer must be installed: scripts/install-deps");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let pem = jitgate::postgres::tls::generate::self_signed(&["localhost".into()]).unwrap();
+        std::fs::write(dir.path().join("server.crt"), &pem.cert).unwrap();
+        std::fs::write(dir.path().join("server.key"), &pem.key).unwrap();
+        std::fs::write(
+            dir.path().join("users.txt"),
+            format!("\"alice\" \"{BOUNCER_PASSWORD}\"\n"),
+        )
+        .unwrap();
+        let d = dir.path().display();
+        std::fs::write(
+            dir.path().join("pgbouncer.ini"),
+            format!(
+                "[databases]\norders = host=127.0.0.1 port={pg_port} dbname=orders user=orders_app password={managed_password}\n\
+                 [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+                 auth_type = scram-sha-256\nauth_file = {d}/users.txt\npool_mode = session\n\
+                 max_client_conn = 500\ndefault_pool_size = 40\n\
+                 client_tls_sslmode = require\nclient_tls_key_file = {d}/server.key\nclient_tls_cert_file = {d}/server.crt\n\
+                 logfile = {d}/pgbouncer.log\n"
+            ),
+        )
+        .unwrap();
+        // pgbouncer refuses to run as root; as root it runs as postgres.
+        let root = jitgate::targets::is_root();
+        if root {
+            Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            Command::new("chmod").arg("755").arg(dir.path()).status().unwrap();
+        }
+        let mut command = Command::new(binary);
+        if root {
+            command.args(["-u", "postgres"]);
+        }
+        let child = command
+            .arg(dir.path().join("pgbouncer.ini"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        assert!(
+            wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()),
+            "pgbouncer did not start: {}",
+            std::fs::read_to_string(dir.path().join("pgbouncer.log")).unwrap_or_default()
+        );
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Bouncer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
