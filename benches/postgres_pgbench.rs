@@ -67,7 +67,10 @@ fn main() {
         ("-S -M extended, 1 client", &["-c", "1", "-j", "1"]),
         ("-S -M extended, 4 clients", &["-c", "4", "-j", "2"]),
         ("-S -M extended, 16 clients", &["-c", "16", "-j", "2"]),
-        ("-S -C (connect per transaction), 4 clients", &["-c", "4", "-j", "2", "-C"]),
+        (
+            "-S -C (connect per transaction), 4 clients",
+            &["-c", "4", "-j", "2", "-C"],
+        ),
     ];
     println!("pgbench for {seconds}s each (TPS; higher is better)");
     println!(
@@ -75,10 +78,7 @@ fn main() {
         "run", "jitgate", "pgbouncer", "direct", "jg/pgb", "jg/direct"
     );
     for (label, args) in runs {
-        let tps: Vec<f64> = targets
-            .iter()
-            .map(|t| pgbench(t, args, seconds))
-            .collect();
+        let tps: Vec<f64> = targets.iter().map(|t| pgbench(t, args, seconds)).collect();
         println!(
             "{label:<46} {:>10.0} {:>10.0} {:>10.0} {:>9.2}x {:>9.2}x",
             tps[0],
@@ -173,7 +173,11 @@ impl Bouncer {
                 .arg(dir.path())
                 .status()
                 .unwrap();
-            Command::new("chmod").arg("755").arg(dir.path()).status().unwrap();
+            Command::new("chmod")
+                .arg("755")
+                .arg(dir.path())
+                .status()
+                .unwrap();
         }
         let mut command = Command::new(binary);
         if root {
@@ -186,7 +190,11 @@ impl Bouncer {
             .spawn()
             .unwrap();
         assert!(
-            wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()),
+            wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .is_ok()),
             "pgbouncer did not start: {}",
             std::fs::read_to_string(dir.path().join("pgbouncer.log")).unwrap_or_default()
         );

@@ -679,3 +679,47 @@ fn auditors_see_postgres_sessions_and_follow_their_statements_live() {
     let _ = follower.kill();
     let _ = follower.wait();
 }
+
+#[test]
+fn the_gateway_reaches_a_tls_target_verifying_its_certificate() {
+    let certs = tempfile::tempdir().unwrap();
+    let names = ["127.0.0.1".to_string()];
+    let (ca, server) = jitgate::postgres::tls::generate::ca_and_server(&names).unwrap();
+    let ca_path = certs.path().join("ca.crt");
+    std::fs::write(&ca_path, &ca.cert).unwrap();
+    let (cert, key) = (certs.path().join("db.crt"), certs.path().join("db.key"));
+    jitgate::postgres::tls::write_pair(&server, &cert, &key).unwrap();
+    // PostgreSQL insists on owning its key when it runs as postgres.
+    std::process::Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(certs.path())
+        .status()
+        .unwrap();
+    std::process::Command::new("chmod")
+        .arg("755")
+        .arg(certs.path())
+        .status()
+        .unwrap();
+    let settings = [
+        "ssl=on".to_string(),
+        format!("ssl_cert_file={}", cert.display()),
+        format!("ssl_key_file={}", key.display()),
+    ];
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let ca_text = ca_path.display().to_string();
+    let world = World::with_pg_target(&settings, move |text| {
+        text.replacen(
+            "database = \"orders\"",
+            &format!("database = \"orders\"\nupstream_tls_ca = \"{ca_text}\""),
+            1,
+        )
+    });
+    let (_, password) = world.lease_pg("alice", "10m");
+    let (out, err, ok) = world.psql_run(
+        "alice",
+        &password,
+        "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, "t");
+}

@@ -17,6 +17,10 @@ use crate::config::Resource;
 use crate::lease::Lease;
 use crate::sessions::SessionGuard;
 
+/// How often a session's query log is flushed to its file. Followers get
+/// each line at once over the live channel; the file lags by at most this.
+const LOG_FLUSH: Duration = Duration::from_millis(200);
+
 /// Why the gateway ends a session, told to the client as a FATAL error.
 #[derive(Clone, Debug)]
 pub struct Ending {
@@ -183,6 +187,7 @@ impl PgSession {
         let shutdown = self.frontend.runtime.sessions.clone();
         let idle_timeout = self.frontend.runtime.gateway.config().postgres.idle_timeout;
         let mut warned = Vec::new();
+        let mut flush = tokio::time::interval(LOG_FLUSH);
         loop {
             let warning = self.next_warning(&warned);
             let idle_left = idle_timeout.saturating_sub(self.idle_for());
@@ -198,6 +203,10 @@ impl PgSession {
                     return;
                 }
                 () = tokio::time::sleep(wake) => {}
+                _ = flush.tick() => {
+                    let _ = self.log.lock().writer.flush();
+                    continue;
+                }
             }
             if self.idle_for() >= idle_timeout {
                 let message = format!(
