@@ -27,4 +27,5 @@ pub mod serve;
 pub mod sessions;
 pub mod ssh;
 pub mod targets;
+pub mod vault;
 pub mod workflow;
