@@ -43,6 +43,48 @@ pub enum TopCommand {
         #[command(subcommand)]
         command: TotpCommand,
     },
+    /// The encrypted credential vault.
+    Vault {
+        #[command(subcommand)]
+        command: VaultCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VaultCommand {
+    /// Store a resource's managed credential (the gateway must be stopped).
+    Set {
+        #[arg(value_name = "RESOURCE")]
+        resource: String,
+        /// A file holding the Postgres password (one line, mode 0600).
+        #[arg(
+            long,
+            value_name = "FILE",
+            conflicts_with = "key_file",
+            required_unless_present = "key_file"
+        )]
+        password_file: Option<PathBuf>,
+        /// A file holding the SSH private key (OpenSSH format, mode 0600).
+        #[arg(long, value_name = "FILE")]
+        key_file: Option<PathBuf>,
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Resources, kinds, versions, last rotation and state; never a secret.
+    List {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rotate a resource's credential now (the gateway must be stopped;
+    /// while it runs, use `ssh ... rotate RESOURCE`).
+    Rotate {
+        #[arg(value_name = "RESOURCE")]
+        resource: String,
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod mfa;
 pub mod offline;
 pub mod postgres;
+pub mod rotation;
 pub mod secret;
 pub mod serve;
 pub mod sessions;

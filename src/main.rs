@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use jitgate::cli::{AuditCommand, Cli, TopCommand, TotpCommand};
+use jitgate::cli::{AuditCommand, Cli, TopCommand, TotpCommand, VaultCommand};
 use jitgate::config::Config;
 use jitgate::{demo, offline, serve};
 
@@ -48,6 +48,23 @@ fn main() -> ExitCode {
                     force,
                 },
         } => report(offline::totp_enroll(&config, &user, force), 1),
+        TopCommand::Vault { command } => report(vault_command(command), 1),
+    }
+}
+
+fn vault_command(command: VaultCommand) -> anyhow::Result<String> {
+    match command {
+        VaultCommand::Set {
+            resource,
+            password_file,
+            key_file,
+            config,
+        } => offline::vault_set(&config, &resource, password_file, key_file),
+        VaultCommand::List { config, json } => offline::vault_list(&config, json),
+        VaultCommand::Rotate { resource, config } => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(offline::vault_rotate(&config, &resource))
+        }
     }
 }
 

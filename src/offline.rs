@@ -73,3 +73,104 @@ pub fn totp_enroll(config_path: &Path, user: &str, force: bool) -> anyhow::Resul
         path.display()
     ))
 }
+
+fn load(config_path: &Path) -> anyhow::Result<crate::config::Config> {
+    Ok(crate::config::Config::load(config_path)?)
+}
+
+/// `jitgate vault set RESOURCE --password-file F | --key-file F`.
+pub fn vault_set(
+    config_path: &Path,
+    resource: &str,
+    password_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+) -> anyhow::Result<String> {
+    use crate::vault::CredentialKind;
+    let config = load(config_path)?;
+    let target = config
+        .resource(resource)
+        .ok_or_else(|| anyhow::anyhow!("no resource {resource:?} in {}", config_path.display()))?;
+    let (kind, file) = match (password_file, key_file) {
+        (Some(file), None) => (CredentialKind::Password, file),
+        (None, Some(file)) => (CredentialKind::SshKey, file),
+        _ => anyhow::bail!("give exactly one of --password-file and --key-file"),
+    };
+    let expected = crate::vault::kind_for(target.kind);
+    if kind != expected {
+        anyhow::bail!(
+            "{resource} is a {:?} resource: it needs a {expected}",
+            target.kind
+        );
+    }
+    let secret = crate::secret::read_secret_file(&file)?;
+    if kind == CredentialKind::SshKey {
+        russh::keys::decode_secret_key(secret.expose(), None).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is not an unencrypted OpenSSH private key: {e}",
+                file.display()
+            )
+        })?;
+    }
+    let (vault, _) = crate::vault::open_for(&config)?;
+    let version = vault.set(resource, kind, secret)?;
+    Ok(format!(
+        "stored the {kind} of {resource} (version {version})"
+    ))
+}
+
+/// `jitgate vault list`: metadata only.
+pub fn vault_list(config_path: &Path, json: bool) -> anyhow::Result<String> {
+    let config = load(config_path)?;
+    if !config.vault_path.exists() {
+        return Ok(format!("no vault yet at {}", config.vault_path.display()));
+    }
+    let vault = crate::vault::Vault::open(
+        &config.vault_path,
+        crate::vault::resolve_master_key(&config)?,
+    )?;
+    let records = vault.list();
+    if json {
+        let rows: Vec<serde_json::Value> = records
+            .iter()
+            .map(|r| {
+                let mut value = serde_json::to_value(r).unwrap_or_default();
+                value["state"] = r.state().into();
+                value
+            })
+            .collect();
+        return Ok(serde_json::to_string_pretty(&rows)?);
+    }
+    let mut text =
+        String::from("RESOURCE         KIND      VERSION  LAST ROTATION         STATE\n");
+    for r in &records {
+        let rotated = r
+            .last_rotation
+            .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+            .unwrap_or_else(|| "never".into());
+        let error = r
+            .last_error
+            .as_ref()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default();
+        text.push_str(&format!(
+            "{:<16} {:<9} {:<8} {:<21} {}{error}\n",
+            r.resource,
+            r.kind.to_string(),
+            r.version,
+            rotated,
+            r.state()
+        ));
+    }
+    Ok(text.trim_end().to_string())
+}
+
+/// `jitgate vault rotate RESOURCE` with the gateway stopped.
+pub async fn vault_rotate(config_path: &Path, resource: &str) -> anyhow::Result<String> {
+    let config = load(config_path)?;
+    let (gateway, _expired) = crate::gateway::Gateway::open(config)?;
+    let rotator = crate::rotation::Rotator::new(gateway);
+    let version = rotator.rotate(resource, "jitgate vault rotate").await?;
+    Ok(format!(
+        "rotated the credential of {resource} (now version {version})"
+    ))
+}

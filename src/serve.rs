@@ -83,6 +83,7 @@ pub async fn run(
         root.clone(),
     ));
     tokio::spawn(gateway.clone().run_housekeeping(expired, root.clone()));
+    tokio::spawn(crate::rotation::Rotator::new(gateway.clone()).run(root.clone()));
     start_data_planes(&runtime, &config).await?;
 
     ready.store(true, Ordering::Release);

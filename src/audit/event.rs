@@ -90,6 +90,28 @@ pub enum AuditEvent {
         accepted: bool,
         reason: String,
     },
+    /// A resource's `credential_file` was imported into the vault.
+    CredentialImported {
+        resource: String,
+    },
+    RotationStarted {
+        resource: String,
+        reason: String,
+    },
+    RotationSucceeded {
+        resource: String,
+        version: u64,
+    },
+    RotationFailed {
+        resource: String,
+        error: String,
+    },
+    /// A key the gateway did not put there was found in a managed account's
+    /// `authorized_keys` during rotation, and removed.
+    PlantedKeyRemoved {
+        resource: String,
+        fingerprint: String,
+    },
     SessionEnded {
         session: String,
         bytes_from_client: u64,

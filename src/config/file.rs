@@ -22,6 +22,8 @@ pub struct ConfigFile {
     #[serde(default)]
     pub postgres: PostgresSection,
     #[serde(default)]
+    pub vault: VaultSection,
+    #[serde(default)]
     pub mfa: MfaSection,
     #[serde(default)]
     pub roles: BTreeMap<String, Vec<String>>,
@@ -95,6 +97,13 @@ impl Default for SshSection {
             env_allow: vec!["LANG".into(), "LC_*".into(), "TZ".into()],
         }
     }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct VaultSection {
+    pub path: Option<PathBuf>,
+    pub master_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,6 +194,8 @@ pub struct ResourceSection {
     pub host_key: Option<String>,
     /// Postgres only: connect to the target over TLS, verified against this CA.
     pub upstream_tls_ca: Option<PathBuf>,
+    /// Rotate the managed credential on this schedule too.
+    pub rotation_interval: Option<HumanDuration>,
     #[serde(default)]
     pub workflow: WorkflowSettings,
 }

@@ -136,6 +136,8 @@ pub struct Resource {
     pub host_key: Option<String>,
     /// Postgres only: TLS to the target, verified against this CA file.
     pub upstream_tls_ca: Option<PathBuf>,
+    /// Scheduled rotation of the managed credential.
+    pub rotation_interval: Option<Duration>,
     pub workflow: WorkflowSettings,
 }
 
@@ -193,6 +195,10 @@ pub struct Config {
     pub warn_before: Vec<Duration>,
     pub tls: Option<Tls>,
     pub postgres: PostgresSettings,
+    /// The encrypted credential store.
+    pub vault_path: PathBuf,
+    /// Explicit master key file; see `vault::resolve_master_key` otherwise.
+    pub vault_master_key_file: Option<PathBuf>,
     pub mfa: Mfa,
     pub directory: Directory,
     pub resources: BTreeMap<String, Resource>,

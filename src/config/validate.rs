@@ -131,6 +131,17 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Config, ConfigError> {
             key: check.resolve(&tls.key),
         }),
         postgres,
+        vault_path: file
+            .vault
+            .path
+            .as_deref()
+            .map(|p| check.resolve(p))
+            .unwrap_or_else(|| check.resolve(&file.gateway.state_dir).join("vault.json")),
+        vault_master_key_file: file
+            .vault
+            .master_key_file
+            .as_deref()
+            .map(|p| check.resolve(p)),
         mfa: Mfa {
             issuer: file.mfa.issuer,
             max_failures: file.mfa.max_failures,
@@ -346,6 +357,12 @@ fn validate_resource(
         allow_port_forwarding: section.allow_port_forwarding,
         host_key,
         upstream_tls_ca: section.upstream_tls_ca.as_deref().map(|p| check.resolve(p)),
+        rotation_interval: match section.rotation_interval {
+            Some(interval) if interval.as_duration() < std::time::Duration::from_secs(60) => {
+                return Err(check.invalid(key("rotation_interval"), "must be at least 1m"));
+            }
+            other => other.map(|i| i.as_duration()),
+        },
         workflow: section.workflow,
     })
 }

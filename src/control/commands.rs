@@ -75,6 +75,7 @@ pub async fn run<T: Terminal>(
         ControlCommand::Requests { all } => Ok(views::requests(gateway, &user, all)),
         ControlCommand::Status => Ok(views::status(gateway, &user)),
         ControlCommand::Sessions => views::sessions(gateway, &user),
+        ControlCommand::Rotate { resource } => rotate(gateway, &user, &resource).await,
         ControlCommand::Workflow {
             command: WorkflowCommand::Show { resource },
         } => views::workflow_show(gateway, &resource),
@@ -89,6 +90,27 @@ pub async fn run<T: Terminal>(
             Err(ControlError::Usage("streams are handled elsewhere".into()))
         }
     }
+}
+
+async fn rotate(gateway: &Arc<Gateway>, user: &str, resource: &str) -> Result<Reply, ControlError> {
+    if !gateway
+        .config()
+        .directory
+        .has(user, crate::config::Permission::Admin)
+    {
+        return Err(ControlError::Refused(
+            "permission denied: this needs the admin permission".into(),
+        ));
+    }
+    let rotator = crate::rotation::Rotator::new(gateway.clone());
+    let version = rotator
+        .rotate(resource, &format!("requested by {user}"))
+        .await
+        .map_err(|e| ControlError::Refused(format!("rotation of {resource} failed: {e}")))?;
+    Ok(Reply {
+        text: format!("rotated the credential of {resource} (now version {version})\n"),
+        json: json!({ "resource": resource, "version": version, "rotated": true }),
+    })
 }
 
 async fn execute(

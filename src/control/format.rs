@@ -109,6 +109,22 @@ pub fn describe(event: &AuditEvent) -> String {
             let verdict = if *accepted { "accepted" } else { "REFUSED" };
             format!("host key {fingerprint} of {resource} {verdict}: {reason}")
         }
+        AuditEvent::CredentialImported { resource } => {
+            format!("credential of {resource} imported into the vault")
+        }
+        AuditEvent::RotationStarted { resource, reason } => {
+            format!("rotating the credential of {resource} ({reason})")
+        }
+        AuditEvent::RotationSucceeded { resource, version } => {
+            format!("credential of {resource} rotated (version {version})")
+        }
+        AuditEvent::RotationFailed { resource, error } => {
+            format!("ROTATION FAILED for {resource}: {error}")
+        }
+        AuditEvent::PlantedKeyRemoved {
+            resource,
+            fingerprint,
+        } => format!("planted key removed from {resource}: {fingerprint}"),
         AuditEvent::SessionEnded {
             session,
             bytes_from_client,

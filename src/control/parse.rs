@@ -86,6 +86,8 @@ pub enum ControlCommand {
     Status,
     /// Live sessions (needs audit).
     Sessions,
+    /// Rotate a resource's managed credential now (admin).
+    Rotate { resource: String },
     /// Stream events relevant to me as they happen.
     Watch,
     /// Follow a live SSH session read-only, from its start (needs audit).

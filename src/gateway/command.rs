@@ -159,6 +159,12 @@ impl Gateway {
             .request(id)
             .ok_or(WorkflowError::UnknownRequest(id))?;
         let resource = request.resource.clone();
+        if config
+            .resource(&resource)
+            .is_some_and(|r| self.rotation_blocks_checkout(engine, r))
+        {
+            return Err(GatewayError::Rotating(resource));
+        }
         let mut mfa_step = None;
         if request.settings.mfa_required {
             let code = totp.ok_or_else(|| WorkflowError::MfaRequired(resource.clone()))?;

@@ -8,6 +8,7 @@
 
 mod command;
 mod recovery;
+mod rotation_state;
 
 #[cfg(test)]
 mod tests;
@@ -42,6 +43,10 @@ pub enum GatewayError {
     Journal(#[from] JournalError),
     #[error("audit log unavailable: {0}")]
     Audit(#[from] AuditError),
+    #[error(transparent)]
+    Vault(#[from] crate::vault::VaultError),
+    #[error("{0} is rotating its credential after the last lease: try again in a moment")]
+    Rotating(String),
 }
 
 /// One journal record: the events of one command, plus the TOTP step it
@@ -73,6 +78,12 @@ pub struct Gateway {
     mfa: MfaGuard,
     bus: EventBus,
     sessions: Arc<crate::sessions::SessionRegistry>,
+    vault: Arc<crate::vault::Vault>,
+    /// SCRAM keys derived from managed Postgres passwords (dropped on rotation).
+    scram_keys: Arc<crate::postgres::scram::KeyCache>,
+    known_hosts: Arc<crate::ssh::KnownHosts>,
+    /// One rotation at a time per resource, whoever starts it.
+    rotation_locks: dashmap::DashMap<String, Arc<tokio::sync::Mutex<()>>>,
     /// Woken when the earliest request deadline may have changed.
     deadlines_changed: Notify,
 }
@@ -95,6 +106,26 @@ impl Gateway {
 
     pub fn sessions(&self) -> &Arc<crate::sessions::SessionRegistry> {
         &self.sessions
+    }
+
+    pub fn vault(&self) -> &Arc<crate::vault::Vault> {
+        &self.vault
+    }
+
+    pub fn scram_keys(&self) -> &Arc<crate::postgres::scram::KeyCache> {
+        &self.scram_keys
+    }
+
+    pub fn rotation_lock(&self, resource: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.rotation_locks
+            .entry(resource.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// SSH target host keys recorded on first contact.
+    pub fn known_hosts(&self) -> &Arc<crate::ssh::KnownHosts> {
+        &self.known_hosts
     }
 
     /// Replaces the configuration (SIGHUP). The caller validated it already.

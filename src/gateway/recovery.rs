@@ -21,6 +21,8 @@ impl Gateway {
     /// closed while the gateway was down. Returns the gateway and the channel
     /// of lease expiries for `run_housekeeping`.
     pub fn open(config: Config) -> Result<(Arc<Self>, mpsc::Receiver<RequestId>), GatewayError> {
+        // First: the vault's lock keeps a second process off all the state.
+        let (vault, imported) = crate::vault::open_for(&config)?;
         let (journal, recovered) =
             Journal::open::<PersistentState, JournalRecord>(&config.state_dir)?;
         let (audit, audit_dropped) = AuditLog::open(&config.audit_log, config.audit_rotate_bytes)?;
@@ -49,6 +51,10 @@ impl Gateway {
             mfa,
             bus: EventBus::new(BUS_CAPACITY),
             sessions: Arc::default(),
+            vault: Arc::new(vault),
+            scram_keys: Arc::default(),
+            known_hosts: Arc::new(crate::ssh::KnownHosts::load(&config.state_dir)),
+            rotation_locks: Default::default(),
             deadlines_changed: Notify::new(),
         });
         let version = env!("CARGO_PKG_VERSION").to_string();
@@ -66,6 +72,9 @@ impl Gateway {
                 file: config.audit_log.display().to_string(),
                 bytes,
             });
+        }
+        for resource in imported {
+            gateway.audit(AuditEvent::CredentialImported { resource });
         }
         gateway.restore_leases();
         Ok((gateway, expired))

@@ -11,14 +11,14 @@ use tokio::net::TcpStream;
 
 use super::cancel::{ClientKey, UpstreamKey, cancel_upstream};
 use super::session::{NewSession, PgSession};
-use super::upstream::{Login, Stream, Upstream, tls_for};
+use super::upstream::{Login, Stream, Upstream, UpstreamError, tls_for};
 use super::wire::{self, StartupPacket, read_message, read_startup, sqlstate};
 use super::{Frontend, relay};
 use crate::audit::{AuditEvent, Protocol};
 use crate::config::{Resource, ResourceKind};
 use crate::gateway::hash_lease_password;
 use crate::lease::Lease;
-use crate::secret::{Secret, read_secret_file};
+use crate::secret::Secret;
 
 /// A password message is tiny; anything bigger is not one.
 const PASSWORD_MESSAGE_LIMIT: usize = 1024;
@@ -355,29 +355,37 @@ fn check_lease(
     Ok((resource.clone(), lease))
 }
 
+/// Logs in with the vault's current credential — or, while a rotation is
+/// between applying and confirming a new one, with the pending one.
 async fn connect_upstream(
     frontend: &Frontend,
     resource: &Resource,
     params: &[(String, String)],
 ) -> Result<Upstream, String> {
-    let credential = resource
-        .credential_file
-        .as_ref()
-        .ok_or_else(|| format!("{} has no managed credential configured", resource.name))?;
-    let password = read_secret_file(credential).map_err(|e| e.to_string())?;
+    let gateway = &frontend.runtime.gateway;
+    let current = gateway
+        .vault()
+        .current(&resource.name)
+        .ok_or_else(|| format!("the vault has no credential for {}", resource.name))?;
     let tls = tls_for(resource)?;
-    let timeout = frontend.runtime.gateway.config().postgres.connect_timeout;
-    Login {
+    let login = |password| Login {
         resource,
-        password: &password,
+        password,
         tls: tls.as_ref(),
         client_params: params,
-        keys: &frontend.scram_keys,
-        timeout,
+        keys: gateway.scram_keys(),
+        timeout: gateway.config().postgres.connect_timeout,
+    };
+    match login(&current).connect().await {
+        Err(UpstreamError::Refused { .. }) if gateway.vault().pending(&resource.name).is_some() => {
+            let pending = gateway
+                .vault()
+                .pending(&resource.name)
+                .expect("checked above");
+            login(&pending).connect().await.map_err(|e| e.to_string())
+        }
+        other => other.map_err(|e| e.to_string()),
     }
-    .connect()
-    .await
-    .map_err(|e| e.to_string())
 }
 
 fn login_event(

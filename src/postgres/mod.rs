@@ -36,7 +36,6 @@ pub struct Frontend {
     pub runtime: Runtime,
     pub tls: TlsAcceptor,
     pub cancels: Arc<cancel::CancelRegistry>,
-    pub scram_keys: scram::KeyCache,
     connections: Arc<DashMap<String, u32>>,
 }
 
@@ -81,7 +80,6 @@ pub fn start(runtime: Runtime, listener: TcpListener) -> anyhow::Result<()> {
         runtime,
         tls,
         cancels: Arc::new(cancel::CancelRegistry::default()),
-        scram_keys: scram::KeyCache::default(),
         connections: Arc::new(DashMap::new()),
     });
     tokio::spawn(accept_loop(frontend, listener));

@@ -94,7 +94,8 @@ impl DataPlane {
     pub async fn upstream(&self) -> Result<Arc<Handle<UpstreamHandler>>, UpstreamError> {
         self.upstream
             .get_or_try_init(|| async {
-                let result = upstream::connect(&self.resource, &self.known_hosts).await;
+                let credential = self.gateway.vault().current(&self.resource.name);
+                let result = upstream::connect(&self.resource, &self.known_hosts, credential).await;
                 self.audit_host_key(&result);
                 result.map(|(handle, _)| Arc::new(handle))
             })

@@ -13,7 +13,7 @@ mod handler;
 mod hostkey;
 mod recording;
 mod relay;
-mod upstream;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,7 +38,7 @@ pub async fn start(runtime: Runtime, listener: TcpListener, config: &Config) -> 
     let key = hostkey::load_or_generate(&config.ssh_host_key)?;
     let server_config = Arc::new(server_config(key));
     let auth_timeout = config.ssh_auth_timeout;
-    let known_hosts = Arc::new(KnownHosts::load(&config.state_dir));
+    let known_hosts = runtime.gateway.known_hosts().clone();
     tokio::spawn(accept_loop(
         runtime,
         listener,

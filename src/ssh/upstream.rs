@@ -12,7 +12,7 @@ use russh::client::{self, Handle};
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 
 use crate::config::Resource;
-use crate::secret::read_secret_file;
+use crate::secret::Secret;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -32,7 +32,7 @@ pub enum UpstreamError {
         presented: String,
         expected: String,
     },
-    #[error("{resource} has no managed credential configured (credential_file)")]
+    #[error("the vault has no credential for {resource}")]
     NoCredential { resource: String },
     #[error("the managed credential of {resource} is unusable: {problem}")]
     BadCredential { resource: String, problem: String },
@@ -126,18 +126,17 @@ pub enum HostKeyNote {
 pub async fn connect(
     resource: &Resource,
     known: &KnownHosts,
+    credential: Option<Secret>,
 ) -> Result<(Handle<UpstreamHandler>, HostKeyNote), UpstreamError> {
     let name = resource.name.clone();
-    let credential =
-        resource
-            .credential_file
-            .as_ref()
-            .ok_or_else(|| UpstreamError::NoCredential {
-                resource: name.clone(),
-            })?;
-    let key = load_key(credential).map_err(|problem| UpstreamError::BadCredential {
+    let credential = credential.ok_or_else(|| UpstreamError::NoCredential {
         resource: name.clone(),
-        problem,
+    })?;
+    let key = russh::keys::decode_secret_key(credential.expose(), None).map_err(|e| {
+        UpstreamError::BadCredential {
+            resource: name.clone(),
+            problem: e.to_string(),
+        }
     })?;
     let pinned = resource.host_key.clone().or_else(|| known.get(&name));
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -207,12 +206,6 @@ pub async fn connect(
 }
 
 /// Reads the managed private key, refusing files other users can read.
-fn load_key(path: &Path) -> Result<russh::keys::PrivateKey, String> {
-    let text = read_secret_file(path).map_err(|e| e.to_string())?;
-    russh::keys::decode_secret_key(text.expose(), None)
-        .map_err(|e| format!("{}: {e}", path.display()))
-}
-
 fn client_config() -> client::Config {
     client::Config {
         // Large windows keep bulk transfers from stalling on window updates.

@@ -146,6 +146,11 @@ impl Postgres {
         )
     }
 
+    /// Starts a stopped cluster again (tests take targets down and up).
+    pub fn restart(&self, settings: &[&str]) -> Result<(), TargetError> {
+        self.start_server(settings)
+    }
+
     /// Runs SQL as the superuser through `psql` over TCP.
     pub fn sql(&self, database: &str, sql: &str) -> Result<String, TargetError> {
         let output = run(Command::new("psql")

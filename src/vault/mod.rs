@@ -14,6 +14,7 @@
 
 mod file;
 mod key;
+mod setup;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 pub use key::{MasterKey, generate_key_file, read_master_key};
+pub use setup::{SYSTEMD_CREDENTIAL, kind_for, open_for, resolve_master_key};
 
 use crate::secret::Secret;
 use file::{Sealed, VaultFile};
@@ -68,8 +70,14 @@ pub enum VaultError {
         actual: CredentialKind,
         expected: CredentialKind,
     },
+    #[error(
+        "the vault {path} is in use by a running gateway: rotate through it (ssh ... rotate RESOURCE) or stop it first"
+    )]
+    Busy { path: PathBuf },
     #[error("master key: {0}")]
     Key(String),
+    #[error("cannot import the credential of {resource}: {problem}")]
+    Import { resource: String, problem: String },
 }
 
 /// What `vault list` shows: metadata only, never a secret.
@@ -100,6 +108,8 @@ struct Open {
 }
 
 pub struct Vault {
+    /// Held for the vault's lifetime: one writer per vault.
+    _lock: Option<std::fs::File>,
     path: PathBuf,
     key: MasterKey,
     state: Mutex<Open>,
@@ -126,10 +136,38 @@ impl Vault {
         };
         let secrets = file.unseal_all(path, &key)?;
         Ok(Self {
+            _lock: None,
             path: path.to_path_buf(),
             key,
             state: Mutex::new(Open { file, secrets }),
         })
+    }
+
+    /// Opens the vault for writing: takes its lock file first, so a
+    /// second writer (an offline `vault set` while the gateway runs) is
+    /// refused instead of racing it.
+    pub fn open_exclusive(path: &Path, key: MasterKey) -> Result<Self, VaultError> {
+        let lock_path = path.with_extension("lock");
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| VaultError::Write {
+                path: lock_path.clone(),
+                source,
+            })?;
+        if lock.try_lock().is_err() {
+            return Err(VaultError::Busy {
+                path: path.to_path_buf(),
+            });
+        }
+        let mut vault = Self::open(path, key)?;
+        vault._lock = Some(lock);
+        Ok(vault)
     }
 
     pub fn path(&self) -> &Path {
@@ -169,6 +207,16 @@ impl Vault {
             .records
             .get(resource)
             .and_then(|r| r.last_rotation)
+    }
+
+    /// When the current credential was last rotated (or first stored).
+    pub fn rotated_or_set_at(&self, resource: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.state
+            .lock()
+            .file
+            .records
+            .get(resource)
+            .map(|r| r.last_rotation.unwrap_or(r.updated_at))
     }
 
     pub fn list(&self) -> Vec<RecordInfo> {

@@ -275,6 +275,29 @@ impl World {
         world
     }
 
+    /// A gateway whose web-01 is a real sshd and orders-prod a real
+    /// PostgreSQL (with `settings`).
+    pub fn with_both_targets(settings: &[&str], edit: impl FnOnce(String) -> String) -> Self {
+        let pg = PgTarget::start(settings);
+        let (port, credential) = (pg.server.port, pg.credential().display().to_string());
+        let mut world = Self::with_ssh_target(move |text| {
+            let text = text.replacen(
+                "address = \"127.0.0.1:1\"\naccount = \"app\"",
+                &format!("address = \"127.0.0.1:{port}\"\naccount = \"orders_app\"\ncredential_file = \"{credential}\""),
+                1,
+            );
+            edit(text)
+        });
+        world.pg_target = Some(pg);
+        world
+    }
+
+    /// The vault as it is on disk now (the running gateway keeps its lock).
+    pub fn vault(&self) -> jitgate::vault::Vault {
+        let key = jitgate::vault::read_master_key(&self.path("state/vault.key")).unwrap();
+        jitgate::vault::Vault::open(&self.path("state/vault.json"), key).unwrap()
+    }
+
     pub fn pg(&self) -> &PgTarget {
         self.pg_target
             .as_ref()
@@ -353,8 +376,23 @@ impl World {
 
     /// Starts `jitgate serve` and waits until /healthz answers.
     pub fn launch(&mut self) {
-        let log = std::fs::File::create(self.path("serve.log")).unwrap();
-        let child = Command::new(BIN)
+        self.launch_with_fault(None);
+    }
+
+    /// Starts the gateway with `JITGATE_FAULT` set (crash injection in
+    /// debug builds: the fault fires when the test triggers it). The log is
+    /// appended to across restarts.
+    pub fn launch_with_fault(&mut self, fault: Option<&str>) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("serve.log"))
+            .unwrap();
+        let mut command = Command::new(BIN);
+        if let Some(fault) = fault {
+            command.env("JITGATE_FAULT", fault);
+        }
+        let child = command
             .args(["serve", "--config"])
             .arg(self.config_path())
             .env("JITGATE_LOG", "info")

@@ -1,0 +1,48 @@
+//! When a resource's managed credential must be rotated, derived from
+//! durable state only (the journal's requests and the vault), so a crash
+//! at any moment loses no rotation.
+
+use super::Gateway;
+use crate::config::Resource;
+use crate::workflow::Engine;
+
+impl Gateway {
+    /// Why `resource` needs a rotation now, if it does: an interrupted
+    /// rotation, a lease that ended since the last rotation (with
+    /// rotate-on-check-in), or its schedule.
+    pub fn rotation_due(&self, resource: &Resource) -> Option<String> {
+        self.read(|engine| self.rotation_due_in(engine, resource))
+    }
+
+    fn rotation_due_in(&self, engine: &Engine, resource: &Resource) -> Option<String> {
+        let vault = self.vault();
+        if !vault.contains(&resource.name) {
+            return None;
+        }
+        if vault.pending(&resource.name).is_some() {
+            return Some("finishing an interrupted rotation".into());
+        }
+        let since = vault.rotated_or_set_at(&resource.name)?;
+        let last_end = engine
+            .requests()
+            .filter(|r| r.resource == resource.name && r.settings.rotate_on_checkin)
+            .filter(|r| r.checked_out_at.is_some())
+            .filter_map(|r| r.ended_at)
+            .max();
+        if last_end.is_some_and(|end| end >= since) {
+            return Some("a lease ended".into());
+        }
+        let interval = resource.rotation_interval?;
+        let age = (chrono::Utc::now() - since).to_std().unwrap_or_default();
+        (age >= interval).then(|| "scheduled".into())
+    }
+
+    /// A single-user resource is not handed out while its credential is
+    /// due for rotation: the next holder must not inherit the last one's.
+    /// (Called with the core locked, hence the engine passed in.)
+    pub(super) fn rotation_blocks_checkout(&self, engine: &Engine, resource: &Resource) -> bool {
+        resource.workflow.single_user
+            && resource.workflow.rotate_on_checkin
+            && self.rotation_due_in(engine, resource).is_some()
+    }
+}

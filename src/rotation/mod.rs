@@ -1,0 +1,294 @@
+//! Credential rotation: after leases end, on a schedule, on demand.
+//!
+//! Two-phase, so the working credential is never lost: the new secret is
+//! stored in the vault as *pending* before the target is touched, applied,
+//! confirmed by logging in with it, and only then promoted to *current*.
+//! Whatever dies in between, the next attempt (or the next start) first
+//! tests which of the two the target accepts and converges on it.
+//!
+//! - `postgres`: ALTER ROLE with a gateway-computed SCRAM verifier.
+//! - `ssh`: a new ed25519 key replaces all of `authorized_keys`.
+
+mod postgres;
+mod ssh;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::AuditEvent;
+use crate::config::Resource;
+use crate::gateway::Gateway;
+use crate::secret::Secret;
+use crate::vault::{CredentialKind, VaultError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RotationError {
+    #[error("target unreachable: {0}")]
+    Unreachable(String),
+    #[error("target refused the gateway's credential: {0}")]
+    Refused(String),
+    #[error("target error: {0}")]
+    Target(String),
+    #[error("credential unusable: {0}")]
+    Credential(String),
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    #[error("no such resource {0:?}")]
+    UnknownResource(String),
+    #[error(
+        "neither the current nor the pending credential of {0} is accepted by the target: set one with `jitgate vault set`"
+    )]
+    Lost(String),
+}
+
+/// How long a failed rotation waits before the next try, at most.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How often the loop looks for due rotations without being woken.
+const SCAN_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a rotation after a lease waits for its sessions to be severed.
+const SEVER_WAIT: Duration = Duration::from_secs(5);
+
+pub struct Rotator {
+    gateway: Arc<Gateway>,
+    /// Resource → (next attempt, current backoff) after a failure.
+    retry: Mutex<HashMap<String, (Instant, Duration)>>,
+}
+
+impl Rotator {
+    pub fn new(gateway: Arc<Gateway>) -> Arc<Self> {
+        Arc::new(Self {
+            gateway,
+            retry: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Rotates `resource` now; returns the new version.
+    pub async fn rotate(&self, name: &str, reason: &str) -> Result<u64, RotationError> {
+        let lock = self.gateway.rotation_lock(name);
+        let _serialized = lock.lock().await;
+        let resource = self
+            .gateway
+            .config()
+            .resources
+            .get(name)
+            .cloned()
+            .ok_or_else(|| RotationError::UnknownResource(name.to_string()))?;
+        self.audit(AuditEvent::RotationStarted {
+            resource: name.to_string(),
+            reason: reason.to_string(),
+        })
+        .await;
+        let result = self.rotate_locked(&resource).await;
+        match &result {
+            Ok(version) => {
+                metrics::counter!("jitgate_rotations_total", "outcome" => "succeeded").increment(1);
+                self.retry.lock().remove(name);
+                self.audit(AuditEvent::RotationSucceeded {
+                    resource: name.to_string(),
+                    version: *version,
+                })
+                .await;
+            }
+            Err(error) => {
+                metrics::counter!("jitgate_rotations_total", "outcome" => "failed").increment(1);
+                tracing::warn!(resource = name, %error, "credential rotation failed");
+                let _ = self
+                    .gateway
+                    .vault()
+                    .set_error(name, Some(error.to_string()));
+                self.back_off(name);
+                self.audit(AuditEvent::RotationFailed {
+                    resource: name.to_string(),
+                    error: error.to_string(),
+                })
+                .await;
+            }
+        }
+        result
+    }
+
+    async fn rotate_locked(&self, resource: &Resource) -> Result<u64, RotationError> {
+        let vault = self.gateway.vault();
+        let name = &resource.name;
+        self.converge(resource).await?;
+        let current = vault
+            .current(name)
+            .ok_or_else(|| VaultError::Missing(name.clone()))?;
+        let kind = vault
+            .kind(name)
+            .ok_or_else(|| VaultError::Missing(name.clone()))?;
+        let new = match kind {
+            CredentialKind::Password => postgres::generate(),
+            CredentialKind::SshKey => ssh::generate(),
+        };
+        let version = vault.begin_rotation(name, new.clone())?;
+        fault_point("after_pending");
+        let planted = self.apply(resource, kind, &current, &new).await?;
+        fault_point("after_apply");
+        if !self.works(resource, kind, &new).await? {
+            return Err(RotationError::Target(
+                "the new credential is refused after applying it".into(),
+            ));
+        }
+        if kind == CredentialKind::SshKey && self.works(resource, kind, &current).await? {
+            return Err(RotationError::Target(
+                "the old key is still accepted after replacing it".into(),
+            ));
+        }
+        fault_point("after_confirm");
+        vault.promote(name)?;
+        self.gateway.scram_keys().forget(name);
+        for fingerprint in planted {
+            self.audit(AuditEvent::PlantedKeyRemoved {
+                resource: name.clone(),
+                fingerprint,
+            })
+            .await;
+        }
+        Ok(version)
+    }
+
+    /// Settles a rotation that was interrupted: keeps whichever secret the
+    /// target accepts.
+    async fn converge(&self, resource: &Resource) -> Result<(), RotationError> {
+        let vault = self.gateway.vault();
+        let name = &resource.name;
+        let Some(pending) = vault.pending(name) else {
+            return Ok(());
+        };
+        let kind = vault
+            .kind(name)
+            .ok_or_else(|| VaultError::Missing(name.clone()))?;
+        if self.works(resource, kind, &pending).await? {
+            vault.promote(name)?;
+            self.gateway.scram_keys().forget(name);
+            tracing::info!(resource = %name, "an interrupted rotation had reached the target; promoted");
+            return Ok(());
+        }
+        let current = vault
+            .current(name)
+            .ok_or_else(|| VaultError::Missing(name.clone()))?;
+        if self.works(resource, kind, &current).await? {
+            vault.abandon_pending(name)?;
+            tracing::info!(resource = %name, "an interrupted rotation never reached the target; abandoned");
+            return Ok(());
+        }
+        Err(RotationError::Lost(name.clone()))
+    }
+
+    async fn apply(
+        &self,
+        resource: &Resource,
+        kind: CredentialKind,
+        current: &Secret,
+        new: &Secret,
+    ) -> Result<Vec<String>, RotationError> {
+        match kind {
+            CredentialKind::Password => {
+                postgres::apply(resource, current, new, self.timeout()).await?;
+                Ok(Vec::new())
+            }
+            CredentialKind::SshKey => {
+                ssh::apply(resource, self.gateway.known_hosts(), current, new).await
+            }
+        }
+    }
+
+    async fn works(
+        &self,
+        resource: &Resource,
+        kind: CredentialKind,
+        secret: &Secret,
+    ) -> Result<bool, RotationError> {
+        match kind {
+            CredentialKind::Password => postgres::works(resource, secret, self.timeout()).await,
+            CredentialKind::SshKey => {
+                ssh::works(resource, self.gateway.known_hosts(), secret).await
+            }
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        self.gateway.config().postgres.connect_timeout
+    }
+
+    fn back_off(&self, name: &str) {
+        let mut retry = self.retry.lock();
+        let backoff = retry
+            .get(name)
+            .map_or(Duration::from_secs(1), |(_, b)| (*b * 2).min(MAX_BACKOFF));
+        retry.insert(name.to_string(), (Instant::now() + backoff, backoff));
+    }
+
+    fn may_try(&self, name: &str) -> bool {
+        self.retry
+            .lock()
+            .get(name)
+            .is_none_or(|(next, _)| Instant::now() >= *next)
+    }
+
+    async fn audit(&self, event: AuditEvent) {
+        let gateway = self.gateway.clone();
+        let _ = tokio::task::spawn_blocking(move || gateway.audit(event)).await;
+    }
+
+    /// Rotates whatever is due, now and whenever a lease ends or the scan
+    /// interval passes, until `stop`.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let mut events = self.gateway.bus().subscribe();
+        loop {
+            self.rotate_due().await;
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = events.next() => {}
+                () = tokio::time::sleep(SCAN_INTERVAL) => {}
+            }
+        }
+    }
+
+    async fn rotate_due(&self) {
+        let config = self.gateway.config();
+        for resource in config.resources.values() {
+            let Some(reason) = self.gateway.rotation_due(resource) else {
+                continue;
+            };
+            if !self.may_try(&resource.name) {
+                continue;
+            }
+            self.wait_for_severed_sessions(resource).await;
+            let _ = self.rotate(&resource.name, &reason).await;
+        }
+    }
+
+    /// Sessions of ended leases are being severed; give them a moment, so
+    /// the rotation does not race their last bytes.
+    async fn wait_for_severed_sessions(&self, resource: &Resource) {
+        let deadline = Instant::now() + SEVER_WAIT;
+        while Instant::now() < deadline {
+            let leases = self.gateway.leases();
+            let lingering = self.gateway.sessions().list().into_iter().any(|s| {
+                s.resource.as_deref() == Some(resource.name.as_str())
+                    && leases.lookup(&s.user, &resource.name).is_none()
+            });
+            if !lingering {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Crash injection for the tests: `JITGATE_FAULT=rotation:<point>` aborts
+/// the process there. Compiled into debug builds only.
+fn fault_point(point: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var("JITGATE_FAULT").is_ok_and(|f| f == format!("rotation:{point}")) {
+        eprintln!("jitgate: fault injected at rotation:{point}");
+        std::process::abort();
+    }
+    let _ = point;
+}

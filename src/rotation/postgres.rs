@@ -1,0 +1,113 @@
+//! PostgreSQL rotation with tokio-postgres: the managed role sets its own
+//! new password, sent as a SCRAM-SHA-256 verifier computed here, so the
+//! plaintext never reaches the server (or its statement log).
+
+use postgres_protocol::escape::{escape_identifier, escape_literal};
+use tokio_postgres::error::SqlState;
+
+use super::RotationError;
+use crate::config::Resource;
+use crate::secret::Secret;
+
+/// 32 random bytes, hex: 256 bits.
+pub fn generate() -> Secret {
+    let bytes: [u8; 32] = rand::random();
+    Secret::new(hex::encode(bytes))
+}
+
+fn config(
+    resource: &Resource,
+    password: &Secret,
+    timeout: std::time::Duration,
+) -> Result<tokio_postgres::Config, RotationError> {
+    let (host, port) = resource
+        .address
+        .rsplit_once(':')
+        .ok_or_else(|| RotationError::Target(format!("bad address {}", resource.address)))?;
+    let port = port
+        .parse()
+        .map_err(|_| RotationError::Target(format!("bad port in {}", resource.address)))?;
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(host.trim_start_matches('[').trim_end_matches(']'))
+        .port(port)
+        .user(&resource.account)
+        .password(password.expose())
+        .dbname(resource.database.as_deref().unwrap_or("postgres"))
+        .application_name("jitgate-rotation")
+        .connect_timeout(timeout);
+    Ok(config)
+}
+
+async fn connect(
+    resource: &Resource,
+    password: &Secret,
+    timeout: std::time::Duration,
+) -> Result<tokio_postgres::Client, RotationError> {
+    if resource.upstream_tls_ca.is_some() {
+        return Err(RotationError::Target(
+            "rotation over upstream TLS is not supported yet".into(),
+        ));
+    }
+    let (client, connection) = config(resource, password, timeout)?
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(classify)?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+fn classify(error: tokio_postgres::Error) -> RotationError {
+    match error.code() {
+        Some(code)
+            if *code == SqlState::INVALID_PASSWORD
+                || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION =>
+        {
+            RotationError::Refused("the target refused the credential".into())
+        }
+        Some(code) => RotationError::Target(format!("{} ({})", error, code.code())),
+        None => RotationError::Unreachable(error.to_string()),
+    }
+}
+
+pub async fn works(
+    resource: &Resource,
+    password: &Secret,
+    timeout: std::time::Duration,
+) -> Result<bool, RotationError> {
+    match connect(resource, password, timeout).await {
+        Ok(client) => client
+            .simple_query("select 1")
+            .await
+            .map(|_| true)
+            .map_err(classify),
+        Err(RotationError::Refused(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+pub async fn apply(
+    resource: &Resource,
+    current: &Secret,
+    new: &Secret,
+    timeout: std::time::Duration,
+) -> Result<(), RotationError> {
+    let client = connect(resource, current, timeout).await?;
+    let verifier = postgres_protocol::password::scram_sha_256(new.expose().as_bytes());
+    let statement = format!(
+        "ALTER ROLE {} PASSWORD {}",
+        escape_identifier(&resource.account),
+        escape_literal(&verifier)
+    );
+    client
+        .batch_execute(&statement)
+        .await
+        .map_err(|e| match e.code() {
+            Some(code) if *code == SqlState::INSUFFICIENT_PRIVILEGE => RotationError::Target(
+                format!("{} may not change its password: {e}", resource.account),
+            ),
+            _ => classify(e),
+        })
+}

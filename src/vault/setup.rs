@@ -1,0 +1,68 @@
+//! Finding the master key and opening the vault a config describes.
+
+use std::path::PathBuf;
+
+use super::{CredentialKind, MasterKey, Vault, VaultError, generate_key_file, read_master_key};
+use crate::config::{Config, ResourceKind};
+use crate::secret::read_secret_file;
+
+/// The name of the master key as a systemd credential
+/// (`LoadCredential=jitgate-vault-key:/etc/jitgate/vault.key`).
+pub const SYSTEMD_CREDENTIAL: &str = "jitgate-vault-key";
+
+/// The master key: `[vault] master_key_file` if set; else the systemd
+/// credential if present; else `vault.key` beside the vault, created only
+/// when neither it nor the vault exists yet (a first start).
+pub fn resolve_master_key(config: &Config) -> Result<MasterKey, VaultError> {
+    if let Some(path) = &config.vault_master_key_file {
+        return read_master_key(path);
+    }
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        let path = PathBuf::from(dir).join(SYSTEMD_CREDENTIAL);
+        if path.exists() {
+            return read_master_key(&path);
+        }
+    }
+    let path = config.vault_path.with_file_name("vault.key");
+    if !path.exists() {
+        if config.vault_path.exists() {
+            return Err(VaultError::Key(format!(
+                "the vault {} exists but its master key {} does not: restore the key (a new one cannot open it)",
+                config.vault_path.display(),
+                path.display()
+            )));
+        }
+        generate_key_file(&path)
+            .map_err(|e| VaultError::Key(format!("{}: {e}", path.display())))?;
+    }
+    read_master_key(&path)
+}
+
+pub fn kind_for(kind: ResourceKind) -> CredentialKind {
+    match kind {
+        ResourceKind::Postgres => CredentialKind::Password,
+        ResourceKind::Ssh => CredentialKind::SshKey,
+    }
+}
+
+/// Opens the vault and imports the `credential_file` of every resource the
+/// vault does not know yet. Returns the vault and the resources imported.
+pub fn open_for(config: &Config) -> Result<(Vault, Vec<String>), VaultError> {
+    let vault = Vault::open_exclusive(&config.vault_path, resolve_master_key(config)?)?;
+    let mut imported = Vec::new();
+    for resource in config.resources.values() {
+        let Some(file) = &resource.credential_file else {
+            continue;
+        };
+        if vault.contains(&resource.name) {
+            continue;
+        }
+        let secret = read_secret_file(file).map_err(|e| VaultError::Import {
+            resource: resource.name.clone(),
+            problem: e.to_string(),
+        })?;
+        vault.set(&resource.name, kind_for(resource.kind), secret)?;
+        imported.push(resource.name.clone());
+    }
+    Ok((vault, imported))
+}

@@ -1,0 +1,350 @@
+//! Credential vault and rotation against real PostgreSQL and sshd targets.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{World, wait_until};
+
+/// Whether `password` logs in to the target directly as the managed role.
+fn pg_direct_works(world: &World, password: &str) -> bool {
+    Command::new("psql")
+        .args(["-X", "-A", "-t", "-h", "127.0.0.1", "-p"])
+        .arg(world.pg().server.port.to_string())
+        .args(["-U", "orders_app", "-d", "orders", "-c", "select 1"])
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "5")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// Whether the private key file `key` logs in to the SSH target directly.
+fn ssh_direct_works(world: &World, key: &std::path::Path) -> bool {
+    let target = world.ssh_target.as_ref().unwrap();
+    Command::new("ssh")
+        .args(["-F", "/dev/null", "-i"])
+        .arg(key)
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "LogLevel=ERROR",
+        ])
+        .args(["-p", &target.sshd.port.to_string()])
+        .arg(format!("{}@127.0.0.1", target.sshd.account))
+        .arg("true")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+fn rotated(world: &World, resource: &str, times: usize) -> bool {
+    wait_until(Duration::from_secs(30), || {
+        world
+            .audit_text()
+            .matches(&format!(
+                r#""resource":"{resource}","type":"rotation_succeeded""#
+            ))
+            .count()
+            >= times
+    })
+}
+
+#[test]
+fn check_in_rotates_both_credentials_removes_planted_keys_and_the_old_ones_stop_working() {
+    let world = World::with_both_targets(&["log_statement=all"], |t| t);
+    let old_password = world.pg().password.clone();
+    let old_key = world.ssh_target.as_ref().unwrap().key.clone();
+
+    // Postgres: a session, then check-in.
+    let (pg_id, lease_password) = world.lease_pg("alice", "10m");
+    let (out, err, ok) = world.psql_run("alice", &lease_password, "select 1");
+    assert!(ok && out == "1", "{err}");
+    world.ok("alice", &format!("checkin {pg_id}"));
+    assert!(rotated(&world, "orders-prod", 1), "{}", world.audit_text());
+    assert!(
+        !pg_direct_works(&world, &old_password),
+        "the old password still works"
+    );
+    let vault = world.vault();
+    let new_password = vault.current("orders-prod").unwrap();
+    assert_ne!(new_password.expose(), old_password);
+    assert!(new_password.expose().len() >= 64);
+    assert!(pg_direct_works(&world, new_password.expose()));
+    // The plaintext never reached the server log (log_statement=all shows
+    // the ALTER ROLE with a verifier) nor the gateway's own files.
+    let server_log = world.pg().server.server_log();
+    assert!(server_log.contains("ALTER ROLE"), "statement logging is on");
+    assert!(server_log.contains("SCRAM-SHA-256$"));
+    for (name, text) in [
+        ("server log", server_log),
+        ("serve log", world.log()),
+        ("audit", world.audit_text()),
+        ("query logs", world.query_logs()),
+    ] {
+        assert!(
+            !text.contains(new_password.expose()),
+            "new password in the {name}"
+        );
+    }
+    // The next user's session through the gateway works.
+    let (_, zoe_password) = world.lease_pg("zoe", "10m");
+    let (out, err, ok) = world.psql_run("zoe", &zoe_password, "select current_user");
+    assert!(ok, "{err}");
+    assert_eq!(out, "orders_app");
+
+    // SSH: plant a key during the window, then check in.
+    let web_id = world.lease_web("alice", "10m");
+    let planted = world.path("planted");
+    jitgate::targets::ensure_ssh_key(&planted, "planted").unwrap();
+    let planted_public = std::fs::read_to_string(planted.with_extension("pub")).unwrap();
+    let status = world
+        .target_ssh("alice", "web-01")
+        .arg(format!(
+            "echo '{}' >> ~/.ssh/authorized_keys",
+            planted_public.trim()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        ssh_direct_works(&world, &planted),
+        "the planted key works during the window"
+    );
+    world.ok("alice", &format!("checkin {web_id}"));
+    assert!(rotated(&world, "web-01", 1), "{}", world.audit_text());
+    assert!(
+        !ssh_direct_works(&world, &planted),
+        "the planted key survived rotation"
+    );
+    assert!(
+        !ssh_direct_works(&world, &old_key),
+        "the old managed key still works"
+    );
+    let fingerprint = Command::new("ssh-keygen")
+        .args(["-l", "-E", "sha256", "-f"])
+        .arg(planted.with_extension("pub"))
+        .output()
+        .unwrap();
+    let fingerprint = String::from_utf8_lossy(&fingerprint.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    assert!(
+        world.audit_text().contains(&format!(
+            r#""fingerprint":"{fingerprint}","resource":"web-01","type":"planted_key_removed""#
+        )),
+        "{}",
+        world.audit_text()
+    );
+    let carol = world.ok("carol", "audit tail -n 50");
+    assert!(carol.contains("planted key removed from web-01"), "{carol}");
+    // The next session through the gateway uses the new key.
+    world.lease_web("zoe", "10m");
+    let out = world
+        .target_ssh("zoe", "web-01")
+        .arg("echo fresh-key")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "fresh-key");
+
+    // vault list: metadata, never a secret.
+    let listed = Command::new(common::BIN)
+        .args(["vault", "list", "--config"])
+        .arg(world.config_path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success(), "{text}");
+    assert!(
+        text.contains("orders-prod") && text.contains("password") && text.contains("current"),
+        "{text}"
+    );
+    assert!(!text.contains(new_password.expose()));
+}
+
+#[test]
+fn a_crash_at_any_phase_of_a_rotation_converges_on_restart() {
+    let mut world = World::with_pg_target(&[], |t| t);
+    for (round, point) in ["after_pending", "after_apply", "after_confirm"]
+        .into_iter()
+        .enumerate()
+    {
+        world.signal("TERM");
+        world.wait_exit(Duration::from_secs(10));
+        world.launch_with_fault(Some(&format!("rotation:{point}")));
+        let out = world.ssh("root", "rotate orders-prod");
+        assert!(
+            !out.status.success(),
+            "{point}: the gateway should have crashed"
+        );
+        world.wait_exit(Duration::from_secs(10));
+        assert!(
+            world
+                .log()
+                .contains(&format!("fault injected at rotation:{point}"))
+        );
+        world.launch();
+        // The restarted gateway settles the interrupted rotation by itself.
+        assert!(
+            wait_until(Duration::from_secs(30), || world
+                .vault()
+                .pending("orders-prod")
+                .is_none()),
+            "{point}: still pending"
+        );
+        let current = world.vault().current("orders-prod").unwrap();
+        assert!(
+            pg_direct_works(&world, current.expose()),
+            "{point}: the vault's credential does not work"
+        );
+        let _ = round;
+    }
+    // And a normal rotation afterwards works end to end.
+    let out = world.ok("root", "rotate orders-prod");
+    assert!(
+        out.contains("rotated the credential of orders-prod"),
+        "{out}"
+    );
+    let current = world.vault().current("orders-prod").unwrap();
+    assert!(pg_direct_works(&world, current.expose()));
+    let (_, password) = world.lease_pg("alice", "10m");
+    let (_, err, ok) = world.psql_run("alice", &password, "select 1");
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn a_target_down_during_rotation_keeps_the_old_secret_and_converges_when_it_returns() {
+    let world = World::with_pg_target(&[], |t| t);
+    let old_password = world.pg().password.clone();
+    let (id, _) = world.lease_pg("alice", "10m");
+    world.pg().server.stop();
+    world.ok("alice", &format!("checkin {id}"));
+    assert!(wait_until(Duration::from_secs(30), || world
+        .audit_text()
+        .contains(
+            r#""resource":"orders-prod","type":"rotation_failed""#
+        )));
+    assert_eq!(
+        world.vault().current("orders-prod").unwrap().expose(),
+        old_password
+    );
+    let listed = Command::new(common::BIN)
+        .args(["vault", "list", "--config"])
+        .arg(world.config_path())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("rotation pending"));
+    // The single-user resource is not handed out meanwhile.
+    let id = world.request("zoe", "orders-prod --for 10m --reason next");
+    world.ok("bob", &format!("approve {id}"));
+    world.ok("dave", &format!("approve {id}"));
+    let refused = world.refused(
+        "zoe",
+        &format!("checkout {id} --totp {}", world.totp("zoe")),
+    );
+    assert!(refused.contains("rotating its credential"), "{refused}");
+    world.pg().server.restart(&[]).unwrap();
+    assert!(rotated(&world, "orders-prod", 1), "{}", world.audit_text());
+    assert!(!pg_direct_works(&world, &old_password));
+    // Now the next holder gets the resource.
+    std::thread::sleep(Duration::from_secs(
+        31 - (chrono::Utc::now().timestamp() % 30) as u64,
+    ));
+    let out = world.json(
+        "zoe",
+        &format!("checkout {id} --totp {}", world.totp("zoe")),
+    );
+    let (_, err, ok) = world.psql_run("zoe", out["password"].as_str().unwrap(), "select 1");
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn a_wrong_key_or_tampered_vault_refuses_to_start_and_writers_are_exclusive() {
+    let mut world = World::with_pg_target(&[], |t| t);
+    // While the gateway runs, an offline writer is refused.
+    let secret = world.path("new-password");
+    jitgate::secret::write_secret_file(&secret, "whatever-password").unwrap();
+    let out = Command::new(common::BIN)
+        .args(["vault", "set", "orders-prod", "--password-file"])
+        .arg(&secret)
+        .arg("--config")
+        .arg(world.config_path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use by a running gateway"));
+    world.signal("TERM");
+    world.wait_exit(Duration::from_secs(10));
+
+    // A world-readable secret file is refused.
+    std::fs::write(world.path("loose"), "pw").unwrap();
+    let out = Command::new(common::BIN)
+        .args(["vault", "set", "orders-prod", "--password-file"])
+        .arg(world.path("loose"))
+        .arg("--config")
+        .arg(world.config_path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let vault_path = world.path("state/vault.json");
+    let original = std::fs::read_to_string(&vault_path).unwrap();
+    assert!(
+        !original.contains(&world.pg().password),
+        "the vault file holds the password in clear"
+    );
+
+    let serve = |world: &World| {
+        Command::new(common::BIN)
+            .args(["serve", "--config"])
+            .arg(world.config_path())
+            .output()
+            .unwrap()
+    };
+    // Tampered record.
+    let tampered = original.replacen("\"ciphertext\": \"", "\"ciphertext\": \"AAAA", 2);
+    std::fs::write(&vault_path, &tampered).unwrap();
+    let out = serve(&world);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("tampered"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Truncated file.
+    std::fs::write(&vault_path, &original[..original.len() / 2]).unwrap();
+    let out = serve(&world);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("corrupted"));
+    // Wrong master key.
+    std::fs::write(&vault_path, &original).unwrap();
+    let key_path = world.path("state/vault.key");
+    let real_key = std::fs::read(&key_path).unwrap();
+    jitgate::vault::generate_key_file(&key_path).unwrap();
+    let out = serve(&world);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong key"));
+    // Missing master key with an existing vault.
+    std::fs::remove_file(&key_path).unwrap();
+    let out = serve(&world);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("restore the key"));
+    // The right key again: it starts, nothing was lost.
+    std::fs::write(&key_path, &real_key).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    world.launch();
+    let (_, password) = world.lease_pg("alice", "10m");
+    let (_, err, ok) = world.psql_run("alice", &password, "select 1");
+    assert!(ok, "{err}");
+}
