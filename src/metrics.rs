@@ -19,7 +19,7 @@ const STATES: [RequestState; 9] = [
 
 /// Counters, with their help text; each starts at 0 so it is scraped from
 /// the first request on.
-const COUNTERS: [(&str, &str); 8] = [
+const COUNTERS: [(&str, &str); 11] = [
     (
         "jitgate_workflow_events_total",
         "Workflow state changes, by event",
@@ -46,6 +46,18 @@ const COUNTERS: [(&str, &str); 8] = [
         "jitgate_event_subscribers_dropped_total",
         "Live streams dropped for falling behind",
     ),
+    (
+        "jitgate_rotations_total",
+        "Credential rotations, by outcome",
+    ),
+    (
+        "jitgate_query_log_write_failures_total",
+        "Postgres query log lines that could not be written",
+    ),
+    (
+        "jitgate_postgres_startup_timeouts_total",
+        "Postgres connections that did not finish TLS and login in time",
+    ),
 ];
 
 pub fn describe() {
@@ -55,6 +67,10 @@ pub fn describe() {
     );
     describe_gauge!("jitgate_active_leases", "Leases currently active");
     describe_gauge!("jitgate_sessions", "Live sessions, by protocol");
+    describe_gauge!(
+        "jitgate_rotation_pending",
+        "1 while a resource's credential rotation is failing and being retried"
+    );
     describe_histogram!(
         "jitgate_journal_fsync_seconds",
         Unit::Seconds,
@@ -63,7 +79,10 @@ pub fn describe() {
     for (name, help) in COUNTERS {
         describe_counter!(name, help);
         // Labelled series appear with their first label; the rest start at 0.
-        if name != "jitgate_workflow_events_total" {
+        if !matches!(
+            name,
+            "jitgate_workflow_events_total" | "jitgate_rotations_total"
+        ) {
             metrics::counter!(name).absolute(0);
         }
     }

@@ -176,42 +176,50 @@ fn check_in_rotates_both_credentials_removes_planted_keys_and_the_old_ones_stop_
     assert!(!text.contains(new_password.expose()));
 }
 
+/// Whether the vault's current credential of `resource` works directly.
+fn vault_credential_works(world: &World, resource: &str) -> bool {
+    let current = world.vault().current(resource).unwrap();
+    if resource == "orders-prod" {
+        return pg_direct_works(world, current.expose());
+    }
+    let key = world.path("vault-key-check");
+    jitgate::secret::write_secret_file(&key, current.expose()).unwrap();
+    ssh_direct_works(world, &key)
+}
+
 #[test]
 fn a_crash_at_any_phase_of_a_rotation_converges_on_restart() {
-    let mut world = World::with_pg_target(&[], |t| t);
-    for (round, point) in ["after_pending", "after_apply", "after_confirm"]
-        .into_iter()
-        .enumerate()
-    {
-        world.signal("TERM");
-        world.wait_exit(Duration::from_secs(10));
-        world.launch_with_fault(Some(&format!("rotation:{point}")));
-        let out = world.ssh("root", "rotate orders-prod");
-        assert!(
-            !out.status.success(),
-            "{point}: the gateway should have crashed"
-        );
-        world.wait_exit(Duration::from_secs(10));
-        assert!(
-            world
-                .log()
-                .contains(&format!("fault injected at rotation:{point}"))
-        );
-        world.launch();
-        // The restarted gateway settles the interrupted rotation by itself.
-        assert!(
-            wait_until(Duration::from_secs(30), || world
-                .vault()
-                .pending("orders-prod")
-                .is_none()),
-            "{point}: still pending"
-        );
-        let current = world.vault().current("orders-prod").unwrap();
-        assert!(
-            pg_direct_works(&world, current.expose()),
-            "{point}: the vault's credential does not work"
-        );
-        let _ = round;
+    let mut world = World::with_both_targets(&[], |t| t);
+    for resource in ["orders-prod", "web-01"] {
+        for point in ["after_pending", "after_apply", "after_confirm"] {
+            world.signal("TERM");
+            world.wait_exit(Duration::from_secs(10));
+            world.launch_with_fault(Some(&format!("rotation:{point}")));
+            let out = world.ssh("root", &format!("rotate {resource}"));
+            assert!(
+                !out.status.success(),
+                "{resource} {point}: the gateway should have crashed"
+            );
+            world.wait_exit(Duration::from_secs(10));
+            assert!(
+                world
+                    .log()
+                    .contains(&format!("fault injected at rotation:{point}"))
+            );
+            world.launch();
+            // The restarted gateway settles the interrupted rotation by itself.
+            assert!(
+                wait_until(Duration::from_secs(30), || world
+                    .vault()
+                    .pending(resource)
+                    .is_none()),
+                "{resource} {point}: still pending"
+            );
+            assert!(
+                vault_credential_works(&world, resource),
+                "{resource} {point}: the vault's credential does not work"
+            );
+        }
     }
     // And a normal rotation afterwards works end to end.
     let out = world.ok("root", "rotate orders-prod");
@@ -315,8 +323,16 @@ fn a_wrong_key_or_tampered_vault_refuses_to_start_and_writers_are_exclusive() {
             .unwrap()
     };
     // Tampered record.
-    let tampered = original.replacen("\"ciphertext\": \"", "\"ciphertext\": \"AAAA", 2);
-    std::fs::write(&vault_path, &tampered).unwrap();
+    let mut tampered: serde_json::Value = serde_json::from_str(&original).unwrap();
+    let sealed = &mut tampered["records"]["orders-prod"]["current"]["ciphertext"];
+    let text = sealed.as_str().unwrap().to_string();
+    let prefix = if text.starts_with("AAAA") {
+        "BBBB"
+    } else {
+        "AAAA"
+    };
+    *sealed = format!("{prefix}{}", &text[4..]).into();
+    std::fs::write(&vault_path, tampered.to_string()).unwrap();
     let out = serve(&world);
     assert!(!out.status.success());
     assert!(
@@ -347,4 +363,28 @@ fn a_wrong_key_or_tampered_vault_refuses_to_start_and_writers_are_exclusive() {
     let (_, password) = world.lease_pg("alice", "10m");
     let (_, err, ok) = world.psql_run("alice", &password, "select 1");
     assert!(ok, "{err}");
+}
+
+#[test]
+fn credentials_also_rotate_on_their_schedule() {
+    let world = World::with_ssh_target(|text| {
+        text.replacen(
+            "kind = \"ssh\"\n",
+            "kind = \"ssh\"\nrotation_interval = \"10s\"\n",
+            1,
+        )
+    });
+    let before = world.vault().current("web-01").unwrap();
+    assert!(rotated(&world, "web-01", 1), "{}", world.audit_text());
+    assert!(world.audit_text().contains(r#""reason":"scheduled""#));
+    assert_ne!(
+        world.vault().current("web-01").unwrap().expose(),
+        before.expose()
+    );
+    assert!(vault_credential_works(&world, "web-01"));
+    assert!(
+        world
+            .metrics()
+            .contains(r#"jitgate_rotations_total{outcome="succeeded"}"#)
+    );
 }

@@ -358,8 +358,8 @@ fn validate_resource(
         host_key,
         upstream_tls_ca: section.upstream_tls_ca.as_deref().map(|p| check.resolve(p)),
         rotation_interval: match section.rotation_interval {
-            Some(interval) if interval.as_duration() < std::time::Duration::from_secs(60) => {
-                return Err(check.invalid(key("rotation_interval"), "must be at least 1m"));
+            Some(interval) if interval.as_duration() < std::time::Duration::from_secs(10) => {
+                return Err(check.invalid(key("rotation_interval"), "must be at least 10s"));
             }
             other => other.map(|i| i.as_duration()),
         },

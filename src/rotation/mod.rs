@@ -86,6 +86,8 @@ impl Rotator {
         match &result {
             Ok(version) => {
                 metrics::counter!("jitgate_rotations_total", "outcome" => "succeeded").increment(1);
+                metrics::gauge!("jitgate_rotation_pending", "resource" => name.to_string())
+                    .set(0.0);
                 self.retry.lock().remove(name);
                 self.audit(AuditEvent::RotationSucceeded {
                     resource: name.to_string(),
@@ -95,6 +97,8 @@ impl Rotator {
             }
             Err(error) => {
                 metrics::counter!("jitgate_rotations_total", "outcome" => "failed").increment(1);
+                metrics::gauge!("jitgate_rotation_pending", "resource" => name.to_string())
+                    .set(1.0);
                 tracing::warn!(resource = name, %error, "credential rotation failed");
                 let _ = self
                     .gateway
