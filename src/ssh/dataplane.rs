@@ -94,8 +94,17 @@ impl DataPlane {
     pub async fn upstream(&self) -> Result<Arc<Handle<UpstreamHandler>>, UpstreamError> {
         self.upstream
             .get_or_try_init(|| async {
-                let credential = self.gateway.vault().current(&self.resource.name);
-                let result = upstream::connect(&self.resource, &self.known_hosts, credential).await;
+                let vault = self.gateway.vault();
+                let credential = vault.current(&self.resource.name);
+                let mut result =
+                    upstream::connect(&self.resource, &self.known_hosts, credential).await;
+                // Mid-rotation the target may already hold the pending key.
+                if let (Err(UpstreamError::Refused { .. }), Some(pending)) =
+                    (&result, vault.pending(&self.resource.name))
+                {
+                    result =
+                        upstream::connect(&self.resource, &self.known_hosts, Some(pending)).await;
+                }
                 self.audit_host_key(&result);
                 result.map(|(handle, _)| Arc::new(handle))
             })
