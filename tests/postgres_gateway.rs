@@ -722,4 +722,10 @@ fn the_gateway_reaches_a_tls_target_verifying_its_certificate() {
     );
     assert!(ok, "{err}");
     assert_eq!(out, "t");
+    // Rotation reaches the target over the same verified TLS.
+    let rotated = world.ok("root", "rotate orders-prod");
+    assert!(rotated.contains("now version 2"), "{rotated}");
+    let (out, err, ok) = world.psql_run("alice", &password, "select 'after rotation'");
+    assert!(ok, "{err}");
+    assert_eq!(out, "after rotation");
 }

@@ -9,6 +9,7 @@
 //! - `postgres`: ALTER ROLE with a gateway-computed SCRAM verifier.
 //! - `ssh`: a new ed25519 key replaces all of `authorized_keys`.
 
+mod pg_tls;
 mod postgres;
 mod ssh;
 

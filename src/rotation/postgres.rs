@@ -44,18 +44,47 @@ async fn connect(
     password: &Secret,
     timeout: std::time::Duration,
 ) -> Result<tokio_postgres::Client, RotationError> {
-    if resource.upstream_tls_ca.is_some() {
-        return Err(RotationError::Target(
-            "rotation over upstream TLS is not supported yet".into(),
-        ));
-    }
-    let (client, connection) = config(resource, password, timeout)?
-        .connect(tokio_postgres::NoTls)
+    tokio::time::timeout(timeout, connect_within(resource, password, timeout))
         .await
-        .map_err(classify)?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
+        .map_err(|_| {
+            RotationError::Unreachable(format!(
+                "{} did not answer in {timeout:?}",
+                resource.address
+            ))
+        })?
+}
+
+/// Plain TCP or verified TLS, as the resource's `upstream_tls_ca` says.
+async fn connect_within(
+    resource: &Resource,
+    password: &Secret,
+    timeout: std::time::Duration,
+) -> Result<tokio_postgres::Client, RotationError> {
+    let config = config(resource, password, timeout)?;
+    let tls = crate::postgres::upstream::tls_for(resource).map_err(RotationError::Target)?;
+    let tcp = tokio::net::TcpStream::connect(&resource.address)
+        .await
+        .map_err(|e| RotationError::Unreachable(e.to_string()))?;
+    let client = match tls {
+        Some(tls) => {
+            let mut config = config;
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let (client, connection) = config
+                .connect_raw(tcp, super::pg_tls::RustlsConnect(tls))
+                .await
+                .map_err(classify)?;
+            tokio::spawn(connection);
+            client
+        }
+        None => {
+            let (client, connection) = config
+                .connect_raw(tcp, tokio_postgres::NoTls)
+                .await
+                .map_err(classify)?;
+            tokio::spawn(connection);
+            client
+        }
+    };
     Ok(client)
 }
 
