@@ -388,3 +388,59 @@ fn credentials_also_rotate_on_their_schedule() {
             .contains(r#"jitgate_rotations_total{outcome="succeeded"}"#)
     );
 }
+
+#[test]
+fn an_account_that_cannot_replace_its_keys_fails_rotation_clearly_and_keeps_working() {
+    let world = World::with_ssh_target(|t| t);
+    let target = world.ssh_target.as_ref().unwrap();
+    let ssh_dir = target.sshd.home.join(".ssh");
+    // root owns the key directory: the managed account cannot write there.
+    Command::new("chown")
+        .args(["-R", "root:root"])
+        .arg(&ssh_dir)
+        .status()
+        .unwrap();
+    Command::new("chmod")
+        .arg("755")
+        .arg(&ssh_dir)
+        .status()
+        .unwrap();
+    let out = world.ssh("root", "rotate web-01");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rotation of web-01 failed") && err.contains("authorized_keys"),
+        "{err}"
+    );
+    assert!(
+        world
+            .audit_text()
+            .contains(r#""resource":"web-01","type":"rotation_failed""#)
+    );
+    assert!(
+        vault_credential_works(&world, "web-01"),
+        "the working key was lost"
+    );
+    world.lease_web("alice", "10m");
+    let out = world
+        .target_ssh("alice", "web-01")
+        .arg("echo still-in")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "still-in");
+    // A secret file that does not exist is a clear error too.
+    let out = Command::new(common::BIN)
+        .args([
+            "vault",
+            "set",
+            "web-01",
+            "--key-file",
+            "/nonexistent/key",
+            "--config",
+        ])
+        .arg(world.config_path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/key"));
+}
