@@ -265,10 +265,53 @@ fn demo_runs_the_whole_workflow_against_real_targets_and_cleans_up() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&count.stdout).trim(), "100");
+    // web-01 was checked in, so its key was rotated: the key the demo
+    // started with is refused, the vault's new one works.
     let ssh_port = demo.target_port(0);
+    let ssh_as = |key: &std::path::Path| {
+        Command::new("ssh")
+            .args(["-F", "/dev/null", "-p", &ssh_port.to_string(), "-i"])
+            .arg(key)
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "LogLevel=ERROR",
+                "jgdemo@127.0.0.1",
+                "whoami",
+            ])
+            .output()
+            .unwrap()
+    };
+    let rotated = (0..300).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        std::fs::read_to_string(demo.dir.join("audit/audit.log"))
+            .unwrap_or_default()
+            .contains(r#""resource":"web-01","type":"rotation_succeeded""#)
+    });
+    assert!(rotated, "web-01 was not rotated after check-in");
+    assert!(
+        !ssh_as(&demo.dir.join("credentials/web-01"))
+            .status
+            .success()
+    );
+    let vault = jitgate::vault::Vault::open(
+        &demo.dir.join("state/vault.json"),
+        jitgate::vault::read_master_key(&demo.dir.join("state/vault.key")).unwrap(),
+    )
+    .unwrap();
+    let current = demo.dir.join("current-web-01-key");
+    jitgate::secret::write_secret_file(&current, vault.current("web-01").unwrap().expose())
+        .unwrap();
     let whoami = Command::new("ssh")
         .args(["-F", "/dev/null", "-p", &ssh_port.to_string(), "-i"])
-        .arg(demo.dir.join("credentials/web-01"))
+        .arg(&current)
         .args([
             "-o",
             "StrictHostKeyChecking=no",

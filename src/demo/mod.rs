@@ -50,6 +50,19 @@ pub async fn run(dir: PathBuf) -> anyhow::Result<()> {
 }
 
 /// Starts the targets and writes keys, secrets and the config under `dir`.
+/// The targets are created afresh on every run, with fresh credentials in
+/// `DIR/credentials`; a vault from an earlier run holds the old targets'
+/// (rotated) credentials, so it is dropped and the new ones are imported.
+fn forget_old_credentials(dir: &Path) -> anyhow::Result<()> {
+    for file in ["vault.json", "vault.key", "vault.lock"] {
+        match std::fs::remove_file(dir.join("state").join(file)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// A throwaway CA and a certificate for the Postgres port signed by it, so
 /// clients can use `sslmode=verify-full sslrootcert=DIR/tls/ca.crt`.
 fn ensure_tls(dir: &Path) -> anyhow::Result<()> {
@@ -100,6 +113,7 @@ pub fn prepare(dir: &Path) -> anyhow::Result<Demo> {
     crate::secret::write_secret_file(&dir.join("credentials/orders-prod"), &password)?;
 
     ensure_tls(&dir)?;
+    forget_old_credentials(&dir)?;
     let config_path = dir.join("config.toml");
     std::fs::write(&config_path, files::config_text(&ports, SSH_ACCOUNT))?;
     Config::load(&config_path).context("the generated demo config is invalid")?;

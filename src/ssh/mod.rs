@@ -11,6 +11,7 @@ mod console;
 mod dataplane;
 mod handler;
 mod hostkey;
+mod killable;
 mod recording;
 mod relay;
 pub mod upstream;
@@ -115,10 +116,22 @@ async fn serve_connection(
         handler::Connection::new(runtime.clone(), remote, host, known_hosts, sever.clone());
     let authenticated = handler.authenticated_flag();
     let span = tracing::info_span!("ssh", %remote);
-    let session = match russh::server::run_stream(config, stream, handler).await {
-        Ok(session) => session,
-        Err(e) => {
+    let kill = tokio_util::sync::CancellationToken::new();
+    let stream = killable::Killable::new(stream, kill.clone());
+    // A client that never sends its version line must not hold a task.
+    let started = tokio::time::timeout(
+        auth_timeout,
+        russh::server::run_stream(config, stream, handler),
+    )
+    .await;
+    let session = match started {
+        Ok(Ok(session)) => session,
+        Ok(Err(e)) => {
             tracing::debug!(parent: &span, error = %e, "SSH handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(parent: &span, "SSH handshake timed out");
             return;
         }
     };
@@ -138,6 +151,13 @@ async fn serve_connection(
                 auth_checked = true;
                 if !authenticated.load(std::sync::atomic::Ordering::Acquire) {
                     let _ = handle.disconnect(russh::Disconnect::ByApplication, "authentication timed out".into(), String::new()).await;
+                    // Before key exchange completes the disconnect cannot be
+                    // sent; cutting the socket ends the session task anyway.
+                    if tokio::time::timeout(Duration::from_secs(1), &mut session).await.is_err() {
+                        kill.cancel();
+                    }
+                    tracing::debug!(parent: &span, "authentication timed out");
+                    return;
                 }
             }
             reason = sever.requested() => {

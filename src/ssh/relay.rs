@@ -355,6 +355,16 @@ async fn target_to_client(
                 .await
                 .map_err(|_| russh::Error::SendError),
             ChannelMsg::Close => break,
+            // Only shell, exec and subsystem requests want a reply: the
+            // target refused what the client asked to run (an unknown
+            // subsystem, say). The client was told "success" already, so
+            // it learns it this way instead of waiting forever.
+            ChannelMsg::Failure => {
+                let message = format!("jitgate: {} refused the request\r\n", plane.resource.name);
+                let _ = to.extended_data_bytes(1, Bytes::from(message)).await;
+                let _ = to.exit_status(1).await;
+                break;
+            }
             _ => Ok(()),
         };
         if sent.is_err() {

@@ -481,6 +481,16 @@ impl World {
         command
     }
 
+    /// The ssh options of `ssh_command` as one string, without the
+    /// destination: for GIT_SSH_COMMAND, rsync -e and ControlMaster use.
+    pub fn ssh_options(&self, key_of: &str) -> String {
+        format!(
+            "ssh -F /dev/null -p {} -i {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes -o BatchMode=yes -o LogLevel=ERROR -o ConnectTimeout=10",
+            self.ssh_port,
+            self.path("keys").join(key_of).display()
+        )
+    }
+
     /// Runs a control command as `user` (with their own key).
     pub fn ssh(&self, user: &str, args: &str) -> Output {
         self.ssh_command(user, user)

@@ -1,0 +1,295 @@
+//! The SSH data plane's channel features with stock OpenSSH: window changes,
+//! signals, exit signals, git, several channels on one connection, and
+//! clients that misbehave.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{World, wait_until};
+use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+use rustix::termios::{Winsize, tcsetwinsize};
+
+fn winsize(rows: u16, cols: u16) -> Winsize {
+    Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    }
+}
+
+#[test]
+fn a_window_change_reaches_the_remote_pty_and_the_recording() {
+    let world = World::with_ssh_target(|t| t);
+    world.lease_web("alice", "10m");
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
+    grantpt(&master).unwrap();
+    unlockpt(&master).unwrap();
+    let name = ptsname(&master, Vec::new()).unwrap();
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(name.to_str().unwrap())
+        .unwrap();
+    tcsetwinsize(&slave, winsize(24, 80)).unwrap();
+    let child = world
+        .target_ssh("alice", "web-01")
+        .arg("-tt")
+        .arg("stty size; sleep 2; stty size")
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave)
+        .spawn()
+        .unwrap();
+    let mut terminal = std::fs::File::from(master);
+    let reader = {
+        let mut terminal = terminal.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut output = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // EIO once the ssh process (the last slave holder) exits.
+            while let Ok(n) = terminal.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                output.extend_from_slice(&chunk[..n]);
+            }
+            String::from_utf8_lossy(&output).into_owned()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1000));
+    tcsetwinsize(&terminal, winsize(50, 132)).unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::WINCH,
+    )
+    .unwrap();
+    let _ = terminal.flush();
+    let mut child = child;
+    assert!(child.wait().unwrap().success());
+    let output = reader.join().unwrap();
+    assert!(output.contains("24 80"), "{output:?}");
+    assert!(output.contains("50 132"), "{output:?}");
+    let recording = std::fs::read_dir(world.path("recordings"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect::<String>();
+    assert!(recording.contains(r#""r","132x50""#), "{recording}");
+}
+
+/// Runs `command` on web-01 directly with the managed key (before any
+/// rotation), for comparison with the gateway.
+fn direct(world: &World, command: &str) -> std::process::Output {
+    let target = world.ssh_target.as_ref().unwrap();
+    Command::new("ssh")
+        .args(["-F", "/dev/null", "-i"])
+        .arg(&target.key)
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+        ])
+        .args(["-p", &target.sshd.port.to_string()])
+        .arg(format!("{}@127.0.0.1", target.sshd.account))
+        .arg(command)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn ctrl_c_interrupts_the_remote_process_and_exit_signals_match_openssh() {
+    let world = World::with_ssh_target(|t| t);
+    world.lease_web("alice", "10m");
+    let mut shell = world
+        .target_ssh("alice", "web-01")
+        .arg("-tt")
+        .arg("trap 'echo got-INT; exit 3' INT; echo ready; sleep 30 & wait")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(shell.stdout.take().unwrap()).lines();
+    let ready = lines.next().unwrap().unwrap();
+    assert!(ready.contains("ready"), "{ready}");
+    let sent = Instant::now();
+    shell.stdin.as_mut().unwrap().write_all(b"\x03").unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = shell.wait().unwrap();
+    assert!(sent.elapsed() < Duration::from_secs(5));
+    assert!(rest.iter().any(|l| l.contains("got-INT")), "{rest:?}");
+    assert_eq!(status.code(), Some(3));
+
+    // A remote process killed by a signal ends the client as OpenSSH does.
+    let through = world
+        .target_ssh("alice", "web-01")
+        .arg("kill -TERM $$")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let reference = direct(&world, "kill -TERM $$");
+    assert_eq!(through.status.code(), reference.status.code());
+}
+
+#[test]
+fn git_clone_and_push_over_the_gateway_work_unchanged() {
+    let world = World::with_ssh_target(|t| t);
+    world.lease_web("alice", "10m");
+    let out = world
+        .target_ssh("alice", "web-01")
+        .arg("rm -rf repo.git && git init -q --bare repo.git")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let git = |dir: &std::path::Path, args: &[&str]| {
+        let out = Command::new("git")
+            .args([
+                "-c",
+                "user.name=alice",
+                "-c",
+                "user.email=alice@example.com",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_SSH_COMMAND", world.ssh_options("alice"))
+            .output()
+            .expect("git must be installed: scripts/install-deps");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let work = world.path("work");
+    std::fs::create_dir_all(&work).unwrap();
+    git(&work, &["init", "-q"]);
+    std::fs::write(work.join("README"), "through the gateway\n").unwrap();
+    git(&work, &["add", "README"]);
+    git(&work, &["commit", "-q", "-m", "first"]);
+    git(
+        &work,
+        &[
+            "push",
+            "-q",
+            "alice+web-01@127.0.0.1:repo.git",
+            "HEAD:refs/heads/main",
+        ],
+    );
+    git(
+        world.dir.path(),
+        &["clone", "-q", "alice+web-01@127.0.0.1:repo.git", "clone"],
+    );
+    assert_eq!(
+        std::fs::read_to_string(world.path("clone/README")).unwrap(),
+        "through the gateway\n"
+    );
+}
+
+#[test]
+fn several_channels_share_one_connection_and_one_upstream() {
+    let world = World::with_ssh_target(|t| t);
+    world.lease_web("alice", "10m");
+    let socket = world.path("mux.sock");
+    let options = world.ssh_options("alice");
+    let mut master = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "exec {options} -M -S {} -N alice+web-01@127.0.0.1",
+            socket.display()
+        ))
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || socket.exists()));
+    let runs: Vec<_> = (0..4)
+        .map(|i| {
+            Command::new("ssh")
+                .args(["-S"])
+                .arg(&socket)
+                .arg("alice+web-01@127.0.0.1")
+                .arg(format!("sleep 1; echo channel-{i}-$((i=6*7))"))
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let started = Instant::now();
+    for (i, run) in runs.into_iter().enumerate() {
+        let out = run.wait_with_output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("channel-{i}-42")
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the channels ran one after another"
+    );
+    let sessions = world.json("carol", "sessions");
+    let ssh_sessions = sessions["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["protocol"] == "ssh")
+        .count();
+    assert_eq!(ssh_sessions, 1, "{sessions}");
+    let _ = master.kill();
+    let _ = master.wait();
+}
+
+#[test]
+fn misbehaving_clients_are_closed_cleanly_and_others_are_unaffected() {
+    let world = World::with_ssh_target(|text| {
+        text.replace("[roles]", "[ssh]\nauth_timeout = \"2s\"\n[roles]")
+    });
+    world.lease_web("alice", "10m");
+    // A client that never authenticates is cut off by the auth timeout.
+    let mut silent = std::net::TcpStream::connect(("127.0.0.1", world.ssh_port)).unwrap();
+    silent.write_all(b"SSH-2.0-silent\r\n").unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = Instant::now();
+    let mut sink = Vec::new();
+    let _ = silent.read_to_end(&mut sink);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    // Garbage instead of a version line, and a client that vanishes.
+    for garbage in [&b"GET / HTTP/1.1\r\n\r\n"[..], b"\x00\xff\x00\xff"] {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", world.ssh_port)).unwrap();
+        let _ = stream.write_all(garbage);
+        drop(stream);
+    }
+    // An unknown subsystem is refused; the connection's other work is not.
+    let out = world
+        .target_ssh("alice", "web-01")
+        .args(["-s", "no-such-subsystem"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let out = world
+        .target_ssh("alice", "web-01")
+        .arg("echo fine")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "fine");
+    assert!(!world.log().contains("panicked"), "{}", world.log());
+}
