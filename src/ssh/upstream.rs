@@ -214,6 +214,10 @@ fn client_config() -> client::Config {
         inactivity_timeout: None,
         keepalive_interval: Some(Duration::from_secs(30)),
         nodelay: true,
+        preferred: russh::Preferred {
+            cipher: std::borrow::Cow::Borrowed(super::CIPHERS),
+            ..Default::default()
+        },
         ..Default::default()
     }
 }
