@@ -293,3 +293,52 @@ fn misbehaving_clients_are_closed_cleanly_and_others_are_unaffected() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "fine");
     assert!(!world.log().contains("panicked"), "{}", world.log());
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_stalled_reader_does_not_pile_the_download_up_in_gateway_memory() {
+    let world = World::with_ssh_target(|t| t);
+    world.lease_web("alice", "10m");
+    let before = rss_kib(world.pid());
+    let mut download = world
+        .target_ssh("alice", "web-01")
+        .arg("head -c 1G /dev/zero")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The client reads nothing for a while: the target could produce
+    // gigabytes meanwhile; the gateway must hold only bounded buffers.
+    let mut peak = before;
+    for _ in 0..25 {
+        std::thread::sleep(Duration::from_millis(200));
+        peak = peak.max(rss_kib(world.pid()));
+    }
+    let mut stdout = download.stdout.take().unwrap();
+    let mut total = 0u64;
+    let mut chunk = vec![0u8; 1 << 20];
+    loop {
+        let n = stdout.read(&mut chunk).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    assert!(download.wait().unwrap().success());
+    assert_eq!(total, 1 << 30);
+    let growth_mib = peak.saturating_sub(before) / 1024;
+    eprintln!("gateway RSS grew by {growth_mib} MiB with a stalled reader");
+    assert!(
+        growth_mib < 160,
+        "gateway RSS grew by {growth_mib} MiB while the reader stalled"
+    );
+}
