@@ -201,6 +201,21 @@ fn a_pty_session_is_recorded_as_asciicast() {
         }
     }
     assert!(output.contains("recorded-42"), "{output}");
+    // And asciinema itself reads it (it insists on a terminal: `script`
+    // gives it one).
+    let played = std::process::Command::new("script")
+        .args(["-q", "-e", "-c"])
+        .arg(format!("asciinema cat {}", recordings[0].display()))
+        .arg("/dev/null")
+        .stdin(Stdio::null())
+        .output()
+        .expect("script (bsdutils) and asciinema must be installed: scripts/install-deps");
+    assert!(
+        played.status.success(),
+        "{}",
+        String::from_utf8_lossy(&played.stderr)
+    );
+    assert!(String::from_utf8_lossy(&played.stdout).contains("recorded-42"));
 }
 
 #[test]
