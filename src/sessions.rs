@@ -33,7 +33,12 @@ pub struct LiveRecording {
     pub path: std::path::PathBuf,
     pub events: tokio::sync::broadcast::Sender<crate::ssh::LiveEvent>,
     pub kind: RecordingKind,
+    /// Pushes buffered lines to the file, so a follower that subscribed
+    /// first and reads the file second misses nothing.
+    pub flush: Option<Flush>,
 }
+
+pub type Flush = Arc<dyn Fn() + Send + Sync>;
 
 #[derive(Default)]
 pub struct SessionRegistry {

@@ -665,14 +665,27 @@ fn auditors_see_postgres_sessions_and_follow_their_statements_live() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(follower.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
+    // Lines arrive through a channel so a missing one fails the test
+    // instead of hanging it.
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stdout = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let next = || {
+        lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a followed line")
+    };
+    let first = next();
     assert!(
         first.contains("select 'before-follow'; -> SELECT 1"),
         "{first}"
     );
     stdin.write_all(b"select 'live-' || 42;\n").unwrap();
-    let live = lines.next().unwrap().unwrap();
+    let live = next();
     assert!(live.contains("select 'live-' || 42; -> SELECT 1"), "{live}");
     drop(stdin);
     assert!(psql.wait().unwrap().success());

@@ -226,6 +226,9 @@ pub async fn follow<T: Terminal>(
     };
     // Subscribe before reading the file so nothing falls between the two.
     let mut live = recording.events.subscribe();
+    if let Some(flush) = &recording.flush {
+        flush();
+    }
     let kind = recording.kind;
     let path = recording.path.clone();
     let past = tokio::task::spawn_blocking(move || past_output(kind, &path))

@@ -274,7 +274,7 @@ struct Line<'a> {
 /// publishes each line for live followers.
 pub struct QueryLogWriter {
     pub path: PathBuf,
-    file: std::io::BufWriter<std::fs::File>,
+    file: Arc<parking_lot::Mutex<std::io::BufWriter<std::fs::File>>>,
     session: String,
     user: String,
     resource: String,
@@ -300,7 +300,7 @@ impl QueryLogWriter {
             .open(&path)?;
         Ok(Self {
             path,
-            file: std::io::BufWriter::new(file),
+            file: Arc::new(parking_lot::Mutex::new(std::io::BufWriter::new(file))),
             session: session.to_string(),
             user: user.to_string(),
             resource: resource.to_string(),
@@ -318,8 +318,11 @@ impl QueryLogWriter {
             statement,
         })
         .map_err(std::io::Error::other)?;
-        self.file.write_all(line.as_bytes())?;
-        self.file.write_all(b"\n")?;
+        {
+            let mut file = self.file.lock();
+            file.write_all(line.as_bytes())?;
+            file.write_all(b"\n")?;
+        }
         self.lines += 1;
         let _ = self.live.send(crate::ssh::LiveEvent {
             index: self.lines,
@@ -329,7 +332,15 @@ impl QueryLogWriter {
     }
 
     pub fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
+        self.file.lock().flush()
+    }
+
+    /// A handle that flushes this log from elsewhere (a follower).
+    pub fn flusher(&self) -> crate::sessions::Flush {
+        let file = self.file.clone();
+        Arc::new(move || {
+            let _ = file.lock().flush();
+        })
     }
 }
 

@@ -100,6 +100,7 @@ impl PgSession {
                 path: writer.path.clone(),
                 events: live,
                 kind: crate::sessions::RecordingKind::QueryLog,
+                flush: Some(writer.flusher()),
             },
         );
         let cancel_key = new.frontend.cancels.issue(new.upstream_key.clone());

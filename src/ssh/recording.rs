@@ -77,6 +77,7 @@ impl Recorder {
     pub fn live(&self) -> crate::sessions::LiveRecording {
         crate::sessions::LiveRecording {
             kind: crate::sessions::RecordingKind::Asciicast,
+            flush: None,
             path: self.path.clone(),
             events: self.live.clone(),
         }
