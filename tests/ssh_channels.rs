@@ -342,3 +342,56 @@ fn a_stalled_reader_does_not_pile_the_download_up_in_gateway_memory() {
         "gateway RSS grew by {growth_mib} MiB while the reader stalled"
     );
 }
+
+#[test]
+fn hundreds_of_channels_on_one_connection_are_served_or_refused_cleanly() {
+    let world = World::with_ssh_target(|t| t);
+    world.lease_web("alice", "10m");
+    let socket = world.path("many.sock");
+    let mut master = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "exec {} -M -S {} -N alice+web-01@127.0.0.1",
+            world.ssh_options("alice"),
+            socket.display()
+        ))
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || socket.exists()));
+    let runs: Vec<_> = (0..150)
+        .map(|_| {
+            Command::new("ssh")
+                .arg("-S")
+                .arg(&socket)
+                .arg("alice+web-01@127.0.0.1")
+                .arg("sleep 1; echo ok")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut served = 0;
+    for run in runs {
+        let out = run.wait_with_output().unwrap();
+        if out.status.success() {
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+            served += 1;
+        } else {
+            // The target caps sessions per connection (sshd MaxSessions):
+            // the client is told, nothing hangs.
+            assert!(!out.stderr.is_empty(), "a refused channel says why");
+        }
+    }
+    assert!(served >= 10, "only {served} channels were served");
+    let _ = master.kill();
+    let _ = master.wait();
+    let out = world
+        .target_ssh("alice", "web-01")
+        .arg("echo after")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "after");
+    assert!(!world.log().contains("panicked"));
+}

@@ -29,8 +29,22 @@ fn opts(world: &World, user: &str) -> Vec<String> {
 
 #[test]
 fn exec_relays_stdout_stderr_and_exit_codes_as_the_managed_account() {
-    let world = World::with_ssh_target(|t| t);
-    world.lease_web("alice", "10m");
+    // The full path: approval, then a checkout with a real TOTP code.
+    let world =
+        World::with_ssh_target(|t| t.replacen("mfa_required = false", "mfa_required = true", 1));
+    let id = world.request("alice", "web-01 --for 10m --reason test");
+    world.ok("bob", &format!("approve {id}"));
+    let refused = world
+        .refused("alice", &format!("checkout {id}"))
+        .to_lowercase();
+    assert!(
+        refused.contains("totp") || refused.contains("mfa"),
+        "{refused}"
+    );
+    world.ok(
+        "alice",
+        &format!("checkout {id} --totp {}", world.totp("alice")),
+    );
     let account = world.ssh_target.as_ref().unwrap().sshd.account.clone();
     let out = world
         .target_ssh("alice", "web-01")
