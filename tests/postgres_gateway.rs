@@ -406,11 +406,13 @@ fn warnings_arrive_before_expiry_as_notices() {
     let world = World::with_pg_target(&[], |text| {
         text.replace(
             "shutdown_grace = \"3s\"",
-            "shutdown_grace = \"3s\"\nwarn_before = [\"4s\"]",
+            "shutdown_grace = \"3s\"\nwarn_before = [\"15s\"]",
         )
     });
-    let (id, password) = world.lease_pg("alice", "6s");
-    let (_, err, _) = world.psql_run("alice", &password, "select pg_sleep(3)");
+    // The warning is due 5 s into a 20 s window; the query spans it with
+    // room for a slow machine on both sides.
+    let (id, password) = world.lease_pg("alice", "20s");
+    let (_, err, _) = world.psql_run("alice", &password, "select pg_sleep(8)");
     assert!(
         err.contains("WARNING:  jitgate: access window for orders-prod ends at"),
         "{err}"
@@ -426,7 +428,7 @@ fn per_user_connection_cap_and_idle_timeout_end_sessions_with_a_clear_error() {
     let (_, password) = world.lease_pg("alice", "10m");
     let mut holder = world
         .psql("alice", "orders-prod", &password)
-        .args(["-c", "select pg_sleep(1.5)"])
+        .args(["-c", "select pg_sleep(4)"])
         .spawn()
         .unwrap();
     assert!(wait_until(Duration::from_secs(10), || world
