@@ -24,26 +24,9 @@ fn pg_direct_works(world: &World, password: &str) -> bool {
 
 /// Whether the private key file `key` logs in to the SSH target directly.
 fn ssh_direct_works(world: &World, key: &std::path::Path) -> bool {
-    let target = world.ssh_target.as_ref().unwrap();
-    Command::new("ssh")
-        .args(["-F", "/dev/null", "-i"])
-        .arg(key)
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "LogLevel=ERROR",
-        ])
-        .args(["-p", &target.sshd.port.to_string()])
-        .arg(format!("{}@127.0.0.1", target.sshd.account))
+    world
+        .direct_ssh(key)
         .arg("true")
-        .stdin(Stdio::null())
         .output()
         .unwrap()
         .status

@@ -83,26 +83,8 @@ fn a_window_change_reaches_the_remote_pty_and_the_recording() {
 /// Runs `command` on web-01 directly with the managed key (before any
 /// rotation), for comparison with the gateway.
 fn direct(world: &World, command: &str) -> std::process::Output {
-    let target = world.ssh_target.as_ref().unwrap();
-    Command::new("ssh")
-        .args(["-F", "/dev/null", "-i"])
-        .arg(&target.key)
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-        ])
-        .args(["-p", &target.sshd.port.to_string()])
-        .arg(format!("{}@127.0.0.1", target.sshd.account))
-        .arg(command)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    let key = &world.ssh_target.as_ref().unwrap().key;
+    world.direct_ssh(key).arg(command).output().unwrap()
 }
 
 #[test]

@@ -292,6 +292,30 @@ impl World {
         world
     }
 
+    /// `ssh` straight to the SSH target (bypassing the gateway) with the
+    /// private key file `key`, as its managed account.
+    pub fn direct_ssh(&self, key: &std::path::Path) -> Command {
+        let target = self
+            .ssh_target
+            .as_ref()
+            .expect("a world with an SSH target");
+        let mut command = Command::new("ssh");
+        command
+            .args(["-F", "/dev/null", "-i"])
+            .arg(key)
+            .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
+            .args([
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "IdentitiesOnly=yes",
+            ])
+            .args(["-o", "LogLevel=ERROR", "-p", &target.sshd.port.to_string()])
+            .arg(format!("{}@127.0.0.1", target.sshd.account))
+            .stdin(Stdio::null());
+        command
+    }
+
     /// The vault as it is on disk now (the running gateway keeps its lock).
     pub fn vault(&self) -> jitgate::vault::Vault {
         let key = jitgate::vault::read_master_key(&self.path("state/vault.key")).unwrap();
