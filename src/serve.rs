@@ -135,8 +135,12 @@ fn reload(config_path: &Path, gateway: &Gateway) {
             {
                 tracing::warn!("listen addresses and state_dir change only on restart");
             }
-            gateway.reload(config);
-            tracing::info!(config = %config_path.display(), "configuration reloaded");
+            match gateway.reload(config) {
+                Ok(()) => tracing::info!(config = %config_path.display(), "configuration reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "new configuration refused; keeping the running one")
+                }
+            }
         }
         Err(e) => {
             tracing::error!(error = %e, "new configuration refused; keeping the running one");

@@ -427,3 +427,24 @@ fn an_account_that_cannot_replace_its_keys_fails_rotation_clearly_and_keeps_work
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/key"));
 }
+
+#[test]
+fn a_resource_added_by_a_reload_brings_its_credential_into_the_vault() {
+    let world = World::start();
+    let credential = world.path("db2-password");
+    jitgate::secret::write_secret_file(&credential, "db2-secret").unwrap();
+    let mut text = std::fs::read_to_string(world.config_path()).unwrap();
+    text.push_str(&format!(
+        "\n[[resource]]\nname = \"db-2\"\nkind = \"postgres\"\naddress = \"127.0.0.1:1\"\naccount = \"app\"\ndatabase = \"db\"\ncredential_file = \"{}\"\n",
+        credential.display()
+    ));
+    std::fs::write(world.config_path(), text).unwrap();
+    world.signal("HUP");
+    assert!(wait_until(Duration::from_secs(10), || world
+        .audit_text()
+        .contains(r#""resource":"db-2","type":"credential_imported""#)));
+    assert_eq!(
+        world.vault().current("db-2").unwrap().expose(),
+        "db2-secret"
+    );
+}

@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 pub use key::{MasterKey, generate_key_file, read_master_key};
-pub use setup::{SYSTEMD_CREDENTIAL, kind_for, open_for, resolve_master_key};
+pub use setup::{SYSTEMD_CREDENTIAL, import_missing, kind_for, open_for, resolve_master_key};
 
 use crate::secret::Secret;
 use file::{Sealed, VaultFile};

@@ -49,6 +49,12 @@ pub fn kind_for(kind: ResourceKind) -> CredentialKind {
 /// vault does not know yet. Returns the vault and the resources imported.
 pub fn open_for(config: &Config) -> Result<(Vault, Vec<String>), VaultError> {
     let vault = Vault::open_exclusive(&config.vault_path, resolve_master_key(config)?)?;
+    let imported = import_missing(&vault, config)?;
+    Ok((vault, imported))
+}
+
+/// Imports the `credential_file` of every resource the vault lacks.
+pub fn import_missing(vault: &Vault, config: &Config) -> Result<Vec<String>, VaultError> {
     let mut imported = Vec::new();
     for resource in config.resources.values() {
         let Some(file) = &resource.credential_file else {
@@ -64,5 +70,5 @@ pub fn open_for(config: &Config) -> Result<(Vault, Vec<String>), VaultError> {
         vault.set(&resource.name, kind_for(resource.kind), secret)?;
         imported.push(resource.name.clone());
     }
-    Ok((vault, imported))
+    Ok(imported)
 }
