@@ -426,6 +426,8 @@ fn per_user_connection_cap_and_idle_timeout_end_sessions_with_a_clear_error() {
         format!("{text}\n[postgres]\nmax_connections_per_user = 1\nidle_timeout = \"2s\"\n")
     });
     let (_, password) = world.lease_pg("alice", "10m");
+    // The query outlasts idle_timeout: a session waiting on a running
+    // query is busy, not idle, and must survive.
     let mut holder = world
         .psql("alice", "orders-prod", &password)
         .args(["-c", "select pg_sleep(4)"])

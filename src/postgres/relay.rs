@@ -88,6 +88,9 @@ async fn client_to_upstream<C: Stream>(
         let fed = {
             let mut log = session.log.lock();
             framer.feed(&buf, &mut |tag, body| {
+                if matches!(tag, b'Q' | b'S') {
+                    session.awaiting_reply();
+                }
                 overflow.extend(log.tracker.client_message(tag, body));
             })
         };
@@ -178,6 +181,9 @@ async fn relay_chunk<C: Stream>(
     let fed = {
         let mut log = session.log.lock();
         let fed = framer.feed(chunk, &mut |tag, body| {
+            if tag == b'Z' {
+                session.answered();
+            }
             done.extend(log.tracker.server_message(tag, body));
         });
         if !done.is_empty() {

@@ -60,6 +60,9 @@ pub struct PgSession {
     started: Instant,
     /// Milliseconds since `started` of the last byte either way.
     last_activity: AtomicU64,
+    /// Queries and syncs sent and not yet answered by ReadyForQuery: a
+    /// session waiting on a long query is busy, not idle.
+    outstanding: AtomicU64,
     /// Cancelled when the session must end; `ending` says why.
     pub end: CancellationToken,
     ending: Mutex<Option<Ending>>,
@@ -119,6 +122,7 @@ impl PgSession {
             bytes_to_client: AtomicU64::new(0),
             started: Instant::now(),
             last_activity: AtomicU64::new(0),
+            outstanding: AtomicU64::new(0),
             end: CancellationToken::new(),
             ending: Mutex::new(None),
             _connection_slot: new.slot,
@@ -143,6 +147,22 @@ impl PgSession {
     pub fn touch(&self) {
         self.last_activity
             .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// The client sent a Query or Sync.
+    pub fn awaiting_reply(&self) {
+        self.outstanding.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The server sent ReadyForQuery.
+    pub fn answered(&self) {
+        let _ = self
+            .outstanding
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    fn busy(&self) -> bool {
+        self.outstanding.load(Ordering::Relaxed) > 0
     }
 
     fn idle_for(&self) -> Duration {
@@ -191,7 +211,11 @@ impl PgSession {
         let mut flush = tokio::time::interval(LOG_FLUSH);
         loop {
             let warning = self.next_warning(&warned);
-            let idle_left = idle_timeout.saturating_sub(self.idle_for());
+            let idle_left = if self.busy() {
+                idle_timeout
+            } else {
+                idle_timeout.saturating_sub(self.idle_for())
+            };
             let wake = warning.map_or(idle_left, |(at, _)| at.min(idle_left));
             tokio::select! {
                 () = self.end.cancelled() => return,
@@ -209,7 +233,7 @@ impl PgSession {
                     continue;
                 }
             }
-            if self.idle_for() >= idle_timeout {
+            if !self.busy() && self.idle_for() >= idle_timeout {
                 let message = format!(
                     "closed after {} without activity (postgres.idle_timeout)",
                     crate::config::HumanDuration(idle_timeout)
