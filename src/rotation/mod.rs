@@ -13,6 +13,9 @@ mod pg_tls;
 mod postgres;
 mod ssh;
 
+#[cfg(test)]
+pub(crate) use ssh::generate as generate_ssh_key;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

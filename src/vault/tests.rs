@@ -20,12 +20,10 @@ fn secrets_survive_reopening_and_never_appear_in_the_file() {
             secret("hunter2-very-secret"),
         )
         .unwrap();
+    // A real private key, made here rather than kept in the repository.
+    let ssh_key = crate::rotation::generate_ssh_key();
     vault
-        .set(
-            "web-01",
-            CredentialKind::SshKey,
-            secret("-----BEGIN OPENSSH PRIVATE KEY-----"),
-        )
+        .set("web-01", CredentialKind::SshKey, ssh_key.clone())
         .unwrap();
     drop(vault);
     let text = std::fs::read_to_string(&path).unwrap();
@@ -37,6 +35,7 @@ fn secrets_survive_reopening_and_never_appear_in_the_file() {
         "hunter2-very-secret"
     );
     assert_eq!(vault.kind("web-01"), Some(CredentialKind::SshKey));
+    assert_eq!(vault.current("web-01").unwrap(), ssh_key);
     let listed = vault.list();
     assert_eq!(listed.len(), 2);
     assert!(!format!("{listed:?}").contains("hunter2"));
