@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 
 use super::cancel::{ClientKey, UpstreamKey, cancel_upstream};
 use super::session::{NewSession, PgSession};
-use super::upstream::{Login, Stream, Upstream, UpstreamError, tls_for};
+use super::upstream::{Login, Stream, Upstream, UpstreamError, UpstreamTls};
 use super::wire::{self, StartupPacket, read_message, read_startup, sqlstate};
 use super::{Frontend, relay};
 use crate::audit::{AuditEvent, Protocol};
@@ -230,8 +230,8 @@ async fn login(
         refuse(&mut client, sqlstate::TOO_MANY_CONNECTIONS, &message).await;
         return Ok(None);
     };
-    let upstream = match connect_upstream(frontend, &resource, &params).await {
-        Ok(upstream) => upstream,
+    let (upstream, tls) = match connect_upstream(frontend, &resource, &params).await {
+        Ok(connected) => connected,
         Err(detail) => {
             tracing::warn!(resource = %resource.name, error = %detail, "postgres upstream login failed");
             audit_login(
@@ -249,7 +249,6 @@ async fn login(
             return Ok(None);
         }
     };
-    let tls = tls_for(&resource).ok().flatten();
     let upstream_key = UpstreamKey {
         address: resource.address.clone(),
         process_id: upstream.process_id,
@@ -361,13 +360,13 @@ async fn connect_upstream(
     frontend: &Frontend,
     resource: &Resource,
     params: &[(String, String)],
-) -> Result<Upstream, String> {
+) -> Result<(Upstream, Option<UpstreamTls>), String> {
     let gateway = &frontend.runtime.gateway;
     let current = gateway
         .vault()
         .current(&resource.name)
         .ok_or_else(|| format!("the vault has no credential for {}", resource.name))?;
-    let tls = tls_for(resource)?;
+    let tls = frontend.upstream_tls(resource)?;
     let login = |password| Login {
         resource,
         password,
@@ -376,16 +375,15 @@ async fn connect_upstream(
         keys: gateway.scram_keys(),
         timeout: gateway.config().postgres.connect_timeout,
     };
-    match login(&current).connect().await {
-        Err(UpstreamError::Refused { .. }) if gateway.vault().pending(&resource.name).is_some() => {
-            let pending = gateway
-                .vault()
-                .pending(&resource.name)
-                .expect("checked above");
-            login(&pending).connect().await.map_err(|e| e.to_string())
-        }
-        other => other.map_err(|e| e.to_string()),
-    }
+    let result = match (
+        login(&current).connect().await,
+        gateway.vault().pending(&resource.name),
+    ) {
+        (Err(UpstreamError::Refused { .. }), Some(pending)) => login(&pending).connect().await,
+        (result, _) => result,
+    };
+    let upstream = result.map_err(|e| e.to_string())?;
+    Ok((upstream, tls))
 }
 
 fn login_event(

@@ -36,6 +36,9 @@ pub struct Frontend {
     pub runtime: Runtime,
     pub tls: TlsAcceptor,
     pub cancels: Arc<cancel::CancelRegistry>,
+    /// TLS connectors to targets by address and CA file: built (and the CA
+    /// read) once, not on every connection.
+    upstream_tls: DashMap<(String, std::path::PathBuf), upstream::UpstreamTls>,
     connections: Arc<DashMap<String, u32>>,
 }
 
@@ -57,6 +60,25 @@ impl Drop for UserSlot {
 }
 
 impl Frontend {
+    /// The TLS settings for connecting to `resource`, if it uses TLS.
+    fn upstream_tls(
+        &self,
+        resource: &crate::config::Resource,
+    ) -> Result<Option<upstream::UpstreamTls>, String> {
+        let Some(ca) = &resource.upstream_tls_ca else {
+            return Ok(None);
+        };
+        let key = (resource.address.clone(), ca.clone());
+        if let Some(tls) = self.upstream_tls.get(&key) {
+            return Ok(Some(tls.clone()));
+        }
+        let tls = upstream::tls_for(resource)?;
+        if let Some(tls) = &tls {
+            self.upstream_tls.insert(key, tls.clone());
+        }
+        Ok(tls)
+    }
+
     /// Takes one of `user`'s connection slots, if any is left.
     fn take_slot(&self, user: &str, limit: u32) -> Option<UserSlot> {
         let mut count = self.connections.entry(user.to_string()).or_insert(0);
@@ -80,6 +102,7 @@ pub fn start(runtime: Runtime, listener: TcpListener) -> anyhow::Result<()> {
         runtime,
         tls,
         cancels: Arc::new(cancel::CancelRegistry::default()),
+        upstream_tls: DashMap::new(),
         connections: Arc::new(DashMap::new()),
     });
     tokio::spawn(accept_loop(frontend, listener));
