@@ -22,12 +22,26 @@ pub const USERS: &[(&str, &str)] = &[
     ("root", "admin"),
 ];
 
+/// A loopback port nobody is listening on. Ports come from below the
+/// kernel's ephemeral range (32768 and up), so neither a `bind(0)` of a
+/// parallel test nor an outgoing connection's source port can take one
+/// between now and the moment the gateway or a target binds it; within the
+/// process no port is handed out twice, and the start is spread by pid so
+/// test binaries running at once do not walk the same sequence.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 15000;
+    const SPAN: u32 = 17000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919) % SPAN;
+    for _ in 0..SPAN {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + (start + step) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {FIRST} and {}", FIRST + SPAN);
 }
 
 /// A real sshd serving a fresh Unix account, with the gateway's managed key.
@@ -235,8 +249,38 @@ impl World {
             ssh_target: None,
             pg_target: None,
         };
-        world.launch();
+        world.launch_first();
         world
+    }
+
+    /// The first start. A listen port can still be taken between choosing
+    /// and binding it (by a process outside this harness); then the
+    /// gateway refuses to start, and the world moves to fresh ports.
+    fn launch_first(&mut self) {
+        for _ in 0..3 {
+            self.spawn(None);
+            match self.wait_until_healthy() {
+                Ok(()) => return,
+                Err(log) if log.contains("Address already in use") => self.move_listeners(),
+                Err(log) => panic!("jitgate did not become healthy:\n{log}"),
+            }
+        }
+        panic!("jitgate could not bind its listeners:\n{}", self.log());
+    }
+
+    fn move_listeners(&mut self) {
+        let mut text = std::fs::read_to_string(self.config_path()).unwrap();
+        for port in [&mut self.ssh_port, &mut self.http_port, &mut self.pg_port] {
+            let fresh = free_port();
+            text = text.replacen(
+                &format!("\"127.0.0.1:{port}\""),
+                &format!("\"127.0.0.1:{fresh}\""),
+                1,
+            );
+            *port = fresh;
+        }
+        std::fs::write(self.config_path(), text).unwrap();
+        std::fs::write(self.path("serve.log"), "").unwrap();
     }
 
     /// A gateway whose web-01 is a real sshd; `edit` adjusts the config.
@@ -407,6 +451,11 @@ impl World {
     /// debug builds: the fault fires when the test triggers it). The log is
     /// appended to across restarts.
     pub fn launch_with_fault(&mut self, fault: Option<&str>) {
+        self.spawn(fault);
+        self.wait_healthy();
+    }
+
+    fn spawn(&mut self, fault: Option<&str>) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -425,24 +474,28 @@ impl World {
             .spawn()
             .unwrap();
         self.process = Some(child);
-        self.wait_healthy();
     }
 
     pub fn wait_healthy(&mut self) {
+        if let Err(log) = self.wait_until_healthy() {
+            panic!("jitgate did not become healthy:\n{log}");
+        }
+    }
+
+    /// Waits for /healthz; on failure returns the gateway's log.
+    fn wait_until_healthy(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Some(status) = self.process.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                panic!(
-                    "jitgate exited with {status} before becoming healthy:\n{}",
-                    self.log()
-                );
+                self.process = None;
+                return Err(format!("exited with {status}:\n{}", self.log()));
             }
             if http_get(self.http_port, "/healthz").is_some_and(|body| body.contains("200 OK")) {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("jitgate did not become healthy:\n{}", self.log());
+        Err(format!("not healthy after 20 s:\n{}", self.log()))
     }
 
     pub fn log(&self) -> String {
