@@ -282,7 +282,8 @@ async fn login(
     let started = session.started_event();
     let accepted = login_event(&user, Some(&database), peer, Ok(()));
     let gateway = frontend.runtime.gateway.clone();
-    tokio::task::spawn_blocking(move || {
+    // Tracked, so a shutdown waits for the record to be written.
+    frontend.runtime.tracker.spawn_blocking(move || {
         gateway.audit(accepted);
         gateway.audit(started);
     });
@@ -411,5 +412,8 @@ fn audit_login(
 ) {
     let event = login_event(user, database, peer, outcome);
     let gateway = frontend.runtime.gateway.clone();
-    tokio::task::spawn_blocking(move || gateway.audit(event));
+    frontend
+        .runtime
+        .tracker
+        .spawn_blocking(move || gateway.audit(event));
 }

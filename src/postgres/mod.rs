@@ -22,6 +22,7 @@ mod session;
 pub mod tls;
 pub mod upstream;
 pub mod wire;
+mod workers;
 
 use std::sync::Arc;
 
@@ -40,6 +41,7 @@ pub struct Frontend {
     /// read) once, not on every connection.
     upstream_tls: DashMap<(String, std::path::PathBuf), upstream::UpstreamTls>,
     connections: Arc<DashMap<String, u32>>,
+    event_loops: workers::EventLoops,
 }
 
 /// One of a user's connections; frees its slot when dropped.
@@ -104,6 +106,9 @@ pub fn start(runtime: Runtime, listener: TcpListener) -> anyhow::Result<()> {
         cancels: Arc::new(cancel::CancelRegistry::default()),
         upstream_tls: DashMap::new(),
         connections: Arc::new(DashMap::new()),
+        event_loops: workers::EventLoops::start(
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+        )?,
     });
     tokio::spawn(accept_loop(frontend, listener));
     Ok(())
@@ -120,12 +125,9 @@ async fn accept_loop(frontend: Arc<Frontend>, listener: TcpListener) {
             Ok((tcp, peer)) => {
                 metrics::counter!("jitgate_connections_total", "protocol" => "postgres")
                     .increment(1);
-                let frontend = frontend.clone();
-                frontend
-                    .runtime
-                    .tracker
-                    .clone()
-                    .spawn(login::handle(frontend, tcp, peer));
+                if let Err(e) = hand_over(&frontend, tcp, peer) {
+                    tracing::warn!(error = %e, %peer, "could not hand a Postgres connection over");
+                }
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off, keep serving.
@@ -134,4 +136,30 @@ async fn accept_loop(frontend: Arc<Frontend>, listener: TcpListener) {
             }
         }
     }
+}
+
+/// Moves an accepted connection to one of the event loops, which serves it
+/// from the startup packet to the end.
+fn hand_over(
+    frontend: &Arc<Frontend>,
+    tcp: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+) -> std::io::Result<()> {
+    // A socket belongs to the reactor that registered it: deregister here,
+    // register again on the chosen loop.
+    let socket = tcp.into_std()?;
+    let frontend_for_task = frontend.clone();
+    let handle = frontend.event_loops.next();
+    frontend.runtime.tracker.spawn_on(
+        async move {
+            match tokio::net::TcpStream::from_std(socket) {
+                Ok(tcp) => login::handle(frontend_for_task, tcp, peer).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, %peer, "could not register a Postgres connection")
+                }
+            }
+        },
+        handle,
+    );
+    Ok(())
 }

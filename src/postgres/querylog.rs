@@ -69,8 +69,7 @@ impl StatementTracker {
             }
             b'P' => {
                 if let Ok((name, rest)) = cstr(body) {
-                    let text = text_of(rest);
-                    self.prepared.insert(name.to_string(), shorten(&text));
+                    self.parse(name, rest);
                 }
             }
             b'B' => self.bind(body),
@@ -88,6 +87,19 @@ impl StatementTracker {
             _ => {}
         }
         self.overflow()
+    }
+
+    /// Drivers re-send the same Parse (often for the unnamed statement)
+    /// for every execution: keep the stored text then, allocating nothing.
+    fn parse(&mut self, name: &str, rest: &[u8]) {
+        let unchanged = self.prepared.get(name).is_some_and(|stored| {
+            let text = cstr(rest).map_or(rest, |(t, _)| t.as_bytes());
+            stored.as_bytes() == text
+        });
+        if !unchanged {
+            let text = text_of(rest);
+            self.prepared.insert(name.to_string(), shorten(&text));
+        }
     }
 
     fn bind(&mut self, body: &[u8]) {

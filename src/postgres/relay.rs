@@ -68,10 +68,13 @@ async fn client_to_upstream<C: Stream>(
 ) {
     let mut framer = Framer::new(client_inspected, limit);
     let mut buf = BytesMut::with_capacity(BUFFER);
+    // One waiter for the whole session, not one registered per read.
+    let ended = session.end.cancelled();
+    tokio::pin!(ended);
     loop {
         let read = tokio::select! {
             biased;
-            () = session.end.cancelled() => break,
+            () = &mut ended => break,
             read = reader.read_buf(&mut buf) => read,
         };
         let Ok(n) = read.map_err(|e| tracing::debug!(error = %e, "client read ended")) else {
@@ -132,10 +135,12 @@ async fn upstream_to_client<C: Stream>(
 ) {
     let mut framer = Framer::new(server_inspected, SERVER_MESSAGE_LIMIT);
     let mut buf = BytesMut::with_capacity(BUFFER);
+    let ended = session.end.cancelled();
+    tokio::pin!(ended);
     loop {
         tokio::select! {
             biased;
-            () = session.end.cancelled() => break,
+            () = &mut ended => break,
             Some(text) = warnings.recv(), if framer.at_boundary() => {
                 let mut notice = BytesMut::new();
                 wire::notice(&mut notice, &text);
@@ -166,37 +171,38 @@ async fn upstream_to_client<C: Stream>(
     let _ = writer.shutdown().await;
 }
 
-/// Forwards one chunk from upstream, logging the statements it completes.
+/// Forwards one chunk from upstream, then logs the statements it
+/// completes: the client gets its answer before the gateway does its
+/// bookkeeping. Results stay paired with their statements because the
+/// tracker matches them in protocol order, whatever the client sends
+/// meanwhile.
 async fn relay_chunk<C: Stream>(
     session: &PgSession,
     framer: &mut Framer,
     chunk: &[u8],
     writer: &mut WriteHalf<C>,
 ) -> bool {
+    if writer.write_all(chunk).await.is_err() || writer.flush().await.is_err() {
+        return false;
+    }
     session.touch();
     session
         .bytes_to_client
         .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+    let mut log = session.log.lock();
     let mut done = Vec::new();
-    let fed = {
-        let mut log = session.log.lock();
-        let fed = framer.feed(chunk, &mut |tag, body| {
-            if tag == b'Z' {
-                session.answered();
-            }
-            done.extend(log.tracker.server_message(tag, body));
-        });
-        if !done.is_empty() {
-            // Buffered: the session's watcher flushes the file a few times
-            // a second, keeping a write syscall off every transaction.
-            log.write_all(&done);
+    let fed = framer.feed(chunk, &mut |tag, body| {
+        if tag == b'Z' {
+            session.answered();
         }
-        fed
-    };
-    if fed.is_err() {
-        return false;
+        done.extend(log.tracker.server_message(tag, body));
+    });
+    if !done.is_empty() {
+        // Buffered: the session's watcher flushes the file a few times a
+        // second, keeping a write syscall off every transaction.
+        log.write_all(&done);
     }
-    writer.write_all(chunk).await.is_ok() && writer.flush().await.is_ok()
+    fed.is_ok()
 }
 
 /// Completes the message in flight to the client, briefly, so a FATAL can

@@ -334,7 +334,11 @@ impl Drop for PgSession {
             severed,
         };
         let gateway = self.frontend.runtime.gateway.clone();
-        // Audit writes fsync: keep them off the async workers.
-        tokio::task::spawn_blocking(move || gateway.audit(event));
+        // Audit writes fsync: keep them off the event loop, and tracked so
+        // a shutdown waits for the record.
+        self.frontend
+            .runtime
+            .tracker
+            .spawn_blocking(move || gateway.audit(event));
     }
 }

@@ -150,3 +150,29 @@ fn long_statements_are_shortened_on_a_character_boundary() {
     assert!(short.len() < text.len());
     assert!(short.ends_with(&format!("({} bytes)", text.len())));
 }
+
+#[test]
+fn a_repeated_parse_keeps_its_text_and_a_changed_one_replaces_it() {
+    let mut tracker = StatementTracker::new(false);
+    let run = |tracker: &mut StatementTracker, text: &str| {
+        tracker.client_message(b'P', &cstring(&["", text]));
+        let mut bind = cstring(&["", ""]);
+        bind.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        tracker.client_message(b'B', &bind);
+        tracker.client_message(b'E', &cstring(&[""]));
+        tracker.client_message(b'S', b"");
+        complete(tracker, "SELECT 1");
+        tracker.server_message(b'Z', b"I")
+    };
+    let first = run(&mut tracker, "select 1");
+    let stored = tracker.prepared[""].clone();
+    let again = run(&mut tracker, "select 1");
+    assert!(
+        Arc::ptr_eq(&stored, &tracker.prepared[""]),
+        "same text, same entry"
+    );
+    let changed = run(&mut tracker, "select 2");
+    assert_eq!(outcomes(&first), [("select 1".into(), "SELECT 1".into())]);
+    assert_eq!(outcomes(&again), [("select 1".into(), "SELECT 1".into())]);
+    assert_eq!(outcomes(&changed), [("select 2".into(), "SELECT 1".into())]);
+}
