@@ -292,6 +292,8 @@ pub struct QueryLogWriter {
     resource: String,
     lines: u64,
     live: tokio::sync::broadcast::Sender<crate::ssh::LiveEvent>,
+    /// The line being written, kept to spare an allocation per statement.
+    scratch: Vec<u8>,
 }
 
 impl QueryLogWriter {
@@ -318,28 +320,34 @@ impl QueryLogWriter {
             resource: resource.to_string(),
             lines: 0,
             live,
+            scratch: Vec::with_capacity(512),
         })
     }
 
     pub fn write(&mut self, statement: &Statement) -> std::io::Result<()> {
-        let line = serde_json::to_string(&Line {
-            time: chrono::Utc::now(),
-            session: &self.session,
-            user: &self.user,
-            resource: &self.resource,
-            statement,
-        })
+        self.scratch.clear();
+        serde_json::to_writer(
+            &mut self.scratch,
+            &Line {
+                time: chrono::Utc::now(),
+                session: &self.session,
+                user: &self.user,
+                resource: &self.resource,
+                statement,
+            },
+        )
         .map_err(std::io::Error::other)?;
-        {
-            let mut file = self.file.lock();
-            file.write_all(line.as_bytes())?;
-            file.write_all(b"\n")?;
-        }
+        self.scratch.push(b'\n');
+        self.file.lock().write_all(&self.scratch)?;
         self.lines += 1;
-        let _ = self.live.send(crate::ssh::LiveEvent {
-            index: self.lines,
-            line: Arc::from(line),
-        });
+        // A copy for live followers only when someone follows.
+        if self.live.receiver_count() > 0 {
+            let line = String::from_utf8_lossy(&self.scratch[..self.scratch.len() - 1]);
+            let _ = self.live.send(crate::ssh::LiveEvent {
+                index: self.lines,
+                line: Arc::from(line.as_ref()),
+            });
+        }
         Ok(())
     }
 
