@@ -92,14 +92,16 @@ impl StatementTracker {
     /// Drivers re-send the same Parse (often for the unnamed statement)
     /// for every execution: keep the stored text then, allocating nothing.
     fn parse(&mut self, name: &str, rest: &[u8]) {
-        let unchanged = self.prepared.get(name).is_some_and(|stored| {
-            let text = cstr(rest).map_or(rest, |(t, _)| t.as_bytes());
-            stored.as_bytes() == text
-        });
-        if !unchanged {
-            let text = text_of(rest);
-            self.prepared.insert(name.to_string(), shorten(&text));
+        let text = cstr(rest).map_or(rest, |(t, _)| t.as_bytes());
+        if self
+            .prepared
+            .get(name)
+            .is_some_and(|stored| stored.as_bytes() == text)
+        {
+            return;
         }
+        let text = String::from_utf8_lossy(text);
+        self.prepared.insert(name.to_string(), shorten(&text));
     }
 
     fn bind(&mut self, body: &[u8]) {

@@ -18,12 +18,13 @@ pub struct EventLoops {
 }
 
 impl EventLoops {
-    /// Starts `count` event-loop threads. They live as long as the process:
-    /// the connections they serve are tracked (and drained at shutdown) by
-    /// the gateway's task tracker like any other.
+    /// Starts `count` (at least one) event-loop threads. They live as long
+    /// as the process: the connections they serve are tracked (and drained
+    /// at shutdown) by the gateway's task tracker like any other.
     pub fn start(count: usize) -> std::io::Result<Self> {
+        let count = count.max(1);
         let mut handles = Vec::with_capacity(count);
-        for index in 0..count.max(1) {
+        for index in 0..count {
             let runtime = Builder::new_current_thread().enable_all().build()?;
             handles.push(runtime.handle().clone());
             std::thread::Builder::new()
