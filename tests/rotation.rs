@@ -35,14 +35,17 @@ fn ssh_direct_works(world: &World, key: &std::path::Path) -> bool {
 
 fn rotated(world: &World, resource: &str, times: usize) -> bool {
     wait_until(Duration::from_secs(30), || {
-        world
-            .audit_text()
-            .matches(&format!(
-                r#""resource":"{resource}","type":"rotation_succeeded""#
-            ))
-            .count()
-            >= times
+        rotations_succeeded(world, resource) >= times
     })
+}
+
+fn rotations_succeeded(world: &World, resource: &str) -> usize {
+    world
+        .audit_text()
+        .matches(&format!(
+            r#""resource":"{resource}","type":"rotation_succeeded""#
+        ))
+        .count()
 }
 
 #[test]
@@ -189,13 +192,19 @@ fn a_crash_at_any_phase_of_a_rotation_converges_on_restart() {
                     .log()
                     .contains(&format!("fault injected at rotation:{point}"))
             );
+            let succeeded_before = rotations_succeeded(&world, resource);
             world.launch();
-            // The restarted gateway settles the interrupted rotation by itself.
+            // The restarted gateway settles the interrupted rotation by itself
+            // (keeping whichever secret the target accepts) and then finishes
+            // the rotation that was asked for. Waiting for the pending secret
+            // alone would race that second step, which replaces the key the
+            // check below reads.
             assert!(
-                wait_until(Duration::from_secs(30), || world
-                    .vault()
-                    .pending(resource)
-                    .is_none()),
+                rotated(&world, resource, succeeded_before + 1),
+                "{resource} {point}: the interrupted rotation was not finished"
+            );
+            assert!(
+                world.vault().pending(resource).is_none(),
                 "{resource} {point}: still pending"
             );
             assert!(
