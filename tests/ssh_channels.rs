@@ -121,6 +121,47 @@ fn ctrl_c_interrupts_the_remote_process_and_exit_signals_match_openssh() {
     assert_eq!(through.status.code(), reference.status.code());
 }
 
+/// A command that closes its output and exits a moment later: the target
+/// sends EOF first and the exit status after. A connection-sharing OpenSSH
+/// client (ControlMaster) closes a channel as soon as both directions are at
+/// EOF, and russh answers a close at once, so the gateway must not pass the
+/// EOF on before the exit status (sshd itself holds its close back).
+#[test]
+fn the_exit_status_arrives_even_when_output_ends_before_the_command() {
+    let world = World::with_ssh_target(|t| t);
+    world.lease_web("alice", "10m");
+    let socket = world.path("exit.sock");
+    let mut master = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "exec {} -M -S {} -N alice+web-01@127.0.0.1",
+            world.ssh_options("alice"),
+            socket.display()
+        ))
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || socket.exists()));
+    let command = "echo partial; exec >&- 2>&-; sleep 1; exit 7";
+    let through = Command::new("ssh")
+        .arg("-S")
+        .arg(&socket)
+        .arg("alice+web-01@127.0.0.1")
+        .arg(command)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let _ = master.kill();
+    let _ = master.wait();
+    assert_eq!(
+        through.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&through.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&through.stdout), "partial\n");
+    assert_eq!(direct(&world, command).status.code(), Some(7));
+}
+
 #[test]
 fn git_clone_and_push_over_the_gateway_work_unchanged() {
     let world = World::with_ssh_target(|t| t);
@@ -362,8 +403,15 @@ fn hundreds_of_channels_on_one_connection_are_served_or_refused_cleanly() {
             served += 1;
         } else {
             // The target caps sessions per connection (sshd MaxSessions):
-            // the client is told, nothing hangs.
-            assert!(!out.stderr.is_empty(), "a refused channel says why");
+            // the gateway refuses the channel open as the target did, the
+            // client says so, nothing hangs.
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("open refused"),
+                "a refused channel says why: {err} ({:?}, stdout {:?})",
+                out.status,
+                String::from_utf8_lossy(&out.stdout)
+            );
         }
     }
     assert!(served >= 10, "only {served} channels were served");

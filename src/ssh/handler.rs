@@ -217,7 +217,6 @@ impl russh::server::Handler for Connection {
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
         }
-        reply.accept().await;
         self.open_channels.fetch_add(1, Ordering::AcqRel);
         let caller = Caller {
             user,
@@ -233,15 +232,19 @@ impl russh::server::Handler for Connection {
         let server = session.handle();
         self.runtime.tracker.spawn(async move {
             match (target, plane) {
-                (None, _) => channel::serve_control(channel, gateway, caller).await,
+                (None, _) => {
+                    reply.accept().await;
+                    channel::serve_control(channel, gateway, caller).await
+                }
                 (Some(_), Some(plane)) => {
                     plane
                         .channels
                         .clone()
-                        .track_future(relay::relay(plane, channel, server))
+                        .track_future(relay::open_and_relay(plane, channel, reply, server))
                         .await
                 }
                 (Some(resource), None) => {
+                    reply.accept().await;
                     channel::refuse_target(channel, gateway, caller, resource).await
                 }
             }

@@ -26,6 +26,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 /// bidirectional transfers reach it.
 const QUEUE_BYTES: usize = 64 * 1024 * 1024;
 
+/// How long the target's EOF is held back waiting for its exit status.
+/// A connection-sharing OpenSSH client closes a channel as soon as both
+/// directions are at EOF, and russh answers a close at once (sshd holds its
+/// close back until the exit status is out), so an EOF passed on early can
+/// lose the exit status. Commands exit right after closing their output;
+/// the bound only matters for one that closes its output and runs on.
+const EOF_HOLD: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// A message read from a channel, holding its share of the byte budget
 /// until it has been written on.
 struct Queued {
@@ -90,20 +98,55 @@ struct ChannelUse {
 
 type Shared = Arc<Mutex<ChannelUse>>;
 
-pub async fn relay(plane: Arc<DataPlane>, client: Channel<server::Msg>, server: server::Handle) {
-    let client_id = client.id();
-    let (client_rx, client_tx) = client.split();
-    let upstream = match open_upstream(&plane).await {
-        Ok(channel) => channel,
-        Err(message) => {
-            let _ = client_tx
-                .extended_data_bytes(1, Bytes::from(format!("jitgate: {message}\r\n")))
-                .await;
-            let _ = client_tx.exit_status(1).await;
-            let _ = client_tx.close().await;
-            return;
+/// Opens the target's session channel before answering the client's
+/// channel open, then relays. A channel the target refuses (sshd's
+/// MaxSessions on the shared upstream connection) is refused to the client
+/// with the target's reason, so the client reports it itself instead of
+/// seeing a channel that opens and dies.
+pub async fn open_and_relay(
+    plane: Arc<DataPlane>,
+    client: Channel<server::Msg>,
+    reply: server::ChannelOpenHandle,
+    server: server::Handle,
+) {
+    let handle = match plane.upstream().await {
+        Ok(handle) => handle,
+        Err(error) => {
+            // Unreachable or refusing target: accept, so the user reads why.
+            reply.accept().await;
+            return explain_and_close(client, &error.to_string()).await;
         }
     };
+    match handle.channel_open_session().await {
+        Ok(upstream) => {
+            reply.accept().await;
+            relay(plane, client, upstream, server).await;
+        }
+        Err(russh::Error::ChannelOpenFailure(reason)) => reply.reject(reason).await,
+        Err(error) => {
+            reply.accept().await;
+            let message = format!("cannot open a session on {}: {error}", plane.resource.name);
+            explain_and_close(client, &message).await;
+        }
+    }
+}
+
+async fn explain_and_close(client: Channel<server::Msg>, message: &str) {
+    let _ = client
+        .extended_data_bytes(1, Bytes::from(format!("jitgate: {message}\r\n")))
+        .await;
+    let _ = client.exit_status(1).await;
+    let _ = client.close().await;
+}
+
+async fn relay(
+    plane: Arc<DataPlane>,
+    client: Channel<server::Msg>,
+    upstream: Channel<client::Msg>,
+    server: server::Handle,
+) {
+    let client_id = client.id();
+    let (client_rx, client_tx) = client.split();
     let (upstream_rx, upstream_tx) = upstream.split();
     let shared: Shared = Arc::default();
     let inbound = client_to_target(&plane, drain(client_rx), upstream_tx, shared.clone());
@@ -133,14 +176,6 @@ pub async fn relay(plane: Arc<DataPlane>, client: Channel<server::Msg>, server: 
             recording,
         },
     );
-}
-
-async fn open_upstream(plane: &DataPlane) -> Result<Channel<client::Msg>, String> {
-    let handle = plane.upstream().await.map_err(|e| e.to_string())?;
-    handle
-        .channel_open_session()
-        .await
-        .map_err(|e| format!("cannot open a session on {}: {e}", plane.resource.name))
 }
 
 pub fn env_allowed(allow: &[String], name: &str) -> bool {
@@ -297,30 +332,22 @@ async fn target_to_client(
 ) -> (u64, Option<u32>) {
     let mut bytes = 0u64;
     let mut exit_status = None;
+    let mut exited = false;
+    let mut held_eof: Option<tokio::time::Instant> = None;
     let mut warnings = pending_warnings(plane);
     loop {
-        let next_warning = warnings.last().copied();
-        let warn = async {
-            match next_warning {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
         let message = tokio::select! {
             message = next(&mut from) => message,
             () = plane.lease.token.cancelled() => break,
-            () = warn => {
+            () = sleep_until_or_never(warnings.last().copied()) => {
                 warnings.pop();
-                if shared.lock().pty.is_some() {
-                    let left = plane.lease.deadline.saturating_duration_since(tokio::time::Instant::now());
-                    let notice = format!(
-                        "\r\n[jitgate] access to {} ends in {} (at {}): extend it with `extend {} --for 15m`\r\n",
-                        plane.resource.name,
-                        crate::config::HumanDuration::from_secs(left.as_secs().max(1)),
-                        plane.lease.window_end.format("%H:%M UTC"),
-                        plane.lease.request_id
-                    );
-                    let _ = to.data_bytes(Bytes::from(notice)).await;
+                warn_of_the_end(plane, &shared, &to).await;
+                continue;
+            }
+            () = sleep_until_or_never(held_eof) => {
+                held_eof = None;
+                if to.eof().await.is_err() {
+                    break;
                 }
                 continue;
             }
@@ -338,22 +365,38 @@ async fn target_to_client(
                 count(&mut bytes, &plane.bytes_to_client, &data);
                 to.extended_data_bytes(ext, data).await
             }
-            ChannelMsg::Eof => to.eof().await,
+            ChannelMsg::Eof if exited => to.eof().await,
+            ChannelMsg::Eof => {
+                held_eof = Some(tokio::time::Instant::now() + EOF_HOLD);
+                Ok(())
+            }
             ChannelMsg::ExitStatus {
                 exit_status: status,
             } => {
                 exit_status = Some(status);
-                to.exit_status(status).await
+                exited = true;
+                let sent = to.exit_status(status).await;
+                release_eof(&mut held_eof, &to, sent).await
             }
             ChannelMsg::ExitSignal {
                 signal_name,
                 core_dumped,
                 error_message,
                 lang_tag,
-            } => server
-                .exit_signal_request(client_id, signal_name, core_dumped, error_message, lang_tag)
-                .await
-                .map_err(|_| russh::Error::SendError),
+            } => {
+                exited = true;
+                let sent = server
+                    .exit_signal_request(
+                        client_id,
+                        signal_name,
+                        core_dumped,
+                        error_message,
+                        lang_tag,
+                    )
+                    .await
+                    .map_err(|_| russh::Error::SendError);
+                release_eof(&mut held_eof, &to, sent).await
+            }
             ChannelMsg::Close => break,
             // Only shell, exec and subsystem requests want a reply: the
             // target refused what the client asked to run (an unknown
@@ -384,8 +427,48 @@ async fn target_to_client(
         }
         let _ = to.exit_status(255).await;
     }
+    let _ = release_eof(&mut held_eof, &to, Ok(())).await;
     let _ = to.close().await;
     (bytes, exit_status)
+}
+
+async fn sleep_until_or_never(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Passes on a held-back EOF once the exit status went out before it.
+async fn release_eof(
+    held_eof: &mut Option<tokio::time::Instant>,
+    to: &ChannelWriteHalf<server::Msg>,
+    sent: Result<(), russh::Error>,
+) -> Result<(), russh::Error> {
+    sent?;
+    match held_eof.take() {
+        Some(_) => to.eof().await,
+        None => Ok(()),
+    }
+}
+
+/// Tells a pty user that the window is about to end.
+async fn warn_of_the_end(plane: &DataPlane, shared: &Shared, to: &ChannelWriteHalf<server::Msg>) {
+    if shared.lock().pty.is_none() {
+        return;
+    }
+    let left = plane
+        .lease
+        .deadline
+        .saturating_duration_since(tokio::time::Instant::now());
+    let notice = format!(
+        "\r\n[jitgate] access to {} ends in {} (at {}): extend it with `extend {} --for 15m`\r\n",
+        plane.resource.name,
+        crate::config::HumanDuration::from_secs(left.as_secs().max(1)),
+        plane.lease.window_end.format("%H:%M UTC"),
+        plane.lease.request_id
+    );
+    let _ = to.data_bytes(Bytes::from(notice)).await;
 }
 
 /// Warning instants still ahead, latest first (so `pop` yields the next).
