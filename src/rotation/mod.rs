@@ -74,6 +74,21 @@ impl Rotator {
     pub async fn rotate(&self, name: &str, reason: &str) -> Result<u64, RotationError> {
         let lock = self.gateway.rotation_lock(name);
         let _serialized = lock.lock().await;
+        self.rotate_serialized(name, reason).await
+    }
+
+    /// Rotates `resource` if it is still due once no other rotation of it
+    /// runs: one asked for meanwhile (`rotate`) may have done the work.
+    async fn rotate_if_still_due(&self, resource: &Resource) {
+        let lock = self.gateway.rotation_lock(&resource.name);
+        let _serialized = lock.lock().await;
+        if let Some(reason) = self.gateway.rotation_due(resource) {
+            let _ = self.rotate_serialized(&resource.name, &reason).await;
+        }
+    }
+
+    /// Called with the resource's rotation lock held.
+    async fn rotate_serialized(&self, name: &str, reason: &str) -> Result<u64, RotationError> {
         let resource = self
             .gateway
             .config()
@@ -135,6 +150,7 @@ impl Rotator {
         };
         let version = vault.begin_rotation(name, new.clone())?;
         fault_point("after_pending");
+        pause_point("after_pending").await;
         let planted = self.apply(resource, kind, &current, &new).await?;
         fault_point("after_apply");
         if !self.works(resource, kind, &new).await? {
@@ -261,14 +277,11 @@ impl Rotator {
     async fn rotate_due(&self) {
         let config = self.gateway.config();
         for resource in config.resources.values() {
-            let Some(reason) = self.gateway.rotation_due(resource) else {
-                continue;
-            };
-            if !self.may_try(&resource.name) {
+            if self.gateway.rotation_due(resource).is_none() || !self.may_try(&resource.name) {
                 continue;
             }
             self.wait_for_severed_sessions(resource).await;
-            let _ = self.rotate(&resource.name, &reason).await;
+            self.rotate_if_still_due(resource).await;
         }
     }
 
@@ -297,6 +310,17 @@ fn fault_point(point: &str) {
     if std::env::var("JITGATE_FAULT").is_ok_and(|f| f == format!("rotation:{point}")) {
         eprintln!("jitgate: fault injected at rotation:{point}");
         std::process::abort();
+    }
+    let _ = point;
+}
+
+/// Test hook: `JITGATE_FAULT=rotation:<point>:pause` holds every rotation
+/// there for longer than the scan interval, so tests can race one against
+/// the background loop. Compiled into debug builds only.
+async fn pause_point(point: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var("JITGATE_FAULT").is_ok_and(|f| f == format!("rotation:{point}:pause")) {
+        tokio::time::sleep(SCAN_INTERVAL + Duration::from_secs(1)).await;
     }
     let _ = point;
 }
