@@ -5,7 +5,8 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{World, wait_until};
@@ -121,6 +122,48 @@ fn ctrl_c_interrupts_the_remote_process_and_exit_signals_match_openssh() {
     assert_eq!(through.status.code(), reference.status.code());
 }
 
+/// One OpenSSH connection to alice+web-01 shared by clients through a
+/// control socket (ControlMaster), as `ssh -o ControlMaster=auto` users have.
+struct SharedConnection {
+    master: Child,
+    socket: PathBuf,
+}
+
+impl SharedConnection {
+    fn open(world: &World, socket_name: &str) -> Self {
+        let socket = world.path(socket_name);
+        let master = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "exec {} -M -S {} -N alice+web-01@127.0.0.1",
+                world.ssh_options("alice"),
+                socket.display()
+            ))
+            .spawn()
+            .unwrap();
+        assert!(wait_until(Duration::from_secs(10), || socket.exists()));
+        Self { master, socket }
+    }
+
+    /// A client running `remote_command` over the shared connection.
+    fn command(&self, remote_command: &str) -> Command {
+        let mut command = Command::new("ssh");
+        command
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("alice+web-01@127.0.0.1")
+            .arg(remote_command);
+        command
+    }
+}
+
+impl Drop for SharedConnection {
+    fn drop(&mut self) {
+        let _ = self.master.kill();
+        let _ = self.master.wait();
+    }
+}
+
 /// A command that closes its output and exits a moment later: the target
 /// sends EOF first and the exit status after. A connection-sharing OpenSSH
 /// client (ControlMaster) closes a channel as soon as both directions are at
@@ -130,28 +173,14 @@ fn ctrl_c_interrupts_the_remote_process_and_exit_signals_match_openssh() {
 fn the_exit_status_arrives_even_when_output_ends_before_the_command() {
     let world = World::with_ssh_target(|t| t);
     world.lease_web("alice", "10m");
-    let socket = world.path("exit.sock");
-    let mut master = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "exec {} -M -S {} -N alice+web-01@127.0.0.1",
-            world.ssh_options("alice"),
-            socket.display()
-        ))
-        .spawn()
-        .unwrap();
-    assert!(wait_until(Duration::from_secs(10), || socket.exists()));
+    let shared = SharedConnection::open(&world, "exit.sock");
     let command = "echo partial; exec >&- 2>&-; sleep 1; exit 7";
-    let through = Command::new("ssh")
-        .arg("-S")
-        .arg(&socket)
-        .arg("alice+web-01@127.0.0.1")
-        .arg(command)
+    let through = shared
+        .command(command)
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let _ = master.kill();
-    let _ = master.wait();
+    drop(shared);
     assert_eq!(
         through.status.code(),
         Some(7),
@@ -370,24 +399,11 @@ fn a_stalled_reader_does_not_pile_the_download_up_in_gateway_memory() {
 fn hundreds_of_channels_on_one_connection_are_served_or_refused_cleanly() {
     let world = World::with_ssh_target(|t| t);
     world.lease_web("alice", "10m");
-    let socket = world.path("many.sock");
-    let mut master = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "exec {} -M -S {} -N alice+web-01@127.0.0.1",
-            world.ssh_options("alice"),
-            socket.display()
-        ))
-        .spawn()
-        .unwrap();
-    assert!(wait_until(Duration::from_secs(10), || socket.exists()));
+    let shared = SharedConnection::open(&world, "many.sock");
     let runs: Vec<_> = (0..150)
         .map(|_| {
-            Command::new("ssh")
-                .arg("-S")
-                .arg(&socket)
-                .arg("alice+web-01@127.0.0.1")
-                .arg("sleep 1; echo ok")
+            shared
+                .command("sleep 1; echo ok")
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -415,8 +431,7 @@ fn hundreds_of_channels_on_one_connection_are_served_or_refused_cleanly() {
         }
     }
     assert!(served >= 10, "only {served} channels were served");
-    let _ = master.kill();
-    let _ = master.wait();
+    drop(shared);
     let out = world
         .target_ssh("alice", "web-01")
         .arg("echo after")
