@@ -43,11 +43,14 @@ fn rotated(world: &World, resource: &str, times: usize) -> bool {
 }
 
 fn rotations_succeeded(world: &World, resource: &str) -> usize {
+    rotation_events(world, resource, "rotation_succeeded")
+}
+
+/// How many audit records of `kind` (`rotation_started`, ...) name `resource`.
+fn rotation_events(world: &World, resource: &str, kind: &str) -> usize {
     world
         .audit_text()
-        .matches(&format!(
-            r#""resource":"{resource}","type":"rotation_succeeded""#
-        ))
+        .matches(&format!(r#""resource":"{resource}","type":"{kind}""#))
         .count()
 }
 
@@ -238,12 +241,7 @@ fn a_rotation_due_while_another_runs_is_not_done_twice() {
     world.signal("TERM");
     world.wait_exit(Duration::from_secs(10));
     world.launch_with_fault(Some("rotation:after_pending:pause"));
-    let started = |world: &World| {
-        world
-            .audit_text()
-            .matches(r#""resource":"orders-prod","type":"rotation_started""#)
-            .count()
-    };
+    let started = |world: &World| rotation_events(world, "orders-prod", "rotation_started");
     let before = started(&world);
     // Held after its pending secret is stored for longer than a scan.
     let out = world.ok("root", "rotate orders-prod");

@@ -149,10 +149,9 @@ impl Rotator {
             CredentialKind::SshKey => ssh::generate(),
         };
         let version = vault.begin_rotation(name, new.clone())?;
-        fault_point("after_pending");
-        pause_point("after_pending").await;
+        fault_point("after_pending").await;
         let planted = self.apply(resource, kind, &current, &new).await?;
-        fault_point("after_apply");
+        fault_point("after_apply").await;
         if !self.works(resource, kind, &new).await? {
             return Err(RotationError::Target(
                 "the new credential is refused after applying it".into(),
@@ -163,7 +162,7 @@ impl Rotator {
                 "the old key is still accepted after replacing it".into(),
             ));
         }
-        fault_point("after_confirm");
+        fault_point("after_confirm").await;
         vault.promote(name)?;
         self.gateway.scram_keys().forget(name);
         for fingerprint in planted {
@@ -303,24 +302,21 @@ impl Rotator {
     }
 }
 
-/// Crash injection for the tests: `JITGATE_FAULT=rotation:<point>` aborts
-/// the process there. Compiled into debug builds only.
-fn fault_point(point: &str) {
+/// Fault injection for the tests, compiled into debug builds only:
+/// `JITGATE_FAULT=rotation:<point>` aborts the process there, and
+/// `JITGATE_FAULT=rotation:<point>:pause` holds every rotation there for
+/// longer than the scan interval, so a test can race the background loop.
+async fn fault_point(point: &str) {
     #[cfg(debug_assertions)]
-    if std::env::var("JITGATE_FAULT").is_ok_and(|f| f == format!("rotation:{point}")) {
-        eprintln!("jitgate: fault injected at rotation:{point}");
-        std::process::abort();
-    }
-    let _ = point;
-}
-
-/// Test hook: `JITGATE_FAULT=rotation:<point>:pause` holds every rotation
-/// there for longer than the scan interval, so tests can race one against
-/// the background loop. Compiled into debug builds only.
-async fn pause_point(point: &str) {
-    #[cfg(debug_assertions)]
-    if std::env::var("JITGATE_FAULT").is_ok_and(|f| f == format!("rotation:{point}:pause")) {
-        tokio::time::sleep(SCAN_INTERVAL + Duration::from_secs(1)).await;
+    if let Ok(fault) = std::env::var("JITGATE_FAULT") {
+        let here = format!("rotation:{point}");
+        if fault == here {
+            eprintln!("jitgate: fault injected at {here}");
+            std::process::abort();
+        }
+        if fault.strip_prefix(here.as_str()) == Some(":pause") {
+            tokio::time::sleep(SCAN_INTERVAL + Duration::from_secs(1)).await;
+        }
     }
     let _ = point;
 }
