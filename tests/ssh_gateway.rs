@@ -66,10 +66,45 @@ fn exec_relays_stdout_stderr_and_exit_codes_as_the_managed_account() {
         .contains("session_ended")));
 }
 
-#[test]
-fn a_quarter_gigabyte_through_stdin_and_back_is_byte_exact() {
-    let world = World::with_ssh_target(|t| t);
-    world.lease_web("alice", "10m");
+/// Writes `mebibytes` distinct pseudo-random MiB blocks, returning their hash.
+fn write_blocks(mut to: impl Write, mebibytes: u64) -> impl AsRef<[u8]> {
+    let mut hasher = Sha256::new();
+    let mut block = vec![0u8; 1 << 20];
+    let mut state = 0x9e3779b97f4a7c15u64;
+    for chunk in block.chunks_mut(8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+    for round in 0..mebibytes {
+        // Every block differs, so a misordered block changes the hash.
+        block[..8].copy_from_slice(&round.to_le_bytes());
+        hasher.update(&block);
+        to.write_all(&block).unwrap();
+    }
+    hasher.finalize()
+}
+
+/// Reads to EOF, returning the byte count and hash.
+fn read_all(mut from: impl Read) -> (u64, impl AsRef<[u8]>) {
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 16];
+    let mut total = 0u64;
+    loop {
+        let n = from.read(&mut buffer).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        hasher.update(&buffer[..n]);
+    }
+    (total, hasher.finalize())
+}
+
+/// Pipes `mebibytes` through `cat` on web-01 and back; the reader starts
+/// after `reader_delay`. Returns whether it all came back intact in time.
+fn echo_through_cat(world: &World, mebibytes: u64, reader_delay: Duration) -> bool {
     let mut child = world
         .target_ssh("alice", "web-01")
         .arg("cat")
@@ -77,41 +112,45 @@ fn a_quarter_gigabyte_through_stdin_and_back_is_byte_exact() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || {
-        let mut hasher = Sha256::new();
-        let mut block = vec![0u8; 1 << 20];
-        let mut state = 0x9e3779b97f4a7c15u64;
-        for chunk in block.chunks_mut(8) {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
-        }
-        for round in 0..256u64 {
-            // Every block differs, so a misordered block changes the hash.
-            block[..8].copy_from_slice(&round.to_le_bytes());
-            hasher.update(&block);
-            stdin.write_all(&block).unwrap();
-        }
-        hasher.finalize()
+    let stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || write_blocks(stdin, mebibytes).as_ref().to_vec());
+    let stdout = child.stdout.take().unwrap();
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        std::thread::sleep(reader_delay);
+        let (total, hash) = read_all(stdout);
+        let _ = done.send((total, hash.as_ref().to_vec()));
     });
-    let mut stdout = child.stdout.take().unwrap();
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 16];
-    let mut total = 0u64;
-    loop {
-        let n = stdout.read(&mut buffer).unwrap();
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-        hasher.update(&buffer[..n]);
-    }
+    let Ok((total, received)) = result.recv_timeout(Duration::from_secs(180)) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return false;
+    };
     let sent = writer.join().unwrap();
     assert!(child.wait().unwrap().success());
-    assert_eq!(total, 256 << 20);
-    assert_eq!(hasher.finalize(), sent);
+    assert_eq!(total, mebibytes << 20);
+    assert_eq!(received, sent);
+    true
+}
+
+#[test]
+fn a_quarter_gigabyte_through_stdin_and_back_is_byte_exact() {
+    let world = World::with_ssh_target(|t| t);
+    world.lease_web("alice", "10m");
+    assert!(echo_through_cat(&world, 256, Duration::ZERO));
+}
+
+/// A reader that pauses while the client keeps sending fills every buffer
+/// in both directions at once. Each channel's SSH window must then hold the
+/// sender back, so that once the reader resumes everything flows again.
+#[test]
+fn an_echo_to_a_reader_that_pauses_resumes_when_it_reads_again() {
+    let world = World::with_ssh_target(|t| t);
+    world.lease_web("alice", "10m");
+    assert!(
+        echo_through_cat(&world, 384, Duration::from_secs(10)),
+        "the echo stalled for good after the reader paused"
+    );
 }
 
 #[test]

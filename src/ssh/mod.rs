@@ -9,6 +9,7 @@
 mod channel;
 mod console;
 mod dataplane;
+mod flow;
 mod handler;
 mod hostkey;
 mod killable;

@@ -3,28 +3,15 @@
 //! Two loops run side by side, one per direction, each owning the write
 //! half it sends on. Writes wait for the receiver's SSH window.
 //!
-//! Each read half is drained by its own small task into a queue bounded by
-//! bytes (`QUEUE_BYTES`). russh delivers a channel's messages from its
-//! session loop, which also processes window adjustments; if that loop
-//! blocked on a full channel while our writer waited for a window update
-//! from the same loop, a bidirectional bulk transfer would deadlock. The
-//! drain keeps the loops moving, and the byte bound keeps memory flat: a
-//! slow reader still slows the sender, once the bound is reached.
+//! Each direction reads from a [`flow::Inbox`]; see `flow` for how a slow
+//! reader holds back only its own channel's sender.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, client, server};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-
-/// Most bytes queued per direction of one channel. Once a queue is full
-/// its drain stops reading, which stalls that russh session loop; with bulk
-/// data flowing both ways at once and a slow reader, that stall can still
-/// deadlock the channel. The bound is large enough that only pathological
-/// bidirectional transfers reach it.
-const QUEUE_BYTES: usize = 64 * 1024 * 1024;
+use russh::{Channel, ChannelId, ChannelMsg, ChannelWriteHalf, client, server};
 
 /// How long the target's EOF is held back waiting for its exit status.
 /// A connection-sharing OpenSSH client closes a channel as soon as both
@@ -34,57 +21,10 @@ const QUEUE_BYTES: usize = 64 * 1024 * 1024;
 /// the bound only matters for one that closes its output and runs on.
 const EOF_HOLD: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// A message read from a channel, holding its share of the byte budget
-/// until it has been written on.
-struct Queued {
-    message: ChannelMsg,
-    budget: Option<OwnedSemaphorePermit>,
-}
-
-type Inbox = mpsc::UnboundedReceiver<Queued>;
-
-/// Drains `from` into a queue bounded by `QUEUE_BYTES` of data.
-fn drain(mut from: ChannelReadHalf) -> Inbox {
-    let (sender, inbox) = mpsc::unbounded_channel();
-    let budget = Arc::new(Semaphore::new(QUEUE_BYTES));
-    tokio::spawn(async move {
-        while let Some(message) = from.wait().await {
-            let size = match &message {
-                ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => {
-                    data.len().clamp(1, QUEUE_BYTES)
-                }
-                _ => 0,
-            };
-            let permit = match size {
-                0 => None,
-                n => match budget.clone().acquire_many_owned(n as u32).await {
-                    Ok(permit) => Some(permit),
-                    Err(_) => break,
-                },
-            };
-            let last = matches!(message, ChannelMsg::Close);
-            if sender
-                .send(Queued {
-                    message,
-                    budget: permit,
-                })
-                .is_err()
-                || last
-            {
-                break;
-            }
-        }
-    });
-    inbox
-}
-
-async fn next(inbox: &mut Inbox) -> Option<(ChannelMsg, Option<OwnedSemaphorePermit>)> {
-    inbox.recv().await.map(|q| (q.message, q.budget))
-}
-
 use crate::audit::AuditEvent;
 
 use super::dataplane::DataPlane;
+use super::flow::{Inbox, SessionMsg, drain};
 use super::recording::Recorder;
 
 /// What the client asked the channel to run.
@@ -148,11 +88,17 @@ async fn relay(
     let client_id = client.id();
     let (client_rx, client_tx) = client.split();
     let (upstream_rx, upstream_tx) = upstream.split();
+    let (client_tx, upstream_tx) = (Arc::new(client_tx), Arc::new(upstream_tx));
     let shared: Shared = Arc::default();
-    let inbound = client_to_target(&plane, drain(client_rx), upstream_tx, shared.clone());
+    let inbound = client_to_target(
+        &plane,
+        drain(client_rx, client_tx.clone()),
+        upstream_tx.clone(),
+        shared.clone(),
+    );
     let outbound = target_to_client(
         &plane,
-        drain(upstream_rx),
+        drain(upstream_rx, upstream_tx),
         client_tx,
         client_id,
         server,
@@ -188,15 +134,15 @@ pub fn env_allowed(allow: &[String], name: &str) -> bool {
 /// Client → target: requests, stdin, EOF. Returns bytes relayed.
 async fn client_to_target(
     plane: &DataPlane,
-    mut from: Inbox,
-    to: ChannelWriteHalf<client::Msg>,
+    mut from: Inbox<server::Msg>,
+    to: Arc<ChannelWriteHalf<client::Msg>>,
     shared: Shared,
 ) -> (u64, ()) {
     let mut bytes = 0u64;
     let config = plane.gateway.config();
     loop {
         let message = tokio::select! {
-            message = next(&mut from) => message,
+            message = from.next() => message,
             () = plane.lease.token.cancelled() => break,
         };
         let Some((message, _budget)) = message else {
@@ -206,7 +152,7 @@ async fn client_to_target(
             ChannelMsg::Data { data } => {
                 count(&mut bytes, &plane.bytes_from_client, &data);
                 record(&shared, |r| r.input(&data));
-                to.data_bytes(data).await
+                passed_on(&from, to.data_bytes(data.clone()).await, &data).await
             }
             ChannelMsg::Eof => to.eof().await,
             ChannelMsg::Close => break,
@@ -324,8 +270,8 @@ fn record(shared: &Shared, write: impl FnOnce(&mut Recorder)) {
 /// window ends and the notice when it has. Returns bytes and exit status.
 async fn target_to_client(
     plane: &DataPlane,
-    mut from: Inbox,
-    to: ChannelWriteHalf<server::Msg>,
+    mut from: Inbox<client::Msg>,
+    to: Arc<ChannelWriteHalf<server::Msg>>,
     client_id: ChannelId,
     server: server::Handle,
     shared: Shared,
@@ -337,7 +283,7 @@ async fn target_to_client(
     let mut warnings = pending_warnings(plane);
     loop {
         let message = tokio::select! {
-            message = next(&mut from) => message,
+            message = from.next() => message,
             () = plane.lease.token.cancelled() => break,
             () = sleep_until_or_never(warnings.last().copied()) => {
                 warnings.pop();
@@ -359,11 +305,12 @@ async fn target_to_client(
             ChannelMsg::Data { data } => {
                 count(&mut bytes, &plane.bytes_to_client, &data);
                 record(&shared, |r| r.output(&data));
-                to.data_bytes(data).await
+                passed_on(&from, to.data_bytes(data.clone()).await, &data).await
             }
             ChannelMsg::ExtendedData { data, ext } => {
                 count(&mut bytes, &plane.bytes_to_client, &data);
-                to.extended_data_bytes(ext, data).await
+                let sent = to.extended_data_bytes(ext, data.clone()).await;
+                passed_on(&from, sent, &data).await
             }
             ChannelMsg::Eof if exited => to.eof().await,
             ChannelMsg::Eof => {
@@ -495,10 +442,15 @@ pub async fn relay_forward(
 ) {
     let (client_rx, client_tx) = client.split();
     let (upstream_rx, upstream_tx) = upstream.split();
+    let (client_tx, upstream_tx) = (Arc::new(client_tx), Arc::new(upstream_tx));
     let token = &plane.lease.token;
     let (bytes_in, bytes_out) = tokio::join!(
-        pipe(drain(client_rx), upstream_tx, token),
-        pipe(drain(upstream_rx), client_tx, token)
+        pipe(
+            drain(client_rx, client_tx.clone()),
+            upstream_tx.clone(),
+            token
+        ),
+        pipe(drain(upstream_rx, upstream_tx), client_tx, token)
     );
     plane
         .bytes_from_client
@@ -521,24 +473,22 @@ pub async fn relay_forward(
 }
 
 /// Copies data one way until EOF, close or the end of the lease.
-async fn pipe<S>(
-    mut from: Inbox,
-    to: ChannelWriteHalf<S>,
+async fn pipe<R: SessionMsg, S: SessionMsg>(
+    mut from: Inbox<R>,
+    to: Arc<ChannelWriteHalf<S>>,
     token: &tokio_util::sync::CancellationToken,
-) -> u64
-where
-    S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static,
-{
+) -> u64 {
     let mut bytes = 0u64;
     loop {
         let message = tokio::select! {
-            message = next(&mut from) => message.map(|(m, _)| m),
+            message = from.next() => message.map(|(m, _)| m),
             () = token.cancelled() => None,
         };
         match message {
             Some(ChannelMsg::Data { data }) => {
                 bytes += data.len() as u64;
-                if to.data_bytes(data).await.is_err() {
+                let sent = to.data_bytes(data.clone()).await;
+                if passed_on(&from, sent, &data).await.is_err() {
                     break;
                 }
             }
@@ -552,6 +502,17 @@ where
     let _ = to.eof().await;
     let _ = to.close().await;
     bytes
+}
+
+/// Once `data` was written on, gives its sender the window back.
+async fn passed_on<R: SessionMsg>(
+    from: &Inbox<R>,
+    sent: Result<(), russh::Error>,
+    data: &Bytes,
+) -> Result<(), russh::Error> {
+    sent?;
+    from.passed_on(data).await;
+    Ok(())
 }
 
 /// Audits without holding up the relay's end (the write is fsynced), so a

@@ -512,6 +512,12 @@ pub(crate) struct ChannelParams {
     pending_data: std::collections::VecDeque<(bytes::Bytes, Option<u32>, usize)>,
     pending_eof: bool,
     pending_close: bool,
+    /// jitgate patch: the receive window is granted back only as the
+    /// application reports data consumed (`ChannelMsg::Consumed`), not
+    /// as soon as data arrives.
+    pub(crate) manual_window: bool,
+    /// jitgate patch: bytes consumed but not yet granted back.
+    pub(crate) consumed: u32,
 }
 
 impl ChannelParams {

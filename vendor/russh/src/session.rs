@@ -318,6 +318,11 @@ impl Encrypted {
             if data.len() as u32 <= channel.sender_window_size {
                 channel.sender_window_size -= data.len() as u32;
             }
+            // jitgate patch: the application grants the window back as it
+            // consumes the data (`consume_window`).
+            if channel.manual_window {
+                return Ok(false);
+            }
             if channel.sender_window_size < target / 2 {
                 debug!(
                     "sender_window_size {:?}, target {:?}",
@@ -333,6 +338,46 @@ impl Encrypted {
             }
         }
         Ok(false)
+    }
+
+    /// jitgate patch: from now on, grant the channel's receive window back
+    /// only as the application reports data consumed.
+    pub fn control_window(&mut self, channel: ChannelId) {
+        if let Some(channel) = self.channels.get_mut(&channel) {
+            channel.manual_window = true;
+        }
+    }
+
+    /// jitgate patch: the application consumed `bytes` of the channel's
+    /// data. They are granted back in batches, by OpenSSH's rule: once more
+    /// than three packets are outstanding or the window is under half its
+    /// size (`target`). Never grants beyond `target`, even to a peer that
+    /// sent more than its window.
+    pub fn consume_window(
+        &mut self,
+        channel: ChannelId,
+        bytes: u32,
+        target: u32,
+    ) -> Result<(), crate::Error> {
+        let Some(channel) = self.channels.get_mut(&channel) else {
+            return Ok(());
+        };
+        let outstanding = target.saturating_sub(channel.sender_window_size);
+        channel.consumed = channel.consumed.saturating_add(bytes).min(outstanding);
+        let grant = channel.consumed;
+        let due = outstanding > channel.sender_maximum_packet_size.saturating_mul(3)
+            || channel.sender_window_size < target / 2;
+        if grant == 0 || !due || !channel.confirmed {
+            return Ok(());
+        }
+        push_packet!(self.write, {
+            self.write.push(msg::CHANNEL_WINDOW_ADJUST);
+            channel.recipient_channel.encode(&mut self.write)?;
+            grant.encode(&mut self.write)?;
+        });
+        channel.sender_window_size += grant;
+        channel.consumed = 0;
+        Ok(())
     }
 
     fn flush_channel(
@@ -783,6 +828,8 @@ impl Encrypted {
                     pending_data: std::collections::VecDeque::new(),
                     pending_eof: false,
                     pending_close: false,
+                    manual_window: false,
+                    consumed: 0,
                 });
                 return ChannelId(self.last_channel_id.0);
             }
@@ -912,6 +959,8 @@ mod tests {
             pending_data: VecDeque::from([(Bytes::from_static(b"hello"), None, 0)]),
             pending_eof,
             pending_close,
+            manual_window: false,
+            consumed: 0,
         }
     }
 
@@ -966,6 +1015,8 @@ mod tests {
             pending_data: VecDeque::from([(Bytes::from_static(b"hello"), None, 0)]),
             pending_eof,
             pending_close,
+            manual_window: false,
+            consumed: 0,
         }
     }
 

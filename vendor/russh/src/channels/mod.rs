@@ -106,6 +106,14 @@ pub enum ChannelMsg {
     WindowAdjusted {
         new_size: u32,
     },
+    /// jitgate patch (sent by the application): grant this channel's
+    /// receive window back only as data is reported consumed.
+    ControlWindow,
+    /// jitgate patch (sent by the application): `bytes` of this channel's
+    /// data were consumed; its window may be granted back.
+    Consumed {
+        bytes: u32,
+    },
     /// (server only)
     Success,
     /// (server only)
@@ -410,6 +418,20 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> ChannelWriteHalf<
 
     pub async fn exit_status(&self, exit_status: u32) -> Result<(), Error> {
         self.send_msg(ChannelMsg::ExitStatus { exit_status }).await
+    }
+
+    /// jitgate patch: from now on the peer may send only as much as the
+    /// application has reported consumed with [`Self::consumed`] (plus the
+    /// window it already has), so a reader that stalls holds back this
+    /// channel's sender, not the whole connection.
+    pub async fn control_window(&self) -> Result<(), Error> {
+        self.send_msg(ChannelMsg::ControlWindow).await
+    }
+
+    /// jitgate patch: reports `bytes` of this channel's data as consumed,
+    /// for a channel under [`Self::control_window`].
+    pub async fn consumed(&self, bytes: u32) -> Result<(), Error> {
+        self.send_msg(ChannelMsg::Consumed { bytes }).await
     }
 
     /// Request that the channel be closed.

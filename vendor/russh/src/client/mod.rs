@@ -1703,6 +1703,17 @@ impl Session {
             Msg::Channel(id, ChannelMsg::Eof) => {
                 self.eof(id)?;
             }
+            Msg::Channel(id, ChannelMsg::ControlWindow) => {
+                if let Some(enc) = self.common.encrypted.as_mut() {
+                    enc.control_window(id);
+                }
+            }
+            Msg::Channel(id, ChannelMsg::Consumed { bytes }) => {
+                let target = self.common.config.window_size;
+                if let Some(enc) = self.common.encrypted.as_mut() {
+                    enc.consume_window(id, bytes, target)?;
+                }
+            }
             Msg::Channel(id, ChannelMsg::ExtendedData { data, ext }) => {
                 self.extended_data(id, ext, data)?;
             }

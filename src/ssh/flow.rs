@@ -1,0 +1,98 @@
+//! Flow control for relayed channels.
+//!
+//! Each channel relayed by the gateway takes control of its SSH receive
+//! window (a patch to russh, see `vendor/russh/PATCHES.md`): the sender on
+//! that channel gets window back only for data the gateway has passed on to
+//! the other side. A reader that stalls therefore holds back its own
+//! channel's sender, as it would end to end through OpenSSH, while the
+//! connection's other channels and its window adjustments keep flowing.
+//!
+//! Each read half is still drained by a small task, so that russh's session
+//! loop never waits on us: the queue holds at most one window of data from
+//! a peer that honours the window. A peer that sends past its window is
+//! stopped by a byte bound (`QUEUE_BYTES`) instead, which stalls that
+//! peer's connection and nothing else.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use russh::{ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+/// Most bytes queued per direction of one channel, for a peer that ignores
+/// its window (a compliant one never has more than a window in flight).
+const QUEUE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A session's message type (russh's client or server `Msg`).
+pub trait SessionMsg: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static {}
+impl<T: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> SessionMsg for T {}
+
+/// A message read from a channel, holding its share of the byte budget
+/// until it has been written on.
+struct Queued {
+    message: ChannelMsg,
+    budget: Option<OwnedSemaphorePermit>,
+}
+
+/// What was read from one channel, in order, with the way to give that
+/// channel's sender more window once data has been passed on.
+pub struct Inbox<S: SessionMsg> {
+    queue: mpsc::UnboundedReceiver<Queued>,
+    source: Arc<ChannelWriteHalf<S>>,
+}
+
+impl<S: SessionMsg> Inbox<S> {
+    /// The next message, with the budget it holds until it is written on.
+    pub async fn next(&mut self) -> Option<(ChannelMsg, Option<OwnedSemaphorePermit>)> {
+        self.queue.recv().await.map(|q| (q.message, q.budget))
+    }
+
+    /// `data` was passed on: its sender may send as much again.
+    pub async fn passed_on(&self, data: &Bytes) {
+        let bytes = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        let _ = self.source.consumed(bytes).await;
+    }
+}
+
+/// Takes control of the channel's receive window and drains its read half
+/// (`from`; `source` is the same channel's write half) into an [`Inbox`].
+pub fn drain<S: SessionMsg>(
+    mut from: ChannelReadHalf,
+    source: Arc<ChannelWriteHalf<S>>,
+) -> Inbox<S> {
+    let (sender, queue) = mpsc::unbounded_channel();
+    let budget = Arc::new(Semaphore::new(QUEUE_BYTES));
+    let control = source.clone();
+    tokio::spawn(async move {
+        if control.control_window().await.is_err() {
+            return;
+        }
+        while let Some(message) = from.wait().await {
+            let size = match &message {
+                ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => {
+                    data.len().clamp(1, QUEUE_BYTES)
+                }
+                _ => 0,
+            };
+            let permit = match size {
+                0 => None,
+                n => match budget.clone().acquire_many_owned(n as u32).await {
+                    Ok(permit) => Some(permit),
+                    Err(_) => break,
+                },
+            };
+            let last = matches!(message, ChannelMsg::Close);
+            if sender
+                .send(Queued {
+                    message,
+                    budget: permit,
+                })
+                .is_err()
+                || last
+            {
+                break;
+            }
+        }
+    });
+    Inbox { queue, source }
+}
