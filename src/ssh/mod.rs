@@ -72,6 +72,11 @@ fn server_config(key: PrivateKey) -> russh::server::Config {
         inactivity_timeout: Some(Duration::from_secs(3600)),
         keepalive_interval: Some(Duration::from_secs(30)),
         nodelay: true,
+        // Each relayed channel grants window only for data passed on to the
+        // target (see `flow`), so the window bounds what one client channel
+        // can have queued in the gateway; 8 MiB keeps uploads from waiting
+        // on window updates, as on the target side.
+        window_size: 8 * 1024 * 1024,
         preferred: russh::Preferred {
             cipher: std::borrow::Cow::Borrowed(CIPHERS),
             ..Default::default()

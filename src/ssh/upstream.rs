@@ -205,7 +205,7 @@ pub async fn connect(
     Ok((handle, note))
 }
 
-/// Reads the managed private key, refusing files other users can read.
+/// How the gateway's client talks to targets.
 fn client_config() -> client::Config {
     client::Config {
         // Large windows keep bulk transfers from stalling on window updates.

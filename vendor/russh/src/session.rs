@@ -349,10 +349,10 @@ impl Encrypted {
     }
 
     /// jitgate patch: the application consumed `bytes` of the channel's
-    /// data. They are granted back in batches, by OpenSSH's rule: once more
-    /// than three packets are outstanding or the window is under half its
-    /// size (`target`). Never grants beyond `target`, even to a peer that
-    /// sent more than its window.
+    /// data. They are granted back in batches: once an eighth of the window
+    /// (`target`) is owed, or the window is under half its size. Never
+    /// grants beyond `target`, even to a peer that sent more than its
+    /// window.
     pub fn consume_window(
         &mut self,
         channel: ChannelId,
@@ -365,8 +365,7 @@ impl Encrypted {
         let outstanding = target.saturating_sub(channel.sender_window_size);
         channel.consumed = channel.consumed.saturating_add(bytes).min(outstanding);
         let grant = channel.consumed;
-        let due = outstanding > channel.sender_maximum_packet_size.saturating_mul(3)
-            || channel.sender_window_size < target / 2;
+        let due = grant >= target / 8 || channel.sender_window_size < target / 2;
         if grant == 0 || !due || !channel.confirmed {
             return Ok(());
         }
