@@ -1,5 +1,6 @@
-//! What stock OpenSSH never sends, sent with a russh client: absurd pty
-//! sizes and SSH `signal` requests.
+//! What stock OpenSSH never sends: absurd pty sizes and SSH `signal`
+//! requests (with jitgate's own russh client), and channel data before the
+//! channel is confirmed (with paramiko, whose internals allow it).
 
 mod common;
 
@@ -95,4 +96,40 @@ async fn absurd_pty_sizes_are_clamped_and_signal_requests_reach_the_process() {
     tokio::task::spawn_blocking(move || drop(world))
         .await
         .unwrap();
+}
+
+/// Data and EOF for a channel the gateway has not confirmed yet (it
+/// confirms only once the target's channel is open) are dropped, not
+/// relayed or mistaken for another channel's: the channel then opens and
+/// works, so does the next one, and a stock client alongside is unaffected.
+#[test]
+fn channel_data_before_the_confirmation_is_ignored_cleanly() {
+    let world = World::with_ssh_target(|t| t);
+    world.lease_web("alice", "10m");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/scripts/early_channel_data.py"
+    );
+    let out = std::process::Command::new("/usr/bin/python3")
+        .arg(script)
+        .arg("127.0.0.1")
+        .arg(world.ssh_port.to_string())
+        .arg("alice+web-01")
+        .arg(world.path("keys/alice"))
+        .output()
+        .expect("python3 with paramiko (scripts/install-deps installs it)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "first 0\nsecond 0\n",
+        "{stderr}"
+    );
+    let alongside = world
+        .target_ssh("alice", "web-01")
+        .arg("echo alongside")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&alongside.stdout), "alongside\n");
+    assert!(!world.log().contains("panicked"), "{}", world.log());
 }
