@@ -68,6 +68,13 @@ pub fn describe() {
     describe_gauge!("jitgate_active_leases", "Leases currently active");
     describe_gauge!("jitgate_sessions", "Live sessions, by protocol");
     describe_gauge!(
+        "jitgate_open_connections",
+        "Client connections being served (from accept to the end of their task), by protocol"
+    );
+    for protocol in ["ssh", "postgres"] {
+        metrics::gauge!("jitgate_open_connections", "protocol" => protocol).set(0.0);
+    }
+    describe_gauge!(
         "jitgate_rotation_pending",
         "1 while a resource's credential rotation is failing and being retried"
     );
@@ -100,5 +107,23 @@ pub fn record_request_states(engine: &Engine) {
     for (state, count) in STATES.iter().zip(counts) {
         metrics::gauge!("jitgate_requests", "state" => state.name().replace(' ', "_"))
             .set(count as f64);
+    }
+}
+
+/// Counts a client connection as open for as long as it lives, so the
+/// `jitgate_open_connections` gauge falls back only when the connection's
+/// task has really ended: a task that leaks shows there.
+pub struct OpenConnection(&'static str);
+
+impl OpenConnection {
+    pub fn new(protocol: &'static str) -> Self {
+        metrics::gauge!("jitgate_open_connections", "protocol" => protocol).increment(1.0);
+        Self(protocol)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics::gauge!("jitgate_open_connections", "protocol" => self.0).decrement(1.0);
     }
 }

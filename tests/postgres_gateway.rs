@@ -245,7 +245,16 @@ fn bad_input_gets_a_clean_error_or_close_and_others_are_unaffected() {
     let (out, err, ok) = world.psql_run("alice", &password, "select 42");
     assert!(ok, "{err}");
     assert_eq!(out, "42");
+    assert!(world.open_connections("postgres").unwrap() >= 500.0);
     drop(idle);
+    // Every connection's task ends with it: none is left behind.
+    assert!(
+        wait_until(Duration::from_secs(10), || world
+            .open_connections("postgres")
+            == Some(0.0)),
+        "{:?} Postgres connections still open",
+        world.open_connections("postgres")
+    );
     assert!(!world.log().contains("panicked"), "{}", world.log());
 }
 

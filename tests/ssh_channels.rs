@@ -343,6 +343,13 @@ fn misbehaving_clients_are_closed_cleanly_and_others_are_unaffected() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "fine");
+    // Every connection's task ended with it: none is left behind.
+    assert!(
+        wait_until(Duration::from_secs(10), || world.open_connections("ssh")
+            == Some(0.0)),
+        "{:?} SSH connections still open",
+        world.open_connections("ssh")
+    );
     assert!(!world.log().contains("panicked"), "{}", world.log());
 }
 

@@ -384,6 +384,80 @@ fn port_forwarding_follows_the_resource_setting() {
     assert!(banner.starts_with("SSH-2.0-OpenSSH"), "{banner}");
     let _ = tunnel.kill();
     let _ = tunnel.wait();
+
+    // `ssh -L`, the same channel type behind a local listener.
+    let local_port = common::free_port();
+    let mut forward = allowed
+        .target_ssh("alice", "web-01")
+        .args(["-N", "-L", &format!("{local_port}:127.0.0.1:{sshd_port}")])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    let connected = wait_until(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", local_port))
+            .map(|stream| BufReader::new(stream).read_line(&mut banner).is_ok())
+            .unwrap_or(false)
+    });
+    let _ = forward.kill();
+    let _ = forward.wait();
+    assert!(
+        connected && banner.starts_with("SSH-2.0-OpenSSH"),
+        "{banner}"
+    );
+}
+
+/// Remote forwarding (`-R`) and agent forwarding (`-A`) are refused, even
+/// on a resource that allows local forwarding: the target must not reach
+/// back into the user's machine or agent.
+#[test]
+fn remote_and_agent_forwarding_are_refused() {
+    let world = World::with_ssh_target(|t| {
+        t.replacen(
+            "account = \"jg",
+            "allow_port_forwarding = true\naccount = \"jg",
+            1,
+        )
+    });
+    world.lease_web("alice", "10m");
+    let out = world
+        .target_ssh("alice", "web-01")
+        .args(["-o", "ExitOnForwardFailure=yes", "-R", "0:127.0.0.1:9"])
+        .arg("true")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("remote port forwarding failed"), "{stderr}");
+
+    let agent_socket = world.path("agent.sock");
+    let mut agent = Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&agent_socket)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || agent_socket.exists()));
+    let show_agent = "echo \"agent:${SSH_AUTH_SOCK:-none}\"";
+    let run_with_agent = |mut command: Command| {
+        let out = command
+            .arg("-A")
+            .arg(show_agent)
+            .env("SSH_AUTH_SOCK", &agent_socket)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // The target itself would forward it; through the gateway it is not.
+    let direct = run_with_agent(world.direct_ssh(&world.ssh_target.as_ref().unwrap().key));
+    let through = run_with_agent(world.target_ssh("alice", "web-01"));
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert!(direct.starts_with("agent:/"), "{direct}");
+    assert_eq!(through, "agent:none");
 }
 
 #[test]

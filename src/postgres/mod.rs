@@ -152,6 +152,7 @@ fn hand_over(
     let handle = frontend.event_loops.next();
     frontend.runtime.tracker.spawn_on(
         async move {
+            let _open = crate::metrics::OpenConnection::new("postgres");
             match tokio::net::TcpStream::from_std(socket) {
                 Ok(tcp) => login::handle(frontend_for_task, tcp, peer).await,
                 Err(e) => {

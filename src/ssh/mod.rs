@@ -127,6 +127,7 @@ async fn serve_connection(
     auth_timeout: Duration,
     known_hosts: Arc<KnownHosts>,
 ) {
+    let _open = crate::metrics::OpenConnection::new("ssh");
     let _ = stream.set_nodelay(true);
     let host = stream
         .local_addr()

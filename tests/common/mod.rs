@@ -631,6 +631,14 @@ impl World {
     pub fn metrics(&self) -> String {
         http_get(self.http_port, "/metrics").unwrap_or_default()
     }
+
+    /// The `jitgate_open_connections` gauge for `protocol`.
+    pub fn open_connections(&self, protocol: &str) -> Option<f64> {
+        let series = format!("jitgate_open_connections{{protocol=\"{protocol}\"}} ");
+        self.metrics()
+            .lines()
+            .find_map(|line| line.strip_prefix(&series)?.trim().parse().ok())
+    }
 }
 
 impl Drop for World {
