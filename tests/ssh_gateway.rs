@@ -336,6 +336,17 @@ fn auditors_follow_a_live_session() {
     let _ = follower.wait();
 }
 
+/// A world whose web-01 allows local port forwarding.
+fn world_allowing_port_forwarding() -> World {
+    World::with_ssh_target(|t| {
+        t.replacen(
+            "account = \"jg",
+            "allow_port_forwarding = true\naccount = \"jg",
+            1,
+        )
+    })
+}
+
 #[test]
 fn port_forwarding_follows_the_resource_setting() {
     let refused = World::with_ssh_target(|t| t);
@@ -361,13 +372,7 @@ fn port_forwarding_follows_the_resource_setting() {
             .contains("port forwarding to 127.0.0.1")
     );
 
-    let allowed = World::with_ssh_target(|t| {
-        t.replacen(
-            "account = \"jg",
-            "allow_port_forwarding = true\naccount = \"jg",
-            1,
-        )
-    });
+    let allowed = world_allowing_port_forwarding();
     allowed.lease_web("alice", "10m");
     let sshd_port = allowed.ssh_target.as_ref().unwrap().sshd.port;
     let mut tunnel = allowed
@@ -412,13 +417,7 @@ fn port_forwarding_follows_the_resource_setting() {
 /// back into the user's machine or agent.
 #[test]
 fn remote_and_agent_forwarding_are_refused() {
-    let world = World::with_ssh_target(|t| {
-        t.replacen(
-            "account = \"jg",
-            "allow_port_forwarding = true\naccount = \"jg",
-            1,
-        )
-    });
+    let world = world_allowing_port_forwarding();
     world.lease_web("alice", "10m");
     let out = world
         .target_ssh("alice", "web-01")
