@@ -220,7 +220,15 @@ fn help_is_available_for_every_command() {
 fn json_output_parses_for_every_command() {
     let world = World::start();
     let id = world.request("alice", "web-01 --for 10m");
+    let cancelled = world.request("alice", "web-01 --for 10m");
+    let denied = world.request("zoe", "web-01 --for 10m");
     for (user, command) in [
+        (
+            "alice",
+            "request web-01 --for 1m --reason scripted".to_string(),
+        ),
+        ("alice", format!("cancel {cancelled}")),
+        ("bob", format!("deny {denied} --reason no")),
         ("bob", "requests".to_string()),
         ("bob", format!("approve {id}")),
         ("alice", format!("checkout {id}")),
@@ -345,6 +353,109 @@ fn watch_notifies_the_requester_of_approval_as_json_lines() {
 }
 
 #[test]
+fn watch_tells_the_requester_of_denials_expiry_warnings_and_expiry() {
+    let world = World::start_with(|text| {
+        text.replace(
+            "shutdown_grace = \"3s\"",
+            "shutdown_grace = \"3s\"\nwarn_before = [\"4s\"]",
+        )
+    });
+    let mut watcher = world
+        .ssh_command("alice", "alice")
+        .arg("watch --json")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watcher.stdout.take().unwrap()).lines();
+    std::thread::sleep(Duration::from_millis(500));
+    let denied = world.request("alice", "web-01 --reason first");
+    world.ok("bob", &format!("deny {denied} --reason 'not now'"));
+    let id = world.request("alice", "web-01 --for 7s --reason second");
+    world.ok("bob", &format!("approve {id}"));
+    world.ok("alice", &format!("checkout {id}"));
+    let checked_out = Instant::now();
+    let mut seen = Vec::new();
+    while !seen.iter().any(|(kind, _)| kind == "ended") {
+        let line = lines.next().unwrap().unwrap();
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let kind = value["event"]["type"]
+            .as_str()
+            .or(value["type"].as_str())
+            .unwrap()
+            .to_string();
+        seen.push((kind, checked_out.elapsed()));
+        assert!(checked_out.elapsed() < Duration::from_secs(20), "{seen:?}");
+    }
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    let at = |kind: &str| {
+        seen.iter()
+            .find(|(k, _)| k == kind)
+            .unwrap_or_else(|| panic!("no {kind}: {seen:?}"))
+            .1
+    };
+    at("denied");
+    // Warned 4 s before the 7 s window ends, then told it ended.
+    let warned = at("expiry_warning");
+    assert!(
+        warned >= Duration::from_millis(2500) && warned < Duration::from_secs(5),
+        "{seen:?}"
+    );
+    assert!(at("ended") >= Duration::from_secs(6), "{seen:?}");
+}
+
+#[test]
+fn a_stalled_level_is_offered_to_escalation_approvers_as_it_escalates() {
+    let world = World::start_with(|text| {
+        text.replace(
+            r#"approval_levels = [{ approvers = ["group:sre-leads"] }]"#,
+            r#"approval_levels = [{ approvers = ["group:sre-leads"], escalate_after = "2s", escalate_to = ["user:dave"] }]"#,
+        )
+    });
+    let mut watcher = world
+        .ssh_command("dave", "dave")
+        .arg("watch --json")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watcher.stdout.take().unwrap()).lines();
+    std::thread::sleep(Duration::from_millis(500));
+    let id = world.request("alice", "web-01 --reason stalled");
+    let filed = Instant::now();
+    assert!(
+        world
+            .refused("dave", &format!("approve {id}"))
+            .contains("not an approver"),
+        "dave may not approve before the escalation"
+    );
+    let line = lines.next().unwrap().unwrap();
+    let offered = filed.elapsed();
+    let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(value["event"]["type"], "escalated", "{value}");
+    assert!(
+        value["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("approve {id}")),
+        "{value}"
+    );
+    assert!(
+        offered >= Duration::from_millis(1500) && offered < Duration::from_secs(4),
+        "offered after {offered:?}"
+    );
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    world.ok("dave", &format!("approve {id}"));
+    assert_eq!(
+        world.json("alice", "requests")["mine"][0]["state"],
+        "approved"
+    );
+    assert!(world.audit_text().contains(r#""type":"escalated""#));
+}
+
+#[test]
 fn audit_tail_follow_streams_new_records() {
     let world = World::start();
     let mut tail = world
@@ -424,6 +535,53 @@ fn checkout_prompts_for_the_totp_code_on_a_terminal_without_echo() {
     assert!(text.contains("TOTP code:"), "{text}");
     assert!(!text.contains(&code), "the code was echoed: {text}");
     assert!(text.contains("connection password"), "{text}");
+}
+
+#[test]
+fn a_client_gone_at_the_totp_prompt_changes_nothing() {
+    let world = World::start();
+    let id = world.request("alice", "orders-prod --reason prompt");
+    world.ok("bob", &format!("approve {id}"));
+    world.ok("dave", &format!("approve {id}"));
+    let mut checkout = world
+        .ssh_command("alice", "alice")
+        .arg("-tt")
+        .arg(format!("checkout {id}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut prompt = [0u8; 64];
+    let read = std::io::Read::read(checkout.stdout.as_mut().unwrap(), &mut prompt).unwrap();
+    assert!(String::from_utf8_lossy(&prompt[..read]).contains("TOTP code:"));
+    // Half a code typed, then the client is gone.
+    let stdin = checkout.stdin.as_mut().unwrap();
+    stdin.write_all(b"123").unwrap();
+    stdin.flush().unwrap();
+    checkout.kill().unwrap();
+    let _ = checkout.wait();
+    assert!(
+        wait_until(Duration::from_secs(10), || world.open_connections("ssh")
+            == Some(0.0)),
+        "the prompting command outlived its client"
+    );
+
+    let requests = world.json("alice", "requests");
+    assert_eq!(requests["mine"][0]["state"], "approved", "{requests}");
+    assert!(
+        world.json("alice", "status")["leases"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    world.ok(
+        "alice",
+        &format!("checkout {id} --totp {}", world.totp("alice")),
+    );
+    assert!(
+        world.json("alice", "status")["leases"][0]["id"].as_u64() == Some(id),
+        "the request was still there to check out"
+    );
 }
 
 #[test]

@@ -181,6 +181,56 @@ fn acknowledged_changes_survive_a_crash() {
     );
 }
 
+/// The gateway's host key as `ssh-keyscan` sees it.
+fn scanned_host_key(world: &World) -> String {
+    let out = Command::new("ssh-keyscan")
+        .args([
+            "-t",
+            "ed25519",
+            "-p",
+            &world.ssh_port.to_string(),
+            "127.0.0.1",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(text.contains("ssh-ed25519 "), "no host key scanned: {text}");
+    text
+}
+
+#[test]
+fn the_ssh_host_key_is_generated_once_private_and_kept_across_restarts() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut world = World::start();
+    let path = world.path("state/ssh_host_ed25519_key");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let first = scanned_host_key(&world);
+    let file = std::fs::read(&path).unwrap();
+    world.kill_hard();
+    world.launch();
+    assert_eq!(
+        scanned_host_key(&world),
+        first,
+        "clients pinned the old key"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), file);
+
+    // A host key that cannot be read stops the start with a clear error
+    // instead of silently replacing the key clients have pinned.
+    world.kill_hard();
+    std::fs::write(&path, "not a key").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(world.config_path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot read the SSH host key"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "not a key");
+}
+
 #[test]
 fn a_lease_expires_on_time_and_the_expiry_is_audited() {
     let world = World::start();

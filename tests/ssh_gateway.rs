@@ -457,6 +457,28 @@ fn remote_and_agent_forwarding_are_refused() {
     let _ = agent.wait();
     assert!(direct.starts_with("agent:/"), "{direct}");
     assert_eq!(through, "agent:none");
+
+    // X11 too (OpenSSH asks for it with any DISPLAY; no X server needed).
+    let x11 = world
+        .target_ssh("alice", "web-01")
+        .arg("-X")
+        .arg("echo \"display:${DISPLAY:-none}\"")
+        .env("DISPLAY", "127.0.0.1:99")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&x11.stdout).trim(), "display:none");
+    let audit = world.audit_text();
+    for refused in [
+        "remote port forwarding from",
+        "agent forwarding",
+        "X11 forwarding",
+    ] {
+        assert!(
+            audit.contains(&format!(r#""actor":"alice","command":"{refused}"#)),
+            "{refused} not audited"
+        );
+    }
 }
 
 #[test]

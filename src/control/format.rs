@@ -192,6 +192,14 @@ pub fn describe_change(actor: Option<&str>, change: &Event) -> String {
         }
         Event::Cancelled { id, by, .. } => format!("{by} cancelled request {id}"),
         Event::TimedOut { id, .. } => format!("request {id} timed out"),
+        Event::Escalated { id, level, to, .. } => format!(
+            "request {id} escalated: level {} may now also be approved by {}",
+            level + 1,
+            to.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         Event::CheckedOut {
             id,
             window_end,

@@ -12,9 +12,6 @@ use crate::workflow::{Context, Event, RequestId, Time};
 use super::format::{describe_change, hhmm, record_line};
 use super::{Caller, ControlError, EXIT_OK, EXIT_REFUSED, Terminal, fail};
 
-/// Warnings before a lease ends, in seconds.
-const WARN_BEFORE: [i64; 2] = [300, 60];
-
 pub async fn watch<T: Terminal>(
     gateway: &Arc<Gateway>,
     caller: &Caller,
@@ -75,15 +72,24 @@ fn next_warning(
     warned: &HashSet<(RequestId, i64)>,
 ) -> Option<(Time, RequestId, i64)> {
     let now = chrono::Utc::now();
+    // The same moments at which live sessions are warned ([gateway] warn_before).
+    let warn_before: Vec<i64> = gateway
+        .config()
+        .warn_before
+        .iter()
+        .map(|before| i64::try_from(before.as_secs()).unwrap_or(i64::MAX))
+        .collect();
     gateway.read(|engine| {
         engine
             .active_requests()
             .filter(|r| r.requester == user)
             .filter_map(|r| r.window_end.map(|end| (r.id, end)))
             .flat_map(|(id, end)| {
-                WARN_BEFORE
-                    .iter()
-                    .map(move |before| (end - chrono::Duration::seconds(*before), id, *before, end))
+                warn_before.iter().filter_map(move |before| {
+                    let at = chrono::Duration::try_seconds(*before)
+                        .and_then(|d| end.checked_sub_signed(d))?;
+                    Some((at, id, *before, end))
+                })
             })
             .filter(|(_, id, before, end)| !warned.contains(&(*id, *before)) && *end > now)
             .map(|(at, id, before, _)| (at, id, before))
@@ -113,7 +119,10 @@ fn notification(gateway: &Gateway, user: &str, record: &AuditRecord, json: bool)
             let can_approve = gateway.read(|engine| engine.awaits_approval_from(&ctx, id, user));
             let approvable = matches!(
                 change,
-                Event::Requested { .. } | Event::Approved { .. } | Event::ExtensionRequested { .. }
+                Event::Requested { .. }
+                    | Event::Approved { .. }
+                    | Event::Escalated { .. }
+                    | Event::ExtensionRequested { .. }
             );
             if can_approve && approvable {
                 let why = request

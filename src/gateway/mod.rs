@@ -318,6 +318,7 @@ fn count_event(event: &Event) {
         Event::Requested { .. } => "requested",
         Event::Approved { .. } => "approved",
         Event::Granted { .. } => "granted",
+        Event::Escalated { .. } => "escalated",
         Event::Denied { .. } => "denied",
         Event::Cancelled { .. } => "cancelled",
         Event::TimedOut { .. } => "timed_out",

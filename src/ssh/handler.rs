@@ -151,6 +151,26 @@ impl Connection {
         });
     }
 
+    /// Forwarding a client asked for and did not get, for the audit log.
+    fn audit_forwarding_refused(&self, what: String, reason: String) {
+        let actor = self.user.clone().unwrap_or_default();
+        self.runtime.gateway.audit(AuditEvent::Refused {
+            actor,
+            command: what,
+            reason,
+        });
+    }
+
+    /// Forwarding that would let the target reach back into the client's
+    /// side (its agent, its ports, its display) is never offered.
+    fn refuse_reverse_forwarding(&self, what: String) {
+        let reason = match &self.target {
+            Some(resource) => format!("the gateway never forwards this from {resource}"),
+            None => "the control plane offers no forwarding".to_string(),
+        };
+        self.audit_forwarding_refused(what, reason);
+    }
+
     fn refuse(&self, username: &str) -> Auth {
         metrics::counter!("jitgate_ssh_auth_failures_total").increment(1);
         // The client learns nothing about which part was wrong.
@@ -287,14 +307,15 @@ impl russh::server::Handler for Connection {
             None
         };
         let Some(plane) = plane else {
-            self.runtime.gateway.audit(AuditEvent::Login {
-                protocol: Protocol::Ssh,
-                user: caller.user,
-                resource: Some(resource),
-                remote: caller.remote,
-                accepted: false,
-                reason: Some(format!("port forwarding to {host}:{port} refused")),
-            });
+            let reason = if allowed {
+                format!("no active lease for {resource}")
+            } else {
+                format!("port forwarding is not allowed on {resource}")
+            };
+            self.audit_forwarding_refused(
+                format!("port forwarding to {}:{port}", printable(host)),
+                reason,
+            );
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
@@ -320,6 +341,71 @@ impl russh::server::Handler for Connection {
                 .track_future(relay::relay_forward(plane, channel, upstream, target)),
         );
         Ok(())
+    }
+
+    async fn channel_open_direct_streamlocal(
+        &mut self,
+        _channel: Channel<Msg>,
+        socket_path: &str,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.audit_forwarding_refused(
+            format!("forwarding to unix socket {}", printable(socket_path)),
+            "the gateway forwards only TCP ports".to_string(),
+        );
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        self.refuse_reverse_forwarding(format!(
+            "remote port forwarding from {}:{port}",
+            printable(address)
+        ));
+        Ok(false)
+    }
+
+    async fn streamlocal_forward(
+        &mut self,
+        socket_path: &str,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        self.refuse_reverse_forwarding(format!(
+            "remote forwarding from unix socket {}",
+            printable(socket_path)
+        ));
+        Ok(false)
+    }
+
+    async fn agent_request(
+        &mut self,
+        _channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        self.refuse_reverse_forwarding("agent forwarding".to_string());
+        Ok(false)
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_reverse_forwarding("X11 forwarding".to_string());
+        // The client waits for an answer to each request in order.
+        session.channel_failure(channel)
     }
 
     async fn pty_request(

@@ -47,19 +47,8 @@ impl Engine {
                     },
                 );
             }
-            Event::Approved { id, approval } => self.with(*id, |r| {
-                let levels = r.settings.approval_levels.clone();
-                let round = match (&r.state, &mut r.extension) {
-                    (RequestState::Active, Some(extension)) => &mut extension.round,
-                    _ => &mut r.round,
-                };
-                round.approvals.push(approval.clone());
-                let required = levels.get(round.level).map_or(0, |l| l.required as usize);
-                if round.approvals_at(round.level) >= required && round.level < levels.len() {
-                    round.level += 1;
-                    round.level_started_at = approval.at;
-                }
-            }),
+            Event::Approved { id, approval } => self.with(*id, |r| r.count_approval(approval)),
+            Event::Escalated { id, level, .. } => self.with(*id, |r| r.mark_escalated(*level)),
             Event::Granted { id, at } => self.with(*id, |r| {
                 r.state = RequestState::Approved;
                 r.approved_at = Some(*at);

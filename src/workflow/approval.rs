@@ -125,10 +125,8 @@ impl Engine {
         let Some(request) = self.requests.get(&id) else {
             return false;
         };
-        let round = match (&request.state, &request.extension) {
-            (super::RequestState::Pending, _) => &request.round,
-            (super::RequestState::Active, Some(extension)) => &extension.round,
-            _ => return false,
+        let Some(round) = request.open_round() else {
+            return false;
         };
         request.requester != user
             && !round.has_counted(user)

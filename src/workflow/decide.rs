@@ -30,6 +30,18 @@ pub struct RequestSpec {
     pub ticket: Option<String>,
 }
 
+/// When the open round's current level escalates, unless it already has.
+/// (Eligibility itself is worked out from the clock, see `eligible_at`;
+/// this only decides when the escalation is announced.)
+fn escalation_due(request: &Request) -> Option<(Time, usize)> {
+    let round = request.open_round().filter(|r| !r.escalated)?;
+    let after = request.levels().get(round.level)?.escalate_after?;
+    Some((
+        round.level_started_at + secs(after.as_duration()),
+        round.level,
+    ))
+}
+
 fn secs(duration: Duration) -> chrono::Duration {
     chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
 }
@@ -138,16 +150,12 @@ impl Engine {
         if ctx.directory.user(actor).is_none() {
             return Err(WorkflowError::UnknownUser(actor.to_string()));
         }
-        let round = match (&request.state, &request.extension) {
-            (RequestState::Pending, _) => &request.round,
-            (RequestState::Active, Some(extension)) => &extension.round,
-            (state, _) => {
-                return Err(WorkflowError::WrongState {
-                    id,
-                    state: *state,
-                    action: "approved",
-                });
-            }
+        let Some(round) = request.open_round() else {
+            return Err(WorkflowError::WrongState {
+                id,
+                state: request.state,
+                action: "approved",
+            });
         };
         if request.requester == actor {
             return Err(WorkflowError::SelfApproval);
@@ -193,16 +201,12 @@ impl Engine {
         reason: Option<String>,
     ) -> Decision {
         let request = self.get(id)?;
-        let round = match (&request.state, &request.extension) {
-            (RequestState::Pending, _) => &request.round,
-            (RequestState::Active, Some(extension)) => &extension.round,
-            (state, _) => {
-                return Err(WorkflowError::WrongState {
-                    id,
-                    state: *state,
-                    action: "denied",
-                });
-            }
+        let Some(round) = request.open_round() else {
+            return Err(WorkflowError::WrongState {
+                id,
+                state: request.state,
+                action: "denied",
+            });
         };
         if request.requester == actor {
             return Err(WorkflowError::SelfApproval);
@@ -492,8 +496,9 @@ impl Engine {
         }])
     }
 
-    /// Requests whose time has run out at `now`: pending too long, approvals
-    /// left unused, or (as a backstop to the lease timer) windows ended.
+    /// What time alone changes at `now`: requests pending too long,
+    /// approvals left unused, (as a backstop to the lease timer) windows
+    /// ended, and levels that waited long enough to escalate.
     pub fn decide_timeouts(&self, now: Time) -> Vec<Event> {
         let mut events = Vec::new();
         for request in self.requests.values() {
@@ -510,7 +515,15 @@ impl Engine {
                         at: now,
                     },
                 }),
-                _ => {}
+                _ => match escalation_due(request) {
+                    Some((due, level)) if due <= now => events.push(Event::Escalated {
+                        id: request.id,
+                        level,
+                        to: request.levels()[level].escalate_to.clone(),
+                        at: now,
+                    }),
+                    _ => {}
+                },
             }
         }
         events
@@ -520,7 +533,8 @@ impl Engine {
     pub fn next_deadline(&self) -> Option<Time> {
         self.requests
             .values()
-            .filter_map(|r| self.deadline_of(r))
+            .flat_map(|r| [self.deadline_of(r), escalation_due(r).map(|(due, _)| due)])
+            .flatten()
             .min()
     }
 

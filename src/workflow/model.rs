@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ApprovalLevel, WorkflowSettings};
+use crate::config::{ApprovalLevel, Principal, WorkflowSettings};
 
 pub type RequestId = u64;
 pub type Time = DateTime<Utc>;
@@ -72,6 +72,9 @@ pub struct ApprovalRound {
     pub level: usize,
     pub level_started_at: Time,
     pub approvals: Vec<Approval>,
+    /// The current level has been announced to its escalation approvers.
+    #[serde(default)]
+    pub escalated: bool,
 }
 
 impl ApprovalRound {
@@ -80,6 +83,7 @@ impl ApprovalRound {
             level: 0,
             level_started_at: at,
             approvals: Vec::new(),
+            escalated: false,
         }
     }
 
@@ -127,6 +131,46 @@ pub struct Request {
 impl Request {
     pub fn levels(&self) -> &[ApprovalLevel] {
         &self.settings.approval_levels
+    }
+
+    /// The approval round in progress: the request's own while it is
+    /// pending, an extension's while the lease is active.
+    pub fn open_round(&self) -> Option<&ApprovalRound> {
+        match (&self.state, &self.extension) {
+            (RequestState::Pending, _) => Some(&self.round),
+            (RequestState::Active, Some(extension)) => Some(&extension.round),
+            _ => None,
+        }
+    }
+
+    fn open_round_mut(&mut self) -> Option<&mut ApprovalRound> {
+        match (&self.state, &mut self.extension) {
+            (RequestState::Pending, _) => Some(&mut self.round),
+            (RequestState::Active, Some(extension)) => Some(&mut extension.round),
+            _ => None,
+        }
+    }
+
+    /// Counts `approval` in the open round; completing a level opens the next.
+    pub(super) fn count_approval(&mut self, approval: &Approval) {
+        let levels = self.settings.approval_levels.clone();
+        let Some(round) = self.open_round_mut() else {
+            return;
+        };
+        round.approvals.push(approval.clone());
+        let required = levels.get(round.level).map_or(0, |l| l.required as usize);
+        if round.approvals_at(round.level) >= required && round.level < levels.len() {
+            round.level += 1;
+            round.level_started_at = approval.at;
+            round.escalated = false;
+        }
+    }
+
+    /// Marks `level` of the open round as announced to its escalation approvers.
+    pub(super) fn mark_escalated(&mut self, level: usize) {
+        if let Some(round) = self.open_round_mut().filter(|r| r.level == level) {
+            round.escalated = true;
+        }
     }
 }
 
@@ -180,6 +224,13 @@ pub enum Event {
     /// The last level approved the request.
     Granted {
         id: RequestId,
+        at: Time,
+    },
+    /// A level waited its `escalate_after`: `to` may now approve it too.
+    Escalated {
+        id: RequestId,
+        level: usize,
+        to: Vec<Principal>,
         at: Time,
     },
     Denied {
@@ -246,6 +297,7 @@ impl Event {
             Self::Requested { id, .. }
             | Self::Approved { id, .. }
             | Self::Granted { id, .. }
+            | Self::Escalated { id, .. }
             | Self::Denied { id, .. }
             | Self::Cancelled { id, .. }
             | Self::TimedOut { id, .. }

@@ -356,6 +356,60 @@ fn escalation_opens_a_stalled_level_to_extra_approvers() {
 }
 
 #[test]
+fn escalation_is_announced_once_when_the_level_has_waited() {
+    let mut w = World::new();
+    let id = w.request("alice", "orders-prod").unwrap();
+    // Level 1 has no escalation: nothing to announce, only the timeout ahead.
+    assert!(
+        w.engine
+            .decide_timeouts(w.now + chrono::Duration::hours(2))
+            .is_empty()
+    );
+    w.advance(600);
+    w.approve("bob", id).unwrap();
+    w.approve("erin", id).unwrap();
+    let level_two_started = w.now;
+    assert_eq!(
+        w.engine.next_deadline(),
+        Some(level_two_started + chrono::Duration::hours(1)),
+        "the escalation is the next thing time does"
+    );
+    w.advance(3599);
+    assert!(w.engine.decide_timeouts(w.now).is_empty());
+    w.advance(1);
+    let events = w.engine.decide_timeouts(w.now);
+    assert_eq!(
+        events,
+        vec![Event::Escalated {
+            id,
+            level: 1,
+            to: vec![crate::config::Principal::User("root".into())],
+            at: w.now,
+        }]
+    );
+    w.commit(Ok(events)).unwrap();
+    let ctx = w.ctx();
+    assert!(w.engine.awaits_approval_from(&ctx, id, "root"));
+    assert!(
+        w.engine.decide_timeouts(w.now).is_empty(),
+        "announced only once"
+    );
+    assert_eq!(
+        w.engine.next_deadline(),
+        Some(w.engine.request(id).unwrap().created_at + chrono::Duration::hours(24)),
+        "then only the pending timeout is left"
+    );
+    // Replaying the journal keeps it announced.
+    let mut replayed = Engine::default();
+    for event in &w.log {
+        replayed.apply(event);
+    }
+    assert!(replayed.decide_timeouts(w.now).is_empty());
+    w.approve("root", id).unwrap();
+    assert_eq!(w.state(id), RequestState::Approved);
+}
+
+#[test]
 fn waiting_description_names_the_remaining_levels() {
     let mut w = World::new();
     let id = w.request("alice", "orders-prod").unwrap();
