@@ -178,6 +178,29 @@ fn demo_runs_the_whole_workflow_against_real_targets_and_cleans_up() {
         "alice",
         &format!("checkout {web_id} --totp {}", demo.totp("alice")),
     );
+    // The printed data-plane command, as a user would paste it.
+    let printed = demo
+        .output
+        .iter()
+        .find(|line| line.contains("alice+web-01@"))
+        .expect("the demo shows how to reach web-01");
+    let command = printed.split('#').next().unwrap().trim().replacen(
+        "ssh ",
+        "ssh -o BatchMode=yes -o LogLevel=ERROR ",
+        1,
+    );
+    let through = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{command} whoami"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&through.stdout).trim(),
+        "jgdemo",
+        "{command}: {}",
+        String::from_utf8_lossy(&through.stderr)
+    );
 
     // orders-prod: bob then dave, MFA, prints a psql connection string.
     let db = demo.ok(

@@ -171,6 +171,8 @@ Try, in another terminal (gw USER COMMAND runs a command as USER):
   gw bob approve 1
   gw alice checkout 1 --totp $(totp alice)
   gw alice status
+  {ssh} -i {dir}/keys/alice alice+web-01@127.0.0.1   # a shell on web-01 as {account} (scp, sftp, rsync too)
+  gw alice checkin 1                                  # severs the session, rotates web-01's key
   gw alice request orders-prod --for 10m --reason 'month-end report'
   gw bob approve 2; gw dave approve 2
   gw alice checkout 2 --totp $(totp alice)            # prints the psql connection
