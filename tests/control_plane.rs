@@ -407,12 +407,17 @@ fn watch_tells_the_requester_of_denials_expiry_warnings_and_expiry() {
 
 #[test]
 fn a_stalled_level_is_offered_to_escalation_approvers_as_it_escalates() {
-    let world = World::start_with(|text| {
-        text.replace(
-            r#"approval_levels = [{ approvers = ["group:sre-leads"] }]"#,
-            r#"approval_levels = [{ approvers = ["group:sre-leads"], escalate_after = "2s", escalate_to = ["user:dave"] }]"#,
-        )
-    });
+    let world = World::start();
+    // Set at runtime, as a workflow manager would.
+    world.ok(
+        "carol",
+        "workflow set web-01 escalate_after.1=2s escalate_to.1=user:dave",
+    );
+    let shown = world.json("carol", "workflow show web-01");
+    assert_eq!(
+        shown["settings"]["approval_levels"][0]["escalate_to"][0], "user:dave",
+        "{shown}"
+    );
     let mut watcher = world
         .ssh_command("dave", "dave")
         .arg("watch --json")

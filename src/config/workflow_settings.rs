@@ -135,8 +135,14 @@ impl Default for WorkflowSettings {
 impl WorkflowSettings {
     /// Applies one `KEY=VALUE` assignment from `workflow set`. Approval levels
     /// are given as `levels=group:a*1,user:b;group:c*2` (levels separated by
-    /// `;`, approvers by `,`, the required count after `*`).
+    /// `;`, approvers by `,`, the required count after `*`); a level's
+    /// escalation as `escalate_after.N=30m escalate_to.N=user:dave` (N counts
+    /// levels from 1; `escalate_after.N=none` removes it). Setting `levels`
+    /// replaces every level, escalations included.
     pub fn assign(&mut self, key: &str, value: &str) -> Result<(), String> {
+        if let Some((name, level)) = key.split_once('.') {
+            return self.assign_to_level(key, name, level, value);
+        }
         let flag = || parse_bool(key, value);
         let duration = || HumanDuration::parse(value).map_err(|e| format!("{key}: {e}"));
         match key {
@@ -161,6 +167,44 @@ impl WorkflowSettings {
                 }
             }
             "levels" | "approval_levels" => self.approval_levels = parse_levels(value)?,
+            _ => return Err(format!("unknown workflow setting {key:?}")),
+        }
+        Ok(())
+    }
+}
+
+impl WorkflowSettings {
+    /// `escalate_after.N` and `escalate_to.N`: the escalation of level N.
+    fn assign_to_level(
+        &mut self,
+        key: &str,
+        name: &str,
+        level: &str,
+        value: &str,
+    ) -> Result<(), String> {
+        let count = self.approval_levels.len();
+        let index = level
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=count).contains(n))
+            .ok_or_else(|| format!("{key}: there is no approval level {level:?} (1 to {count})"))?;
+        let level = &mut self.approval_levels[index - 1];
+        match name {
+            "escalate_after" if value == "none" => {
+                level.escalate_after = None;
+                level.escalate_to.clear();
+            }
+            "escalate_after" => {
+                level.escalate_after =
+                    Some(HumanDuration::parse(value).map_err(|e| format!("{key}: {e}"))?);
+            }
+            "escalate_to" => {
+                level.escalate_to = value
+                    .split(',')
+                    .map(|p| Principal::parse(p.trim()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("{key}: {e}"))?;
+            }
             _ => return Err(format!("unknown workflow setting {key:?}")),
         }
         Ok(())
@@ -236,6 +280,44 @@ mod tests {
             settings.approval_levels[1].approvers,
             vec![Principal::User("dave".into())]
         );
+    }
+
+    #[test]
+    fn escalation_is_set_per_level_and_removed_with_none() {
+        let mut settings = WorkflowSettings::default();
+        settings
+            .assign("levels", "group:sre;group:security")
+            .unwrap();
+        settings.assign("escalate_after.2", "1h").unwrap();
+        settings
+            .assign("escalate_to.2", "user:root,group:cto")
+            .unwrap();
+        let level = &settings.approval_levels[1];
+        assert_eq!(level.escalate_after, Some(HumanDuration::from_secs(3_600)));
+        assert_eq!(
+            level.escalate_to,
+            vec![
+                Principal::User("root".into()),
+                Principal::Group("cto".into())
+            ]
+        );
+        assert!(settings.approval_levels[0].escalate_after.is_none());
+        settings.assign("escalate_after.2", "none").unwrap();
+        assert_eq!(settings.approval_levels[1].escalate_after, None);
+        assert!(settings.approval_levels[1].escalate_to.is_empty());
+        for (key, value) in [
+            ("escalate_after.3", "1h"),
+            ("escalate_after.0", "1h"),
+            ("escalate_after.x", "1h"),
+            ("escalate_after.1", "soon"),
+            ("escalate_to.1", "team:x"),
+            ("escalate_by.1", "1h"),
+        ] {
+            let before = settings.clone();
+            let error = settings.assign(key, value).unwrap_err();
+            assert!(error.contains(key), "{error}");
+            assert_eq!(settings, before, "{key}={value} changed the settings");
+        }
     }
 
     #[test]

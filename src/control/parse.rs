@@ -121,6 +121,13 @@ pub enum WorkflowCommand {
     Show { resource: String },
     /// Change settings (needs manage_workflow), e.g. max_duration=2h
     /// single_user=true levels=group:sre*1;group:security*1
+    /// escalate_after.2=1h escalate_to.2=user:dave
+    ///
+    /// Keys: require_reason, require_ticket, single_user, mfa_required,
+    /// rotate_on_checkin, default_duration, max_duration, pending_timeout,
+    /// self_service_extension, clock_starts (approval|checkout), levels
+    /// (replaces every level), escalate_after.N (none removes it) and
+    /// escalate_to.N for level N.
     Set {
         resource: String,
         #[arg(required = true, value_name = "KEY=VALUE")]
