@@ -91,9 +91,16 @@ pub enum VaultCommand {
 pub enum AuditCommand {
     /// Check the hash chain. One FILE also checks its rotated files
     /// (FILE.1, FILE.2, ...); several FILEs are checked in the order given.
+    ///
+    /// A chain cannot show on its own that its newest records were cut off:
+    /// record the head it prints (SEQ:HASH) somewhere else, and pass it back
+    /// with --anchor to prove the log still reaches it unchanged.
     Verify {
         #[arg(value_name = "FILE", required = true)]
         files: Vec<PathBuf>,
+        /// A head recorded earlier (SEQ:HASH) that the log must still hold.
+        #[arg(long, value_name = "SEQ:HASH")]
+        anchor: Option<crate::audit::Anchor>,
     },
 }
 

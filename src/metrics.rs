@@ -66,6 +66,10 @@ pub fn describe() {
         "Requests known to the gateway, by state"
     );
     describe_gauge!("jitgate_active_leases", "Leases currently active");
+    describe_gauge!(
+        "jitgate_audit_head_seq",
+        "Sequence number of the newest audit record (a drop means records were cut off)"
+    );
     describe_gauge!("jitgate_sessions", "Live sessions, by protocol");
     describe_gauge!(
         "jitgate_open_connections",

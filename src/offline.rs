@@ -22,7 +22,7 @@ pub fn check_config(file: &Path) -> Result<String, crate::config::ConfigError> {
     ))
 }
 
-pub fn audit_verify(files: &[PathBuf]) -> anyhow::Result<String> {
+pub fn audit_verify(files: &[PathBuf], anchor: Option<&audit::Anchor>) -> anyhow::Result<String> {
     let chain = match files {
         [one] => {
             audit::chain_files(one).with_context(|| format!("cannot list {}", one.display()))?
@@ -32,10 +32,17 @@ pub fn audit_verify(files: &[PathBuf]) -> anyhow::Result<String> {
     if chain.is_empty() {
         bail!("{}: no such audit log", files[0].display());
     }
-    let report = audit::verify_files(&chain).map_err(|e| anyhow::anyhow!("FAILED: {e}"))?;
+    let report = match anchor {
+        Some(anchor) => audit::verify_against(&chain, anchor),
+        None => audit::verify_files(&chain),
+    }
+    .map_err(|e| anyhow::anyhow!("FAILED: {e}"))?;
+    let held = anchor
+        .map(|a| format!(", holds anchor {}", a.seq))
+        .unwrap_or_default();
     Ok(format!(
-        "OK: {} records in {} file(s), chain intact up to seq {}",
-        report.records, report.files, report.last_seq
+        "OK: {} records in {} file(s), chain intact up to seq {}{held}\nhead {}:{}",
+        report.records, report.files, report.last_seq, report.last_seq, report.last_hash
     ))
 }
 

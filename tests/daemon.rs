@@ -266,7 +266,55 @@ fn audit_verify_reports_ok_then_the_first_altered_record() {
     let log = world.path("audit/audit.log");
     let out = jitgate(&["audit", "verify", log.to_str().unwrap()]);
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("OK:"));
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(printed.starts_with("OK:"), "{printed}");
+    let head = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("head "))
+        .expect("the head is printed")
+        .to_string();
+    let head_seq: u64 = head.split(':').next().unwrap().parse().unwrap();
+    assert!(
+        world
+            .metrics()
+            .contains(&format!("jitgate_audit_head_seq {head_seq}")),
+        "the metric shows the same head"
+    );
+    let anchored = |log: &std::path::Path| {
+        jitgate(&["audit", "verify", log.to_str().unwrap(), "--anchor", &head])
+    };
+    assert!(anchored(&log).status.success());
+
+    // The newest record cut off: the chain alone cannot tell, the anchor can.
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("audit.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let kept: Vec<&str> = text.lines().collect();
+    std::fs::write(&cut, kept[..kept.len() - 1].join("\n") + "\n").unwrap();
+    assert!(
+        jitgate(&["audit", "verify", cut.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let out = anchored(&cut);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("records {head_seq} to {head_seq} were removed")),
+        "{err}"
+    );
+    let out = jitgate(&[
+        "audit",
+        "verify",
+        log.to_str().unwrap(),
+        "--anchor",
+        "7:xyz",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a malformed anchor is a usage error"
+    );
 
     let text = std::fs::read_to_string(&log).unwrap();
     let line = text

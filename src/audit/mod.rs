@@ -6,6 +6,12 @@
 //! swapping any line breaks the chain at that line; `verify` finds it.
 //! When the file grows past its size limit it is renamed `FILE.N` and a new
 //! one continues the same chain, so rotated files verify as one.
+//!
+//! A chain cannot show by itself that its newest records were cut off (what
+//! is left is still a valid chain). For that, its head (seq and hash) must be
+//! kept somewhere else: `verify` prints it, the `jitgate_audit_head_seq`
+//! metric exports the seq, and `verify --anchor SEQ:HASH` checks a log
+//! against a head recorded earlier.
 
 mod event;
 mod verify;
@@ -23,7 +29,7 @@ use sha2::{Digest, Sha256};
 use crate::fsutil;
 
 pub use event::{AuditEvent, Protocol};
-pub use verify::{VerifyError, VerifyReport, chain_files, verify_files};
+pub use verify::{Anchor, VerifyError, VerifyReport, chain_files, verify_against, verify_files};
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 

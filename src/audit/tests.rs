@@ -21,6 +21,13 @@ fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
     verify_files(&chain_files(path).unwrap())
 }
 
+/// The hash field of the last line of `path`.
+fn last_hash(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    last["hash"].as_str().unwrap().to_string()
+}
+
 fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -46,9 +53,79 @@ fn an_untouched_log_verifies() {
         VerifyReport {
             files: 1,
             records: 5,
-            last_seq: 5
+            last_seq: 5,
+            last_hash: last_hash(&path),
         }
     );
+}
+
+#[test]
+fn removing_the_newest_records_is_caught_only_against_an_anchor() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_log(dir.path(), 5);
+    let head = verify(&path).unwrap();
+    let anchor = Anchor {
+        seq: head.last_seq,
+        hash: head.last_hash.clone(),
+    };
+    let files = chain_files(&path).unwrap();
+    assert!(verify_against(&files, &anchor).is_ok());
+    let original = lines(&path);
+    let older: Anchor = format!(
+        "3:{}",
+        serde_json::from_str::<serde_json::Value>(&original[2]).unwrap()["hash"]
+            .as_str()
+            .unwrap()
+    )
+    .parse()
+    .unwrap();
+    assert!(
+        verify_against(&files, &older).is_ok(),
+        "an older head is still held"
+    );
+
+    // Cut off the last two: the chain alone still verifies.
+    rewrite(&path, &original[..3]);
+    assert_eq!(verify(&path).unwrap().last_seq, 3);
+    let error = verify_against(&files, &anchor).unwrap_err();
+    assert_eq!(error.line, 3);
+    assert!(
+        error.problem.contains("records 4 to 5 were removed"),
+        "{error}"
+    );
+
+    // Cut off and continued: seq 5 exists again, but it is another record.
+    let (mut log, _) = AuditLog::open(&path, 1 << 30).unwrap();
+    log.append(event(40)).unwrap();
+    log.append(event(50)).unwrap();
+    assert!(verify(&path).is_ok());
+    let error = verify_against(&files, &anchor).unwrap_err();
+    assert_eq!(error.line, 5);
+    assert!(error.problem.contains("rewritten"), "{error}");
+}
+
+#[test]
+fn anchors_parse_only_as_seq_and_sha256() {
+    let hash = "ab".repeat(32);
+    let anchor: Anchor = format!("12:{}", hash.to_uppercase()).parse().unwrap();
+    assert_eq!(
+        anchor,
+        Anchor {
+            seq: 12,
+            hash: hash.clone()
+        }
+    );
+    assert_eq!(anchor.to_string(), format!("12:{hash}"));
+    for bad in [
+        String::new(),
+        "12".into(),
+        format!("0:{hash}"),
+        format!("x:{hash}"),
+        format!("12:{}", &hash[1..]),
+        format!("12:{}z", &hash[1..]),
+    ] {
+        assert!(bad.parse::<Anchor>().is_err(), "{bad:?} parsed");
+    }
 }
 
 #[test]
@@ -147,7 +224,8 @@ fn rotation_keeps_one_chain_across_files() {
         VerifyReport {
             files: files.len(),
             records: 100,
-            last_seq: 100
+            last_seq: 100,
+            last_hash: last_hash(files.last().unwrap()),
         }
     );
     // Reopening after rotation continues from the newest file.

@@ -11,6 +11,45 @@ pub struct VerifyReport {
     pub files: usize,
     pub records: u64,
     pub last_seq: u64,
+    /// The hash of the last record (the chain's head), to be kept elsewhere.
+    pub last_hash: String,
+}
+
+/// A chain head recorded outside the log, written `SEQ:HASH` (as `audit
+/// verify` prints it; `audit tail -n 1 --json` shows both fields). A chain
+/// alone cannot tell that its newest records were cut off; checked against
+/// an anchor kept elsewhere, it can.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Anchor {
+    pub seq: u64,
+    pub hash: String,
+}
+
+impl std::str::FromStr for Anchor {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let malformed = || format!("{text:?} is not SEQ:HASH (e.g. 120:3f5a...)");
+        let (seq, hash) = text.split_once(':').ok_or_else(malformed)?;
+        let seq = seq
+            .parse::<u64>()
+            .ok()
+            .filter(|s| *s > 0)
+            .ok_or_else(malformed)?;
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(malformed());
+        }
+        Ok(Self {
+            seq,
+            hash: hash.to_ascii_lowercase(),
+        })
+    }
+}
+
+impl std::fmt::Display for Anchor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.seq, self.hash)
+    }
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -44,9 +83,20 @@ pub fn chain_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 /// Verifies the chain across `files` in order; it must start at seq 1.
 pub fn verify_files(files: &[PathBuf]) -> Result<VerifyReport, VerifyError> {
+    verify_chain(files, None)
+}
+
+/// Verifies the chain and that it still holds `anchor`: the record at the
+/// anchor's seq exists and has the anchor's hash.
+pub fn verify_against(files: &[PathBuf], anchor: &Anchor) -> Result<VerifyReport, VerifyError> {
+    verify_chain(files, Some(anchor))
+}
+
+fn verify_chain(files: &[PathBuf], anchor: Option<&Anchor>) -> Result<VerifyReport, VerifyError> {
     let mut expected_seq = 1u64;
     let mut prev = GENESIS.to_string();
     let mut records = 0u64;
+    let mut end = (files.last().cloned().unwrap_or_default(), 0);
     for file in files {
         let text = std::fs::read_to_string(file).map_err(|e| VerifyError {
             file: file.clone(),
@@ -60,15 +110,35 @@ pub fn verify_files(files: &[PathBuf]) -> Result<VerifyReport, VerifyError> {
                 problem,
             };
             let (seq, hash) = check_record(line, expected_seq, &prev).map_err(fail)?;
+            if let Some(anchor) = anchor.filter(|a| a.seq == seq && a.hash != hash) {
+                return Err(fail(format!(
+                    "record seq {seq} is not the one anchored as {anchor}: the log was rewritten from here on"
+                )));
+            }
             prev = hash;
             expected_seq = seq + 1;
             records += 1;
+            end = (file.clone(), index + 1);
         }
+    }
+    let last_seq = expected_seq - 1;
+    if let Some(anchor) = anchor.filter(|a| a.seq > last_seq) {
+        return Err(VerifyError {
+            file: end.0,
+            line: end.1,
+            problem: format!(
+                "the log ends at seq {last_seq} but seq {} was anchored: records {} to {} were removed",
+                anchor.seq,
+                last_seq + 1,
+                anchor.seq
+            ),
+        });
     }
     Ok(VerifyReport {
         files: files.len(),
         records,
-        last_seq: expected_seq - 1,
+        last_seq,
+        last_hash: prev,
     })
 }
 

@@ -170,7 +170,11 @@ impl Gateway {
 
     fn audit_locked(&self, core: &mut Core, event: AuditEvent) {
         match core.audit.append(event) {
-            Ok(record) => self.bus.publish(record),
+            Ok(record) => {
+                // Scraped, the head seq becomes a record kept off this machine.
+                metrics::gauge!("jitgate_audit_head_seq").set(record.seq as f64);
+                self.bus.publish(record);
+            }
             Err(e) => {
                 metrics::counter!("jitgate_audit_write_failures_total").increment(1);
                 tracing::error!(error = %e, "audit write failed");
