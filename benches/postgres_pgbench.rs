@@ -8,6 +8,12 @@
 //! jitgate/pgbouncer and jitgate/direct. Both proxies terminate client TLS;
 //! the direct runs use plain TCP, the best a client can do.
 //!
+//! It also prints what bounds the comparison on the machine it runs on: the
+//! proxies' CPU time per transaction, how idle the machine was, and the
+//! ratio to pgbouncer that a proxy costing no CPU at all would reach when
+//! pgbench, PostgreSQL and the proxy share the same cores (pgbouncer's
+//! machine CPU per transaction over the same minus pgbouncer's own share).
+//!
 //! Under `cargo test` it runs a one-second smoke version of each, so the
 //! harness itself stays tested.
 
@@ -83,8 +89,16 @@ fn main() {
         "pgbench, median of {rounds} interleaved rounds of {seconds}s (TPS; higher is better)"
     );
     println!(
-        "{:<46} {:>10} {:>10} {:>10} {:>10} {:>10} {:>14}",
-        "run", "jitgate", "pgbouncer", "direct", "jg/pgb", "jg/direct", "CPU us/tx jg|pgb"
+        "{:<46} {:>10} {:>10} {:>10} {:>10} {:>10} {:>16} {:>12} {:>10}",
+        "run",
+        "jitgate",
+        "pgbouncer",
+        "direct",
+        "jg/pgb",
+        "jg/direct",
+        "proxy us/tx jg|pgb",
+        "idle% jg|pgb",
+        "0-CPU bound"
     );
     // `JITGATE_BENCH_RUNS=0,1` picks runs by position, for quick iterations.
     let chosen: Option<Vec<usize>> = std::env::var("JITGATE_BENCH_RUNS")
@@ -95,28 +109,55 @@ fn main() {
             continue;
         }
         let results = interleaved(&targets, args, seconds, rounds);
-        let cpu = |i: usize| results[i].1.map_or("-".to_string(), |c| format!("{c:.0}"));
+        let shown = |value: Option<f64>| value.map_or("-".to_string(), |v| format!("{v:.0}"));
+        let (jitgate, bouncer, direct) = (&results[0], &results[1], &results[2]);
         println!(
-            "{label:<46} {:>10.0} {:>10.0} {:>10.0} {:>9.2}x {:>9.2}x {:>14}",
-            results[0].0,
-            results[1].0,
-            results[2].0,
-            results[0].0 / results[1].0,
-            results[0].0 / results[2].0,
-            format!("{}|{}", cpu(0), cpu(1)),
+            "{label:<46} {:>10.0} {:>10.0} {:>10.0} {:>9.2}x {:>9.2}x {:>16} {:>12} {:>10}",
+            jitgate.tps,
+            bouncer.tps,
+            direct.tps,
+            jitgate.tps / bouncer.tps,
+            jitgate.tps / direct.tps,
+            format!("{}|{}", shown(jitgate.proxy_us), shown(bouncer.proxy_us)),
+            format!(
+                "{}|{}",
+                shown(jitgate.idle.map(|i| i * 100.0)),
+                shown(bouncer.idle.map(|i| i * 100.0))
+            ),
+            bouncer
+                .zero_cpu_bound()
+                .map_or("-".to_string(), |b| format!("{b:.2}x")),
         );
+    }
+}
+
+/// One pgbench run against one target (or the median of several).
+#[derive(Clone, Copy)]
+struct Sample {
+    tps: f64,
+    /// The proxy's own CPU time per transaction, in µs.
+    proxy_us: Option<f64>,
+    /// CPU time of the whole machine (every process, every core) per
+    /// transaction, in µs.
+    machine_us: Option<f64>,
+    /// The share of the machine's CPU time left idle during the run.
+    idle: Option<f64>,
+}
+
+impl Sample {
+    /// The ratio to this target's TPS that a proxy using no CPU at all could
+    /// reach on a machine this busy: everything else stays, the proxy's
+    /// share is freed. Only meaningful when the machine was saturated.
+    fn zero_cpu_bound(&self) -> Option<f64> {
+        let (machine, proxy) = (self.machine_us?, self.proxy_us?);
+        (machine > proxy).then(|| machine / (machine - proxy))
     }
 }
 
 /// Each target's median TPS and median proxy CPU per transaction over
 /// `rounds` rounds, each round running every target once in turn.
-fn interleaved(
-    targets: &[Target],
-    args: &[&str],
-    seconds: u32,
-    rounds: usize,
-) -> Vec<(f64, Option<f64>)> {
-    let mut samples: Vec<Vec<(f64, Option<f64>)>> = vec![Vec::new(); targets.len()];
+fn interleaved(targets: &[Target], args: &[&str], seconds: u32, rounds: usize) -> Vec<Sample> {
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); targets.len()];
     for _ in 0..rounds {
         for (target, samples) in targets.iter().zip(&mut samples) {
             samples.push(pgbench(target, args, seconds));
@@ -125,9 +166,16 @@ fn interleaved(
     samples
         .into_iter()
         .map(|s| {
-            let tps = median(s.iter().map(|(tps, _)| *tps).collect());
-            let cpu: Vec<f64> = s.iter().filter_map(|(_, cpu)| *cpu).collect();
-            (tps, (!cpu.is_empty()).then(|| median(cpu)))
+            let optional = |field: fn(&Sample) -> Option<f64>| {
+                let values: Vec<f64> = s.iter().filter_map(field).collect();
+                (!values.is_empty()).then(|| median(values))
+            };
+            Sample {
+                tps: median(s.iter().map(|x| x.tps).collect()),
+                proxy_us: optional(|x| x.proxy_us),
+                machine_us: optional(|x| x.machine_us),
+                idle: optional(|x| x.idle),
+            }
         })
         .collect()
 }
@@ -147,6 +195,20 @@ fn cpu_micros(pid: u32) -> Option<f64> {
     Some(ticks * 10_000.0)
 }
 
+/// Busy and total CPU time of the whole machine so far, all cores, in µs.
+fn machine_cpu_micros() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<f64> = line
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is in user).
+    let total: f64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4)?;
+    Some(((total - idle) * 10_000.0, total * 10_000.0))
+}
+
 fn pgbench_init(port: u16, password: &str, scale: u32) {
     let status = Command::new("pgbench")
         .args(["-i", "-q", "-s", &scale.to_string(), "-h", "127.0.0.1"])
@@ -159,10 +221,11 @@ fn pgbench_init(port: u16, password: &str, scale: u32) {
     assert!(status.success(), "pgbench -i failed");
 }
 
-/// TPS of one pgbench run ("without initial connection time") and the
-/// proxy's CPU time per transaction in microseconds.
-fn pgbench(target: &Target, args: &[&str], seconds: u32) -> (f64, Option<f64>) {
+/// TPS of one pgbench run ("without initial connection time") and the CPU
+/// time it cost.
+fn pgbench(target: &Target, args: &[&str], seconds: u32) -> Sample {
     let cpu_before = target.proxy_pid.and_then(cpu_micros);
+    let machine_before = machine_cpu_micros();
     let out = Command::new("pgbench")
         .args(["-n", "-S", "-M", "extended", "-T", &seconds.to_string()])
         .args(args)
@@ -184,6 +247,9 @@ fn pgbench(target: &Target, args: &[&str], seconds: u32) -> (f64, Option<f64>) {
         .and_then(cpu_micros)
         .zip(cpu_before)
         .map(|(after, before)| after - before);
+    let machine_used = machine_cpu_micros().zip(machine_before).map(
+        |((busy, total), (busy_before, total_before))| (busy - busy_before, total - total_before),
+    );
     let tps: f64 = text
         .lines()
         .find_map(|l| l.strip_prefix("tps = "))
@@ -194,11 +260,19 @@ fn pgbench(target: &Target, args: &[&str], seconds: u32) -> (f64, Option<f64>) {
         .lines()
         .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
         .and_then(|n| n.split_whitespace().next()?.parse().ok());
-    let per_transaction = cpu_used
-        .zip(transactions)
-        .filter(|(_, n)| *n > 0.0)
-        .map(|(cpu, n)| cpu / n);
-    (tps, per_transaction)
+    let per_transaction = |cpu: Option<f64>| {
+        cpu.zip(transactions)
+            .filter(|(_, n)| *n > 0.0)
+            .map(|(cpu, n)| cpu / n)
+    };
+    Sample {
+        tps,
+        proxy_us: per_transaction(cpu_used),
+        machine_us: per_transaction(machine_used.map(|(busy, _)| busy)),
+        idle: machine_used
+            .filter(|(_, total)| *total > 0.0)
+            .map(|(busy, total)| 1.0 - busy / total),
+    }
 }
 
 const BOUNCER_PASSWORD: &str = "bench-client-password";
