@@ -66,6 +66,10 @@ pub fn describe() {
         "Requests known to the gateway, by state"
     );
     describe_gauge!("jitgate_active_leases", "Leases currently active");
+    describe_counter!(
+        "jitgate_audit_tampering_detected_total",
+        "Starts at which the audit log no longer held the head saved before"
+    );
     describe_gauge!(
         "jitgate_audit_head_seq",
         "Sequence number of the newest audit record (a drop means records were cut off)"

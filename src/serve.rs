@@ -83,6 +83,7 @@ pub async fn run(
         root.clone(),
     ));
     tokio::spawn(gateway.clone().run_housekeeping(expired, root.clone()));
+    tokio::spawn(gateway.clone().run_audit_anchor(root.clone()));
     tokio::spawn(crate::rotation::Rotator::new(gateway.clone()).run(root.clone()));
     start_data_planes(&runtime, &config).await?;
 
@@ -95,6 +96,7 @@ pub async fn run(
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     drain(&mut signals, &runtime, &config).await;
     gateway.audit(AuditEvent::GatewayStopped);
+    gateway.save_audit_anchor();
     root.cancel();
     Ok(())
 }

@@ -169,6 +169,10 @@ fn acknowledged_changes_survive_a_crash() {
     world.launch();
     let status = world.json("alice", "status");
     assert_eq!(status["leases"][0]["id"].as_u64(), Some(id));
+    assert!(
+        !world.audit_text().contains("audit_tampered"),
+        "a crash is not tampering"
+    );
     let out = jitgate(&[
         "audit",
         "verify",
@@ -329,6 +333,51 @@ fn audit_verify_reports_ok_then_the_first_altered_record() {
         err.contains(&format!("audit.log:{}", line + 1)) && err.contains("altered"),
         "{err}"
     );
+}
+
+#[test]
+fn records_cut_off_while_the_gateway_was_down_are_reported_at_its_start() {
+    let mut world = World::start();
+    world.ok("alice", "request web-01 --reason one");
+    world.ok("alice", "request web-01 --reason two");
+    world.signal("TERM");
+    assert_eq!(world.wait_exit(Duration::from_secs(10)), Some(0));
+    let log = world.path("audit/audit.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let kept = lines.len() - 3;
+    std::fs::write(&log, lines[..kept].join("\n") + "\n").unwrap();
+    assert!(
+        jitgate(&["audit", "verify", log.to_str().unwrap()])
+            .status
+            .success(),
+        "what is left still chains"
+    );
+
+    world.launch();
+    let audit = world.audit_text();
+    let tampered = audit
+        .lines()
+        .position(|l| l.contains(r#""type":"audit_tampered""#))
+        .expect("the cut is reported in the log itself");
+    let removed = format!("records {} to {} were removed", kept + 1, kept + 3);
+    assert!(
+        audit.lines().nth(tampered).unwrap().contains(&removed),
+        "{audit}"
+    );
+    let out = jitgate(&["audit", "verify", log.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("audit.log:{}", tampered + 1)) && err.contains(&removed),
+        "{err}"
+    );
+    assert!(
+        world
+            .metrics()
+            .contains("jitgate_audit_tampering_detected_total 1")
+    );
+    assert!(world.log().contains("tampered"), "logged for operators too");
 }
 
 #[test]

@@ -30,6 +30,13 @@ pub enum AuditEvent {
         file: String,
         bytes: u64,
     },
+    /// At start, the audit log no longer held the head the gateway saved
+    /// (`anchor`, SEQ:HASH): records were removed or rewritten while it was
+    /// down. `audit verify` fails at this record.
+    AuditTampered {
+        anchor: String,
+        problem: String,
+    },
     /// A workflow state change; `actor` is absent for the gateway's own
     /// decisions (expiry, timeouts).
     Workflow {

@@ -13,6 +13,7 @@
 //! metric exports the seq, and `verify --anchor SEQ:HASH` checks a log
 //! against a head recorded earlier.
 
+mod anchor;
 mod event;
 mod verify;
 
@@ -28,6 +29,7 @@ use sha2::{Digest, Sha256};
 
 use crate::fsutil;
 
+pub use anchor::{anchor_path, check_anchor, load_anchor, save_anchor};
 pub use event::{AuditEvent, Protocol};
 pub use verify::{Anchor, VerifyError, VerifyReport, chain_files, verify_against, verify_files};
 
@@ -177,6 +179,14 @@ impl AuditLog {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The newest record's seq and hash; `None` for an empty chain.
+    pub fn head(&self) -> Option<Anchor> {
+        (self.next_seq > 1).then(|| Anchor {
+            seq: self.next_seq - 1,
+            hash: self.prev.clone(),
+        })
     }
 }
 

@@ -260,3 +260,64 @@ fn records_never_carry_lease_secret_hashes() {
             .contains("abcdef0123")
     );
 }
+
+#[test]
+fn a_saved_head_finds_records_cut_off_or_rewritten_while_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_log(dir.path(), 6);
+    let (log, _) = AuditLog::open(&path, 1 << 30).unwrap();
+    let saved = log.head().unwrap();
+    drop(log);
+    let anchor_file = anchor_path(dir.path());
+    save_anchor(&anchor_file, &saved).unwrap();
+    assert_eq!(load_anchor(&anchor_file).unwrap(), Some(saved.clone()));
+    let head = |path: &Path| AuditLog::open(path, 1 << 30).unwrap().0.head();
+
+    // Untouched, and grown past the saved head (a crash before the next save).
+    assert_eq!(check_anchor(&path, head(&path).as_ref(), &saved), None);
+    let (mut log, _) = AuditLog::open(&path, 1 << 30).unwrap();
+    log.append(event(7)).unwrap();
+    drop(log);
+    assert_eq!(check_anchor(&path, head(&path).as_ref(), &saved), None);
+
+    // Cut back to four records.
+    let original = lines(&path);
+    rewrite(&path, &original[..4]);
+    let problem = check_anchor(&path, head(&path).as_ref(), &saved).unwrap();
+    assert!(problem.contains("records 5 to 6 were removed"), "{problem}");
+
+    // Cut, then continued past the saved seq with other records.
+    let (mut log, _) = AuditLog::open(&path, 1 << 30).unwrap();
+    for n in 0..3 {
+        log.append(event(100 + n)).unwrap();
+    }
+    drop(log);
+    let problem = check_anchor(&path, head(&path).as_ref(), &saved).unwrap();
+    assert!(problem.contains("rewritten"), "{problem}");
+
+    // Gone altogether.
+    std::fs::remove_file(&path).unwrap();
+    let problem = check_anchor(&path, None, &saved).unwrap();
+    assert!(problem.contains("records 1 to 6 were removed"), "{problem}");
+    std::fs::write(&anchor_file, "garbage").unwrap();
+    assert!(load_anchor(&anchor_file).is_err());
+    assert_eq!(load_anchor(&dir.path().join("none")).unwrap(), None);
+}
+
+#[test]
+fn verify_fails_at_a_tampering_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_log(dir.path(), 2);
+    let (mut log, _) = AuditLog::open(&path, 1 << 30).unwrap();
+    log.append(AuditEvent::AuditTampered {
+        anchor: format!("9:{}", "0".repeat(64)),
+        problem: "records 3 to 9 were removed".into(),
+    })
+    .unwrap();
+    let error = verify(&path).unwrap_err();
+    assert_eq!(error.line, 3);
+    assert!(
+        error.problem.contains("records 3 to 9 were removed"),
+        "{error}"
+    );
+}

@@ -172,5 +172,15 @@ fn check_record(line: &str, expected_seq: u64, prev: &str) -> Result<(u64, Strin
             "record seq {seq} was altered: its content does not match its hash"
         ));
     }
+    let event = object.get("event");
+    if event.and_then(|e| e.get("type")).and_then(Value::as_str) == Some("audit_tampered") {
+        let problem = event
+            .and_then(|e| e.get("problem"))
+            .and_then(Value::as_str)
+            .unwrap_or("records were removed");
+        return Err(format!(
+            "record seq {seq}: the gateway found at its start that {problem}"
+        ));
+    }
     Ok((seq, hash.to_string()))
 }

@@ -40,6 +40,9 @@ pub fn describe(event: &AuditEvent) -> String {
             "configuration reload refused: {}",
             error.as_deref().unwrap_or("")
         ),
+        AuditEvent::AuditTampered { anchor, problem } => {
+            format!("AUDIT LOG TAMPERED (saved head {anchor}): {problem}")
+        }
         AuditEvent::TornTailDropped { file, bytes } => {
             format!("dropped {bytes} torn bytes at the end of {file}")
         }

@@ -15,6 +15,22 @@ use crate::workflow::RequestId;
 
 use super::{BUS_CAPACITY, Core, Gateway, GatewayError, JournalRecord, PersistentState};
 
+/// The saved head of the audit chain and what is wrong with the log, if it
+/// no longer holds that head.
+fn audit_tampering(config: &Config, audit: &AuditLog) -> Option<(String, String)> {
+    match crate::audit::load_anchor(&crate::audit::anchor_path(&config.state_dir)) {
+        Ok(None) => None,
+        Ok(Some(anchor)) => {
+            crate::audit::check_anchor(&config.audit_log, audit.head().as_ref(), &anchor)
+                .map(|problem| (anchor.to_string(), problem))
+        }
+        Err(problem) => Some((
+            "unreadable".into(),
+            format!("the saved audit head cannot be read: {problem}"),
+        )),
+    }
+}
+
 impl Gateway {
     /// Opens the state directory and audit log, rebuilds every request,
     /// approval and lease from the journal, and ends leases whose window
@@ -26,6 +42,7 @@ impl Gateway {
         let (journal, recovered) =
             Journal::open::<PersistentState, JournalRecord>(&config.state_dir)?;
         let (audit, audit_dropped) = AuditLog::open(&config.audit_log, config.audit_rotate_bytes)?;
+        let tampered = audit_tampering(&config, &audit);
         let mut state = recovered.snapshot.unwrap_or_default();
         for record in &recovered.records {
             for event in &record.events {
@@ -59,6 +76,11 @@ impl Gateway {
         });
         let version = env!("CARGO_PKG_VERSION").to_string();
         gateway.audit(AuditEvent::GatewayStarted { version });
+        if let Some((anchor, problem)) = tampered {
+            tracing::error!(%anchor, %problem, "the audit log was tampered with while the gateway was down");
+            metrics::counter!("jitgate_audit_tampering_detected_total").increment(1);
+            gateway.audit(AuditEvent::AuditTampered { anchor, problem });
+        }
         if let Some(bytes) = recovered.dropped_tail {
             tracing::warn!(bytes, "dropped a torn record at the end of the journal");
             gateway.audit(AuditEvent::TornTailDropped {
@@ -77,7 +99,38 @@ impl Gateway {
             gateway.audit(AuditEvent::CredentialImported { resource });
         }
         gateway.restore_leases();
+        gateway.save_audit_anchor();
         Ok((gateway, expired))
+    }
+
+    /// Saves the audit chain's head in the state directory (see
+    /// `audit::anchor`). Called about once a second and at shutdown.
+    pub fn save_audit_anchor(&self) {
+        let Some(head) = self.core.lock().audit.head() else {
+            return;
+        };
+        let path = crate::audit::anchor_path(&self.config().state_dir);
+        if let Err(e) = crate::audit::save_anchor(&path, &head) {
+            tracing::warn!(error = %e, path = %path.display(), "cannot save the audit head");
+        }
+    }
+
+    /// Keeps the saved audit head within about a second of the log's.
+    pub async fn run_audit_anchor(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let mut saved = self.core.lock().audit.head();
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.cancelled() => return,
+            }
+            let head = self.core.lock().audit.head();
+            if head != saved {
+                let gateway = self.clone();
+                let _ = tokio::task::spawn_blocking(move || gateway.save_audit_anchor()).await;
+                saved = head;
+            }
+        }
     }
 
     /// Ends what ran out while the gateway was down, then puts every

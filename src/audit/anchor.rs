@@ -1,0 +1,77 @@
+//! The chain's head kept in the state directory, so that records cut off
+//! the end of the audit log while the gateway was down are noticed at its
+//! next start. (A chain alone cannot show it: what is left still chains.)
+//!
+//! The head is saved about once a second and at shutdown, so a crash loses
+//! at most the last second of that protection, never a false alarm: after a
+//! crash the log is ahead of the saved head, which is fine.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::{Anchor, chain_files};
+
+/// Where the head is kept: beside the journal, away from the log.
+pub fn anchor_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("audit.head")
+}
+
+/// The saved head, `None` if none was saved yet.
+pub fn load_anchor(path: &Path) -> Result<Option<Anchor>, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text.trim().parse().map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+pub fn save_anchor(path: &Path, anchor: &Anchor) -> std::io::Result<()> {
+    crate::fsutil::write_atomic(path, format!("{anchor}\n").as_bytes(), 0o600)
+}
+
+/// What is wrong if the log at `log_path` (with its rotated files), whose
+/// newest record is `head`, no longer holds `anchor`.
+pub fn check_anchor(log_path: &Path, head: Option<&Anchor>, anchor: &Anchor) -> Option<String> {
+    let last_seq = head.map_or(0, |h| h.seq);
+    if last_seq < anchor.seq {
+        return Some(format!(
+            "the audit log ends at seq {last_seq} but the gateway last wrote seq {}: records {} to {} were removed",
+            anchor.seq,
+            last_seq + 1,
+            anchor.seq
+        ));
+    }
+    match hash_at(log_path, anchor.seq) {
+        Some(hash) if hash == anchor.hash => None,
+        Some(_) => Some(format!(
+            "record seq {} is not the one the gateway wrote: the audit log was rewritten",
+            anchor.seq
+        )),
+        None => Some(format!(
+            "record seq {} is missing from the audit log",
+            anchor.seq
+        )),
+    }
+}
+
+/// The hash of record `seq`, searching from the newest file backwards (the
+/// saved head is nearly always among the last records).
+fn hash_at(log_path: &Path, seq: u64) -> Option<String> {
+    for file in chain_files(log_path).ok()?.iter().rev() {
+        let text = std::fs::read_to_string(file).ok()?;
+        for line in text.lines().rev() {
+            let Ok(record) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            match record.get("seq").and_then(Value::as_u64) {
+                Some(found) if found == seq => {
+                    return record.get("hash")?.as_str().map(String::from);
+                }
+                Some(found) if found < seq => return None,
+                _ => {}
+            }
+        }
+    }
+    None
+}
