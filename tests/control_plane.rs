@@ -330,19 +330,27 @@ fn watch_shows_an_approver_a_new_request_within_one_second() {
     let _ = watcher.wait();
 }
 
-#[test]
-fn watch_notifies_the_requester_of_approval_as_json_lines() {
-    let world = World::start();
-    let id = world.request("alice", "web-01");
+type Lines = std::io::Lines<BufReader<std::process::ChildStdout>>;
+
+/// `user` running `watch --json`, given time to subscribe.
+fn watch_json(world: &World, user: &str) -> (std::process::Child, Lines) {
     let mut watcher = world
-        .ssh_command("alice", "alice")
+        .ssh_command(user, user)
         .arg("watch --json")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(watcher.stdout.take().unwrap()).lines();
+    let lines = BufReader::new(watcher.stdout.take().unwrap()).lines();
     std::thread::sleep(Duration::from_millis(500));
+    (watcher, lines)
+}
+
+#[test]
+fn watch_notifies_the_requester_of_approval_as_json_lines() {
+    let world = World::start();
+    let id = world.request("alice", "web-01");
+    let (mut watcher, mut lines) = watch_json(&world, "alice");
     world.ok("bob", &format!("approve {id}"));
     let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
     assert_eq!(first["event"]["type"], "approved");
@@ -360,15 +368,7 @@ fn watch_tells_the_requester_of_denials_expiry_warnings_and_expiry() {
             "shutdown_grace = \"3s\"\nwarn_before = [\"4s\"]",
         )
     });
-    let mut watcher = world
-        .ssh_command("alice", "alice")
-        .arg("watch --json")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(watcher.stdout.take().unwrap()).lines();
-    std::thread::sleep(Duration::from_millis(500));
+    let (mut watcher, mut lines) = watch_json(&world, "alice");
     let denied = world.request("alice", "web-01 --reason first");
     world.ok("bob", &format!("deny {denied} --reason 'not now'"));
     let id = world.request("alice", "web-01 --for 7s --reason second");
@@ -418,15 +418,7 @@ fn a_stalled_level_is_offered_to_escalation_approvers_as_it_escalates() {
         shown["settings"]["approval_levels"][0]["escalate_to"][0], "user:dave",
         "{shown}"
     );
-    let mut watcher = world
-        .ssh_command("dave", "dave")
-        .arg("watch --json")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(watcher.stdout.take().unwrap()).lines();
-    std::thread::sleep(Duration::from_millis(500));
+    let (mut watcher, mut lines) = watch_json(&world, "dave");
     let id = world.request("alice", "web-01 --reason stalled");
     let filed = Instant::now();
     assert!(
@@ -512,13 +504,13 @@ fn interactive_prompt_runs_commands_on_a_pty() {
     assert!(text.contains("no active leases"), "{text}");
 }
 
-#[test]
-fn checkout_prompts_for_the_totp_code_on_a_terminal_without_echo() {
-    let world = World::start();
+/// Alice's orders-prod request, approved by both levels, being checked out
+/// on a terminal without `--totp` (so the gateway prompts for the code).
+fn checkout_on_a_terminal(world: &World) -> (u64, std::process::Child) {
     let id = world.request("alice", "orders-prod --reason prompt");
     world.ok("bob", &format!("approve {id}"));
     world.ok("dave", &format!("approve {id}"));
-    let mut checkout = world
+    let checkout = world
         .ssh_command("alice", "alice")
         .arg("-tt")
         .arg(format!("checkout {id}"))
@@ -526,6 +518,13 @@ fn checkout_prompts_for_the_totp_code_on_a_terminal_without_echo() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    (id, checkout)
+}
+
+#[test]
+fn checkout_prompts_for_the_totp_code_on_a_terminal_without_echo() {
+    let world = World::start();
+    let (_, mut checkout) = checkout_on_a_terminal(&world);
     std::thread::sleep(Duration::from_millis(800));
     let code = world.totp("alice");
     checkout
@@ -545,17 +544,7 @@ fn checkout_prompts_for_the_totp_code_on_a_terminal_without_echo() {
 #[test]
 fn a_client_gone_at_the_totp_prompt_changes_nothing() {
     let world = World::start();
-    let id = world.request("alice", "orders-prod --reason prompt");
-    world.ok("bob", &format!("approve {id}"));
-    world.ok("dave", &format!("approve {id}"));
-    let mut checkout = world
-        .ssh_command("alice", "alice")
-        .arg("-tt")
-        .arg(format!("checkout {id}"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (id, mut checkout) = checkout_on_a_terminal(&world);
     let mut prompt = [0u8; 64];
     let read = std::io::Read::read(checkout.stdout.as_mut().unwrap(), &mut prompt).unwrap();
     assert!(String::from_utf8_lossy(&prompt[..read]).contains("TOTP code:"));
