@@ -10,7 +10,44 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::{Anchor, chain_files};
+use super::chain_files;
+
+/// A chain head recorded outside the log, written `SEQ:HASH` (as `audit
+/// verify` prints it; `audit tail -n 1 --json` shows both fields). A chain
+/// alone cannot tell that its newest records were cut off; checked against
+/// an anchor kept elsewhere, it can.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Anchor {
+    pub seq: u64,
+    pub hash: String,
+}
+
+impl std::str::FromStr for Anchor {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let malformed = || format!("{text:?} is not SEQ:HASH (e.g. 120:3f5a...)");
+        let (seq, hash) = text.split_once(':').ok_or_else(malformed)?;
+        let seq = seq
+            .parse::<u64>()
+            .ok()
+            .filter(|s| *s > 0)
+            .ok_or_else(malformed)?;
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(malformed());
+        }
+        Ok(Self {
+            seq,
+            hash: hash.to_ascii_lowercase(),
+        })
+    }
+}
+
+impl std::fmt::Display for Anchor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.seq, self.hash)
+    }
+}
 
 /// Where the head is kept: beside the journal, away from the log.
 pub fn anchor_path(state_dir: &Path) -> PathBuf {
@@ -42,7 +79,12 @@ pub fn check_anchor(log_path: &Path, head: Option<&Anchor>, anchor: &Anchor) -> 
             anchor.seq
         ));
     }
-    match hash_at(log_path, anchor.seq) {
+    // After a clean stop the log's head is the saved one: nothing to read.
+    let hash = match head {
+        Some(head) if head.seq == anchor.seq => Some(head.hash.clone()),
+        _ => hash_at(log_path, anchor.seq),
+    };
+    match hash {
         Some(hash) if hash == anchor.hash => None,
         Some(_) => Some(format!(
             "record seq {} is not the one the gateway wrote: the audit log was rewritten",

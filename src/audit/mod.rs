@@ -29,9 +29,9 @@ use sha2::{Digest, Sha256};
 
 use crate::fsutil;
 
-pub use anchor::{anchor_path, check_anchor, load_anchor, save_anchor};
+pub use anchor::{Anchor, anchor_path, check_anchor, load_anchor, save_anchor};
 pub use event::{AuditEvent, Protocol};
-pub use verify::{Anchor, VerifyError, VerifyReport, chain_files, verify_against, verify_files};
+pub use verify::{VerifyError, VerifyReport, chain_files, verify_against, verify_files};
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::{GENESIS, record_hash, rotation_number};
+use super::{Anchor, GENESIS, record_hash, rotation_number};
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct VerifyReport {
@@ -13,43 +13,6 @@ pub struct VerifyReport {
     pub last_seq: u64,
     /// The hash of the last record (the chain's head), to be kept elsewhere.
     pub last_hash: String,
-}
-
-/// A chain head recorded outside the log, written `SEQ:HASH` (as `audit
-/// verify` prints it; `audit tail -n 1 --json` shows both fields). A chain
-/// alone cannot tell that its newest records were cut off; checked against
-/// an anchor kept elsewhere, it can.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Anchor {
-    pub seq: u64,
-    pub hash: String,
-}
-
-impl std::str::FromStr for Anchor {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let malformed = || format!("{text:?} is not SEQ:HASH (e.g. 120:3f5a...)");
-        let (seq, hash) = text.split_once(':').ok_or_else(malformed)?;
-        let seq = seq
-            .parse::<u64>()
-            .ok()
-            .filter(|s| *s > 0)
-            .ok_or_else(malformed)?;
-        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(malformed());
-        }
-        Ok(Self {
-            seq,
-            hash: hash.to_ascii_lowercase(),
-        })
-    }
-}
-
-impl std::fmt::Display for Anchor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.seq, self.hash)
-    }
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]

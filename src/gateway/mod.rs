@@ -6,6 +6,7 @@
 //! never held across an `.await`: async callers run commands through
 //! `spawn_blocking`, so a slow disk never stalls the runtime's workers.
 
+mod audit_anchor;
 mod command;
 mod recovery;
 mod rotation_state;

@@ -103,36 +103,6 @@ impl Gateway {
         Ok((gateway, expired))
     }
 
-    /// Saves the audit chain's head in the state directory (see
-    /// `audit::anchor`). Called about once a second and at shutdown.
-    pub fn save_audit_anchor(&self) {
-        let Some(head) = self.core.lock().audit.head() else {
-            return;
-        };
-        let path = crate::audit::anchor_path(&self.config().state_dir);
-        if let Err(e) = crate::audit::save_anchor(&path, &head) {
-            tracing::warn!(error = %e, path = %path.display(), "cannot save the audit head");
-        }
-    }
-
-    /// Keeps the saved audit head within about a second of the log's.
-    pub async fn run_audit_anchor(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
-        let mut saved = self.core.lock().audit.head();
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                () = shutdown.cancelled() => return,
-            }
-            let head = self.core.lock().audit.head();
-            if head != saved {
-                let gateway = self.clone();
-                let _ = tokio::task::spawn_blocking(move || gateway.save_audit_anchor()).await;
-                saved = head;
-            }
-        }
-    }
-
     /// Ends what ran out while the gateway was down, then puts every
     /// still-active lease back into the table.
     fn restore_leases(&self) {
