@@ -11,8 +11,9 @@
 //! It also prints what bounds the comparison on the machine it runs on: the
 //! proxies' CPU time per transaction, how idle the machine was, and the
 //! ratio to pgbouncer that a proxy costing no CPU at all would reach when
-//! pgbench, PostgreSQL and the proxy share the same cores (pgbouncer's
-//! machine CPU per transaction over the same minus pgbouncer's own share).
+//! pgbench, PostgreSQL and the proxy share the same cores: the machine's
+//! whole capacity (busy and idle) during the pgbouncer run over the CPU
+//! time everything but pgbouncer used in it.
 //!
 //! Under `cargo test` it runs a one-second smoke version of each, so the
 //! harness itself stays tested.
@@ -140,17 +141,20 @@ struct Sample {
     /// CPU time of the whole machine (every process, every core) per
     /// transaction, in µs.
     machine_us: Option<f64>,
+    /// The whole machine's CPU capacity (busy or idle, every core) per
+    /// transaction, in µs.
+    capacity_us: Option<f64>,
     /// The share of the machine's CPU time left idle during the run.
     idle: Option<f64>,
 }
 
 impl Sample {
     /// The ratio to this target's TPS that a proxy using no CPU at all could
-    /// reach on a machine this busy: everything else stays, the proxy's
-    /// share is freed. Only meaningful when the machine was saturated.
+    /// reach on this machine: everything else costs what it did, the
+    /// proxy's share is freed, and the idle time is used too.
     fn zero_cpu_bound(&self) -> Option<f64> {
-        let (machine, proxy) = (self.machine_us?, self.proxy_us?);
-        (machine > proxy).then(|| machine / (machine - proxy))
+        let (capacity, machine, proxy) = (self.capacity_us?, self.machine_us?, self.proxy_us?);
+        (machine > proxy).then(|| capacity / (machine - proxy))
     }
 }
 
@@ -174,6 +178,7 @@ fn interleaved(targets: &[Target], args: &[&str], seconds: u32, rounds: usize) -
                 tps: median(s.iter().map(|x| x.tps).collect()),
                 proxy_us: optional(|x| x.proxy_us),
                 machine_us: optional(|x| x.machine_us),
+                capacity_us: optional(|x| x.capacity_us),
                 idle: optional(|x| x.idle),
             }
         })
@@ -269,6 +274,7 @@ fn pgbench(target: &Target, args: &[&str], seconds: u32) -> Sample {
         tps,
         proxy_us: per_transaction(cpu_used),
         machine_us: per_transaction(machine_used.map(|(busy, _)| busy)),
+        capacity_us: per_transaction(machine_used.map(|(_, total)| total)),
         idle: machine_used
             .filter(|(_, total)| *total > 0.0)
             .map(|(busy, total)| 1.0 - busy / total),

@@ -217,6 +217,26 @@ fn help_is_available_for_every_command() {
 }
 
 #[test]
+fn help_and_usage_errors_come_as_json_with_json() {
+    let world = World::start();
+    let help = world.json("alice", "help --json");
+    assert!(help["help"].as_str().unwrap().contains("checkout"));
+    let help = world.json("alice", "checkout --help --json");
+    assert!(help["help"].as_str().unwrap().contains("--totp"));
+    for (line, names) in [
+        ("frobnicate --json", "frobnicate"),
+        ("approve seven --json", "seven"),
+    ] {
+        let out = world.ssh("alice", line);
+        assert_eq!(out.status.code(), Some(2), "{line}");
+        let error: serde_json::Value = serde_json::from_slice(&out.stderr)
+            .unwrap_or_else(|e| panic!("{line}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+        let text = error["error"].as_str().unwrap();
+        assert!(text.starts_with("error:") && text.contains(names), "{text}");
+    }
+}
+
+#[test]
 fn json_output_parses_for_every_command() {
     let world = World::start();
     let id = world.request("alice", "web-01 --for 10m");

@@ -87,16 +87,7 @@ pub async fn run_line<T: Terminal>(
     };
     let parsed = match ControlLine::try_parse_from(&args) {
         Ok(parsed) => parsed,
-        Err(e) => {
-            let text = e.render().to_string();
-            return if e.use_stderr() {
-                term.err(&text).await;
-                EXIT_USAGE
-            } else {
-                term.out(&text).await;
-                EXIT_OK
-            };
-        }
+        Err(e) => return not_run(term, &args, e).await,
     };
     let json = parsed.json;
     let result = match parsed.command {
@@ -121,6 +112,38 @@ pub async fn run_line<T: Terminal>(
         }
         Err(error) => fail(term, json, &error).await,
     }
+}
+
+/// Answers a line clap did not turn into a command: help (exit 0) or a
+/// usage error. With `--json` anywhere on the line both come as JSON,
+/// `{"help": ...}` or `{"error": ...}`, so scripts never parse prose.
+async fn not_run<T: Terminal>(term: &mut T, args: &[String], error: clap::Error) -> u32 {
+    let json = args.iter().any(|a| a == "--json");
+    // `help --json` fails only for the flag clap's help takes no part of:
+    // judge the line without it.
+    let error = if json {
+        let plain: Vec<&String> = args.iter().filter(|a| *a != "--json").collect();
+        ControlLine::try_parse_from(plain).err().unwrap_or(error)
+    } else {
+        error
+    };
+    let text = error.render().to_string();
+    let (key, status) = if error.use_stderr() {
+        ("error", EXIT_USAGE)
+    } else {
+        ("help", EXIT_OK)
+    };
+    let shown = if json {
+        format!("{}\n", serde_json::json!({ key: text.trim_end() }))
+    } else {
+        text
+    };
+    if status == EXIT_OK {
+        term.out(&shown).await;
+    } else {
+        term.err(&shown).await;
+    }
+    status
 }
 
 async fn fail<T: Terminal>(term: &mut T, json: bool, error: &ControlError) -> u32 {
