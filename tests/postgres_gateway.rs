@@ -571,8 +571,10 @@ mod raw {
     }
 }
 
-#[test]
-fn cancel_requests_inside_tls_reach_the_right_backend_with_the_real_key() {
+/// A gateway whose Postgres certificate is signed by a CA the raw client
+/// trusts (kept in the returned directory as `ca.crt`); `extra` is appended
+/// to its config.
+fn world_with_known_ca(extra: &str) -> (World, tempfile::TempDir) {
     let tls_dir = tempfile::tempdir().unwrap();
     let names = ["localhost".to_string()];
     let (ca, server) = jitgate::postgres::tls::generate::ca_and_server(&names).unwrap();
@@ -586,9 +588,15 @@ fn cancel_requests_inside_tls_reach_the_right_backend_with_the_real_key() {
     let cert_dir = tls_dir.path().display().to_string();
     let world = World::with_pg_target(&[], move |text| {
         format!(
-            "{text}\n[tls]\ncert = \"{cert_dir}/server.crt\"\nkey = \"{cert_dir}/server.key\"\n"
+            "{text}\n[tls]\ncert = \"{cert_dir}/server.crt\"\nkey = \"{cert_dir}/server.key\"\n{extra}"
         )
     });
+    (world, tls_dir)
+}
+
+#[test]
+fn cancel_requests_inside_tls_reach_the_right_backend_with_the_real_key() {
+    let (world, tls_dir) = world_with_known_ca("");
     let (_, password) = world.lease_pg("alice", "10m");
     let ca_path = tls_dir.path().join("ca.crt");
     let mut session = raw::connect(world.pg_port, &ca_path);
@@ -646,6 +654,98 @@ fn cancel_requests_inside_tls_reach_the_right_backend_with_the_real_key() {
         raw::query(&mut session, "select 'still usable'"),
         "still usable"
     );
+}
+
+/// Reads until the connection ends; returns the SQLSTATE of the last
+/// ErrorResponse seen, if any.
+fn error_code_before_close(stream: &mut raw::Tls) -> Option<String> {
+    let mut code = None;
+    let mut bytes = Vec::new();
+    let _ = stream.read_to_end(&mut bytes);
+    let mut rest = &bytes[..];
+    while rest.len() >= 5 {
+        let length = i32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
+        let (message, after) = rest.split_at((1 + length).min(rest.len()));
+        if message[0] == b'E' {
+            code = message[5..]
+                .split(|b| *b == 0)
+                .find_map(|field| field.strip_prefix(b"C"))
+                .map(|c| String::from_utf8_lossy(c).into_owned());
+        }
+        rest = after;
+    }
+    code
+}
+
+#[test]
+fn bad_messages_inside_a_session_end_it_with_a_clear_error_and_others_carry_on() {
+    let (world, tls_dir) = world_with_known_ca("[postgres]\nmax_message_bytes = 4096\n");
+    let (_, password) = world.lease_pg("alice", "10m");
+    let ca = tls_dir.path().join("ca.crt");
+    let mut bystander = raw::connect(world.pg_port, &ca);
+    raw::login(&mut bystander, "alice", "orders-prod", &password);
+    let header = |length: u32| [&[b'Q'][..], &length.to_be_bytes()].concat();
+    let oversized = [header(8 * 1024 + 4), vec![b'x'; 8 * 1024]].concat();
+    for (probe, expected) in [
+        (header(0), "08P01"),
+        (header(3), "08P01"),
+        (header(1 << 31), "08P01"),
+        (header(u32::MAX), "08P01"),
+        (oversized, "54000"),
+    ] {
+        let mut session = raw::connect(world.pg_port, &ca);
+        raw::login(&mut session, "alice", "orders-prod", &password);
+        raw::send(&mut session, &probe);
+        assert_eq!(
+            error_code_before_close(&mut session).as_deref(),
+            Some(expected),
+            "{:?}",
+            &probe[..5]
+        );
+        assert_eq!(
+            raw::query(&mut bystander, "select 'unaffected'"),
+            "unaffected"
+        );
+    }
+    // A message cut off by the client's close ends that session alone.
+    let mut session = raw::connect(world.pg_port, &ca);
+    raw::login(&mut session, "alice", "orders-prod", &password);
+    raw::send(&mut session, &[header(100), b"select".to_vec()].concat());
+    drop(session);
+    // Garbage where the password should be is refused before any login.
+    let mut session = raw::connect(world.pg_port, &ca);
+    let mut startup = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::startup_message(
+        [("user", "alice"), ("database", "orders-prod")],
+        &mut startup,
+    )
+    .unwrap();
+    raw::send(&mut session, &startup);
+    assert_eq!(raw::read(&mut session).0, b'R');
+    raw::send(&mut session, b"\xff\xff\xff\xff\xff\xff\xff\xff");
+    assert_eq!(
+        error_code_before_close(&mut session).as_deref(),
+        Some("08P01")
+    );
+    assert!(wait_until(Duration::from_secs(5), || world
+        .audit_text()
+        .contains(
+            "malformed password message: invalid message length -1"
+        )));
+
+    assert_eq!(
+        raw::query(&mut bystander, "select 'still here'"),
+        "still here"
+    );
+    drop(bystander);
+    assert!(
+        wait_until(Duration::from_secs(10), || world
+            .open_connections("postgres")
+            == Some(0.0)),
+        "{:?} Postgres connections still open",
+        world.open_connections("postgres")
+    );
+    assert!(!world.log().contains("panicked"), "{}", world.log());
 }
 
 #[test]

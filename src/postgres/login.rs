@@ -202,11 +202,19 @@ async fn login(
     wire::auth_cleartext(&mut out);
     client.write_all(&out).await?;
     client.flush().await?;
-    let (tag, body) = read_message(&mut client, PASSWORD_MESSAGE_LIMIT).await?;
-    let password = match wire::password_from(tag, &body) {
+    let message = read_message(&mut client, PASSWORD_MESSAGE_LIMIT).await;
+    let parsed = match &message {
+        Ok((tag, body)) => wire::password_from(*tag, body).map_err(|e| e.to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Err(e.to_string()),
+        Err(_) => return message.map(|_| None),
+    };
+    let password = match parsed {
         Ok(password) => Secret::new(password),
-        Err(e) => {
-            refuse(&mut client, sqlstate::PROTOCOL_VIOLATION, &e.to_string()).await;
+        Err(problem) => {
+            // The text names the framing fault only, never the bytes sent.
+            let reason = format!("malformed password message: {problem}");
+            audit_login(frontend, &user, Some(&database), peer, Err(reason.clone()));
+            refuse(&mut client, sqlstate::PROTOCOL_VIOLATION, &reason).await;
             return Ok(None);
         }
     };
