@@ -9,6 +9,17 @@ use std::path::Path;
 /// the new file, never a mix: write a temporary sibling, fsync it, rename it
 /// over the target, then fsync the directory so the rename itself is durable.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
+    replace(path, contents, mode, true)
+}
+
+/// Like [`write_atomic`] without waiting for the disk: the new file is in
+/// place when this returns, so it survives the process dying at once, but
+/// not necessarily a power loss; [`sync_file`] makes it durable later.
+pub fn write_replacing(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
+    replace(path, contents, mode, false)
+}
+
+fn replace(path: &Path, contents: &[u8], mode: u32, durable: bool) -> std::io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
     let file_name = path
         .file_name()
@@ -24,10 +35,26 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<
             .mode(mode)
             .open(&tmp)?;
         file.write_all(contents)?;
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
     }
     std::fs::rename(&tmp, path)?;
-    sync_dir(dir.unwrap_or(Path::new(".")))
+    if durable {
+        sync_dir(dir.unwrap_or(Path::new(".")))?;
+    }
+    Ok(())
+}
+
+/// Makes a file written by [`write_replacing`] durable: its contents, then
+/// the directory entry the rename made.
+pub fn sync_file(path: &Path) -> std::io::Result<()> {
+    File::open(path)?.sync_all()?;
+    sync_dir(
+        path.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    )
 }
 
 /// Makes directory entries (creations, renames) durable.

@@ -381,6 +381,35 @@ fn records_cut_off_while_the_gateway_was_down_are_reported_at_its_start() {
 }
 
 #[test]
+fn records_cut_off_after_a_crash_are_reported_at_the_next_start() {
+    let mut world = World::start();
+    world.ok("alice", "request web-01 --reason one");
+    world.ok("alice", "request web-01 --reason two");
+    // Killed at once: no timer tick, no shutdown save in between.
+    world.kill_hard();
+    let log = world.path("audit/audit.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let newest = lines.last().unwrap().to_string();
+    assert!(
+        newest.contains(r#""reason":"two""#) || lines.len() > 2,
+        "{text}"
+    );
+    let kept = lines.len() - 1;
+    std::fs::write(&log, lines[..kept].join("\n") + "\n").unwrap();
+
+    world.launch();
+    let audit = world.audit_text();
+    let removed = format!("records {} to {} were removed", kept + 1, kept + 1);
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains(r#""type":"audit_tampered""#) && l.contains(&removed)),
+        "{audit}"
+    );
+}
+
+#[test]
 fn metrics_and_health_are_served() {
     let world = World::start();
     world.ok("alice", "request web-01");

@@ -302,6 +302,11 @@ fn a_saved_head_finds_records_cut_off_or_rewritten_while_down() {
     std::fs::write(&anchor_file, "garbage").unwrap();
     assert!(load_anchor(&anchor_file).is_err());
     assert_eq!(load_anchor(&dir.path().join("none")).unwrap(), None);
+    // What a power loss can leave of an unsynced save: no head, no alarm.
+    std::fs::write(&anchor_file, "").unwrap();
+    assert_eq!(load_anchor(&anchor_file).unwrap(), None);
+    save_anchor_unsynced(&anchor_file, &saved).unwrap();
+    assert_eq!(load_anchor(&anchor_file).unwrap(), Some(saved));
 }
 
 #[test]

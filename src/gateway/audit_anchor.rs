@@ -1,27 +1,51 @@
 //! Keeping the audit chain's head in the state directory (see
 //! `audit::anchor`), so that a log cut short while the gateway is down is
 //! noticed at its next start.
+//!
+//! Every record moves the saved head at once, without waiting for the disk
+//! (a rename under the core lock, in step with the append), so even records
+//! written just before the process is killed are covered; a timer makes the
+//! saved head durable within about a second, for power losses.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::Anchor;
+use crate::audit::{Anchor, AuditRecord};
 
-use super::Gateway;
+use super::{Core, Gateway};
 
 impl Gateway {
-    /// Saves the audit log's current head. Called at start and at shutdown.
+    /// Saves the audit log's current head durably. Called at start and at
+    /// shutdown.
     pub fn save_audit_anchor(&self) {
-        if let Some(head) = self.audit_head() {
-            self.write_audit_anchor(&head);
+        let core = self.core.lock();
+        if let Some(head) = core.audit.head() {
+            let path = &core.audit_anchor;
+            if let Err(e) = crate::audit::save_anchor(path, &head) {
+                tracing::warn!(error = %e, path = %path.display(), "cannot save the audit head");
+            }
         }
     }
 
-    /// Keeps the saved head within about a second of the log's.
+    /// Moves the saved head to `record`, just appended under `core`'s lock
+    /// (which keeps saves in the order of the records).
+    pub(super) fn follow_audit_head(core: &Core, record: &AuditRecord) {
+        let head = Anchor {
+            seq: record.seq,
+            hash: record.hash.clone(),
+        };
+        let path = &core.audit_anchor;
+        if let Err(e) = crate::audit::save_anchor_unsynced(path, &head) {
+            tracing::warn!(error = %e, path = %path.display(), "cannot save the audit head");
+        }
+    }
+
+    /// Makes the saved head durable whenever it moved, once a second.
     pub async fn run_audit_anchor(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut saved = self.audit_head();
+        let path = self.core.lock().audit_anchor.clone();
+        let mut synced = self.audit_head();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
@@ -29,25 +53,19 @@ impl Gateway {
                 () = shutdown.cancelled() => return,
             }
             let head = self.audit_head();
-            if head != saved
-                && let Some(moved) = head.clone()
-            {
-                let gateway = self.clone();
-                let _ =
-                    tokio::task::spawn_blocking(move || gateway.write_audit_anchor(&moved)).await;
-                saved = head;
+            if head != synced {
+                let path = path.clone();
+                let synced_now =
+                    tokio::task::spawn_blocking(move || crate::fsutil::sync_file(&path)).await;
+                if let Ok(Err(e)) = synced_now {
+                    tracing::warn!(error = %e, "cannot make the saved audit head durable");
+                }
+                synced = head;
             }
         }
     }
 
     fn audit_head(&self) -> Option<Anchor> {
         self.core.lock().audit.head()
-    }
-
-    fn write_audit_anchor(&self, head: &Anchor) {
-        let path = crate::audit::anchor_path(&self.config().state_dir);
-        if let Err(e) = crate::audit::save_anchor(&path, head) {
-            tracing::warn!(error = %e, path = %path.display(), "cannot save the audit head");
-        }
     }
 }

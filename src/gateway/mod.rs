@@ -70,6 +70,9 @@ struct Core {
     state: PersistentState,
     journal: Journal,
     audit: AuditLog,
+    /// Where the audit head is saved: fixed at start like the journal's
+    /// directory, whatever a reload says.
+    audit_anchor: std::path::PathBuf,
 }
 
 pub struct Gateway {
@@ -172,6 +175,7 @@ impl Gateway {
     fn audit_locked(&self, core: &mut Core, event: AuditEvent) {
         match core.audit.append(event) {
             Ok(record) => {
+                Self::follow_audit_head(core, &record);
                 // Scraped, the head seq becomes a record kept off this machine.
                 metrics::gauge!("jitgate_audit_head_seq").set(record.seq as f64);
                 self.bus.publish(record);

@@ -63,6 +63,7 @@ impl Gateway {
                 state,
                 journal,
                 audit,
+                audit_anchor: crate::audit::anchor_path(&config.state_dir),
             }),
             leases,
             mfa,
