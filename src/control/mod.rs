@@ -119,8 +119,8 @@ pub async fn run_line<T: Terminal>(
 /// `{"help": ...}` or `{"error": ...}`, so scripts never parse prose.
 async fn not_run<T: Terminal>(term: &mut T, args: &[String], error: clap::Error) -> u32 {
     let json = args.iter().any(|a| a == "--json");
-    // `help --json` fails only for the flag clap's help takes no part of:
-    // judge the line without it.
+    // clap's `help` subcommand takes no flags, so `help --json` fails on
+    // the flag itself: judge the line without it.
     let error = if json {
         let plain: Vec<&String> = args.iter().filter(|a| *a != "--json").collect();
         ControlLine::try_parse_from(plain).err().unwrap_or(error)
