@@ -96,7 +96,7 @@ pub async fn run(
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     drain(&mut signals, &runtime, &config).await;
     gateway.audit(AuditEvent::GatewayStopped);
-    gateway.save_audit_anchor();
+    gateway.sync_audit_anchor();
     root.cancel();
     Ok(())
 }

@@ -69,14 +69,10 @@ pub fn load_anchor(path: &Path) -> Result<Option<Anchor>, String> {
     }
 }
 
-/// Saves `anchor` durably (fsynced before this returns).
-pub fn save_anchor(path: &Path, anchor: &Anchor) -> std::io::Result<()> {
-    crate::fsutil::write_atomic(path, format!("{anchor}\n").as_bytes(), 0o600)
-}
-
 /// Saves `anchor` without waiting for the disk: cheap enough for every
-/// record, and it survives the process being killed at once.
-pub fn save_anchor_unsynced(path: &Path, anchor: &Anchor) -> std::io::Result<()> {
+/// record, and it survives the process being killed at once;
+/// `fsutil::sync_file` makes it durable.
+pub fn save_anchor(path: &Path, anchor: &Anchor) -> std::io::Result<()> {
     crate::fsutil::write_replacing(path, format!("{anchor}\n").as_bytes(), 0o600)
 }
 

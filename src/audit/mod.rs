@@ -29,9 +29,7 @@ use sha2::{Digest, Sha256};
 
 use crate::fsutil;
 
-pub use anchor::{
-    Anchor, anchor_path, check_anchor, load_anchor, save_anchor, save_anchor_unsynced,
-};
+pub use anchor::{Anchor, anchor_path, check_anchor, load_anchor, save_anchor};
 pub use event::{AuditEvent, Protocol};
 pub use verify::{VerifyError, VerifyReport, chain_files, verify_against, verify_files};
 

@@ -305,7 +305,7 @@ fn a_saved_head_finds_records_cut_off_or_rewritten_while_down() {
     // What a power loss can leave of an unsynced save: no head, no alarm.
     std::fs::write(&anchor_file, "").unwrap();
     assert_eq!(load_anchor(&anchor_file).unwrap(), None);
-    save_anchor_unsynced(&anchor_file, &saved).unwrap();
+    save_anchor(&anchor_file, &saved).unwrap();
     assert_eq!(load_anchor(&anchor_file).unwrap(), Some(saved));
 }
 

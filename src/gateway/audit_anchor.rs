@@ -17,15 +17,11 @@ use crate::audit::{Anchor, AuditRecord};
 use super::{Core, Gateway};
 
 impl Gateway {
-    /// Saves the audit log's current head durably. Called at start and at
-    /// shutdown.
-    pub fn save_audit_anchor(&self) {
-        let core = self.core.lock();
-        if let Some(head) = core.audit.head() {
-            let path = &core.audit_anchor;
-            if let Err(e) = crate::audit::save_anchor(path, &head) {
-                tracing::warn!(error = %e, path = %path.display(), "cannot save the audit head");
-            }
+    /// Makes the saved head durable. Called at start and at shutdown; every
+    /// record already moved it.
+    pub fn sync_audit_anchor(&self) {
+        if self.audit_head().is_some() {
+            sync_anchor_file(&self.core.lock().audit_anchor);
         }
     }
 
@@ -37,7 +33,7 @@ impl Gateway {
             hash: record.hash.clone(),
         };
         let path = &core.audit_anchor;
-        if let Err(e) = crate::audit::save_anchor_unsynced(path, &head) {
+        if let Err(e) = crate::audit::save_anchor(path, &head) {
             tracing::warn!(error = %e, path = %path.display(), "cannot save the audit head");
         }
     }
@@ -55,11 +51,7 @@ impl Gateway {
             let head = self.audit_head();
             if head != synced {
                 let path = path.clone();
-                let synced_now =
-                    tokio::task::spawn_blocking(move || crate::fsutil::sync_file(&path)).await;
-                if let Ok(Err(e)) = synced_now {
-                    tracing::warn!(error = %e, "cannot make the saved audit head durable");
-                }
+                let _ = tokio::task::spawn_blocking(move || sync_anchor_file(&path)).await;
                 synced = head;
             }
         }
@@ -67,5 +59,11 @@ impl Gateway {
 
     fn audit_head(&self) -> Option<Anchor> {
         self.core.lock().audit.head()
+    }
+}
+
+fn sync_anchor_file(path: &std::path::Path) {
+    if let Err(e) = crate::fsutil::sync_file(path) {
+        tracing::warn!(error = %e, path = %path.display(), "cannot make the saved audit head durable");
     }
 }

@@ -100,7 +100,7 @@ impl Gateway {
             gateway.audit(AuditEvent::CredentialImported { resource });
         }
         gateway.restore_leases();
-        gateway.save_audit_anchor();
+        gateway.sync_audit_anchor();
         Ok((gateway, expired))
     }
 
