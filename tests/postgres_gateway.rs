@@ -682,13 +682,19 @@ fn error_code_before_close(stream: &mut raw::Tls) -> Option<String> {
     code
 }
 
+/// A logged-in raw session of alice on orders-prod.
+fn alice_session(world: &World, ca: &std::path::Path, password: &str) -> raw::Tls {
+    let mut session = raw::connect(world.pg_port, ca);
+    raw::login(&mut session, "alice", "orders-prod", password);
+    session
+}
+
 #[test]
 fn bad_messages_inside_a_session_end_it_with_a_clear_error_and_others_carry_on() {
     let (world, tls_dir) = world_with_known_ca("[postgres]\nmax_message_bytes = 4096\n");
     let (_, password) = world.lease_pg("alice", "10m");
     let ca = tls_dir.path().join("ca.crt");
-    let mut bystander = raw::connect(world.pg_port, &ca);
-    raw::login(&mut bystander, "alice", "orders-prod", &password);
+    let mut bystander = alice_session(&world, &ca, &password);
     let header = |length: u32| [&[b'Q'][..], &length.to_be_bytes()].concat();
     let oversized = [header(8 * 1024 + 4), vec![b'x'; 8 * 1024]].concat();
     for (probe, expected) in [
@@ -698,8 +704,7 @@ fn bad_messages_inside_a_session_end_it_with_a_clear_error_and_others_carry_on()
         (header(u32::MAX), "08P01"),
         (oversized, "54000"),
     ] {
-        let mut session = raw::connect(world.pg_port, &ca);
-        raw::login(&mut session, "alice", "orders-prod", &password);
+        let mut session = alice_session(&world, &ca, &password);
         raw::send(&mut session, &probe);
         assert_eq!(
             error_code_before_close(&mut session).as_deref(),
@@ -713,8 +718,7 @@ fn bad_messages_inside_a_session_end_it_with_a_clear_error_and_others_carry_on()
         );
     }
     // A message cut off by the client's close ends that session alone.
-    let mut session = raw::connect(world.pg_port, &ca);
-    raw::login(&mut session, "alice", "orders-prod", &password);
+    let mut session = alice_session(&world, &ca, &password);
     raw::send(&mut session, &[header(100), b"select".to_vec()].concat());
     drop(session);
     // Garbage where the password should be is refused before any login.
