@@ -115,8 +115,24 @@ fn logins_are_refused_with_the_reason_and_audited() {
     let (out, err, ok) = world.psql_run("zoe", &zoe_password, "select 1");
     assert!(ok, "{err}");
     assert_eq!(out, "1");
+    // Replication connections are refused, not turned into SQL sessions.
+    for mode in ["database", "true"] {
+        let connection = format!("dbname=orders-prod replication={mode}");
+        let out = world
+            .psql("zoe", &connection, &zoe_password)
+            .args(["-c", "IDENTIFY_SYSTEM"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            err.contains("jitgate does not relay replication connections"),
+            "{mode}: {err}"
+        );
+    }
     let audit = world.audit_text();
     for reason in [
+        "does not relay replication",
         "no active lease",
         "wrong lease password",
         "unknown user",

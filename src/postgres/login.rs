@@ -152,6 +152,22 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, value)| value.as_str())
 }
 
+/// Whether the startup packet asks for a physical (`replication=true`) or
+/// logical (`replication=database`) replication connection. Only the
+/// spellings PostgreSQL reads as false mean an ordinary session; anything
+/// else it would either honour or reject.
+fn asks_for_replication(params: &[(String, String)]) -> bool {
+    param(params, "replication").is_some_and(|value| !means_false(value))
+}
+
+/// PostgreSQL's `parse_bool` reading of false: any prefix of "false" or
+/// "no", "of" or "off", or "0".
+fn means_false(value: &str) -> bool {
+    let value = value.to_ascii_lowercase();
+    let prefix_of = |word: &str| !value.is_empty() && word.starts_with(value.as_str());
+    prefix_of("false") || prefix_of("no") || value == "of" || value == "off" || value == "0"
+}
+
 async fn forward_cancel(frontend: &Frontend, process_id: i32, secret_key: i32) {
     let key = ClientKey {
         process_id,
@@ -190,6 +206,16 @@ async fn login(
     let user = param(&params, "user").unwrap_or_default().to_string();
     // libpq's default database is the user name.
     let database = param(&params, "database").unwrap_or(&user).to_string();
+    if asks_for_replication(&params) {
+        // Refused rather than quietly turned into an SQL session, which
+        // would leave pg_basebackup or a logical decoder guessing why its
+        // commands fail. A lease grants SQL access, not a copy of the
+        // cluster.
+        let reason = "jitgate does not relay replication connections".to_string();
+        audit_login(frontend, &user, Some(&database), peer, Err(reason.clone()));
+        refuse(&mut client, sqlstate::FEATURE_NOT_SUPPORTED, &reason).await;
+        return Ok(None);
+    }
     let mut out = BytesMut::new();
     let unrecognised: Vec<String> = params
         .iter()
@@ -424,4 +450,30 @@ fn audit_login(
         .runtime
         .tracker
         .spawn_blocking(move || gateway.audit(event));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::asks_for_replication;
+
+    fn startup(replication: Option<&str>) -> Vec<(String, String)> {
+        let mut params = vec![("user".to_string(), "alice".to_string())];
+        if let Some(value) = replication {
+            params.push(("replication".to_string(), value.to_string()));
+        }
+        params
+    }
+
+    #[test]
+    fn replication_is_asked_for_unless_the_value_reads_as_false() {
+        for value in [
+            "true", "on", "1", "yes", "database", "DATABASE", "t", "nonsense", "",
+        ] {
+            assert!(asks_for_replication(&startup(Some(value))), "{value:?}");
+        }
+        for value in ["false", "FALSE", "f", "fal", "no", "n", "off", "of", "0"] {
+            assert!(!asks_for_replication(&startup(Some(value))), "{value:?}");
+        }
+        assert!(!asks_for_replication(&startup(None)));
+    }
 }
