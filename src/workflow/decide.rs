@@ -389,6 +389,10 @@ impl Engine {
         id: RequestId,
         by: Duration,
     ) -> Decision {
+        // A bad argument is reported before anything about the request's state.
+        if by.is_zero() {
+            return Err(WorkflowError::ZeroDuration);
+        }
         let request = self.get(id)?;
         if request.requester != actor {
             return Err(WorkflowError::NotYourRequest(id));
@@ -402,9 +406,6 @@ impl Engine {
         }
         if request.extension.is_some() {
             return Err(WorkflowError::ExtensionPending(id));
-        }
-        if by.is_zero() {
-            return Err(WorkflowError::ZeroDuration);
         }
         let settings = &request.settings;
         let total = request.duration_secs + request.extended_secs + by.as_secs();

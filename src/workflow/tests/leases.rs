@@ -177,6 +177,12 @@ fn extension_within_allowance_is_self_service() {
             .decide_extend(&w.ctx(), "alice", id, Duration::from_secs(60)),
         Err(WorkflowError::ExtensionPending(id))
     );
+    // A bad argument is named as such, whatever the request's state.
+    assert_eq!(
+        w.engine
+            .decide_extend(&w.ctx(), "alice", id, Duration::ZERO),
+        Err(WorkflowError::ZeroDuration)
+    );
     assert_eq!(w.approve("alice", id), Err(WorkflowError::SelfApproval));
     let events = w.approve("erin", id).unwrap();
     assert!(matches!(events.last(), Some(Event::Extended { .. })));
