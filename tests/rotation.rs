@@ -486,3 +486,75 @@ fn a_resource_added_by_a_reload_brings_its_credential_into_the_vault() {
         "db2-secret"
     );
 }
+
+#[test]
+fn a_password_set_inside_a_window_fails_rotation_loudly_and_a_reconcile_role_resets_it() {
+    let world = World::with_pg_target(&[], |t| t);
+    let admin_file = world.path("orders-admin-password");
+    world
+        .pg()
+        .server
+        .sql(
+            "orders",
+            "CREATE ROLE jitgate_admin LOGIN CREATEROLE PASSWORD 'admin-secret'; \
+             GRANT orders_app TO jitgate_admin WITH ADMIN OPTION",
+        )
+        .unwrap();
+    jitgate::secret::write_secret_file(&admin_file, "admin-secret").unwrap();
+
+    // Inside the window, alice gives the managed role a password she knows.
+    let (id, lease_password) = world.lease_pg("alice", "10m");
+    let (_, err, ok) = world.psql_run(
+        "alice",
+        &lease_password,
+        "ALTER ROLE CURRENT_USER PASSWORD 'mine'",
+    );
+    assert!(ok, "{err}");
+    world.ok("alice", &format!("checkin {id}"));
+
+    // Without a reconcile role the gateway cannot log in to rotate: the
+    // failure is audited and retried, never passed over.
+    assert!(wait_until(Duration::from_secs(30), || rotation_events(
+        &world,
+        "orders-prod",
+        "rotation_failed"
+    ) >= 1));
+    assert!(
+        world
+            .audit_text()
+            .contains("refused the gateway's credential")
+    );
+    assert_eq!(rotations_succeeded(&world, "orders-prod"), 0);
+
+    // With one, the next attempt resets the password and rotates.
+    let text = std::fs::read_to_string(world.config_path()).unwrap();
+    let text = text.replacen(
+        "account = \"orders_app\"\n",
+        &format!(
+            "account = \"orders_app\"\nreconcile_account = \"jitgate_admin\"\nreconcile_credential_file = \"{}\"\n",
+            admin_file.display()
+        ),
+        1,
+    );
+    std::fs::write(world.config_path(), text).unwrap();
+    world.signal("HUP");
+    assert!(rotated(&world, "orders-prod", 1), "{}", world.audit_text());
+    assert_eq!(
+        rotation_events(&world, "orders-prod", "credential_reconciled"),
+        1
+    );
+    assert!(
+        !pg_direct_works(&world, "mine"),
+        "the password set inside the window outlived it"
+    );
+    let current = world.vault().current("orders-prod").unwrap();
+    assert!(pg_direct_works(&world, current.expose()));
+    // The gateway logs in again, and no secret reached the audit log.
+    let (_, lease_password) = world.lease_pg("alice", "10m");
+    let (out, err, ok) = world.psql_run("alice", &lease_password, "select 1");
+    assert!(ok && out == "1", "{err}");
+    let audit = world.audit_text();
+    for secret in ["admin-secret", "mine'", current.expose()] {
+        assert!(!audit.contains(secret), "the audit log holds {secret:?}");
+    }
+}

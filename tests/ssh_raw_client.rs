@@ -24,6 +24,7 @@ fn gateway_as_target(world: &World, user: &str) -> Resource {
         host_key: None,
         upstream_tls_ca: None,
         rotation_interval: None,
+        reconcile: None,
         workflow: Default::default(),
     }
 }

@@ -119,6 +119,12 @@ pub enum AuditEvent {
         resource: String,
         fingerprint: String,
     },
+    /// The target refused the managed account's own credential (it was
+    /// changed there outside the gateway) and the reconcile role reset it.
+    CredentialReconciled {
+        resource: String,
+        account: String,
+    },
     SessionEnded {
         session: String,
         bytes_from_client: u64,

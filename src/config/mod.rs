@@ -138,7 +138,21 @@ pub struct Resource {
     pub upstream_tls_ca: Option<PathBuf>,
     /// Scheduled rotation of the managed credential.
     pub rotation_interval: Option<Duration>,
+    /// Postgres only: an administrative role that resets the managed
+    /// account's password when the account's own credential is refused.
+    pub reconcile: Option<Reconcile>,
     pub workflow: WorkflowSettings,
+}
+
+/// The role a rotation falls back on when the managed account's password
+/// was changed on the target behind the gateway's back (a user inside a
+/// window can `ALTER ROLE` their own session's role): without it that
+/// password would outlive the window.
+#[derive(Clone, Debug)]
+pub struct Reconcile {
+    pub account: String,
+    /// Its password (one line, mode 0600), read when it is needed.
+    pub credential_file: PathBuf,
 }
 
 #[derive(Clone, Debug)]

@@ -185,3 +185,52 @@ fn bad_addresses_and_keys_are_refused() {
     );
     assert!(problem(&missing_file).contains("user[0].ssh_key_files"));
 }
+
+#[test]
+fn a_reconcile_role_comes_with_its_credential_on_postgres_resources_only() {
+    let postgres = BASE.replace(
+        "kind = \"ssh\"\naddress = \"127.0.0.1:22\"\naccount = \"deploy\"",
+        "kind = \"postgres\"\naddress = \"127.0.0.1:5432\"\naccount = \"app\"\ndatabase = \"db\"",
+    );
+    let with = |base: &str, keys: &str| {
+        base.replace(
+            "[resource.workflow]",
+            &format!("{keys}\n[resource.workflow]"),
+        )
+    };
+    let both = "reconcile_account = \"admin\"\nreconcile_credential_file = \"credentials/admin\"";
+    let config = load(&with(&postgres, both)).unwrap();
+    let reconcile = config.resources["web-01"].reconcile.clone().unwrap();
+    assert_eq!(reconcile.account, "admin");
+    assert_eq!(
+        reconcile.credential_file,
+        Path::new("/etc/jitgate/credentials/admin")
+    );
+    assert!(
+        load(&postgres).unwrap().resources["web-01"]
+            .reconcile
+            .is_none()
+    );
+    let cases = [
+        (
+            with(&postgres, "reconcile_account = \"admin\""),
+            "reconcile_credential_file",
+        ),
+        (
+            with(&postgres, "reconcile_credential_file = \"admin\""),
+            "reconcile_account",
+        ),
+        (
+            with(&postgres, &both.replace("\"admin\"", "\"app\"")),
+            "other than the managed account",
+        ),
+        (with(BASE, both), "only for postgres resources"),
+    ];
+    for (text, expected) in cases {
+        let message = problem(&text);
+        assert!(
+            message.contains(expected),
+            "expected {expected} in {message}"
+        );
+    }
+}

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use super::file::{ConfigFile, ResourceSection, UserSection};
 use super::{
-    Config, ConfigError, Directory, Listen, Mfa, Permission, PostgresSettings, Principal, Resource,
-    ResourceKind, Tls, User, WorkflowSettings,
+    Config, ConfigError, Directory, Listen, Mfa, Permission, PostgresSettings, Principal,
+    Reconcile, Resource, ResourceKind, Tls, User, WorkflowSettings,
 };
 
 struct Checker<'a> {
@@ -347,6 +347,7 @@ fn validate_resource(
     if section.upstream_tls_ca.is_some() && kind != ResourceKind::Postgres {
         return Err(check.invalid(key("upstream_tls_ca"), "only for postgres resources"));
     }
+    let reconcile = reconcile_of(check, &section, kind, &key)?;
     Ok(Resource {
         name: section.name,
         kind,
@@ -363,8 +364,51 @@ fn validate_resource(
             }
             other => other.map(|i| i.as_duration()),
         },
+        reconcile,
         workflow: section.workflow,
     })
+}
+
+/// `reconcile_account` and `reconcile_credential_file` come together, on
+/// postgres resources, naming a role other than the managed one.
+fn reconcile_of(
+    check: &Checker,
+    section: &ResourceSection,
+    kind: ResourceKind,
+    key: &impl Fn(&str) -> String,
+) -> Result<Option<Reconcile>, ConfigError> {
+    let (account, file) = match (
+        &section.reconcile_account,
+        &section.reconcile_credential_file,
+    ) {
+        (None, None) => return Ok(None),
+        (Some(account), Some(file)) => (account, file),
+        (Some(_), None) => {
+            return Err(check.invalid(
+                key("reconcile_credential_file"),
+                "required with reconcile_account",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(check.invalid(
+                key("reconcile_account"),
+                "required with reconcile_credential_file",
+            ));
+        }
+    };
+    if kind != ResourceKind::Postgres {
+        return Err(check.invalid(key("reconcile_account"), "only for postgres resources"));
+    }
+    if account.is_empty() || *account == section.account {
+        return Err(check.invalid(
+            key("reconcile_account"),
+            "must name a role other than the managed account",
+        ));
+    }
+    Ok(Some(Reconcile {
+        account: account.clone(),
+        credential_file: check.resolve(file),
+    }))
 }
 
 /// Checks workflow settings against the directory. Shared by config loading

@@ -128,6 +128,9 @@ pub fn describe(event: &AuditEvent) -> String {
             resource,
             fingerprint,
         } => format!("planted key removed from {resource}: {fingerprint}"),
+        AuditEvent::CredentialReconciled { resource, account } => format!(
+            "credential of {resource} was changed on the target outside jitgate; reset by {account}"
+        ),
         AuditEvent::SessionEnded {
             session,
             bytes_from_client,

@@ -150,7 +150,13 @@ impl Rotator {
         };
         let version = vault.begin_rotation(name, new.clone())?;
         fault_point("after_pending").await;
-        let planted = self.apply(resource, kind, &current, &new).await?;
+        let planted = match self.apply(resource, kind, &current, &new).await {
+            Err(refused @ RotationError::Refused(_)) => {
+                self.reconcile(resource, &new, refused).await?;
+                Vec::new()
+            }
+            applied => applied?,
+        };
         fault_point("after_apply").await;
         if !self.works(resource, kind, &new).await? {
             return Err(RotationError::Target(
@@ -200,7 +206,37 @@ impl Rotator {
             tracing::info!(resource = %name, "an interrupted rotation never reached the target; abandoned");
             return Ok(());
         }
-        Err(RotationError::Lost(name.clone()))
+        self.reconcile(resource, &pending, RotationError::Lost(name.clone()))
+            .await?;
+        if !self.works(resource, kind, &pending).await? {
+            return Err(RotationError::Lost(name.clone()));
+        }
+        vault.promote(name)?;
+        self.gateway.scram_keys().forget(name);
+        Ok(())
+    }
+
+    /// The target refuses the managed account's own credential: someone
+    /// changed it there, perhaps from inside a window, and would keep it
+    /// past the window's end. Sets `new` with the reconcile role when the
+    /// resource has one; otherwise the rotation fails with `refused`.
+    async fn reconcile(
+        &self,
+        resource: &Resource,
+        new: &Secret,
+        refused: RotationError,
+    ) -> Result<(), RotationError> {
+        let Some(reconcile) = &resource.reconcile else {
+            return Err(refused);
+        };
+        tracing::warn!(resource = %resource.name, "the managed credential was changed on the target; resetting it");
+        postgres::reset(resource, reconcile, new, self.timeout()).await?;
+        self.audit(AuditEvent::CredentialReconciled {
+            resource: resource.name.clone(),
+            account: reconcile.account.clone(),
+        })
+        .await;
+        Ok(())
     }
 
     async fn apply(

@@ -6,8 +6,8 @@ use postgres_protocol::escape::{escape_identifier, escape_literal};
 use tokio_postgres::error::SqlState;
 
 use super::RotationError;
-use crate::config::Resource;
-use crate::secret::Secret;
+use crate::config::{Reconcile, Resource};
+use crate::secret::{Secret, read_secret_file};
 
 /// 32 random bytes, hex: 256 bits.
 pub fn generate() -> Secret {
@@ -17,6 +17,7 @@ pub fn generate() -> Secret {
 
 fn config(
     resource: &Resource,
+    account: &str,
     password: &Secret,
     timeout: std::time::Duration,
 ) -> Result<tokio_postgres::Config, RotationError> {
@@ -31,7 +32,7 @@ fn config(
     config
         .host(host.trim_start_matches('[').trim_end_matches(']'))
         .port(port)
-        .user(&resource.account)
+        .user(account)
         .password(password.expose())
         .dbname(resource.database.as_deref().unwrap_or("postgres"))
         .application_name("jitgate-rotation")
@@ -41,26 +42,31 @@ fn config(
 
 async fn connect(
     resource: &Resource,
+    account: &str,
     password: &Secret,
     timeout: std::time::Duration,
 ) -> Result<tokio_postgres::Client, RotationError> {
-    tokio::time::timeout(timeout, connect_within(resource, password, timeout))
-        .await
-        .map_err(|_| {
-            RotationError::Unreachable(format!(
-                "{} did not answer in {timeout:?}",
-                resource.address
-            ))
-        })?
+    tokio::time::timeout(
+        timeout,
+        connect_within(resource, account, password, timeout),
+    )
+    .await
+    .map_err(|_| {
+        RotationError::Unreachable(format!(
+            "{} did not answer in {timeout:?}",
+            resource.address
+        ))
+    })?
 }
 
 /// Plain TCP or verified TLS, as the resource's `upstream_tls_ca` says.
 async fn connect_within(
     resource: &Resource,
+    account: &str,
     password: &Secret,
     timeout: std::time::Duration,
 ) -> Result<tokio_postgres::Client, RotationError> {
-    let config = config(resource, password, timeout)?;
+    let config = config(resource, account, password, timeout)?;
     let tls = crate::postgres::upstream::tls_for(resource).map_err(RotationError::Target)?;
     let tcp = tokio::net::TcpStream::connect(&resource.address)
         .await
@@ -106,7 +112,7 @@ pub async fn works(
     password: &Secret,
     timeout: std::time::Duration,
 ) -> Result<bool, RotationError> {
-    match connect(resource, password, timeout).await {
+    match connect(resource, &resource.account, password, timeout).await {
         Ok(client) => client
             .simple_query("select 1")
             .await
@@ -123,7 +129,43 @@ pub async fn apply(
     new: &Secret,
     timeout: std::time::Duration,
 ) -> Result<(), RotationError> {
-    let client = connect(resource, current, timeout).await?;
+    let client = connect(resource, &resource.account, current, timeout).await?;
+    set_password(&client, resource, &resource.account, new).await
+}
+
+/// Sets the managed account's password as the reconcile role, for when the
+/// account's own credential is refused.
+pub async fn reset(
+    resource: &Resource,
+    reconcile: &Reconcile,
+    new: &Secret,
+    timeout: std::time::Duration,
+) -> Result<(), RotationError> {
+    let password = read_secret_file(&reconcile.credential_file).map_err(|e| {
+        RotationError::Credential(format!(
+            "reconcile_credential_file of {}: {e}",
+            resource.name
+        ))
+    })?;
+    let client = connect(resource, &reconcile.account, &password, timeout)
+        .await
+        .map_err(|e| match e {
+            RotationError::Refused(_) => RotationError::Refused(format!(
+                "the target refused the reconcile account {}",
+                reconcile.account
+            )),
+            other => other,
+        })?;
+    set_password(&client, resource, &reconcile.account, new).await
+}
+
+/// `ALTER ROLE` with a SCRAM verifier computed here, run as `actor`.
+async fn set_password(
+    client: &tokio_postgres::Client,
+    resource: &Resource,
+    actor: &str,
+    new: &Secret,
+) -> Result<(), RotationError> {
     let verifier = postgres_protocol::password::scram_sha_256(new.expose().as_bytes());
     let statement = format!(
         "ALTER ROLE {} PASSWORD {}",
@@ -134,9 +176,12 @@ pub async fn apply(
         .batch_execute(&statement)
         .await
         .map_err(|e| match e.code() {
-            Some(code) if *code == SqlState::INSUFFICIENT_PRIVILEGE => RotationError::Target(
-                format!("{} may not change its password: {e}", resource.account),
-            ),
+            Some(code) if *code == SqlState::INSUFFICIENT_PRIVILEGE => {
+                RotationError::Target(format!(
+                    "{actor} may not change the password of {}: {e}",
+                    resource.account
+                ))
+            }
             _ => classify(e),
         })
 }
