@@ -125,6 +125,8 @@ address = "127.0.0.1:{target_postgres}"
 account = "orders_app"
 database = "orders"
 credential_file = "credentials/orders-prod"
+reconcile_account = "jitgate_admin"
+reconcile_credential_file = "credentials/orders-prod-admin"
 [resource.workflow]
 approval_levels = [{{ approvers = ["user:bob"] }}, {{ approvers = ["user:dave"] }}]
 single_user = true

@@ -111,6 +111,17 @@ pub fn prepare(dir: &Path) -> anyhow::Result<Demo> {
          INSERT INTO orders (customer, total) SELECT 'customer ' || i, i * 1.5 FROM generate_series(1, 100) i",
     )?;
     crate::secret::write_secret_file(&dir.join("credentials/orders-prod"), &password)?;
+    // The role that resets orders_app's password should a user change it
+    // from inside a window.
+    let admin_password = hex::encode(rand::random::<[u8; 24]>());
+    postgres.sql(
+        "postgres",
+        &format!(
+            "CREATE ROLE jitgate_admin LOGIN CREATEROLE PASSWORD '{admin_password}'; \
+             GRANT orders_app TO jitgate_admin WITH ADMIN OPTION"
+        ),
+    )?;
+    crate::secret::write_secret_file(&dir.join("credentials/orders-prod-admin"), &admin_password)?;
 
     ensure_tls(&dir)?;
     forget_old_credentials(&dir)?;
