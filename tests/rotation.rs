@@ -549,12 +549,70 @@ fn a_password_set_inside_a_window_fails_rotation_loudly_and_a_reconcile_role_res
     );
     let current = world.vault().current("orders-prod").unwrap();
     assert!(pg_direct_works(&world, current.expose()));
-    // The gateway logs in again, and no secret reached the audit log.
-    let (_, lease_password) = world.lease_pg("alice", "10m");
-    let (out, err, ok) = world.psql_run("alice", &lease_password, "select 1");
+    // The gateway logs in again (zoe: alice's TOTP code may not be fresh
+    // yet), and no secret reached the audit log.
+    let (_, lease_password) = world.lease_pg("zoe", "10m");
+    let (out, err, ok) = world.psql_run("zoe", &lease_password, "select 1");
     assert!(ok && out == "1", "{err}");
     let audit = world.audit_text();
     for secret in ["admin-secret", "mine'", current.expose()] {
         assert!(!audit.contains(secret), "the audit log holds {secret:?}");
     }
+}
+
+#[test]
+fn a_password_changed_mid_window_is_reset_at_once_so_other_users_get_back_in() {
+    let secrets = tempfile::tempdir().unwrap();
+    let admin_file = secrets.path().join("orders-admin-password");
+    jitgate::secret::write_secret_file(&admin_file, "admin-secret").unwrap();
+    let world = World::with_pg_target(&[], |text| {
+        text.replace("single_user = true", "single_user = false")
+            .replacen(
+                "account = \"orders_app\"\n",
+                &format!(
+                    "account = \"orders_app\"\nreconcile_account = \"jitgate_admin\"\nreconcile_credential_file = \"{}\"\n",
+                    admin_file.display()
+                ),
+                1,
+            )
+    });
+    world
+        .pg()
+        .server
+        .sql(
+            "orders",
+            "CREATE ROLE jitgate_admin LOGIN CREATEROLE PASSWORD 'admin-secret'; \
+             GRANT orders_app TO jitgate_admin WITH ADMIN OPTION",
+        )
+        .unwrap();
+    let (_, alice_password) = world.lease_pg("alice", "10m");
+    let (_, zoe_password) = world.lease_pg("zoe", "10m");
+    let (_, err, ok) = world.psql_run(
+        "alice",
+        &alice_password,
+        "ALTER ROLE CURRENT_USER PASSWORD 'mine'",
+    );
+    assert!(ok, "{err}");
+
+    // Zoe's next login is refused by the target; that starts a rotation
+    // at once, long before either lease ends.
+    let (_, err, ok) = world.psql_run("zoe", &zoe_password, "select 1");
+    assert!(!ok);
+    assert!(err.contains("could not open a session"), "{err}");
+    assert!(rotated(&world, "orders-prod", 1), "{}", world.audit_text());
+    assert_eq!(
+        rotation_events(&world, "orders-prod", "credential_reconciled"),
+        1
+    );
+    assert!(
+        world
+            .audit_text()
+            .contains("the target refused the managed credential")
+    );
+    assert!(!pg_direct_works(&world, "mine"));
+    let (out, err, ok) = world.psql_run("zoe", &zoe_password, "select 1");
+    assert!(ok && out == "1", "{err}");
+    // Both leases are still active: the rotation ended nobody's window.
+    let status = world.ok("alice", "status");
+    assert!(status.contains("orders-prod"), "{status}");
 }

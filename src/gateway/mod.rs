@@ -90,6 +90,9 @@ pub struct Gateway {
     rotation_locks: dashmap::DashMap<String, Arc<tokio::sync::Mutex<()>>>,
     /// Woken when the earliest request deadline may have changed.
     deadlines_changed: Notify,
+    /// Resources whose target refused the managed credential at a login
+    /// since their last rotation (see `rotation_state`).
+    refused_credentials: Mutex<std::collections::HashSet<String>>,
 }
 
 /// How many records the event bus buffers for each subscriber.

@@ -74,6 +74,7 @@ impl Gateway {
             known_hosts: Arc::new(crate::ssh::KnownHosts::load(&config.state_dir)),
             rotation_locks: Default::default(),
             deadlines_changed: Notify::new(),
+            refused_credentials: Default::default(),
         });
         let version = env!("CARGO_PKG_VERSION").to_string();
         gateway.audit(AuditEvent::GatewayStarted { version });

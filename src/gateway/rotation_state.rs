@@ -1,6 +1,7 @@
 //! When a resource's managed credential must be rotated, derived from
-//! durable state only (the journal's requests and the vault), so a crash
-//! at any moment loses no rotation.
+//! durable state (the journal's requests and the vault), so a crash at any
+//! moment loses no rotation. The one in-memory reason, a credential the
+//! target refused, is noticed again at the next login after a restart.
 
 use super::Gateway;
 use crate::config::Resource;
@@ -22,6 +23,9 @@ impl Gateway {
         if vault.pending(&resource.name).is_some() {
             return Some("finishing an interrupted rotation".into());
         }
+        if self.refused_credentials.lock().contains(&resource.name) {
+            return Some("the target refused the managed credential".into());
+        }
         let since = vault.rotated_or_set_at(&resource.name)?;
         let last_end = engine
             .requests()
@@ -35,6 +39,24 @@ impl Gateway {
         let interval = resource.rotation_interval?;
         let age = (chrono::Utc::now() - since).to_std().unwrap_or_default();
         (age >= interval).then(|| "scheduled".into())
+    }
+
+    /// The target refused the managed credential at a login: someone may
+    /// have changed it there. Rotating now resets it (with the resource's
+    /// reconcile role) or fails loudly, instead of waiting for the lease
+    /// to end while every other user of the resource is locked out.
+    pub fn credential_refused(&self, resource: &str) {
+        if self.refused_credentials.lock().insert(resource.to_string()) {
+            tracing::warn!(
+                resource,
+                "the target refused the managed credential; rotating"
+            );
+        }
+    }
+
+    /// A rotation confirmed a credential the target accepts.
+    pub fn credential_confirmed(&self, resource: &str) {
+        self.refused_credentials.lock().remove(resource);
     }
 
     /// A single-user resource is not handed out while its credential is

@@ -417,6 +417,9 @@ async fn connect_upstream(
         (Err(UpstreamError::Refused { .. }), Some(pending)) => login(&pending).connect().await,
         (result, _) => result,
     };
+    if let Err(UpstreamError::Refused { .. }) = &result {
+        gateway.credential_refused(&resource.name);
+    }
     let upstream = result.map_err(|e| e.to_string())?;
     Ok((upstream, tls))
 }

@@ -108,6 +108,7 @@ impl Rotator {
                 metrics::gauge!("jitgate_rotation_pending", "resource" => name.to_string())
                     .set(0.0);
                 self.retry.lock().remove(name);
+                self.gateway.credential_confirmed(name);
                 self.audit(AuditEvent::RotationSucceeded {
                     resource: name.to_string(),
                     version: *version,
