@@ -616,3 +616,50 @@ fn a_password_changed_mid_window_is_reset_at_once_so_other_users_get_back_in() {
     let status = world.ok("alice", "status");
     assert!(status.contains("orders-prod"), "{status}");
 }
+
+#[test]
+fn a_managed_key_removed_from_inside_a_window_is_reported_at_the_next_login() {
+    let world = World::with_ssh_target(|t| t);
+    let web_id = world.lease_web("alice", "10m");
+    // Alice swaps the gateway's key for her own.
+    let planted = world.path("planted");
+    jitgate::targets::ensure_ssh_key(&planted, "planted").unwrap();
+    let planted_public = std::fs::read_to_string(planted.with_extension("pub")).unwrap();
+    let status = world
+        .target_ssh("alice", "web-01")
+        .arg(format!(
+            "echo '{}' > ~/.ssh/authorized_keys",
+            planted_public.trim()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The gateway's next login is refused; that alone starts a rotation,
+    // which cannot log in either and fails loudly, long before the lease
+    // ends (SSH resources have no reconcile role).
+    let out = world
+        .target_ssh("alice", "web-01")
+        .arg("true")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        wait_until(Duration::from_secs(30), || rotation_events(
+            &world,
+            "web-01",
+            "rotation_failed"
+        ) >= 1),
+        "{}",
+        world.audit_text()
+    );
+    assert!(
+        world
+            .audit_text()
+            .contains("the target refused the managed credential")
+    );
+    let status = world.ok("alice", "status");
+    assert!(
+        status.contains("web-01"),
+        "the lease {web_id} is still active: {status}"
+    );
+}

@@ -105,6 +105,9 @@ impl DataPlane {
                     result =
                         upstream::connect(&self.resource, &self.known_hosts, Some(pending)).await;
                 }
+                if let Err(UpstreamError::Refused { .. }) = &result {
+                    self.gateway.credential_refused(&self.resource.name);
+                }
                 self.audit_host_key(&result);
                 result.map(|(handle, _)| Arc::new(handle))
             })
