@@ -99,18 +99,7 @@ fn check_in_rotates_both_credentials_removes_planted_keys_and_the_old_ones_stop_
 
     // SSH: plant a key during the window, then check in.
     let web_id = world.lease_web("alice", "10m");
-    let planted = world.path("planted");
-    jitgate::targets::ensure_ssh_key(&planted, "planted").unwrap();
-    let planted_public = std::fs::read_to_string(planted.with_extension("pub")).unwrap();
-    let status = world
-        .target_ssh("alice", "web-01")
-        .arg(format!(
-            "echo '{}' >> ~/.ssh/authorized_keys",
-            planted_public.trim()
-        ))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let planted = plant_key(&world, ">>");
     assert!(
         ssh_direct_works(&world, &planted),
         "the planted key works during the window"
@@ -487,10 +476,26 @@ fn a_resource_added_by_a_reload_brings_its_credential_into_the_vault() {
     );
 }
 
-#[test]
-fn a_password_set_inside_a_window_fails_rotation_loudly_and_a_reconcile_role_resets_it() {
-    let world = World::with_pg_target(&[], |t| t);
-    let admin_file = world.path("orders-admin-password");
+/// Appends a key of alice's to web-01's `authorized_keys` (`>>`) or
+/// replaces the file with it (`>`) from inside her window; returns it.
+fn plant_key(world: &World, redirect: &str) -> std::path::PathBuf {
+    let planted = world.path("planted");
+    jitgate::targets::ensure_ssh_key(&planted, "planted").unwrap();
+    let planted_public = std::fs::read_to_string(planted.with_extension("pub")).unwrap();
+    let status = world
+        .target_ssh("alice", "web-01")
+        .arg(format!(
+            "echo '{}' {redirect} ~/.ssh/authorized_keys",
+            planted_public.trim()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    planted
+}
+
+/// A role on the Postgres target that may reset orders_app's password.
+fn create_reconcile_role(world: &World) {
     world
         .pg()
         .server
@@ -500,6 +505,26 @@ fn a_password_set_inside_a_window_fails_rotation_loudly_and_a_reconcile_role_res
              GRANT orders_app TO jitgate_admin WITH ADMIN OPTION",
         )
         .unwrap();
+}
+
+/// Config `text` with orders-prod reconciled by jitgate_admin, whose
+/// password is in `file`.
+fn with_reconcile_role(text: &str, file: &std::path::Path) -> String {
+    text.replacen(
+        "account = \"orders_app\"\n",
+        &format!(
+            "account = \"orders_app\"\nreconcile_account = \"jitgate_admin\"\nreconcile_credential_file = \"{}\"\n",
+            file.display()
+        ),
+        1,
+    )
+}
+
+#[test]
+fn a_password_set_inside_a_window_fails_rotation_loudly_and_a_reconcile_role_resets_it() {
+    let world = World::with_pg_target(&[], |t| t);
+    let admin_file = world.path("orders-admin-password");
+    create_reconcile_role(&world);
     jitgate::secret::write_secret_file(&admin_file, "admin-secret").unwrap();
 
     // Inside the window, alice gives the managed role a password she knows.
@@ -528,14 +553,7 @@ fn a_password_set_inside_a_window_fails_rotation_loudly_and_a_reconcile_role_res
 
     // With one, the next attempt resets the password and rotates.
     let text = std::fs::read_to_string(world.config_path()).unwrap();
-    let text = text.replacen(
-        "account = \"orders_app\"\n",
-        &format!(
-            "account = \"orders_app\"\nreconcile_account = \"jitgate_admin\"\nreconcile_credential_file = \"{}\"\n",
-            admin_file.display()
-        ),
-        1,
-    );
+    let text = with_reconcile_role(&text, &admin_file);
     std::fs::write(world.config_path(), text).unwrap();
     world.signal("HUP");
     assert!(rotated(&world, "orders-prod", 1), "{}", world.audit_text());
@@ -566,25 +584,12 @@ fn a_password_changed_mid_window_is_reset_at_once_so_other_users_get_back_in() {
     let admin_file = secrets.path().join("orders-admin-password");
     jitgate::secret::write_secret_file(&admin_file, "admin-secret").unwrap();
     let world = World::with_pg_target(&[], |text| {
-        text.replace("single_user = true", "single_user = false")
-            .replacen(
-                "account = \"orders_app\"\n",
-                &format!(
-                    "account = \"orders_app\"\nreconcile_account = \"jitgate_admin\"\nreconcile_credential_file = \"{}\"\n",
-                    admin_file.display()
-                ),
-                1,
-            )
-    });
-    world
-        .pg()
-        .server
-        .sql(
-            "orders",
-            "CREATE ROLE jitgate_admin LOGIN CREATEROLE PASSWORD 'admin-secret'; \
-             GRANT orders_app TO jitgate_admin WITH ADMIN OPTION",
+        with_reconcile_role(
+            &text.replace("single_user = true", "single_user = false"),
+            &admin_file,
         )
-        .unwrap();
+    });
+    create_reconcile_role(&world);
     let (_, alice_password) = world.lease_pg("alice", "10m");
     let (_, zoe_password) = world.lease_pg("zoe", "10m");
     let (_, err, ok) = world.psql_run(
@@ -622,18 +627,7 @@ fn a_managed_key_removed_from_inside_a_window_is_reported_at_the_next_login() {
     let world = World::with_ssh_target(|t| t);
     let web_id = world.lease_web("alice", "10m");
     // Alice swaps the gateway's key for her own.
-    let planted = world.path("planted");
-    jitgate::targets::ensure_ssh_key(&planted, "planted").unwrap();
-    let planted_public = std::fs::read_to_string(planted.with_extension("pub")).unwrap();
-    let status = world
-        .target_ssh("alice", "web-01")
-        .arg(format!(
-            "echo '{}' > ~/.ssh/authorized_keys",
-            planted_public.trim()
-        ))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    plant_key(&world, ">");
     // The gateway's next login is refused; that alone starts a rotation,
     // which cannot log in either and fails loudly, long before the lease
     // ends (SSH resources have no reconcile role).
