@@ -73,7 +73,12 @@ fn logins_are_refused_with_the_reason_and_audited() {
     // No lease at all, and a request that is not yet approved.
     let (_, err, ok) = world.psql_run("alice", "whatever", "select 1");
     assert!(!ok);
-    assert!(err.contains("no active lease for orders-prod"), "{err}");
+    // The refusal names the command to run, with the gateway's address.
+    let request = format!(
+        "no active lease for orders-prod: request and check out first (ssh -p {} alice@127.0.0.1 request orders-prod)",
+        world.ssh_port
+    );
+    assert!(err.contains(&request), "{err}");
     world.request("alice", "orders-prod --for 10m --reason pending");
     let (_, err, _) = world.psql_run("alice", "whatever", "select 1");
     assert!(err.contains("no active lease for orders-prod"), "{err}");
@@ -447,7 +452,11 @@ fn warnings_arrive_before_expiry_as_notices() {
         err.contains("WARNING:  jitgate: access window for orders-prod ends at"),
         "{err}"
     );
-    assert!(err.contains(&format!("extend {id} --for")), "{err}");
+    let extend = format!(
+        "ssh -p {} alice@127.0.0.1 extend {id} --for 15m",
+        world.ssh_port
+    );
+    assert!(err.contains(&extend), "{err}");
 }
 
 #[test]

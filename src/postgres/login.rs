@@ -1,7 +1,8 @@
 //! The startup phase: TLS negotiation, cancel requests, the lease-checked
 //! password login, and the gateway's own login upstream.
 
-use std::net::SocketAddr;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -25,8 +26,26 @@ const PASSWORD_MESSAGE_LIMIT: usize = 1024;
 /// The first byte of a TLS handshake: a client using `sslnegotiation=direct`.
 const TLS_HANDSHAKE: u8 = 0x16;
 
-pub async fn handle(frontend: Arc<Frontend>, tcp: TcpStream, peer: SocketAddr) {
+/// A client connection's two ends: who connected (audited, and shown as
+/// such) and the gateway address it reached (named in suggested commands).
+#[derive(Clone, Copy)]
+struct Peer {
+    remote: SocketAddr,
+    gateway: IpAddr,
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.remote.fmt(f)
+    }
+}
+
+pub async fn handle(frontend: Arc<Frontend>, tcp: TcpStream, remote: SocketAddr) {
     let _ = tcp.set_nodelay(true);
+    let gateway = tcp
+        .local_addr()
+        .map_or(IpAddr::from([127, 0, 0, 1]), |a| a.ip());
+    let peer = Peer { remote, gateway };
     let timeout = frontend.runtime.gateway.config().postgres.auth_timeout;
     match tokio::time::timeout(timeout, negotiate(&frontend, tcp, peer)).await {
         Ok(Ok(Some((session, client, upstream)))) => relay::run(session, client, upstream).await,
@@ -48,7 +67,7 @@ type Ready = (Arc<PgSession>, Box<dyn Stream>, super::upstream::BoxStream);
 async fn negotiate(
     frontend: &Arc<Frontend>,
     mut tcp: TcpStream,
-    peer: SocketAddr,
+    peer: Peer,
 ) -> std::io::Result<Option<Ready>> {
     let mut first = [0u8; 1];
     if tcp.peek(&mut first).await? == 1 && first[0] == TLS_HANDSHAKE {
@@ -106,7 +125,7 @@ async fn negotiate(
 async fn after_tls(
     frontend: &Arc<Frontend>,
     mut client: Box<dyn Stream>,
-    peer: SocketAddr,
+    peer: Peer,
 ) -> std::io::Result<Option<Ready>> {
     let packet = match read_startup(&mut client).await {
         Ok(packet) => packet,
@@ -199,7 +218,7 @@ struct Refusal {
 async fn login(
     frontend: &Arc<Frontend>,
     mut client: Box<dyn Stream>,
-    peer: SocketAddr,
+    peer: Peer,
     minor: u16,
     params: Vec<(String, String)>,
 ) -> std::io::Result<Option<Ready>> {
@@ -244,7 +263,7 @@ async fn login(
             return Ok(None);
         }
     };
-    let checked = check_lease(frontend, &user, &database, &password);
+    let checked = check_lease(frontend, peer, &user, &database, &password);
     let (resource, lease) = match checked {
         Ok(found) => found,
         Err(refusal) => {
@@ -293,6 +312,7 @@ async fn login(
         frontend: frontend.clone(),
         user: user.clone(),
         remote: peer.to_string(),
+        gateway_host: peer.gateway.to_string(),
         resource,
         lease,
         upstream_key,
@@ -344,6 +364,7 @@ async fn greet(
 /// The user's live lease on the resource, if the password is its password.
 fn check_lease(
     frontend: &Frontend,
+    peer: Peer,
     user: &str,
     database: &str,
     password: &Secret,
@@ -369,7 +390,12 @@ fn check_lease(
         return Err(Refusal {
             code: sqlstate::INVALID_AUTHORIZATION,
             message: format!(
-                "no active lease for {database}: request and check out first (ssh {user}@GATEWAY request {database})"
+                "no active lease for {database}: request and check out first ({})",
+                frontend.control_command(
+                    &peer.gateway.to_string(),
+                    user,
+                    &format!("request {database}")
+                )
             ),
             reason: "no active lease".into(),
         });
@@ -427,7 +453,7 @@ async fn connect_upstream(
 fn login_event(
     user: &str,
     database: Option<&str>,
-    peer: SocketAddr,
+    peer: Peer,
     outcome: Result<(), String>,
 ) -> AuditEvent {
     AuditEvent::Login {
@@ -444,7 +470,7 @@ fn audit_login(
     frontend: &Frontend,
     user: &str,
     database: Option<&str>,
-    peer: SocketAddr,
+    peer: Peer,
     outcome: Result<(), String>,
 ) {
     let event = login_event(user, database, peer, outcome);

@@ -66,6 +66,8 @@ pub struct PgSession {
     /// Cancelled when the session must end; `ending` says why.
     pub end: CancellationToken,
     ending: Mutex<Option<Ending>>,
+    /// The command that extends the lease, as the expiry warnings give it.
+    extend_command: String,
     _connection_slot: super::UserSlot,
 }
 
@@ -73,6 +75,8 @@ pub struct NewSession {
     pub frontend: Arc<Frontend>,
     pub user: String,
     pub remote: String,
+    /// The gateway address the client reached.
+    pub gateway_host: String,
     pub resource: Resource,
     pub lease: Arc<Lease>,
     pub upstream_key: UpstreamKey,
@@ -107,6 +111,11 @@ impl PgSession {
             },
         );
         let cancel_key = new.frontend.cancels.issue(new.upstream_key.clone());
+        let extend_command = new.frontend.control_command(
+            &new.gateway_host,
+            &new.user,
+            &format!("extend {} --for 15m", new.lease.request_id),
+        );
         Ok(Arc::new(Self {
             user: new.user,
             resource: new.resource,
@@ -125,6 +134,7 @@ impl PgSession {
             outstanding: AtomicU64::new(0),
             end: CancellationToken::new(),
             ending: Mutex::new(None),
+            extend_command,
             _connection_slot: new.slot,
             frontend: new.frontend,
         }))
@@ -283,11 +293,10 @@ impl PgSession {
             .lookup(&self.user, &self.resource.name);
         let end = lease.map_or(self.lease.window_end, |l| l.window_end);
         format!(
-            "jitgate: access window for {} ends at {}; extend with: ssh {}@GATEWAY extend {} --for 15m",
+            "jitgate: access window for {} ends at {}; extend with: {}",
             self.resource.name,
             end.format("%H:%M UTC"),
-            self.user,
-            self.lease.request_id
+            self.extend_command
         )
     }
 
