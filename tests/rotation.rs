@@ -522,7 +522,7 @@ fn with_reconcile_role(text: &str, file: &std::path::Path) -> String {
 
 #[test]
 fn a_password_set_inside_a_window_fails_rotation_loudly_and_a_reconcile_role_resets_it() {
-    let world = World::with_pg_target(&[], |t| t);
+    let mut world = World::with_pg_target(&[], |t| t);
     let admin_file = world.path("orders-admin-password");
     create_reconcile_role(&world);
     jitgate::secret::write_secret_file(&admin_file, "admin-secret").unwrap();
@@ -551,9 +551,20 @@ fn a_password_set_inside_a_window_fails_rotation_loudly_and_a_reconcile_role_res
     );
     assert_eq!(rotations_succeeded(&world, "orders-prod"), 0);
 
+    // A reconcile role whose password file cannot be read is refused at
+    // reload, naming it, and the old config stays.
+    let original = std::fs::read_to_string(world.config_path()).unwrap();
+    let missing = with_reconcile_role(&original, &world.path("no-such-file"));
+    std::fs::write(world.config_path(), missing).unwrap();
+    world.signal("HUP");
+    assert!(wait_until(Duration::from_secs(10), || world
+        .audit_text()
+        .contains(
+            "cannot read the reconcile_credential_file of orders-prod"
+        )));
+
     // With one, the next attempt resets the password and rotates.
-    let text = std::fs::read_to_string(world.config_path()).unwrap();
-    let text = with_reconcile_role(&text, &admin_file);
+    let text = with_reconcile_role(&original, &admin_file);
     std::fs::write(world.config_path(), text).unwrap();
     world.signal("HUP");
     assert!(rotated(&world, "orders-prod", 1), "{}", world.audit_text());
@@ -576,6 +587,22 @@ fn a_password_set_inside_a_window_fails_rotation_loudly_and_a_reconcile_role_res
     for secret in ["admin-secret", "mine'", current.expose()] {
         assert!(!audit.contains(secret), "the audit log holds {secret:?}");
     }
+
+    // Nor does the gateway start with an unreadable one.
+    world.signal("TERM");
+    world.wait_exit(Duration::from_secs(10));
+    std::fs::remove_file(&admin_file).unwrap();
+    let out = Command::new(common::BIN)
+        .args(["serve", "--config"])
+        .arg(world.config_path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot read the reconcile_credential_file of orders-prod"),
+        "{err}"
+    );
 }
 
 #[test]

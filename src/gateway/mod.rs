@@ -138,16 +138,18 @@ impl Gateway {
     /// Replaces the configuration (SIGHUP). The caller validated it already.
     pub fn reload(&self, config: Config) -> Result<(), crate::vault::VaultError> {
         // Resources added by the new config bring their credential files.
-        let imported = match crate::vault::import_missing(&self.vault, &config) {
-            Ok(imported) => imported,
-            Err(e) => {
-                self.audit(AuditEvent::ConfigReloaded {
-                    ok: false,
-                    error: Some(e.to_string()),
-                });
-                return Err(e);
-            }
-        };
+        let checked = crate::vault::check_reconcile_files(&config);
+        let imported =
+            match checked.and_then(|()| crate::vault::import_missing(&self.vault, &config)) {
+                Ok(imported) => imported,
+                Err(e) => {
+                    self.audit(AuditEvent::ConfigReloaded {
+                        ok: false,
+                        error: Some(e.to_string()),
+                    });
+                    return Err(e);
+                }
+            };
         *self.config.write() = Arc::new(config);
         for resource in imported {
             self.audit(AuditEvent::CredentialImported { resource });

@@ -39,6 +39,7 @@ impl Gateway {
     pub fn open(config: Config) -> Result<(Arc<Self>, mpsc::Receiver<RequestId>), GatewayError> {
         // First: the vault's lock keeps a second process off all the state.
         let (vault, imported) = crate::vault::open_for(&config)?;
+        crate::vault::check_reconcile_files(&config)?;
         let (journal, recovered) =
             Journal::open::<PersistentState, JournalRecord>(&config.state_dir)?;
         let (audit, audit_dropped) = AuditLog::open(&config.audit_log, config.audit_rotate_bytes)?;

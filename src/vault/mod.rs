@@ -23,7 +23,10 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 pub use key::{MasterKey, generate_key_file, read_master_key};
-pub use setup::{SYSTEMD_CREDENTIAL, import_missing, kind_for, open_for, resolve_master_key};
+pub use setup::{
+    SYSTEMD_CREDENTIAL, check_reconcile_files, import_missing, kind_for, open_for,
+    resolve_master_key,
+};
 
 use crate::secret::Secret;
 use file::{Sealed, VaultFile};
@@ -78,6 +81,8 @@ pub enum VaultError {
     Key(String),
     #[error("cannot import the credential of {resource}: {problem}")]
     Import { resource: String, problem: String },
+    #[error("cannot read the reconcile_credential_file of {resource}: {problem}")]
+    Reconcile { resource: String, problem: String },
 }
 
 /// What `vault list` shows: metadata only, never a secret.

@@ -53,6 +53,21 @@ pub fn open_for(config: &Config) -> Result<(Vault, Vec<String>), VaultError> {
     Ok((vault, imported))
 }
 
+/// Reads every reconcile role's password file once, so a missing or
+/// unreadable one is refused at start or reload, not found in the middle
+/// of a reset. (Resets read the file again: it may change without a reload.)
+pub fn check_reconcile_files(config: &Config) -> Result<(), VaultError> {
+    for resource in config.resources.values() {
+        if let Some(reconcile) = &resource.reconcile {
+            read_secret_file(&reconcile.credential_file).map_err(|e| VaultError::Reconcile {
+                resource: resource.name.clone(),
+                problem: e.to_string(),
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// Imports the `credential_file` of every resource the vault lacks.
 pub fn import_missing(vault: &Vault, config: &Config) -> Result<Vec<String>, VaultError> {
     let mut imported = Vec::new();
