@@ -224,11 +224,7 @@ fn the_ssh_host_key_is_generated_once_private_and_kept_across_restarts() {
     // instead of silently replacing the key clients have pinned.
     world.kill_hard();
     std::fs::write(&path, "not a key").unwrap();
-    let out = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(world.config_path())
-        .output()
-        .unwrap();
+    let out = world.serve_once();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot read the SSH host key"), "{stderr}");

@@ -325,13 +325,7 @@ fn a_wrong_key_or_tampered_vault_refuses_to_start_and_writers_are_exclusive() {
         "the vault file holds the password in clear"
     );
 
-    let serve = |world: &World| {
-        Command::new(common::BIN)
-            .args(["serve", "--config"])
-            .arg(world.config_path())
-            .output()
-            .unwrap()
-    };
+    let serve = World::serve_once;
     // Tampered record.
     let mut tampered: serde_json::Value = serde_json::from_str(&original).unwrap();
     let sealed = &mut tampered["records"]["orders-prod"]["current"]["ciphertext"];
@@ -494,6 +488,17 @@ fn plant_key(world: &World, redirect: &str) -> std::path::PathBuf {
     planted
 }
 
+/// Alice, through the gateway with her lease password, gives the managed
+/// role the password 'mine'.
+fn set_managed_password_to_mine(world: &World, lease_password: &str) {
+    let (_, err, ok) = world.psql_run(
+        "alice",
+        lease_password,
+        "ALTER ROLE CURRENT_USER PASSWORD 'mine'",
+    );
+    assert!(ok, "{err}");
+}
+
 /// A role on the Postgres target that may reset orders_app's password.
 fn create_reconcile_role(world: &World) {
     world
@@ -529,12 +534,7 @@ fn a_password_set_inside_a_window_fails_rotation_loudly_and_a_reconcile_role_res
 
     // Inside the window, alice gives the managed role a password she knows.
     let (id, lease_password) = world.lease_pg("alice", "10m");
-    let (_, err, ok) = world.psql_run(
-        "alice",
-        &lease_password,
-        "ALTER ROLE CURRENT_USER PASSWORD 'mine'",
-    );
-    assert!(ok, "{err}");
+    set_managed_password_to_mine(&world, &lease_password);
     world.ok("alice", &format!("checkin {id}"));
 
     // Without a reconcile role the gateway cannot log in to rotate: the
@@ -592,11 +592,7 @@ fn a_password_set_inside_a_window_fails_rotation_loudly_and_a_reconcile_role_res
     world.signal("TERM");
     world.wait_exit(Duration::from_secs(10));
     std::fs::remove_file(&admin_file).unwrap();
-    let out = Command::new(common::BIN)
-        .args(["serve", "--config"])
-        .arg(world.config_path())
-        .output()
-        .unwrap();
+    let out = world.serve_once();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -619,12 +615,7 @@ fn a_password_changed_mid_window_is_reset_at_once_so_other_users_get_back_in() {
     create_reconcile_role(&world);
     let (_, alice_password) = world.lease_pg("alice", "10m");
     let (_, zoe_password) = world.lease_pg("zoe", "10m");
-    let (_, err, ok) = world.psql_run(
-        "alice",
-        &alice_password,
-        "ALTER ROLE CURRENT_USER PASSWORD 'mine'",
-    );
-    assert!(ok, "{err}");
+    set_managed_password_to_mine(&world, &alice_password);
 
     // Zoe's next login is refused by the target; that starts a rotation
     // at once, long before either lease ends.

@@ -312,7 +312,7 @@ async fn login(
         frontend: frontend.clone(),
         user: user.clone(),
         remote: peer.to_string(),
-        gateway_host: peer.gateway.to_string(),
+        gateway_host: peer.gateway,
         resource,
         lease,
         upstream_key,
@@ -391,11 +391,7 @@ fn check_lease(
             code: sqlstate::INVALID_AUTHORIZATION,
             message: format!(
                 "no active lease for {database}: request and check out first ({})",
-                frontend.control_command(
-                    &peer.gateway.to_string(),
-                    user,
-                    &format!("request {database}")
-                )
+                frontend.control_command(peer.gateway, user, &format!("request {database}"))
             ),
             reason: "no active lease".into(),
         });

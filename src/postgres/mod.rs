@@ -65,7 +65,12 @@ impl Frontend {
     /// The control command a message suggests, e.g. `ssh -p 2222
     /// alice@10.0.0.5 request orders-prod`, naming the gateway address the
     /// client reached.
-    fn control_command(&self, gateway_host: &str, user: &str, args: &str) -> String {
+    fn control_command(
+        &self,
+        gateway_host: impl std::fmt::Display,
+        user: &str,
+        args: &str,
+    ) -> String {
         let port = self.runtime.gateway.config().listen.ssh.port();
         format!("ssh -p {port} {user}@{gateway_host} {args}")
     }

@@ -66,8 +66,9 @@ pub struct PgSession {
     /// Cancelled when the session must end; `ending` says why.
     pub end: CancellationToken,
     ending: Mutex<Option<Ending>>,
-    /// The command that extends the lease, as the expiry warnings give it.
-    extend_command: String,
+    /// The gateway address the client reached, for the command the expiry
+    /// warnings suggest.
+    gateway_host: std::net::IpAddr,
     _connection_slot: super::UserSlot,
 }
 
@@ -76,7 +77,7 @@ pub struct NewSession {
     pub user: String,
     pub remote: String,
     /// The gateway address the client reached.
-    pub gateway_host: String,
+    pub gateway_host: std::net::IpAddr,
     pub resource: Resource,
     pub lease: Arc<Lease>,
     pub upstream_key: UpstreamKey,
@@ -111,11 +112,6 @@ impl PgSession {
             },
         );
         let cancel_key = new.frontend.cancels.issue(new.upstream_key.clone());
-        let extend_command = new.frontend.control_command(
-            &new.gateway_host,
-            &new.user,
-            &format!("extend {} --for 15m", new.lease.request_id),
-        );
         Ok(Arc::new(Self {
             user: new.user,
             resource: new.resource,
@@ -134,7 +130,7 @@ impl PgSession {
             outstanding: AtomicU64::new(0),
             end: CancellationToken::new(),
             ending: Mutex::new(None),
-            extend_command,
+            gateway_host: new.gateway_host,
             _connection_slot: new.slot,
             frontend: new.frontend,
         }))
@@ -296,7 +292,11 @@ impl PgSession {
             "jitgate: access window for {} ends at {}; extend with: {}",
             self.resource.name,
             end.format("%H:%M UTC"),
-            self.extend_command
+            self.frontend.control_command(
+                self.gateway_host,
+                &self.user,
+                &format!("extend {} --for 15m", self.lease.request_id),
+            )
         )
     }
 

@@ -442,6 +442,16 @@ impl World {
         self.path("jitgate.toml")
     }
 
+    /// Runs `jitgate serve` in the foreground with this world's config, for
+    /// a start that is expected to be refused: its exit status and output.
+    pub fn serve_once(&self) -> std::process::Output {
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(self.config_path())
+            .output()
+            .unwrap()
+    }
+
     /// Starts `jitgate serve` and waits until /healthz answers.
     pub fn launch(&mut self) {
         self.launch_with_fault(None);
