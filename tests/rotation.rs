@@ -99,37 +99,36 @@ fn check_in_rotates_both_credentials_removes_planted_keys_and_the_old_ones_stop_
 
     // SSH: plant a key during the window, then check in.
     let web_id = world.lease_web("alice", "10m");
-    let planted = plant_key(&world, ">>");
-    assert!(
-        ssh_direct_works(&world, &planted),
-        "the planted key works during the window"
-    );
+    // sshd reads authorized_keys2 too unless configured otherwise.
+    let planted = [
+        plant_key(&world, "planted", ">> ~/.ssh/authorized_keys"),
+        plant_key(&world, "planted2", ">> ~/.ssh/authorized_keys2"),
+    ];
+    for key in &planted {
+        assert!(
+            ssh_direct_works(&world, key),
+            "the planted key {key:?} works during the window"
+        );
+    }
     world.ok("alice", &format!("checkin {web_id}"));
     assert!(rotated(&world, "web-01", 1), "{}", world.audit_text());
-    assert!(
-        !ssh_direct_works(&world, &planted),
-        "the planted key survived rotation"
-    );
+    for key in &planted {
+        assert!(
+            !ssh_direct_works(&world, key),
+            "the planted key {key:?} survived rotation"
+        );
+        let fingerprint = fingerprint_of(key);
+        assert!(
+            world.audit_text().contains(&format!(
+                r#""fingerprint":"{fingerprint}","resource":"web-01","type":"planted_key_removed""#
+            )),
+            "{}",
+            world.audit_text()
+        );
+    }
     assert!(
         !ssh_direct_works(&world, &old_key),
         "the old managed key still works"
-    );
-    let fingerprint = Command::new("ssh-keygen")
-        .args(["-l", "-E", "sha256", "-f"])
-        .arg(planted.with_extension("pub"))
-        .output()
-        .unwrap();
-    let fingerprint = String::from_utf8_lossy(&fingerprint.stdout)
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .to_string();
-    assert!(
-        world.audit_text().contains(&format!(
-            r#""fingerprint":"{fingerprint}","resource":"web-01","type":"planted_key_removed""#
-        )),
-        "{}",
-        world.audit_text()
     );
     let carol = world.ok("carol", "audit tail -n 50");
     assert!(carol.contains("planted key removed from web-01"), "{carol}");
@@ -155,6 +154,20 @@ fn check_in_rotates_both_credentials_removes_planted_keys_and_the_old_ones_stop_
         "{text}"
     );
     assert!(!text.contains(new_password.expose()));
+}
+
+/// The SHA-256 fingerprint of the key pair at `key`, as ssh-keygen prints it.
+fn fingerprint_of(key: &std::path::Path) -> String {
+    let listed = Command::new("ssh-keygen")
+        .args(["-l", "-E", "sha256", "-f"])
+        .arg(key.with_extension("pub"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&listed.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string()
 }
 
 /// Whether the vault's current credential of `resource` works directly.
@@ -470,18 +483,16 @@ fn a_resource_added_by_a_reload_brings_its_credential_into_the_vault() {
     );
 }
 
-/// Appends a key of alice's to web-01's `authorized_keys` (`>>`) or
-/// replaces the file with it (`>`) from inside her window; returns it.
-fn plant_key(world: &World, redirect: &str) -> std::path::PathBuf {
-    let planted = world.path("planted");
-    jitgate::targets::ensure_ssh_key(&planted, "planted").unwrap();
+/// Adds a new key of alice's to web-01's managed account from inside her
+/// window (`redirect` says where: `>> ~/.ssh/authorized_keys` appends, `>`
+/// replaces the file); returns the key.
+fn plant_key(world: &World, name: &str, redirect: &str) -> std::path::PathBuf {
+    let planted = world.path(name);
+    jitgate::targets::ensure_ssh_key(&planted, name).unwrap();
     let planted_public = std::fs::read_to_string(planted.with_extension("pub")).unwrap();
     let status = world
         .target_ssh("alice", "web-01")
-        .arg(format!(
-            "echo '{}' {redirect} ~/.ssh/authorized_keys",
-            planted_public.trim()
-        ))
+        .arg(format!("echo '{}' {redirect}", planted_public.trim()))
         .status()
         .unwrap();
     assert!(status.success());
@@ -645,7 +656,7 @@ fn a_managed_key_removed_from_inside_a_window_is_reported_at_the_next_login() {
     let world = World::with_ssh_target(|t| t);
     let web_id = world.lease_web("alice", "10m");
     // Alice swaps the gateway's key for her own.
-    plant_key(&world, ">");
+    plant_key(&world, "planted", "> ~/.ssh/authorized_keys");
     // The gateway's next login is refused; that alone starts a rotation,
     // which cannot log in either and fails loudly, long before the lease
     // ends (SSH resources have no reconcile role).

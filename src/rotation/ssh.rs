@@ -1,5 +1,10 @@
 //! SSH rotation: a new ed25519 key replaces everything in the managed
 //! account's `authorized_keys`, atomically, through the current key.
+//!
+//! OpenSSH also reads `~/.ssh/authorized_keys2` unless the target's
+//! `AuthorizedKeysFile` says otherwise, so a key planted there from inside
+//! a window would outlive it: the rotation reports and removes that file
+//! too.
 
 use russh::ChannelMsg;
 use russh::client::Handle;
@@ -11,8 +16,8 @@ use crate::secret::Secret;
 use crate::ssh::upstream::{self, UpstreamError, UpstreamHandler};
 
 /// Replaces the file in one rename, so the account never has none.
-const REPLACE: &str = "umask 077 && mkdir -p ~/.ssh && cat > ~/.ssh/.authorized_keys.jitgate && mv -f ~/.ssh/.authorized_keys.jitgate ~/.ssh/authorized_keys";
-const LIST: &str = "cat ~/.ssh/authorized_keys 2>/dev/null; exit 0";
+const REPLACE: &str = "umask 077 && mkdir -p ~/.ssh && cat > ~/.ssh/.authorized_keys.jitgate && mv -f ~/.ssh/.authorized_keys.jitgate ~/.ssh/authorized_keys && rm -f ~/.ssh/authorized_keys2";
+const LIST: &str = "cat ~/.ssh/authorized_keys ~/.ssh/authorized_keys2 2>/dev/null; exit 0";
 
 pub fn generate() -> Secret {
     let seed: [u8; 32] = rand::random();

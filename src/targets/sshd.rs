@@ -94,11 +94,14 @@ impl Drop for Sshd {
     }
 }
 
+/// `AuthorizedKeysFile` spells out OpenSSH's built-in default, as a stock
+/// target has it, so rotation is tried against keys planted in either file.
 fn sshd_config(port: u16, host_key: &Path, pid: &Path, account: &str) -> String {
     format!(
         "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\n\
          PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
-         PermitRootLogin no\nAllowUsers {account}\nAuthorizedKeysFile .ssh/authorized_keys\n\
+         PermitRootLogin no\nAllowUsers {account}\n\
+         AuthorizedKeysFile .ssh/authorized_keys .ssh/authorized_keys2\n\
          StrictModes no\nPrintMotd no\nAllowTcpForwarding yes\nX11Forwarding no\n\
          AcceptEnv LANG LC_* \nSubsystem sftp internal-sftp\nLogLevel VERBOSE\n",
         host_key.display(),
