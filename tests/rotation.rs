@@ -686,3 +686,97 @@ fn a_managed_key_removed_from_inside_a_window_is_reported_at_the_next_login() {
         "the lease {web_id} is still active: {status}"
     );
 }
+
+/// Alice, inside her window on web-01, starts `sleep SECONDS` detached
+/// from her session, the way `nohup` or `setsid` outlive a logout.
+fn leave_running(world: &World, seconds: &str) {
+    let status = world
+        .target_ssh("alice", "web-01")
+        .arg(format!(
+            "setsid -f sleep {seconds} </dev/null >/dev/null 2>&1"
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Whether `account` runs a live (not zombie) process whose command line
+/// is `command`, seen on the target host itself.
+fn runs(world: &World, command: &str) -> bool {
+    let account = &world.ssh_target.as_ref().unwrap().sshd.account;
+    let listed = Command::new("ps")
+        .args(["-o", "stat=,args=", "-u", account])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&listed.stdout).lines().any(|line| {
+        let (stat, args) = line.trim().split_once(' ').unwrap_or_default();
+        !stat.starts_with('Z') && args.trim() == command
+    })
+}
+
+#[test]
+fn processes_a_window_left_running_are_ended_when_it_closes() {
+    let world = World::with_ssh_target(|t| t);
+    let web_id = world.lease_web("alice", "10m");
+    leave_running(&world, "4242.25");
+    assert!(
+        wait_until(Duration::from_secs(5), || runs(&world, "sleep 4242.25")),
+        "the detached process outlives the ssh session"
+    );
+    // A rotation inside the window leaves her processes alone.
+    world.ok("root", "rotate web-01");
+    assert!(runs(&world, "sleep 4242.25"), "ended inside the window");
+    world.ok("alice", &format!("checkin {web_id}"));
+    assert!(rotated(&world, "web-01", 2), "{}", world.audit_text());
+    assert!(
+        !runs(&world, "sleep 4242.25"),
+        "the leftover process survived"
+    );
+    let audit = world.audit_text();
+    assert!(
+        audit.contains(r#""ended":["sleep ("#) && audit.contains("leftover_processes_ended"),
+        "{audit}"
+    );
+    let record = audit
+        .lines()
+        .find(|line| line.contains("leftover_processes_ended"))
+        .unwrap();
+    assert!(
+        !record.contains("4242.25"),
+        "arguments are recorded: {record}"
+    );
+    let carol = world.ok("carol", "audit tail -n 50");
+    assert!(
+        carol.contains("ended processes left running on web-01 after its windows: sleep ("),
+        "{carol}"
+    );
+    // The gateway's own logins left nothing to report: one event only.
+    assert_eq!(
+        rotation_events(&world, "web-01", "leftover_processes_ended"),
+        1
+    );
+    world.lease_web("zoe", "10m");
+    let out = world
+        .target_ssh("zoe", "web-01")
+        .arg("echo next")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "next");
+}
+
+#[test]
+fn an_account_that_also_runs_services_can_keep_its_processes() {
+    let world = World::with_ssh_target(|t| {
+        t.replacen(
+            "account = \"jg",
+            "end_leftover_processes = false\naccount = \"jg",
+            1,
+        )
+    });
+    let web_id = world.lease_web("alice", "10m");
+    leave_running(&world, "4243.5");
+    world.ok("alice", &format!("checkin {web_id}"));
+    assert!(rotated(&world, "web-01", 1), "{}", world.audit_text());
+    assert!(runs(&world, "sleep 4243.5"), "the process was ended anyway");
+    assert!(!world.audit_text().contains("leftover_processes"));
+}

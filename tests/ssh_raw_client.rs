@@ -21,6 +21,7 @@ fn gateway_as_target(world: &World, user: &str) -> Resource {
         database: None,
         credential_file: None,
         allow_port_forwarding: false,
+        end_leftover_processes: true,
         host_key: None,
         upstream_tls_ca: None,
         rotation_interval: None,

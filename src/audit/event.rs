@@ -119,6 +119,21 @@ pub enum AuditEvent {
         resource: String,
         fingerprint: String,
     },
+    /// Processes of an SSH resource's managed account were still running
+    /// on the target with no window open (started inside one to outlive
+    /// it, with `nohup` or `setsid`): `ended` were killed, `remaining`
+    /// could not be. Each is `NAME (PID)`; arguments are never recorded.
+    LeftoverProcessesEnded {
+        resource: String,
+        ended: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        remaining: Vec<String>,
+    },
+    /// Looking for such processes failed; they may still be running.
+    LeftoverProcessesUnchecked {
+        resource: String,
+        error: String,
+    },
     /// The target refused the managed account's own credential (it was
     /// changed there outside the gateway) and the reconcile role reset it.
     CredentialReconciled {

@@ -196,6 +196,9 @@ pub struct ResourceSection {
     pub upstream_tls_ca: Option<PathBuf>,
     /// Rotate the managed credential on this schedule too.
     pub rotation_interval: Option<HumanDuration>,
+    /// SSH only: end the managed account's processes left running on the
+    /// target after the last window (default true).
+    pub end_leftover_processes: Option<bool>,
     /// Postgres only: a role that may reset the managed account's password.
     pub reconcile_account: Option<String>,
     pub reconcile_credential_file: Option<PathBuf>,

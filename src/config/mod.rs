@@ -138,6 +138,11 @@ pub struct Resource {
     pub upstream_tls_ca: Option<PathBuf>,
     /// Scheduled rotation of the managed credential.
     pub rotation_interval: Option<Duration>,
+    /// SSH only: at a rotation with no window open, processes of the
+    /// managed account still running on the target (started inside a
+    /// window with `nohup`, `setsid`, ...) are ended, so no shell outlives
+    /// its window. Off for an account that also runs services.
+    pub end_leftover_processes: bool,
     /// Postgres only: an administrative role that resets the managed
     /// account's password when the account's own credential is refused.
     pub reconcile: Option<Reconcile>,

@@ -234,3 +234,26 @@ fn a_reconcile_role_comes_with_its_credential_on_postgres_resources_only() {
         );
     }
 }
+
+#[test]
+fn leftover_processes_are_ended_on_ssh_resources_unless_turned_off() {
+    let with = |base: &str, keys: &str| {
+        base.replace(
+            "[resource.workflow]",
+            &format!("{keys}\n[resource.workflow]"),
+        )
+    };
+    assert!(load(BASE).unwrap().resources["web-01"].end_leftover_processes);
+    let off = load(&with(BASE, "end_leftover_processes = false")).unwrap();
+    assert!(!off.resources["web-01"].end_leftover_processes);
+    let postgres = BASE.replace(
+        "kind = \"ssh\"\naddress = \"127.0.0.1:22\"\naccount = \"deploy\"",
+        "kind = \"postgres\"\naddress = \"127.0.0.1:5432\"\naccount = \"app\"\ndatabase = \"db\"",
+    );
+    assert!(!load(&postgres).unwrap().resources["web-01"].end_leftover_processes);
+    let message = problem(&with(&postgres, "end_leftover_processes = true"));
+    assert!(
+        message.contains("end_leftover_processes") && message.contains("only for ssh"),
+        "{message}"
+    );
+}

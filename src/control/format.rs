@@ -128,6 +128,23 @@ pub fn describe(event: &AuditEvent) -> String {
             resource,
             fingerprint,
         } => format!("planted key removed from {resource}: {fingerprint}"),
+        AuditEvent::LeftoverProcessesEnded {
+            resource,
+            ended,
+            remaining,
+        } => {
+            let mut text = format!(
+                "ended processes left running on {resource} after its windows: {}",
+                ended.join(", ")
+            );
+            if !remaining.is_empty() {
+                text.push_str(&format!("; COULD NOT END {}", remaining.join(", ")));
+            }
+            text
+        }
+        AuditEvent::LeftoverProcessesUnchecked { resource, error } => format!(
+            "COULD NOT CHECK {resource} for processes left running after its windows: {error}"
+        ),
         AuditEvent::CredentialReconciled { resource, account } => format!(
             "credential of {resource} was changed on the target outside jitgate; reset by {account}"
         ),

@@ -7,7 +7,8 @@
 //! tests which of the two the target accepts and converges on it.
 //!
 //! - `postgres`: ALTER ROLE with a gateway-computed SCRAM verifier.
-//! - `ssh`: a new ed25519 key replaces all of `authorized_keys`.
+//! - `ssh`: a new ed25519 key replaces all of `authorized_keys`; with no
+//!   window open, processes the windows left running are ended.
 
 mod pg_tls;
 mod postgres;
@@ -170,6 +171,9 @@ impl Rotator {
             ));
         }
         fault_point("after_confirm").await;
+        if kind == CredentialKind::SshKey && resource.end_leftover_processes {
+            self.end_leftover_processes(resource, &new).await;
+        }
         vault.promote(name)?;
         self.gateway.scram_keys().forget(name);
         for fingerprint in planted {
@@ -238,6 +242,39 @@ impl Rotator {
         })
         .await;
         Ok(())
+    }
+
+    /// With no window open on `resource`, ends what its windows left
+    /// running on the target. Audited when there was anything (or the
+    /// check failed); never fails the rotation, whose key is already in.
+    async fn end_leftover_processes(&self, resource: &Resource, secret: &Secret) {
+        let now = tokio::time::Instant::now();
+        let window_open = self
+            .gateway
+            .leases()
+            .all()
+            .iter()
+            .any(|lease| lease.resource == resource.name && lease.is_live(now));
+        if window_open {
+            return;
+        }
+        let known = self.gateway.known_hosts();
+        let event = match ssh::end_leftover_processes(resource, known, secret).await {
+            Ok(found) if found.ended.is_empty() && found.remaining.is_empty() => return,
+            Ok(found) => AuditEvent::LeftoverProcessesEnded {
+                resource: resource.name.clone(),
+                ended: found.ended.iter().map(ToString::to_string).collect(),
+                remaining: found.remaining.iter().map(ToString::to_string).collect(),
+            },
+            Err(error) => {
+                tracing::warn!(resource = %resource.name, %error, "could not check for leftover processes");
+                AuditEvent::LeftoverProcessesUnchecked {
+                    resource: resource.name.clone(),
+                    error: error.to_string(),
+                }
+            }
+        };
+        self.audit(event).await;
     }
 
     async fn apply(

@@ -80,6 +80,10 @@ fn unique_account_name() -> String {
 impl Drop for SshTarget {
     fn drop(&mut self) {
         self.sshd.stop();
+        // Whatever a test left running as the account goes with it.
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-u", &self.sshd.account])
+            .status();
         jitgate::targets::sshd::remove_account(&self.sshd.account);
     }
 }
