@@ -469,7 +469,7 @@ fn a_resource_added_by_a_reload_brings_its_credential_into_the_vault() {
     jitgate::secret::write_secret_file(&credential, "db2-secret").unwrap();
     let mut text = std::fs::read_to_string(world.config_path()).unwrap();
     text.push_str(&format!(
-        "\n[[resource]]\nname = \"db-2\"\nkind = \"postgres\"\naddress = \"127.0.0.1:1\"\naccount = \"app\"\ndatabase = \"db\"\ncredential_file = \"{}\"\n",
+        "\n[[resource]]\nname = \"db-2\"\nkind = \"postgres\"\naddress = \"127.0.0.1:1\"\naccount = \"app2\"\ndatabase = \"db\"\ncredential_file = \"{}\"\n",
         credential.display()
     ));
     std::fs::write(world.config_path(), text).unwrap();
@@ -723,10 +723,13 @@ fn processes_a_window_left_running_are_ended_when_it_closes() {
         wait_until(Duration::from_secs(5), || runs(&world, "sleep 4242.25")),
         "the detached process outlives the ssh session"
     );
-    // A rotation inside the window leaves her processes alone.
-    world.ok("root", "rotate web-01");
-    assert!(runs(&world, "sleep 4242.25"), "ended inside the window");
+    // While anyone's window is open, the account's processes may be
+    // theirs: the rotation after alice's check-in leaves them alone.
+    let zoe_id = world.lease_web("zoe", "10m");
     world.ok("alice", &format!("checkin {web_id}"));
+    assert!(rotated(&world, "web-01", 1), "{}", world.audit_text());
+    assert!(runs(&world, "sleep 4242.25"), "ended inside zoe's window");
+    world.ok("zoe", &format!("checkin {zoe_id}"));
     assert!(rotated(&world, "web-01", 2), "{}", world.audit_text());
     assert!(
         !runs(&world, "sleep 4242.25"),

@@ -257,3 +257,20 @@ fn leftover_processes_are_ended_on_ssh_resources_unless_turned_off() {
         "{message}"
     );
 }
+
+#[test]
+fn two_resources_cannot_manage_one_account() {
+    let second = BASE.to_string()
+        + "\n[[resource]]\nname = \"web-01-tunnel\"\nkind = \"ssh\"\naddress = \"127.0.0.1:22\"\naccount = \"deploy\"\n";
+    let message = problem(&second);
+    assert!(
+        message.contains("resource[1].account")
+            && message.contains("already managed by resource \"web-01\""),
+        "{message}"
+    );
+    let other_account = second.replace(
+        "name = \"web-01-tunnel\"\nkind = \"ssh\"\naddress = \"127.0.0.1:22\"\naccount = \"deploy\"",
+        "name = \"web-01-tunnel\"\nkind = \"ssh\"\naddress = \"127.0.0.1:22\"\naccount = \"tunnel\"",
+    );
+    assert_eq!(load(&other_account).unwrap().resources.len(), 2);
+}

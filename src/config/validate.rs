@@ -104,6 +104,22 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Config, ConfigError> {
                 format!("duplicate resource name {:?}", resource.name),
             ));
         }
+        // Each rotation replaces the account's whole credential (all of
+        // authorized_keys, the role's password): two resources on one
+        // account would lock each other out at every rotation.
+        if let Some(other) = resources.values().find(|other: &&Resource| {
+            other.kind == resource.kind
+                && other.address == resource.address
+                && other.account == resource.account
+        }) {
+            return Err(check.invalid(
+                format!("resource[{index}].account"),
+                format!(
+                    "{} at {} is already managed by resource {:?}; two resources cannot share an account",
+                    resource.account, resource.address, other.name
+                ),
+            ));
+        }
         resources.insert(resource.name.clone(), resource);
     }
 
