@@ -659,7 +659,7 @@ fn a_managed_key_removed_from_inside_a_window_is_reported_at_the_next_login() {
     plant_key(&world, "planted", "> ~/.ssh/authorized_keys");
     // The gateway's next login is refused; that alone starts a rotation,
     // which cannot log in either and fails loudly, long before the lease
-    // ends (SSH resources have no reconcile role).
+    // ends (this resource has no reconcile account).
     let out = world
         .target_ssh("alice", "web-01")
         .arg("true")
@@ -782,4 +782,72 @@ fn an_account_that_also_runs_services_can_keep_its_processes() {
     assert!(rotated(&world, "web-01", 1), "{}", world.audit_text());
     assert!(runs(&world, "sleep 4243.5"), "the process was ended anyway");
     assert!(!world.audit_text().contains("leftover_processes"));
+}
+
+/// A gateway whose web-01 has root as its reconcile account (on that sshd
+/// only, with a key of its own, kept in the returned directory).
+fn with_root_reconcile() -> (World, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let root_key = dir.path().join("root-key");
+    jitgate::targets::ensure_ssh_key(&root_key, "reconcile").unwrap();
+    let world = World::with_ssh_target(|t| {
+        t.replacen(
+            "account = \"jg",
+            &format!(
+                "reconcile_account = \"root\"\nreconcile_credential_file = \"{}\"\naccount = \"jg",
+                root_key.display()
+            ),
+            1,
+        )
+    });
+    let public = std::fs::read_to_string(root_key.with_extension("pub")).unwrap();
+    let target = world.ssh_target.as_ref().unwrap();
+    target.sshd.allow_root_key(public.trim()).unwrap();
+    (world, dir)
+}
+
+#[test]
+fn a_managed_key_swapped_inside_a_window_is_put_back_by_the_reconcile_account() {
+    let (world, _root_key) = with_root_reconcile();
+    let web_id = world.lease_web("alice", "10m");
+    leave_running(&world, "4244.5");
+    // Alice swaps the gateway's key for her own and breaks her account's
+    // shell for everyone who logs in after her.
+    let planted = plant_key(&world, "planted", "> ~/.ssh/authorized_keys");
+    let status = world
+        .direct_ssh(&planted)
+        .arg("sed -i '1i echo hijacked; exit 0' ~/.bashrc")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The gateway's next login is refused, which starts a rotation at
+    // once; root puts a fresh gateway key in, her .bashrc notwithstanding.
+    let refused = world
+        .target_ssh("alice", "web-01")
+        .arg("true")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(rotated(&world, "web-01", 1), "{}", world.audit_text());
+    let audit = world.audit_text();
+    assert!(
+        audit.contains(r#""account":"root","resource":"web-01","type":"credential_reconciled""#),
+        "{audit}"
+    );
+    let fingerprint = fingerprint_of(&planted);
+    assert!(
+        audit.contains(&format!(r#""fingerprint":"{fingerprint}""#)),
+        "{audit}"
+    );
+    assert!(!ssh_direct_works(&world, &planted), "her key survived");
+    // Inside her window her processes are hers.
+    assert!(runs(&world, "sleep 4244.5"));
+    world.ok("alice", &format!("checkin {web_id}"));
+    assert!(rotated(&world, "web-01", 2), "{}", world.audit_text());
+    // Root ended it, whatever her .bashrc does to the account's logins.
+    assert!(
+        !runs(&world, "sleep 4244.5"),
+        "the leftover process survived"
+    );
+    assert!(world.audit_text().contains(r#""ended":["sleep ("#));
 }

@@ -199,7 +199,7 @@ pub struct ResourceSection {
     /// SSH only: end the managed account's processes left running on the
     /// target after the last window (default true).
     pub end_leftover_processes: Option<bool>,
-    /// Postgres only: a role that may reset the managed account's password.
+    /// An account that may reset the managed account's credential.
     pub reconcile_account: Option<String>,
     pub reconcile_credential_file: Option<PathBuf>,
     #[serde(default)]

@@ -143,20 +143,22 @@ pub struct Resource {
     /// window with `nohup`, `setsid`, ...) are ended, so no shell outlives
     /// its window. Off for an account that also runs services.
     pub end_leftover_processes: bool,
-    /// Postgres only: an administrative role that resets the managed
-    /// account's password when the account's own credential is refused.
+    /// An administrative account that resets the managed account's
+    /// credential when the account's own is refused: a Postgres role with
+    /// CREATEROLE, or an SSH login that is root or may `sudo -u` the
+    /// managed account.
     pub reconcile: Option<Reconcile>,
     pub workflow: WorkflowSettings,
 }
 
-/// The role a rotation falls back on when the managed account's password
-/// was changed on the target behind the gateway's back (a user inside a
-/// window can `ALTER ROLE` their own session's role): without it that
-/// password would outlive the window.
+/// The account a rotation falls back on when the managed account's
+/// credential was changed on the target behind the gateway's back (a user
+/// inside a window can `ALTER ROLE` their own session's role, or rewrite
+/// `authorized_keys`): without it that credential would outlive the window.
 #[derive(Clone, Debug)]
 pub struct Reconcile {
     pub account: String,
-    /// Its password (one line, mode 0600), read when it is needed.
+    /// Its password or OpenSSH private key (mode 0600), read when needed.
     pub credential_file: PathBuf,
 }
 

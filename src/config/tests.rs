@@ -187,7 +187,7 @@ fn bad_addresses_and_keys_are_refused() {
 }
 
 #[test]
-fn a_reconcile_role_comes_with_its_credential_on_postgres_resources_only() {
+fn a_reconcile_account_comes_with_its_credential() {
     let postgres = BASE.replace(
         "kind = \"ssh\"\naddress = \"127.0.0.1:22\"\naccount = \"deploy\"",
         "kind = \"postgres\"\naddress = \"127.0.0.1:5432\"\naccount = \"app\"\ndatabase = \"db\"",
@@ -199,6 +199,11 @@ fn a_reconcile_role_comes_with_its_credential_on_postgres_resources_only() {
         )
     };
     let both = "reconcile_account = \"admin\"\nreconcile_credential_file = \"credentials/admin\"";
+    let ssh = load(&with(BASE, both)).unwrap();
+    assert_eq!(
+        ssh.resources["web-01"].reconcile.clone().unwrap().account,
+        "admin"
+    );
     let config = load(&with(&postgres, both)).unwrap();
     let reconcile = config.resources["web-01"].reconcile.clone().unwrap();
     assert_eq!(reconcile.account, "admin");
@@ -224,7 +229,6 @@ fn a_reconcile_role_comes_with_its_credential_on_postgres_resources_only() {
             with(&postgres, &both.replace("\"admin\"", "\"app\"")),
             "other than the managed account",
         ),
-        (with(BASE, both), "only for postgres resources"),
     ];
     for (text, expected) in cases {
         let message = problem(&text);

@@ -363,7 +363,7 @@ fn validate_resource(
     if section.upstream_tls_ca.is_some() && kind != ResourceKind::Postgres {
         return Err(check.invalid(key("upstream_tls_ca"), "only for postgres resources"));
     }
-    let reconcile = reconcile_of(check, &section, kind, &key)?;
+    let reconcile = reconcile_of(check, &section, &key)?;
     if section.end_leftover_processes.is_some() && kind != ResourceKind::Ssh {
         return Err(check.invalid(key("end_leftover_processes"), "only for ssh resources"));
     }
@@ -390,12 +390,11 @@ fn validate_resource(
     })
 }
 
-/// `reconcile_account` and `reconcile_credential_file` come together, on
-/// postgres resources, naming a role other than the managed one.
+/// `reconcile_account` and `reconcile_credential_file` come together,
+/// naming an account other than the managed one.
 fn reconcile_of(
     check: &Checker,
     section: &ResourceSection,
-    kind: ResourceKind,
     key: &impl Fn(&str) -> String,
 ) -> Result<Option<Reconcile>, ConfigError> {
     let (account, file) = match (
@@ -417,13 +416,10 @@ fn reconcile_of(
             ));
         }
     };
-    if kind != ResourceKind::Postgres {
-        return Err(check.invalid(key("reconcile_account"), "only for postgres resources"));
-    }
     if account.is_empty() || *account == section.account {
         return Err(check.invalid(
             key("reconcile_account"),
-            "must name a role other than the managed account",
+            "must name an account other than the managed account",
         ));
     }
     Ok(Some(Reconcile {

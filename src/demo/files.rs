@@ -111,6 +111,8 @@ kind = "ssh"
 address = "127.0.0.1:{target_ssh}"
 account = "{account}"
 credential_file = "credentials/web-01"
+reconcile_account = "root"
+reconcile_credential_file = "credentials/web-01-admin"
 [resource.workflow]
 approval_levels = [{{ approvers = ["user:bob"] }}]
 mfa_required = true

@@ -95,6 +95,11 @@ pub fn prepare(dir: &Path) -> anyhow::Result<Demo> {
         &managed_public,
     )
     .context("cannot start the demo's SSH target")?;
+    // root on that sshd (only) resets the managed key should a user swap
+    // it from inside a window, and ends what windows leave running.
+    let admin_key = dir.join("credentials/web-01-admin");
+    targets::ensure_ssh_key(&admin_key, "jitgate-reconcile")?;
+    sshd.allow_root_key(std::fs::read_to_string(admin_key.with_extension("pub"))?.trim())?;
 
     let postgres = Postgres::start(ports.target_postgres, &[])
         .context("cannot start the demo's PostgreSQL target")?;

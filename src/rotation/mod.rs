@@ -10,6 +10,7 @@
 //! - `ssh`: a new ed25519 key replaces all of `authorized_keys`; with no
 //!   window open, processes the windows left running are ended.
 
+mod leftovers;
 mod pg_tls;
 mod postgres;
 mod ssh;
@@ -154,8 +155,7 @@ impl Rotator {
         fault_point("after_pending").await;
         let planted = match self.apply(resource, kind, &current, &new).await {
             Err(refused @ RotationError::Refused(_)) => {
-                self.reconcile(resource, &new, refused).await?;
-                Vec::new()
+                self.reconcile(resource, kind, &new, refused).await?
             }
             applied => applied?,
         };
@@ -176,14 +176,18 @@ impl Rotator {
         }
         vault.promote(name)?;
         self.gateway.scram_keys().forget(name);
+        self.audit_planted(name, planted).await;
+        Ok(version)
+    }
+
+    async fn audit_planted(&self, resource: &str, planted: Vec<String>) {
         for fingerprint in planted {
             self.audit(AuditEvent::PlantedKeyRemoved {
-                resource: name.clone(),
+                resource: resource.to_string(),
                 fingerprint,
             })
             .await;
         }
-        Ok(version)
     }
 
     /// Settles a rotation that was interrupted: keeps whichever secret the
@@ -211,37 +215,50 @@ impl Rotator {
             tracing::info!(resource = %name, "an interrupted rotation never reached the target; abandoned");
             return Ok(());
         }
-        self.reconcile(resource, &pending, RotationError::Lost(name.clone()))
+        let planted = self
+            .reconcile(resource, kind, &pending, RotationError::Lost(name.clone()))
             .await?;
         if !self.works(resource, kind, &pending).await? {
             return Err(RotationError::Lost(name.clone()));
         }
         vault.promote(name)?;
         self.gateway.scram_keys().forget(name);
+        self.audit_planted(name, planted).await;
         Ok(())
     }
 
     /// The target refuses the managed account's own credential: someone
     /// changed it there, perhaps from inside a window, and would keep it
-    /// past the window's end. Sets `new` with the reconcile role when the
-    /// resource has one; otherwise the rotation fails with `refused`.
+    /// past the window's end. Sets `new` with the reconcile account when
+    /// the resource has one (returning, for SSH, the keys it found there
+    /// instead of the gateway's); otherwise the rotation fails with
+    /// `refused`.
     async fn reconcile(
         &self,
         resource: &Resource,
+        kind: CredentialKind,
         new: &Secret,
         refused: RotationError,
-    ) -> Result<(), RotationError> {
+    ) -> Result<Vec<String>, RotationError> {
         let Some(reconcile) = &resource.reconcile else {
             return Err(refused);
         };
         tracing::warn!(resource = %resource.name, "the managed credential was changed on the target; resetting it");
-        postgres::reset(resource, reconcile, new, self.timeout()).await?;
+        let planted = match kind {
+            CredentialKind::Password => {
+                postgres::reset(resource, reconcile, new, self.timeout()).await?;
+                Vec::new()
+            }
+            CredentialKind::SshKey => {
+                ssh::reset(resource, self.gateway.known_hosts(), reconcile, new).await?
+            }
+        };
         self.audit(AuditEvent::CredentialReconciled {
             resource: resource.name.clone(),
             account: reconcile.account.clone(),
         })
         .await;
-        Ok(())
+        Ok(planted)
     }
 
     /// With no window open on `resource`, ends what its windows left
@@ -259,7 +276,7 @@ impl Rotator {
             return;
         }
         let known = self.gateway.known_hosts();
-        let event = match ssh::end_leftover_processes(resource, known, secret).await {
+        let event = match leftovers::end(resource, known, secret).await {
             Ok(found) if found.ended.is_empty() && found.remaining.is_empty() => return,
             Ok(found) => AuditEvent::LeftoverProcessesEnded {
                 resource: resource.name.clone(),
@@ -290,7 +307,16 @@ impl Rotator {
                 Ok(Vec::new())
             }
             CredentialKind::SshKey => {
-                ssh::apply(resource, self.gateway.known_hosts(), current, new).await
+                let applied =
+                    ssh::apply(resource, self.gateway.known_hosts(), current, new).await?;
+                if let Some(account) = applied.reset_by {
+                    self.audit(AuditEvent::CredentialReconciled {
+                        resource: resource.name.clone(),
+                        account,
+                    })
+                    .await;
+                }
+                Ok(applied.planted)
             }
         }
     }

@@ -1,5 +1,8 @@
 //! SSH rotation: a new ed25519 key replaces everything in the managed
-//! account's `authorized_keys`, atomically, through the current key.
+//! account's `authorized_keys`, atomically, through the current key — or,
+//! when the target refuses that key (someone swapped it from inside a
+//! window), through the resource's reconcile account (root, or a user
+//! allowed to `sudo -u` the managed account).
 //!
 //! OpenSSH also reads `~/.ssh/authorized_keys2` unless the target's
 //! `AuthorizedKeysFile` says otherwise, so a key planted there from inside
@@ -11,8 +14,9 @@ use russh::client::Handle;
 use russh::keys::ssh_key::{self, HashAlg, LineEnding, PrivateKey, PublicKey};
 
 use super::RotationError;
-use crate::config::Resource;
-use crate::secret::Secret;
+use crate::config::{Reconcile, Resource};
+use crate::secret::{Secret, read_secret_file};
+use crate::ssh::KnownHosts;
 use crate::ssh::upstream::{self, UpstreamError, UpstreamHandler};
 
 /// Replaces the file in one rename, so the account never has none.
@@ -29,83 +33,231 @@ pub fn generate() -> Secret {
     Secret::new(text.to_string())
 }
 
-fn public_line(secret: &Secret) -> Result<String, RotationError> {
+fn public_key(secret: &Secret) -> Result<PublicKey, RotationError> {
     let key = russh::keys::decode_secret_key(secret.expose(), None)
         .map_err(|e| RotationError::Credential(e.to_string()))?;
-    key.public_key()
-        .to_openssh()
-        .map_err(|e| RotationError::Credential(e.to_string()))
-}
-
-async fn login(
-    resource: &Resource,
-    known: &crate::ssh::KnownHosts,
-    secret: &Secret,
-) -> Result<Handle<UpstreamHandler>, UpstreamError> {
-    upstream::connect(resource, known, Some(secret.clone()))
-        .await
-        .map(|(handle, _)| handle)
+    Ok(key.public_key().clone())
 }
 
 /// Whether `secret` logs in: Ok(false) when the target refuses it.
 pub async fn works(
     resource: &Resource,
-    known: &crate::ssh::KnownHosts,
+    known: &KnownHosts,
     secret: &Secret,
 ) -> Result<bool, RotationError> {
-    match login(resource, known, secret).await {
-        Ok(handle) => {
-            let _ = handle
-                .disconnect(russh::Disconnect::ByApplication, "", "")
-                .await;
+    match AccountShell::managed(resource, known, secret).await {
+        Ok(shell) => {
+            shell.close().await;
             Ok(true)
         }
-        Err(UpstreamError::Refused { .. }) => Ok(false),
-        Err(e) => Err(RotationError::Unreachable(e.to_string())),
+        Err(RotationError::Refused(_)) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
-/// Installs `new` as the only key; returns the fingerprints of keys that
-/// were there besides the gateway's current one (planted during a window).
+/// What `apply` did besides installing the new key.
+pub struct Applied {
+    /// Fingerprints of keys that were there besides the gateway's current
+    /// one (planted during a window); all were removed.
+    pub planted: Vec<String>,
+    /// The reconcile account, if it found the gateway's current key gone
+    /// (swapped from inside a window) and put the gateway's back.
+    pub reset_by: Option<String>,
+}
+
+/// Installs `new` as the only key. With a reconcile account, acts through
+/// it, so nothing the managed account's own login runs (its shell's
+/// startup files, which a window could rewrite) is involved; otherwise
+/// through the managed account's login with `current`.
 pub async fn apply(
     resource: &Resource,
-    known: &crate::ssh::KnownHosts,
+    known: &KnownHosts,
     current: &Secret,
     new: &Secret,
-) -> Result<Vec<String>, RotationError> {
-    let handle = login(resource, known, current).await.map_err(|e| match e {
-        UpstreamError::Refused { .. } => RotationError::Refused(e.to_string()),
-        other => RotationError::Unreachable(other.to_string()),
-    })?;
-    let (_, listing) = exec(&handle, LIST, b"").await?;
-    let ours = public_line(current)?;
-    let ours =
-        PublicKey::from_openssh(&ours).map_err(|e| RotationError::Credential(e.to_string()))?;
-    let planted = String::from_utf8_lossy(&listing)
-        .lines()
-        .filter_map(|line| PublicKey::from_openssh(line.trim()).ok())
-        .filter(|key| key.key_data() != ours.key_data())
-        .map(|key| key.fingerprint(HashAlg::Sha256).to_string())
-        .collect();
-    let line = format!("{}\n", public_line(new)?);
-    let (status, _) = exec(&handle, REPLACE, line.as_bytes()).await?;
-    let _ = handle
-        .disconnect(russh::Disconnect::ByApplication, "", "")
-        .await;
-    if status != Some(0) {
-        return Err(RotationError::Target(format!(
-            "replacing authorized_keys exited with {status:?}"
-        )));
-    }
-    Ok(planted)
+) -> Result<Applied, RotationError> {
+    let shell = match &resource.reconcile {
+        Some(reconcile) => AccountShell::reconcile(resource, known, reconcile).await?,
+        None => AccountShell::managed(resource, known, current).await?,
+    };
+    let ours = public_key(current)?;
+    let replaced = replace_keys(&shell, Some(&ours), new).await;
+    shell.close().await;
+    let (planted, ours_found) = replaced?;
+    let reset_by = match &resource.reconcile {
+        Some(reconcile) if !ours_found => Some(reconcile.account.clone()),
+        _ => None,
+    };
+    Ok(Applied { planted, reset_by })
 }
 
-/// Runs `command` with `input` on stdin; returns (exit status, stdout).
+/// Installs `new` as the only key through the reconcile account, for when
+/// neither of the gateway's keys is accepted; returns the fingerprints of
+/// every key that was there (none of them is the gateway's any more).
+pub async fn reset(
+    resource: &Resource,
+    known: &KnownHosts,
+    reconcile: &Reconcile,
+    new: &Secret,
+) -> Result<Vec<String>, RotationError> {
+    let shell = AccountShell::reconcile(resource, known, reconcile).await?;
+    let replaced = replace_keys(&shell, None, new).await;
+    shell.close().await;
+    replaced.map(|(planted, _)| planted)
+}
+
+/// Replaces the account's keys with `new`'s; returns the fingerprints of
+/// the keys that were there other than `ours`, and whether `ours` was.
+async fn replace_keys(
+    shell: &AccountShell,
+    ours: Option<&PublicKey>,
+    new: &Secret,
+) -> Result<(Vec<String>, bool), RotationError> {
+    let listing = shell
+        .run(LIST, b"")
+        .await?
+        .success("listing authorized_keys")?;
+    let keys: Vec<PublicKey> = String::from_utf8_lossy(&listing)
+        .lines()
+        .filter_map(|line| PublicKey::from_openssh(line.trim()).ok())
+        .collect();
+    let is_ours = |key: &PublicKey| ours.is_some_and(|ours| key.key_data() == ours.key_data());
+    let ours_found = keys.iter().any(is_ours);
+    let planted = keys
+        .iter()
+        .filter(|key| !is_ours(key))
+        .map(|key| key.fingerprint(HashAlg::Sha256).to_string())
+        .collect();
+    let line = public_key(new)?
+        .to_openssh()
+        .map_err(|e| RotationError::Credential(e.to_string()))?;
+    shell
+        .run(REPLACE, format!("{line}\n").as_bytes())
+        .await?
+        .success("replacing authorized_keys")?;
+    Ok((planted, ours_found))
+}
+
+/// A login on the target that runs commands as the managed account: its
+/// own login, or the reconcile account's, each command handed to the
+/// managed account with `runuser` (as root) or `sudo -n -u` (otherwise),
+/// in a clean environment with its home as `HOME`.
+pub struct AccountShell {
+    handle: Handle<UpstreamHandler>,
+    /// Set when logged in as the reconcile account: the managed account.
+    switch_to: Option<String>,
+}
+
+impl AccountShell {
+    pub async fn managed(
+        resource: &Resource,
+        known: &KnownHosts,
+        secret: &Secret,
+    ) -> Result<Self, RotationError> {
+        let handle = upstream::connect(resource, known, Some(secret.clone()))
+            .await
+            .map(|(handle, _)| handle)
+            .map_err(|e| match e {
+                UpstreamError::Refused { .. } => RotationError::Refused(e.to_string()),
+                other => RotationError::Unreachable(other.to_string()),
+            })?;
+        Ok(Self {
+            handle,
+            switch_to: None,
+        })
+    }
+
+    pub async fn reconcile(
+        resource: &Resource,
+        known: &KnownHosts,
+        reconcile: &Reconcile,
+    ) -> Result<Self, RotationError> {
+        let key = read_secret_file(&reconcile.credential_file).map_err(|e| {
+            RotationError::Credential(format!(
+                "reconcile_credential_file of {}: {e}",
+                resource.name
+            ))
+        })?;
+        let handle = upstream::connect_as(resource, &reconcile.account, known, Some(key))
+            .await
+            .map(|(handle, _)| handle)
+            .map_err(|e| match e {
+                UpstreamError::Refused { .. } => RotationError::Refused(format!(
+                    "the target refused the reconcile account {}",
+                    reconcile.account
+                )),
+                other => RotationError::Unreachable(other.to_string()),
+            })?;
+        Ok(Self {
+            handle,
+            switch_to: Some(resource.account.clone()),
+        })
+    }
+
+    /// Runs `command` (a `sh` script) as the managed account with `input`
+    /// on stdin.
+    pub async fn run(&self, command: &str, input: &[u8]) -> Result<Output, RotationError> {
+        let command = match &self.switch_to {
+            None => command.to_string(),
+            Some(account) => as_account(account, command),
+        };
+        exec(&self.handle, &command, input).await
+    }
+
+    pub async fn close(self) {
+        let _ = self
+            .handle
+            .disconnect(russh::Disconnect::ByApplication, "", "")
+            .await;
+    }
+}
+
+/// Wraps `command` to run as `account` from a privileged login.
+fn as_account(account: &str, command: &str) -> String {
+    let missing = shell_words::quote(&format!("no account {account} on the target")).into_owned();
+    let account = shell_words::quote(account);
+    let command = shell_words::quote(command);
+    format!(
+        "home=$(getent passwd {account} | cut -d: -f6) && [ -n \"$home\" ] || {{ echo {missing} >&2; exit 1; }}; \
+         set -- env -i HOME=\"$home\" PATH=/usr/sbin:/usr/bin:/sbin:/bin /bin/sh -c {command}; \
+         if [ \"$(id -u)\" -eq 0 ]; then exec runuser -u {account} -- \"$@\"; \
+         else exec sudo -n -u {account} -- \"$@\"; fi"
+    )
+}
+
+/// What a command run on the target left.
+#[derive(Default)]
+pub struct Output {
+    pub status: Option<u32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    /// Its stdout if it exited 0; else an error saying what `doing` was
+    /// and the first line of its stderr (where sudo and the shell explain).
+    pub fn success(self, doing: &str) -> Result<Vec<u8>, RotationError> {
+        if self.status == Some(0) {
+            return Ok(self.stdout);
+        }
+        let stderr = String::from_utf8_lossy(&self.stderr);
+        let reason = stderr.lines().next().unwrap_or_default().trim();
+        let status = self
+            .status
+            .map_or("without an exit status".to_string(), |s| {
+                format!("with {s}")
+            });
+        Err(RotationError::Target(format!(
+            "{doing} exited {status}: {reason}"
+        )))
+    }
+}
+
+/// Runs `command` with `input` on stdin.
 async fn exec(
     handle: &Handle<UpstreamHandler>,
     command: &str,
     input: &[u8],
-) -> Result<(Option<u32>, Vec<u8>), RotationError> {
+) -> Result<Output, RotationError> {
     let failed = |e: russh::Error| RotationError::Unreachable(e.to_string());
     let mut channel = handle.channel_open_session().await.map_err(failed)?;
     channel.exec(true, command).await.map_err(failed)?;
@@ -113,157 +265,18 @@ async fn exec(
         channel.data(input).await.map_err(failed)?;
     }
     channel.eof().await.map_err(failed)?;
-    let (mut status, mut output) = (None, Vec::new());
+    let mut output = Output::default();
     while let Some(message) = channel.wait().await {
         match message {
-            ChannelMsg::Data { data } => output.extend_from_slice(&data),
-            ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+            ChannelMsg::Data { data } => output.stdout.extend_from_slice(&data),
+            // Bounded: only the first line is ever shown.
+            ChannelMsg::ExtendedData { data, .. } if output.stderr.len() < 4096 => {
+                output.stderr.extend_from_slice(&data)
+            }
+            ChannelMsg::ExitStatus { exit_status } => output.status = Some(exit_status),
             ChannelMsg::Close => break,
             _ => {}
         }
     }
-    Ok((status, output))
-}
-
-/// Lists the account's processes: the shell's own pid and its parent's
-/// (the sshd process of this very login) first, so they can be left out;
-/// `exec` makes `ps` itself that shell.
-const LIST_PROCESSES: &str = "echo \"$$ $PPID\"; exec ps -o pid=,stat=,comm= -u \"$(id -u)\"";
-/// Kills can race a process that forks: this many rounds, then give up.
-const KILL_ROUNDS: usize = 3;
-
-/// A process of the managed account on the target: its pid and name (never
-/// its arguments, which may hold what a user typed).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TargetProcess {
-    pub pid: u32,
-    pub name: String,
-}
-
-impl std::fmt::Display for TargetProcess {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.name, self.pid)
-    }
-}
-
-/// What `end_leftover_processes` found: killed, and still running after.
-#[derive(Debug, Default)]
-pub struct Leftovers {
-    pub ended: Vec<TargetProcess>,
-    pub remaining: Vec<TargetProcess>,
-}
-
-/// Kills every process of the managed account but the login doing it:
-/// with no window open, whatever still runs was left behind by one.
-pub async fn end_leftover_processes(
-    resource: &Resource,
-    known: &crate::ssh::KnownHosts,
-    secret: &Secret,
-) -> Result<Leftovers, RotationError> {
-    let handle = login(resource, known, secret)
-        .await
-        .map_err(|e| RotationError::Unreachable(e.to_string()))?;
-    let mut leftovers = Leftovers::default();
-    for _ in 0..KILL_ROUNDS {
-        let found = list_processes(&handle).await?;
-        if found.is_empty() {
-            break;
-        }
-        let pids: Vec<String> = found.iter().map(|p| p.pid.to_string()).collect();
-        // Some may have exited meanwhile: kill's status says nothing useful.
-        let kill = format!("kill -KILL {} 2>/dev/null; exit 0", pids.join(" "));
-        exec(&handle, &kill, b"").await?;
-        for process in found {
-            if !leftovers.ended.contains(&process) {
-                leftovers.ended.push(process);
-            }
-        }
-    }
-    leftovers.remaining = list_processes(&handle).await?;
-    leftovers
-        .ended
-        .retain(|process| !leftovers.remaining.contains(process));
-    let _ = handle
-        .disconnect(russh::Disconnect::ByApplication, "", "")
-        .await;
-    Ok(leftovers)
-}
-
-async fn list_processes(
-    handle: &Handle<UpstreamHandler>,
-) -> Result<Vec<TargetProcess>, RotationError> {
-    let (status, output) = exec(handle, LIST_PROCESSES, b"").await?;
-    if status != Some(0) {
-        return Err(RotationError::Target(format!(
-            "listing the account's processes (ps) exited with {status:?}"
-        )));
-    }
-    parse_processes(&String::from_utf8_lossy(&output))
-}
-
-/// Parses `LIST_PROCESSES` output, leaving out the listing login's own
-/// processes and zombies (already dead, waiting to be reaped).
-fn parse_processes(output: &str) -> Result<Vec<TargetProcess>, RotationError> {
-    let malformed = |line: &str| RotationError::Target(format!("unexpected ps output: {line:?}"));
-    let mut lines = output.lines();
-    let header = lines.next().unwrap_or_default();
-    let own: Vec<u32> = header
-        .split_whitespace()
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .map_err(|_| malformed(header))?;
-    if own.len() != 2 {
-        return Err(malformed(header));
-    }
-    let mut processes = Vec::new();
-    for line in lines.filter(|line| !line.trim().is_empty()) {
-        let mut fields = line.trim_start().splitn(3, char::is_whitespace);
-        let (Some(pid), Some(stat), Some(name)) = (fields.next(), fields.next(), fields.next())
-        else {
-            return Err(malformed(line));
-        };
-        let pid: u32 = pid.parse().map_err(|_| malformed(line))?;
-        if own.contains(&pid) || stat.starts_with('Z') {
-            continue;
-        }
-        processes.push(TargetProcess {
-            pid,
-            name: name.trim().to_string(),
-        });
-    }
-    Ok(processes)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_listing_login_and_zombies_are_not_leftovers() {
-        let output = "200 150\n  150 S    sshd\n  200 R    ps\n  300 S    sleep\n  \
-                      310 Z    bash\n  320 Ss   tmux: server\n";
-        let names: Vec<String> = parse_processes(output)
-            .unwrap()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        assert_eq!(names, ["sleep (300)", "tmux: server (320)"]);
-        assert!(parse_processes("200 150\n").unwrap().is_empty());
-    }
-
-    #[test]
-    fn unexpected_listings_are_errors_not_empty_lists() {
-        for output in [
-            "",
-            "ps: not found\n",
-            "200\n",
-            "200 150\n  abc S sleep\n",
-            "1 2\n 3 S\n",
-        ] {
-            assert!(
-                parse_processes(output).is_err(),
-                "{output:?} was taken for a listing"
-            );
-        }
-    }
+    Ok(output)
 }

@@ -128,6 +128,17 @@ pub async fn connect(
     known: &KnownHosts,
     credential: Option<Secret>,
 ) -> Result<(Handle<UpstreamHandler>, HostKeyNote), UpstreamError> {
+    connect_as(resource, &resource.account, known, credential).await
+}
+
+/// `connect`, logging in as `account` instead of the managed account (the
+/// resource's reconcile account, for a rotation).
+pub async fn connect_as(
+    resource: &Resource,
+    account: &str,
+    known: &KnownHosts,
+    credential: Option<Secret>,
+) -> Result<(Handle<UpstreamHandler>, HostKeyNote), UpstreamError> {
     let name = resource.name.clone();
     let credential = credential.ok_or_else(|| UpstreamError::NoCredential {
         resource: name.clone(),
@@ -194,7 +205,7 @@ pub async fn connect(
     };
     let auth = handle
         .authenticate_publickey(
-            resource.account.clone(),
+            account.to_string(),
             PrivateKeyWithHashAlg::new(Arc::new(key), None),
         )
         .await

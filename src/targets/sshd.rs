@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use super::{TargetError, ensure_ssh_key, is_root, run, wait_listening};
 
+/// root's authorized keys for this server, in its directory.
+const ROOT_KEYS: &str = "root_authorized_keys";
+
 pub struct Sshd {
     child: Child,
     pub port: u16,
@@ -45,10 +48,7 @@ impl Sshd {
         let host_key = dir.join("ssh_host_ed25519_key");
         ensure_ssh_key(&host_key, "jitgate-target")?;
         let config = dir.join("sshd_config");
-        std::fs::write(
-            &config,
-            sshd_config(port, &host_key, &dir.join("sshd.pid"), account),
-        )?;
+        std::fs::write(&config, sshd_config(port, &host_key, dir, account))?;
         let log = std::fs::File::create(dir.join("sshd.log"))?;
         let child = Command::new(&sshd)
             .arg("-D")
@@ -78,6 +78,12 @@ impl Sshd {
         std::fs::read_to_string(self.dir.join("ssh_host_ed25519_key.pub"))
     }
 
+    /// Lets root log in to this server (only) with `public_key`: the
+    /// administrative account a resource's reconcile login may use.
+    pub fn allow_root_key(&self, public_key: &str) -> std::io::Result<()> {
+        crate::secret::write_secret_file(&self.dir.join(ROOT_KEYS), public_key)
+    }
+
     pub fn authorized_keys(&self) -> std::io::Result<String> {
         std::fs::read_to_string(self.home.join(".ssh/authorized_keys"))
     }
@@ -96,16 +102,20 @@ impl Drop for Sshd {
 
 /// `AuthorizedKeysFile` spells out OpenSSH's built-in default, as a stock
 /// target has it, so rotation is tried against keys planted in either file.
-fn sshd_config(port: u16, host_key: &Path, pid: &Path, account: &str) -> String {
+/// root may log in only with the keys of `allow_root_key` (none at first),
+/// kept in this server's directory, never in root's own home.
+fn sshd_config(port: u16, host_key: &Path, dir: &Path, account: &str) -> String {
     format!(
         "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\n\
          PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
-         PermitRootLogin no\nAllowUsers {account}\n\
+         PermitRootLogin prohibit-password\nAllowUsers {account} root\n\
          AuthorizedKeysFile .ssh/authorized_keys .ssh/authorized_keys2\n\
          StrictModes no\nPrintMotd no\nAllowTcpForwarding yes\nX11Forwarding no\n\
-         AcceptEnv LANG LC_* \nSubsystem sftp internal-sftp\nLogLevel VERBOSE\n",
+         AcceptEnv LANG LC_* \nSubsystem sftp internal-sftp\nLogLevel VERBOSE\n\
+         Match User root\n    AuthorizedKeysFile {}\n",
         host_key.display(),
-        pid.display()
+        dir.join("sshd.pid").display(),
+        dir.join(ROOT_KEYS).display(),
     )
 }
 

@@ -53,16 +53,24 @@ pub fn open_for(config: &Config) -> Result<(Vault, Vec<String>), VaultError> {
     Ok((vault, imported))
 }
 
-/// Reads every reconcile role's password file once, so a missing or
-/// unreadable one is refused at start or reload, not found in the middle
-/// of a reset. (Resets read the file again: it may change without a reload.)
+/// Reads every reconcile account's credential file once (and, for SSH,
+/// decodes its key), so a missing or unusable one is refused at start or
+/// reload, not found in the middle of a reset. (Resets read the file
+/// again: it may change without a reload.)
 pub fn check_reconcile_files(config: &Config) -> Result<(), VaultError> {
     for resource in config.resources.values() {
-        if let Some(reconcile) = &resource.reconcile {
-            read_secret_file(&reconcile.credential_file).map_err(|e| VaultError::Reconcile {
-                resource: resource.name.clone(),
-                problem: e.to_string(),
-            })?;
+        let Some(reconcile) = &resource.reconcile else {
+            continue;
+        };
+        let problem = |problem: String| VaultError::Reconcile {
+            resource: resource.name.clone(),
+            problem,
+        };
+        let secret =
+            read_secret_file(&reconcile.credential_file).map_err(|e| problem(e.to_string()))?;
+        if resource.kind == ResourceKind::Ssh {
+            russh::keys::decode_secret_key(secret.expose(), None)
+                .map_err(|e| problem(format!("not an unencrypted OpenSSH private key: {e}")))?;
         }
     }
     Ok(())

@@ -81,7 +81,7 @@ approval_levels = [
 name = "sandbox"
 kind = "ssh"
 address = "127.0.0.1:22"
-account = "deploy"
+account = "ops"
 [resource.workflow]
 mfa_required = false
 clock_starts = "approval"
