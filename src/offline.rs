@@ -14,6 +14,21 @@ use crate::secret::write_secret_file;
 
 pub fn check_config(file: &Path) -> Result<String, crate::config::ConfigError> {
     let config = Config::load(file)?;
+    // The gateway refuses to start without them; say so now.
+    crate::vault::check_reconcile_files(&config).map_err(|e| match e {
+        crate::vault::VaultError::Reconcile { resource, problem } => {
+            crate::config::ConfigError::Invalid {
+                path: file.to_path_buf(),
+                key: format!("resource {resource:?} reconcile_credential_file"),
+                problem,
+            }
+        }
+        other => crate::config::ConfigError::Invalid {
+            path: file.to_path_buf(),
+            key: "reconcile_credential_file".into(),
+            problem: other.to_string(),
+        },
+    })?;
     Ok(format!(
         "{}: OK ({} users, {} resources)",
         file.display(),

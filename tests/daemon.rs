@@ -42,6 +42,36 @@ fn check_config_accepts_the_example_and_names_mistakes_with_exit_64() {
         Some(64),
         "serve refuses to start on a bad config"
     );
+
+    // A reconcile account's key that is missing or no key at all.
+    let text = std::fs::read_to_string(example).unwrap();
+    let admin_key = dir.path().join("web-01-admin");
+    let with_reconcile = text.replacen(
+        "# reconcile_account = \"root\"\n# reconcile_credential_file = \"/etc/jitgate/credentials/web-01-admin\"",
+        &format!(
+            "reconcile_account = \"root\"\nreconcile_credential_file = \"{}\"",
+            admin_key.display()
+        ),
+        1,
+    );
+    assert_ne!(text, with_reconcile);
+    let config = dir.path().join("reconcile.toml");
+    std::fs::write(&config, with_reconcile).unwrap();
+    for (content, problem) in [
+        (None, "No such file"),
+        (Some("not a key"), "not an unencrypted OpenSSH private key"),
+    ] {
+        if let Some(content) = content {
+            jitgate::secret::write_secret_file(&admin_key, content).unwrap();
+        }
+        let out = jitgate(&["check-config", config.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(64));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("resource \"web-01\" reconcile_credential_file") && err.contains(problem),
+            "{err}"
+        );
+    }
 }
 
 #[test]
