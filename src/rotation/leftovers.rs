@@ -40,27 +40,34 @@ pub struct Leftovers {
 /// with no window open, whatever still runs was left behind by one. Acts
 /// through the reconcile account when there is one, so nothing the
 /// managed account's own login runs (its shell's startup files) is
-/// involved.
+/// involved. Stops as soon as `window_open` says a window opened
+/// meanwhile: its processes would be someone's work.
 pub async fn end(
     resource: &Resource,
     known: &KnownHosts,
     secret: &Secret,
+    window_open: &(dyn Fn() -> bool + Sync),
 ) -> Result<Leftovers, RotationError> {
     let shell = match &resource.reconcile {
         Some(reconcile) => AccountShell::reconcile(resource, known, reconcile).await?,
         None => AccountShell::managed(resource, known, secret).await?,
     };
-    let found = end_all(&shell).await;
+    let found = end_all(&shell, window_open).await;
     shell.close().await;
     found
 }
 
-async fn end_all(shell: &AccountShell) -> Result<Leftovers, RotationError> {
+async fn end_all(
+    shell: &AccountShell,
+    window_open: &(dyn Fn() -> bool + Sync),
+) -> Result<Leftovers, RotationError> {
     let mut leftovers = Leftovers::default();
     for _ in 0..KILL_ROUNDS {
         let found = list(shell).await?;
-        if found.is_empty() {
-            break;
+        // Nothing left, or what is left may be a new window's: the next
+        // rotation after it looks again.
+        if found.is_empty() || window_open() {
+            return Ok(leftovers);
         }
         let pids: Vec<String> = found.iter().map(|p| p.pid.to_string()).collect();
         // Some may have exited meanwhile: kill's status says nothing useful.

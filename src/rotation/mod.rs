@@ -265,18 +265,19 @@ impl Rotator {
     /// running on the target. Audited when there was anything (or the
     /// check failed); never fails the rotation, whose key is already in.
     async fn end_leftover_processes(&self, resource: &Resource, secret: &Secret) {
-        let now = tokio::time::Instant::now();
-        let window_open = self
-            .gateway
-            .leases()
-            .all()
-            .iter()
-            .any(|lease| lease.resource == resource.name && lease.is_live(now));
-        if window_open {
+        let window_open = || {
+            let now = tokio::time::Instant::now();
+            self.gateway
+                .leases()
+                .all()
+                .iter()
+                .any(|lease| lease.resource == resource.name && lease.is_live(now))
+        };
+        if window_open() {
             return;
         }
         let known = self.gateway.known_hosts();
-        let event = match leftovers::end(resource, known, secret).await {
+        let event = match leftovers::end(resource, known, secret, &window_open).await {
             Ok(found) if found.ended.is_empty() && found.remaining.is_empty() => return,
             Ok(found) => AuditEvent::LeftoverProcessesEnded {
                 resource: resource.name.clone(),

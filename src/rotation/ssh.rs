@@ -116,10 +116,7 @@ async fn replace_keys(
         .run(LIST, b"")
         .await?
         .success("listing authorized_keys")?;
-    let keys: Vec<PublicKey> = String::from_utf8_lossy(&listing)
-        .lines()
-        .filter_map(|line| PublicKey::from_openssh(line.trim()).ok())
-        .collect();
+    let keys = keys_in(&String::from_utf8_lossy(&listing));
     let is_ours = |key: &PublicKey| ours.is_some_and(|ours| key.key_data() == ours.key_data());
     let ours_found = keys.iter().any(is_ours);
     let planted = keys
@@ -135,6 +132,15 @@ async fn replace_keys(
         .await?
         .success("replacing authorized_keys")?;
     Ok((planted, ours_found))
+}
+
+/// The keys of `authorized_keys` text, options (`from=`, `command=`, ...)
+/// or not; lines sshd would not read either are skipped.
+fn keys_in(text: &str) -> Vec<PublicKey> {
+    ssh_key::AuthorizedKeys::new(text)
+        .filter_map(Result::ok)
+        .map(PublicKey::from)
+        .collect()
 }
 
 /// A login on the target that runs commands as the managed account: its
@@ -279,4 +285,23 @@ async fn exec(
         }
     }
     Ok(output)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_with_options_count_and_comments_do_not() {
+        let (ours, planted) = (generate(), generate());
+        let line = |secret: &Secret| public_key(secret).unwrap().to_openssh().unwrap();
+        let text = format!(
+            "# a comment\n{}\n\nno-pty,from=\"10.0.0.0/8\" {} planted\nnot a key\n",
+            line(&ours),
+            line(&planted)
+        );
+        let keys = keys_in(&text);
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[1].key_data(), public_key(&planted).unwrap().key_data());
+    }
 }
