@@ -538,6 +538,38 @@ fn a_target_host_key_mismatch_refuses_the_session_and_is_audited() {
 }
 
 #[test]
+fn a_damaged_record_of_target_host_keys_refuses_to_start_instead_of_trusting_anew() {
+    let mut world = World::with_ssh_target(|t| t);
+    world.lease_web("alice", "10m");
+    let out = world
+        .target_ssh("alice", "web-01")
+        .arg("true")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record = world.path("state/target_host_keys.json");
+    let text = std::fs::read_to_string(&record).unwrap();
+    assert!(
+        text.contains("web-01"),
+        "first contact recorded the key: {text}"
+    );
+    world.signal("TERM");
+    world.wait_exit(Duration::from_secs(10));
+    std::fs::write(&record, &text[..text.len() / 2]).unwrap();
+    let out = world.serve_once();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("target_host_keys.json") && err.contains("pin each target's host_key"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_pty_session_is_severed_when_the_window_ends() {
     let world = World::with_ssh_target(|t| t);
     world.lease_web("alice", "4s");

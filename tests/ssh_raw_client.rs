@@ -55,7 +55,7 @@ async fn absurd_pty_sizes_are_clamped_and_signal_requests_reach_the_process() {
     .await
     .unwrap();
     let known = tempfile::tempdir().unwrap();
-    let hosts = jitgate::ssh::KnownHosts::load(known.path());
+    let hosts = jitgate::ssh::KnownHosts::load(known.path()).unwrap();
     let key = Secret::new(std::fs::read_to_string(world.path("keys/alice")).unwrap());
     let target = gateway_as_target(&world, "alice+web-01");
     let (handle, _) = jitgate::ssh::upstream::connect(&target, &hosts, Some(key.clone()))

@@ -48,6 +48,8 @@ pub enum GatewayError {
     Vault(#[from] crate::vault::VaultError),
     #[error("{0} is rotating its credential after the last lease: try again in a moment")]
     Rotating(String),
+    #[error(transparent)]
+    KnownHosts(#[from] crate::ssh::upstream::KnownHostsError),
 }
 
 /// One journal record: the events of one command, plus the TOTP step it

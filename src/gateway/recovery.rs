@@ -43,6 +43,7 @@ impl Gateway {
         let (journal, recovered) =
             Journal::open::<PersistentState, JournalRecord>(&config.state_dir)?;
         let (audit, audit_dropped) = AuditLog::open(&config.audit_log, config.audit_rotate_bytes)?;
+        let known_hosts = crate::ssh::KnownHosts::load(&config.state_dir)?;
         let tampered = audit_tampering(&config, &audit);
         let mut state = recovered.snapshot.unwrap_or_default();
         for record in &recovered.records {
@@ -72,7 +73,7 @@ impl Gateway {
             sessions: Arc::default(),
             vault: Arc::new(vault),
             scram_keys: Arc::default(),
-            known_hosts: Arc::new(crate::ssh::KnownHosts::load(&config.state_dir)),
+            known_hosts: Arc::new(known_hosts),
             rotation_locks: Default::default(),
             deadlines_changed: Notify::new(),
             refused_credentials: Default::default(),

@@ -40,6 +40,15 @@ pub enum UpstreamError {
     Refused { resource: String },
 }
 
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot use the recorded target host keys in {path}: {problem} (restore it from a backup, or pin each target's host_key in the config)"
+)]
+pub struct KnownHostsError {
+    path: PathBuf,
+    problem: String,
+}
+
 /// Host keys recorded on first contact, persisted in the state directory.
 pub struct KnownHosts {
     path: PathBuf,
@@ -47,16 +56,28 @@ pub struct KnownHosts {
 }
 
 impl KnownHosts {
-    pub fn load(state_dir: &Path) -> Self {
+    /// Loads the recorded keys. A file that is there but unreadable or
+    /// damaged is an error, not an empty record: that would trust whatever
+    /// key each target presents next.
+    pub fn load(state_dir: &Path) -> Result<Self, KnownHostsError> {
         let path = state_dir.join("target_host_keys.json");
-        let keys = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        Self {
+        let keys = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| KnownHostsError {
+                path: path.clone(),
+                problem: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => {
+                return Err(KnownHostsError {
+                    path,
+                    problem: e.to_string(),
+                });
+            }
+        };
+        Ok(Self {
             path,
             keys: Mutex::new(keys),
-        }
+        })
     }
 
     fn get(&self, resource: &str) -> Option<String> {

@@ -448,12 +448,30 @@ impl World {
 
     /// Runs `jitgate serve` in the foreground with this world's config, for
     /// a start that is expected to be refused: its exit status and output.
+    /// A start that is not refused is stopped after a while (and so reads
+    /// as a failed run), rather than hanging the test.
     pub fn serve_once(&self) -> std::process::Output {
-        Command::new(BIN)
+        let mut child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(self.config_path())
-            .output()
-            .unwrap()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let exited = wait_until(Duration::from_secs(20), || {
+            child.try_wait().unwrap().is_some()
+        });
+        if !exited {
+            let _ = child.kill();
+        }
+        let mut output = child.wait_with_output().unwrap();
+        if !exited {
+            output.stderr.extend_from_slice(
+                b"\n(jitgate serve still ran after 20 s: the start was not refused)",
+            );
+        }
+        output
     }
 
     /// Starts `jitgate serve` and waits until /healthz answers.
