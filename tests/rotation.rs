@@ -714,11 +714,41 @@ fn runs(world: &World, command: &str) -> bool {
     })
 }
 
+/// Waits until the gateway has fingerprinted web-01's startup files.
+fn wait_for_first_baseline(world: &World) {
+    let baselines = world.path("state/startup_files.json");
+    assert!(
+        wait_until(Duration::from_secs(10), || std::fs::read_to_string(
+            &baselines
+        )
+        .is_ok_and(|text| text.contains("web-01"))),
+        "no first fingerprints of web-01's startup files: {}",
+        world.log()
+    );
+}
+
+/// `startup_files_changed` records of web-01, as JSON.
+fn startup_changes(world: &World) -> Vec<serde_json::Value> {
+    world
+        .audit_text()
+        .lines()
+        .filter(|line| line.contains(r#""type":"startup_files_changed""#))
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["event"].clone())
+        .collect()
+}
+
 #[test]
 fn processes_a_window_left_running_are_ended_when_it_closes() {
     let world = World::with_ssh_target(|t| t);
+    wait_for_first_baseline(&world);
     let web_id = world.lease_web("alice", "10m");
     leave_running(&world, "4242.25");
+    let status = world
+        .target_ssh("alice", "web-01")
+        .arg("echo '# mine' >> ~/.bashrc")
+        .status()
+        .unwrap();
+    assert!(status.success());
     assert!(
         wait_until(Duration::from_secs(5), || runs(&world, "sleep 4242.25")),
         "the detached process outlives the ssh session"
@@ -729,8 +759,13 @@ fn processes_a_window_left_running_are_ended_when_it_closes() {
     world.ok("alice", &format!("checkin {web_id}"));
     assert!(rotated(&world, "web-01", 1), "{}", world.audit_text());
     assert!(runs(&world, "sleep 4242.25"), "ended inside zoe's window");
+    // Her .bashrc edit is reported at the first rotation after it, once.
+    let changes = startup_changes(&world);
+    assert_eq!(changes.len(), 1, "{}", world.audit_text());
+    assert_eq!(changes[0]["files"], serde_json::json!([".bashrc"]));
     world.ok("zoe", &format!("checkin {zoe_id}"));
     assert!(rotated(&world, "web-01", 2), "{}", world.audit_text());
+    assert_eq!(startup_changes(&world).len(), 1, "{}", world.audit_text());
     assert!(
         !runs(&world, "sleep 4242.25"),
         "the leftover process survived"
@@ -751,6 +786,11 @@ fn processes_a_window_left_running_are_ended_when_it_closes() {
     let carol = world.ok("carol", "audit tail -n 50");
     assert!(
         carol.contains("ended processes left running on web-01 after its windows: sleep ("),
+        "{carol}"
+    );
+    assert!(
+        carol.contains("startup files of web-01's managed account changed")
+            && carol.contains(": .bashrc"),
         "{carol}"
     );
     // The gateway's own logins left nothing to report: one event only.
@@ -809,6 +849,7 @@ fn with_root_reconcile() -> (World, tempfile::TempDir) {
 #[test]
 fn a_managed_key_swapped_inside_a_window_is_put_back_by_the_reconcile_account() {
     let (world, _root_key) = with_root_reconcile();
+    wait_for_first_baseline(&world);
     let web_id = world.lease_web("alice", "10m");
     leave_running(&world, "4244.5");
     // Alice swaps the gateway's key for her own and breaks her account's
@@ -840,6 +881,10 @@ fn a_managed_key_swapped_inside_a_window_is_put_back_by_the_reconcile_account() 
         "{audit}"
     );
     assert!(!ssh_direct_works(&world, &planted), "her key survived");
+    // Root read her .bashrc, however it now answers logins.
+    let changes = startup_changes(&world);
+    assert_eq!(changes.len(), 1, "{}", world.audit_text());
+    assert_eq!(changes[0]["files"], serde_json::json!([".bashrc"]));
     // Inside her window her processes are hers.
     assert!(runs(&world, "sleep 4244.5"));
     world.ok("alice", &format!("checkin {web_id}"));

@@ -129,9 +129,18 @@ pub enum AuditEvent {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         remaining: Vec<String>,
     },
-    /// Looking for such processes failed; they may still be running.
-    LeftoverProcessesUnchecked {
+    /// Startup files of an SSH resource's managed account (`.bashrc`,
+    /// `~/.ssh/rc`, its crontab, ...) changed since the gateway last
+    /// looked: they run at every later login, so someone should read them.
+    StartupFilesChanged {
         resource: String,
+        files: Vec<String>,
+    },
+    /// A look at the managed account after a rotation (`check`: startup
+    /// files, leftover processes) failed; what it looks for may be there.
+    AccountCheckFailed {
+        resource: String,
+        check: String,
         error: String,
     },
     /// The target refused the managed account's own credential (it was

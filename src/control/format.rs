@@ -142,9 +142,15 @@ pub fn describe(event: &AuditEvent) -> String {
             }
             text
         }
-        AuditEvent::LeftoverProcessesUnchecked { resource, error } => format!(
-            "COULD NOT CHECK {resource} for processes left running after its windows: {error}"
+        AuditEvent::StartupFilesChanged { resource, files } => format!(
+            "startup files of {resource}'s managed account changed since the gateway last looked (they run at every login; read them): {}",
+            files.join(", ")
         ),
+        AuditEvent::AccountCheckFailed {
+            resource,
+            check,
+            error,
+        } => format!("COULD NOT CHECK {check} of {resource}: {error}"),
         AuditEvent::CredentialReconciled { resource, account } => format!(
             "credential of {resource} was changed on the target outside jitgate; reset by {account}"
         ),

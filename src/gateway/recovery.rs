@@ -102,6 +102,17 @@ impl Gateway {
         for resource in imported {
             gateway.audit(AuditEvent::CredentialImported { resource });
         }
+        let weak = Arc::downgrade(&gateway);
+        gateway.known_hosts.on_record(move |resource, fingerprint| {
+            if let Some(gateway) = weak.upgrade() {
+                gateway.audit(AuditEvent::TargetHostKey {
+                    resource: resource.to_string(),
+                    fingerprint: fingerprint.to_string(),
+                    accepted: true,
+                    reason: "recorded on first contact".into(),
+                });
+            }
+        });
         gateway.restore_leases();
         gateway.sync_audit_anchor();
         Ok((gateway, expired))

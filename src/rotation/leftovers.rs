@@ -4,9 +4,6 @@
 
 use super::RotationError;
 use super::ssh::AccountShell;
-use crate::config::Resource;
-use crate::secret::Secret;
-use crate::ssh::KnownHosts;
 
 /// Lists the account's processes: the shell's own pid and its parent's
 /// (the sshd process of this very login, or the runuser or sudo it runs
@@ -36,28 +33,11 @@ pub struct Leftovers {
     pub remaining: Vec<TargetProcess>,
 }
 
-/// Kills every process of the managed account but the login doing it:
-/// with no window open, whatever still runs was left behind by one. Acts
-/// through the reconcile account when there is one, so nothing the
-/// managed account's own login runs (its shell's startup files) is
-/// involved. Stops as soon as `window_open` says a window opened
-/// meanwhile: its processes would be someone's work.
+/// Kills every process of the managed account but `shell`'s own login:
+/// with no window open, whatever still runs was left behind by one. Stops
+/// as soon as `window_open` says a window opened meanwhile: its processes
+/// would be someone's work.
 pub async fn end(
-    resource: &Resource,
-    known: &KnownHosts,
-    secret: &Secret,
-    window_open: &(dyn Fn() -> bool + Sync),
-) -> Result<Leftovers, RotationError> {
-    let shell = match &resource.reconcile {
-        Some(reconcile) => AccountShell::reconcile(resource, known, reconcile).await?,
-        None => AccountShell::managed(resource, known, secret).await?,
-    };
-    let found = end_all(&shell, window_open).await;
-    shell.close().await;
-    found
-}
-
-async fn end_all(
     shell: &AccountShell,
     window_open: &(dyn Fn() -> bool + Sync),
 ) -> Result<Leftovers, RotationError> {

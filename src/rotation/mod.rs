@@ -10,10 +10,12 @@
 //! - `ssh`: a new ed25519 key replaces all of `authorized_keys`; with no
 //!   window open, processes the windows left running are ended.
 
+mod account;
 mod leftovers;
 mod pg_tls;
 mod postgres;
 mod ssh;
+mod startup_files;
 
 #[cfg(test)]
 pub(crate) use ssh::generate as generate_ssh_key;
@@ -62,13 +64,21 @@ pub struct Rotator {
     gateway: Arc<Gateway>,
     /// Resource → (next attempt, current backoff) after a failure.
     retry: Mutex<HashMap<String, (Instant, Duration)>>,
+    /// SSH accounts' startup file fingerprints, compared at each rotation.
+    baselines: startup_files::Baselines,
+    /// SSH resources whose first fingerprints could not be taken yet:
+    /// (next attempt, current backoff).
+    baseline_retry: Mutex<HashMap<String, (Instant, Duration)>>,
 }
 
 impl Rotator {
     pub fn new(gateway: Arc<Gateway>) -> Arc<Self> {
+        let baselines = startup_files::Baselines::new(&gateway.config().state_dir);
         Arc::new(Self {
             gateway,
             retry: Mutex::new(HashMap::new()),
+            baselines,
+            baseline_retry: Mutex::default(),
         })
     }
 
@@ -171,8 +181,8 @@ impl Rotator {
             ));
         }
         fault_point("after_confirm").await;
-        if kind == CredentialKind::SshKey && resource.end_leftover_processes {
-            self.end_leftover_processes(resource, &new).await;
+        if kind == CredentialKind::SshKey {
+            self.inspect_account(resource, &new).await;
         }
         vault.promote(name)?;
         self.gateway.scram_keys().forget(name);
@@ -261,40 +271,6 @@ impl Rotator {
         Ok(planted)
     }
 
-    /// With no window open on `resource`, ends what its windows left
-    /// running on the target. Audited when there was anything (or the
-    /// check failed); never fails the rotation, whose key is already in.
-    async fn end_leftover_processes(&self, resource: &Resource, secret: &Secret) {
-        let window_open = || {
-            let now = tokio::time::Instant::now();
-            self.gateway
-                .leases()
-                .all()
-                .iter()
-                .any(|lease| lease.resource == resource.name && lease.is_live(now))
-        };
-        if window_open() {
-            return;
-        }
-        let known = self.gateway.known_hosts();
-        let event = match leftovers::end(resource, known, secret, &window_open).await {
-            Ok(found) if found.ended.is_empty() && found.remaining.is_empty() => return,
-            Ok(found) => AuditEvent::LeftoverProcessesEnded {
-                resource: resource.name.clone(),
-                ended: found.ended.iter().map(ToString::to_string).collect(),
-                remaining: found.remaining.iter().map(ToString::to_string).collect(),
-            },
-            Err(error) => {
-                tracing::warn!(resource = %resource.name, %error, "could not check for leftover processes");
-                AuditEvent::LeftoverProcessesUnchecked {
-                    resource: resource.name.clone(),
-                    error: error.to_string(),
-                }
-            }
-        };
-        self.audit(event).await;
-    }
-
     async fn apply(
         &self,
         resource: &Resource,
@@ -377,6 +353,7 @@ impl Rotator {
     async fn rotate_due(&self) {
         let config = self.gateway.config();
         for resource in config.resources.values() {
+            self.take_first_baseline(resource).await;
             if self.gateway.rotation_due(resource).is_none() || !self.may_try(&resource.name) {
                 continue;
             }

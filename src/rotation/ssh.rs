@@ -75,10 +75,7 @@ pub async fn apply(
     current: &Secret,
     new: &Secret,
 ) -> Result<Applied, RotationError> {
-    let shell = match &resource.reconcile {
-        Some(reconcile) => AccountShell::reconcile(resource, known, reconcile).await?,
-        None => AccountShell::managed(resource, known, current).await?,
-    };
+    let shell = AccountShell::open(resource, known, current).await?;
     let ours = public_key(current)?;
     let replaced = replace_keys(&shell, Some(&ours), new).await;
     shell.close().await;
@@ -154,6 +151,20 @@ pub struct AccountShell {
 }
 
 impl AccountShell {
+    /// Through the reconcile account when the resource has one (so nothing
+    /// the managed account's own login runs is involved), else as the
+    /// managed account with `secret`.
+    pub async fn open(
+        resource: &Resource,
+        known: &KnownHosts,
+        secret: &Secret,
+    ) -> Result<Self, RotationError> {
+        match &resource.reconcile {
+            Some(reconcile) => Self::reconcile(resource, known, reconcile).await,
+            None => Self::managed(resource, known, secret).await,
+        }
+    }
+
     pub async fn managed(
         resource: &Resource,
         known: &KnownHosts,

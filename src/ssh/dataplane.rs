@@ -119,13 +119,9 @@ impl DataPlane {
         &self,
         result: &Result<(Handle<UpstreamHandler>, HostKeyNote), UpstreamError>,
     ) {
+        // A key recorded on first contact is audited by the hook the
+        // gateway set on `KnownHosts`, whoever made the contact.
         let event = match result {
-            Ok((_, HostKeyNote::Recorded(fingerprint))) => AuditEvent::TargetHostKey {
-                resource: self.resource.name.clone(),
-                fingerprint: fingerprint.clone(),
-                accepted: true,
-                reason: "recorded on first contact".into(),
-            },
             Err(UpstreamError::HostKeyMismatch {
                 presented,
                 expected,

@@ -49,10 +49,14 @@ pub struct KnownHostsError {
     problem: String,
 }
 
+/// Told of each key recorded on first contact: (resource, fingerprint).
+type OnRecord = Box<dyn Fn(&str, &str) + Send + Sync>;
+
 /// Host keys recorded on first contact, persisted in the state directory.
 pub struct KnownHosts {
     path: PathBuf,
     keys: Mutex<BTreeMap<String, String>>,
+    on_record: std::sync::OnceLock<OnRecord>,
 }
 
 impl KnownHosts {
@@ -77,7 +81,14 @@ impl KnownHosts {
         Ok(Self {
             path,
             keys: Mutex::new(keys),
+            on_record: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets what hears of each first-contact recording (the audit log), for
+    /// whichever connection makes it: a session, a rotation, a check.
+    pub fn on_record(&self, hook: impl Fn(&str, &str) + Send + Sync + 'static) {
+        let _ = self.on_record.set(Box::new(hook));
     }
 
     fn get(&self, resource: &str) -> Option<String> {
@@ -220,7 +231,11 @@ pub async fn connect_as(
             if let Err(e) = known.record(&name, &presented) {
                 tracing::warn!(error = %e, resource = %name, "cannot record the target host key");
             }
-            HostKeyNote::Recorded(fingerprint(&presented))
+            let fingerprint = fingerprint(&presented);
+            if let Some(hook) = known.on_record.get() {
+                hook(&name, &fingerprint);
+            }
+            HostKeyNote::Recorded(fingerprint)
         }
         _ => HostKeyNote::Known,
     };

@@ -1,0 +1,144 @@
+//! After an SSH rotation, the gateway looks at the managed account itself:
+//! which startup files changed since the last look, and (with no window
+//! open) which processes windows left running. Neither fails the
+//! rotation, whose new key is already in; both are audited.
+
+use std::time::{Duration, Instant};
+
+use super::ssh::AccountShell;
+use super::{Rotator, leftovers, startup_files};
+use crate::audit::AuditEvent;
+use crate::config::{Resource, ResourceKind};
+use crate::secret::Secret;
+
+/// The longest wait between tries at a first fingerprint.
+const BASELINE_MAX_BACKOFF: Duration = Duration::from_secs(600);
+
+impl Rotator {
+    /// Logs in once (with `secret`, or as the reconcile account) for both
+    /// looks.
+    pub(super) async fn inspect_account(&self, resource: &Resource, secret: &Secret) {
+        let known = self.gateway.known_hosts();
+        let shell = match AccountShell::open(resource, known, secret).await {
+            Ok(shell) => shell,
+            Err(error) => {
+                return self
+                    .check_failed(resource, "the account after rotation", error)
+                    .await;
+            }
+        };
+        self.compare_startup_files(resource, &shell).await;
+        if resource.end_leftover_processes {
+            self.end_leftover_processes(resource, &shell).await;
+        }
+        shell.close().await;
+    }
+
+    /// The first fingerprints of an SSH resource's startup files, taken as
+    /// soon as there are none and no window is open, so the first window
+    /// is compared against something too. Retried with backoff while the
+    /// target cannot be reached.
+    pub(super) async fn take_first_baseline(&self, resource: &Resource) {
+        let waiting = self
+            .baseline_retry
+            .lock()
+            .get(&resource.name)
+            .is_some_and(|(next, _)| Instant::now() < *next);
+        if resource.kind != ResourceKind::Ssh
+            || waiting
+            || self.window_open(resource)
+            || !matches!(self.baselines.has(&resource.name), Ok(false))
+        {
+            return;
+        }
+        let Some(secret) = self.gateway.vault().current(&resource.name) else {
+            return;
+        };
+        let known = self.gateway.known_hosts();
+        let taken = async {
+            let shell = AccountShell::open(resource, known, &secret).await?;
+            let fingerprints = startup_files::fingerprint(&shell).await;
+            shell.close().await;
+            self.baselines.replace(&resource.name, fingerprints?)
+        }
+        .await;
+        let mut retry = self.baseline_retry.lock();
+        match taken {
+            Ok(_) => {
+                retry.remove(&resource.name);
+            }
+            Err(error) => {
+                tracing::warn!(resource = %resource.name, %error, "cannot fingerprint the account's startup files yet");
+                let backoff = retry
+                    .get(&resource.name)
+                    .map_or(Duration::from_secs(1), |(_, b)| {
+                        (*b * 2).min(BASELINE_MAX_BACKOFF)
+                    });
+                retry.insert(resource.name.clone(), (Instant::now() + backoff, backoff));
+            }
+        }
+    }
+
+    async fn compare_startup_files(&self, resource: &Resource, shell: &AccountShell) {
+        let compared = async {
+            let now = startup_files::fingerprint(shell).await?;
+            let before = self.baselines.replace(&resource.name, now.clone())?;
+            Ok(before.map(|before| startup_files::changed(&before, &now)))
+        }
+        .await;
+        match compared {
+            Ok(Some(files)) if !files.is_empty() => {
+                self.audit(AuditEvent::StartupFilesChanged {
+                    resource: resource.name.clone(),
+                    files,
+                })
+                .await;
+            }
+            Ok(_) => {}
+            Err(error) => self.check_failed(resource, "startup files", error).await,
+        }
+    }
+
+    /// With no window open on `resource`, ends what its windows left
+    /// running on the target.
+    async fn end_leftover_processes(&self, resource: &Resource, shell: &AccountShell) {
+        let window_open = || self.window_open(resource);
+        if window_open() {
+            return;
+        }
+        match leftovers::end(shell, &window_open).await {
+            Ok(found) if found.ended.is_empty() && found.remaining.is_empty() => {}
+            Ok(found) => {
+                self.audit(AuditEvent::LeftoverProcessesEnded {
+                    resource: resource.name.clone(),
+                    ended: found.ended.iter().map(ToString::to_string).collect(),
+                    remaining: found.remaining.iter().map(ToString::to_string).collect(),
+                })
+                .await;
+            }
+            Err(error) => {
+                self.check_failed(resource, "leftover processes", error)
+                    .await
+            }
+        }
+    }
+
+    fn window_open(&self, resource: &Resource) -> bool {
+        let now = tokio::time::Instant::now();
+        self.gateway
+            .leases()
+            .all()
+            .iter()
+            .any(|lease| lease.resource == resource.name && lease.is_live(now))
+    }
+
+    async fn check_failed(&self, resource: &Resource, check: &str, error: super::RotationError) {
+        tracing::warn!(resource = %resource.name, check, %error, "could not check the managed account");
+        self.audit(AuditEvent::AccountCheckFailed {
+            resource: resource.name.clone(),
+            check: check.to_string(),
+            error: error.to_string(),
+        })
+        .await;
+    }
+}
