@@ -3,16 +3,19 @@
 //! open) which processes windows left running. Neither fails the
 //! rotation, whose new key is already in; both are audited.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::ssh::AccountShell;
-use super::{Rotator, leftovers, startup_files};
+use super::{RotationError, Rotator, leftovers, startup_files};
 use crate::audit::AuditEvent;
 use crate::config::{Resource, ResourceKind};
 use crate::secret::Secret;
 
 /// The longest wait between tries at a first fingerprint.
 const BASELINE_MAX_BACKOFF: Duration = Duration::from_secs(600);
+/// Longer than any try at a first fingerprint takes (it reports sooner).
+const IN_FLIGHT: Duration = Duration::from_secs(3600);
 
 impl Rotator {
     /// Logs in once (with `secret`, or as the reconcile account) for both
@@ -34,49 +37,71 @@ impl Rotator {
         shell.close().await;
     }
 
-    /// The first fingerprints of an SSH resource's startup files, taken as
-    /// soon as there are none and no window is open, so the first window
-    /// is compared against something too. Retried with backoff while the
-    /// target cannot be reached.
-    pub(super) async fn take_first_baseline(&self, resource: &Resource) {
-        let waiting = self
-            .baseline_retry
-            .lock()
-            .get(&resource.name)
-            .is_some_and(|(next, _)| Instant::now() < *next);
-        if resource.kind != ResourceKind::Ssh
-            || waiting
-            || self.window_open(resource)
-            || !matches!(self.baselines.has(&resource.name), Ok(false))
-        {
-            return;
+    /// Starts taking the first fingerprints of each SSH resource's startup
+    /// files that has none, with no window open, so the first window is
+    /// compared against something too. In the background: an unreachable
+    /// target must not hold up rotations. Retried with backoff.
+    pub(super) fn start_first_baselines(self: &Arc<Self>) {
+        let config = self.gateway.config();
+        for resource in config.resources.values() {
+            if resource.kind != ResourceKind::Ssh
+                || !self.gateway.vault().contains(&resource.name)
+                || self.window_open(resource)
+                || !matches!(self.baselines.has(&resource.name), Ok(false))
+            {
+                continue;
+            }
+            {
+                let mut retry = self.baseline_retry.lock();
+                let entry = retry
+                    .entry(resource.name.clone())
+                    .or_insert((Instant::now(), Duration::ZERO));
+                if Instant::now() < entry.0 {
+                    continue;
+                }
+                // In flight: not started again until it reports.
+                entry.0 = Instant::now() + IN_FLIGHT;
+            }
+            let this = self.clone();
+            let resource = resource.clone();
+            tokio::spawn(async move { this.take_first_baseline(&resource).await });
         }
-        let Some(secret) = self.gateway.vault().current(&resource.name) else {
-            return;
+    }
+
+    async fn take_first_baseline(&self, resource: &Resource) {
+        // Not beside a rotation of the resource, whose clean-up would take
+        // this login's shell for a leftover.
+        let lock = self.gateway.rotation_lock(&resource.name);
+        let _serialized = lock.lock().await;
+        let taken = match self.baselines.has(&resource.name) {
+            Ok(true) => Ok(()),
+            _ => self.fingerprint_first(resource).await,
         };
-        let known = self.gateway.known_hosts();
-        let taken = async {
-            let shell = AccountShell::open(resource, known, &secret).await?;
-            let fingerprints = startup_files::fingerprint(&shell).await;
-            shell.close().await;
-            self.baselines.replace(&resource.name, fingerprints?)
-        }
-        .await;
         let mut retry = self.baseline_retry.lock();
         match taken {
-            Ok(_) => {
+            Ok(()) => {
                 retry.remove(&resource.name);
             }
             Err(error) => {
                 tracing::warn!(resource = %resource.name, %error, "cannot fingerprint the account's startup files yet");
                 let backoff = retry
                     .get(&resource.name)
-                    .map_or(Duration::from_secs(1), |(_, b)| {
-                        (*b * 2).min(BASELINE_MAX_BACKOFF)
-                    });
+                    .map_or(Duration::ZERO, |(_, b)| *b);
+                let backoff = (backoff * 2).clamp(Duration::from_secs(1), BASELINE_MAX_BACKOFF);
                 retry.insert(resource.name.clone(), (Instant::now() + backoff, backoff));
             }
         }
+    }
+
+    async fn fingerprint_first(&self, resource: &Resource) -> Result<(), RotationError> {
+        let Some(secret) = self.gateway.vault().current(&resource.name) else {
+            return Ok(());
+        };
+        let shell = AccountShell::open(resource, self.gateway.known_hosts(), &secret).await?;
+        let fingerprints = startup_files::fingerprint(&shell).await;
+        shell.close().await;
+        self.baselines.replace(&resource.name, fingerprints?)?;
+        Ok(())
     }
 
     async fn compare_startup_files(&self, resource: &Resource, shell: &AccountShell) {

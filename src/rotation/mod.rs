@@ -341,6 +341,7 @@ impl Rotator {
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let mut events = self.gateway.bus().subscribe();
         loop {
+            self.start_first_baselines();
             self.rotate_due().await;
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -353,7 +354,6 @@ impl Rotator {
     async fn rotate_due(&self) {
         let config = self.gateway.config();
         for resource in config.resources.values() {
-            self.take_first_baseline(resource).await;
             if self.gateway.rotation_due(resource).is_none() || !self.may_try(&resource.name) {
                 continue;
             }
