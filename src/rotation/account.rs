@@ -44,28 +44,38 @@ impl Rotator {
     pub(super) fn start_first_baselines(self: &Arc<Self>) {
         let config = self.gateway.config();
         for resource in config.resources.values() {
+            // Cheapest first: once taken, `has` answers from memory.
             if resource.kind != ResourceKind::Ssh
+                || self.baseline_waits(&resource.name)
+                || !matches!(self.baselines.has(&resource.name), Ok(false))
                 || !self.gateway.vault().contains(&resource.name)
                 || self.window_open(resource)
-                || !matches!(self.baselines.has(&resource.name), Ok(false))
             {
                 continue;
             }
-            {
-                let mut retry = self.baseline_retry.lock();
-                let entry = retry
-                    .entry(resource.name.clone())
-                    .or_insert((Instant::now(), Duration::ZERO));
-                if Instant::now() < entry.0 {
-                    continue;
-                }
-                // In flight: not started again until it reports.
-                entry.0 = Instant::now() + IN_FLIGHT;
-            }
+            // In flight: not started again until it reports.
+            let backoff = self.baseline_backoff(&resource.name);
+            self.baseline_retry
+                .lock()
+                .insert(resource.name.clone(), (Instant::now() + IN_FLIGHT, backoff));
             let this = self.clone();
             let resource = resource.clone();
             tokio::spawn(async move { this.take_first_baseline(&resource).await });
         }
+    }
+
+    fn baseline_waits(&self, name: &str) -> bool {
+        self.baseline_retry
+            .lock()
+            .get(name)
+            .is_some_and(|(next, _)| Instant::now() < *next)
+    }
+
+    fn baseline_backoff(&self, name: &str) -> Duration {
+        self.baseline_retry
+            .lock()
+            .get(name)
+            .map_or(Duration::ZERO, |(_, backoff)| *backoff)
     }
 
     async fn take_first_baseline(&self, resource: &Resource) {
