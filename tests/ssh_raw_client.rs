@@ -58,7 +58,7 @@ async fn absurd_pty_sizes_are_clamped_and_signal_requests_reach_the_process() {
     let hosts = jitgate::ssh::KnownHosts::load(known.path()).unwrap();
     let key = Secret::new(std::fs::read_to_string(world.path("keys/alice")).unwrap());
     let target = gateway_as_target(&world, "alice+web-01");
-    let (handle, _) = jitgate::ssh::upstream::connect(&target, &hosts, Some(key.clone()))
+    let handle = jitgate::ssh::upstream::connect(&target, &hosts, Some(key.clone()))
         .await
         .expect("alice+web-01 logs in through jitgate's own client");
 

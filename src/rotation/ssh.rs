@@ -172,7 +172,6 @@ impl AccountShell {
     ) -> Result<Self, RotationError> {
         let handle = upstream::connect(resource, known, Some(secret.clone()))
             .await
-            .map(|(handle, _)| handle)
             .map_err(|e| match e {
                 UpstreamError::Refused { .. } => RotationError::Refused(e.to_string()),
                 other => RotationError::Unreachable(other.to_string()),
@@ -196,7 +195,6 @@ impl AccountShell {
         })?;
         let handle = upstream::connect_as(resource, &reconcile.account, known, Some(key))
             .await
-            .map(|(handle, _)| handle)
             .map_err(|e| match e {
                 UpstreamError::Refused { .. } => RotationError::Refused(format!(
                     "the target refused the reconcile account {}",

@@ -18,7 +18,7 @@ use crate::gateway::Gateway;
 use crate::lease::Lease;
 use crate::sessions::SessionGuard;
 
-use super::upstream::{self, HostKeyNote, KnownHosts, UpstreamError, UpstreamHandler};
+use super::upstream::{self, KnownHosts, UpstreamError, UpstreamHandler};
 
 /// How long channels get to tell their users why before the disconnect.
 const SEVER_NOTICE: Duration = Duration::from_millis(200);
@@ -109,32 +109,30 @@ impl DataPlane {
                     self.gateway.credential_refused(&self.resource.name);
                 }
                 self.audit_host_key(&result);
-                result.map(|(handle, _)| Arc::new(handle))
+                result.map(Arc::new)
             })
             .await
             .cloned()
     }
 
-    fn audit_host_key(
-        &self,
-        result: &Result<(Handle<UpstreamHandler>, HostKeyNote), UpstreamError>,
-    ) {
-        // A key recorded on first contact is audited by the hook the
-        // gateway set on `KnownHosts`, whoever made the contact.
-        let event = match result {
-            Err(UpstreamError::HostKeyMismatch {
-                presented,
-                expected,
-                ..
-            }) => AuditEvent::TargetHostKey {
-                resource: self.resource.name.clone(),
-                fingerprint: presented.clone(),
-                accepted: false,
-                reason: format!("does not match {expected}"),
-            },
-            _ => return,
+    /// A refused host key is audited here; a key recorded on first contact
+    /// is audited by the hook the gateway set on `KnownHosts`, whoever made
+    /// the contact.
+    fn audit_host_key(&self, result: &Result<Handle<UpstreamHandler>, UpstreamError>) {
+        let Err(UpstreamError::HostKeyMismatch {
+            presented,
+            expected,
+            ..
+        }) = result
+        else {
+            return;
         };
-        self.gateway.audit(event);
+        self.gateway.audit(AuditEvent::TargetHostKey {
+            resource: self.resource.name.clone(),
+            fingerprint: presented.clone(),
+            accepted: false,
+            reason: format!("does not match {expected}"),
+        });
     }
 
     /// Ends the connection when the lease ends: channels first get a moment

@@ -148,18 +148,12 @@ impl client::Handler for UpstreamHandler {
     }
 }
 
-/// The outcome of first contact with a target's host key, for the audit log.
-pub enum HostKeyNote {
-    Recorded(String),
-    Known,
-}
-
 /// Connects and authenticates to `resource` as its managed account.
 pub async fn connect(
     resource: &Resource,
     known: &KnownHosts,
     credential: Option<Secret>,
-) -> Result<(Handle<UpstreamHandler>, HostKeyNote), UpstreamError> {
+) -> Result<Handle<UpstreamHandler>, UpstreamError> {
     connect_as(resource, &resource.account, known, credential).await
 }
 
@@ -170,7 +164,7 @@ pub async fn connect_as(
     account: &str,
     known: &KnownHosts,
     credential: Option<Secret>,
-) -> Result<(Handle<UpstreamHandler>, HostKeyNote), UpstreamError> {
+) -> Result<Handle<UpstreamHandler>, UpstreamError> {
     let name = resource.name.clone();
     let credential = credential.ok_or_else(|| UpstreamError::NoCredential {
         resource: name.clone(),
@@ -222,23 +216,18 @@ pub async fn connect_as(
         }
         Err(_) => return Err(unreachable("SSH handshake timed out".into())),
     };
-    let note = match (
+    if let (None, None, Some(presented)) = (
         &resource.host_key,
         known.get(&name),
         seen.lock().presented.clone(),
     ) {
-        (None, None, Some(presented)) => {
-            if let Err(e) = known.record(&name, &presented) {
-                tracing::warn!(error = %e, resource = %name, "cannot record the target host key");
-            }
-            let fingerprint = fingerprint(&presented);
-            if let Some(hook) = known.on_record.get() {
-                hook(&name, &fingerprint);
-            }
-            HostKeyNote::Recorded(fingerprint)
+        if let Err(e) = known.record(&name, &presented) {
+            tracing::warn!(error = %e, resource = %name, "cannot record the target host key");
         }
-        _ => HostKeyNote::Known,
-    };
+        if let Some(hook) = known.on_record.get() {
+            hook(&name, &fingerprint(&presented));
+        }
+    }
     let auth = handle
         .authenticate_publickey(
             account.to_string(),
@@ -249,7 +238,7 @@ pub async fn connect_as(
     if !auth.success() {
         return Err(UpstreamError::Refused { resource: name });
     }
-    Ok((handle, note))
+    Ok(handle)
 }
 
 /// How the gateway's client talks to targets.
