@@ -70,3 +70,17 @@ pub fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
         .mode(0o700)
         .create(dir)
 }
+
+/// Reads a JSON state file; a missing one is `T::default()`. One that is
+/// there but unreadable or damaged is an error (the message says why), never
+/// a default: state files record what the gateway must not forget.
+pub fn read_json_state<T>(path: &Path) -> Result<T, String>
+where
+    T: serde::de::DeserializeOwned + Default,
+{
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| e.to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(e) => Err(e.to_string()),
+    }
+}

@@ -785,7 +785,7 @@ fn processes_a_window_left_running_are_ended_when_it_closes() {
     );
     let carol = world.ok("carol", "audit tail -n 50");
     assert!(
-        carol.contains("ended processes left running on web-01 after its windows: sleep ("),
+        carol.contains("processes left running on web-01 after its windows: ended sleep ("),
         "{carol}"
     );
     assert!(
@@ -892,6 +892,97 @@ fn a_managed_key_swapped_inside_a_window_is_put_back_by_the_reconcile_account() 
     // Root ended it, whatever her .bashrc does to the account's logins.
     assert!(
         !runs(&world, "sleep 4244.5"),
+        "the leftover process survived"
+    );
+    assert!(world.audit_text().contains(r#""ended":["sleep ("#));
+}
+
+/// Runs `script` as root on the target host, in the managed account's home.
+fn as_admin_on_target(world: &World, script: &str) {
+    let account = &world.ssh_target.as_ref().unwrap().sshd.account;
+    let status = Command::new("sh")
+        .args(["-c", &format!("cd ~{account} && {script}")])
+        .status()
+        .unwrap();
+    assert!(status.success(), "{script}");
+}
+
+#[test]
+fn a_single_user_resource_is_held_back_while_processes_of_its_last_window_survive() {
+    let mut world = World::with_ssh_target(|t| {
+        t.replacen(
+            "mfa_required = false\n",
+            "single_user = true\nmfa_required = false\n",
+            1,
+        )
+    });
+    let web_id = world.lease_web("alice", "10m");
+    leave_running(&world, "4245.5");
+    // Without a reconcile account the gateway's looks run through the
+    // account's own shell, whose `kill` alice turns into a no-op.
+    let status = world
+        .target_ssh("alice", "web-01")
+        .arg("{ echo 'kill() { :; }'; cat ~/.bashrc; } > ~/.b && mv ~/.b ~/.bashrc")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    world.ok("alice", &format!("checkin {web_id}"));
+    let could_not_end = |world: &World| {
+        world.audit_text().lines().any(|line| {
+            line.contains("leftover_processes_ended") && line.contains(r#""remaining":["sleep ("#)
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || could_not_end(&world)),
+        "{}",
+        world.audit_text()
+    );
+    let zoe_id = world.request("zoe", "web-01 --for 10m --reason test");
+    world.ok("bob", &format!("approve {zoe_id}"));
+    let refused = world.refused("zoe", &format!("checkout {zoe_id}"));
+    assert!(
+        refused.contains(
+            "web-01 is held back: processes a window left running on it could not be ended"
+        ),
+        "{refused}"
+    );
+    let carol = world.ok("carol", "audit tail -n 50");
+    assert!(
+        carol.contains("processes left running on web-01 after its windows: COULD NOT END sleep ("),
+        "{carol}"
+    );
+    // Still held back after a crash and restart.
+    world.kill_hard();
+    world.launch();
+    let refused = world.refused("zoe", &format!("checkout {zoe_id}"));
+    assert!(refused.contains("web-01 is held back"), "{refused}");
+    assert!(runs(&world, "sleep 4245.5"));
+    // A damaged record of it refuses the start rather than forgetting it.
+    world.signal("TERM");
+    world.wait_exit(Duration::from_secs(10));
+    let marks = world.path("state/rotation_marks.json");
+    let text = std::fs::read_to_string(&marks).unwrap();
+    assert!(text.contains("processes_left_running"), "{text}");
+    std::fs::write(&marks, &text[..text.len() / 2]).unwrap();
+    let out = world.serve_once();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rotation_marks.json"), "{err}");
+    std::fs::write(&marks, &text).unwrap();
+    world.launch();
+    // An administrator repairs the account; the gateway's next try ends
+    // the process and web-01 is handed out again.
+    as_admin_on_target(&world, "sed -i 1d .bashrc");
+    assert!(
+        wait_until(Duration::from_secs(60), || world
+            .ssh("zoe", &format!("checkout {zoe_id}"))
+            .status
+            .success()),
+        "{}",
+        world.audit_text()
+    );
+    assert!(
+        !runs(&world, "sleep 4245.5"),
         "the leftover process survived"
     );
     assert!(world.audit_text().contains(r#""ended":["sleep ("#));

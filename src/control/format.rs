@@ -133,14 +133,17 @@ pub fn describe(event: &AuditEvent) -> String {
             ended,
             remaining,
         } => {
-            let mut text = format!(
-                "ended processes left running on {resource} after its windows: {}",
-                ended.join(", ")
-            );
-            if !remaining.is_empty() {
-                text.push_str(&format!("; COULD NOT END {}", remaining.join(", ")));
+            let mut outcomes = Vec::new();
+            if !ended.is_empty() {
+                outcomes.push(format!("ended {}", ended.join(", ")));
             }
-            text
+            if !remaining.is_empty() {
+                outcomes.push(format!("COULD NOT END {}", remaining.join(", ")));
+            }
+            format!(
+                "processes left running on {resource} after its windows: {}",
+                outcomes.join("; ")
+            )
         }
         AuditEvent::StartupFilesChanged { resource, files } => format!(
             "startup files of {resource}'s managed account changed since the gateway last looked (they run at every login; read them): {}",

@@ -159,11 +159,8 @@ impl Gateway {
             .request(id)
             .ok_or(WorkflowError::UnknownRequest(id))?;
         let resource = request.resource.clone();
-        if config
-            .resource(&resource)
-            .is_some_and(|r| self.rotation_blocks_checkout(engine, r))
-        {
-            return Err(GatewayError::Rotating(resource));
+        if let Some(managed) = config.resource(&resource) {
+            self.checkout_held_back(engine, managed)?;
         }
         let mut mfa_step = None;
         if request.settings.mfa_required {

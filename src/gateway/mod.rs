@@ -9,6 +9,7 @@
 mod audit_anchor;
 mod command;
 mod recovery;
+mod rotation_marks;
 mod rotation_state;
 
 #[cfg(test)]
@@ -48,8 +49,14 @@ pub enum GatewayError {
     Vault(#[from] crate::vault::VaultError),
     #[error("{0} is rotating its credential after the last lease: try again in a moment")]
     Rotating(String),
+    #[error(
+        "{0} is held back: processes a window left running on it could not be ended; the gateway keeps trying (see `audit tail`), or an administrator can end them on the target"
+    )]
+    LeftRunning(String),
     #[error(transparent)]
     KnownHosts(#[from] crate::ssh::upstream::KnownHostsError),
+    #[error(transparent)]
+    RotationMarks(#[from] rotation_marks::RotationMarksError),
 }
 
 /// One journal record: the events of one command, plus the TOTP step it
@@ -92,9 +99,8 @@ pub struct Gateway {
     rotation_locks: dashmap::DashMap<String, Arc<tokio::sync::Mutex<()>>>,
     /// Woken when the earliest request deadline may have changed.
     deadlines_changed: Notify,
-    /// Resources whose target refused the managed credential at a login
-    /// since their last rotation (see `rotation_state`).
-    refused_credentials: Mutex<std::collections::HashSet<String>>,
+    /// Reasons to rotate that the journal and vault do not hold.
+    rotation_marks: rotation_marks::RotationMarks,
 }
 
 /// How many records the event bus buffers for each subscriber.

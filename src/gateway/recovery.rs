@@ -44,6 +44,7 @@ impl Gateway {
             Journal::open::<PersistentState, JournalRecord>(&config.state_dir)?;
         let (audit, audit_dropped) = AuditLog::open(&config.audit_log, config.audit_rotate_bytes)?;
         let known_hosts = crate::ssh::KnownHosts::load(&config.state_dir)?;
+        let rotation_marks = super::rotation_marks::RotationMarks::load(&config.state_dir)?;
         let tampered = audit_tampering(&config, &audit);
         let mut state = recovered.snapshot.unwrap_or_default();
         for record in &recovered.records {
@@ -76,7 +77,7 @@ impl Gateway {
             known_hosts: Arc::new(known_hosts),
             rotation_locks: Default::default(),
             deadlines_changed: Notify::new(),
-            refused_credentials: Default::default(),
+            rotation_marks,
         });
         let version = env!("CARGO_PKG_VERSION").to_string();
         gateway.audit(AuditEvent::GatewayStarted { version });

@@ -1,9 +1,9 @@
 //! When a resource's managed credential must be rotated, derived from
-//! durable state (the journal's requests and the vault), so a crash at any
-//! moment loses no rotation. The one in-memory reason, a credential the
-//! target refused, is noticed again at the next login after a restart.
+//! durable state (the journal's requests, the vault and the rotation
+//! marks), so a crash at any moment loses no rotation.
 
-use super::Gateway;
+use super::rotation_marks::RotationMark;
+use super::{Gateway, GatewayError};
 use crate::config::Resource;
 use crate::workflow::Engine;
 
@@ -23,8 +23,14 @@ impl Gateway {
         if vault.pending(&resource.name).is_some() {
             return Some("finishing an interrupted rotation".into());
         }
-        if self.refused_credentials.lock().contains(&resource.name) {
-            return Some("the target refused the managed credential".into());
+        let marked = |mark| self.rotation_marks.contains(&resource.name, mark);
+        if marked(RotationMark::CredentialRefused) {
+            return Some(RotationMark::CredentialRefused.reason().into());
+        }
+        // While a window is open its processes are someone's work: the
+        // rotation after the last window ends looks again.
+        if marked(RotationMark::ProcessesLeftRunning) && !self.window_open(&resource.name) {
+            return Some(RotationMark::ProcessesLeftRunning.reason().into());
         }
         let since = vault.rotated_or_set_at(&resource.name)?;
         let last_end = engine
@@ -46,7 +52,10 @@ impl Gateway {
     /// reconcile role) or fails loudly, instead of waiting for the lease
     /// to end while every other user of the resource is locked out.
     pub fn credential_refused(&self, resource: &str) {
-        if self.refused_credentials.lock().insert(resource.to_string()) {
+        if self
+            .rotation_marks
+            .set(resource, RotationMark::CredentialRefused, true)
+        {
             tracing::warn!(
                 resource,
                 "the target refused the managed credential; rotating"
@@ -56,15 +65,52 @@ impl Gateway {
 
     /// A rotation confirmed a credential the target accepts.
     pub fn credential_confirmed(&self, resource: &str) {
-        self.refused_credentials.lock().remove(resource);
+        self.rotation_marks
+            .set(resource, RotationMark::CredentialRefused, false);
+    }
+
+    /// What the last look at an SSH resource's leftover processes found:
+    /// `true` when some outlived it or it could not look. Until a later
+    /// look finds none, the resource rotates again (with backoff) and, if
+    /// single-user, is not handed out.
+    pub fn processes_left_running(&self, resource: &str, left: bool) {
+        self.rotation_marks
+            .set(resource, RotationMark::ProcessesLeftRunning, left);
+    }
+
+    pub fn has_processes_left_running(&self, resource: &str) -> bool {
+        self.rotation_marks
+            .contains(resource, RotationMark::ProcessesLeftRunning)
+    }
+
+    /// Whether anyone's access window on `resource` is open now.
+    pub fn window_open(&self, resource: &str) -> bool {
+        let now = tokio::time::Instant::now();
+        self.leases
+            .all()
+            .iter()
+            .any(|lease| lease.resource == resource && lease.is_live(now))
     }
 
     /// A single-user resource is not handed out while its credential is
-    /// due for rotation: the next holder must not inherit the last one's.
-    /// (Called with the core locked, hence the engine passed in.)
-    pub(super) fn rotation_blocks_checkout(&self, engine: &Engine, resource: &Resource) -> bool {
-        resource.workflow.single_user
-            && resource.workflow.rotate_on_checkin
-            && self.rotation_due_in(engine, resource).is_some()
+    /// due for rotation, or processes of its last window still run: the
+    /// next holder must not inherit the last one's access, nor share the
+    /// account with it. (Called with the core locked, hence the engine
+    /// passed in.)
+    pub(super) fn checkout_held_back(
+        &self,
+        engine: &Engine,
+        resource: &Resource,
+    ) -> Result<(), GatewayError> {
+        if !resource.workflow.single_user {
+            return Ok(());
+        }
+        if self.has_processes_left_running(&resource.name) {
+            return Err(GatewayError::LeftRunning(resource.name.clone()));
+        }
+        if resource.workflow.rotate_on_checkin && self.rotation_due_in(engine, resource).is_some() {
+            return Err(GatewayError::Rotating(resource.name.clone()));
+        }
+        Ok(())
     }
 }

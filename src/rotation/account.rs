@@ -1,7 +1,10 @@
 //! After an SSH rotation, the gateway looks at the managed account itself:
 //! which startup files changed since the last look, and (with no window
 //! open) which processes windows left running. Neither fails the
-//! rotation, whose new key is already in; both are audited.
+//! rotation, whose new key is already in; both are audited. Processes
+//! that outlive the look (or a look that fails) mark the resource, which
+//! then rotates again with backoff and, if single-user, is not handed out
+//! until a look finds none.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +28,9 @@ impl Rotator {
         let shell = match AccountShell::open(resource, known, secret).await {
             Ok(shell) => shell,
             Err(error) => {
+                if resource.end_leftover_processes && !self.gateway.window_open(&resource.name) {
+                    self.gateway.processes_left_running(&resource.name, true);
+                }
                 return self
                     .check_failed(resource, "the account after rotation", error)
                     .await;
@@ -49,7 +55,7 @@ impl Rotator {
                 || self.baseline_waits(&resource.name)
                 || !matches!(self.baselines.has(&resource.name), Ok(false))
                 || !self.gateway.vault().contains(&resource.name)
-                || self.window_open(resource)
+                || self.gateway.window_open(&resource.name)
             {
                 continue;
             }
@@ -137,11 +143,16 @@ impl Rotator {
     /// With no window open on `resource`, ends what its windows left
     /// running on the target.
     async fn end_leftover_processes(&self, resource: &Resource, shell: &AccountShell) {
-        let window_open = || self.window_open(resource);
+        let window_open = || self.gateway.window_open(&resource.name);
         if window_open() {
             return;
         }
-        match leftovers::end(shell, &window_open).await {
+        let found = leftovers::end(shell, &window_open).await;
+        let left = found
+            .as_ref()
+            .map_or(true, |found| !found.remaining.is_empty());
+        self.gateway.processes_left_running(&resource.name, left);
+        match found {
             Ok(found) if found.ended.is_empty() && found.remaining.is_empty() => {}
             Ok(found) => {
                 self.audit(AuditEvent::LeftoverProcessesEnded {
@@ -156,15 +167,6 @@ impl Rotator {
                     .await
             }
         }
-    }
-
-    fn window_open(&self, resource: &Resource) -> bool {
-        let now = tokio::time::Instant::now();
-        self.gateway
-            .leases()
-            .all()
-            .iter()
-            .any(|lease| lease.resource == resource.name && lease.is_live(now))
     }
 
     async fn check_failed(&self, resource: &Resource, check: &str, error: super::RotationError) {

@@ -119,8 +119,13 @@ impl Rotator {
                 metrics::counter!("jitgate_rotations_total", "outcome" => "succeeded").increment(1);
                 metrics::gauge!("jitgate_rotation_pending", "resource" => name.to_string())
                     .set(0.0);
-                self.retry.lock().remove(name);
                 self.gateway.credential_confirmed(name);
+                // Due again at once, and would rotate at every scan.
+                if self.gateway.has_processes_left_running(name) {
+                    self.back_off(name);
+                } else {
+                    self.retry.lock().remove(name);
+                }
                 self.audit(AuditEvent::RotationSucceeded {
                     resource: name.to_string(),
                     version: *version,

@@ -148,11 +148,7 @@ impl Baselines {
     }
 
     fn read(&self) -> Result<BTreeMap<String, Fingerprints>, RotationError> {
-        match std::fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| self.problem(e.to_string())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-            Err(e) => Err(self.problem(e.to_string())),
-        }
+        crate::fsutil::read_json_state(&self.path).map_err(|problem| self.problem(problem))
     }
 
     fn problem(&self, problem: String) -> RotationError {

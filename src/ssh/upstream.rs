@@ -65,19 +65,10 @@ impl KnownHosts {
     /// key each target presents next.
     pub fn load(state_dir: &Path) -> Result<Self, KnownHostsError> {
         let path = state_dir.join("target_host_keys.json");
-        let keys = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| KnownHostsError {
-                path: path.clone(),
-                problem: e.to_string(),
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => {
-                return Err(KnownHostsError {
-                    path,
-                    problem: e.to_string(),
-                });
-            }
-        };
+        let keys = crate::fsutil::read_json_state(&path).map_err(|problem| KnownHostsError {
+            path: path.clone(),
+            problem,
+        })?;
         Ok(Self {
             path,
             keys: Mutex::new(keys),
