@@ -743,9 +743,14 @@ fn processes_a_window_left_running_are_ended_when_it_closes() {
     wait_for_first_baseline(&world);
     let web_id = world.lease_web("alice", "10m");
     leave_running(&world, "4242.25");
+    // She also leaves footholds that run without any login of hers.
     let status = world
         .target_ssh("alice", "web-01")
-        .arg("echo '# mine' >> ~/.bashrc")
+        .arg(
+            "echo '# mine' >> ~/.bashrc && mkdir -p ~/.config/systemd/user \
+             && echo '[Service]' > ~/.config/systemd/user/mine.service \
+             && echo true | at now + 1 hour 2>/dev/null",
+        )
         .status()
         .unwrap();
     assert!(status.success());
@@ -759,10 +764,13 @@ fn processes_a_window_left_running_are_ended_when_it_closes() {
     world.ok("alice", &format!("checkin {web_id}"));
     assert!(rotated(&world, "web-01", 1), "{}", world.audit_text());
     assert!(runs(&world, "sleep 4242.25"), "ended inside zoe's window");
-    // Her .bashrc edit is reported at the first rotation after it, once.
+    // Her edits are reported at the first rotation after them, once.
     let changes = startup_changes(&world);
     assert_eq!(changes.len(), 1, "{}", world.audit_text());
-    assert_eq!(changes[0]["files"], serde_json::json!([".bashrc"]));
+    assert_eq!(
+        changes[0]["files"],
+        serde_json::json!([".bashrc", ".config/systemd/user", "at-jobs"])
+    );
     world.ok("zoe", &format!("checkin {zoe_id}"));
     assert!(rotated(&world, "web-01", 2), "{}", world.audit_text());
     assert_eq!(startup_changes(&world).len(), 1, "{}", world.audit_text());
@@ -790,7 +798,7 @@ fn processes_a_window_left_running_are_ended_when_it_closes() {
     );
     assert!(
         carol.contains("startup files of web-01's managed account changed")
-            && carol.contains(": .bashrc"),
+            && carol.contains(": .bashrc, .config/systemd/user, at-jobs"),
         "{carol}"
     );
     // The gateway's own logins left nothing to report: one event only.
@@ -799,9 +807,10 @@ fn processes_a_window_left_running_are_ended_when_it_closes() {
         1
     );
     world.lease_web("zoe", "10m");
+    // (Zoe clears the queue, which outlives the test's account.)
     let out = world
         .target_ssh("zoe", "web-01")
-        .arg("echo next")
+        .arg("atrm $(atq | cut -f1) && echo next")
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "next");

@@ -1,9 +1,10 @@
 //! Startup files of an SSH resource's managed account — shell rc files,
-//! `~/.ssh/rc`, its crontab — run again at every later login or on a
-//! schedule, so a window that rewrote one keeps a foothold that no
-//! credential rotation removes (and can watch the next holder's session).
-//! The gateway fingerprints them when it first meets the resource and at
-//! each rotation, and audits which changed in between.
+//! `~/.ssh/rc`, systemd user units — and its schedules (crontab, at jobs)
+//! run again at every later login or on their own, so a window that
+//! rewrote one keeps a foothold that no credential rotation removes (and
+//! can watch the next holder's session). The gateway fingerprints them
+//! when it first meets the resource and at each rotation, and audits which
+//! changed in between.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -13,10 +14,14 @@ use parking_lot::Mutex;
 use super::RotationError;
 use super::ssh::AccountShell;
 
-/// Relative to the account's home. Shells read these (bash, sh, zsh), or
-/// sshd does (`rc`, `environment`) at every login.
+/// Relative to the account's home. Shells read these (bash, sh, zsh; and
+/// Debian's `.bashrc` reads `.bash_aliases`), sshd (`rc`, `environment`)
+/// or pam_env (`.pam_environment`) at every login, mail delivery pipes to
+/// `.forward`, and systemd starts the units under `.config/systemd/user`
+/// (a directory: its files and the links that enable them, as one).
 const FILES: &[&str] = &[
     ".bashrc",
+    ".bash_aliases",
     ".bash_profile",
     ".bash_login",
     ".profile",
@@ -25,29 +30,51 @@ const FILES: &[&str] = &[
     ".zshrc",
     ".zprofile",
     ".zlogin",
+    ".zlogout",
     ".ssh/rc",
     ".ssh/environment",
+    ".pam_environment",
+    ".forward",
+    ".config/systemd/user",
 ];
+/// Whether systemd starts the account's user units at boot, without a
+/// login (`loginctl enable-linger`): `present` or `absent`.
+const LINGER: &str = "linger";
+/// Listed only where the target has the tool.
 const CRONTAB: &str = "crontab";
+const AT_JOBS: &str = "at-jobs";
+/// The fingerprint of nothing: an empty file, crontab or job queue.
+const EMPTY: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
-/// Fingerprint per file, `absent`, or `unreadable`.
+/// Fingerprint per entry: a hash, `absent`, `present` (linger) or
+/// `unreadable`.
 pub type Fingerprints = BTreeMap<String, String>;
 
-/// Prints `HASH NAME` (or `absent NAME`, `unreadable NAME`) per file, and
-/// the crontab's hash where the target has `crontab`.
+/// Prints `HASH NAME` (or `absent NAME`, `unreadable NAME`) per file or
+/// directory, the linger flag, and the crontab's and at queue's hashes
+/// where the target has `crontab` and `atq`.
 fn fingerprint_command() -> String {
     let files: Vec<String> = FILES
         .iter()
         .map(|f| shell_words::quote(f).into_owned())
         .collect();
     format!(
-        "cd || exit 1; for f in {}; do \
-           if [ -e \"$f\" ] || [ -L \"$f\" ]; then \
-             h=$(sha256sum < \"$f\" 2>/dev/null | cut -d' ' -f1); echo \"${{h:-unreadable}} $f\"; \
+        "cd || exit 1; \
+         fp() {{ if [ -d \"$1\" ]; then \
+             (cd \"$1\" && find . \\( -type f -o -type l \\) -exec sha256sum {{}} + 2>&1 | LC_ALL=C sort) | sha256sum; \
+           else sha256sum < \"$1\"; fi 2>/dev/null | cut -d' ' -f1; }}; \
+         for f in {}; do \
+           if [ -e \"$f\" ] || [ -L \"$f\" ]; then h=$(fp \"$f\"); echo \"${{h:-unreadable}} $f\"; \
            else echo \"absent $f\"; fi; \
          done; \
+         if [ -e \"/var/lib/systemd/linger/$(id -un)\" ]; then echo \"present {LINGER}\"; \
+         else echo \"absent {LINGER}\"; fi; \
          if command -v crontab >/dev/null 2>&1; then \
            echo \"$(crontab -l 2>/dev/null | sha256sum | cut -d' ' -f1) {CRONTAB}\"; \
+         fi; \
+         if command -v atq >/dev/null 2>&1; then \
+           h=$({{ atq | LC_ALL=C sort; atq | cut -f1 | sort -n | while read -r j; do at -c \"$j\"; done; }} 2>/dev/null | sha256sum | cut -d' ' -f1); \
+           echo \"$h {AT_JOBS}\"; \
          fi",
         files.join(" ")
     )
@@ -67,15 +94,19 @@ fn parse(output: &str) -> Result<Fingerprints, RotationError> {
         let unexpected =
             || RotationError::Target(format!("unexpected startup file listing: {line:?}"));
         let (hash, name) = line.split_once(' ').ok_or_else(unexpected)?;
-        let known_name = FILES.contains(&name) || name == CRONTAB;
-        let hash_like = matches!(hash, "absent" | "unreadable")
+        let known_name = FILES.contains(&name) || [LINGER, CRONTAB, AT_JOBS].contains(&name);
+        let hash_like = matches!(hash, "absent" | "present" | "unreadable")
             || (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()));
         if !known_name || !hash_like {
             return Err(unexpected());
         }
         fingerprints.insert(name.to_string(), hash.to_string());
     }
-    if FILES.iter().any(|file| !fingerprints.contains_key(*file)) {
+    if FILES
+        .iter()
+        .chain([&LINGER])
+        .any(|name| !fingerprints.contains_key(*name))
+    {
         return Err(RotationError::Target(
             "the startup file listing is incomplete".into(),
         ));
@@ -83,14 +114,20 @@ fn parse(output: &str) -> Result<Fingerprints, RotationError> {
     Ok(fingerprints)
 }
 
-/// The names whose fingerprint differs between `before` and `after`.
+/// The names whose fingerprint differs between `before` and `after`. A
+/// name on one side only (a tool installed or removed since, or a name
+/// this version added) counts as a change only if something is there.
 pub fn changed(before: &Fingerprints, after: &Fingerprints) -> Vec<String> {
+    let nothing = |value: Option<&String>| value.is_none_or(|v| v == "absent" || v == EMPTY);
     let mut names: Vec<&String> = before.keys().chain(after.keys()).collect();
     names.sort();
     names.dedup();
     names
         .into_iter()
-        .filter(|name| before.get(*name) != after.get(*name))
+        .filter(|name| {
+            let (was, is) = (before.get(*name), after.get(*name));
+            was != is && !(nothing(was) && nothing(is))
+        })
         .cloned()
         .collect()
 }
@@ -166,6 +203,7 @@ mod tests {
             let hash = if *file == ".bashrc" { bashrc } else { "absent" };
             text.push_str(&format!("{hash} {file}\n"));
         }
+        text.push_str("absent linger\n");
         text
     }
 
@@ -173,11 +211,57 @@ mod tests {
     fn a_listing_is_read_and_changes_are_named() {
         let before = parse(&listing(&"a".repeat(64))).unwrap();
         let mut after = parse(&listing(&"b".repeat(64))).unwrap();
-        assert_eq!(before.len(), FILES.len());
+        assert_eq!(before.len(), FILES.len() + 1);
         assert_eq!(changed(&before, &after), [".bashrc"]);
         after.insert(CRONTAB.into(), "c".repeat(64));
-        assert_eq!(changed(&before, &after), [".bashrc", "crontab"]);
+        after.insert(LINGER.into(), "present".into());
+        assert_eq!(changed(&before, &after), [".bashrc", "crontab", "linger"]);
         assert!(changed(&before, &before).is_empty());
+    }
+
+    #[test]
+    fn an_entry_on_one_side_only_is_a_change_only_if_something_is_there() {
+        let before = parse(&listing("absent")).unwrap();
+        let mut after = before.clone();
+        after.insert(AT_JOBS.into(), EMPTY.into());
+        assert!(changed(&before, &after).is_empty(), "an empty at queue");
+        after.insert(CRONTAB.into(), "c".repeat(64));
+        assert_eq!(changed(&before, &after), ["crontab"]);
+        assert_eq!(changed(&after, &before), ["crontab"]);
+    }
+
+    /// Runs the listing command here, as this user, with `home` as HOME.
+    fn fingerprint_locally(home: &Path) -> Fingerprints {
+        let out = std::process::Command::new("/bin/sh")
+            .args(["-c", &fingerprint_command()])
+            .env("HOME", home)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        parse(&String::from_utf8_lossy(&out.stdout)).unwrap()
+    }
+
+    #[test]
+    fn the_listing_sees_files_user_units_and_the_links_that_enable_them() {
+        let home = tempfile::tempdir().unwrap();
+        let first = fingerprint_locally(home.path());
+        assert_eq!(first[".config/systemd/user"], "absent");
+        assert_eq!(fingerprint_locally(home.path()), first, "stable");
+        let units = home.path().join(".config/systemd/user");
+        std::fs::create_dir_all(units.join("default.target.wants")).unwrap();
+        std::fs::write(units.join("miner.service"), "[Service]\n").unwrap();
+        let second = fingerprint_locally(home.path());
+        assert_eq!(changed(&first, &second), [".config/systemd/user"]);
+        std::os::unix::fs::symlink(
+            "../miner.service",
+            units.join("default.target.wants/miner.service"),
+        )
+        .unwrap();
+        let third = fingerprint_locally(home.path());
+        assert_eq!(changed(&second, &third), [".config/systemd/user"]);
+        std::fs::write(home.path().join(".bash_aliases"), "alias ls=x\n").unwrap();
+        let fourth = fingerprint_locally(home.path());
+        assert_eq!(changed(&third, &fourth), [".bash_aliases"]);
     }
 
     #[test]
