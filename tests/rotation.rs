@@ -996,3 +996,67 @@ fn a_single_user_resource_is_held_back_while_processes_of_its_last_window_surviv
     );
     assert!(world.audit_text().contains(r#""ended":["sleep ("#));
 }
+
+#[test]
+fn sessions_a_window_opened_past_the_gateway_are_ended_when_it_closes() {
+    let admin = tempfile::tempdir().unwrap();
+    let admin_file = admin.path().join("orders-admin-password");
+    jitgate::secret::write_secret_file(&admin_file, "admin-secret").unwrap();
+    let world = World::with_pg_target(&[], |t| with_reconcile_role(&t, &admin_file));
+    create_reconcile_role(&world);
+    // Inside her window alice gives the managed role her own password and
+    // opens a session straight to the database with it.
+    let (id, lease_password) = world.lease_pg("alice", "10m");
+    set_managed_password_to_mine(&world, &lease_password);
+    let mut direct = Command::new("psql")
+        .args(["-X", "-h", "127.0.0.1", "-p"])
+        .arg(world.pg().server.port.to_string())
+        .args([
+            "-U",
+            "orders_app",
+            "-d",
+            "orders",
+            "-c",
+            "select pg_sleep(600)",
+        ])
+        .env("PGPASSWORD", "mine")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || world
+        .pg()
+        .managed_backends()
+        == 1));
+    world.ok("alice", &format!("checkin {id}"));
+    assert!(rotated(&world, "orders-prod", 1), "{}", world.audit_text());
+    // Resetting her password does not end a session already logged in:
+    // the rotation does.
+    assert!(
+        wait_until(Duration::from_secs(10), || direct
+            .try_wait()
+            .unwrap()
+            .is_some()),
+        "her direct session outlived the window"
+    );
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut direct.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("administrator command"), "{stderr}");
+    let audit = world.audit_text();
+    let record = audit
+        .lines()
+        .find(|line| line.contains("leftover_processes_ended"))
+        .unwrap_or_else(|| panic!("{audit}"));
+    let event: serde_json::Value = serde_json::from_str(record).unwrap();
+    let ended = event["event"]["ended"].as_array().unwrap();
+    assert_eq!(ended.len(), 1, "only hers, none of the gateway's: {record}");
+    assert!(
+        ended[0]
+            .as_str()
+            .unwrap()
+            .starts_with("psql from 127.0.0.1 ("),
+        "{record}"
+    );
+    assert_eq!(world.pg().managed_backends(), 0);
+}

@@ -138,10 +138,12 @@ pub struct Resource {
     pub upstream_tls_ca: Option<PathBuf>,
     /// Scheduled rotation of the managed credential.
     pub rotation_interval: Option<Duration>,
-    /// SSH only: at a rotation with no window open, processes of the
-    /// managed account still running on the target (started inside a
-    /// window with `nohup`, `setsid`, ...) are ended, so no shell outlives
-    /// its window. Off for an account that also runs services.
+    /// At a rotation with no window open, processes of the managed account
+    /// still running on an SSH target (started inside a window with
+    /// `nohup`, `setsid`, ...), or sessions of the managed role still
+    /// connected to a Postgres target past the gateway, are ended, so no
+    /// shell or session outlives its window. Off for an account that also
+    /// runs services.
     pub end_leftover_processes: bool,
     /// An administrative account that resets the managed account's
     /// credential when the account's own is refused: a Postgres role with

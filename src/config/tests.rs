@@ -240,7 +240,7 @@ fn a_reconcile_account_comes_with_its_credential() {
 }
 
 #[test]
-fn leftover_processes_are_ended_on_ssh_resources_unless_turned_off() {
+fn leftover_processes_and_sessions_are_ended_unless_turned_off() {
     let with = |base: &str, keys: &str| {
         base.replace(
             "[resource.workflow]",
@@ -254,12 +254,9 @@ fn leftover_processes_are_ended_on_ssh_resources_unless_turned_off() {
         "kind = \"ssh\"\naddress = \"127.0.0.1:22\"\naccount = \"deploy\"",
         "kind = \"postgres\"\naddress = \"127.0.0.1:5432\"\naccount = \"app\"\ndatabase = \"db\"",
     );
-    assert!(!load(&postgres).unwrap().resources["web-01"].end_leftover_processes);
-    let message = problem(&with(&postgres, "end_leftover_processes = true"));
-    assert!(
-        message.contains("end_leftover_processes") && message.contains("only for ssh"),
-        "{message}"
-    );
+    assert!(load(&postgres).unwrap().resources["web-01"].end_leftover_processes);
+    let off = load(&with(&postgres, "end_leftover_processes = false")).unwrap();
+    assert!(!off.resources["web-01"].end_leftover_processes);
 }
 
 #[test]

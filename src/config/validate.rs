@@ -364,9 +364,6 @@ fn validate_resource(
         return Err(check.invalid(key("upstream_tls_ca"), "only for postgres resources"));
     }
     let reconcile = reconcile_of(check, &section, &key)?;
-    if section.end_leftover_processes.is_some() && kind != ResourceKind::Ssh {
-        return Err(check.invalid(key("end_leftover_processes"), "only for ssh resources"));
-    }
     Ok(Resource {
         name: section.name,
         kind,
@@ -384,8 +381,7 @@ fn validate_resource(
             other => other.map(|i| i.as_duration()),
         },
         reconcile,
-        end_leftover_processes: kind == ResourceKind::Ssh
-            && section.end_leftover_processes.unwrap_or(true),
+        end_leftover_processes: section.end_leftover_processes.unwrap_or(true),
         workflow: section.workflow,
     })
 }

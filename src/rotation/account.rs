@@ -147,7 +147,17 @@ impl Rotator {
         if window_open() {
             return;
         }
-        let found = leftovers::end(shell, &window_open).await;
+        let found = leftovers::end(&leftovers::SshProcesses(shell), &window_open).await;
+        self.report_leftovers(resource, found).await;
+    }
+
+    /// Audits what a look at leftover processes (or Postgres sessions)
+    /// found, and marks the resource while any survive or the look failed.
+    pub(super) async fn report_leftovers(
+        &self,
+        resource: &Resource,
+        found: Result<leftovers::Leftovers, RotationError>,
+    ) {
         let left = found
             .as_ref()
             .map_or(true, |found| !found.remaining.is_empty());
@@ -169,7 +179,12 @@ impl Rotator {
         }
     }
 
-    async fn check_failed(&self, resource: &Resource, check: &str, error: super::RotationError) {
+    pub(super) async fn check_failed(
+        &self,
+        resource: &Resource,
+        check: &str,
+        error: RotationError,
+    ) {
         tracing::warn!(resource = %resource.name, check, %error, "could not check the managed account");
         self.audit(AuditEvent::AccountCheckFailed {
             resource: resource.name.clone(),

@@ -1,6 +1,7 @@
 //! Processes a window left running as an SSH resource's managed account
-//! (`nohup`, `setsid`, a forgotten `tmux`): with no window open, they are
-//! standing access, so a rotation ends them.
+//! (`nohup`, `setsid`, a forgotten `tmux`), or sessions it left connected
+//! to a Postgres resource as its managed role: with no window open, they
+//! are standing access, so a rotation ends them.
 
 use super::RotationError;
 use super::ssh::AccountShell;
@@ -33,45 +34,65 @@ pub struct Leftovers {
     pub remaining: Vec<TargetProcess>,
 }
 
-/// Kills every process of the managed account but `shell`'s own login:
-/// with no window open, whatever still runs was left behind by one. Stops
-/// as soon as `window_open` says a window opened meanwhile: its processes
-/// would be someone's work.
+/// Where leftovers are looked for and ended: an SSH account's processes,
+/// a Postgres role's sessions.
+pub trait Reaper {
+    /// The account's processes but the looking login's own.
+    async fn list(&self) -> Result<Vec<TargetProcess>, RotationError>;
+    /// Ends `found`; some may have exited meanwhile.
+    async fn kill(&self, found: &[TargetProcess]) -> Result<(), RotationError>;
+}
+
+/// Ends every process `reaper` lists: with no window open, whatever still
+/// runs was left behind by one. Stops as soon as `window_open` says a
+/// window opened meanwhile: its processes would be someone's work.
 pub async fn end(
-    shell: &AccountShell,
+    reaper: &impl Reaper,
     window_open: &(dyn Fn() -> bool + Sync),
 ) -> Result<Leftovers, RotationError> {
     let mut leftovers = Leftovers::default();
     for _ in 0..KILL_ROUNDS {
-        let found = list(shell).await?;
+        let found = reaper.list().await?;
         // Nothing left, or what is left may be a new window's: the next
         // rotation after it looks again.
         if found.is_empty() || window_open() {
             return Ok(leftovers);
         }
-        let pids: Vec<String> = found.iter().map(|p| p.pid.to_string()).collect();
-        // Some may have exited meanwhile: kill's status says nothing useful.
-        let kill = format!("kill -KILL {} 2>/dev/null; exit 0", pids.join(" "));
-        shell.run(&kill, b"").await?;
+        reaper.kill(&found).await?;
         for process in found {
             if !leftovers.ended.contains(&process) {
                 leftovers.ended.push(process);
             }
         }
     }
-    leftovers.remaining = list(shell).await?;
+    leftovers.remaining = reaper.list().await?;
     leftovers
         .ended
         .retain(|process| !leftovers.remaining.contains(process));
     Ok(leftovers)
 }
 
-async fn list(shell: &AccountShell) -> Result<Vec<TargetProcess>, RotationError> {
-    let output = shell
-        .run(LIST_PROCESSES, b"")
-        .await?
-        .success("listing the account's processes (ps)")?;
-    parse_processes(&String::from_utf8_lossy(&output))
+/// An SSH managed account's processes, through a login as it (or as the
+/// reconcile account acting as it).
+pub struct SshProcesses<'a>(pub &'a AccountShell);
+
+impl Reaper for SshProcesses<'_> {
+    async fn list(&self) -> Result<Vec<TargetProcess>, RotationError> {
+        let output = self
+            .0
+            .run(LIST_PROCESSES, b"")
+            .await?
+            .success("listing the account's processes (ps)")?;
+        parse_processes(&String::from_utf8_lossy(&output))
+    }
+
+    async fn kill(&self, found: &[TargetProcess]) -> Result<(), RotationError> {
+        let pids: Vec<String> = found.iter().map(|p| p.pid.to_string()).collect();
+        // Some may have exited meanwhile: kill's status says nothing useful.
+        let kill = format!("kill -KILL {} 2>/dev/null; exit 0", pids.join(" "));
+        self.0.run(&kill, b"").await?;
+        Ok(())
+    }
 }
 
 /// Parses `LIST_PROCESSES` output, leaving out the listing login's own

@@ -7,11 +7,15 @@
 //! tests which of the two the target accepts and converges on it.
 //!
 //! - `postgres`: ALTER ROLE with a gateway-computed SCRAM verifier.
-//! - `ssh`: a new ed25519 key replaces all of `authorized_keys`; with no
-//!   window open, processes the windows left running are ended.
+//! - `ssh`: a new ed25519 key replaces all of `authorized_keys`.
+//!
+//! With no window open, what the windows left running as the managed
+//! account is ended: processes on an SSH target, sessions on a Postgres
+//! one.
 
 mod account;
 mod leftovers;
+mod pg_leftovers;
 mod pg_tls;
 mod postgres;
 mod ssh;
@@ -186,8 +190,9 @@ impl Rotator {
             ));
         }
         fault_point("after_confirm").await;
-        if kind == CredentialKind::SshKey {
-            self.inspect_account(resource, &new).await;
+        match kind {
+            CredentialKind::SshKey => self.inspect_account(resource, &new).await,
+            CredentialKind::Password => self.end_leftover_sessions(resource, &new).await,
         }
         vault.promote(name)?;
         self.gateway.scram_keys().forget(name);

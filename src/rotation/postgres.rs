@@ -40,12 +40,26 @@ fn config(
     Ok(config)
 }
 
-async fn connect(
+/// A rotation's own session. `close` waits until the server was told
+/// goodbye, so a look at the role's sessions after it does not find it.
+pub(super) struct Login {
+    pub client: tokio_postgres::Client,
+    connection: tokio::task::JoinHandle<()>,
+}
+
+impl Login {
+    pub async fn close(self) {
+        drop(self.client);
+        let _ = self.connection.await;
+    }
+}
+
+pub(super) async fn connect(
     resource: &Resource,
     account: &str,
     password: &Secret,
     timeout: std::time::Duration,
-) -> Result<tokio_postgres::Client, RotationError> {
+) -> Result<Login, RotationError> {
     tokio::time::timeout(
         timeout,
         connect_within(resource, account, password, timeout),
@@ -65,13 +79,13 @@ async fn connect_within(
     account: &str,
     password: &Secret,
     timeout: std::time::Duration,
-) -> Result<tokio_postgres::Client, RotationError> {
+) -> Result<Login, RotationError> {
     let config = config(resource, account, password, timeout)?;
     let tls = crate::postgres::upstream::tls_for(resource).map_err(RotationError::Target)?;
     let tcp = tokio::net::TcpStream::connect(&resource.address)
         .await
         .map_err(|e| RotationError::Unreachable(e.to_string()))?;
-    let client = match tls {
+    let (client, connection) = match tls {
         Some(tls) => {
             let mut config = config;
             config.ssl_mode(tokio_postgres::config::SslMode::Require);
@@ -79,19 +93,17 @@ async fn connect_within(
                 .connect_raw(tcp, super::pg_tls::RustlsConnect(tls))
                 .await
                 .map_err(classify)?;
-            tokio::spawn(connection);
-            client
+            (client, tokio::spawn(async move { drop(connection.await) }))
         }
         None => {
             let (client, connection) = config
                 .connect_raw(tcp, tokio_postgres::NoTls)
                 .await
                 .map_err(classify)?;
-            tokio::spawn(connection);
-            client
+            (client, tokio::spawn(async move { drop(connection.await) }))
         }
     };
-    Ok(client)
+    Ok(Login { client, connection })
 }
 
 fn classify(error: tokio_postgres::Error) -> RotationError {
@@ -113,11 +125,11 @@ pub async fn works(
     timeout: std::time::Duration,
 ) -> Result<bool, RotationError> {
     match connect(resource, &resource.account, password, timeout).await {
-        Ok(client) => client
-            .simple_query("select 1")
-            .await
-            .map(|_| true)
-            .map_err(classify),
+        Ok(login) => {
+            let answered = login.client.simple_query("select 1").await;
+            login.close().await;
+            answered.map(|_| true).map_err(classify)
+        }
         Err(RotationError::Refused(_)) => Ok(false),
         Err(e) => Err(e),
     }
@@ -129,8 +141,10 @@ pub async fn apply(
     new: &Secret,
     timeout: std::time::Duration,
 ) -> Result<(), RotationError> {
-    let client = connect(resource, &resource.account, current, timeout).await?;
-    set_password(&client, resource, &resource.account, new).await
+    let login = connect(resource, &resource.account, current, timeout).await?;
+    let set = set_password(&login.client, resource, &resource.account, new).await;
+    login.close().await;
+    set
 }
 
 /// Sets the managed account's password as the reconcile role, for when the
@@ -147,7 +161,7 @@ pub async fn reset(
             resource.name
         ))
     })?;
-    let client = connect(resource, &reconcile.account, &password, timeout)
+    let login = connect(resource, &reconcile.account, &password, timeout)
         .await
         .map_err(|e| match e {
             RotationError::Refused(_) => RotationError::Refused(format!(
@@ -156,7 +170,9 @@ pub async fn reset(
             )),
             other => other,
         })?;
-    set_password(&client, resource, &reconcile.account, new).await
+    let set = set_password(&login.client, resource, &reconcile.account, new).await;
+    login.close().await;
+    set
 }
 
 /// `ALTER ROLE` with a SCRAM verifier computed here, run as `actor`.

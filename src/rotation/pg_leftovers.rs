@@ -1,0 +1,105 @@
+//! Sessions a window left connected to a Postgres resource as its managed
+//! role past the gateway (logged in directly with a password it set with
+//! `ALTER ROLE`, or through `dblink`): the gateway severs its own sessions
+//! when the window ends, and ends these at the rotation after it.
+
+use std::time::Duration;
+
+use super::leftovers::{self, Reaper, TargetProcess};
+use super::{RotationError, Rotator, postgres};
+use crate::config::Resource;
+use crate::secret::Secret;
+
+/// Client sessions of the role, but this one; parallel workers end with
+/// their leader.
+const LIST_SESSIONS: &str = "SELECT pid, \
+       coalesce(nullif(application_name, ''), 'postgres') AS name, \
+       coalesce(host(client_addr), 'local socket') AS origin \
+     FROM pg_stat_activity \
+     WHERE usename = current_user AND backend_type = 'client backend' \
+       AND pid <> pg_backend_pid() \
+     ORDER BY pid";
+const TERMINATE: &str = "SELECT pg_terminate_backend(pid) FROM unnest($1::int4[]) AS pid";
+/// A terminated backend leaves pg_stat_activity a moment later.
+const EXIT_WAIT: Duration = Duration::from_millis(300);
+/// Of the application name in the audit log (the client chose it).
+const MAX_NAME_CHARS: usize = 64;
+
+struct PgSessions<'a>(&'a tokio_postgres::Client);
+
+impl Reaper for PgSessions<'_> {
+    async fn list(&self) -> Result<Vec<TargetProcess>, RotationError> {
+        let rows = self.0.query(LIST_SESSIONS, &[]).await.map_err(failed)?;
+        rows.iter()
+            .map(|row| {
+                let pid: i32 = row.try_get(0).map_err(failed)?;
+                let name: String = row.try_get(1).map_err(failed)?;
+                let origin: String = row.try_get(2).map_err(failed)?;
+                Ok(TargetProcess {
+                    pid: u32::try_from(pid)
+                        .map_err(|_| RotationError::Target(format!("backend pid {pid}")))?,
+                    name: session_name(&name, &origin),
+                })
+            })
+            .collect()
+    }
+
+    async fn kill(&self, found: &[TargetProcess]) -> Result<(), RotationError> {
+        let pids: Vec<i32> = found
+            .iter()
+            .filter_map(|session| i32::try_from(session.pid).ok())
+            .collect();
+        self.0.execute(TERMINATE, &[&pids]).await.map_err(failed)?;
+        tokio::time::sleep(EXIT_WAIT).await;
+        Ok(())
+    }
+}
+
+/// `psql from 10.0.0.7`: what the audit log names a session by.
+fn session_name(application: &str, origin: &str) -> String {
+    let application: String = application
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_NAME_CHARS)
+        .collect();
+    format!("{application} from {origin}")
+}
+
+fn failed(error: tokio_postgres::Error) -> RotationError {
+    RotationError::Target(format!("looking at the role's sessions: {error}"))
+}
+
+impl Rotator {
+    /// With no window open on `resource`, ends the sessions windows left
+    /// connected as its managed role, logging in with `secret` (the new
+    /// password).
+    pub(super) async fn end_leftover_sessions(&self, resource: &Resource, secret: &Secret) {
+        let window_open = || self.gateway.window_open(&resource.name);
+        if !resource.end_leftover_processes || window_open() {
+            return;
+        }
+        let found = async {
+            let login =
+                postgres::connect(resource, &resource.account, secret, self.timeout()).await?;
+            let found = leftovers::end(&PgSessions(&login.client), &window_open).await;
+            login.close().await;
+            found
+        }
+        .await;
+        self.report_leftovers(resource, found).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_are_named_by_application_and_origin_without_control_characters() {
+        assert_eq!(session_name("psql", "127.0.0.1"), "psql from 127.0.0.1");
+        let long = format!("a\u{1b}[2J{}", "x".repeat(100));
+        let named = session_name(&long, "local socket");
+        assert!(!named.contains('\u{1b}'));
+        assert_eq!(named.len(), MAX_NAME_CHARS + " from local socket".len());
+    }
+}
