@@ -16,8 +16,8 @@ use crate::sessions::SessionGuard;
 
 use super::channel;
 use super::dataplane::{DataPlane, Sever};
-use super::relay;
 use super::upstream::KnownHosts;
+use super::{forward, relay};
 
 pub struct Connection {
     runtime: Runtime,
@@ -338,7 +338,7 @@ impl russh::server::Handler for Connection {
             plane
                 .channels
                 .clone()
-                .track_future(relay::relay_forward(plane, channel, upstream, target)),
+                .track_future(forward::relay_forward(plane, channel, upstream, target)),
         );
         Ok(())
     }

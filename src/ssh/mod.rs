@@ -5,11 +5,15 @@
 //! - `handler`: authentication and channel requests for one connection.
 //! - `channel`: one session channel of the control plane (exec or prompt).
 //! - `console`: a [`crate::control::Terminal`] over an SSH channel.
+//! - `dataplane`, `relay`, `forward`, `flow`: a data-plane connection, its
+//!   session channels and `ssh -L` channels relayed to the target with
+//!   per-channel flow control; `recording` of pty sessions.
 
 mod channel;
 mod console;
 mod dataplane;
 mod flow;
+mod forward;
 mod handler;
 mod hostkey;
 mod killable;

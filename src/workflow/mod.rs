@@ -1,12 +1,14 @@
 //! The access workflow as a pure state machine: request → approvals → checkout → end.
 //!
-//! Commands are *decided* against the current state (`decide.rs`), producing
+//! Commands are *decided* against the current state (`decide.rs`; what time
+//! alone decides is in `deadlines.rs`), producing
 //! [`Event`]s without touching anything; the caller journals the events and
 //! then *applies* them (`apply.rs`). There is no I/O and no clock inside:
 //! time is an argument, so every rule is unit-testable and replay is exact.
 
 mod apply;
 mod approval;
+mod deadlines;
 mod decide;
 mod error;
 mod model;

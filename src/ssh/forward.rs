@@ -1,0 +1,85 @@
+//! `ssh -L` / `-W` (direct-tcpip) channels: plain bytes both ways, with
+//! the same per-channel flow control and lease cancellation as sessions,
+//! and their byte counts audited when they end.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use russh::{Channel, ChannelMsg, ChannelWriteHalf, client, server};
+
+use crate::audit::AuditEvent;
+
+use super::dataplane::DataPlane;
+use super::flow::{Inbox, SessionMsg, drain};
+use super::relay::{audit_later, passed_on};
+
+/// A bulk TCP relay for `ssh -L` (direct-tcpip) channels.
+pub async fn relay_forward(
+    plane: Arc<DataPlane>,
+    client: Channel<server::Msg>,
+    upstream: Channel<client::Msg>,
+    target: String,
+) {
+    let (client_rx, client_tx) = client.split();
+    let (upstream_rx, upstream_tx) = upstream.split();
+    let (client_tx, upstream_tx) = (Arc::new(client_tx), Arc::new(upstream_tx));
+    let token = &plane.lease.token;
+    let (bytes_in, bytes_out) = tokio::join!(
+        pipe(
+            drain(client_rx, client_tx.clone()),
+            upstream_tx.clone(),
+            token
+        ),
+        pipe(drain(upstream_rx, upstream_tx), client_tx, token)
+    );
+    plane
+        .bytes_from_client
+        .fetch_add(bytes_in, Ordering::Relaxed);
+    plane
+        .bytes_to_client
+        .fetch_add(bytes_out, Ordering::Relaxed);
+    audit_later(
+        &plane,
+        AuditEvent::ChannelEnded {
+            session: plane.session_id().to_string(),
+            kind: "direct-tcpip".into(),
+            command: Some(target),
+            exit_status: None,
+            bytes_from_client: bytes_in,
+            bytes_to_client: bytes_out,
+            recording: None,
+        },
+    );
+}
+
+/// Copies data one way until EOF, close or the end of the lease.
+async fn pipe<R: SessionMsg, S: SessionMsg>(
+    mut from: Inbox<R>,
+    to: Arc<ChannelWriteHalf<S>>,
+    token: &tokio_util::sync::CancellationToken,
+) -> u64 {
+    let mut bytes = 0u64;
+    loop {
+        let message = tokio::select! {
+            message = from.next() => message.map(|(m, _)| m),
+            () = token.cancelled() => None,
+        };
+        match message {
+            Some(ChannelMsg::Data { data }) => {
+                bytes += data.len() as u64;
+                let sent = to.data_bytes(data.clone()).await;
+                if passed_on(&from, sent, &data).await.is_err() {
+                    break;
+                }
+            }
+            Some(ChannelMsg::Eof) => {
+                let _ = to.eof().await;
+            }
+            Some(ChannelMsg::Close) | None => break,
+            Some(_) => {}
+        }
+    }
+    let _ = to.eof().await;
+    let _ = to.close().await;
+    bytes
+}
