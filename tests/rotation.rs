@@ -716,7 +716,7 @@ fn runs(world: &World, command: &str) -> bool {
 
 /// Waits until the gateway has fingerprinted web-01's startup files.
 fn wait_for_first_baseline(world: &World) {
-    let baselines = world.path("state/startup_files.json");
+    let baselines = world.path("state/baselines.json");
     assert!(
         wait_until(Duration::from_secs(10), || std::fs::read_to_string(
             &baselines
@@ -1059,4 +1059,66 @@ fn sessions_a_window_opened_past_the_gateway_are_ended_when_it_closes() {
         "{record}"
     );
     assert_eq!(world.pg().managed_backends(), 0);
+}
+
+/// `roles_changed` records of orders-prod: the roles each names.
+fn role_changes(world: &World) -> Vec<serde_json::Value> {
+    world
+        .audit_text()
+        .lines()
+        .filter(|line| line.contains(r#""type":"roles_changed""#))
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).unwrap()["event"]["roles"].clone()
+        })
+        .collect()
+}
+
+#[test]
+fn roles_a_window_created_or_changed_are_reported_at_the_next_rotation() {
+    let world = World::with_pg_target(&[], |t| t);
+    // The managed role may create roles; the gateway sees that change
+    // too, at the rotation after it.
+    world
+        .pg()
+        .server
+        .sql("postgres", "ALTER ROLE orders_app CREATEROLE")
+        .unwrap();
+    world.ok("root", "rotate orders-prod");
+    assert!(rotated(&world, "orders-prod", 1), "{}", world.audit_text());
+    let settled = role_changes(&world).len();
+    assert!(settled <= 1, "{}", world.audit_text());
+
+    // Alice leaves a login of her own behind.
+    let (id, lease_password) = world.lease_pg("alice", "10m");
+    let (_, err, ok) = world.psql_run(
+        "alice",
+        &lease_password,
+        "CREATE ROLE backdoor LOGIN PASSWORD 'hers'",
+    );
+    assert!(ok, "{err}");
+    world.ok("alice", &format!("checkin {id}"));
+    assert!(rotated(&world, "orders-prod", 2), "{}", world.audit_text());
+    let changes = role_changes(&world);
+    assert_eq!(changes.len(), settled + 1, "{}", world.audit_text());
+    assert_eq!(changes[settled], serde_json::json!(["backdoor"]));
+    let carol = world.ok("carol", "audit tail -n 50");
+    assert!(
+        carol.contains("roles on orders-prod's target changed") && carol.contains(": backdoor"),
+        "{carol}"
+    );
+    assert!(!world.audit_text().contains("hers"));
+
+    // Zoe changes what the next holder's sessions start with.
+    let (id, lease_password) = world.lease_pg("zoe", "10m");
+    let (_, err, ok) = world.psql_run(
+        "zoe",
+        &lease_password,
+        "ALTER ROLE CURRENT_USER SET search_path = 'mine, public'",
+    );
+    assert!(ok, "{err}");
+    world.ok("zoe", &format!("checkin {id}"));
+    assert!(rotated(&world, "orders-prod", 3), "{}", world.audit_text());
+    let changes = role_changes(&world);
+    assert_eq!(changes.len(), settled + 2, "{}", world.audit_text());
+    assert_eq!(changes[settled + 1], serde_json::json!(["orders_app"]));
 }

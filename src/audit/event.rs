@@ -121,8 +121,11 @@ pub enum AuditEvent {
     },
     /// Processes of an SSH resource's managed account were still running
     /// on the target with no window open (started inside one to outlive
-    /// it, with `nohup` or `setsid`): `ended` were killed, `remaining`
-    /// could not be. Each is `NAME (PID)`; arguments are never recorded.
+    /// it, with `nohup` or `setsid`), or sessions of a Postgres resource's
+    /// managed role were still connected past the gateway: `ended` were
+    /// ended, `remaining` could not be. Each is `NAME (PID)` (for Postgres,
+    /// `APPLICATION from ADDRESS (PID)`); arguments and queries are never
+    /// recorded.
     LeftoverProcessesEnded {
         resource: String,
         ended: Vec<String>,
@@ -136,8 +139,17 @@ pub enum AuditEvent {
         resource: String,
         files: Vec<String>,
     },
+    /// Roles on a Postgres resource's target (their attributes, settings
+    /// or memberships) changed since the gateway last looked: a window may
+    /// have left a login or a setting behind, so someone should review
+    /// them.
+    RolesChanged {
+        resource: String,
+        roles: Vec<String>,
+    },
     /// A look at the managed account after a rotation (`check`: startup
-    /// files, leftover processes) failed; what it looks for may be there.
+    /// files, roles, leftover processes) failed; what it looks for may be
+    /// there.
     AccountCheckFailed {
         resource: String,
         check: String,

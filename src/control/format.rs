@@ -149,6 +149,10 @@ pub fn describe(event: &AuditEvent) -> String {
             "startup files of {resource}'s managed account changed since the gateway last looked (they run at every login; read them): {}",
             files.join(", ")
         ),
+        AuditEvent::RolesChanged { resource, roles } => format!(
+            "roles on {resource}'s target changed since the gateway last looked (a window may have left a login or setting behind; review them): {}",
+            roles.join(", ")
+        ),
         AuditEvent::AccountCheckFailed {
             resource,
             check,

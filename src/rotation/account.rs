@@ -6,19 +6,11 @@
 //! then rotates again with backoff and, if single-user, is not handed out
 //! until a look finds none.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
 use super::ssh::AccountShell;
 use super::{RotationError, Rotator, leftovers, startup_files};
 use crate::audit::AuditEvent;
-use crate::config::{Resource, ResourceKind};
+use crate::config::Resource;
 use crate::secret::Secret;
-
-/// The longest wait between tries at a first fingerprint.
-const BASELINE_MAX_BACKOFF: Duration = Duration::from_secs(600);
-/// Longer than any try at a first fingerprint takes (it reports sooner).
-const IN_FLIGHT: Duration = Duration::from_secs(3600);
 
 impl Rotator {
     /// Logs in once (with `secret`, or as the reconcile account) for both
@@ -36,108 +28,18 @@ impl Rotator {
                     .await;
             }
         };
-        self.compare_startup_files(resource, &shell).await;
+        let now = startup_files::fingerprint(&shell).await;
+        self.report_changes(resource, "startup files", now, |files| {
+            AuditEvent::StartupFilesChanged {
+                resource: resource.name.clone(),
+                files,
+            }
+        })
+        .await;
         if resource.end_leftover_processes {
             self.end_leftover_processes(resource, &shell).await;
         }
         shell.close().await;
-    }
-
-    /// Starts taking the first fingerprints of each SSH resource's startup
-    /// files that has none, with no window open, so the first window is
-    /// compared against something too. In the background: an unreachable
-    /// target must not hold up rotations. Retried with backoff.
-    pub(super) fn start_first_baselines(self: &Arc<Self>) {
-        let config = self.gateway.config();
-        for resource in config.resources.values() {
-            // Cheapest first: once taken, `has` answers from memory.
-            if resource.kind != ResourceKind::Ssh
-                || self.baseline_waits(&resource.name)
-                || !matches!(self.baselines.has(&resource.name), Ok(false))
-                || !self.gateway.vault().contains(&resource.name)
-                || self.gateway.window_open(&resource.name)
-            {
-                continue;
-            }
-            // In flight: not started again until it reports.
-            let backoff = self.baseline_backoff(&resource.name);
-            self.baseline_retry
-                .lock()
-                .insert(resource.name.clone(), (Instant::now() + IN_FLIGHT, backoff));
-            let this = self.clone();
-            let resource = resource.clone();
-            tokio::spawn(async move { this.take_first_baseline(&resource).await });
-        }
-    }
-
-    fn baseline_waits(&self, name: &str) -> bool {
-        self.baseline_retry
-            .lock()
-            .get(name)
-            .is_some_and(|(next, _)| Instant::now() < *next)
-    }
-
-    fn baseline_backoff(&self, name: &str) -> Duration {
-        self.baseline_retry
-            .lock()
-            .get(name)
-            .map_or(Duration::ZERO, |(_, backoff)| *backoff)
-    }
-
-    async fn take_first_baseline(&self, resource: &Resource) {
-        // Not beside a rotation of the resource, whose clean-up would take
-        // this login's shell for a leftover.
-        let lock = self.gateway.rotation_lock(&resource.name);
-        let _serialized = lock.lock().await;
-        let taken = match self.baselines.has(&resource.name) {
-            Ok(true) => Ok(()),
-            _ => self.fingerprint_first(resource).await,
-        };
-        let mut retry = self.baseline_retry.lock();
-        match taken {
-            Ok(()) => {
-                retry.remove(&resource.name);
-            }
-            Err(error) => {
-                tracing::warn!(resource = %resource.name, %error, "cannot fingerprint the account's startup files yet");
-                let backoff = retry
-                    .get(&resource.name)
-                    .map_or(Duration::ZERO, |(_, b)| *b);
-                let backoff = (backoff * 2).clamp(Duration::from_secs(1), BASELINE_MAX_BACKOFF);
-                retry.insert(resource.name.clone(), (Instant::now() + backoff, backoff));
-            }
-        }
-    }
-
-    async fn fingerprint_first(&self, resource: &Resource) -> Result<(), RotationError> {
-        let Some(secret) = self.gateway.vault().current(&resource.name) else {
-            return Ok(());
-        };
-        let shell = AccountShell::open(resource, self.gateway.known_hosts(), &secret).await?;
-        let fingerprints = startup_files::fingerprint(&shell).await;
-        shell.close().await;
-        self.baselines.replace(&resource.name, fingerprints?)?;
-        Ok(())
-    }
-
-    async fn compare_startup_files(&self, resource: &Resource, shell: &AccountShell) {
-        let compared = async {
-            let now = startup_files::fingerprint(shell).await?;
-            let before = self.baselines.replace(&resource.name, now.clone())?;
-            Ok(before.map(|before| startup_files::changed(&before, &now)))
-        }
-        .await;
-        match compared {
-            Ok(Some(files)) if !files.is_empty() => {
-                self.audit(AuditEvent::StartupFilesChanged {
-                    resource: resource.name.clone(),
-                    files,
-                })
-                .await;
-            }
-            Ok(_) => {}
-            Err(error) => self.check_failed(resource, "startup files", error).await,
-        }
     }
 
     /// With no window open on `resource`, ends what its windows left

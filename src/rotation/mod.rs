@@ -14,8 +14,11 @@
 //! one.
 
 mod account;
+mod baseline;
+mod database;
 mod leftovers;
 mod pg_leftovers;
+mod pg_roles;
 mod pg_tls;
 mod postgres;
 mod ssh;
@@ -68,16 +71,17 @@ pub struct Rotator {
     gateway: Arc<Gateway>,
     /// Resource → (next attempt, current backoff) after a failure.
     retry: Mutex<HashMap<String, (Instant, Duration)>>,
-    /// SSH accounts' startup file fingerprints, compared at each rotation.
-    baselines: startup_files::Baselines,
-    /// SSH resources whose first fingerprints could not be taken yet:
+    /// Fingerprints of SSH accounts' startup files and Postgres targets'
+    /// roles, compared at each rotation.
+    baselines: baseline::Baselines,
+    /// Resources whose first fingerprints could not be taken yet:
     /// (next attempt, current backoff).
     baseline_retry: Mutex<HashMap<String, (Instant, Duration)>>,
 }
 
 impl Rotator {
     pub fn new(gateway: Arc<Gateway>) -> Arc<Self> {
-        let baselines = startup_files::Baselines::new(&gateway.config().state_dir);
+        let baselines = baseline::Baselines::new(&gateway.config().state_dir);
         Arc::new(Self {
             gateway,
             retry: Mutex::new(HashMap::new()),
@@ -192,7 +196,7 @@ impl Rotator {
         fault_point("after_confirm").await;
         match kind {
             CredentialKind::SshKey => self.inspect_account(resource, &new).await,
-            CredentialKind::Password => self.end_leftover_sessions(resource, &new).await,
+            CredentialKind::Password => self.inspect_database(resource, &new).await,
         }
         vault.promote(name)?;
         self.gateway.scram_keys().forget(name);

@@ -5,10 +5,8 @@
 
 use std::time::Duration;
 
-use super::leftovers::{self, Reaper, TargetProcess};
-use super::{RotationError, Rotator, postgres};
-use crate::config::Resource;
-use crate::secret::Secret;
+use super::RotationError;
+use super::leftovers::{Reaper, TargetProcess};
 
 /// Client sessions of the role, but this one; parallel workers end with
 /// their leader.
@@ -25,7 +23,7 @@ const EXIT_WAIT: Duration = Duration::from_millis(300);
 /// Of the application name in the audit log (the client chose it).
 const MAX_NAME_CHARS: usize = 64;
 
-struct PgSessions<'a>(&'a tokio_postgres::Client);
+pub struct PgSessions<'a>(pub &'a tokio_postgres::Client);
 
 impl Reaper for PgSessions<'_> {
     async fn list(&self) -> Result<Vec<TargetProcess>, RotationError> {
@@ -67,27 +65,6 @@ fn session_name(application: &str, origin: &str) -> String {
 
 fn failed(error: tokio_postgres::Error) -> RotationError {
     RotationError::Target(format!("looking at the role's sessions: {error}"))
-}
-
-impl Rotator {
-    /// With no window open on `resource`, ends the sessions windows left
-    /// connected as its managed role, logging in with `secret` (the new
-    /// password).
-    pub(super) async fn end_leftover_sessions(&self, resource: &Resource, secret: &Secret) {
-        let window_open = || self.gateway.window_open(&resource.name);
-        if !resource.end_leftover_processes || window_open() {
-            return;
-        }
-        let found = async {
-            let login =
-                postgres::connect(resource, &resource.account, secret, self.timeout()).await?;
-            let found = leftovers::end(&PgSessions(&login.client), &window_open).await;
-            login.close().await;
-            found
-        }
-        .await;
-        self.report_leftovers(resource, found).await;
-    }
 }
 
 #[cfg(test)]

@@ -6,12 +6,8 @@
 //! when it first meets the resource and at each rotation, and audits which
 //! changed in between.
 
-use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
-
-use parking_lot::Mutex;
-
 use super::RotationError;
+use super::baseline::Fingerprints;
 use super::ssh::AccountShell;
 
 /// Relative to the account's home. Shells read these (bash, sh, zsh; and
@@ -43,12 +39,6 @@ const LINGER: &str = "linger";
 /// Listed only where the target has the tool.
 const CRONTAB: &str = "crontab";
 const AT_JOBS: &str = "at-jobs";
-/// The fingerprint of nothing: an empty file, crontab or job queue.
-const EMPTY: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-
-/// Fingerprint per entry: a hash, `absent`, `present` (linger) or
-/// `unreadable`.
-pub type Fingerprints = BTreeMap<String, String>;
 
 /// Prints `HASH NAME` (or `absent NAME`, `unreadable NAME`) per file or
 /// directory, the linger flag, and the crontab's and at queue's hashes
@@ -114,88 +104,11 @@ fn parse(output: &str) -> Result<Fingerprints, RotationError> {
     Ok(fingerprints)
 }
 
-/// The names whose fingerprint differs between `before` and `after`. A
-/// name on one side only (a tool installed or removed since, or a name
-/// this version added) counts as a change only if something is there.
-pub fn changed(before: &Fingerprints, after: &Fingerprints) -> Vec<String> {
-    let nothing = |value: Option<&String>| value.is_none_or(|v| v == "absent" || v == EMPTY);
-    let mut names: Vec<&String> = before.keys().chain(after.keys()).collect();
-    names.sort();
-    names.dedup();
-    names
-        .into_iter()
-        .filter(|name| {
-            let (was, is) = (before.get(*name), after.get(*name));
-            was != is && !(nothing(was) && nothing(is))
-        })
-        .cloned()
-        .collect()
-}
-
-/// The last fingerprints of each resource, in the state directory.
-pub struct Baselines {
-    path: PathBuf,
-    /// Resources known to have fingerprints recorded. Held while reading
-    /// and writing the file too: resources rotate concurrently.
-    recorded: Mutex<HashSet<String>>,
-}
-
-impl Baselines {
-    pub fn new(state_dir: &Path) -> Self {
-        Self {
-            path: state_dir.join("startup_files.json"),
-            recorded: Mutex::default(),
-        }
-    }
-
-    /// Whether `resource` has fingerprints recorded (read from the file
-    /// only until it does).
-    pub fn has(&self, resource: &str) -> Result<bool, RotationError> {
-        let mut recorded = self.recorded.lock();
-        if recorded.contains(resource) {
-            return Ok(true);
-        }
-        let found = self.read()?.contains_key(resource);
-        if found {
-            recorded.insert(resource.to_string());
-        }
-        Ok(found)
-    }
-
-    #[cfg(test)]
-    fn get(&self, resource: &str) -> Result<Option<Fingerprints>, RotationError> {
-        let _held = self.recorded.lock();
-        Ok(self.read()?.remove(resource))
-    }
-
-    /// Records `now` for `resource`; returns what was recorded before.
-    pub fn replace(
-        &self,
-        resource: &str,
-        now: Fingerprints,
-    ) -> Result<Option<Fingerprints>, RotationError> {
-        let mut recorded = self.recorded.lock();
-        let mut all = self.read()?;
-        let before = all.insert(resource.to_string(), now);
-        let bytes = serde_json::to_vec_pretty(&all).map_err(|e| self.problem(e.to_string()))?;
-        crate::fsutil::write_atomic(&self.path, &bytes, 0o600)
-            .map_err(|e| self.problem(e.to_string()))?;
-        recorded.insert(resource.to_string());
-        Ok(before)
-    }
-
-    fn read(&self) -> Result<BTreeMap<String, Fingerprints>, RotationError> {
-        crate::fsutil::read_json_state(&self.path).map_err(|problem| self.problem(problem))
-    }
-
-    fn problem(&self, problem: String) -> RotationError {
-        RotationError::Target(format!("{}: {problem}", self.path.display()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rotation::baseline::changed;
+    use std::path::Path;
 
     fn listing(bashrc: &str) -> String {
         let mut text = String::new();
@@ -217,17 +130,6 @@ mod tests {
         after.insert(LINGER.into(), "present".into());
         assert_eq!(changed(&before, &after), [".bashrc", "crontab", "linger"]);
         assert!(changed(&before, &before).is_empty());
-    }
-
-    #[test]
-    fn an_entry_on_one_side_only_is_a_change_only_if_something_is_there() {
-        let before = parse(&listing("absent")).unwrap();
-        let mut after = before.clone();
-        after.insert(AT_JOBS.into(), EMPTY.into());
-        assert!(changed(&before, &after).is_empty(), "an empty at queue");
-        after.insert(CRONTAB.into(), "c".repeat(64));
-        assert_eq!(changed(&before, &after), ["crontab"]);
-        assert_eq!(changed(&after, &before), ["crontab"]);
     }
 
     /// Runs the listing command here, as this user, with `home` as HOME.
@@ -278,30 +180,5 @@ mod tests {
         for case in cases {
             assert!(parse(&case).is_err(), "{case:?} was taken for a listing");
         }
-    }
-
-    #[test]
-    fn baselines_persist_and_return_what_they_replace() {
-        let dir = tempfile::tempdir().unwrap();
-        let baselines = Baselines::new(dir.path());
-        assert!(!baselines.has("web-01").unwrap());
-        let first = parse(&listing(&"a".repeat(64))).unwrap();
-        assert!(
-            baselines
-                .replace("web-01", first.clone())
-                .unwrap()
-                .is_none()
-        );
-        assert!(baselines.has("web-01").unwrap());
-        let reopened = Baselines::new(dir.path());
-        assert!(reopened.has("web-01").unwrap());
-        assert_eq!(reopened.get("web-01").unwrap(), Some(first.clone()));
-        let second = parse(&listing(&"b".repeat(64))).unwrap();
-        assert_eq!(reopened.replace("web-01", second).unwrap(), Some(first));
-        std::fs::write(dir.path().join("startup_files.json"), "{").unwrap();
-        assert!(
-            reopened.get("web-01").is_err(),
-            "a damaged file is no baseline"
-        );
     }
 }
