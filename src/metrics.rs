@@ -86,6 +86,10 @@ pub fn describe() {
         "jitgate_rotation_pending",
         "1 while a resource's credential rotation is failing and being retried"
     );
+    describe_gauge!(
+        "jitgate_rotation_mark",
+        "1 while a resource must rotate again for a reason kept across restarts: credential_refused, or processes_left_running (a single-user resource is not handed out meanwhile)"
+    );
     describe_histogram!(
         "jitgate_journal_fsync_seconds",
         Unit::Seconds,

@@ -955,6 +955,12 @@ fn a_single_user_resource_is_held_back_while_processes_of_its_last_window_surviv
         ),
         "{refused}"
     );
+    let held = r#"jitgate_rotation_mark{resource="web-01",mark="processes_left_running"}"#;
+    assert!(
+        world.metrics().contains(&format!("{held} 1")),
+        "{}",
+        world.metrics()
+    );
     let carol = world.ok("carol", "audit tail -n 50");
     assert!(
         carol.contains("processes left running on web-01 after its windows: COULD NOT END sleep ("),
@@ -965,6 +971,11 @@ fn a_single_user_resource_is_held_back_while_processes_of_its_last_window_surviv
     world.launch();
     let refused = world.refused("zoe", &format!("checkout {zoe_id}"));
     assert!(refused.contains("web-01 is held back"), "{refused}");
+    assert!(
+        world.metrics().contains(&format!("{held} 1")),
+        "{}",
+        world.metrics()
+    );
     assert!(runs(&world, "sleep 4245.5"));
     // A damaged record of it refuses the start rather than forgetting it.
     world.signal("TERM");
@@ -993,6 +1004,11 @@ fn a_single_user_resource_is_held_back_while_processes_of_its_last_window_surviv
     assert!(
         !runs(&world, "sleep 4245.5"),
         "the leftover process survived"
+    );
+    assert!(
+        world.metrics().contains(&format!("{held} 0")),
+        "{}",
+        world.metrics()
     );
     assert!(world.audit_text().contains(r#""ended":["sleep ("#));
 }

@@ -21,6 +21,15 @@ pub enum RotationMark {
 }
 
 impl RotationMark {
+    const ALL: [Self; 2] = [Self::CredentialRefused, Self::ProcessesLeftRunning];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::CredentialRefused => "credential_refused",
+            Self::ProcessesLeftRunning => "processes_left_running",
+        }
+    }
+
     pub fn reason(self) -> &'static str {
         match self {
             Self::CredentialRefused => "the target refused the managed credential",
@@ -50,11 +59,16 @@ impl RotationMarks {
     /// resource whose last window is not cleaned up.
     pub fn load(state_dir: &Path) -> Result<Self, RotationMarksError> {
         let path = state_dir.join("rotation_marks.json");
-        let marks =
+        let marks: Marks =
             crate::fsutil::read_json_state(&path).map_err(|problem| RotationMarksError {
                 path: path.clone(),
                 problem,
             })?;
+        for (resource, set) in &marks {
+            for mark in RotationMark::ALL {
+                publish(resource, mark, set.contains(&mark));
+            }
+        }
         Ok(Self {
             path,
             marks: Mutex::new(marks),
@@ -84,6 +98,7 @@ impl RotationMarks {
         };
         if changed {
             self.persist(&marks);
+            publish(resource, mark, on);
         }
         changed
     }
@@ -96,6 +111,17 @@ impl RotationMarks {
             tracing::error!(path = %self.path.display(), %error, "cannot record a rotation mark");
         }
     }
+}
+
+/// The `jitgate_rotation_mark` gauge, for alerting on a resource held
+/// back (the audit log says why).
+fn publish(resource: &str, mark: RotationMark, on: bool) {
+    metrics::gauge!(
+        "jitgate_rotation_mark",
+        "resource" => resource.to_string(),
+        "mark" => mark.label()
+    )
+    .set(if on { 1.0 } else { 0.0 });
 }
 
 #[cfg(test)]
