@@ -14,7 +14,9 @@ use super::ssh::AccountShell;
 /// Debian's `.bashrc` reads `.bash_aliases`), sshd (`rc`, `environment`)
 /// or pam_env (`.pam_environment`) at every login, mail delivery pipes to
 /// `.forward`, and systemd starts the units under `.config/systemd/user`
-/// (a directory: its files and the links that enable them, as one).
+/// (a directory: its files and the links that enable them, as one). The
+/// last four let others log in without a key where the target accepts
+/// Kerberos or host-based authentication.
 const FILES: &[&str] = &[
     ".bashrc",
     ".bash_aliases",
@@ -32,6 +34,10 @@ const FILES: &[&str] = &[
     ".pam_environment",
     ".forward",
     ".config/systemd/user",
+    ".k5login",
+    ".k5users",
+    ".rhosts",
+    ".shosts",
 ];
 /// Whether systemd starts the account's user units at boot, without a
 /// login (`loginctl enable-linger`): `present` or `absent`.
