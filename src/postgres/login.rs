@@ -1,37 +1,30 @@
-//! The startup phase: TLS negotiation, cancel requests, the lease-checked
-//! password login, and the gateway's own login upstream.
+//! The startup phase: TLS negotiation, cancel requests, and the login
+//! (checked in `admission`) that opens a session and greets the client.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use subtle::ConstantTimeEq;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::admission::{self, Admitted, Asked};
 use super::cancel::{ClientKey, UpstreamKey, cancel_upstream};
 use super::session::{NewSession, PgSession};
-use super::upstream::{Login, Stream, Upstream, UpstreamError, UpstreamTls};
-use super::wire::{self, StartupPacket, read_message, read_startup, sqlstate};
+use super::upstream::{Stream, Upstream};
+use super::wire::{self, StartupPacket, read_startup, sqlstate};
 use super::{Frontend, relay};
 use crate::audit::{AuditEvent, Protocol};
-use crate::config::{Resource, ResourceKind};
-use crate::gateway::hash_lease_password;
-use crate::lease::Lease;
-use crate::secret::Secret;
-
-/// A password message is tiny; anything bigger is not one.
-const PASSWORD_MESSAGE_LIMIT: usize = 1024;
 /// The first byte of a TLS handshake: a client using `sslnegotiation=direct`.
 const TLS_HANDSHAKE: u8 = 0x16;
 
 /// A client connection's two ends: who connected (audited, and shown as
 /// such) and the gateway address it reached (named in suggested commands).
 #[derive(Clone, Copy)]
-struct Peer {
+pub(super) struct Peer {
     remote: SocketAddr,
-    gateway: IpAddr,
+    pub gateway: IpAddr,
 }
 
 impl fmt::Display for Peer {
@@ -158,13 +151,13 @@ async fn after_tls(
     }
 }
 
-async fn refuse(client: &mut Box<dyn Stream>, code: &str, message: &str) {
+pub(super) async fn refuse(client: &mut Box<dyn Stream>, code: &str, message: &str) {
     let _ = client.write_all(&wire::fatal(code, message)).await;
     let _ = client.flush().await;
     let _ = client.shutdown().await;
 }
 
-fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(super) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
     params
         .iter()
         .find(|(key, _)| key == name)
@@ -175,7 +168,7 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
 /// logical (`replication=database`) replication connection. Only the
 /// spellings PostgreSQL reads as false mean an ordinary session; anything
 /// else it would either honour or reject.
-fn asks_for_replication(params: &[(String, String)]) -> bool {
+pub(super) fn asks_for_replication(params: &[(String, String)]) -> bool {
     param(params, "replication").is_some_and(|value| !means_false(value))
 }
 
@@ -208,13 +201,6 @@ async fn forward_cancel(frontend: &Frontend, process_id: i32, secret_key: i32) {
     metrics::counter!("jitgate_postgres_cancels_total", "outcome" => outcome).increment(1);
 }
 
-/// A refused login: what the client is told.
-struct Refusal {
-    code: &'static str,
-    message: String,
-    reason: String,
-}
-
 async fn login(
     frontend: &Arc<Frontend>,
     mut client: Box<dyn Stream>,
@@ -225,47 +211,15 @@ async fn login(
     let user = param(&params, "user").unwrap_or_default().to_string();
     // libpq's default database is the user name.
     let database = param(&params, "database").unwrap_or(&user).to_string();
-    if asks_for_replication(&params) {
-        // Refused rather than quietly turned into an SQL session, which
-        // would leave pg_basebackup or a logical decoder guessing why its
-        // commands fail. A lease grants SQL access, not a copy of the
-        // cluster.
-        let reason = "jitgate does not relay replication connections".to_string();
-        audit_login(frontend, &user, Some(&database), peer, Err(reason.clone()));
-        refuse(&mut client, sqlstate::FEATURE_NOT_SUPPORTED, &reason).await;
-        return Ok(None);
-    }
-    let mut out = BytesMut::new();
-    let unrecognised: Vec<String> = params
-        .iter()
-        .filter(|(key, _)| key.starts_with("_pq_."))
-        .map(|(key, _)| key.clone())
-        .collect();
-    if minor > 0 || !unrecognised.is_empty() {
-        wire::negotiate_protocol_version(&mut out, &unrecognised);
-    }
-    wire::auth_cleartext(&mut out);
-    client.write_all(&out).await?;
-    client.flush().await?;
-    let message = read_message(&mut client, PASSWORD_MESSAGE_LIMIT).await;
-    let parsed = match &message {
-        Ok((tag, body)) => wire::password_from(*tag, body).map_err(|e| e.to_string()),
-        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Err(e.to_string()),
-        Err(_) => return message.map(|_| None),
+    let asked = Asked {
+        user: &user,
+        database: &database,
+        peer,
+        minor,
+        params: &params,
     };
-    let password = match parsed {
-        Ok(password) => Secret::new(password),
-        Err(problem) => {
-            // The text names the framing fault only, never the bytes sent.
-            let reason = format!("malformed password message: {problem}");
-            audit_login(frontend, &user, Some(&database), peer, Err(reason.clone()));
-            refuse(&mut client, sqlstate::PROTOCOL_VIOLATION, &reason).await;
-            return Ok(None);
-        }
-    };
-    let checked = check_lease(frontend, peer, &user, &database, &password);
-    let (resource, lease) = match checked {
-        Ok(found) => found,
+    let admitted = match admission::admit(frontend, &mut client, &asked).await? {
+        Ok(admitted) => admitted,
         Err(refusal) => {
             audit_login(frontend, &user, Some(&database), peer, Err(refusal.reason));
             metrics::counter!("jitgate_logins_total", "protocol" => "postgres", "outcome" => "refused").increment(1);
@@ -273,35 +227,13 @@ async fn login(
             return Ok(None);
         }
     };
-    let config = frontend.runtime.gateway.config();
-    let Some(slot) = frontend.take_slot(&user, config.postgres.max_connections_per_user) else {
-        let message = format!(
-            "too many connections for {user} (postgres.max_connections_per_user = {})",
-            config.postgres.max_connections_per_user
-        );
-        audit_login(frontend, &user, Some(&database), peer, Err(message.clone()));
-        refuse(&mut client, sqlstate::TOO_MANY_CONNECTIONS, &message).await;
-        return Ok(None);
-    };
-    let (upstream, tls) = match connect_upstream(frontend, &resource, &params).await {
-        Ok(connected) => connected,
-        Err(detail) => {
-            tracing::warn!(resource = %resource.name, error = %detail, "postgres upstream login failed");
-            audit_login(
-                frontend,
-                &user,
-                Some(&database),
-                peer,
-                Err(format!("target: {detail}")),
-            );
-            let message = format!(
-                "jitgate could not open a session on {}; the failure is logged for the administrators",
-                resource.name
-            );
-            refuse(&mut client, sqlstate::CANNOT_CONNECT, &message).await;
-            return Ok(None);
-        }
-    };
+    let Admitted {
+        resource,
+        lease,
+        slot,
+        upstream,
+        tls,
+    } = admitted;
     let upstream_key = UpstreamKey {
         address: resource.address.clone(),
         process_id: upstream.process_id,
@@ -359,91 +291,6 @@ async fn greet(
     super::upstream::put_raw(&mut out, b'Z', &[upstream.ready_status]);
     client.write_all(&out).await?;
     client.flush().await
-}
-
-/// The user's live lease on the resource, if the password is its password.
-fn check_lease(
-    frontend: &Frontend,
-    peer: Peer,
-    user: &str,
-    database: &str,
-    password: &Secret,
-) -> Result<(Resource, Arc<Lease>), Refusal> {
-    let config = frontend.runtime.gateway.config();
-    // Unknown users and resources look exactly like a wrong password.
-    let bad_password = |reason: &str| Refusal {
-        code: sqlstate::INVALID_PASSWORD,
-        message: format!("password authentication failed for user \"{user}\""),
-        reason: reason.to_string(),
-    };
-    if config.directory.user(user).is_none() {
-        return Err(bad_password("unknown user"));
-    }
-    let Some(resource) = config
-        .resources
-        .get(database)
-        .filter(|r| r.kind == ResourceKind::Postgres)
-    else {
-        return Err(bad_password("unknown postgres resource"));
-    };
-    let Some(lease) = frontend.runtime.gateway.leases().lookup(user, database) else {
-        return Err(Refusal {
-            code: sqlstate::INVALID_AUTHORIZATION,
-            message: format!(
-                "no active lease for {database}: request and check out first ({})",
-                frontend.control_command(peer.gateway, user, &format!("request {database}"))
-            ),
-            reason: "no active lease".into(),
-        });
-    };
-    let matches = lease.secret_hash.as_ref().is_some_and(|hash| {
-        bool::from(
-            hash.as_bytes()
-                .ct_eq(hash_lease_password(password.expose()).as_bytes()),
-        )
-    });
-    if !matches {
-        return Err(bad_password("wrong lease password"));
-    }
-    if lease.resource != resource.name {
-        return Err(bad_password("lease of another resource"));
-    }
-    Ok((resource.clone(), lease))
-}
-
-/// Logs in with the vault's current credential — or, while a rotation is
-/// between applying and confirming a new one, with the pending one.
-async fn connect_upstream(
-    frontend: &Frontend,
-    resource: &Resource,
-    params: &[(String, String)],
-) -> Result<(Upstream, Option<UpstreamTls>), String> {
-    let gateway = &frontend.runtime.gateway;
-    let current = gateway
-        .vault()
-        .current(&resource.name)
-        .ok_or_else(|| format!("the vault has no credential for {}", resource.name))?;
-    let tls = frontend.upstream_tls(resource)?;
-    let login = |password| Login {
-        resource,
-        password,
-        tls: tls.as_ref(),
-        client_params: params,
-        keys: gateway.scram_keys(),
-        timeout: gateway.config().postgres.connect_timeout,
-    };
-    let result = match (
-        login(&current).connect().await,
-        gateway.vault().pending(&resource.name),
-    ) {
-        (Err(UpstreamError::Refused { .. }), Some(pending)) => login(&pending).connect().await,
-        (result, _) => result,
-    };
-    if let Err(UpstreamError::Refused { .. }) = &result {
-        gateway.credential_refused(&resource.name);
-    }
-    let upstream = result.map_err(|e| e.to_string())?;
-    Ok((upstream, tls))
 }
 
 fn login_event(

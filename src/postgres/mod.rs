@@ -7,11 +7,13 @@
 //!
 //! - `wire`, `framer`: the protocol pieces the gateway reads and writes.
 //! - `tls`: rustls for clients (and targets).
-//! - `login`: the startup phase, from the first byte to a relayed session.
+//! - `login`: the startup phase, from the first byte to a relayed session;
+//!   `admission`: the lease-checked password login and its refusals.
 //! - `upstream`, `scram`: the gateway's own login to the target.
 //! - `relay`, `session`, `querylog`: the session itself.
 //! - `cancel`: routing `CancelRequest`s to the right backend.
 
+mod admission;
 pub mod cancel;
 mod framer;
 mod login;

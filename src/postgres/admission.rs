@@ -1,0 +1,235 @@
+//! Who may log in: the password message, the lease check, the per-user
+//! connection cap and the gateway's own login upstream. Every way of
+//! saying no is a [`Refusal`]: what the client is told, and what the
+//! audit log records.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use subtle::ConstantTimeEq;
+use tokio::io::AsyncWriteExt;
+
+use super::Frontend;
+use super::UserSlot;
+use super::login::{Peer, asks_for_replication};
+use super::upstream::{Login, Stream, Upstream, UpstreamError, UpstreamTls};
+use super::wire::{self, read_message, sqlstate};
+use crate::config::{Resource, ResourceKind};
+use crate::gateway::hash_lease_password;
+use crate::lease::Lease;
+use crate::secret::Secret;
+
+/// A password message is tiny; anything bigger is not one.
+const PASSWORD_MESSAGE_LIMIT: usize = 1024;
+
+/// What a client's startup packet asks for.
+pub struct Asked<'a> {
+    pub user: &'a str,
+    pub database: &'a str,
+    pub peer: Peer,
+    /// The protocol minor version it speaks (3.x).
+    pub minor: u16,
+    pub params: &'a [(String, String)],
+}
+
+/// A refused login: what the client is told, and why (audited).
+pub struct Refusal {
+    pub code: &'static str,
+    pub message: String,
+    pub reason: String,
+}
+
+impl Refusal {
+    /// One whose reason is what the client is told.
+    fn plain(code: &'static str, message: String) -> Self {
+        Self {
+            code,
+            reason: message.clone(),
+            message,
+        }
+    }
+}
+
+/// A login let in, and logged in upstream.
+pub struct Admitted {
+    pub resource: Resource,
+    pub lease: Arc<Lease>,
+    pub slot: UserSlot,
+    pub upstream: Upstream,
+    pub tls: Option<UpstreamTls>,
+}
+
+/// Asks for the lease password and checks it, the lease and the caps, then
+/// logs in upstream. An I/O error (the client went away) is not a refusal.
+pub async fn admit(
+    frontend: &Arc<Frontend>,
+    client: &mut Box<dyn Stream>,
+    asked: &Asked<'_>,
+) -> std::io::Result<Result<Admitted, Refusal>> {
+    if asks_for_replication(asked.params) {
+        // Refused rather than quietly turned into an SQL session, which
+        // would leave pg_basebackup or a logical decoder guessing why its
+        // commands fail. A lease grants SQL access, not a copy of the
+        // cluster.
+        return Ok(Err(Refusal::plain(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            "jitgate does not relay replication connections".into(),
+        )));
+    }
+    let password = match read_password(client, asked).await? {
+        Ok(password) => password,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    let (resource, lease) = match check_lease(frontend, asked, &password) {
+        Ok(found) => found,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    let config = frontend.runtime.gateway.config();
+    let limit = config.postgres.max_connections_per_user;
+    let Some(slot) = frontend.take_slot(asked.user, limit) else {
+        return Ok(Err(Refusal::plain(
+            sqlstate::TOO_MANY_CONNECTIONS,
+            format!(
+                "too many connections for {} (postgres.max_connections_per_user = {limit})",
+                asked.user
+            ),
+        )));
+    };
+    match connect_upstream(frontend, &resource, asked.params).await {
+        Ok((upstream, tls)) => Ok(Ok(Admitted {
+            resource,
+            lease,
+            slot,
+            upstream,
+            tls,
+        })),
+        Err(detail) => {
+            tracing::warn!(resource = %resource.name, error = %detail, "postgres upstream login failed");
+            Ok(Err(Refusal {
+                code: sqlstate::CANNOT_CONNECT,
+                message: format!(
+                    "jitgate could not open a session on {}; the failure is logged for the administrators",
+                    resource.name
+                ),
+                reason: format!("target: {detail}"),
+            }))
+        }
+    }
+}
+
+/// Asks for a cleartext password (inside TLS), after negotiating the
+/// protocol version when the client asked for a newer one.
+async fn read_password(
+    client: &mut Box<dyn Stream>,
+    asked: &Asked<'_>,
+) -> std::io::Result<Result<Secret, Refusal>> {
+    let mut out = BytesMut::new();
+    let unrecognised: Vec<String> = asked
+        .params
+        .iter()
+        .filter(|(key, _)| key.starts_with("_pq_."))
+        .map(|(key, _)| key.clone())
+        .collect();
+    if asked.minor > 0 || !unrecognised.is_empty() {
+        wire::negotiate_protocol_version(&mut out, &unrecognised);
+    }
+    wire::auth_cleartext(&mut out);
+    client.write_all(&out).await?;
+    client.flush().await?;
+    let parsed = match read_message(client, PASSWORD_MESSAGE_LIMIT).await {
+        Ok((tag, body)) => wire::password_from(tag, &body).map_err(|e| e.to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Err(e.to_string()),
+        Err(e) => return Err(e),
+    };
+    Ok(parsed.map(Secret::new).map_err(|problem| {
+        // The text names the framing fault only, never the bytes sent.
+        Refusal::plain(
+            sqlstate::PROTOCOL_VIOLATION,
+            format!("malformed password message: {problem}"),
+        )
+    }))
+}
+
+/// The user's live lease on the resource, if the password is its password.
+fn check_lease(
+    frontend: &Frontend,
+    asked: &Asked,
+    password: &Secret,
+) -> Result<(Resource, Arc<Lease>), Refusal> {
+    let (user, database) = (asked.user, asked.database);
+    let config = frontend.runtime.gateway.config();
+    // Unknown users and resources look exactly like a wrong password.
+    let bad_password = |reason: &str| Refusal {
+        code: sqlstate::INVALID_PASSWORD,
+        message: format!("password authentication failed for user \"{user}\""),
+        reason: reason.to_string(),
+    };
+    if config.directory.user(user).is_none() {
+        return Err(bad_password("unknown user"));
+    }
+    let Some(resource) = config
+        .resources
+        .get(database)
+        .filter(|r| r.kind == ResourceKind::Postgres)
+    else {
+        return Err(bad_password("unknown postgres resource"));
+    };
+    let Some(lease) = frontend.runtime.gateway.leases().lookup(user, database) else {
+        return Err(Refusal {
+            code: sqlstate::INVALID_AUTHORIZATION,
+            message: format!(
+                "no active lease for {database}: request and check out first ({})",
+                frontend.control_command(asked.peer.gateway, user, &format!("request {database}"))
+            ),
+            reason: "no active lease".into(),
+        });
+    };
+    let matches = lease.secret_hash.as_ref().is_some_and(|hash| {
+        bool::from(
+            hash.as_bytes()
+                .ct_eq(hash_lease_password(password.expose()).as_bytes()),
+        )
+    });
+    if !matches {
+        return Err(bad_password("wrong lease password"));
+    }
+    if lease.resource != resource.name {
+        return Err(bad_password("lease of another resource"));
+    }
+    Ok((resource.clone(), lease))
+}
+
+/// Logs in with the vault's current credential — or, while a rotation is
+/// between applying and confirming a new one, with the pending one.
+async fn connect_upstream(
+    frontend: &Frontend,
+    resource: &Resource,
+    params: &[(String, String)],
+) -> Result<(Upstream, Option<UpstreamTls>), String> {
+    let gateway = &frontend.runtime.gateway;
+    let current = gateway
+        .vault()
+        .current(&resource.name)
+        .ok_or_else(|| format!("the vault has no credential for {}", resource.name))?;
+    let tls = frontend.upstream_tls(resource)?;
+    let login = |password| Login {
+        resource,
+        password,
+        tls: tls.as_ref(),
+        client_params: params,
+        keys: gateway.scram_keys(),
+        timeout: gateway.config().postgres.connect_timeout,
+    };
+    let result = match (
+        login(&current).connect().await,
+        gateway.vault().pending(&resource.name),
+    ) {
+        (Err(UpstreamError::Refused { .. }), Some(pending)) => login(&pending).connect().await,
+        (result, _) => result,
+    };
+    if let Err(UpstreamError::Refused { .. }) = &result {
+        gateway.credential_refused(&resource.name);
+    }
+    let upstream = result.map_err(|e| e.to_string())?;
+    Ok((upstream, tls))
+}
