@@ -1,9 +1,12 @@
-//! Live sessions, for `sessions` and for auditors following along.
+//! Live sessions, for `sessions`, for auditors following along, and for
+//! an administrator ending one (`terminate`).
 
 use std::sync::Arc;
 
 use dashmap::DashMap;
+use parking_lot::Mutex;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::audit::Protocol;
 
@@ -40,10 +43,45 @@ pub struct LiveRecording {
 
 pub type Flush = Arc<dyn Fn() + Send + Sync>;
 
+/// An administrator's request to end one session, and what it tells the
+/// user. The session's own lease stays: its holder may connect again.
+#[derive(Clone, Default)]
+pub struct Termination {
+    token: CancellationToken,
+    message: Arc<Mutex<Option<String>>>,
+}
+
+impl Termination {
+    pub async fn requested(&self) {
+        self.token.cancelled().await;
+    }
+
+    /// What the user is told, once requested.
+    pub fn message(&self) -> Option<String> {
+        self.message.lock().clone()
+    }
+
+    fn request(&self, message: String) {
+        self.message.lock().get_or_insert(message);
+        self.token.cancel();
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TerminateError {
+    #[error("no live session {0} (see `sessions`)")]
+    NoSuchSession(String),
+    #[error(
+        "{0} is a control-plane session, which holds no access: revoke the user's requests instead"
+    )]
+    ControlSession(String),
+}
+
 #[derive(Default)]
 pub struct SessionRegistry {
     live: DashMap<String, SessionInfo>,
     recordings: DashMap<String, LiveRecording>,
+    terminations: DashMap<String, Termination>,
 }
 
 /// Removes its session from the registry when dropped, however the
@@ -51,6 +89,7 @@ pub struct SessionRegistry {
 pub struct SessionGuard {
     registry: Arc<SessionRegistry>,
     id: String,
+    termination: Termination,
 }
 
 impl SessionRegistry {
@@ -70,12 +109,35 @@ impl SessionRegistry {
             remote: remote.to_string(),
             started_at: chrono::Utc::now(),
         };
+        let termination = Termination::default();
         self.live.insert(id.clone(), info);
+        self.terminations.insert(id.clone(), termination.clone());
         metrics::gauge!("jitgate_sessions", "protocol" => protocol_name(protocol)).increment(1.0);
         SessionGuard {
             registry: self.clone(),
             id,
+            termination,
         }
+    }
+
+    /// Asks session `id` on a resource to end, telling its user `message`;
+    /// returns what the session was.
+    pub fn terminate(&self, id: &str, message: String) -> Result<SessionInfo, TerminateError> {
+        let info = self
+            .live
+            .get(id)
+            .map(|entry| entry.value().clone())
+            .ok_or_else(|| TerminateError::NoSuchSession(id.to_string()))?;
+        if info.resource.is_none() {
+            return Err(TerminateError::ControlSession(id.to_string()));
+        }
+        let termination = self
+            .terminations
+            .get(id)
+            .map(|entry| entry.value().clone())
+            .ok_or_else(|| TerminateError::NoSuchSession(id.to_string()))?;
+        termination.request(message);
+        Ok(info)
     }
 
     pub fn list(&self) -> Vec<SessionInfo> {
@@ -102,11 +164,16 @@ impl SessionGuard {
     pub fn id(&self) -> &str {
         &self.id
     }
+
+    pub fn termination(&self) -> &Termination {
+        &self.termination
+    }
 }
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
         self.registry.recordings.remove(&self.id);
+        self.registry.terminations.remove(&self.id);
         if let Some((_, info)) = self.registry.live.remove(&self.id) {
             metrics::gauge!("jitgate_sessions", "protocol" => protocol_name(info.protocol))
                 .decrement(1.0);

@@ -882,3 +882,36 @@ fn the_gateway_reaches_a_tls_target_verifying_its_certificate() {
     assert!(ok, "{err}");
     assert_eq!(out, "after rotation");
 }
+
+#[test]
+fn an_administrator_terminates_a_session_mid_query_and_its_backend_is_gone() {
+    let world = World::with_pg_target(&[], |t| t);
+    let (_, password) = world.lease_pg("alice", "10m");
+    let psql = world
+        .psql("alice", "orders-prod", &password)
+        .args(["-c", "select pg_sleep(600)"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let session = world.live_session("postgres");
+    assert!(wait_until(Duration::from_secs(10), || world
+        .pg()
+        .managed_backends()
+        == 1));
+    world.ok("root", &format!("terminate {session}"));
+    let out = psql.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("session {session} terminated by root")),
+        "{err}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(1), || world.pg().managed_backends()
+            == 0),
+        "the backend outlived the session"
+    );
+    // The lease stays.
+    let (out, err, ok) = world.psql_run("alice", &password, "select 1");
+    assert!(ok && out == "1", "{err}");
+}

@@ -288,20 +288,7 @@ fn auditors_follow_a_live_session() {
         .unwrap()
         .write_all(b"echo before-follow\n")
         .unwrap();
-    let session = {
-        let mut id = None;
-        assert!(wait_until(Duration::from_secs(5), || {
-            let sessions = world.json("carol", "sessions");
-            id = sessions["sessions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|s| s["protocol"] == "ssh")
-                .map(|s| s["id"].as_str().unwrap().to_string());
-            id.is_some()
-        }));
-        id.unwrap()
-    };
+    let session = world.live_session("ssh");
     std::thread::sleep(Duration::from_millis(300));
     let mut follower = world
         .ssh_command("carol", "carol")
@@ -574,20 +561,7 @@ fn a_pty_session_is_severed_when_the_window_ends() {
     let world = World::with_ssh_target(|t| t);
     world.lease_web("alice", "4s");
     let started = Instant::now();
-    let mut shell = world
-        .target_ssh("alice", "web-01")
-        .arg("-tt")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    shell
-        .stdin
-        .as_mut()
-        .unwrap()
-        .write_all(b"sleep 600\n")
-        .unwrap();
+    let shell = pty_shell(&world, "alice", b"sleep 600\n");
     let out = shell.wait_with_output().unwrap();
     let took = started.elapsed();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -648,4 +622,65 @@ fn a_bulk_transfer_is_severed_when_the_window_ends() {
     assert!(wait_until(Duration::from_secs(5), || world
         .audit_text()
         .contains(r#""severed":"access window for web-01 ended"#)));
+}
+
+/// `ssh -tt` to web-01 through the gateway as `user`, typing `input`.
+fn pty_shell(world: &World, user: &str, input: &[u8]) -> std::process::Child {
+    let mut shell = world
+        .target_ssh(user, "web-01")
+        .arg("-tt")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    shell.stdin.as_mut().unwrap().write_all(input).unwrap();
+    shell
+}
+
+#[test]
+fn an_administrator_terminates_one_session_and_the_lease_stays() {
+    let world = World::with_ssh_target(|t| t);
+    world.lease_web("alice", "10m");
+    let shell = pty_shell(&world, "alice", b"sleep 600\n");
+    let session = world.live_session("ssh");
+    let refused = world.refused("alice", &format!("terminate {session}"));
+    assert!(refused.contains("needs the admin permission"), "{refused}");
+    let refused = world.refused("root", "terminate s-000000000000");
+    assert!(
+        refused.contains("no live session s-000000000000"),
+        "{refused}"
+    );
+    let said = world.ok(
+        "root",
+        &format!("terminate {session} --reason 'looks wrong'"),
+    );
+    assert!(said.contains("the lease stays"), "{said}");
+    let started = Instant::now();
+    let out = shell.wait_with_output().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "[jitgate] session {session} terminated by root: looks wrong"
+        )),
+        "{text}"
+    );
+    let audit = world.audit_text();
+    assert!(
+        audit.contains(r#""type":"session_terminated""#) && audit.contains(r#""by":"root""#),
+        "{audit}"
+    );
+    assert!(wait_until(Duration::from_secs(5), || world
+        .audit_text()
+        .contains(&format!(
+            r#""severed":"session {session} terminated by root: looks wrong""#
+        ))));
+    // Her window is still open: she may connect again.
+    let again = world
+        .target_ssh("alice", "web-01")
+        .arg("echo again")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&again.stdout).trim(), "again");
 }

@@ -75,6 +75,16 @@ pub enum AuditEvent {
         resource: String,
         request_id: u64,
     },
+    /// An administrator ended one live session on a resource (`terminate`);
+    /// the lease it ran under stays.
+    SessionTerminated {
+        session: String,
+        user: String,
+        resource: String,
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// One channel of an SSH session finished: what ran, how it ended.
     ChannelEnded {
         session: String,
@@ -188,6 +198,7 @@ impl AuditEvent {
             Self::Refused { actor, .. } => vec![actor],
             Self::MfaFailure { user, .. } | Self::MfaLocked { user, .. } => vec![user],
             Self::Login { user, .. } | Self::SessionStarted { user, .. } => vec![user],
+            Self::SessionTerminated { user, by, .. } => vec![user, by],
             _ => Vec::new(),
         }
     }

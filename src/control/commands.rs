@@ -76,6 +76,9 @@ pub async fn run<T: Terminal>(
         ControlCommand::Status => Ok(views::status(gateway, &user)),
         ControlCommand::Sessions => views::sessions(gateway, &user),
         ControlCommand::Rotate { resource } => rotate(gateway, &user, &resource).await,
+        ControlCommand::Terminate { session, reason } => {
+            terminate(gateway, &user, &session, reason).await
+        }
         ControlCommand::Workflow {
             command: WorkflowCommand::Show { resource },
         } => views::workflow_show(gateway, &resource),
@@ -92,16 +95,21 @@ pub async fn run<T: Terminal>(
     }
 }
 
-async fn rotate(gateway: &Arc<Gateway>, user: &str, resource: &str) -> Result<Reply, ControlError> {
-    if !gateway
+fn require_admin(gateway: &Gateway, user: &str) -> Result<(), ControlError> {
+    if gateway
         .config()
         .directory
         .has(user, crate::config::Permission::Admin)
     {
-        return Err(ControlError::Refused(
-            "permission denied: this needs the admin permission".into(),
-        ));
+        return Ok(());
     }
+    Err(ControlError::Refused(
+        "permission denied: this needs the admin permission".into(),
+    ))
+}
+
+async fn rotate(gateway: &Arc<Gateway>, user: &str, resource: &str) -> Result<Reply, ControlError> {
+    require_admin(gateway, user)?;
     let rotator = crate::rotation::Rotator::new(gateway.clone());
     let version = rotator
         .rotate(resource, &format!("requested by {user}"))
@@ -110,6 +118,58 @@ async fn rotate(gateway: &Arc<Gateway>, user: &str, resource: &str) -> Result<Re
     Ok(Reply {
         text: format!("rotated the credential of {resource} (now version {version})\n"),
         json: json!({ "resource": resource, "version": version, "rotated": true }),
+    })
+}
+
+/// Longest termination reason passed on to the user.
+const MAX_REASON_CHARS: usize = 200;
+
+async fn terminate(
+    gateway: &Arc<Gateway>,
+    user: &str,
+    session: &str,
+    reason: Option<String>,
+) -> Result<Reply, ControlError> {
+    require_admin(gateway, user)?;
+    // It reaches the user's terminal and driver: printable text only.
+    let reason = reason
+        .map(|r| {
+            r.chars()
+                .filter(|c| !c.is_control())
+                .take(MAX_REASON_CHARS)
+                .collect::<String>()
+        })
+        .filter(|r| !r.trim().is_empty());
+    let message = format!(
+        "session {session} terminated by {user}{}",
+        reason
+            .as_ref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default()
+    );
+    let info = gateway
+        .sessions()
+        .terminate(session, message)
+        .map_err(|e| ControlError::Refused(e.to_string()))?;
+    let resource = info.resource.unwrap_or_default();
+    let event = crate::audit::AuditEvent::SessionTerminated {
+        session: session.to_string(),
+        user: info.user.clone(),
+        resource: resource.clone(),
+        by: user.to_string(),
+        reason,
+    };
+    blocking(gateway, move |g| {
+        g.audit(event);
+        Ok(())
+    })
+    .await?;
+    Ok(Reply {
+        text: format!(
+            "terminated {session} ({} on {resource}); the lease stays: revoke it to end the access\n",
+            info.user
+        ),
+        json: json!({ "session": session, "user": info.user, "resource": resource, "terminated": true }),
     })
 }
 

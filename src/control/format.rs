@@ -161,6 +161,19 @@ pub fn describe(event: &AuditEvent) -> String {
         AuditEvent::CredentialReconciled { resource, account } => format!(
             "credential of {resource} was changed on the target outside jitgate; reset by {account}"
         ),
+        AuditEvent::SessionTerminated {
+            session,
+            user,
+            resource,
+            by,
+            reason,
+        } => format!(
+            "session {session} of {user} on {resource} terminated by {by}{}",
+            reason
+                .as_ref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ),
         AuditEvent::SessionEnded {
             session,
             bytes_from_client,

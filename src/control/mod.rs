@@ -244,6 +244,7 @@ mod tests {
             "revoke 7",
             "status --json",
             "sessions",
+            "terminate s-0123456789ab --reason 'looks wrong'",
             "watch",
             "audit tail -n 5 -f",
             "workflow show web-01",
@@ -256,6 +257,7 @@ mod tests {
             "approve seven",
             "delegate",
             "extend 7",
+            "terminate",
             "frobnicate",
             "delegate --revoke --to bob",
         ] {

@@ -86,6 +86,13 @@ pub enum ControlCommand {
     Status,
     /// Live sessions (needs audit).
     Sessions,
+    /// End one live session on a resource now; its lease stays (admin).
+    Terminate {
+        session: String,
+        /// Told to the session's user, and audited.
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Rotate a resource's managed credential now (admin).
     Rotate { resource: String },
     /// Stream events relevant to me as they happen.

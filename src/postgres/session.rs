@@ -191,7 +191,12 @@ impl PgSession {
         self.ending.lock().clone()
     }
 
+    /// Why a severed session ended: an administrator's termination, or
+    /// the end of the window.
     pub fn ended_message(&self) -> String {
+        if let Some(message) = self.registration.termination().message() {
+            return message;
+        }
         let end = self
             .frontend
             .runtime
@@ -208,8 +213,9 @@ impl PgSession {
         )
     }
 
-    /// Waits for whatever ends the session first — the lease, a shutdown,
-    /// idleness, or the relay itself — sending expiry warnings meanwhile.
+    /// Waits for whatever ends the session first — the lease, an
+    /// administrator's termination, a shutdown, idleness, or the relay
+    /// itself — sending expiry warnings meanwhile.
     pub async fn watch(self: Arc<Self>, warnings: tokio::sync::mpsc::Sender<String>) {
         let shutdown = self.frontend.runtime.sessions.clone();
         let idle_timeout = self.frontend.runtime.gateway.config().postgres.idle_timeout;
@@ -226,6 +232,10 @@ impl PgSession {
             tokio::select! {
                 () = self.end.cancelled() => return,
                 () = self.lease.token.cancelled() => {
+                    self.sever();
+                    return;
+                }
+                () = self.registration.termination().requested() => {
                     self.sever();
                     return;
                 }
@@ -300,7 +310,8 @@ impl PgSession {
         )
     }
 
-    /// The lease ended: stop the backend's work now, then end the session.
+    /// The lease ended or an administrator terminated the session: stop
+    /// the backend's work now, then end the session.
     fn sever(&self) {
         metrics::counter!("jitgate_sessions_severed_total", "protocol" => "postgres").increment(1);
         let key = self.upstream_key.clone();

@@ -34,6 +34,9 @@ pub struct DataPlane {
     pub bytes_to_client: AtomicU64,
     /// Cancelled when the client connection ends for any reason.
     pub closed: CancellationToken,
+    /// Cancelled when the session must end: its lease ended, or an
+    /// administrator terminated it. Every relay loop selects on it.
+    pub ends: CancellationToken,
     severed: AtomicBool,
     started: Instant,
     upstream: OnceCell<Arc<Handle<UpstreamHandler>>>,
@@ -64,6 +67,7 @@ impl DataPlane {
         Arc::new(Self {
             gateway,
             resource,
+            ends: lease.token.child_token(),
             lease,
             session,
             channels: TaskTracker::new(),
@@ -81,8 +85,12 @@ impl DataPlane {
         self.session.id()
     }
 
-    /// The message a user sees when the window closes.
+    /// The message a user sees when the session is severed: why it was
+    /// terminated, or when the window closed.
     pub fn ended_message(&self) -> String {
+        if let Some(message) = self.session.termination().message() {
+            return message;
+        }
         format!(
             "access window for {} ended at {}",
             self.resource.name,
@@ -135,13 +143,15 @@ impl DataPlane {
         });
     }
 
-    /// Ends the connection when the lease ends: channels first get a moment
-    /// to tell their users, then `sever` asks the connection to disconnect
-    /// the client (with the reason) and the target is disconnected. Holds no
-    /// session handle, so it never keeps a finished connection alive.
+    /// Ends the connection when the lease ends or an administrator
+    /// terminates the session: channels first get a moment to tell their
+    /// users, then `sever` asks the connection to disconnect the client
+    /// (with the reason) and the target is disconnected. Holds no session
+    /// handle, so it never keeps a finished connection alive.
     pub async fn watch_lease(self: Arc<Self>, sever: Sever) {
         tokio::select! {
-            () = self.lease.token.cancelled() => {}
+            () = self.ends.cancelled() => {}
+            () = self.session.termination().requested() => self.ends.cancel(),
             () = self.closed.cancelled() => return,
         }
         self.severed.store(true, Ordering::Release);
@@ -151,10 +161,11 @@ impl DataPlane {
         // russh processes a disconnect ahead of channel data still queued in
         // its session loop; a short pause lets the notices reach the wire.
         tokio::time::sleep(NOTICE_FLUSH).await;
-        sever.trigger(self.ended_message());
+        let message = self.ended_message();
+        sever.trigger(message.clone());
         if let Some(upstream) = self.upstream.get() {
             let _ = upstream
-                .disconnect(russh::Disconnect::ByApplication, "access window ended", "")
+                .disconnect(russh::Disconnect::ByApplication, &message, "")
                 .await;
         }
     }

@@ -23,7 +23,7 @@ pub async fn relay_forward(
     let (client_rx, client_tx) = client.split();
     let (upstream_rx, upstream_tx) = upstream.split();
     let (client_tx, upstream_tx) = (Arc::new(client_tx), Arc::new(upstream_tx));
-    let token = &plane.lease.token;
+    let token = &plane.ends;
     let (bytes_in, bytes_out) = tokio::join!(
         pipe(
             drain(client_rx, client_tx.clone()),

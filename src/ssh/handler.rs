@@ -97,7 +97,7 @@ impl Connection {
         }
         if let Some(plane) = &self.plane
             && plane.lease.request_id == lease.request_id
-            && !plane.lease.token.is_cancelled()
+            && !plane.ends.is_cancelled()
         {
             return Some(plane.clone());
         }

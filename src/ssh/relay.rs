@@ -143,7 +143,7 @@ async fn client_to_target(
     loop {
         let message = tokio::select! {
             message = from.next() => message,
-            () = plane.lease.token.cancelled() => break,
+            () = plane.ends.cancelled() => break,
         };
         let Some((message, _budget)) = message else {
             break;
@@ -284,7 +284,7 @@ async fn target_to_client(
     loop {
         let message = tokio::select! {
             message = from.next() => message,
-            () = plane.lease.token.cancelled() => break,
+            () = plane.ends.cancelled() => break,
             () = sleep_until_or_never(warnings.last().copied()) => {
                 warnings.pop();
                 warn_of_the_end(plane, &shared, &to).await;
@@ -363,7 +363,7 @@ async fn target_to_client(
     }
     // However the loop ended, a severed pty user is told why. (The target
     // side may have closed first, racing the cancellation.)
-    if plane.lease.token.is_cancelled() {
+    if plane.ends.is_cancelled() {
         if shared.lock().pty.is_some() {
             let notice = format!(
                 "\r\n[jitgate] {} — session closed\r\n",

@@ -656,6 +656,21 @@ impl World {
             .unwrap()
     }
 
+    /// The id of the live session of `protocol`, as an auditor sees it.
+    pub fn live_session(&self, protocol: &str) -> String {
+        let mut id = None;
+        assert!(wait_until(Duration::from_secs(10), || {
+            id = self.json("carol", "sessions")["sessions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["protocol"] == protocol)
+                .map(|s| s["id"].as_str().unwrap().to_string());
+            id.is_some()
+        }));
+        id.unwrap()
+    }
+
     pub fn audit_text(&self) -> String {
         std::fs::read_to_string(self.path("audit/audit.log")).unwrap_or_default()
     }
