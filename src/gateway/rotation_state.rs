@@ -23,13 +23,15 @@ impl Gateway {
         if vault.pending(&resource.name).is_some() {
             return Some("finishing an interrupted rotation".into());
         }
-        let marked = |mark| self.rotation_marks.contains(&resource.name, mark);
-        if marked(RotationMark::CredentialRefused) {
+        if self
+            .rotation_marks
+            .contains(&resource.name, RotationMark::CredentialRefused)
+        {
             return Some(RotationMark::CredentialRefused.reason().into());
         }
         // While a window is open its processes are someone's work: the
         // rotation after the last window ends looks again.
-        if marked(RotationMark::ProcessesLeftRunning) && !self.window_open(&resource.name) {
+        if self.has_processes_left_running(resource) && !self.window_open(&resource.name) {
             return Some(RotationMark::ProcessesLeftRunning.reason().into());
         }
         let since = vault.rotated_or_set_at(&resource.name)?;
@@ -78,9 +80,14 @@ impl Gateway {
             .set(resource, RotationMark::ProcessesLeftRunning, left);
     }
 
-    pub fn has_processes_left_running(&self, resource: &str) -> bool {
-        self.rotation_marks
-            .contains(resource, RotationMark::ProcessesLeftRunning)
+    /// Whether the last look found processes left running (and the
+    /// resource still ends them: a mark set before `end_leftover_processes`
+    /// was turned off no longer holds anything back).
+    pub fn has_processes_left_running(&self, resource: &Resource) -> bool {
+        resource.end_leftover_processes
+            && self
+                .rotation_marks
+                .contains(&resource.name, RotationMark::ProcessesLeftRunning)
     }
 
     /// Whether anyone's access window on `resource` is open now.
@@ -105,7 +112,7 @@ impl Gateway {
         if !resource.workflow.single_user {
             return Ok(());
         }
-        if self.has_processes_left_running(&resource.name) {
+        if self.has_processes_left_running(resource) {
             return Err(GatewayError::LeftRunning(resource.name.clone()));
         }
         if resource.workflow.rotate_on_checkin && self.rotation_due_in(engine, resource).is_some() {

@@ -400,3 +400,26 @@ async fn expiry_is_journaled_by_housekeeping() {
     assert_eq!(gateway.request(id).unwrap().state, RequestState::Expired);
     shutdown.cancel();
 }
+
+#[test]
+fn a_single_user_resource_is_held_back_while_processes_are_left_running_unless_it_no_longer_ends_them()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = open(dir.path(), 1);
+    gateway.processes_left_running("box", true);
+    let id = request(&gateway, "u0", "box", 600);
+    let checkout = |gateway: &Gateway| gateway.execute("u0", Command::Checkout { id, totp: None });
+    let refused = checkout(&gateway).err().unwrap().to_string();
+    assert!(refused.contains("box is held back"), "{refused}");
+    drop(gateway);
+    let gateway = open(dir.path(), 1);
+    assert!(checkout(&gateway).is_err(), "a restart forgot the mark");
+    drop(gateway);
+    let text = config_text(1).replace(
+        "account = \"deploy\"",
+        "account = \"deploy\"\nend_leftover_processes = false",
+    );
+    let config = Config::from_toml(&dir.path().join("jitgate.toml"), &text).unwrap();
+    let gateway = Gateway::open(config).unwrap().0;
+    assert!(checkout(&gateway).is_ok());
+}

@@ -129,7 +129,7 @@ impl Rotator {
                     .set(0.0);
                 self.gateway.credential_confirmed(name);
                 // Due again at once, and would rotate at every scan.
-                if self.gateway.has_processes_left_running(name) {
+                if self.gateway.has_processes_left_running(&resource) {
                     self.back_off(name);
                 } else {
                     self.retry.lock().remove(name);
