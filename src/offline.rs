@@ -151,12 +151,14 @@ pub fn vault_list(config_path: &Path, json: bool) -> anyhow::Result<String> {
         crate::vault::resolve_master_key(&config)?,
     )?;
     let records = vault.list();
+    let marks = crate::gateway::RotationMarks::load(&config.state_dir)?;
     if json {
         let rows: Vec<serde_json::Value> = records
             .iter()
             .map(|r| {
                 let mut value = serde_json::to_value(r).unwrap_or_default();
                 value["state"] = r.state().into();
+                value["rotate_again"] = marks.reasons(&r.resource).into();
                 value
             })
             .collect();
@@ -169,11 +171,14 @@ pub fn vault_list(config_path: &Path, json: bool) -> anyhow::Result<String> {
             .last_rotation
             .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
             .unwrap_or_else(|| "never".into());
-        let error = r
+        let mut error = r
             .last_error
             .as_ref()
             .map(|e| format!(" ({e})"))
             .unwrap_or_default();
+        for reason in marks.reasons(&r.resource) {
+            error.push_str(&format!("; rotates again: {reason}"));
+        }
         text.push_str(&format!(
             "{:<16} {:<9} {:<8} {:<21} {}{error}\n",
             r.resource,

@@ -977,6 +977,16 @@ fn a_single_user_resource_is_held_back_while_processes_of_its_last_window_surviv
         world.metrics()
     );
     assert!(runs(&world, "sleep 4245.5"));
+    let listed = Command::new(common::BIN)
+        .args(["vault", "list", "--config"])
+        .arg(world.config_path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        text.contains("rotates again: processes a window left running are not ended yet"),
+        "{text}"
+    );
     // A damaged record of it refuses the start rather than forgetting it.
     world.signal("TERM");
     world.wait_exit(Duration::from_secs(10));

@@ -32,6 +32,7 @@ use crate::mfa::{MfaError, MfaGuard};
 use crate::workflow::{Engine, Event, Request, RequestId, RequestState, WorkflowError};
 
 pub use command::{Command, Outcome, hash_lease_password};
+pub use rotation_marks::RotationMarks;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {

@@ -75,6 +75,15 @@ impl RotationMarks {
         })
     }
 
+    /// Why `resource` must rotate again, as `vault list` says it.
+    pub fn reasons(&self, resource: &str) -> Vec<&'static str> {
+        self.marks
+            .lock()
+            .get(resource)
+            .map(|marks| marks.iter().map(|mark| mark.reason()).collect())
+            .unwrap_or_default()
+    }
+
     pub fn contains(&self, resource: &str, mark: RotationMark) -> bool {
         self.marks
             .lock()
