@@ -5,6 +5,8 @@
 //! - `config`: the TOML file, parsed and validated into a typed `Config`.
 //! - `workflow`: the pure request → approval → checkout state machine.
 //! - `fsutil`, `secret`: durable writes and secrets that never print.
+//! - `events`, `notify`: the in-process bus of audit records, and the
+//!   webhooks that receive them.
 #![forbid(unsafe_code)]
 
 pub mod audit;
@@ -20,6 +22,7 @@ pub mod journal;
 pub mod lease;
 pub mod metrics;
 pub mod mfa;
+pub mod notify;
 pub mod offline;
 pub mod postgres;
 pub mod rotation;

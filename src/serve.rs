@@ -85,6 +85,7 @@ pub async fn run(
     tokio::spawn(gateway.clone().run_housekeeping(expired, root.clone()));
     tokio::spawn(gateway.clone().run_audit_anchor(root.clone()));
     tokio::spawn(crate::rotation::Rotator::new(gateway.clone()).run(root.clone()));
+    crate::notify::start(&gateway, &config.webhooks, root.clone())?;
     start_data_planes(&runtime, &config).await?;
 
     ready.store(true, Ordering::Release);

@@ -712,3 +712,166 @@ fn two_hundred_concurrent_control_sessions_are_served() {
         .json("alice", "status")["leases"]
         .is_array()));
 }
+
+/// A webhook endpoint on loopback: answers the first `failures` POSTs
+/// with 500, then 200, and hands over each request's head and body.
+struct HookReceiver {
+    port: u16,
+    received: std::sync::mpsc::Receiver<(String, String)>,
+}
+
+impl HookReceiver {
+    fn start(failures: usize) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tell, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut failures = failures;
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let mut reader = BufReader::new(stream);
+                let mut head = String::new();
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                    head.push_str(&line);
+                }
+                let mut body = vec![0; length];
+                let _ = std::io::Read::read_exact(&mut reader, &mut body);
+                let status = if failures > 0 {
+                    failures -= 1;
+                    "500 Internal Server Error"
+                } else {
+                    let _ = tell.send((head, String::from_utf8_lossy(&body).into_owned()));
+                    "200 OK"
+                };
+                let _ = reader.get_mut().write_all(
+                    format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                );
+            }
+        });
+        Self { port, received }
+    }
+
+    fn next(&self, within: Duration) -> Option<(String, String)> {
+        self.received.recv_timeout(within).ok()
+    }
+}
+
+#[test]
+fn webhooks_get_the_records_they_ask_for_and_a_failed_delivery_is_retried() {
+    let hook = HookReceiver::start(1);
+    let secrets = tempfile::tempdir().unwrap();
+    let token = secrets.path().join("hook-token");
+    jitgate::secret::write_secret_file(&token, "hook-secret").unwrap();
+    let world = World::start_with(|text| {
+        format!(
+            "{text}\n[[webhook]]\nurl = \"http://127.0.0.1:{}/hooks/jitgate?team=sre\"\n\
+             events = [\"requested\", \"session_terminated\"]\nbearer_token_file = \"{}\"\n",
+            hook.port,
+            token.display()
+        )
+    });
+    let id = world.request("alice", "web-01 --for 10m --reason 'disk full'");
+    world.ok("bob", &format!("approve {id}"));
+    // The first POST is answered 500; the retry is delivered.
+    let (head, body) = hook
+        .next(Duration::from_secs(10))
+        .expect("no webhook delivery");
+    assert!(
+        head.starts_with("POST /hooks/jitgate?team=sre HTTP/1.1"),
+        "{head}"
+    );
+    assert!(head.contains("authorization: Bearer hook-secret"), "{head}");
+    let payload: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(payload["record"]["event"]["change"]["type"], "requested");
+    assert_eq!(payload["record"]["event"]["change"]["id"], id);
+    let text = payload["text"].as_str().unwrap();
+    assert!(text.contains("alice") && text.contains("web-01"), "{text}");
+    // The approval was not asked for.
+    assert!(hook.next(Duration::from_secs(2)).is_none());
+    let metrics = world.metrics();
+    assert!(
+        metrics.contains(r#"jitgate_webhook_deliveries_total{outcome="retried"} 1"#)
+            && metrics.contains(r#"jitgate_webhook_deliveries_total{outcome="delivered"} 1"#),
+        "{metrics}"
+    );
+    assert!(!world.log().contains("hook-secret"));
+}
+
+#[test]
+fn a_webhook_named_wrongly_is_refused_at_start() {
+    let world = World::start();
+    let text = std::fs::read_to_string(world.config_path()).unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .arg("check-config")
+        .arg(world.config_path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(
+        world.config_path(),
+        format!("{text}\n[[webhook]]\nurl = \"http://127.0.0.1:9/\"\nevents = [\"requestd\"]\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .arg("check-config")
+        .arg(world.config_path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("webhook[0].events") && err.contains("unknown event \"requestd\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_webhook_over_https_is_verified_against_its_ca_file() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, server) =
+        jitgate::postgres::tls::generate::ca_and_server(&["localhost".to_string()]).unwrap();
+    let (cert, key) = (certs.path().join("hook.crt"), certs.path().join("hook.key"));
+    jitgate::postgres::tls::write_pair(&server, &cert, &key).unwrap();
+    let ca_file = certs.path().join("ca.crt");
+    std::fs::write(&ca_file, &ca.cert).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scripts/https_hook.py");
+    let mut receiver = std::process::Command::new("/usr/bin/python3")
+        .arg(script)
+        .args([&cert, &key])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read on a thread, so a delivery that never comes fails the test.
+    let (tell, lines) = std::sync::mpsc::channel();
+    let stdout = receiver.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tell.send(line);
+        }
+    });
+    let next = || lines.recv_timeout(Duration::from_secs(20));
+    let port = next().expect("the https receiver did not start");
+    let world = World::start_with(|text| {
+        format!(
+            "{text}\n[[webhook]]\nurl = \"https://localhost:{port}/\"\nca_file = \"{}\"\n\
+             events = [\"requested\"]\n",
+            ca_file.display()
+        )
+    });
+    let id = world.request("alice", "web-01 --for 10m --reason test");
+    let body = next();
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+    let body = body.expect("no delivery over https");
+    let payload: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(payload["record"]["event"]["change"]["id"], id);
+}

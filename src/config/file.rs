@@ -33,6 +33,8 @@ pub struct ConfigFile {
     pub users: Vec<UserSection>,
     #[serde(default, rename = "resource")]
     pub resources: Vec<ResourceSection>,
+    #[serde(default, rename = "webhook")]
+    pub webhooks: Vec<super::webhook::WebhookSection>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,6 +6,7 @@
 pub mod duration;
 mod file;
 mod validate;
+pub mod webhook;
 pub use validate::{is_valid_name, normalize_public_key, validate_workflow};
 pub mod workflow_settings;
 
@@ -225,6 +226,8 @@ pub struct Config {
     pub mfa: Mfa,
     pub directory: Directory,
     pub resources: BTreeMap<String, Resource>,
+    /// Where audit records are POSTed as they happen.
+    pub webhooks: Vec<webhook::Webhook>,
 }
 
 impl Config {

@@ -10,13 +10,17 @@ use super::{
     Reconcile, Resource, ResourceKind, Tls, User, WorkflowSettings,
 };
 
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     path: &'a Path,
     base: PathBuf,
 }
 
 impl Checker<'_> {
-    fn invalid(&self, key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    pub(super) fn invalid(
+        &self,
+        key: impl Into<String>,
+        problem: impl Into<String>,
+    ) -> ConfigError {
         ConfigError::Invalid {
             path: self.path.to_path_buf(),
             key: key.into(),
@@ -24,7 +28,7 @@ impl Checker<'_> {
         }
     }
 
-    fn resolve(&self, path: &Path) -> PathBuf {
+    pub(super) fn resolve(&self, path: &Path) -> PathBuf {
         if path.is_absolute() {
             path.to_path_buf()
         } else {
@@ -165,6 +169,12 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Config, ConfigError> {
         },
         directory,
         resources,
+        webhooks: file
+            .webhooks
+            .into_iter()
+            .enumerate()
+            .map(|(index, section)| super::webhook::validate_webhook(&check, index, section))
+            .collect::<Result<_, _>>()?,
     })
 }
 

@@ -1,0 +1,118 @@
+//! `[[webhook]]`: where the gateway POSTs audit records as they happen, so
+//! approvers hear of a request in their chat tool and a SIEM gets the
+//! stream without tailing a file.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use axum::http::Uri;
+use serde::Deserialize;
+
+use super::ConfigError;
+use super::validate::Checker;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSection {
+    pub url: String,
+    #[serde(default)]
+    pub events: Option<Vec<String>>,
+    pub bearer_token_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Webhook {
+    pub url: Uri,
+    /// Audit record types (or workflow changes) to send; all when `None`.
+    pub events: Option<BTreeSet<String>>,
+    /// Sent as `Authorization: Bearer`, read at start.
+    pub bearer_token_file: Option<PathBuf>,
+    /// Trusted CAs for an https URL; the system's when absent.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Names `events` may list: audit record types, and the workflow changes
+/// inside `workflow` records.
+pub const EVENT_NAMES: &[&str] = &[
+    // Audit record types.
+    "gateway_started",
+    "gateway_stopped",
+    "config_reloaded",
+    "torn_tail_dropped",
+    "audit_tampered",
+    "workflow",
+    "refused",
+    "mfa_failure",
+    "mfa_locked",
+    "login",
+    "session_started",
+    "session_terminated",
+    "channel_ended",
+    "target_host_key",
+    "credential_imported",
+    "rotation_started",
+    "rotation_succeeded",
+    "rotation_failed",
+    "planted_key_removed",
+    "leftover_processes_ended",
+    "startup_files_changed",
+    "roles_changed",
+    "account_check_failed",
+    "credential_reconciled",
+    "session_ended",
+    // Workflow changes.
+    "requested",
+    "approved",
+    "granted",
+    "escalated",
+    "denied",
+    "cancelled",
+    "timed_out",
+    "checked_out",
+    "ended",
+    "extension_requested",
+    "extended",
+    "delegation_granted",
+    "delegation_revoked",
+    "workflow_changed",
+];
+
+pub(super) fn validate_webhook(
+    check: &Checker,
+    index: usize,
+    section: WebhookSection,
+) -> Result<Webhook, ConfigError> {
+    let key = |name: &str| format!("webhook[{index}].{name}");
+    let url: Uri = section
+        .url
+        .parse()
+        .map_err(|e| check.invalid(key("url"), format!("not a URL: {e}")))?;
+    if !matches!(url.scheme_str(), Some("http" | "https")) || url.host().is_none() {
+        return Err(check.invalid(key("url"), "must be an http:// or https:// URL with a host"));
+    }
+    if section.ca_file.is_some() && url.scheme_str() != Some("https") {
+        return Err(check.invalid(key("ca_file"), "only for https URLs"));
+    }
+    let events = match section.events {
+        None => None,
+        Some(names) => {
+            if let Some(unknown) = names.iter().find(|n| !EVENT_NAMES.contains(&n.as_str())) {
+                return Err(check.invalid(
+                    key("events"),
+                    format!(
+                        "unknown event {unknown:?} (known: {})",
+                        EVENT_NAMES.join(", ")
+                    ),
+                ));
+            }
+            Some(names.into_iter().collect())
+        }
+    };
+    Ok(Webhook {
+        url,
+        events,
+        bearer_token_file: section.bearer_token_file.map(|p| check.resolve(&p)),
+        ca_file: section.ca_file.map(|p| check.resolve(&p)),
+    })
+}

@@ -1,0 +1,135 @@
+//! Webhook notifications. Each `[[webhook]]` gets every audit record it
+//! asks for, POSTed as JSON (`{"text": ..., "record": ...}`) in the order
+//! the records were written, moments after they are on disk: approvers
+//! hear of a request where they already are, and a SIEM gets the stream.
+//!
+//! The audit log stays the durable record: delivery is retried with
+//! backoff for about a minute, then given up (counted and logged); a
+//! webhook that falls more than a queue behind loses the overflow, never
+//! slows the gateway, and records written while the gateway is down are
+//! not sent later.
+
+mod post;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::AuditRecord;
+use crate::config::webhook::Webhook;
+use crate::events::SubscriptionEnded;
+use crate::gateway::Gateway;
+
+pub use post::{PostError, Target};
+
+/// Records queued per webhook while a delivery is retried.
+const QUEUE: usize = 1024;
+/// Tries per record: the waits between them add up to about a minute.
+const ATTEMPTS: u32 = 7;
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+/// Prepares every webhook of the configuration (reading token and CA
+/// files, so a mistake refuses the start) and starts delivering to them.
+pub fn start(
+    gateway: &Arc<Gateway>,
+    webhooks: &[Webhook],
+    stop: CancellationToken,
+) -> Result<(), PostError> {
+    for webhook in webhooks {
+        let target = Arc::new(Target::new(webhook)?);
+        let (queue, queued) = mpsc::channel(QUEUE);
+        tokio::spawn(select_records(
+            gateway.clone(),
+            target.clone(),
+            queue,
+            stop.clone(),
+        ));
+        tokio::spawn(deliver(target, queued, stop.clone()));
+    }
+    Ok(())
+}
+
+/// Reads the event bus and queues what `target` asks for.
+async fn select_records(
+    gateway: Arc<Gateway>,
+    target: Arc<Target>,
+    queue: mpsc::Sender<Arc<AuditRecord>>,
+    stop: CancellationToken,
+) {
+    let mut records = gateway.bus().subscribe();
+    loop {
+        let next = tokio::select! {
+            () = stop.cancelled() => return,
+            next = records.next() => next,
+        };
+        match next {
+            Ok(record) if target.wants(&record) => {
+                if queue.try_send(record).is_err() {
+                    count("dropped");
+                    tracing::warn!(url = %target.url(), "webhook queue full; a record was not sent");
+                }
+            }
+            Ok(_) => {}
+            Err(SubscriptionEnded::TooSlow(missed)) => {
+                tracing::warn!(url = %target.url(), missed, "webhook fell behind the event bus");
+                records = gateway.bus().subscribe();
+            }
+            Err(SubscriptionEnded::Closed) => return,
+        }
+    }
+}
+
+/// Sends queued records one at a time, in order, retrying each.
+async fn deliver(
+    target: Arc<Target>,
+    mut queued: mpsc::Receiver<Arc<AuditRecord>>,
+    stop: CancellationToken,
+) {
+    loop {
+        let record = tokio::select! {
+            () = stop.cancelled() => return,
+            record = queued.recv() => match record {
+                Some(record) => record,
+                None => return,
+            },
+        };
+        let body = payload(&record);
+        let mut wait = FIRST_RETRY;
+        for attempt in 1..=ATTEMPTS {
+            match target.post(body.clone()).await {
+                Ok(()) => {
+                    count("delivered");
+                    break;
+                }
+                Err(error) if attempt == ATTEMPTS => {
+                    count("dropped");
+                    tracing::warn!(url = %target.url(), seq = record.seq, %error, "webhook delivery given up");
+                }
+                Err(error) => {
+                    count("retried");
+                    tracing::debug!(url = %target.url(), seq = record.seq, %error, "webhook delivery failed; retrying");
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                    wait *= 2;
+                }
+            }
+        }
+    }
+}
+
+/// What a webhook receives: the line `audit tail` shows, and the record.
+fn payload(record: &AuditRecord) -> bytes::Bytes {
+    let body = serde_json::json!({
+        "text": crate::control::describe(&record.event),
+        "record": record,
+    });
+    bytes::Bytes::from(body.to_string())
+}
+
+fn count(outcome: &'static str) {
+    metrics::counter!("jitgate_webhook_deliveries_total", "outcome" => outcome).increment(1);
+}

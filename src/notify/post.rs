@@ -1,0 +1,171 @@
+//! One webhook endpoint and a POST to it: HTTP/1.1 over TCP, or over TLS
+//! verified against the system's CAs or the webhook's `ca_file`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{Request, Uri, header};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::audit::AuditRecord;
+use crate::config::webhook::Webhook;
+use crate::secret::{Secret, read_secret_file};
+
+/// Connecting, the TLS handshake and the answer together.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PostError {
+    #[error("webhook {url}: {problem}")]
+    Setup { url: String, problem: String },
+    #[error("{0}")]
+    Failed(String),
+}
+
+pub struct Target {
+    url: Uri,
+    events: Option<std::collections::BTreeSet<String>>,
+    token: Option<Secret>,
+    tls: Option<TlsConnector>,
+}
+
+impl Target {
+    pub fn new(webhook: &Webhook) -> Result<Self, PostError> {
+        let setup = |problem: String| PostError::Setup {
+            url: webhook.url.to_string(),
+            problem,
+        };
+        let token = match &webhook.bearer_token_file {
+            Some(path) => Some(
+                read_secret_file(path)
+                    .map_err(|e| setup(format!("bearer_token_file {}: {e}", path.display())))?,
+            ),
+            None => None,
+        };
+        let tls = match webhook.url.scheme_str() {
+            Some("https") => Some(connector(webhook).map_err(setup)?),
+            _ => None,
+        };
+        Ok(Self {
+            url: webhook.url.clone(),
+            events: webhook.events.clone(),
+            token,
+            tls,
+        })
+    }
+
+    pub fn url(&self) -> &Uri {
+        &self.url
+    }
+
+    /// Whether the webhook asked for `record`: by its type, or for a
+    /// workflow record, by the change it records.
+    pub fn wants(&self, record: &AuditRecord) -> bool {
+        let Some(events) = &self.events else {
+            return true;
+        };
+        let value = serde_json::to_value(&record.event).unwrap_or_default();
+        let names = [&value["type"], &value["change"]["type"]];
+        names
+            .iter()
+            .filter_map(|name| name.as_str())
+            .any(|name| events.contains(name))
+    }
+
+    pub async fn post(&self, body: Bytes) -> Result<(), PostError> {
+        tokio::time::timeout(TIMEOUT, self.post_within(body))
+            .await
+            .map_err(|_| PostError::Failed(format!("no answer within {TIMEOUT:?}")))?
+    }
+
+    async fn post_within(&self, body: Bytes) -> Result<(), PostError> {
+        let failed =
+            |what: &str, e: &dyn std::fmt::Display| PostError::Failed(format!("{what}: {e}"));
+        let host = self.url.host().unwrap_or_default();
+        let port = self
+            .url
+            .port_u16()
+            .unwrap_or(if self.tls.is_some() { 443 } else { 80 });
+        let tcp = TcpStream::connect((host.trim_start_matches('[').trim_end_matches(']'), port))
+            .await
+            .map_err(|e| failed("connect", &e))?;
+        let _ = tcp.set_nodelay(true);
+        match &self.tls {
+            Some(tls) => {
+                let name = ServerName::try_from(host.to_string())
+                    .map_err(|e| failed("server name", &e))?;
+                let stream = tls
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| failed("TLS", &e))?;
+                self.send(stream, body).await
+            }
+            None => self.send(tcp, body).await,
+        }
+    }
+
+    async fn send<S>(&self, stream: S, body: Bytes) -> Result<(), PostError>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| PostError::Failed(format!("HTTP: {e}")))?;
+        tokio::spawn(connection);
+        let mut request = Request::post(self.url.path_and_query().map_or("/", |p| p.as_str()))
+            .header(
+                header::HOST,
+                self.url.authority().map_or("", |a| a.as_str()),
+            )
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(
+                header::USER_AGENT,
+                concat!("jitgate/", env!("CARGO_PKG_VERSION")),
+            );
+        if let Some(token) = &self.token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {}", token.expose()));
+        }
+        let request = request
+            .body(Full::new(body))
+            .map_err(|e| PostError::Failed(format!("request: {e}")))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| PostError::Failed(format!("HTTP: {e}")))?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(PostError::Failed(format!("answered {status}")))
+        }
+    }
+}
+
+/// Verifies the endpoint against `ca_file`, or the system's trusted CAs.
+fn connector(webhook: &Webhook) -> Result<TlsConnector, String> {
+    if let Some(ca) = &webhook.ca_file {
+        return crate::postgres::tls::connector(ca).map_err(|e| e.to_string());
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for cert in found.certs {
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Err("no trusted CA certificates found on this system: set ca_file".into());
+    }
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(client)))
+}
