@@ -29,6 +29,13 @@ pub fn check_config(file: &Path) -> Result<String, crate::config::ConfigError> {
             problem: other.to_string(),
         },
     })?;
+    for (index, webhook) in config.webhooks.iter().enumerate() {
+        crate::notify::Target::new(webhook).map_err(|e| crate::config::ConfigError::Invalid {
+            path: file.to_path_buf(),
+            key: format!("webhook[{index}]"),
+            problem: e.to_string(),
+        })?;
+    }
     Ok(format!(
         "{}: OK ({} users, {} resources)",
         file.display(),

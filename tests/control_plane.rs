@@ -807,7 +807,7 @@ fn webhooks_get_the_records_they_ask_for_and_a_failed_delivery_is_retried() {
 }
 
 #[test]
-fn a_webhook_named_wrongly_is_refused_at_start() {
+fn a_webhook_with_a_misspelt_event_or_a_missing_token_file_is_refused_by_check_config() {
     let world = World::start();
     let text = std::fs::read_to_string(world.config_path()).unwrap();
     let out = std::process::Command::new(common::BIN)
@@ -830,6 +830,23 @@ fn a_webhook_named_wrongly_is_refused_at_start() {
     assert_eq!(out.status.code(), Some(64), "{err}");
     assert!(
         err.contains("webhook[0].events") && err.contains("unknown event \"requestd\""),
+        "{err}"
+    );
+    // Token files are read as at start.
+    std::fs::write(
+        world.config_path(),
+        format!("{text}\n[[webhook]]\nurl = \"http://127.0.0.1:9/\"\nbearer_token_file = \"no-such-token\"\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .arg("check-config")
+        .arg(world.config_path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("bearer_token_file") && err.contains("no-such-token"),
         "{err}"
     );
 }
