@@ -29,13 +29,11 @@ pub fn check_config(file: &Path) -> Result<String, crate::config::ConfigError> {
             problem: other.to_string(),
         },
     })?;
-    for (index, webhook) in config.webhooks.iter().enumerate() {
-        crate::notify::Target::new(webhook).map_err(|e| crate::config::ConfigError::Invalid {
-            path: file.to_path_buf(),
-            key: format!("webhook[{index}]"),
-            problem: e.to_string(),
-        })?;
-    }
+    crate::notify::prepare(&config.webhooks).map_err(|e| crate::config::ConfigError::Invalid {
+        path: file.to_path_buf(),
+        key: "webhook".into(),
+        problem: e.to_string(),
+    })?;
     Ok(format!(
         "{}: OK ({} users, {} resources)",
         file.display(),

@@ -85,7 +85,7 @@ pub async fn run(
     tokio::spawn(gateway.clone().run_housekeeping(expired, root.clone()));
     tokio::spawn(gateway.clone().run_audit_anchor(root.clone()));
     tokio::spawn(crate::rotation::Rotator::new(gateway.clone()).run(root.clone()));
-    crate::notify::start(&gateway, &config.webhooks, root.clone())?;
+    crate::notify::start(&gateway, root.clone())?;
     start_data_planes(&runtime, &config).await?;
 
     ready.store(true, Ordering::Release);
@@ -129,6 +129,12 @@ async fn wait_for_stop(signals: &mut Signals, config_path: &Path, gateway: &Gate
 
 fn reload(config_path: &Path, gateway: &Gateway) {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+    apply_reload(config_path, gateway);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+}
+
+/// Loads the file and swaps it in, or refuses it (logged and audited).
+fn apply_reload(config_path: &Path, gateway: &Gateway) {
     match Config::load(config_path) {
         Ok(config) => {
             let running = gateway.config();
@@ -137,6 +143,15 @@ fn reload(config_path: &Path, gateway: &Gateway) {
                 || config.state_dir != running.state_dir
             {
                 tracing::warn!("listen addresses and state_dir change only on restart");
+            }
+            // The gateway would start without them: refuse the reload too.
+            if let Err(e) = crate::notify::prepare(&config.webhooks) {
+                tracing::error!(error = %e, "new configuration refused; keeping the running one");
+                gateway.audit(AuditEvent::ConfigReloaded {
+                    ok: false,
+                    error: Some(e.to_string()),
+                });
+                return;
             }
             match gateway.reload(config) {
                 Ok(()) => tracing::info!(config = %config_path.display(), "configuration reloaded"),
@@ -153,7 +168,6 @@ fn reload(config_path: &Path, gateway: &Gateway) {
             });
         }
     }
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 }
 
 /// Stops accepting, waits up to the grace period for sessions to finish

@@ -766,7 +766,7 @@ impl HookReceiver {
 }
 
 #[test]
-fn webhooks_get_the_records_they_ask_for_and_a_failed_delivery_is_retried() {
+fn webhooks_get_the_records_they_ask_for_with_retries_and_follow_a_reload() {
     let hook = HookReceiver::start(1);
     let secrets = tempfile::tempdir().unwrap();
     let token = secrets.path().join("hook-token");
@@ -804,6 +804,28 @@ fn webhooks_get_the_records_they_ask_for_and_a_failed_delivery_is_retried() {
         "{metrics}"
     );
     assert!(!world.log().contains("hook-secret"));
+
+    // A reload brings the new configuration's webhooks.
+    let other = HookReceiver::start(0);
+    let text = std::fs::read_to_string(world.config_path()).unwrap();
+    let text = text
+        .replace(
+            &format!(":{}/hooks", hook.port),
+            &format!(":{}/hooks", other.port),
+        )
+        .replace("\"requested\", ", "\"checked_out\", ");
+    std::fs::write(world.config_path(), text).unwrap();
+    world.signal("HUP");
+    assert!(wait_until(Duration::from_secs(10), || world
+        .audit_text()
+        .contains(r#""ok":true,"type":"config_reloaded""#)));
+    world.ok("alice", &format!("checkout {id}"));
+    let (_, body) = other
+        .next(Duration::from_secs(10))
+        .expect("no delivery after the reload");
+    let payload: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(payload["record"]["event"]["change"]["type"], "checked_out");
+    assert!(hook.next(Duration::from_millis(500)).is_none());
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! backoff for about a minute, then given up (counted and logged); a
 //! webhook that falls more than a queue behind loses the overflow, never
 //! slows the gateway, and records written while the gateway is down are
-//! not sent later.
+//! not sent later. A reload brings the new configuration's webhooks.
 
 mod post;
 
@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::AuditRecord;
+use crate::audit::{AuditEvent, AuditRecord};
 use crate::config::webhook::Webhook;
 use crate::events::SubscriptionEnded;
 use crate::gateway::Gateway;
@@ -31,24 +31,69 @@ const ATTEMPTS: u32 = 7;
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 
 /// Prepares every webhook of the configuration (reading token and CA
-/// files, so a mistake refuses the start) and starts delivering to them.
-pub fn start(
+/// files, so a mistake refuses the start) and starts delivering to them,
+/// and to the webhooks of each configuration a reload brings.
+pub fn start(gateway: &Arc<Gateway>, stop: CancellationToken) -> Result<(), PostError> {
+    let targets = prepare(&gateway.config().webhooks)?;
+    tokio::spawn(supervise(gateway.clone(), targets, stop));
+    Ok(())
+}
+
+/// Builds a target for each webhook: what start and reload check.
+pub fn prepare(webhooks: &[Webhook]) -> Result<Vec<Arc<Target>>, PostError> {
+    webhooks
+        .iter()
+        .map(|webhook| Target::new(webhook).map(Arc::new))
+        .collect()
+}
+
+/// Runs one generation of delivery tasks per configuration: a reload
+/// ends the running one (records still queued for it are not sent) and
+/// starts the new one.
+async fn supervise(gateway: Arc<Gateway>, targets: Vec<Arc<Target>>, stop: CancellationToken) {
+    let mut records = gateway.bus().subscribe();
+    let mut generation = launch(&gateway, &targets, &stop);
+    loop {
+        let next = tokio::select! {
+            () = stop.cancelled() => return,
+            next = records.next() => next,
+        };
+        match next {
+            Ok(record) if matches!(record.event, AuditEvent::ConfigReloaded { ok: true, .. }) => {
+                match prepare(&gateway.config().webhooks) {
+                    Ok(targets) => {
+                        generation.cancel();
+                        generation = launch(&gateway, &targets, &stop);
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "webhooks unchanged by the reload");
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(SubscriptionEnded::TooSlow(_)) => records = gateway.bus().subscribe(),
+            Err(SubscriptionEnded::Closed) => return,
+        }
+    }
+}
+
+fn launch(
     gateway: &Arc<Gateway>,
-    webhooks: &[Webhook],
-    stop: CancellationToken,
-) -> Result<(), PostError> {
-    for webhook in webhooks {
-        let target = Arc::new(Target::new(webhook)?);
+    targets: &[Arc<Target>],
+    stop: &CancellationToken,
+) -> CancellationToken {
+    let generation = stop.child_token();
+    for target in targets {
         let (queue, queued) = mpsc::channel(QUEUE);
         tokio::spawn(select_records(
             gateway.clone(),
             target.clone(),
             queue,
-            stop.clone(),
+            generation.clone(),
         ));
-        tokio::spawn(deliver(target, queued, stop.clone()));
+        tokio::spawn(deliver(target.clone(), queued, generation.clone()));
     }
-    Ok(())
+    generation
 }
 
 /// Reads the event bus and queues what `target` asks for.
