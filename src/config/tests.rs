@@ -275,3 +275,33 @@ fn two_resources_cannot_manage_one_account() {
     );
     assert_eq!(load(&other_account).unwrap().resources.len(), 2);
 }
+
+#[test]
+fn webhooks_need_an_http_url_without_credentials_and_known_event_names() {
+    let with = |section: &str| format!("{BASE}\n[[webhook]]\n{section}\n");
+    let ok = load(&with(
+        "url = \"https://hooks.example.com/T0/B0/secret\"\nevents = [\"requested\", \"workflow\"]",
+    ))
+    .unwrap();
+    assert_eq!(ok.webhooks[0].url.host(), Some("hooks.example.com"));
+    assert_eq!(ok.webhooks[0].events.as_ref().unwrap().len(), 2);
+    for (section, expected) in [
+        ("url = \"ftp://example.com/\"", "http:// or https://"),
+        (
+            "url = \"https://user:pw@example.com/\"",
+            "no user or password",
+        ),
+        (
+            "url = \"http://example.com/\"\nca_file = \"ca.crt\"",
+            "only for https",
+        ),
+        (
+            "url = \"http://example.com/\"\nevents = [\"aproved\"]",
+            "unknown event",
+        ),
+        ("url = \"http://example.com/\"\nretries = 3", "retries"),
+    ] {
+        let message = problem(&with(section));
+        assert!(message.contains(expected), "{section}: {message}");
+    }
+}

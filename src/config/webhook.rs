@@ -91,6 +91,13 @@ pub(super) fn validate_webhook(
     if !matches!(url.scheme_str(), Some("http" | "https")) || url.host().is_none() {
         return Err(check.invalid(key("url"), "must be an http:// or https:// URL with a host"));
     }
+    // Logged as scheme://authority: credentials there would be logged.
+    if url.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(check.invalid(
+            key("url"),
+            "no user or password in the URL: put a token in bearer_token_file",
+        ));
+    }
     if section.ca_file.is_some() && url.scheme_str() != Some("https") {
         return Err(check.invalid(key("ca_file"), "only for https URLs"));
     }

@@ -113,12 +113,12 @@ async fn select_records(
             Ok(record) if target.wants(&record) => {
                 if queue.try_send(record).is_err() {
                     count("dropped");
-                    tracing::warn!(url = %target.url(), "webhook queue full; a record was not sent");
+                    tracing::warn!(webhook = %target.origin(), "webhook queue full; a record was not sent");
                 }
             }
             Ok(_) => {}
             Err(SubscriptionEnded::TooSlow(missed)) => {
-                tracing::warn!(url = %target.url(), missed, "webhook fell behind the event bus");
+                tracing::warn!(webhook = %target.origin(), missed, "webhook fell behind the event bus");
                 records = gateway.bus().subscribe();
             }
             Err(SubscriptionEnded::Closed) => return,
@@ -150,11 +150,11 @@ async fn deliver(
                 }
                 Err(error) if attempt == ATTEMPTS => {
                     count("dropped");
-                    tracing::warn!(url = %target.url(), seq = record.seq, %error, "webhook delivery given up");
+                    tracing::warn!(webhook = %target.origin(), seq = record.seq, %error, "webhook delivery given up");
                 }
                 Err(error) => {
                     count("retried");
-                    tracing::debug!(url = %target.url(), seq = record.seq, %error, "webhook delivery failed; retrying");
+                    tracing::debug!(webhook = %target.origin(), seq = record.seq, %error, "webhook delivery failed; retrying");
                     tokio::select! {
                         () = stop.cancelled() => return,
                         () = tokio::time::sleep(wait) => {}

@@ -22,8 +22,8 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PostError {
-    #[error("webhook {url}: {problem}")]
-    Setup { url: String, problem: String },
+    #[error("webhook {origin}: {problem}")]
+    Setup { origin: String, problem: String },
     #[error("{0}")]
     Failed(String),
 }
@@ -38,7 +38,7 @@ pub struct Target {
 impl Target {
     pub fn new(webhook: &Webhook) -> Result<Self, PostError> {
         let setup = |problem: String| PostError::Setup {
-            url: webhook.url.to_string(),
+            origin: origin(&webhook.url),
             problem,
         };
         let token = match &webhook.bearer_token_file {
@@ -60,8 +60,10 @@ impl Target {
         })
     }
 
-    pub fn url(&self) -> &Uri {
-        &self.url
+    /// Scheme, host and port only, for logs: the path of many webhook
+    /// URLs is their secret (a chat tool's incoming-webhook token).
+    pub fn origin(&self) -> String {
+        origin(&self.url)
     }
 
     /// Whether the webhook asked for `record`: by its type, or for a
@@ -147,6 +149,14 @@ impl Target {
     }
 }
 
+fn origin(url: &Uri) -> String {
+    format!(
+        "{}://{}",
+        url.scheme_str().unwrap_or("http"),
+        url.authority().map_or("", |a| a.as_str())
+    )
+}
+
 /// Verifies the endpoint against `ca_file`, or the system's trusted CAs.
 fn connector(webhook: &Webhook) -> Result<TlsConnector, String> {
     if let Some(ca) = &webhook.ca_file {
@@ -168,4 +178,17 @@ fn connector(webhook: &Webhook) -> Result<TlsConnector, String> {
     .with_root_certificates(roots)
     .with_no_client_auth();
     Ok(TlsConnector::from(Arc::new(client)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_name_a_webhook_by_its_origin_never_its_path() {
+        let url: Uri = "https://hooks.example.com:8443/services/T0/B0/s3cret?x=1"
+            .parse()
+            .unwrap();
+        assert_eq!(origin(&url), "https://hooks.example.com:8443");
+    }
 }
