@@ -71,8 +71,9 @@ impl Gateway {
             .set(resource, RotationMark::CredentialRefused, false);
     }
 
-    /// What the last look at an SSH resource's leftover processes found:
-    /// `true` when some outlived it or it could not look. Until a later
+    /// What the last look at a resource's leftovers (an SSH account's
+    /// processes, a Postgres role's sessions) found: `true` when some
+    /// outlived it or it could not look. Until a later
     /// look finds none, the resource rotates again (with backoff) and, if
     /// single-user, is not handed out.
     pub fn processes_left_running(&self, resource: &str, left: bool) {
