@@ -9,13 +9,13 @@ use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, Verif
 use russh::{Channel, ChannelId, ChannelOpenFailure};
 
 use crate::audit::{AuditEvent, Protocol};
-use crate::config::is_valid_name;
 use crate::control::Caller;
 use crate::serve::Runtime;
 use crate::sessions::SessionGuard;
 
 use super::channel;
 use super::dataplane::{DataPlane, Sever};
+use super::login_names::{key_matches, printable, split_username};
 use super::upstream::KnownHosts;
 use super::{forward, relay};
 
@@ -32,33 +32,6 @@ pub struct Connection {
     /// Set once a resource connection passed its lease check.
     plane: Option<Arc<DataPlane>>,
     sever: Sever,
-}
-
-/// `alice` reaches the control plane; `alice+web-01` the resource web-01.
-fn split_username(name: &str) -> Option<(&str, Option<&str>)> {
-    let (user, target) = match name.split_once('+') {
-        Some((user, target)) => (user, Some(target)),
-        None => (name, None),
-    };
-    (is_valid_name(user) && target.is_none_or(is_valid_name)).then_some((user, target))
-}
-
-/// Usernames come from the network: keep audit records short and printable.
-fn printable(name: &str) -> String {
-    name.chars().filter(|c| !c.is_control()).take(64).collect()
-}
-
-fn key_matches(key: &PublicKey, configured: &[String]) -> bool {
-    let Ok(text) = key.to_openssh() else {
-        return false;
-    };
-    let mut parts = text.split_whitespace();
-    let (Some(kind), Some(body)) = (parts.next(), parts.next()) else {
-        return false;
-    };
-    configured
-        .iter()
-        .any(|k| k.split_once(' ') == Some((kind, body)))
 }
 
 impl Connection {
@@ -475,29 +448,5 @@ impl Drop for Connection {
         if let Some(plane) = &self.plane {
             plane.closed.cancel();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn usernames_route_to_control_or_a_resource() {
-        assert_eq!(split_username("alice"), Some(("alice", None)));
-        assert_eq!(
-            split_username("alice+web-01"),
-            Some(("alice", Some("web-01")))
-        );
-        assert_eq!(split_username("alice+"), None);
-        assert_eq!(split_username("+web-01"), None);
-        assert_eq!(split_username("al ice"), None);
-        assert_eq!(split_username("a+b+c"), None);
-    }
-
-    #[test]
-    fn printable_strips_control_characters_and_caps_length() {
-        assert_eq!(printable("ev\u{1b}[2Jil"), "ev[2Jil");
-        assert_eq!(printable(&"x".repeat(500)).len(), 64);
     }
 }

@@ -2,7 +2,8 @@
 //! (`alice@GW`) and, by username, the data plane (`alice+web-01@GW`).
 //!
 //! - `hostkey`: the persistent host key.
-//! - `handler`: authentication and channel requests for one connection.
+//! - `handler`: authentication and channel requests for one connection
+//!   (`login_names`: the usernames and keys it checks).
 //! - `channel`: one session channel of the control plane (exec or prompt).
 //! - `console`: a [`crate::control::Terminal`] over an SSH channel.
 //! - `dataplane`, `relay`, `forward`, `flow`: a data-plane connection, its
@@ -17,6 +18,7 @@ mod forward;
 mod handler;
 mod hostkey;
 mod killable;
+mod login_names;
 mod recording;
 mod relay;
 pub mod upstream;
