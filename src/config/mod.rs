@@ -5,6 +5,7 @@
 
 pub mod duration;
 mod file;
+mod resource;
 mod validate;
 pub mod webhook;
 pub use validate::{is_valid_name, normalize_public_key, validate_workflow};
