@@ -913,4 +913,9 @@ fn a_webhook_over_https_is_verified_against_its_ca_file() {
     let body = body.expect("no delivery over https");
     let payload: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(payload["record"]["event"]["change"]["id"], id);
+    // web-01's approvers: group:sre-leads.
+    assert_eq!(
+        payload["awaiting_approval_from"],
+        serde_json::json!(["bob", "erin"])
+    );
 }

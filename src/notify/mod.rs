@@ -1,5 +1,6 @@
 //! Webhook notifications. Each `[[webhook]]` gets every audit record it
-//! asks for, POSTed as JSON (`{"text": ..., "record": ...}`) in the order
+//! asks for, POSTed as JSON (`{"text": ..., "record": ...}`, and
+//! `"awaiting_approval_from": [...]` while a request waits) in the order
 //! the records were written, moments after they are on disk: approvers
 //! hear of a request where they already are, and a SIEM gets the stream.
 //!
@@ -91,7 +92,12 @@ fn launch(
             queue,
             generation.clone(),
         ));
-        tokio::spawn(deliver(target.clone(), queued, generation.clone()));
+        tokio::spawn(deliver(
+            gateway.clone(),
+            target.clone(),
+            queued,
+            generation.clone(),
+        ));
     }
     generation
 }
@@ -128,6 +134,7 @@ async fn select_records(
 
 /// Sends queued records one at a time, in order, retrying each.
 async fn deliver(
+    gateway: Arc<Gateway>,
     target: Arc<Target>,
     mut queued: mpsc::Receiver<Arc<AuditRecord>>,
     stop: CancellationToken,
@@ -140,7 +147,7 @@ async fn deliver(
                 None => return,
             },
         };
-        let body = payload(&record);
+        let body = payload(&gateway, &record);
         let mut wait = FIRST_RETRY;
         for attempt in 1..=ATTEMPTS {
             match target.post(body.clone()).await {
@@ -166,13 +173,43 @@ async fn deliver(
     }
 }
 
-/// What a webhook receives: the line `audit tail` shows, and the record.
-fn payload(record: &AuditRecord) -> bytes::Bytes {
-    let body = serde_json::json!({
+/// What a webhook receives: the line `audit tail` shows, the record, and
+/// for a request still waiting for approval, who may approve it now (so a
+/// chat tool can mention them).
+fn payload(gateway: &Gateway, record: &AuditRecord) -> bytes::Bytes {
+    let mut body = serde_json::json!({
         "text": crate::control::describe(&record.event),
         "record": record,
     });
+    let approvers = awaiting_approval_from(gateway, record);
+    if !approvers.is_empty() {
+        body["awaiting_approval_from"] = approvers.into();
+    }
     bytes::Bytes::from(body.to_string())
+}
+
+fn awaiting_approval_from(gateway: &Gateway, record: &AuditRecord) -> Vec<String> {
+    let AuditEvent::Workflow { change, .. } = &record.event else {
+        return Vec::new();
+    };
+    let Some(id) = change.request_id() else {
+        return Vec::new();
+    };
+    let config = gateway.config();
+    let ctx = crate::workflow::Context {
+        directory: &config.directory,
+        resources: &config.resources,
+        now: chrono::Utc::now(),
+    };
+    gateway.read(|engine| {
+        config
+            .directory
+            .users
+            .keys()
+            .filter(|user| engine.awaits_approval_from(&ctx, id, user))
+            .cloned()
+            .collect()
+    })
 }
 
 fn count(outcome: &'static str) {
