@@ -56,6 +56,16 @@ pub struct AuditRecord {
 }
 
 /// SHA-256 of the canonical JSON of a record object without its `hash`.
+/// Text from the network or from users, bound for audit records and
+/// other users' terminals: control characters dropped, at most
+/// `max_chars` characters.
+pub fn printable(text: &str, max_chars: usize) -> String {
+    text.chars()
+        .filter(|c| !c.is_control())
+        .take(max_chars)
+        .collect()
+}
+
 pub(crate) fn record_hash(object: &Map<String, Value>) -> String {
     let without_hash: Map<String, Value> = object
         .iter()

@@ -133,12 +133,7 @@ async fn terminate(
     require_admin(gateway, user)?;
     // It reaches the user's terminal and driver: printable text only.
     let reason = reason
-        .map(|r| {
-            r.chars()
-                .filter(|c| !c.is_control())
-                .take(MAX_REASON_CHARS)
-                .collect::<String>()
-        })
+        .map(|r| crate::audit::printable(&r, MAX_REASON_CHARS))
         .filter(|r| !r.trim().is_empty());
     let message = format!(
         "session {session} terminated by {user}{}",

@@ -93,11 +93,7 @@ impl Gateway {
 
     /// Whether anyone's access window on `resource` is open now.
     pub fn window_open(&self, resource: &str) -> bool {
-        let now = tokio::time::Instant::now();
-        self.leases
-            .all()
-            .iter()
-            .any(|lease| lease.resource == resource && lease.is_live(now))
+        self.leases.any_live_on(resource)
     }
 
     /// A single-user resource is not handed out while its credential is

@@ -80,6 +80,14 @@ impl LeaseTable {
         self.leases.is_empty()
     }
 
+    /// Whether anyone holds a live lease on `resource`.
+    pub fn any_live_on(&self, resource: &str) -> bool {
+        let now = Instant::now();
+        self.leases
+            .iter()
+            .any(|entry| entry.key().1 == resource && entry.value().is_live(now))
+    }
+
     pub fn all(&self) -> Vec<Arc<Lease>> {
         self.leases.iter().map(|e| e.value().clone()).collect()
     }

@@ -38,8 +38,6 @@ impl Rotator {
         .await;
         if resource.end_leftover_processes {
             self.end_leftover_processes(resource, &shell).await;
-        } else {
-            self.gateway.processes_left_running(&resource.name, false);
         }
         shell.close().await;
     }

@@ -13,9 +13,6 @@ use crate::secret::Secret;
 
 impl Rotator {
     pub(super) async fn inspect_database(&self, resource: &Resource, secret: &Secret) {
-        if !resource.end_leftover_processes {
-            self.gateway.processes_left_running(&resource.name, false);
-        }
         let ends_sessions =
             resource.end_leftover_processes && !self.gateway.window_open(&resource.name);
         let login =

@@ -198,6 +198,10 @@ impl Rotator {
             CredentialKind::SshKey => self.inspect_account(resource, &new).await,
             CredentialKind::Password => self.inspect_database(resource, &new).await,
         }
+        if !resource.end_leftover_processes {
+            // A mark from before the setting was turned off holds nothing.
+            self.gateway.processes_left_running(&resource.name, false);
+        }
         vault.promote(name)?;
         self.gateway.scram_keys().forget(name);
         self.audit_planted(name, planted).await;

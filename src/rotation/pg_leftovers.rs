@@ -55,11 +55,7 @@ impl Reaper for PgSessions<'_> {
 
 /// `psql from 10.0.0.7`: what the audit log names a session by.
 fn session_name(application: &str, origin: &str) -> String {
-    let application: String = application
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(MAX_NAME_CHARS)
-        .collect();
+    let application = crate::audit::printable(application, MAX_NAME_CHARS);
     format!("{application} from {origin}")
 }
 

@@ -16,7 +16,7 @@ pub fn split_username(name: &str) -> Option<(&str, Option<&str>)> {
 
 /// Usernames come from the network: keep audit records short and printable.
 pub fn printable(name: &str) -> String {
-    name.chars().filter(|c| !c.is_control()).take(64).collect()
+    crate::audit::printable(name, 64)
 }
 
 pub fn key_matches(key: &PublicKey, configured: &[String]) -> bool {
