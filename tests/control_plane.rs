@@ -832,22 +832,17 @@ fn webhooks_get_the_records_they_ask_for_with_retries_and_follow_a_reload() {
 fn a_webhook_with_a_misspelt_event_or_a_missing_token_file_is_refused_by_check_config() {
     let world = World::start();
     let text = std::fs::read_to_string(world.config_path()).unwrap();
-    let out = std::process::Command::new(common::BIN)
-        .arg("check-config")
-        .arg(world.config_path())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    std::fs::write(
-        world.config_path(),
-        format!("{text}\n[[webhook]]\nurl = \"http://127.0.0.1:9/\"\nevents = [\"requestd\"]\n"),
-    )
-    .unwrap();
-    let out = std::process::Command::new(common::BIN)
-        .arg("check-config")
-        .arg(world.config_path())
-        .output()
-        .unwrap();
+    // check-config on the config with `webhook` appended.
+    let check_with = |webhook: &str| {
+        std::fs::write(world.config_path(), format!("{text}{webhook}")).unwrap();
+        std::process::Command::new(common::BIN)
+            .arg("check-config")
+            .arg(world.config_path())
+            .output()
+            .unwrap()
+    };
+    assert!(check_with("").status.success());
+    let out = check_with("\n[[webhook]]\nurl = \"http://127.0.0.1:9/\"\nevents = [\"requestd\"]\n");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{err}");
     assert!(
@@ -855,16 +850,9 @@ fn a_webhook_with_a_misspelt_event_or_a_missing_token_file_is_refused_by_check_c
         "{err}"
     );
     // Token files are read as at start.
-    std::fs::write(
-        world.config_path(),
-        format!("{text}\n[[webhook]]\nurl = \"http://127.0.0.1:9/\"\nbearer_token_file = \"no-such-token\"\n"),
-    )
-    .unwrap();
-    let out = std::process::Command::new(common::BIN)
-        .arg("check-config")
-        .arg(world.config_path())
-        .output()
-        .unwrap();
+    let out = check_with(
+        "\n[[webhook]]\nurl = \"http://127.0.0.1:9/\"\nbearer_token_file = \"no-such-token\"\n",
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{err}");
     assert!(

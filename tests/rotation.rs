@@ -1099,6 +1099,17 @@ fn role_changes(world: &World) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// `user` leases orders-prod, runs `sql` through the gateway and checks
+/// in; returns the `roles_changed` records once rotation `nth` is done.
+fn window_running(world: &World, user: &str, sql: &str, nth: usize) -> Vec<serde_json::Value> {
+    let (id, lease_password) = world.lease_pg(user, "10m");
+    let (_, err, ok) = world.psql_run(user, &lease_password, sql);
+    assert!(ok, "{err}");
+    world.ok(user, &format!("checkin {id}"));
+    assert!(rotated(world, "orders-prod", nth), "{}", world.audit_text());
+    role_changes(world)
+}
+
 #[test]
 fn roles_a_window_created_or_changed_are_reported_at_the_next_rotation() {
     let world = World::with_pg_target(&[], |t| t);
@@ -1115,16 +1126,12 @@ fn roles_a_window_created_or_changed_are_reported_at_the_next_rotation() {
     assert!(settled <= 1, "{}", world.audit_text());
 
     // Alice leaves a login of her own behind.
-    let (id, lease_password) = world.lease_pg("alice", "10m");
-    let (_, err, ok) = world.psql_run(
+    let changes = window_running(
+        &world,
         "alice",
-        &lease_password,
         "CREATE ROLE backdoor LOGIN PASSWORD 'hers'",
+        2,
     );
-    assert!(ok, "{err}");
-    world.ok("alice", &format!("checkin {id}"));
-    assert!(rotated(&world, "orders-prod", 2), "{}", world.audit_text());
-    let changes = role_changes(&world);
     assert_eq!(changes.len(), settled + 1, "{}", world.audit_text());
     assert_eq!(changes[settled], serde_json::json!(["backdoor"]));
     let carol = world.ok("carol", "audit tail -n 50");
@@ -1135,16 +1142,12 @@ fn roles_a_window_created_or_changed_are_reported_at_the_next_rotation() {
     assert!(!world.audit_text().contains("hers"));
 
     // Zoe changes what the next holder's sessions start with.
-    let (id, lease_password) = world.lease_pg("zoe", "10m");
-    let (_, err, ok) = world.psql_run(
+    let changes = window_running(
+        &world,
         "zoe",
-        &lease_password,
         "ALTER ROLE CURRENT_USER SET search_path = 'mine, public'",
+        3,
     );
-    assert!(ok, "{err}");
-    world.ok("zoe", &format!("checkin {id}"));
-    assert!(rotated(&world, "orders-prod", 3), "{}", world.audit_text());
-    let changes = role_changes(&world);
     assert_eq!(changes.len(), settled + 2, "{}", world.audit_text());
     assert_eq!(changes[settled + 1], serde_json::json!(["orders_app"]));
 }
