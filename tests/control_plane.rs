@@ -6,6 +6,8 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{World, wait_until};
@@ -714,9 +716,11 @@ fn two_hundred_concurrent_control_sessions_are_served() {
 }
 
 /// A webhook endpoint on loopback: answers the first `failures` POSTs
-/// with 500, then 200, and hands over each request's head and body.
+/// (or as many as `fail_next` says later) with 500, then 200, and hands
+/// over each request's head and body.
 struct HookReceiver {
     port: u16,
+    failures: Arc<AtomicUsize>,
     received: std::sync::mpsc::Receiver<(String, String)>,
 }
 
@@ -725,8 +729,9 @@ impl HookReceiver {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let (tell, received) = std::sync::mpsc::channel();
+        let failures = Arc::new(AtomicUsize::new(failures));
+        let failing = failures.clone();
         std::thread::spawn(move || {
-            let mut failures = failures;
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
                 let mut reader = BufReader::new(stream);
@@ -744,8 +749,10 @@ impl HookReceiver {
                 }
                 let mut body = vec![0; length];
                 let _ = std::io::Read::read_exact(&mut reader, &mut body);
-                let status = if failures > 0 {
-                    failures -= 1;
+                let fail = failing
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                let status = if fail {
                     "500 Internal Server Error"
                 } else {
                     let _ = tell.send((head, String::from_utf8_lossy(&body).into_owned()));
@@ -757,11 +764,37 @@ impl HookReceiver {
                 );
             }
         });
-        Self { port, received }
+        Self {
+            port,
+            failures,
+            received,
+        }
+    }
+
+    fn fail_next(&self, failures: usize) {
+        self.failures.store(failures, Ordering::SeqCst);
     }
 
     fn next(&self, within: Duration) -> Option<(String, String)> {
         self.received.recv_timeout(within).ok()
+    }
+
+    /// The request id of the next delivery's workflow record.
+    fn next_request_id(&self) -> u64 {
+        let (_, body) = self
+            .next(Duration::from_secs(15))
+            .expect("no webhook delivery");
+        let payload: serde_json::Value = serde_json::from_str(&body).unwrap();
+        payload["record"]["event"]["change"]["id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("not a request record: {payload}"))
+    }
+
+    fn config(&self, events: &str) -> String {
+        format!(
+            "\n[[webhook]]\nurl = \"http://127.0.0.1:{}/\"\nevents = [{events}]\n",
+            self.port
+        )
     }
 }
 
@@ -906,4 +939,43 @@ fn a_webhook_over_https_is_verified_against_its_ca_file() {
         payload["awaiting_approval_from"],
         serde_json::json!(["bob", "erin"])
     );
+}
+
+#[test]
+fn records_written_while_a_webhook_or_the_gateway_was_down_are_sent_once_both_are_back() {
+    let hook = HookReceiver::start(0);
+    let mut world = World::start_with(|text| format!("{text}{}", hook.config("\"requested\"")));
+    let first = world.request("alice", "web-01 --for 10m --reason one");
+    assert_eq!(hook.next_request_id(), first);
+
+    // The receiver fails; the gateway keeps trying until it crashes.
+    hook.fail_next(usize::MAX);
+    let second = world.request("alice", "web-01 --for 10m --reason two");
+    let third = world.request("zoe", "web-01 --for 10m --reason three");
+    assert!(wait_until(Duration::from_secs(10), || world
+        .metrics()
+        .contains(
+            r#"jitgate_webhook_deliveries_total{outcome="retried"}"#
+        )));
+    world.kill_hard();
+
+    // Back up, with a webhook added meanwhile: the first gets what it
+    // missed, in order and without the record it had; the new one starts
+    // from now.
+    hook.fail_next(0);
+    let added = HookReceiver::start(0);
+    let text = std::fs::read_to_string(world.config_path()).unwrap();
+    std::fs::write(
+        world.config_path(),
+        format!("{text}{}", added.config("\"requested\"")),
+    )
+    .unwrap();
+    world.launch();
+    assert_eq!(hook.next_request_id(), second);
+    assert_eq!(hook.next_request_id(), third);
+    let fourth = world.request("alice", "web-01 --for 10m --reason four");
+    assert_eq!(hook.next_request_id(), fourth);
+    assert_eq!(added.next_request_id(), fourth);
+    assert!(hook.next(Duration::from_secs(1)).is_none());
+    assert!(added.next(Duration::from_millis(200)).is_none());
 }

@@ -14,6 +14,7 @@
 //! against a head recorded earlier.
 
 mod anchor;
+mod backlog;
 mod event;
 mod verify;
 
@@ -30,6 +31,7 @@ use sha2::{Digest, Sha256};
 use crate::fsutil;
 
 pub use anchor::{Anchor, anchor_path, check_anchor, load_anchor, save_anchor};
+pub use backlog::records_after;
 pub use event::{AuditEvent, Protocol};
 pub use verify::{VerifyError, VerifyReport, chain_files, verify_against, verify_files};
 

@@ -60,6 +60,14 @@ impl Gateway {
     fn audit_head(&self) -> Option<Anchor> {
         self.core.lock().audit.head()
     }
+
+    /// The file the audit chain continues in, and its newest record's seq
+    /// (0 while empty): where a follower that fell behind reads on from.
+    pub fn audit_position(&self) -> (std::path::PathBuf, u64) {
+        let core = self.core.lock();
+        let head = core.audit.head().map_or(0, |head| head.seq);
+        (core.audit.path().to_path_buf(), head)
+    }
 }
 
 fn sync_anchor_file(path: &std::path::Path) {

@@ -4,18 +4,21 @@
 //! the records were written, moments after they are on disk: approvers
 //! hear of a request where they already are, and a SIEM gets the stream.
 //!
-//! The audit log stays the durable record: delivery is retried with
-//! backoff for about a minute, then given up (counted and logged); a
-//! webhook that falls more than a queue behind loses the overflow, never
-//! slows the gateway, and records written while the gateway is down are
-//! not sent later. A reload brings the new configuration's webhooks.
+//! Delivery is at least once and loses nothing the audit log holds: each
+//! webhook's place in the chain is kept in the state directory, a receiver
+//! that is down is tried again until it is back, and records written while
+//! it (or the gateway) was down are read from the log and sent in order.
+//! A crash may send the record in flight again: receivers tell by
+//! `record.seq`. A reload brings the new configuration's webhooks; one
+//! whose URL is unchanged goes on from where it was.
 
+mod cursors;
+mod follow;
 mod post;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::{AuditEvent, AuditRecord};
@@ -23,20 +26,25 @@ use crate::config::webhook::Webhook;
 use crate::events::SubscriptionEnded;
 use crate::gateway::Gateway;
 
+pub use cursors::{Cursors, CursorsError};
 pub use post::{PostError, Target};
 
-/// Records queued per webhook while a delivery is retried.
-const QUEUE: usize = 1024;
-/// Tries per record: the waits between them add up to about a minute.
-const ATTEMPTS: u32 = 7;
-const FIRST_RETRY: Duration = Duration::from_secs(1);
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error(transparent)]
+    Post(#[from] PostError),
+    #[error(transparent)]
+    Cursors(#[from] CursorsError),
+}
 
 /// Prepares every webhook of the configuration (reading token and CA
-/// files, so a mistake refuses the start) and starts delivering to them,
-/// and to the webhooks of each configuration a reload brings.
-pub fn start(gateway: &Arc<Gateway>, stop: CancellationToken) -> Result<(), PostError> {
+/// files, and where each webhook stands, so a mistake refuses the start)
+/// and starts delivering to them, and to the webhooks of each
+/// configuration a reload brings.
+pub fn start(gateway: &Arc<Gateway>, stop: CancellationToken) -> Result<(), NotifyError> {
     let targets = prepare(&gateway.config().webhooks)?;
-    tokio::spawn(supervise(gateway.clone(), targets, stop));
+    let cursors = Cursors::load(&gateway.config().state_dir)?;
+    tokio::spawn(supervise(gateway.clone(), cursors, targets, stop));
     Ok(())
 }
 
@@ -49,11 +57,15 @@ pub fn prepare(webhooks: &[Webhook]) -> Result<Vec<Arc<Target>>, PostError> {
 }
 
 /// Runs one generation of delivery tasks per configuration: a reload
-/// ends the running one (records still queued for it are not sent) and
-/// starts the new one.
-async fn supervise(gateway: Arc<Gateway>, targets: Vec<Arc<Target>>, stop: CancellationToken) {
+/// ends the running one and starts the new one.
+async fn supervise(
+    gateway: Arc<Gateway>,
+    cursors: Arc<Cursors>,
+    targets: Vec<Arc<Target>>,
+    stop: CancellationToken,
+) {
     let mut records = gateway.bus().subscribe();
-    let mut generation = launch(&gateway, &targets, &stop);
+    let mut generation = launch(&gateway, &cursors, &targets, &stop);
     loop {
         let next = tokio::select! {
             () = stop.cancelled() => return,
@@ -64,7 +76,7 @@ async fn supervise(gateway: Arc<Gateway>, targets: Vec<Arc<Target>>, stop: Cance
                 match prepare(&gateway.config().webhooks) {
                     Ok(targets) => {
                         generation.cancel();
-                        generation = launch(&gateway, &targets, &stop);
+                        generation = launch(&gateway, &cursors, &targets, &stop);
                     }
                     Err(error) => {
                         tracing::error!(%error, "webhooks unchanged by the reload");
@@ -80,97 +92,23 @@ async fn supervise(gateway: Arc<Gateway>, targets: Vec<Arc<Target>>, stop: Cance
 
 fn launch(
     gateway: &Arc<Gateway>,
+    cursors: &Arc<Cursors>,
     targets: &[Arc<Target>],
     stop: &CancellationToken,
 ) -> CancellationToken {
+    let keys: BTreeSet<String> = targets.iter().map(|t| t.key().to_string()).collect();
+    cursors.retain(&keys);
     let generation = stop.child_token();
     for target in targets {
-        let (queue, queued) = mpsc::channel(QUEUE);
-        tokio::spawn(select_records(
-            gateway.clone(),
-            target.clone(),
-            queue,
-            generation.clone(),
-        ));
-        tokio::spawn(deliver(
-            gateway.clone(),
-            target.clone(),
-            queued,
-            generation.clone(),
-        ));
+        let follower = follow::Follower {
+            gateway: gateway.clone(),
+            target: target.clone(),
+            cursors: cursors.clone(),
+            stop: generation.clone(),
+        };
+        tokio::spawn(follower.run());
     }
     generation
-}
-
-/// Reads the event bus and queues what `target` asks for.
-async fn select_records(
-    gateway: Arc<Gateway>,
-    target: Arc<Target>,
-    queue: mpsc::Sender<Arc<AuditRecord>>,
-    stop: CancellationToken,
-) {
-    let mut records = gateway.bus().subscribe();
-    loop {
-        let next = tokio::select! {
-            () = stop.cancelled() => return,
-            next = records.next() => next,
-        };
-        match next {
-            Ok(record) if target.wants(&record) => {
-                if queue.try_send(record).is_err() {
-                    count("dropped");
-                    tracing::warn!(webhook = %target.origin(), "webhook queue full; a record was not sent");
-                }
-            }
-            Ok(_) => {}
-            Err(SubscriptionEnded::TooSlow(missed)) => {
-                tracing::warn!(webhook = %target.origin(), missed, "webhook fell behind the event bus");
-                records = gateway.bus().subscribe();
-            }
-            Err(SubscriptionEnded::Closed) => return,
-        }
-    }
-}
-
-/// Sends queued records one at a time, in order, retrying each.
-async fn deliver(
-    gateway: Arc<Gateway>,
-    target: Arc<Target>,
-    mut queued: mpsc::Receiver<Arc<AuditRecord>>,
-    stop: CancellationToken,
-) {
-    loop {
-        let record = tokio::select! {
-            () = stop.cancelled() => return,
-            record = queued.recv() => match record {
-                Some(record) => record,
-                None => return,
-            },
-        };
-        let body = payload(&gateway, &record);
-        let mut wait = FIRST_RETRY;
-        for attempt in 1..=ATTEMPTS {
-            match target.post(body.clone()).await {
-                Ok(()) => {
-                    count("delivered");
-                    break;
-                }
-                Err(error) if attempt == ATTEMPTS => {
-                    count("dropped");
-                    tracing::warn!(webhook = %target.origin(), seq = record.seq, %error, "webhook delivery given up");
-                }
-                Err(error) => {
-                    count("retried");
-                    tracing::debug!(webhook = %target.origin(), seq = record.seq, %error, "webhook delivery failed; retrying");
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        () = tokio::time::sleep(wait) => {}
-                    }
-                    wait *= 2;
-                }
-            }
-        }
-    }
 }
 
 /// What a webhook receives: the line `audit tail` shows, the record, and

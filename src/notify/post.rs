@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{Request, Uri, header};
+use axum::http::{Request, StatusCode, Uri, header};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
@@ -26,10 +26,21 @@ pub enum PostError {
     Setup { origin: String, problem: String },
     #[error("{0}")]
     Failed(String),
+    /// The receiver answered that the request itself is wrong: sending it
+    /// again the same way will not help for long.
+    #[error("answered {0}")]
+    Refused(axum::http::StatusCode),
+}
+
+impl PostError {
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Self::Refused(_))
+    }
 }
 
 pub struct Target {
     url: Uri,
+    key: String,
     events: Option<std::collections::BTreeSet<String>>,
     token: Option<Secret>,
     tls: Option<TlsConnector>,
@@ -54,6 +65,7 @@ impl Target {
         };
         Ok(Self {
             url: webhook.url.clone(),
+            key: super::cursors::key(&webhook.url.to_string()),
             events: webhook.events.clone(),
             token,
             tls,
@@ -64,6 +76,11 @@ impl Target {
     /// URLs is their secret (a chat tool's incoming-webhook token).
     pub fn origin(&self) -> String {
         origin(&self.url)
+    }
+
+    /// What the webhook's place in the audit chain is kept under.
+    pub fn key(&self) -> &str {
+        &self.key
     }
 
     /// Whether the webhook asked for `record`: by its type, or for a
@@ -143,6 +160,11 @@ impl Target {
         let status = response.status();
         if status.is_success() {
             Ok(())
+        } else if status.is_client_error()
+            && status != StatusCode::REQUEST_TIMEOUT
+            && status != StatusCode::TOO_MANY_REQUESTS
+        {
+            Err(PostError::Refused(status))
         } else {
             Err(PostError::Failed(format!("answered {status}")))
         }
@@ -190,5 +212,55 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(origin(&url), "https://hooks.example.com:8443");
+    }
+
+    /// POSTs once to a receiver that answers `status`.
+    async fn post_answered(status: &str) -> Result<(), PostError> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let answer = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = vec![0; 4096];
+            let _ = stream.read(&mut request).await;
+            let _ = stream.write_all(answer.as_bytes()).await;
+        });
+        let webhook = Webhook {
+            url: format!("http://127.0.0.1:{port}/hook").parse().unwrap(),
+            events: None,
+            bearer_token_file: None,
+            ca_file: None,
+        };
+        Target::new(&webhook)
+            .unwrap()
+            .post(Bytes::from_static(b"{}"))
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_receiver_refusing_the_request_is_told_apart_from_one_failing() {
+        assert!(post_answered("204 No Content").await.is_ok());
+        assert!(
+            post_answered("400 Bad Request")
+                .await
+                .unwrap_err()
+                .is_refusal()
+        );
+        assert!(
+            post_answered("404 Not Found")
+                .await
+                .unwrap_err()
+                .is_refusal()
+        );
+        // Worth trying again: the receiver is busy or broken, not the record.
+        for status in [
+            "429 Too Many Requests",
+            "408 Request Timeout",
+            "503 Service Unavailable",
+        ] {
+            let error = post_answered(status).await.unwrap_err();
+            assert!(!error.is_refusal(), "{status}: {error}");
+        }
     }
 }
