@@ -979,3 +979,73 @@ fn records_written_while_a_webhook_or_the_gateway_was_down_are_sent_once_both_ar
     assert!(hook.next(Duration::from_secs(1)).is_none());
     assert!(added.next(Duration::from_millis(200)).is_none());
 }
+
+/// Writes `count` audit records fast: Postgres logins without TLS, each
+/// refused and audited, from four threads.
+fn refused_logins(world: &World, count: usize) {
+    let mut packet = Vec::new();
+    let params = b"user\0alice\0database\0orders-prod\0\0";
+    packet.extend_from_slice(&(8 + params.len() as u32).to_be_bytes());
+    packet.extend_from_slice(&196_608u32.to_be_bytes());
+    packet.extend_from_slice(params);
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (port, packet) = (world.pg_port, packet.clone());
+            std::thread::spawn(move || {
+                for _ in 0..count / 4 {
+                    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                    stream.write_all(&packet).unwrap();
+                    let mut answer = Vec::new();
+                    let _ = std::io::Read::read_to_end(&mut stream, &mut answer);
+                    assert!(String::from_utf8_lossy(&answer).contains("requires TLS"));
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+}
+
+fn seq_of(line: &str) -> u64 {
+    let record: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    record["seq"].as_u64().unwrap()
+}
+
+#[test]
+fn audit_tail_misses_no_record_however_far_behind_its_reader_falls_and_resumes_after_a_seq() {
+    // Small audit files, so the records span rotated ones.
+    let world = World::start_with(|text| {
+        text.replace("[gateway]\n", "[gateway]\naudit_rotate_bytes = 262144\n")
+    });
+    let mut tail = world
+        .ssh_command("carol", "carol")
+        .arg("audit tail -n 1 -f --json")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
+    let first = seq_of(&lines.next().unwrap().unwrap());
+    // Far more than the live stream buffers (4096 records) and the SSH
+    // window and pipe hold, written while nothing reads the tail.
+    let written = 12_000;
+    refused_logins(&world, written);
+    for expected in first + 1..=first + written as u64 {
+        assert_eq!(seq_of(&lines.next().unwrap().unwrap()), expected);
+    }
+    tail.stdin.as_mut().unwrap().write_all(&[3]).unwrap();
+    assert!(tail.wait().unwrap().success());
+    assert!(!world.log().contains("fell"), "{}", world.log());
+
+    // A reader that stopped at a seq goes on from there, across files.
+    let resumed = world.ok("carol", &format!("audit tail --json --after {first}"));
+    let seqs: Vec<u64> = resumed.lines().map(seq_of).collect();
+    assert_eq!(
+        seqs[..written],
+        (first + 1..=first + written as u64).collect::<Vec<_>>()[..]
+    );
+    let files = jitgate::audit::chain_files(&world.path("audit/audit.log")).unwrap();
+    assert!(files.len() > 3, "{files:?}");
+}

@@ -33,6 +33,11 @@ pub fn records_after(path: &Path, after: u64, limit: usize) -> std::io::Result<V
     Ok(found)
 }
 
+#[derive(serde::Deserialize)]
+struct Position {
+    seq: u64,
+}
+
 fn read_after(
     path: &Path,
     after: u64,
@@ -47,10 +52,14 @@ fn read_after(
         if reader.read_line(&mut line)? == 0 || !line.ends_with('\n') {
             break;
         }
-        let Ok(record) = serde_json::from_str::<AuditRecord>(&line) else {
+        // Lines up to `after` are only looked at for their seq.
+        let Ok(position) = serde_json::from_str::<Position>(&line) else {
             continue;
         };
-        if record.seq > after {
+        if position.seq <= after {
+            continue;
+        }
+        if let Ok(record) = serde_json::from_str::<AuditRecord>(&line) {
             found.push(record);
             taken += 1;
         }

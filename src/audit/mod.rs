@@ -202,16 +202,6 @@ impl AuditLog {
     }
 }
 
-/// Reads the last records of the current file (for `audit tail`).
-pub fn read_records(path: &Path) -> std::io::Result<Vec<AuditRecord>> {
-    let file = File::open(path)?;
-    Ok(BufReader::new(file)
-        .lines()
-        .map_while(Result::ok)
-        .filter_map(|line| serde_json::from_str(&line).ok())
-        .collect())
-}
-
 fn rotated_name(path: &Path, number: u64) -> PathBuf {
     let mut name = path.as_os_str().to_os_string();
     name.push(format!(".{number}"));

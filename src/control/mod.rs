@@ -97,8 +97,16 @@ pub async fn run_line<T: Terminal>(
             return stream::follow(gateway, caller, term, &session).await;
         }
         ControlCommand::Audit {
-            command: parse::AuditCommand::Tail { lines, follow },
-        } => return stream::audit_tail(gateway, caller, term, json, lines, follow).await,
+            command:
+                parse::AuditCommand::Tail {
+                    lines,
+                    follow,
+                    after,
+                },
+        } => {
+            let from = stream::TailFrom { lines, after };
+            return stream::audit_tail(gateway, caller, term, json, from, follow).await;
+        }
         command => commands::run(gateway, caller, term, command).await,
     };
     match result {

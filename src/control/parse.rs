@@ -119,6 +119,10 @@ pub enum AuditCommand {
         lines: usize,
         #[arg(short = 'f', long)]
         follow: bool,
+        /// Every record after this seq instead of the last -n (rotated
+        /// files included): resumes a stream where a reader stopped.
+        #[arg(long, value_name = "SEQ")]
+        after: Option<u64>,
     },
 }
 

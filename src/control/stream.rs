@@ -3,14 +3,15 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use crate::audit::{AuditEvent, AuditRecord, read_records};
+use crate::audit::{AuditEvent, AuditRecord};
 use crate::config::Permission;
+use crate::events::{ChainError, ChainReader};
 use crate::gateway::Gateway;
 use crate::sessions::RecordingKind;
 use crate::workflow::{Context, Event, RequestId, Time};
 
 use super::format::{describe_change, hhmm, record_line};
-use super::{Caller, ControlError, EXIT_OK, EXIT_REFUSED, Terminal, fail};
+use super::{Caller, ControlError, EXIT_OK, Terminal, fail};
 
 pub async fn watch<T: Terminal>(
     gateway: &Arc<Gateway>,
@@ -157,54 +158,62 @@ fn notification(gateway: &Gateway, user: &str, record: &AuditRecord, json: bool)
     })
 }
 
+/// Where `audit tail` starts: after the seq asked for, or `lines` records
+/// before the newest.
+pub struct TailFrom {
+    pub lines: usize,
+    pub after: Option<u64>,
+}
+
+/// Prints audit records from `from` to the newest, then with `follow`
+/// every new one as it is written. A reader slower than the records are
+/// written reads on from disk and misses none; one whose audit permission
+/// a reload takes away is stopped.
 pub async fn audit_tail<T: Terminal>(
     gateway: &Arc<Gateway>,
     caller: &Caller,
     term: &mut T,
     json: bool,
-    lines: usize,
+    from: TailFrom,
     follow: bool,
 ) -> u32 {
     if let Err(error) = require_audit(gateway, caller) {
         return fail(term, json, &error).await;
     }
-    // Subscribe before reading the file so nothing falls between the two.
-    let mut subscription = gateway.bus().subscribe();
-    let path = gateway.config().audit_log.clone();
-    let records = match tokio::task::spawn_blocking(move || read_records(&path)).await {
-        Ok(Ok(records)) => records,
-        _ => {
-            return fail(
-                term,
-                json,
-                &ControlError::Refused("cannot read the audit log".into()),
-            )
-            .await;
-        }
-    };
-    let mut last_seq = 0;
-    for record in records.iter().skip(records.len().saturating_sub(lines)) {
-        term.out(&render(record, json)).await;
-        last_seq = record.seq;
-    }
-    if !follow {
-        return EXIT_OK;
-    }
+    let (log, head) = gateway.audit_position();
+    let after = from
+        .after
+        .unwrap_or_else(|| head.saturating_sub(from.lines as u64));
+    let mut chain = ChainReader::new(gateway.bus().clone(), log, after);
     loop {
-        tokio::select! {
-            received = subscription.next() => match received {
-                Ok(record) if record.seq > last_seq => {
-                    last_seq = record.seq;
-                    term.out(&render(&record, json)).await;
-                }
-                Ok(_) => {}
-                Err(ended) => {
-                    fail(term, json, &ControlError::Refused(ended.to_string())).await;
-                    return EXIT_REFUSED;
-                }
-            },
+        let next = tokio::select! {
+            next = next_record(&mut chain, follow) => next,
             () = term.interrupted() => return EXIT_OK,
+        };
+        let record = match next {
+            Ok(Some(record)) => record,
+            Ok(None) => return EXIT_OK,
+            Err(error) => {
+                return fail(term, json, &ControlError::Refused(error.to_string())).await;
+            }
+        };
+        if let Err(error) = require_audit(gateway, caller) {
+            return fail(term, json, &error).await;
         }
+        term.out(&render(&record, json)).await;
+    }
+}
+
+/// The next record to print: waiting for new ones when following, `None`
+/// at the end of the log otherwise.
+async fn next_record(
+    chain: &mut ChainReader,
+    follow: bool,
+) -> Result<Option<Arc<AuditRecord>>, ChainError> {
+    if follow {
+        chain.next().await.map(Some)
+    } else {
+        chain.written().await
     }
 }
 

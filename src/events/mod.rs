@@ -3,13 +3,19 @@
 //!
 //! The bus is bounded and never blocks the publisher: a subscriber that falls
 //! more than `capacity` records behind is dropped with a notice instead of
-//! slowing the engine or growing memory.
+//! slowing the engine or growing memory. Readers that must not miss a
+//! record (`audit tail -f`, webhooks) use a [`ChainReader`], which reads
+//! what they missed from the audit log on disk.
+
+mod chain;
 
 use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
 use crate::audit::AuditRecord;
+
+pub use chain::{ChainError, ChainReader};
 
 #[derive(Clone)]
 pub struct EventBus {
