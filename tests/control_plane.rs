@@ -504,6 +504,42 @@ fn audit_tail_follow_streams_new_records() {
 }
 
 #[test]
+fn audit_tail_follow_stops_once_a_reload_takes_the_audit_permission_away() {
+    let world = World::start();
+    let mut tail = world
+        .ssh_command("carol", "carol")
+        .arg("audit tail -n 1 -f")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
+    lines.next().unwrap().unwrap();
+    let text = std::fs::read_to_string(world.config_path()).unwrap();
+    let demoted = text.replace(
+        "name = \"carol\"\nroles = [\"auditor\"]",
+        "name = \"carol\"\nroles = [\"engineer\"]",
+    );
+    assert_ne!(text, demoted);
+    std::fs::write(world.config_path(), demoted).unwrap();
+    world.signal("HUP");
+    // The reload's own record is the first one carol may no longer see.
+    assert!(
+        wait_until(Duration::from_secs(10), || tail
+            .try_wait()
+            .unwrap()
+            .is_some()),
+        "the tail went on after the reload"
+    );
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(tail.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!tail.wait().unwrap().success());
+    assert!(stderr.contains("needs the audit permission"), "{stderr}");
+    assert!(lines.next().is_none());
+}
+
+#[test]
 fn interactive_prompt_runs_commands_on_a_pty() {
     let world = World::start();
     let mut shell = world
