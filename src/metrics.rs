@@ -19,7 +19,7 @@ const STATES: [RequestState; 9] = [
 
 /// Counters, with their help text; each starts at 0 so it is scraped from
 /// the first request on.
-const COUNTERS: [(&str, &str); 11] = [
+const COUNTERS: [(&str, &str); 13] = [
     (
         "jitgate_workflow_events_total",
         "Workflow state changes, by event",
@@ -57,6 +57,14 @@ const COUNTERS: [(&str, &str); 11] = [
     (
         "jitgate_postgres_startup_timeouts_total",
         "Postgres connections that did not finish TLS and login in time",
+    ),
+    (
+        "jitgate_connections_penalized_total",
+        "Connections closed at once because their source's logins kept failing, by protocol",
+    ),
+    (
+        "jitgate_penalty_sources_untracked_total",
+        "Failed logins not counted against their source because the penalty table was full",
     ),
 ];
 

@@ -1085,3 +1085,98 @@ fn audit_tail_misses_no_record_however_far_behind_its_reader_falls_and_resumes_a
     let files = jitgate::audit::chain_files(&world.path("audit/audit.log")).unwrap();
     assert!(files.len() > 3, "{files:?}");
 }
+
+/// A plaintext Postgres login: refused ("requires TLS") and counted as a
+/// failed login of its source, or closed unanswered while the source is
+/// shut out. Returns what the gateway answered.
+fn plaintext_pg_login(world: &World) -> String {
+    let params = b"user\0alice\0database\0orders-prod\0\0";
+    let mut packet = (8 + params.len() as u32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&196_608u32.to_be_bytes());
+    packet.extend_from_slice(params);
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", world.pg_port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = stream.write_all(&packet);
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stream, &mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn a_source_whose_logins_keep_failing_is_shut_out_of_every_port_for_a_while() {
+    // Two failures shut a source out for 5 s; loopback is not exempt here.
+    let world = World::start_with(|text| {
+        format!(
+            "{text}\n[penalties]\nper_failure = \"10s\"\nthreshold = \"15s\"\nmax = \"20s\"\nexempt = []\n"
+        )
+    });
+    world.ok("alice", "status");
+    world.ok("alice", "status");
+    assert!(plaintext_pg_login(&world).contains("requires TLS"));
+    assert!(plaintext_pg_login(&world).contains("requires TLS"));
+    // Shut out of both ports: closed before a word is said, even with
+    // the right key.
+    assert!(wait_until(Duration::from_secs(2), || plaintext_pg_login(
+        &world
+    )
+    .is_empty()));
+    let out = world.ssh("alice", "status");
+    assert!(!out.status.success() && out.stdout.is_empty());
+    assert!(
+        world
+            .audit_text()
+            .contains(r#""source":"127.0.0.1","type":"source_penalized""#),
+        "{}",
+        world.audit_text()
+    );
+    // The penalty runs down.
+    assert!(wait_until(Duration::from_secs(10), || world
+        .ssh("alice", "status")
+        .status
+        .success()));
+
+    // An unknown key is a failed login too; what is left of the penalty
+    // still counts, so one more failure shuts the source out again.
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(world.path("keys").join("mallory"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = world
+        .ssh_command("alice", "mallory")
+        .arg("status")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Permission denied"), "{err}");
+    assert!(wait_until(Duration::from_secs(2), || plaintext_pg_login(
+        &world
+    )
+    .is_empty()));
+    let metrics = world.metrics();
+    for protocol in ["ssh", "postgres"] {
+        assert!(
+            metrics.contains(&format!(
+                "jitgate_connections_penalized_total{{protocol=\"{protocol}\"}}"
+            )),
+            "{metrics}"
+        );
+    }
+
+    // Exempting the source lets it in at once.
+    let text = std::fs::read_to_string(world.config_path()).unwrap();
+    std::fs::write(
+        world.config_path(),
+        text.replace("exempt = []", "exempt = [\"127.0.0.1\"]"),
+    )
+    .unwrap();
+    world.signal("HUP");
+    assert!(wait_until(Duration::from_secs(10), || world
+        .audit_text()
+        .contains(r#""ok":true,"type":"config_reloaded""#)));
+    assert!(plaintext_pg_login(&world).contains("requires TLS"));
+    world.ok("alice", "status");
+}

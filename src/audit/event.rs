@@ -68,6 +68,12 @@ pub enum AuditEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// Logins from `source` (an address, or an IPv6 /64) failed so often
+    /// that its new connections are closed at once for about `seconds`.
+    SourcePenalized {
+        source: String,
+        seconds: u64,
+    },
     SessionStarted {
         session: String,
         protocol: Protocol,

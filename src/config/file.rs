@@ -35,6 +35,8 @@ pub struct ConfigFile {
     pub resources: Vec<ResourceSection>,
     #[serde(default, rename = "webhook")]
     pub webhooks: Vec<super::webhook::WebhookSection>,
+    #[serde(default)]
+    pub penalties: super::penalties::PenaltiesSection,
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,6 +5,7 @@
 
 pub mod duration;
 mod file;
+pub mod penalties;
 mod resource;
 mod validate;
 pub mod webhook;
@@ -229,6 +230,8 @@ pub struct Config {
     pub resources: BTreeMap<String, Resource>,
     /// Where audit records are POSTed as they happen.
     pub webhooks: Vec<webhook::Webhook>,
+    /// Sources whose logins keep failing are shut out for a while.
+    pub penalties: penalties::Penalties,
 }
 
 impl Config {

@@ -305,3 +305,28 @@ fn webhooks_need_an_http_url_without_credentials_and_known_event_names() {
         assert!(message.contains(expected), "{section}: {message}");
     }
 }
+
+#[test]
+fn penalties_default_to_on_with_loopback_exempt_and_refuse_bad_settings() {
+    let config = load(BASE).unwrap();
+    assert!(config.penalties.enabled());
+    assert!(config.penalties.exempts("127.0.0.1".parse().unwrap()));
+    assert!(config.penalties.exempts("::1".parse().unwrap()));
+    assert!(!config.penalties.exempts("192.0.2.1".parse().unwrap()));
+
+    let with = |section: &str| format!("{BASE}\n[penalties]\n{section}\n");
+    let off = load(&with("per_failure = \"0s\"")).unwrap();
+    assert!(!off.penalties.enabled());
+    let nets = load(&with("exempt = [\"10.0.0.0/8\", \"2001:db8::1\"]")).unwrap();
+    assert!(nets.penalties.exempts("10.9.8.7".parse().unwrap()));
+    assert!(nets.penalties.exempts("2001:db8::1".parse().unwrap()));
+    assert!(!nets.penalties.exempts("127.0.0.1".parse().unwrap()));
+
+    let message = problem(&with("exempt = [\"10.0.0.0/33\"]"));
+    assert!(
+        message.contains("penalties.exempt") && message.contains("10.0.0.0/33"),
+        "{message}"
+    );
+    let message = problem(&with("threshold = \"10m\"\nmax = \"5m\""));
+    assert!(message.contains("penalties.max"), "{message}");
+}

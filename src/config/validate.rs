@@ -175,6 +175,7 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Config, ConfigError> {
             .enumerate()
             .map(|(index, section)| super::webhook::validate_webhook(&check, index, section))
             .collect::<Result<_, _>>()?,
+        penalties: super::penalties::validate_penalties(&check, file.penalties)?,
     })
 }
 

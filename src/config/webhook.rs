@@ -46,6 +46,7 @@ pub const EVENT_NAMES: &[&str] = &[
     "mfa_failure",
     "mfa_locked",
     "login",
+    "source_penalized",
     "session_started",
     "session_terminated",
     "channel_ended",

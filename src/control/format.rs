@@ -74,6 +74,9 @@ pub fn describe(event: &AuditEvent) -> String {
             format!("{protocol:?} login of {user}{target} from {remote} {verdict}{why}")
                 .to_lowercase()
         }
+        AuditEvent::SourcePenalized { source, seconds } => {
+            format!("logins from {source} keep failing: its connections are refused for {seconds}s")
+        }
         AuditEvent::SessionStarted {
             session,
             protocol,

@@ -8,6 +8,7 @@
 
 mod audit_anchor;
 mod command;
+mod penalties;
 mod recovery;
 mod rotation_marks;
 mod rotation_state;
@@ -102,6 +103,8 @@ pub struct Gateway {
     deadlines_changed: Notify,
     /// Reasons to rotate that the journal and vault do not hold.
     rotation_marks: rotation_marks::RotationMarks,
+    /// Failed logins by source address.
+    penalties: penalties::PenaltyBox,
 }
 
 /// How many records the event bus buffers for each subscriber.

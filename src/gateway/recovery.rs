@@ -78,6 +78,7 @@ impl Gateway {
             rotation_locks: Default::default(),
             deadlines_changed: Notify::new(),
             rotation_marks,
+            penalties: Default::default(),
         });
         let version = env!("CARGO_PKG_VERSION").to_string();
         gateway.audit(AuditEvent::GatewayStarted { version });

@@ -40,6 +40,18 @@ pub struct Refusal {
 }
 
 impl Refusal {
+    /// Whether the client failed to show who it is (a wrong password, no
+    /// lease, a garbled password message), as opposed to being turned
+    /// away for a cap, a feature or the target.
+    pub fn is_failed_login(&self) -> bool {
+        matches!(
+            self.code,
+            sqlstate::INVALID_PASSWORD
+                | sqlstate::INVALID_AUTHORIZATION
+                | sqlstate::PROTOCOL_VIOLATION
+        )
+    }
+
     /// One whose reason is what the client is told.
     fn plain(code: &'static str, message: String) -> Self {
         Self {

@@ -95,12 +95,15 @@ async fn negotiate(
             }
             StartupPacket::Startup { params, .. } => {
                 let user = param(&params, "user").unwrap_or_default();
-                audit_login(
+                audit_refusal(
                     frontend,
                     user,
                     param(&params, "database"),
                     peer,
-                    Err("client did not use TLS".into()),
+                    Failure {
+                        reason: "client did not use TLS".into(),
+                        against_source: true,
+                    },
                 );
                 tcp.write_all(&wire::fatal(
                     sqlstate::INVALID_AUTHORIZATION,
@@ -221,7 +224,11 @@ async fn login(
     let admitted = match admission::admit(frontend, &mut client, &asked).await? {
         Ok(admitted) => admitted,
         Err(refusal) => {
-            audit_login(frontend, &user, Some(&database), peer, Err(refusal.reason));
+            let failure = Failure {
+                against_source: refusal.is_failed_login(),
+                reason: refusal.reason,
+            };
+            audit_refusal(frontend, &user, Some(&database), peer, failure);
             metrics::counter!("jitgate_logins_total", "protocol" => "postgres", "outcome" => "refused").increment(1);
             refuse(&mut client, refusal.code, &refusal.message).await;
             return Ok(None);
@@ -309,19 +316,31 @@ fn login_event(
     }
 }
 
-fn audit_login(
+/// Why a login was refused, and whether it counts as a failed login of
+/// its source (`[penalties]`): a client that cannot show who it is, not
+/// one whose user is over a cap or whose target is down.
+struct Failure {
+    reason: String,
+    against_source: bool,
+}
+
+/// Audits a refused login, and counts it against its source.
+fn audit_refusal(
     frontend: &Frontend,
     user: &str,
     database: Option<&str>,
     peer: Peer,
-    outcome: Result<(), String>,
+    failure: Failure,
 ) {
-    let event = login_event(user, database, peer, outcome);
+    let event = login_event(user, database, peer, Err(failure.reason));
     let gateway = frontend.runtime.gateway.clone();
-    frontend
-        .runtime
-        .tracker
-        .spawn_blocking(move || gateway.audit(event));
+    let address = peer.remote.ip();
+    frontend.runtime.tracker.spawn_blocking(move || {
+        gateway.audit(event);
+        if failure.against_source {
+            gateway.login_failed(address);
+        }
+    });
 }
 
 #[cfg(test)]

@@ -140,6 +140,16 @@ async fn accept_loop(frontend: Arc<Frontend>, listener: TcpListener) {
             Ok((tcp, peer)) => {
                 metrics::counter!("jitgate_connections_total", "protocol" => "postgres")
                     .increment(1);
+                if !frontend
+                    .runtime
+                    .gateway
+                    .admits_source(peer.ip(), "postgres")
+                {
+                    // Closed before the startup packet: no TLS handshake,
+                    // no password check, no audit record.
+                    drop(tcp);
+                    continue;
+                }
                 if let Err(e) = hand_over(&frontend, tcp, peer) {
                     tracing::warn!(error = %e, %peer, "could not hand a Postgres connection over");
                 }

@@ -19,13 +19,33 @@ use super::login_names::{key_matches, printable, split_username};
 use super::upstream::KnownHosts;
 use super::{forward, relay};
 
+/// How far a connection's login got, read when the connection ends: a
+/// refused key or user with no success after it is a failed login (a
+/// client offering several keys is refused some on its way to the right
+/// one, so refusals alone are not).
+#[derive(Default)]
+pub struct LoginState {
+    authenticated: AtomicBool,
+    refused: AtomicBool,
+}
+
+impl LoginState {
+    pub fn authenticated(&self) -> bool {
+        self.authenticated.load(Ordering::Acquire)
+    }
+
+    pub fn failed(&self) -> bool {
+        self.refused.load(Ordering::Acquire) && !self.authenticated()
+    }
+}
+
 pub struct Connection {
     runtime: Runtime,
     remote: SocketAddr,
     host: String,
     user: Option<String>,
     target: Option<String>,
-    authenticated: Arc<AtomicBool>,
+    login: Arc<LoginState>,
     open_channels: Arc<std::sync::atomic::AtomicUsize>,
     session: Option<SessionGuard>,
     known_hosts: Arc<KnownHosts>,
@@ -48,7 +68,7 @@ impl Connection {
             host,
             user: None,
             target: None,
-            authenticated: Arc::new(AtomicBool::new(false)),
+            login: Arc::default(),
             open_channels: Arc::default(),
             session: None,
             known_hosts,
@@ -89,8 +109,8 @@ impl Connection {
         Some(plane)
     }
 
-    pub fn authenticated_flag(&self) -> Arc<AtomicBool> {
-        self.authenticated.clone()
+    pub fn login_state(&self) -> Arc<LoginState> {
+        self.login.clone()
     }
 
     fn known_key(&self, username: &str, key: &PublicKey) -> bool {
@@ -146,6 +166,7 @@ impl Connection {
 
     fn refuse(&self, username: &str) -> Auth {
         metrics::counter!("jitgate_ssh_auth_failures_total").increment(1);
+        self.login.refused.store(true, Ordering::Release);
         // The client learns nothing about which part was wrong.
         self.audit_login(username, false, Some("unknown user or key"));
         Auth::reject()
@@ -180,7 +201,7 @@ impl russh::server::Handler for Connection {
         };
         self.user = Some(user.to_string());
         self.target = target.map(String::from);
-        self.authenticated.store(true, Ordering::Release);
+        self.login.authenticated.store(true, Ordering::Release);
         if target.is_none() {
             self.audit_login(username, true, None);
             let remote = self.remote.to_string();

@@ -105,6 +105,11 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, remote)) => {
+                if !runtime.gateway.admits_source(remote.ip(), "ssh") {
+                    // Closed before the version exchange, as sshd does.
+                    drop(stream);
+                    continue;
+                }
                 let runtime2 = runtime.clone();
                 let config = config.clone();
                 runtime.tracker.spawn(serve_connection(
@@ -121,6 +126,25 @@ async fn accept_loop(
                 tracing::warn!(error = %e, "SSH accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+        }
+    }
+}
+
+/// Counts a connection that ends after a refused login, and no successful
+/// one, against its source (`[penalties]`), however the connection ends.
+struct FailedLoginCount {
+    runtime: Runtime,
+    remote: SocketAddr,
+    login: Arc<handler::LoginState>,
+}
+
+impl Drop for FailedLoginCount {
+    fn drop(&mut self) {
+        if self.login.failed() {
+            let (gateway, address) = (self.runtime.gateway.clone(), self.remote.ip());
+            self.runtime
+                .tracker
+                .spawn_blocking(move || gateway.login_failed(address));
         }
     }
 }
@@ -142,7 +166,12 @@ async fn serve_connection(
     let sever = dataplane::Sever::default();
     let handler =
         handler::Connection::new(runtime.clone(), remote, host, known_hosts, sever.clone());
-    let authenticated = handler.authenticated_flag();
+    let login = handler.login_state();
+    let _counted = FailedLoginCount {
+        runtime: runtime.clone(),
+        remote,
+        login: login.clone(),
+    };
     let span = tracing::info_span!("ssh", %remote);
     let kill = tokio_util::sync::CancellationToken::new();
     let stream = killable::Killable::new(stream, kill.clone());
@@ -177,7 +206,7 @@ async fn serve_connection(
             }
             () = &mut auth_deadline, if !auth_checked => {
                 auth_checked = true;
-                if !authenticated.load(std::sync::atomic::Ordering::Acquire) {
+                if !login.authenticated() {
                     let _ = handle.disconnect(russh::Disconnect::ByApplication, "authentication timed out".into(), String::new()).await;
                     // Before key exchange completes the disconnect cannot be
                     // sent; cutting the socket ends the session task anyway.

@@ -1,0 +1,96 @@
+//! `[penalties]`: a source address whose logins keep failing is shut out
+//! for a while, as OpenSSH's PerSourcePenalties does. Each failed login
+//! adds `per_failure` to the source's penalty, which runs down in real
+//! time; while more than `threshold` of it is left, new connections from
+//! the source are closed at once, before any handshake, and cost neither
+//! an audit record nor a password check.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::ConfigError;
+use super::duration::HumanDuration;
+use super::validate::Checker;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PenaltiesSection {
+    pub per_failure: HumanDuration,
+    pub threshold: HumanDuration,
+    pub max: HumanDuration,
+    pub exempt: Vec<String>,
+}
+
+impl Default for PenaltiesSection {
+    fn default() -> Self {
+        Self {
+            per_failure: HumanDuration::from_secs(5),
+            threshold: HumanDuration::from_secs(15),
+            max: HumanDuration::from_secs(600),
+            exempt: vec!["127.0.0.0/8".into(), "::1".into()],
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Penalties {
+    /// Added to a source's penalty by each failed login; zero turns
+    /// penalties off.
+    pub per_failure: Duration,
+    /// A source is shut out while more than this is left of its penalty.
+    pub threshold: Duration,
+    /// No penalty grows past this.
+    pub max: Duration,
+    /// Sources never shut out (a load balancer, a bastion, the host itself).
+    pub exempt: Vec<IpNet>,
+}
+
+impl Penalties {
+    pub fn enabled(&self) -> bool {
+        !self.per_failure.is_zero()
+    }
+
+    pub fn exempts(&self, address: IpAddr) -> bool {
+        let address = address.to_canonical();
+        self.exempt.iter().any(|net| net.contains(&address))
+    }
+}
+
+pub(super) fn validate_penalties(
+    check: &Checker,
+    section: PenaltiesSection,
+) -> Result<Penalties, ConfigError> {
+    let exempt = section
+        .exempt
+        .iter()
+        .map(|text| {
+            text.parse::<IpNet>()
+                .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    check.invalid(
+                        "penalties.exempt",
+                        format!("{text:?} is neither an address nor a network (10.0.0.0/8, 2001:db8::/32)"),
+                    )
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    let penalties = Penalties {
+        per_failure: section.per_failure.as_duration(),
+        threshold: section.threshold.as_duration(),
+        max: section.max.as_duration(),
+        exempt,
+    };
+    if penalties.enabled() && penalties.max <= penalties.threshold {
+        return Err(check.invalid(
+            "penalties.max",
+            format!(
+                "must be longer than penalties.threshold ({}), or no source is ever shut out",
+                section.threshold
+            ),
+        ));
+    }
+    Ok(penalties)
+}

@@ -1,0 +1,171 @@
+//! Per-source penalties for failed logins (see `config::penalties`): one
+//! table for both data planes and the control plane, so a source guessing
+//! at the Postgres port is shut out of SSH too.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+
+use super::Gateway;
+use crate::audit::AuditEvent;
+use crate::config::penalties::Penalties;
+
+/// Sources tracked at once. Past this, expired entries are dropped; if
+/// none has expired, new sources go untracked (never shut out) rather
+/// than growing memory without bound.
+const MAX_SOURCES: usize = 65_536;
+
+#[derive(Default)]
+pub struct PenaltyBox {
+    /// When each source's penalty runs out.
+    sources: DashMap<IpAddr, Instant>,
+}
+
+/// The unit a penalty applies to: an IPv4 address, or an IPv6 /64 (one
+/// host usually holds a whole /64, and would otherwise step around it).
+pub fn source_of(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+        v4 => v4,
+    }
+}
+
+fn display(source: IpAddr) -> String {
+    match source {
+        IpAddr::V6(_) => format!("{source}/64"),
+        IpAddr::V4(_) => source.to_string(),
+    }
+}
+
+impl PenaltyBox {
+    /// Whether `source` is shut out at `now`.
+    pub fn shuts_out(&self, settings: &Penalties, source: IpAddr, now: Instant) -> bool {
+        self.sources
+            .get(&source)
+            .is_some_and(|until| until.saturating_duration_since(now) > settings.threshold)
+    }
+
+    /// Adds one failed login to `source`'s penalty. Returns how long the
+    /// source is now shut out for, when this failure is the one that shut
+    /// it out.
+    pub fn failed(&self, settings: &Penalties, source: IpAddr, now: Instant) -> Option<Duration> {
+        if self.sources.len() >= MAX_SOURCES && !self.sources.contains_key(&source) {
+            self.sources.retain(|_, until| *until > now);
+            if self.sources.len() >= MAX_SOURCES {
+                metrics::counter!("jitgate_penalty_sources_untracked_total").increment(1);
+                return None;
+            }
+        }
+        let mut until = self.sources.entry(source).or_insert(now);
+        let before = until.saturating_duration_since(now);
+        let after = (before + settings.per_failure).min(settings.max);
+        *until = now + after;
+        (before <= settings.threshold && after > settings.threshold)
+            .then(|| after - settings.threshold)
+    }
+}
+
+impl Gateway {
+    /// Whether a new connection from `remote` may go on to its handshake.
+    /// Counted when it may not.
+    pub fn admits_source(&self, remote: IpAddr, protocol: &'static str) -> bool {
+        let config = self.config();
+        let settings = &config.penalties;
+        if !settings.enabled() || settings.exempts(remote) {
+            return true;
+        }
+        let shut_out = self
+            .penalties
+            .shuts_out(settings, source_of(remote), Instant::now());
+        if shut_out {
+            metrics::counter!("jitgate_connections_penalized_total", "protocol" => protocol)
+                .increment(1);
+        }
+        !shut_out
+    }
+
+    /// Records a failed login from `remote`: audited when it shuts the
+    /// source out. Blocking (it may write an audit record).
+    pub fn login_failed(&self, remote: IpAddr) {
+        let config = self.config();
+        let settings = &config.penalties;
+        if !settings.enabled() || settings.exempts(remote) {
+            return;
+        }
+        let source = source_of(remote);
+        if let Some(shut_out) = self.penalties.failed(settings, source, Instant::now()) {
+            let source = display(source);
+            tracing::warn!(%source, seconds = shut_out.as_secs(), "logins keep failing; the source is shut out");
+            self.audit(AuditEvent::SourcePenalized {
+                source,
+                seconds: shut_out.as_secs().max(1),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Penalties {
+        Penalties {
+            per_failure: Duration::from_secs(5),
+            threshold: Duration::from_secs(15),
+            max: Duration::from_secs(600),
+            exempt: vec!["10.0.0.0/8".parse().unwrap()],
+        }
+    }
+
+    #[test]
+    fn a_source_is_shut_out_past_the_threshold_and_let_in_as_its_penalty_runs_down() {
+        let (table, settings) = (PenaltyBox::default(), settings());
+        let source: IpAddr = "203.0.113.7".parse().unwrap();
+        let start = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(table.failed(&settings, source, start), None);
+        }
+        assert!(!table.shuts_out(&settings, source, start));
+        // The fourth failure in a row: 20 s of penalty, 5 s past the threshold.
+        assert_eq!(
+            table.failed(&settings, source, start),
+            Some(Duration::from_secs(5))
+        );
+        assert!(table.shuts_out(&settings, source, start));
+        assert!(table.shuts_out(&settings, source, start + Duration::from_secs(4)));
+        assert!(!table.shuts_out(&settings, source, start + Duration::from_secs(5)));
+        // Others are not affected.
+        let other: IpAddr = "203.0.113.8".parse().unwrap();
+        assert!(!table.shuts_out(&settings, other, start));
+    }
+
+    #[test]
+    fn penalties_stop_growing_at_the_maximum() {
+        let (table, settings) = (PenaltyBox::default(), settings());
+        let source: IpAddr = "203.0.113.7".parse().unwrap();
+        let now = Instant::now();
+        for _ in 0..1000 {
+            table.failed(&settings, source, now);
+        }
+        assert!(table.shuts_out(&settings, source, now + Duration::from_secs(584)));
+        assert!(!table.shuts_out(&settings, source, now + Duration::from_secs(586)));
+    }
+
+    #[test]
+    fn an_ipv6_host_is_one_source_across_its_64_and_mapped_ipv4_is_ipv4() {
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(source_of(a), source_of(b));
+        assert_ne!(source_of(a), source_of(c));
+        assert_eq!(display(source_of(a)), "2001:db8:1:2::/64");
+        let mapped: IpAddr = "::ffff:203.0.113.7".parse().unwrap();
+        assert_eq!(source_of(mapped), "203.0.113.7".parse::<IpAddr>().unwrap());
+        assert!(settings().exempts("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!settings().exempts("203.0.113.7".parse().unwrap()));
+    }
+}
