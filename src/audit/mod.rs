@@ -233,8 +233,35 @@ fn last_rotated(path: &Path) -> Result<Option<PathBuf>, AuditError> {
 }
 
 fn last_head_of(path: &Path) -> Option<ChainHead> {
-    let text = std::fs::read_to_string(path).ok()?;
-    chain_head(text.lines().last()?)
+    chain_head(&last_line(path).ok()??)
+}
+
+/// The last line of a file, read from its end: rotated files are large,
+/// and only their last record is wanted.
+fn last_line(path: &Path) -> std::io::Result<Option<String>> {
+    use std::io::{Read, Seek, SeekFrom};
+    const BLOCK: u64 = 64 * 1024;
+    let mut file = File::open(path)?;
+    let mut end = file.metadata()?.len();
+    let mut tail: Vec<u8> = Vec::new();
+    loop {
+        let start = end.saturating_sub(BLOCK);
+        let mut block = vec![0; usize::try_from(end - start).unwrap_or(0)];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut block)?;
+        block.extend_from_slice(&tail);
+        tail = block;
+        let body = tail.strip_suffix(b"\n").unwrap_or(&tail);
+        if let Some(newline) = body.iter().rposition(|&b| b == b'\n') {
+            return Ok(Some(
+                String::from_utf8_lossy(&body[newline + 1..]).into_owned(),
+            ));
+        }
+        if start == 0 {
+            return Ok((!body.is_empty()).then(|| String::from_utf8_lossy(body).into_owned()));
+        }
+        end = start;
+    }
 }
 
 /// The chain position a record leaves behind: its sequence and hash.

@@ -326,3 +326,21 @@ fn verify_fails_at_a_tampering_record() {
         "{error}"
     );
 }
+
+#[test]
+fn the_last_line_is_read_from_the_end_of_files_of_any_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    let check = |text: &str, expected: Option<&str>| {
+        std::fs::write(&path, text).unwrap();
+        assert_eq!(super::last_line(&path).unwrap().as_deref(), expected);
+    };
+    check("", None);
+    check("one\n", Some("one"));
+    check("one\ntwo\n", Some("two"));
+    check("one\ntwo", Some("two"));
+    // Lines longer than the block read at a time, across block edges.
+    let long = "x".repeat(150_000);
+    check(&format!("{long}\n{long}y\n"), Some(&format!("{long}y")[..]));
+    check(&format!("short\n{long}\n"), Some(&long[..]));
+}
