@@ -2,7 +2,8 @@
 //! (a webhook that was down, or a gateway that was) catches up from.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::{AuditRecord, chain_files, last_head_of};
@@ -44,7 +45,10 @@ fn read_after(
     limit: usize,
     found: &mut Vec<AuditRecord>,
 ) -> std::io::Result<()> {
-    let mut reader = BufReader::new(File::open(path)?);
+    let file = File::open(path)?;
+    let start = start_of_records_after(&file, after)?;
+    let mut reader = BufReader::new(file);
+    reader.seek(SeekFrom::Start(start))?;
     let mut line = String::new();
     let mut taken = 0;
     while taken < limit {
@@ -65,6 +69,62 @@ fn read_after(
         }
     }
     Ok(())
+}
+
+/// Where reading for the records past `after` may start: a line start at
+/// or before the first of them, found by bisection over byte offsets (seqs
+/// grow along the file), so a position near the end of a large file costs
+/// a few small reads rather than the whole file.
+fn start_of_records_after(file: &File, after: u64) -> std::io::Result<u64> {
+    /// Below this span, reading forward is cheaper than probing again.
+    const SPAN: u64 = 64 * 1024;
+    let (mut low, mut high) = (0, file.metadata()?.len());
+    while high - low > SPAN {
+        let middle = low + (high - low) / 2;
+        match line_after(file, middle, high)? {
+            Some((start, seq)) if seq <= after => low = start,
+            _ => high = middle,
+        }
+    }
+    Ok(low)
+}
+
+/// The first whole line that starts after `offset` and before `end`: its
+/// start and seq (`None` if there is none, or it cannot be read as a
+/// record, which leaves the search to read forward instead).
+fn line_after(file: &File, offset: u64, end: u64) -> std::io::Result<Option<(u64, u64)>> {
+    const CHUNK: usize = 16 * 1024;
+    /// Records are far shorter; a longer "line" is not one.
+    const LONGEST: usize = 1 << 20;
+    let mut bytes = Vec::new();
+    let mut chunk = vec![0; CHUNK];
+    let mut line_start = None;
+    while bytes.len() < LONGEST {
+        let read = file.read_at(&mut chunk, offset + bytes.len() as u64)?;
+        if read == 0 {
+            return Ok(None);
+        }
+        bytes.extend_from_slice(&chunk[..read]);
+        let Some(start) = line_start.or_else(|| {
+            bytes
+                .iter()
+                .position(|&b| b == b'\n')
+                .map(|newline| newline + 1)
+        }) else {
+            continue;
+        };
+        line_start = Some(start);
+        if offset + start as u64 >= end {
+            return Ok(None);
+        }
+        if let Some(length) = bytes[start..].iter().position(|&b| b == b'\n') {
+            let seq = serde_json::from_slice::<Position>(&bytes[start..start + length])
+                .ok()
+                .map(|position| (offset + start as u64, position.seq));
+            return Ok(seq);
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -93,6 +153,27 @@ mod tests {
         assert_eq!(seqs(&records_after(&path, 3, 4).unwrap()), vec![4, 5, 6, 7]);
         assert_eq!(seqs(&records_after(&path, 9, 100).unwrap()), vec![10]);
         assert!(records_after(&path, 10, 100).unwrap().is_empty());
+    }
+
+    #[test]
+    fn any_position_in_a_large_file_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let (mut log, _) = AuditLog::open(&path, 1 << 30).unwrap();
+        for n in 0..5000 {
+            // Lines of varied length, as real records are.
+            log.append(AuditEvent::TornTailDropped {
+                file: "x".repeat(n % 300),
+                bytes: n as u64,
+            })
+            .unwrap();
+        }
+        assert!(std::fs::metadata(&path).unwrap().len() > 4 * 64 * 1024);
+        for after in [0, 1, 777, 2500, 4096, 4998, 4999, 5000, 6000] {
+            let found = seqs(&records_after(&path, after, 3).unwrap());
+            let expected: Vec<u64> = (after + 1..=5000).take(3).collect();
+            assert_eq!(found, expected, "after {after}");
+        }
     }
 
     #[test]

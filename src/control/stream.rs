@@ -19,7 +19,10 @@ pub async fn watch<T: Terminal>(
     term: &mut T,
     json: bool,
 ) -> u32 {
-    let mut subscription = gateway.bus().subscribe();
+    // From the newest record on; a watcher slower than the records reads
+    // on from disk instead of missing some.
+    let (log, head) = gateway.audit_position();
+    let mut chain = ChainReader::new(gateway.bus().clone(), log, head);
     if !json {
         term.out(&format!(
             "watching events for {} (Ctrl-C to stop)\n",
@@ -39,13 +42,13 @@ pub async fn watch<T: Terminal>(
             }
         };
         tokio::select! {
-            received = subscription.next() => match received {
+            received = chain.next() => match received {
                 Ok(record) => {
                     if let Some(line) = notification(gateway, &caller.user, &record, json) {
                         term.out(&line).await;
                     }
                 }
-                Err(ended) => return fail(term, json, &ControlError::Refused(ended.to_string())).await,
+                Err(error) => return fail(term, json, &ControlError::Refused(error.to_string())).await,
             },
             () = sleep => {
                 if let Some((_, id, before)) = next_warning {
