@@ -4,7 +4,7 @@
 //! The bus is bounded and never blocks the publisher: a subscriber that falls
 //! more than `capacity` records behind is dropped with a notice instead of
 //! slowing the engine or growing memory. Readers that must not miss a
-//! record (`audit tail -f`, webhooks) use a [`ChainReader`], which reads
+//! record (`audit tail -f`, `watch`, webhooks) use a [`ChainReader`], which reads
 //! what they missed from the audit log on disk.
 
 mod chain;
