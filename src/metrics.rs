@@ -19,7 +19,7 @@ const STATES: [RequestState; 9] = [
 
 /// Counters, with their help text; each starts at 0 so it is scraped from
 /// the first request on.
-const COUNTERS: [(&str, &str); 13] = [
+const COUNTERS: [(&str, &str); 14] = [
     (
         "jitgate_workflow_events_total",
         "Workflow state changes, by event",
@@ -61,6 +61,10 @@ const COUNTERS: [(&str, &str); 13] = [
     (
         "jitgate_connections_penalized_total",
         "Connections closed at once because their source's logins kept failing, by protocol",
+    ),
+    (
+        "jitgate_connections_over_source_limit_total",
+        "Connections closed at once because their source held penalties.max_pending_logins connections still logging in, by protocol",
     ),
     (
         "jitgate_penalty_sources_untracked_total",

@@ -1180,3 +1180,55 @@ fn a_source_whose_logins_keep_failing_is_shut_out_of_every_port_for_a_while() {
     assert!(plaintext_pg_login(&world).contains("requires TLS"));
     world.ok("alice", "status");
 }
+
+/// Connects to `port` and reads what the gateway says first, for up to
+/// two seconds: an SSH banner, or nothing (a Postgres port waits for the
+/// client; a connection closed at accept ends at once).
+fn first_words(port: u16) -> (std::net::TcpStream, String) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut words = vec![0; 64];
+    let read = std::io::Read::read(&mut stream, &mut words).unwrap_or(0);
+    let words = String::from_utf8_lossy(&words[..read]).into_owned();
+    (stream, words)
+}
+
+#[test]
+fn a_source_may_hold_only_so_many_connections_still_logging_in() {
+    let world = World::start_with(|text| {
+        format!("{text}\n[penalties]\nmax_pending_logins = 3\nexempt = []\n")
+    });
+    // A session that logged in holds no place.
+    let (mut watcher, _lines) = watch_json(&world, "bob");
+    // Three connections that never log in, on both ports.
+    let (ssh_one, banner) = first_words(world.ssh_port);
+    assert!(banner.starts_with("SSH-2.0-"), "{banner:?}");
+    let (ssh_two, banner) = first_words(world.ssh_port);
+    assert!(banner.starts_with("SSH-2.0-"), "{banner:?}");
+    // A Postgres client that asked for TLS and went quiet: answered, so
+    // it holds its place.
+    let mut pg_idle = std::net::TcpStream::connect(("127.0.0.1", world.pg_port)).unwrap();
+    pg_idle.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).unwrap();
+    let mut answer = [0u8; 1];
+    std::io::Read::read_exact(&mut pg_idle, &mut answer).unwrap();
+    assert_eq!(&answer, b"S");
+    // A fourth is closed at once, without a banner, even with a good key.
+    assert_eq!(first_words(world.ssh_port).1, "");
+    assert!(!world.ssh("alice", "status").status.success());
+    assert!(
+        world
+            .metrics()
+            .contains(r#"jitgate_connections_over_source_limit_total{protocol="ssh"}"#)
+    );
+    // One gives up: its place is free again.
+    drop(pg_idle);
+    assert!(wait_until(Duration::from_secs(5), || world
+        .ssh("alice", "status")
+        .status
+        .success()));
+    drop((ssh_one, ssh_two));
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+}

@@ -3,7 +3,8 @@
 //! adds `per_failure` to the source's penalty, which runs down in real
 //! time; while more than `threshold` of it is left, new connections from
 //! the source are closed at once, before any handshake, and cost neither
-//! an audit record nor a password check.
+//! an audit record nor a password check. A source may also hold only so
+//! many connections that have not logged in yet (`max_pending_logins`).
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -21,6 +22,7 @@ pub struct PenaltiesSection {
     pub per_failure: HumanDuration,
     pub threshold: HumanDuration,
     pub max: HumanDuration,
+    pub max_pending_logins: usize,
     pub exempt: Vec<String>,
 }
 
@@ -30,6 +32,7 @@ impl Default for PenaltiesSection {
             per_failure: HumanDuration::from_secs(5),
             threshold: HumanDuration::from_secs(15),
             max: HumanDuration::from_secs(600),
+            max_pending_logins: 32,
             exempt: vec!["127.0.0.0/8".into(), "::1".into()],
         }
     }
@@ -44,6 +47,9 @@ pub struct Penalties {
     pub threshold: Duration,
     /// No penalty grows past this.
     pub max: Duration,
+    /// Connections one source may have still logging in at once (0: no
+    /// limit); more are closed at accept, without counting as failures.
+    pub max_pending_logins: usize,
     /// Sources never shut out (a load balancer, a bastion, the host itself).
     pub exempt: Vec<IpNet>,
 }
@@ -81,6 +87,7 @@ pub(super) fn validate_penalties(
         per_failure: section.per_failure.as_duration(),
         threshold: section.threshold.as_duration(),
         max: section.max.as_duration(),
+        max_pending_logins: section.max_pending_logins,
         exempt,
     };
     if penalties.enabled() && penalties.max <= penalties.threshold {

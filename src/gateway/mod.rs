@@ -9,6 +9,7 @@
 mod audit_anchor;
 mod command;
 mod penalties;
+mod pending_logins;
 mod recovery;
 mod rotation_marks;
 mod rotation_state;
@@ -33,6 +34,7 @@ use crate::mfa::{MfaError, MfaGuard};
 use crate::workflow::{Engine, Event, Request, RequestId, RequestState, WorkflowError};
 
 pub use command::{Command, Outcome, hash_lease_password};
+pub use pending_logins::PendingLogin;
 pub use rotation_marks::RotationMarks;
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +107,8 @@ pub struct Gateway {
     rotation_marks: rotation_marks::RotationMarks,
     /// Failed logins by source address.
     penalties: penalties::PenaltyBox,
+    /// Connections still logging in, by source address.
+    pending_logins: pending_logins::PendingLogins,
 }
 
 /// How many records the event bus buffers for each subscriber.

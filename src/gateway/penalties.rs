@@ -1,6 +1,7 @@
-//! Per-source penalties for failed logins (see `config::penalties`): one
-//! table for both data planes and the control plane, so a source guessing
-//! at the Postgres port is shut out of SSH too.
+//! Per-source penalties for failed logins and limits on logins in progress
+//! (see `config::penalties`): one table for both data planes and the
+//! control plane, so a source guessing at the Postgres port is shut out of
+//! SSH too.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 
 use super::Gateway;
+use super::pending_logins::PendingLogin;
 use crate::audit::AuditEvent;
 use crate::config::penalties::Penalties;
 
@@ -70,22 +72,32 @@ impl PenaltyBox {
 }
 
 impl Gateway {
-    /// Whether a new connection from `remote` may go on to its handshake.
-    /// Counted when it may not.
-    pub fn admits_source(&self, remote: IpAddr, protocol: &'static str) -> bool {
+    /// Whether a new connection from `remote` may go on to its handshake:
+    /// its place among the source's pending logins, or `None` (counted)
+    /// when the source is shut out or holds as many as it may.
+    pub fn admit_source(&self, remote: IpAddr, protocol: &'static str) -> Option<PendingLogin> {
         let config = self.config();
         let settings = &config.penalties;
-        if !settings.enabled() || settings.exempts(remote) {
-            return true;
+        if settings.exempts(remote) {
+            return Some(PendingLogin::untracked());
         }
-        let shut_out = self
-            .penalties
-            .shuts_out(settings, source_of(remote), Instant::now());
-        if shut_out {
+        let source = source_of(remote);
+        if settings.enabled() && self.penalties.shuts_out(settings, source, Instant::now()) {
             metrics::counter!("jitgate_connections_penalized_total", "protocol" => protocol)
                 .increment(1);
+            return None;
         }
-        !shut_out
+        if settings.max_pending_logins == 0 {
+            return Some(PendingLogin::untracked());
+        }
+        let pending = self
+            .pending_logins
+            .take(source, settings.max_pending_logins);
+        if pending.is_none() {
+            metrics::counter!("jitgate_connections_over_source_limit_total", "protocol" => protocol)
+                .increment(1);
+        }
+        pending
     }
 
     /// Records a failed login from `remote`: audited when it shuts the
@@ -117,6 +129,7 @@ mod tests {
             per_failure: Duration::from_secs(5),
             threshold: Duration::from_secs(15),
             max: Duration::from_secs(600),
+            max_pending_logins: 32,
             exempt: vec!["10.0.0.0/8".parse().unwrap()],
         }
     }

@@ -79,6 +79,7 @@ impl Gateway {
             deadlines_changed: Notify::new(),
             rotation_marks,
             penalties: Default::default(),
+            pending_logins: Default::default(),
         });
         let version = env!("CARGO_PKG_VERSION").to_string();
         gateway.audit(AuditEvent::GatewayStarted { version });

@@ -33,14 +33,23 @@ impl fmt::Display for Peer {
     }
 }
 
-pub async fn handle(frontend: Arc<Frontend>, tcp: TcpStream, remote: SocketAddr) {
+/// Serves one connection. `pending` holds its place among its source's
+/// logins in progress until the login is over.
+pub async fn handle(
+    frontend: Arc<Frontend>,
+    tcp: TcpStream,
+    remote: SocketAddr,
+    pending: crate::gateway::PendingLogin,
+) {
     let _ = tcp.set_nodelay(true);
     let gateway = tcp
         .local_addr()
         .map_or(IpAddr::from([127, 0, 0, 1]), |a| a.ip());
     let peer = Peer { remote, gateway };
     let timeout = frontend.runtime.gateway.config().postgres.auth_timeout;
-    match tokio::time::timeout(timeout, negotiate(&frontend, tcp, peer)).await {
+    let negotiated = tokio::time::timeout(timeout, negotiate(&frontend, tcp, peer)).await;
+    drop(pending);
+    match negotiated {
         Ok(Ok(Some((session, client, upstream)))) => relay::run(session, client, upstream).await,
         Ok(Ok(None)) => {}
         Ok(Err(e)) => {

@@ -140,17 +140,14 @@ async fn accept_loop(frontend: Arc<Frontend>, listener: TcpListener) {
             Ok((tcp, peer)) => {
                 metrics::counter!("jitgate_connections_total", "protocol" => "postgres")
                     .increment(1);
-                if !frontend
-                    .runtime
-                    .gateway
-                    .admits_source(peer.ip(), "postgres")
-                {
+                let Some(pending) = frontend.runtime.gateway.admit_source(peer.ip(), "postgres")
+                else {
                     // Closed before the startup packet: no TLS handshake,
                     // no password check, no audit record.
                     drop(tcp);
                     continue;
-                }
-                if let Err(e) = hand_over(&frontend, tcp, peer) {
+                };
+                if let Err(e) = hand_over(&frontend, tcp, peer, pending) {
                     tracing::warn!(error = %e, %peer, "could not hand a Postgres connection over");
                 }
             }
@@ -169,6 +166,7 @@ fn hand_over(
     frontend: &Arc<Frontend>,
     tcp: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
+    pending: crate::gateway::PendingLogin,
 ) -> std::io::Result<()> {
     // A socket belongs to the reactor that registered it: deregister here,
     // register again on the chosen loop.
@@ -179,7 +177,7 @@ fn hand_over(
         async move {
             let _open = crate::metrics::OpenConnection::new("postgres");
             match tokio::net::TcpStream::from_std(socket) {
-                Ok(tcp) => login::handle(frontend_for_task, tcp, peer).await,
+                Ok(tcp) => login::handle(frontend_for_task, tcp, peer, pending).await,
                 Err(e) => {
                     tracing::warn!(error = %e, %peer, "could not register a Postgres connection")
                 }

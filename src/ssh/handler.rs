@@ -52,6 +52,8 @@ pub struct Connection {
     /// Set once a resource connection passed its lease check.
     plane: Option<Arc<DataPlane>>,
     sever: Sever,
+    /// Given back once logged in, or when the connection ends.
+    pending: crate::gateway::PendingLogin,
 }
 
 impl Connection {
@@ -61,6 +63,7 @@ impl Connection {
         host: String,
         known_hosts: Arc<KnownHosts>,
         sever: Sever,
+        pending: crate::gateway::PendingLogin,
     ) -> Self {
         Self {
             runtime,
@@ -74,6 +77,7 @@ impl Connection {
             known_hosts,
             plane: None,
             sever,
+            pending,
         }
     }
 
@@ -202,6 +206,7 @@ impl russh::server::Handler for Connection {
         self.user = Some(user.to_string());
         self.target = target.map(String::from);
         self.login.authenticated.store(true, Ordering::Release);
+        self.pending.logged_in();
         if target.is_none() {
             self.audit_login(username, true, None);
             let remote = self.remote.to_string();

@@ -105,17 +105,20 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, remote)) => {
-                if !runtime.gateway.admits_source(remote.ip(), "ssh") {
+                let Some(pending) = runtime.gateway.admit_source(remote.ip(), "ssh") else {
                     // Closed before the version exchange, as sshd does.
                     drop(stream);
                     continue;
-                }
+                };
                 let runtime2 = runtime.clone();
                 let config = config.clone();
                 runtime.tracker.spawn(serve_connection(
                     runtime2,
-                    stream,
-                    remote,
+                    Accepted {
+                        stream,
+                        remote,
+                        pending,
+                    },
                     config,
                     auth_timeout,
                     known_hosts.clone(),
@@ -149,14 +152,26 @@ impl Drop for FailedLoginCount {
     }
 }
 
-async fn serve_connection(
-    runtime: Runtime,
+/// A connection just accepted, with its place among its source's pending
+/// logins.
+struct Accepted {
     stream: TcpStream,
     remote: SocketAddr,
+    pending: crate::gateway::PendingLogin,
+}
+
+async fn serve_connection(
+    runtime: Runtime,
+    accepted: Accepted,
     config: Arc<russh::server::Config>,
     auth_timeout: Duration,
     known_hosts: Arc<KnownHosts>,
 ) {
+    let Accepted {
+        stream,
+        remote,
+        pending,
+    } = accepted;
     let _open = crate::metrics::OpenConnection::new("ssh");
     let _ = stream.set_nodelay(true);
     let host = stream
@@ -164,8 +179,14 @@ async fn serve_connection(
         .map(|a| a.ip().to_string())
         .unwrap_or_else(|_| "GW".into());
     let sever = dataplane::Sever::default();
-    let handler =
-        handler::Connection::new(runtime.clone(), remote, host, known_hosts, sever.clone());
+    let handler = handler::Connection::new(
+        runtime.clone(),
+        remote,
+        host,
+        known_hosts,
+        sever.clone(),
+        pending,
+    );
     let login = handler.login_state();
     let _counted = FailedLoginCount {
         runtime: runtime.clone(),
