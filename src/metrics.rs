@@ -86,6 +86,10 @@ pub fn describe() {
         "jitgate_audit_head_seq",
         "Sequence number of the newest audit record (a drop means records were cut off)"
     );
+    describe_gauge!(
+        "jitgate_webhook_cursor_seq",
+        "Sequence number of the newest audit record each webhook has been sent or passed over, by webhook origin (behind jitgate_audit_head_seq while it catches up)"
+    );
     describe_gauge!("jitgate_sessions", "Live sessions, by protocol");
     describe_gauge!(
         "jitgate_open_connections",

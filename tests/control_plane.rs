@@ -1009,6 +1009,14 @@ fn records_written_while_a_webhook_or_the_gateway_was_down_are_sent_once_both_ar
     world.launch();
     assert_eq!(hook.next_request_id(), second);
     assert_eq!(hook.next_request_id(), third);
+    let origin = format!("http://127.0.0.1:{}", hook.port);
+    assert!(wait_until(Duration::from_secs(5), || {
+        let head = world.metric("jitgate_audit_head_seq");
+        head.is_some()
+            && world.metric(&format!(
+                "jitgate_webhook_cursor_seq{{webhook=\"{origin}\"}}"
+            )) == head
+    }));
     let fourth = world.request("alice", "web-01 --for 10m --reason four");
     assert_eq!(hook.next_request_id(), fourth);
     assert_eq!(added.next_request_id(), fourth);

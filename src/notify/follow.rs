@@ -68,6 +68,9 @@ impl Follower {
             // restart costs nothing.
             self.cursors.advance(key, record.seq);
         }
+        // Against jitgate_audit_head_seq: how far behind the webhook is.
+        metrics::gauge!("jitgate_webhook_cursor_seq", "webhook" => self.target.origin().to_string())
+            .set(record.seq as f64);
         Ok(())
     }
 

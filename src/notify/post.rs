@@ -40,6 +40,8 @@ impl PostError {
 
 pub struct Target {
     url: Uri,
+    /// Scheme, host and port: how logs and metrics name the webhook.
+    origin: String,
     key: String,
     events: Option<std::collections::BTreeSet<String>>,
     token: Option<Secret>,
@@ -65,6 +67,7 @@ impl Target {
         };
         Ok(Self {
             url: webhook.url.clone(),
+            origin: origin(&webhook.url),
             key: super::cursors::key(&webhook.url.to_string()),
             events: webhook.events.clone(),
             token,
@@ -74,8 +77,8 @@ impl Target {
 
     /// Scheme, host and port only, for logs: the path of many webhook
     /// URLs is their secret (a chat tool's incoming-webhook token).
-    pub fn origin(&self) -> String {
-        origin(&self.url)
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     /// What the webhook's place in the audit chain is kept under.

@@ -143,11 +143,18 @@ struct FailedLoginCount {
 
 impl Drop for FailedLoginCount {
     fn drop(&mut self) {
-        if self.login.failed() {
-            let (gateway, address) = (self.runtime.gateway.clone(), self.remote.ip());
+        if !self.login.failed() {
+            return;
+        }
+        let (gateway, address) = (self.runtime.gateway.clone(), self.remote.ip());
+        // A connection dropped as the runtime shuts down has no runtime to
+        // hand the (blocking) audit write to.
+        if tokio::runtime::Handle::try_current().is_ok() {
             self.runtime
                 .tracker
                 .spawn_blocking(move || gateway.login_failed(address));
+        } else {
+            gateway.login_failed(address);
         }
     }
 }

@@ -681,7 +681,14 @@ impl World {
 
     /// The `jitgate_open_connections` gauge for `protocol`.
     pub fn open_connections(&self, protocol: &str) -> Option<f64> {
-        let series = format!("jitgate_open_connections{{protocol=\"{protocol}\"}} ");
+        self.metric(&format!(
+            "jitgate_open_connections{{protocol=\"{protocol}\"}}"
+        ))
+    }
+
+    /// The value of one series, named with its labels as /metrics shows it.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let series = format!("{series} ");
         self.metrics()
             .lines()
             .find_map(|line| line.strip_prefix(&series)?.trim().parse().ok())
