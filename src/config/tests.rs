@@ -300,6 +300,10 @@ fn webhooks_need_an_http_url_without_credentials_and_known_event_names() {
             "unknown event",
         ),
         ("url = \"http://example.com/\"\nretries = 3", "retries"),
+        (
+            "url = \"http://example.com/a\"\n[[webhook]]\nurl = \"http://example.com/a\"",
+            "webhook[1].url: the same URL as webhook[0]",
+        ),
     ] {
         let message = problem(&with(section));
         assert!(message.contains(expected), "{section}: {message}");

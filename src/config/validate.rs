@@ -169,12 +169,7 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Config, ConfigError> {
         },
         directory,
         resources,
-        webhooks: file
-            .webhooks
-            .into_iter()
-            .enumerate()
-            .map(|(index, section)| super::webhook::validate_webhook(&check, index, section))
-            .collect::<Result<_, _>>()?,
+        webhooks: super::webhook::validate_webhooks(&check, file.webhooks)?,
         penalties: super::penalties::validate_penalties(&check, file.penalties)?,
     })
 }

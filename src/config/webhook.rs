@@ -79,7 +79,30 @@ pub const EVENT_NAMES: &[&str] = &[
     "workflow_changed",
 ];
 
-pub(super) fn validate_webhook(
+/// Validates every `[[webhook]]`. Two with one URL are refused: each
+/// webhook's place in the audit log is kept under its URL, so they would
+/// share one (list both sets of events in one webhook instead).
+pub(super) fn validate_webhooks(
+    check: &Checker,
+    sections: Vec<WebhookSection>,
+) -> Result<Vec<Webhook>, ConfigError> {
+    let mut webhooks: Vec<Webhook> = Vec::with_capacity(sections.len());
+    for (index, section) in sections.into_iter().enumerate() {
+        let webhook = validate_webhook(check, index, section)?;
+        if let Some(first) = webhooks.iter().position(|w| w.url == webhook.url) {
+            return Err(check.invalid(
+                format!("webhook[{index}].url"),
+                format!(
+                    "the same URL as webhook[{first}]: list both sets of events in one webhook"
+                ),
+            ));
+        }
+        webhooks.push(webhook);
+    }
+    Ok(webhooks)
+}
+
+fn validate_webhook(
     check: &Checker,
     index: usize,
     section: WebhookSection,
