@@ -1,0 +1,169 @@
+//! Per-source protections end to end: failed logins on either port shut
+//! their source out for a while, and a source may hold only so many
+//! connections still logging in.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{World, wait_until};
+
+/// A plaintext Postgres login: refused ("requires TLS") and counted as a
+/// failed login of its source, or closed unanswered while the source is
+/// shut out. Returns what the gateway answered.
+fn plaintext_pg_login(world: &World) -> String {
+    let params = b"user\0alice\0database\0orders-prod\0\0";
+    let mut packet = (8 + params.len() as u32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&196_608u32.to_be_bytes());
+    packet.extend_from_slice(params);
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", world.pg_port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = stream.write_all(&packet);
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stream, &mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn a_source_whose_logins_keep_failing_is_shut_out_of_every_port_for_a_while() {
+    // Two failures shut a source out for 5 s; loopback is not exempt here.
+    let world = World::start_with(|text| {
+        format!(
+            "{text}\n[penalties]\nper_failure = \"10s\"\nthreshold = \"15s\"\nmax = \"20s\"\nexempt = []\n"
+        )
+    });
+    world.ok("alice", "status");
+    world.ok("alice", "status");
+    assert!(plaintext_pg_login(&world).contains("requires TLS"));
+    assert!(plaintext_pg_login(&world).contains("requires TLS"));
+    // Shut out of both ports: closed before a word is said, even with
+    // the right key.
+    assert!(wait_until(Duration::from_secs(2), || plaintext_pg_login(
+        &world
+    )
+    .is_empty()));
+    let out = world.ssh("alice", "status");
+    assert!(!out.status.success() && out.stdout.is_empty());
+    assert!(
+        world
+            .audit_text()
+            .contains(r#""source":"127.0.0.1","type":"source_penalized""#),
+        "{}",
+        world.audit_text()
+    );
+    // The penalty runs down.
+    assert!(wait_until(Duration::from_secs(10), || world
+        .ssh("alice", "status")
+        .status
+        .success()));
+
+    // An unknown key is a failed login too; what is left of the penalty
+    // still counts, so one more failure shuts the source out again.
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(world.path("keys").join("mallory"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = world
+        .ssh_command("alice", "mallory")
+        .arg("status")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Permission denied"), "{err}");
+    assert!(wait_until(Duration::from_secs(2), || plaintext_pg_login(
+        &world
+    )
+    .is_empty()));
+    let metrics = world.metrics();
+    for protocol in ["ssh", "postgres"] {
+        assert!(
+            metrics.contains(&format!(
+                "jitgate_connections_penalized_total{{protocol=\"{protocol}\"}}"
+            )),
+            "{metrics}"
+        );
+    }
+
+    // Exempting the source lets it in at once.
+    let text = std::fs::read_to_string(world.config_path()).unwrap();
+    std::fs::write(
+        world.config_path(),
+        text.replace("exempt = []", "exempt = [\"127.0.0.1\"]"),
+    )
+    .unwrap();
+    world.signal("HUP");
+    assert!(wait_until(Duration::from_secs(10), || world
+        .audit_text()
+        .contains(r#""ok":true,"type":"config_reloaded""#)));
+    assert!(plaintext_pg_login(&world).contains("requires TLS"));
+    world.ok("alice", "status");
+}
+
+/// Connects to `port` and reads what the gateway says first, for up to
+/// two seconds: an SSH banner, or nothing (a Postgres port waits for the
+/// client; a connection closed at accept ends at once).
+fn first_words(port: u16) -> (std::net::TcpStream, String) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut words = vec![0; 64];
+    let read = std::io::Read::read(&mut stream, &mut words).unwrap_or(0);
+    let words = String::from_utf8_lossy(&words[..read]).into_owned();
+    (stream, words)
+}
+
+#[test]
+fn a_source_may_hold_only_so_many_connections_still_logging_in() {
+    let world = World::start_with(|text| {
+        format!("{text}\n[penalties]\nmax_pending_logins = 3\nexempt = []\n")
+    });
+    // A session that logged in holds no place.
+    let mut watcher = world
+        .ssh_command("bob", "bob")
+        .arg("watch")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    BufReader::new(watcher.stdout.as_mut().unwrap())
+        .read_line(&mut banner)
+        .unwrap();
+    assert!(banner.contains("watching events for bob"), "{banner}");
+    // Three connections that never log in, on both ports.
+    let (ssh_one, banner) = first_words(world.ssh_port);
+    assert!(banner.starts_with("SSH-2.0-"), "{banner:?}");
+    let (ssh_two, banner) = first_words(world.ssh_port);
+    assert!(banner.starts_with("SSH-2.0-"), "{banner:?}");
+    // A Postgres client that asked for TLS and went quiet: answered, so
+    // it holds its place.
+    let mut pg_idle = std::net::TcpStream::connect(("127.0.0.1", world.pg_port)).unwrap();
+    pg_idle.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).unwrap();
+    let mut answer = [0u8; 1];
+    std::io::Read::read_exact(&mut pg_idle, &mut answer).unwrap();
+    assert_eq!(&answer, b"S");
+    // A fourth is closed at once, without a banner, even with a good key.
+    assert_eq!(first_words(world.ssh_port).1, "");
+    assert!(!world.ssh("alice", "status").status.success());
+    assert!(
+        world
+            .metrics()
+            .contains(r#"jitgate_connections_over_source_limit_total{protocol="ssh"}"#)
+    );
+    // One gives up: its place is free again.
+    drop(pg_idle);
+    assert!(wait_until(Duration::from_secs(5), || world
+        .ssh("alice", "status")
+        .status
+        .success()));
+    drop((ssh_one, ssh_two));
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+}
