@@ -4,10 +4,12 @@
 //! the records were written, moments after they are on disk: approvers
 //! hear of a request where they already are, and a SIEM gets the stream.
 //!
-//! Delivery is at least once and loses nothing the audit log holds: each
-//! webhook's place in the chain is kept in the state directory, a receiver
-//! that is down is tried again until it is back, and records written while
-//! it (or the gateway) was down are read from the log and sent in order.
+//! Delivery is at least once: each webhook's place in the chain is kept in
+//! the state directory, a receiver that is down or failing is tried again
+//! until it takes the record, and records written while it (or the
+//! gateway) was down are read from the log and sent in order. Only a
+//! record the receiver keeps refusing (4xx) is given up, after about a
+//! minute, so one bad record cannot stop the stream.
 //! A crash may send the record in flight again: receivers tell by
 //! `record.seq`. A reload brings the new configuration's webhooks; one
 //! whose URL is unchanged goes on from where it was.
