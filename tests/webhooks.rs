@@ -100,12 +100,16 @@ fn webhooks_get_the_records_they_ask_for_with_retries_and_follow_a_reload() {
     let secrets = tempfile::tempdir().unwrap();
     let token = secrets.path().join("hook-token");
     jitgate::secret::write_secret_file(&token, "hook-secret").unwrap();
+    let signing = secrets.path().join("hook-signing");
+    jitgate::secret::write_secret_file(&signing, "signing-secret").unwrap();
     let world = World::start_with(|text| {
         format!(
             "{text}\n[[webhook]]\nurl = \"http://127.0.0.1:{}/hooks/jitgate?team=sre\"\n\
-             events = [\"requested\", \"session_terminated\"]\nbearer_token_file = \"{}\"\n",
+             events = [\"requested\", \"session_terminated\"]\nbearer_token_file = \"{}\"\n\
+             signing_secret_file = \"{}\"\n",
             hook.port,
-            token.display()
+            token.display(),
+            signing.display()
         )
     });
     let id = world.request("alice", "web-01 --for 10m --reason 'disk full'");
@@ -119,6 +123,17 @@ fn webhooks_get_the_records_they_ask_for_with_retries_and_follow_a_reload() {
         "{head}"
     );
     assert!(head.contains("authorization: Bearer hook-secret"), "{head}");
+    // The body is signed with the signing secret.
+    let expected = {
+        use hmac::{Hmac, KeyInit, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"signing-secret").unwrap();
+        mac.update(body.as_bytes());
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    };
+    assert!(
+        head.contains(&format!("x-jitgate-signature-256: {expected}")),
+        "{head}"
+    );
     let payload: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(payload["record"]["event"]["change"]["type"], "requested");
     assert_eq!(payload["record"]["event"]["change"]["id"], id);
@@ -132,7 +147,7 @@ fn webhooks_get_the_records_they_ask_for_with_retries_and_follow_a_reload() {
             && metrics.contains(r#"jitgate_webhook_deliveries_total{outcome="delivered"} 1"#),
         "{metrics}"
     );
-    assert!(!world.log().contains("hook-secret"));
+    assert!(!world.log().contains("hook-secret") && !world.log().contains("signing-secret"));
 
     // A reload brings the new configuration's webhooks.
     let other = HookReceiver::start(0);

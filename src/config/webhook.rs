@@ -18,6 +18,7 @@ pub struct WebhookSection {
     #[serde(default)]
     pub events: Option<Vec<String>>,
     pub bearer_token_file: Option<PathBuf>,
+    pub signing_secret_file: Option<PathBuf>,
     pub ca_file: Option<PathBuf>,
 }
 
@@ -28,6 +29,9 @@ pub struct Webhook {
     pub events: Option<BTreeSet<String>>,
     /// Sent as `Authorization: Bearer`, read at start.
     pub bearer_token_file: Option<PathBuf>,
+    /// Each body is signed with it (HMAC-SHA256, in
+    /// `X-Jitgate-Signature-256`), read at start.
+    pub signing_secret_file: Option<PathBuf>,
     /// Trusted CAs for an https URL; the system's when absent.
     pub ca_file: Option<PathBuf>,
 }
@@ -144,6 +148,7 @@ fn validate_webhook(
         url,
         events,
         bearer_token_file: section.bearer_token_file.map(|p| check.resolve(&p)),
+        signing_secret_file: section.signing_secret_file.map(|p| check.resolve(&p)),
         ca_file: section.ca_file.map(|p| check.resolve(&p)),
     })
 }
