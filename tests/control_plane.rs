@@ -472,18 +472,26 @@ fn a_stalled_level_is_offered_to_escalation_approvers_as_it_escalates() {
     assert!(world.audit_text().contains(r#""type":"escalated""#));
 }
 
-#[test]
-fn audit_tail_follow_streams_new_records() {
-    let world = World::start();
+/// carol following the audit log (`args` after `audit tail`), and its
+/// first line once it is out: stdin, stdout and stderr piped.
+fn audit_tail(world: &World, args: &str) -> (std::process::Child, Lines, String) {
     let mut tail = world
         .ssh_command("carol", "carol")
-        .arg("audit tail -n 1 -f")
+        .arg(format!("audit tail {args}"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
-    lines.next().unwrap().unwrap();
+    let first = lines.next().unwrap().unwrap();
+    (tail, lines, first)
+}
+
+#[test]
+fn audit_tail_follow_streams_new_records() {
+    let world = World::start();
+    let (mut tail, mut lines, _) = audit_tail(&world, "-n 1 -f");
     world.ok("alice", "request web-01 --reason followed");
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut found = false;
@@ -504,16 +512,7 @@ fn audit_tail_follow_streams_new_records() {
 #[test]
 fn audit_tail_follow_stops_once_a_reload_takes_the_audit_permission_away() {
     let world = World::start();
-    let mut tail = world
-        .ssh_command("carol", "carol")
-        .arg("audit tail -n 1 -f")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
-    lines.next().unwrap().unwrap();
+    let (mut tail, mut lines, _) = audit_tail(&world, "-n 1 -f");
     let text = std::fs::read_to_string(world.config_path()).unwrap();
     let demoted = text.replace(
         "name = \"carol\"\nroles = [\"auditor\"]",
@@ -788,15 +787,8 @@ fn audit_tail_misses_no_record_however_far_behind_its_reader_falls_and_resumes_a
     let world = World::start_with(|text| {
         text.replace("[gateway]\n", "[gateway]\naudit_rotate_bytes = 262144\n")
     });
-    let mut tail = world
-        .ssh_command("carol", "carol")
-        .arg("audit tail -n 1 -f --json")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
-    let first = seq_of(&lines.next().unwrap().unwrap());
+    let (mut tail, mut lines, first) = audit_tail(&world, "-n 1 -f --json");
+    let first = seq_of(&first);
     // Far more than the live stream buffers (4096 records) and the SSH
     // window and pipe hold, written while nothing reads the tail.
     let written = 12_000;
