@@ -167,3 +167,60 @@ fn a_source_may_hold_only_so_many_connections_still_logging_in() {
     let _ = watcher.kill();
     let _ = watcher.wait();
 }
+
+#[test]
+fn a_login_left_to_time_out_counts_against_its_source_unless_the_target_was_slow() {
+    // A target that accepts and never answers: there the gateway's own
+    // login upstream is what runs out of time, which is not the client's
+    // doing.
+    let silent_target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent_target.local_addr().unwrap().port();
+    let secrets = tempfile::tempdir().unwrap();
+    let credential = secrets.path().join("orders-prod");
+    jitgate::secret::write_secret_file(&credential, "managed-password").unwrap();
+    let world = World::start_with(|text| {
+        let text = text.replacen(
+            "address = \"127.0.0.1:1\"\naccount = \"app\"",
+            &format!(
+                "address = \"127.0.0.1:{port}\"\naccount = \"app\"\ncredential_file = \"{}\"",
+                credential.display()
+            ),
+            1,
+        );
+        format!(
+            "{text}\n[ssh]\nauth_timeout = \"1s\"\n[postgres]\nauth_timeout = \"1s\"\nconnect_timeout = \"5s\"\n\
+             [penalties]\nper_failure = \"10s\"\nthreshold = \"15s\"\nmax = \"20s\"\nexempt = []\n"
+        )
+    });
+    let (_, password) = world.lease_pg("alice", "30m");
+    for _ in 0..3 {
+        let (_, err, ok) = world.psql_run("alice", &password, "select 1");
+        assert!(!ok, "{err}");
+    }
+    world.ok("alice", "status");
+    assert!(!world.audit_text().contains("source_penalized"));
+
+    // An SSH client that never sends its version, and a Postgres client
+    // that asks for TLS and goes quiet: two failed logins once their time
+    // is up, which shut the source out.
+    let (_ssh_quiet, banner) = first_words(world.ssh_port);
+    assert!(banner.starts_with("SSH-2.0-"), "{banner:?}");
+    let mut pg_quiet = std::net::TcpStream::connect(("127.0.0.1", world.pg_port)).unwrap();
+    pg_quiet.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || world
+            .audit_text()
+            .contains(r#""source":"127.0.0.1","type":"source_penalized""#)),
+        "{}",
+        world.audit_text()
+    );
+    let out = world.ssh("alice", "status");
+    assert!(!out.status.success() && out.stdout.is_empty());
+    assert!(
+        world
+            .metric("jitgate_postgres_startup_timeouts_total")
+            .is_some_and(|n| n >= 4.0),
+        "{}",
+        world.metrics()
+    );
+}

@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::Frontend;
 use super::UserSlot;
-use super::login::{Peer, asks_for_replication};
+use super::login::{ClientProgress, Peer, asks_for_replication};
 use super::upstream::{Login, Stream, Upstream, UpstreamError, UpstreamTls};
 use super::wire::{self, read_message, sqlstate};
 use crate::config::{Resource, ResourceKind};
@@ -77,6 +77,7 @@ pub async fn admit(
     frontend: &Arc<Frontend>,
     client: &mut Box<dyn Stream>,
     asked: &Asked<'_>,
+    progress: &ClientProgress,
 ) -> std::io::Result<Result<Admitted, Refusal>> {
     if asks_for_replication(asked.params) {
         // Refused rather than quietly turned into an SQL session, which
@@ -96,6 +97,7 @@ pub async fn admit(
         Ok(found) => found,
         Err(refusal) => return Ok(Err(refusal)),
     };
+    progress.identified();
     let config = frontend.runtime.gateway.config();
     let limit = config.postgres.max_connections_per_user;
     let Some(slot) = frontend.take_slot(asked.user, limit) else {

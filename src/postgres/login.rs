@@ -4,6 +4,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
@@ -18,6 +19,22 @@ use super::{Frontend, relay};
 use crate::audit::{AuditEvent, Protocol};
 /// The first byte of a TLS handshake: a client using `sslnegotiation=direct`.
 const TLS_HANDSHAKE: u8 = 0x16;
+
+/// Whether a login in progress has shown its lease password, so that the
+/// time still running is the gateway's (its login upstream), not the
+/// client's.
+#[derive(Default)]
+pub(super) struct ClientProgress(AtomicBool);
+
+impl ClientProgress {
+    pub(super) fn identified(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    fn is_identified(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
 
 /// A client connection's two ends: who connected (audited, and shown as
 /// such) and the gateway address it reached (named in suggested commands).
@@ -47,7 +64,9 @@ pub async fn handle(
         .map_or(IpAddr::from([127, 0, 0, 1]), |a| a.ip());
     let peer = Peer { remote, gateway };
     let timeout = frontend.runtime.gateway.config().postgres.auth_timeout;
-    let negotiated = tokio::time::timeout(timeout, negotiate(&frontend, tcp, peer)).await;
+    let progress = ClientProgress::default();
+    let negotiated =
+        tokio::time::timeout(timeout, negotiate(&frontend, tcp, peer, &progress)).await;
     drop(pending);
     match negotiated {
         Ok(Ok(Some((session, client, upstream)))) => relay::run(session, client, upstream).await,
@@ -58,6 +77,16 @@ pub async fn handle(
         Err(_) => {
             metrics::counter!("jitgate_postgres_startup_timeouts_total").increment(1);
             tracing::debug!(%peer, "postgres startup timed out");
+            if progress.is_identified() {
+                return;
+            }
+            // Holding a login open until it times out costs the source as
+            // a failed login does (sshd's "grace-exceeded").
+            let gateway = frontend.runtime.gateway.clone();
+            frontend
+                .runtime
+                .tracker
+                .spawn_blocking(move || gateway.login_failed(remote.ip()));
         }
     }
 }
@@ -70,11 +99,12 @@ async fn negotiate(
     frontend: &Arc<Frontend>,
     mut tcp: TcpStream,
     peer: Peer,
+    progress: &ClientProgress,
 ) -> std::io::Result<Option<Ready>> {
     let mut first = [0u8; 1];
     if tcp.peek(&mut first).await? == 1 && first[0] == TLS_HANDSHAKE {
         let tls = frontend.tls.accept(tcp).await?;
-        return after_tls(frontend, Box::new(tls), peer).await;
+        return after_tls(frontend, Box::new(tls), peer, progress).await;
     }
     // A client may ask for GSS encryption first and TLS after the refusal.
     for _ in 0..2 {
@@ -92,7 +122,7 @@ async fn negotiate(
             StartupPacket::SslRequest => {
                 tcp.write_all(b"S").await?;
                 let tls = frontend.tls.accept(tcp).await?;
-                return after_tls(frontend, Box::new(tls), peer).await;
+                return after_tls(frontend, Box::new(tls), peer, progress).await;
             }
             StartupPacket::GssEncRequest => tcp.write_all(b"N").await?,
             StartupPacket::Cancel {
@@ -131,6 +161,7 @@ async fn after_tls(
     frontend: &Arc<Frontend>,
     mut client: Box<dyn Stream>,
     peer: Peer,
+    progress: &ClientProgress,
 ) -> std::io::Result<Option<Ready>> {
     let packet = match read_startup(&mut client).await {
         Ok(packet) => packet,
@@ -149,7 +180,7 @@ async fn after_tls(
             Ok(None)
         }
         StartupPacket::Startup { minor, params } => {
-            login(frontend, client, peer, minor, params).await
+            login(frontend, client, peer, minor, params, progress).await
         }
         StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
             refuse(
@@ -219,6 +250,7 @@ async fn login(
     peer: Peer,
     minor: u16,
     params: Vec<(String, String)>,
+    progress: &ClientProgress,
 ) -> std::io::Result<Option<Ready>> {
     let user = param(&params, "user").unwrap_or_default().to_string();
     // libpq's default database is the user name.
@@ -230,7 +262,7 @@ async fn login(
         minor,
         params: &params,
     };
-    let admitted = match admission::admit(frontend, &mut client, &asked).await? {
+    let admitted = match admission::admit(frontend, &mut client, &asked, progress).await? {
         Ok(admitted) => admitted,
         Err(refusal) => {
             let failure = Failure {

@@ -22,7 +22,9 @@ use super::{forward, relay};
 /// How far a connection's login got, read when the connection ends: a
 /// refused key or user with no success after it is a failed login (a
 /// client offering several keys is refused some on its way to the right
-/// one, so refusals alone are not).
+/// one, so refusals alone are not), and so is running out of time to log
+/// in (sshd's "grace-exceeded": such a connection held a place among its
+/// source's pending logins all along).
 #[derive(Default)]
 pub struct LoginState {
     authenticated: AtomicBool,
@@ -36,6 +38,11 @@ impl LoginState {
 
     pub fn failed(&self) -> bool {
         self.refused.load(Ordering::Acquire) && !self.authenticated()
+    }
+
+    /// The login did not finish within the time allowed for it.
+    pub fn ran_out_of_time(&self) {
+        self.refused.store(true, Ordering::Release);
     }
 }
 

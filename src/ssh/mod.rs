@@ -133,8 +133,9 @@ async fn accept_loop(
     }
 }
 
-/// Counts a connection that ends after a refused login, and no successful
-/// one, against its source (`[penalties]`), however the connection ends.
+/// Counts a connection that ends after a refused login, or out of time to
+/// log in, and no successful login, against its source (`[penalties]`),
+/// however the connection ends.
 struct FailedLoginCount {
     runtime: Runtime,
     remote: SocketAddr,
@@ -216,6 +217,7 @@ async fn serve_connection(
             return;
         }
         Err(_) => {
+            login.ran_out_of_time();
             tracing::debug!(parent: &span, "SSH handshake timed out");
             return;
         }
@@ -235,6 +237,7 @@ async fn serve_connection(
             () = &mut auth_deadline, if !auth_checked => {
                 auth_checked = true;
                 if !login.authenticated() {
+                    login.ran_out_of_time();
                     let _ = handle.disconnect(russh::Disconnect::ByApplication, "authentication timed out".into(), String::new()).await;
                     // Before key exchange completes the disconnect cannot be
                     // sent; cutting the socket ends the session task anyway.
