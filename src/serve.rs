@@ -85,7 +85,7 @@ pub async fn run(
     tokio::spawn(gateway.clone().run_housekeeping(expired, root.clone()));
     tokio::spawn(gateway.clone().run_audit_anchor(root.clone()));
     tokio::spawn(crate::rotation::Rotator::new(gateway.clone()).run(root.clone()));
-    crate::notify::start(&gateway, root.clone())?;
+    let webhooks = crate::notify::start(&gateway, root.clone())?;
     start_data_planes(&runtime, &config).await?;
 
     ready.store(true, Ordering::Release);
@@ -99,6 +99,9 @@ pub async fn run(
     gateway.audit(AuditEvent::GatewayStopped);
     gateway.sync_audit_anchor();
     root.cancel();
+    // Each webhook saves how far it got; records after that are sent
+    // after the next start.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), webhooks.wait()).await;
     Ok(())
 }
 

@@ -253,6 +253,32 @@ fn a_webhook_over_https_is_verified_against_its_ca_file() {
 }
 
 #[test]
+fn a_gateway_stopped_right_after_deliveries_resends_none_of_them_after_a_restart() {
+    // Cursors are saved at most once a second while records flow, and
+    // whenever the stream stops: here before the retry of a failed
+    // delivery, and at the stop that follows the deliveries at once.
+    let hook = HookReceiver::start(0);
+    let mut world = World::start_with(|text| format!("{text}{}", hook.config("\"requested\"")));
+    let first = world.request("alice", "web-01 --for 10m --reason first");
+    assert_eq!(hook.next_request_id(), first);
+    hook.fail_next(1);
+    let mut ids = vec![world.request("alice", "web-01 --for 10m --reason retried")];
+    assert_eq!(hook.next_request_id(), ids[0]);
+    for n in 0..3 {
+        ids.push(world.request("zoe", &format!("web-01 --for 10m --reason r{n}")));
+    }
+    for id in &ids[1..] {
+        assert_eq!(hook.next_request_id(), *id);
+    }
+    world.signal("TERM");
+    assert_eq!(world.wait_exit(Duration::from_secs(10)), Some(0));
+    world.launch();
+    let after = world.request("zoe", "web-01 --for 10m --reason after");
+    assert_eq!(hook.next_request_id(), after);
+    assert!(hook.next(Duration::from_millis(500)).is_none());
+}
+
+#[test]
 fn records_written_while_a_webhook_or_the_gateway_was_down_are_sent_once_both_are_back() {
     let hook = HookReceiver::start(0);
     let mut world = World::start_with(|text| format!("{text}{}", hook.config("\"requested\"")));

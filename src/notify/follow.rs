@@ -1,10 +1,18 @@
 //! One webhook's delivery: it reads the audit chain from its cursor on
 //! (from disk what it has not seen, then live) and sends each record it
 //! asks for in order, retrying until the receiver takes it.
+//!
+//! The cursor is saved (an fsynced rename) at most once a second while
+//! records flow, and at once when the stream stops: when the receiver
+//! starts failing, when the gateway stops or a reload replaces the
+//! webhook. A crash re-sends at most the last second's records, which
+//! receivers tell by `record.seq`; saving after every record would make
+//! the disk, not the receiver, set the pace of delivery.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::cursors::Cursors;
@@ -21,55 +29,89 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 const LONGEST_RETRY: Duration = Duration::from_secs(300);
 /// The wait before reading the log again after it could not be read.
 const LOG_RETRY: Duration = Duration::from_secs(5);
+/// How long a moved cursor may wait to be saved.
+const SAVE_WITHIN: Duration = Duration::from_secs(1);
 
 /// The gateway is stopping, or a reload replaced this webhook.
 struct Stopped;
 
 pub struct Follower {
-    pub gateway: Arc<Gateway>,
-    pub target: Arc<Target>,
-    pub cursors: Arc<Cursors>,
-    pub stop: CancellationToken,
+    gateway: Arc<Gateway>,
+    target: Arc<Target>,
+    cursors: Arc<Cursors>,
+    stop: CancellationToken,
+    /// When the cursor moved past a delivered record not yet saved.
+    unsaved_since: Option<Instant>,
 }
 
 impl Follower {
-    pub async fn run(self) {
+    pub fn new(
+        gateway: Arc<Gateway>,
+        target: Arc<Target>,
+        cursors: Arc<Cursors>,
+        stop: CancellationToken,
+    ) -> Self {
+        Self {
+            gateway,
+            target,
+            cursors,
+            stop,
+            unsaved_since: None,
+        }
+    }
+
+    pub async fn run(mut self) {
         let (log, head) = self.gateway.audit_position();
         let after = self.cursors.begin(self.target.key(), head);
         let mut chain = ChainReader::new(self.gateway.bus().clone(), log, after);
         loop {
+            let save_at = self.unsaved_since.map(|since| since + SAVE_WITHIN);
             let next = tokio::select! {
-                () = self.stop.cancelled() => return,
+                () = self.stop.cancelled() => break,
+                () = sleep_until(save_at) => {
+                    self.save().await;
+                    continue;
+                }
                 next = chain.next() => next,
             };
             let step = match next {
                 Ok(record) => self.take(&record).await,
-                Err(ChainError::Closed) => return,
+                Err(ChainError::Closed) => break,
                 Err(error) => {
                     tracing::warn!(webhook = %self.target.origin(), %error, "webhook waits for the audit log");
                     self.pause(LOG_RETRY).await
                 }
             };
             if step.is_err() {
-                return;
+                break;
             }
+        }
+        self.save().await;
+    }
+
+    /// Saves the cursor if it moved past a delivered record since the
+    /// last save.
+    async fn save(&mut self) {
+        if self.unsaved_since.take().is_some() {
+            self.cursors.save().await;
         }
     }
 
     /// Sends `record` if the webhook asked for it, and moves past it.
-    async fn take(&self, record: &AuditRecord) -> Result<(), Stopped> {
-        let key = self.target.key();
-        if self.target.wants(record) {
+    async fn take(&mut self, record: &AuditRecord) -> Result<(), Stopped> {
+        let target = self.target.clone();
+        let key = target.key();
+        if target.wants(record) {
             self.deliver(record).await?;
             self.cursors.advance(key, record.seq);
-            self.cursors.save().await;
+            self.unsaved_since.get_or_insert_with(Instant::now);
         } else {
             // Saved with the next delivery: passing over it again after a
             // restart costs nothing.
             self.cursors.advance(key, record.seq);
         }
         // Against jitgate_audit_head_seq: how far behind the webhook is.
-        metrics::gauge!("jitgate_webhook_cursor_seq", "webhook" => self.target.origin().to_string())
+        metrics::gauge!("jitgate_webhook_cursor_seq", "webhook" => target.origin().to_string())
             .set(record.seq as f64);
         Ok(())
     }
@@ -79,7 +121,7 @@ impl Follower {
     /// long as it takes, waiting longer each time up to five minutes; one
     /// that keeps refusing the record (other 4xx) has it given up after
     /// about a minute, so one bad record does not stop the stream.
-    async fn deliver(&self, record: &AuditRecord) -> Result<(), Stopped> {
+    async fn deliver(&mut self, record: &AuditRecord) -> Result<(), Stopped> {
         let body = payload(&self.gateway, record);
         let mut wait = FIRST_RETRY;
         let mut refusals = 0;
@@ -92,6 +134,9 @@ impl Follower {
                 }
                 Err(error) => error,
             };
+            // The stream stops here for a while: what was delivered so far
+            // is saved before the wait.
+            self.save().await;
             if error.is_refusal() {
                 refusals += 1;
                 if refusals == REFUSALS {
@@ -117,5 +162,13 @@ impl Follower {
             () = self.stop.cancelled() => Err(Stopped),
             () = tokio::time::sleep(wait) => Ok(()),
         }
+    }
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

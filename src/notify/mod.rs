@@ -10,8 +10,8 @@
 //! gateway) was down are read from the log and sent in order. Only a
 //! record the receiver keeps refusing (4xx) is given up, after about a
 //! minute, so one bad record cannot stop the stream.
-//! A crash may send the record in flight again: receivers tell by
-//! `record.seq`. A reload brings the new configuration's webhooks; one
+//! A crash may send the last second's records again (see `follow`):
+//! receivers tell by `record.seq`. A reload brings the new configuration's webhooks; one
 //! whose URL is unchanged goes on from where it was.
 
 mod cursors;
@@ -22,6 +22,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::config::webhook::Webhook;
@@ -42,12 +43,20 @@ pub enum NotifyError {
 /// Prepares every webhook of the configuration (reading token and CA
 /// files, and where each webhook stands, so a mistake refuses the start)
 /// and starts delivering to them, and to the webhooks of each
-/// configuration a reload brings.
-pub fn start(gateway: &Arc<Gateway>, stop: CancellationToken) -> Result<(), NotifyError> {
+/// configuration a reload brings. The tasks returned end once `stop` is
+/// cancelled and each webhook has saved how far it got.
+pub fn start(gateway: &Arc<Gateway>, stop: CancellationToken) -> Result<TaskTracker, NotifyError> {
     let targets = prepare(&gateway.config().webhooks)?;
-    let cursors = Cursors::load(&gateway.config().state_dir)?;
-    tokio::spawn(supervise(gateway.clone(), cursors, targets, stop));
-    Ok(())
+    let webhooks = Webhooks {
+        gateway: gateway.clone(),
+        cursors: Cursors::load(&gateway.config().state_dir)?,
+        stop,
+        tasks: TaskTracker::new(),
+    };
+    let tasks = webhooks.tasks.clone();
+    tasks.spawn(webhooks.supervise(targets));
+    tasks.close();
+    Ok(tasks)
 }
 
 /// Builds a target for each webhook: what start and reload check.
@@ -58,59 +67,60 @@ pub fn prepare(webhooks: &[Webhook]) -> Result<Vec<Arc<Target>>, PostError> {
         .collect()
 }
 
-/// Runs one generation of delivery tasks per configuration: a reload
-/// ends the running one and starts the new one.
-async fn supervise(
+struct Webhooks {
     gateway: Arc<Gateway>,
     cursors: Arc<Cursors>,
-    targets: Vec<Arc<Target>>,
     stop: CancellationToken,
-) {
-    let mut records = gateway.bus().subscribe();
-    let mut generation = launch(&gateway, &cursors, &targets, &stop);
-    loop {
-        let next = tokio::select! {
-            () = stop.cancelled() => return,
-            next = records.next() => next,
-        };
-        match next {
-            Ok(record) if matches!(record.event, AuditEvent::ConfigReloaded { ok: true, .. }) => {
-                match prepare(&gateway.config().webhooks) {
-                    Ok(targets) => {
-                        generation.cancel();
-                        generation = launch(&gateway, &cursors, &targets, &stop);
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "webhooks unchanged by the reload");
-                    }
-                }
-            }
-            Ok(_) => {}
-            Err(SubscriptionEnded::TooSlow(_)) => records = gateway.bus().subscribe(),
-            Err(SubscriptionEnded::Closed) => return,
-        }
-    }
+    tasks: TaskTracker,
 }
 
-fn launch(
-    gateway: &Arc<Gateway>,
-    cursors: &Arc<Cursors>,
-    targets: &[Arc<Target>],
-    stop: &CancellationToken,
-) -> CancellationToken {
-    let keys: BTreeSet<String> = targets.iter().map(|t| t.key().to_string()).collect();
-    cursors.retain(&keys);
-    let generation = stop.child_token();
-    for target in targets {
-        let follower = follow::Follower {
-            gateway: gateway.clone(),
-            target: target.clone(),
-            cursors: cursors.clone(),
-            stop: generation.clone(),
-        };
-        tokio::spawn(follower.run());
+impl Webhooks {
+    /// Runs one generation of delivery tasks per configuration: a reload
+    /// ends the running one and starts the new one.
+    async fn supervise(self, targets: Vec<Arc<Target>>) {
+        let mut records = self.gateway.bus().subscribe();
+        let mut generation = self.launch(&targets);
+        loop {
+            let next = tokio::select! {
+                () = self.stop.cancelled() => return,
+                next = records.next() => next,
+            };
+            match next {
+                Ok(record)
+                    if matches!(record.event, AuditEvent::ConfigReloaded { ok: true, .. }) =>
+                {
+                    match prepare(&self.gateway.config().webhooks) {
+                        Ok(targets) => {
+                            generation.cancel();
+                            generation = self.launch(&targets);
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, "webhooks unchanged by the reload");
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(SubscriptionEnded::TooSlow(_)) => records = self.gateway.bus().subscribe(),
+                Err(SubscriptionEnded::Closed) => return,
+            }
+        }
     }
-    generation
+
+    fn launch(&self, targets: &[Arc<Target>]) -> CancellationToken {
+        let keys: BTreeSet<String> = targets.iter().map(|t| t.key().to_string()).collect();
+        self.cursors.retain(&keys);
+        let generation = self.stop.child_token();
+        for target in targets {
+            let follower = follow::Follower::new(
+                self.gateway.clone(),
+                target.clone(),
+                self.cursors.clone(),
+                generation.clone(),
+            );
+            self.tasks.spawn(follower.run());
+        }
+        generation
+    }
 }
 
 /// What a webhook receives: the line `audit tail` shows, the record, and
