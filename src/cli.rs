@@ -101,6 +101,10 @@ pub enum AuditCommand {
         /// A head recorded earlier (SEQ:HASH) that the log must still hold.
         #[arg(long, value_name = "SEQ:HASH")]
         anchor: Option<crate::audit::Anchor>,
+        /// Also check every session recording and query log the chain
+        /// vouches for against the digest recorded when its session ended.
+        #[arg(long)]
+        recordings: bool,
     },
 }
 

@@ -38,8 +38,16 @@ fn main() -> ExitCode {
         }
         TopCommand::CheckConfig { file } => report(offline::check_config(&file), EXIT_CONFIG),
         TopCommand::Audit {
-            command: AuditCommand::Verify { files, anchor },
-        } => report(offline::audit_verify(&files, anchor.as_ref()), 1),
+            command:
+                AuditCommand::Verify {
+                    files,
+                    anchor,
+                    recordings,
+                },
+        } => report(
+            offline::audit_verify(&files, anchor.as_ref(), recordings),
+            1,
+        ),
         TopCommand::Totp {
             command:
                 TotpCommand::Enroll {

@@ -42,7 +42,13 @@ pub fn check_config(file: &Path) -> Result<String, crate::config::ConfigError> {
     ))
 }
 
-pub fn audit_verify(files: &[PathBuf], anchor: Option<&audit::Anchor>) -> anyhow::Result<String> {
+/// Verifies the chain; with `recordings`, also the recordings and query
+/// logs it vouches for.
+pub fn audit_verify(
+    files: &[PathBuf],
+    anchor: Option<&audit::Anchor>,
+    recordings: bool,
+) -> anyhow::Result<String> {
     let chain = match files {
         [one] => {
             audit::chain_files(one).with_context(|| format!("cannot list {}", one.display()))?
@@ -60,10 +66,45 @@ pub fn audit_verify(files: &[PathBuf], anchor: Option<&audit::Anchor>) -> anyhow
     let held = anchor
         .map(|a| format!(", holds anchor {}", a.seq))
         .unwrap_or_default();
-    Ok(format!(
+    let mut out = format!(
         "OK: {} records in {} file(s), chain intact up to seq {}{held}\nhead {}:{}",
         report.records, report.files, report.last_seq, report.last_seq, report.last_hash
-    ))
+    );
+    if recordings {
+        let evidence = audit::check_evidence(&chain).context("cannot read the audit log")?;
+        out.push('\n');
+        out.push_str(&describe_evidence(&evidence)?);
+    }
+    Ok(out)
+}
+
+/// The recordings' part of `audit verify`: an error naming each altered
+/// file, else a count (and the files deleted since, which a retention
+/// policy may explain).
+fn describe_evidence(evidence: &audit::EvidenceReport) -> anyhow::Result<String> {
+    let line = |seq: &u64, path: &Path| format!("\n  seq {seq}: {}", path.display());
+    if !evidence.altered.is_empty() {
+        let altered: String = evidence
+            .altered
+            .iter()
+            .map(|(seq, path, problem)| format!("{}: {problem}", line(seq, path)))
+            .collect();
+        bail!(
+            "FAILED: {} recording(s) or query log(s) changed since their session ended:{altered}",
+            evidence.altered.len()
+        );
+    }
+    let mut out = format!(
+        "OK: {} recording(s) and query log(s) as their sessions left them",
+        evidence.intact
+    );
+    if !evidence.missing.is_empty() {
+        out.push_str(&format!("; {} no longer there:", evidence.missing.len()));
+        for (seq, path) in &evidence.missing {
+            out.push_str(&line(seq, path));
+        }
+    }
+    Ok(out)
 }
 
 pub fn totp_enroll(config_path: &Path, user: &str, force: bool) -> anyhow::Result<String> {

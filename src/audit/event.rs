@@ -104,6 +104,10 @@ pub enum AuditEvent {
         bytes_to_client: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         recording: Option<String>,
+        /// What the recording held when the channel ended (see
+        /// `evidence`): the chain vouches for it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recording_digest: Option<super::FileDigest>,
     },
     /// A target's SSH host key was recorded on first contact, or did not
     /// match the pinned or recorded one (the session is refused).
@@ -187,6 +191,11 @@ pub enum AuditEvent {
         statements: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         severed: Option<String>,
+        /// Postgres: the session's query log, and what it held at the end.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        query_log: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        query_log_digest: Option<super::FileDigest>,
     },
 }
 

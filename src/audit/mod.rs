@@ -12,10 +12,14 @@
 //! kept somewhere else: `verify` prints it, the `jitgate_audit_head_seq`
 //! metric exports the seq, and `verify --anchor SEQ:HASH` checks a log
 //! against a head recorded earlier.
+//!
+//! Records that end a recorded session carry the digest of its recording
+//! or query log, so the chain vouches for those files too (`evidence`).
 
 mod anchor;
 mod backlog;
 mod event;
+mod evidence;
 mod verify;
 
 use std::fs::{File, OpenOptions};
@@ -33,6 +37,7 @@ use crate::fsutil;
 pub use anchor::{Anchor, anchor_path, check_anchor, load_anchor, save_anchor};
 pub use backlog::records_after;
 pub use event::{AuditEvent, Protocol};
+pub use evidence::{Digesting, EvidenceReport, FileDigest, check_evidence, digest_file};
 pub use verify::{VerifyError, VerifyReport, chain_files, verify_against, verify_files};
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";

@@ -184,6 +184,7 @@ pub fn describe(event: &AuditEvent) -> String {
             duration_ms,
             statements,
             severed,
+            ..
         } => {
             let how = severed
                 .as_ref()

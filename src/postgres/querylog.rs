@@ -15,6 +15,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::wire::{cstr, error_fields};
+use crate::audit::{Digesting, FileDigest};
 
 /// Longest statement text kept in a log entry.
 const STATEMENT_LIMIT: usize = 16 * 1024;
@@ -288,7 +289,7 @@ struct Line<'a> {
 /// publishes each line for live followers.
 pub struct QueryLogWriter {
     pub path: PathBuf,
-    file: Arc<parking_lot::Mutex<std::io::BufWriter<std::fs::File>>>,
+    file: Arc<parking_lot::Mutex<std::io::BufWriter<Digesting<std::fs::File>>>>,
     session: String,
     user: String,
     resource: String,
@@ -309,14 +310,17 @@ impl QueryLogWriter {
         use std::os::unix::fs::OpenOptionsExt;
         crate::fsutil::ensure_private_dir(dir)?;
         let path = dir.join(format!("{session}.jsonl"));
+        // A new file: its digest covers all of it.
         let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
+            .write(true)
+            .create_new(true)
             .mode(0o600)
             .open(&path)?;
         Ok(Self {
             path,
-            file: Arc::new(parking_lot::Mutex::new(std::io::BufWriter::new(file))),
+            file: Arc::new(parking_lot::Mutex::new(std::io::BufWriter::new(
+                Digesting::new(file),
+            ))),
             session: session.to_string(),
             user: user.to_string(),
             resource: resource.to_string(),
@@ -355,6 +359,11 @@ impl QueryLogWriter {
 
     pub fn flush(&mut self) -> std::io::Result<()> {
         self.file.lock().flush()
+    }
+
+    /// What the file holds, once flushed.
+    pub fn digest(&self) -> FileDigest {
+        self.file.lock().get_ref().digest()
     }
 
     /// A handle that flushes this log from elsewhere (a follower).

@@ -337,12 +337,20 @@ impl PgSession {
 
 impl Drop for PgSession {
     fn drop(&mut self) {
-        let statements = {
+        let (statements, query_log, query_log_digest) = {
             let mut log = self.log.lock();
             let left = log.tracker.unfinished();
             log.write_all(&left);
-            let _ = log.writer.flush();
-            log.tracker.statements
+            if let Err(e) = log.writer.flush() {
+                metrics::counter!("jitgate_query_log_write_failures_total").increment(1);
+                tracing::error!(error = %e, path = %log.writer.path.display(), "query log write failed");
+            }
+            (
+                log.tracker.statements,
+                log.writer.path.display().to_string(),
+                // What the file holds, even if its last lines did not fit.
+                log.writer.digest(),
+            )
         };
         let severed = self.ending().filter(|e| e.severed).map(|e| e.message);
         let event = AuditEvent::SessionEnded {
@@ -352,6 +360,8 @@ impl Drop for PgSession {
             duration_ms: self.started.elapsed().as_millis() as u64,
             statements: Some(statements),
             severed,
+            query_log: Some(query_log),
+            query_log_digest: Some(query_log_digest),
         };
         let gateway = self.frontend.runtime.gateway.clone();
         // Audit writes fsync: keep them off the event loop, and tracked so

@@ -203,6 +203,8 @@ impl Drop for DataPlane {
                 .severed
                 .load(Ordering::Acquire)
                 .then(|| self.ended_message()),
+            query_log: None,
+            query_log_digest: None,
         };
         let gateway = self.gateway.clone();
         // Audit writes fsync: keep them off the async workers.

@@ -48,6 +48,7 @@ pub async fn relay_forward(
             bytes_from_client: bytes_in,
             bytes_to_client: bytes_out,
             recording: None,
+            recording_digest: None,
         },
     );
 }

@@ -14,6 +14,8 @@ use std::time::Instant;
 use serde_json::json;
 use tokio::sync::broadcast;
 
+use crate::audit::{Digesting, FileDigest};
+
 /// One recorded event line, numbered so a follower can join the file
 /// catch-up and the live stream without gaps or repeats.
 #[derive(Clone, Debug)]
@@ -24,7 +26,7 @@ pub struct LiveEvent {
 
 pub struct Recorder {
     path: PathBuf,
-    file: File,
+    file: Digesting<File>,
     started: Instant,
     /// Bytes of an incomplete UTF-8 sequence held back from the last chunk.
     carry: Vec<u8>,
@@ -44,11 +46,13 @@ impl Recorder {
     ) -> std::io::Result<Self> {
         crate::fsutil::ensure_private_dir(dir)?;
         let path = dir.join(format!("{name}.cast"));
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)?;
+        let mut file = Digesting::new(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)?,
+        );
         let header = json!({
             "version": 2,
             "width": width.clamp(1, 10_000),
@@ -71,6 +75,11 @@ impl Recorder {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// What the file holds so far, byte for byte.
+    pub fn digest(&self) -> FileDigest {
+        self.file.digest()
     }
 
     /// What `follow` needs: the file for catch-up and the live stream.

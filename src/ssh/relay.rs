@@ -106,10 +106,16 @@ async fn relay(
     );
     let ((bytes_in, _), (bytes_out, exit_status)) = tokio::join!(inbound, outbound);
     let used = shared.lock();
-    let recording = used
-        .recorder
-        .as_ref()
-        .map(|r| r.lock().path().display().to_string());
+    let (recording, recording_digest) = match &used.recorder {
+        Some(recorder) => {
+            let recorder = recorder.lock();
+            (
+                Some(recorder.path().display().to_string()),
+                Some(recorder.digest()),
+            )
+        }
+        None => (None, None),
+    };
     audit_later(
         &plane,
         AuditEvent::ChannelEnded {
@@ -120,6 +126,7 @@ async fn relay(
             bytes_from_client: bytes_in,
             bytes_to_client: bytes_out,
             recording,
+            recording_digest,
         },
     );
 }

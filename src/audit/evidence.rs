@@ -1,0 +1,207 @@
+//! Session recordings and query logs, vouched for by the audit chain.
+//!
+//! Each file a session writes is digested as it is written (exactly the
+//! bytes the file accepted), and the record that closes the channel or
+//! session carries the digest. Since that record is chained, editing,
+//! truncating or swapping a recording afterwards shows: `audit verify
+//! --files` digests each file again and compares.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// What a file held when its session closed it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDigest {
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// A writer that digests what its inner writer accepts.
+pub struct Digesting<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W> Digesting<W> {
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    /// The digest of everything written so far.
+    pub fn digest(&self) -> FileDigest {
+        FileDigest {
+            bytes: self.bytes,
+            sha256: hex::encode(self.hasher.clone().finalize()),
+        }
+    }
+}
+
+impl<W: Write> Write for Digesting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.hasher.update(&buf[..written]);
+        self.bytes += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Digests a file as it is now.
+pub fn digest_file(path: &Path) -> std::io::Result<FileDigest> {
+    let mut file = std::fs::File::open(path)?;
+    let mut digesting = Digesting::new(std::io::sink());
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let read = file.read(&mut buf)?;
+        if read == 0 {
+            return Ok(digesting.digest());
+        }
+        digesting.write_all(&buf[..read])?;
+    }
+}
+
+/// How the files a chain vouches for compare with what it recorded.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct EvidenceReport {
+    pub intact: usize,
+    /// Gone (a retention policy may have deleted them): (seq, file).
+    pub missing: Vec<(u64, PathBuf)>,
+    /// Changed since: (seq, file, what differs).
+    pub altered: Vec<(u64, PathBuf, String)>,
+}
+
+/// Digests again every recording and query log named, with a digest, in
+/// the records of `files` (a chain already verified).
+pub fn check_evidence(files: &[PathBuf]) -> std::io::Result<EvidenceReport> {
+    let mut report = EvidenceReport::default();
+    for file in files {
+        let text = std::fs::read_to_string(file)?;
+        for line in text.lines() {
+            let Ok(record) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            let seq = record["seq"].as_u64().unwrap_or_default();
+            for (path, recorded) in vouched(&record["event"]) {
+                check_one(&mut report, seq, path, &recorded);
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// The (file, digest) pairs an event vouches for.
+fn vouched(event: &Value) -> Vec<(PathBuf, FileDigest)> {
+    [
+        ("recording", "recording_digest"),
+        ("query_log", "query_log_digest"),
+    ]
+    .into_iter()
+    .filter_map(|(path, digest)| {
+        let path = PathBuf::from(event.get(path)?.as_str()?);
+        let digest = serde_json::from_value(event.get(digest)?.clone()).ok()?;
+        Some((path, digest))
+    })
+    .collect()
+}
+
+fn check_one(report: &mut EvidenceReport, seq: u64, path: PathBuf, recorded: &FileDigest) {
+    match digest_file(&path) {
+        Ok(now) if now == *recorded => report.intact += 1,
+        Ok(now) => {
+            let problem = if now.bytes == recorded.bytes {
+                "its content changed".to_string()
+            } else {
+                format!(
+                    "it holds {} bytes where {} were written",
+                    now.bytes, recorded.bytes
+                )
+            };
+            report.altered.push((seq, path, problem));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => report.missing.push((seq, path)),
+        Err(e) => report
+            .altered
+            .push((seq, path, format!("it cannot be read: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_digest_follows_what_the_file_accepted_and_matches_a_fresh_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.cast");
+        let mut writer = Digesting::new(std::fs::File::create(&path).unwrap());
+        writeln!(writer, "{{\"version\": 2}}").unwrap();
+        writer.write_all(&[7u8; 100_000]).unwrap();
+        let digest = writer.digest();
+        assert_eq!(digest.bytes, 15 + 100_000);
+        assert_eq!(digest_file(&path).unwrap(), digest);
+        let empty = Digesting::new(std::io::sink()).digest();
+        assert_eq!(
+            empty.sha256,
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn changed_truncated_and_deleted_files_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            (path.clone(), digest_file(&path).unwrap())
+        };
+        let files = [
+            write("kept", "one\n"),
+            write("edited", "rm -rf /\n"),
+            write("cut", "two\nthree\n"),
+            write("gone", "four\n"),
+        ];
+        std::fs::write(&files[1].0, "ls -la /\n").unwrap();
+        std::fs::write(&files[2].0, "two\n").unwrap();
+        std::fs::remove_file(&files[3].0).unwrap();
+        let log = dir.path().join("audit.log");
+        let lines: Vec<String> = files
+            .iter()
+            .enumerate()
+            .map(|(i, (path, digest))| {
+                serde_json::json!({
+                    "seq": i + 1,
+                    "event": {"type": "channel_ended", "recording": path, "recording_digest": digest},
+                })
+                .to_string()
+            })
+            .collect();
+        std::fs::write(&log, lines.join("\n")).unwrap();
+
+        let report = check_evidence(&[log]).unwrap();
+        assert_eq!(report.intact, 1);
+        assert_eq!(report.missing, vec![(4, files[3].0.clone())]);
+        assert_eq!(
+            report.altered,
+            vec![
+                (2, files[1].0.clone(), "its content changed".to_string()),
+                (
+                    3,
+                    files[2].0.clone(),
+                    "it holds 4 bytes where 10 were written".to_string()
+                ),
+            ]
+        );
+    }
+}

@@ -1,0 +1,110 @@
+//! Session recordings and query logs are vouched for by the audit chain:
+//! `audit verify --recordings` tells a file changed after its session
+//! ended, or deleted, from one left as it was.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{BIN, World, wait_until};
+
+fn verify_recordings(world: &World) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(["audit", "verify", "--recordings"])
+        .arg(world.path("audit/audit.log"))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The only file in `dir`.
+fn only_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    files[0].clone()
+}
+
+#[test]
+fn recordings_and_query_logs_changed_or_deleted_after_their_session_are_found() {
+    let world = World::with_both_targets(&[], |text| text);
+    world.lease_web("alice", "10m");
+    let mut shell = world
+        .target_ssh("alice", "web-01")
+        .arg("-tt")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    shell
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"echo recorded-$((6*7)); exit\n")
+        .unwrap();
+    assert!(shell.wait_with_output().unwrap().status.success());
+    let (_, password) = world.lease_pg("alice", "10m");
+    let (out, err, ok) = world.psql_run("alice", &password, "select 'logged-' || 42");
+    assert!(ok, "{err}");
+    assert_eq!(out, "logged-42");
+    assert!(wait_until(Duration::from_secs(10), || {
+        let audit = world.audit_text();
+        audit.contains("\"recording_digest\"") && audit.contains("\"query_log_digest\"")
+    }));
+
+    let (ok, text) = verify_recordings(&world);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("OK: 2 recording(s) and query log(s) as their sessions left them"),
+        "{text}"
+    );
+
+    // One character of the recording changed: named, with its record.
+    let recording = only_file(&world.path("recordings"));
+    let original = std::fs::read_to_string(&recording).unwrap();
+    std::fs::write(&recording, original.replace("recorded-42", "recorded-43")).unwrap();
+    let (ok, text) = verify_recordings(&world);
+    assert!(!ok, "{text}");
+    assert!(text.contains("FAILED: 1 recording(s)"), "{text}");
+    assert!(
+        text.contains(&format!("{}: its content changed", recording.display())),
+        "{text}"
+    );
+    std::fs::write(&recording, &original).unwrap();
+
+    // A deleted query log is listed, not taken for a changed one.
+    let query_log = only_file(&world.path("querylogs"));
+    std::fs::remove_file(&query_log).unwrap();
+    let (ok, text) = verify_recordings(&world);
+    assert!(ok, "{text}");
+    assert!(text.contains("OK: 1 recording(s)"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "1 no longer there:\n  seq {}: {}",
+            seq_of_session_end(&world, &query_log),
+            query_log.display()
+        )),
+        "{text}"
+    );
+}
+
+/// The seq of the audit record that names `file`.
+fn seq_of_session_end(world: &World, file: &std::path::Path) -> u64 {
+    let name = file.display().to_string();
+    world
+        .audit_text()
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find(|record| record["event"]["query_log"] == name.as_str())
+        .and_then(|record| record["seq"].as_u64())
+        .expect("a record naming the query log")
+}
