@@ -224,3 +224,61 @@ fn a_login_left_to_time_out_counts_against_its_source_unless_the_target_was_slow
         world.metrics()
     );
 }
+
+/// Connects to the Postgres port, sends `bytes`, reads until it closes.
+fn pg_send(world: &World, bytes: &[u8]) -> Vec<u8> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", world.pg_port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(bytes).unwrap();
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stream, &mut answer);
+    answer
+}
+
+#[test]
+fn connections_that_never_try_to_log_in_cost_a_little_and_leaving_at_the_password_prompt_nothing() {
+    let world = World::start_with(|text| {
+        format!(
+            "{text}\n[penalties]\nper_failure = \"10s\"\nper_no_login = \"6s\"\nthreshold = \"15s\"\nmax = \"30s\"\nexempt = []\n"
+        )
+    });
+    // psql without a password leaves when asked for one (it would prompt
+    // and connect again): no cost, however often.
+    for _ in 0..4 {
+        let out = world
+            .psql("alice", "orders-prod", "")
+            .env_remove("PGPASSWORD")
+            .args(["-w", "-c", "select 1"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no password supplied"), "{err}");
+    }
+    world.ok("alice", "status");
+
+    // Garbage on the Postgres port and an SSH connection that leaves
+    // after the banner: 12 s, not yet shut out.
+    let answer = pg_send(&world, b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n");
+    assert!(String::from_utf8_lossy(&answer).contains("08P01"));
+    let (ssh_scan, banner) = first_words(world.ssh_port);
+    assert!(banner.starts_with("SSH-2.0-"), "{banner:?}");
+    drop(ssh_scan);
+    world.ok("alice", "status");
+    // A TLS handshake given up: 18 s, shut out.
+    let mut tls = std::net::TcpStream::connect(("127.0.0.1", world.pg_port)).unwrap();
+    tls.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).unwrap();
+    let mut answer = [0u8; 1];
+    std::io::Read::read_exact(&mut tls, &mut answer).unwrap();
+    assert_eq!(&answer, b"S");
+    drop(tls);
+    assert!(
+        wait_until(Duration::from_secs(5), || world
+            .audit_text()
+            .contains(r#""source":"127.0.0.1","type":"source_penalized""#)),
+        "{}",
+        world.audit_text()
+    );
+    assert!(!world.ssh("alice", "status").status.success());
+}

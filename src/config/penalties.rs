@@ -5,6 +5,9 @@
 //! the source are closed at once, before any handshake, and cost neither
 //! an audit record nor a password check. A source may also hold only so
 //! many connections that have not logged in yet (`max_pending_logins`).
+//! A connection that ends without trying to log in (a scanner, a TLS or
+//! SSH handshake given up) adds the smaller `per_no_login`, as sshd's
+//! "noauth" penalty: handshakes cost the gateway CPU, even unanswered.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -20,6 +23,7 @@ use super::validate::Checker;
 #[serde(deny_unknown_fields, default)]
 pub struct PenaltiesSection {
     pub per_failure: HumanDuration,
+    pub per_no_login: HumanDuration,
     pub threshold: HumanDuration,
     pub max: HumanDuration,
     pub max_pending_logins: usize,
@@ -30,6 +34,7 @@ impl Default for PenaltiesSection {
     fn default() -> Self {
         Self {
             per_failure: HumanDuration::from_secs(5),
+            per_no_login: HumanDuration::from_secs(1),
             threshold: HumanDuration::from_secs(15),
             max: HumanDuration::from_secs(600),
             max_pending_logins: 32,
@@ -43,6 +48,8 @@ pub struct Penalties {
     /// Added to a source's penalty by each failed login; zero turns
     /// penalties off.
     pub per_failure: Duration,
+    /// Added by each connection that ends without trying to log in.
+    pub per_no_login: Duration,
     /// A source is shut out while more than this is left of its penalty.
     pub threshold: Duration,
     /// No penalty grows past this.
@@ -85,6 +92,7 @@ pub(super) fn validate_penalties(
         .collect::<Result<_, _>>()?;
     let penalties = Penalties {
         per_failure: section.per_failure.as_duration(),
+        per_no_login: section.per_no_login.as_duration(),
         threshold: section.threshold.as_duration(),
         max: section.max.as_duration(),
         max_pending_logins: section.max_pending_logins,

@@ -51,10 +51,15 @@ impl PenaltyBox {
             .is_some_and(|until| until.saturating_duration_since(now) > settings.threshold)
     }
 
-    /// Adds one failed login to `source`'s penalty. Returns how long the
-    /// source is now shut out for, when this failure is the one that shut
-    /// it out.
-    pub fn failed(&self, settings: &Penalties, source: IpAddr, now: Instant) -> Option<Duration> {
+    /// Adds `penalty` to `source`'s. Returns how long the source is now
+    /// shut out for, when this is what shut it out.
+    pub fn add(
+        &self,
+        settings: &Penalties,
+        source: IpAddr,
+        penalty: Duration,
+        now: Instant,
+    ) -> Option<Duration> {
         if self.sources.len() >= MAX_SOURCES && !self.sources.contains_key(&source) {
             self.sources.retain(|_, until| *until > now);
             if self.sources.len() >= MAX_SOURCES {
@@ -64,7 +69,7 @@ impl PenaltyBox {
         }
         let mut until = self.sources.entry(source).or_insert(now);
         let before = until.saturating_duration_since(now);
-        let after = (before + settings.per_failure).min(settings.max);
+        let after = (before + penalty).min(settings.max);
         *until = now + after;
         (before <= settings.threshold && after > settings.threshold)
             .then(|| after - settings.threshold)
@@ -103,13 +108,27 @@ impl Gateway {
     /// Records a failed login from `remote`: audited when it shuts the
     /// source out. Blocking (it may write an audit record).
     pub fn login_failed(&self, remote: IpAddr) {
+        self.penalize(remote, |settings| settings.per_failure);
+    }
+
+    /// Records a connection from `remote` that ended without trying to log
+    /// in. Blocking, as `login_failed`.
+    pub fn left_without_login(&self, remote: IpAddr) {
+        self.penalize(remote, |settings| settings.per_no_login);
+    }
+
+    fn penalize(&self, remote: IpAddr, penalty: impl Fn(&Penalties) -> Duration) {
         let config = self.config();
         let settings = &config.penalties;
-        if !settings.enabled() || settings.exempts(remote) {
+        let penalty = penalty(settings);
+        if !settings.enabled() || penalty.is_zero() || settings.exempts(remote) {
             return;
         }
         let source = source_of(remote);
-        if let Some(shut_out) = self.penalties.failed(settings, source, Instant::now()) {
+        if let Some(shut_out) = self
+            .penalties
+            .add(settings, source, penalty, Instant::now())
+        {
             let source = display(source);
             tracing::warn!(%source, seconds = shut_out.as_secs(), "logins keep failing; the source is shut out");
             self.audit(AuditEvent::SourcePenalized {
@@ -124,9 +143,12 @@ impl Gateway {
 mod tests {
     use super::*;
 
+    const FAILURE: Duration = Duration::from_secs(5);
+
     fn settings() -> Penalties {
         Penalties {
-            per_failure: Duration::from_secs(5),
+            per_failure: FAILURE,
+            per_no_login: Duration::from_secs(1),
             threshold: Duration::from_secs(15),
             max: Duration::from_secs(600),
             max_pending_logins: 32,
@@ -140,12 +162,12 @@ mod tests {
         let source: IpAddr = "203.0.113.7".parse().unwrap();
         let start = Instant::now();
         for _ in 0..3 {
-            assert_eq!(table.failed(&settings, source, start), None);
+            assert_eq!(table.add(&settings, source, FAILURE, start), None);
         }
         assert!(!table.shuts_out(&settings, source, start));
         // The fourth failure in a row: 20 s of penalty, 5 s past the threshold.
         assert_eq!(
-            table.failed(&settings, source, start),
+            table.add(&settings, source, FAILURE, start),
             Some(Duration::from_secs(5))
         );
         assert!(table.shuts_out(&settings, source, start));
@@ -162,7 +184,7 @@ mod tests {
         let source: IpAddr = "203.0.113.7".parse().unwrap();
         let now = Instant::now();
         for _ in 0..1000 {
-            table.failed(&settings, source, now);
+            table.add(&settings, source, FAILURE, now);
         }
         assert!(table.shuts_out(&settings, source, now + Duration::from_secs(584)));
         assert!(!table.shuts_out(&settings, source, now + Duration::from_secs(586)));

@@ -11,7 +11,8 @@ use tokio::io::AsyncWriteExt;
 
 use super::Frontend;
 use super::UserSlot;
-use super::login::{ClientProgress, Peer, asks_for_replication};
+use super::login::{Peer, asks_for_replication};
+use super::progress::ClientProgress;
 use super::upstream::{Login, Stream, Upstream, UpstreamError, UpstreamTls};
 use super::wire::{self, read_message, sqlstate};
 use crate::config::{Resource, ResourceKind};
@@ -89,6 +90,7 @@ pub async fn admit(
             "jitgate does not relay replication connections".into(),
         )));
     }
+    progress.asked_for_password();
     let password = match read_password(client, asked).await? {
         Ok(password) => password,
         Err(refusal) => return Ok(Err(refusal)),
@@ -97,7 +99,7 @@ pub async fn admit(
         Ok(found) => found,
         Err(refusal) => return Ok(Err(refusal)),
     };
-    progress.identified();
+    progress.settled();
     let config = frontend.runtime.gateway.config();
     let limit = config.postgres.max_connections_per_user;
     let Some(slot) = frontend.take_slot(asked.user, limit) else {

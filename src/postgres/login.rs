@@ -4,7 +4,6 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
@@ -12,6 +11,7 @@ use tokio::net::TcpStream;
 
 use super::admission::{self, Admitted, Asked};
 use super::cancel::{ClientKey, UpstreamKey, cancel_upstream};
+use super::progress::{ClientProgress, StartupEnd};
 use super::session::{NewSession, PgSession};
 use super::upstream::{Stream, Upstream};
 use super::wire::{self, StartupPacket, read_startup, sqlstate};
@@ -19,22 +19,6 @@ use super::{Frontend, relay};
 use crate::audit::{AuditEvent, Protocol};
 /// The first byte of a TLS handshake: a client using `sslnegotiation=direct`.
 const TLS_HANDSHAKE: u8 = 0x16;
-
-/// Whether a login in progress has shown its lease password, so that the
-/// time still running is the gateway's (its login upstream), not the
-/// client's.
-#[derive(Default)]
-pub(super) struct ClientProgress(AtomicBool);
-
-impl ClientProgress {
-    pub(super) fn identified(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-
-    fn is_identified(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
 
 /// A client connection's two ends: who connected (audited, and shown as
 /// such) and the gateway address it reached (named in suggested commands).
@@ -70,23 +54,15 @@ pub async fn handle(
     drop(pending);
     match negotiated {
         Ok(Ok(Some((session, client, upstream)))) => relay::run(session, client, upstream).await,
-        Ok(Ok(None)) => {}
+        Ok(Ok(None)) => progress.charge(&frontend, remote.ip(), StartupEnd::Closed),
         Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "postgres connection ended during startup")
+            tracing::debug!(%peer, error = %e, "postgres connection ended during startup");
+            progress.charge(&frontend, remote.ip(), StartupEnd::Closed);
         }
         Err(_) => {
             metrics::counter!("jitgate_postgres_startup_timeouts_total").increment(1);
             tracing::debug!(%peer, "postgres startup timed out");
-            if progress.is_identified() {
-                return;
-            }
-            // Holding a login open until it times out costs the source as
-            // a failed login does (sshd's "grace-exceeded").
-            let gateway = frontend.runtime.gateway.clone();
-            frontend
-                .runtime
-                .tracker
-                .spawn_blocking(move || gateway.login_failed(remote.ip()));
+            progress.charge(&frontend, remote.ip(), StartupEnd::TimedOut);
         }
     }
 }
@@ -129,10 +105,12 @@ async fn negotiate(
                 process_id,
                 secret_key,
             } => {
+                progress.settled();
                 forward_cancel(frontend, process_id, secret_key).await;
                 return Ok(None);
             }
             StartupPacket::Startup { params, .. } => {
+                progress.settled();
                 let user = param(&params, "user").unwrap_or_default();
                 audit_refusal(
                     frontend,
@@ -176,6 +154,7 @@ async fn after_tls(
             process_id,
             secret_key,
         } => {
+            progress.settled();
             forward_cancel(frontend, process_id, secret_key).await;
             Ok(None)
         }
@@ -265,6 +244,7 @@ async fn login(
     let admitted = match admission::admit(frontend, &mut client, &asked, progress).await? {
         Ok(admitted) => admitted,
         Err(refusal) => {
+            progress.settled();
             let failure = Failure {
                 against_source: refusal.is_failed_login(),
                 reason: refusal.reason,

@@ -17,6 +17,7 @@ mod admission;
 pub mod cancel;
 mod framer;
 mod login;
+mod progress;
 pub mod querylog;
 mod relay;
 pub mod scram;

@@ -133,29 +133,34 @@ async fn accept_loop(
     }
 }
 
-/// Counts a connection that ends after a refused login, or out of time to
-/// log in, and no successful login, against its source (`[penalties]`),
-/// however the connection ends.
-struct FailedLoginCount {
+/// Counts a connection that ends without a successful login against its
+/// source (`[penalties]`), however the connection ends: as a failed login
+/// after a refused key or user or when its time to log in ran out, else
+/// (it never tried: a scanner, a client that stopped at the host key
+/// question) as a connection without a login.
+struct LoginOutcome {
     runtime: Runtime,
     remote: SocketAddr,
     login: Arc<handler::LoginState>,
 }
 
-impl Drop for FailedLoginCount {
+impl Drop for LoginOutcome {
     fn drop(&mut self) {
-        if !self.login.failed() {
+        if self.login.authenticated() {
             return;
         }
+        let failed = self.login.failed();
         let (gateway, address) = (self.runtime.gateway.clone(), self.remote.ip());
+        let count = move || match failed {
+            true => gateway.login_failed(address),
+            false => gateway.left_without_login(address),
+        };
         // A connection dropped as the runtime shuts down has no runtime to
         // hand the (blocking) audit write to.
         if tokio::runtime::Handle::try_current().is_ok() {
-            self.runtime
-                .tracker
-                .spawn_blocking(move || gateway.login_failed(address));
+            self.runtime.tracker.spawn_blocking(count);
         } else {
-            gateway.login_failed(address);
+            count();
         }
     }
 }
@@ -196,7 +201,7 @@ async fn serve_connection(
         pending,
     );
     let login = handler.login_state();
-    let _counted = FailedLoginCount {
+    let _counted = LoginOutcome {
         runtime: runtime.clone(),
         remote,
         login: login.clone(),
