@@ -1,6 +1,7 @@
 //! Session recordings and query logs are vouched for by the audit chain:
 //! `audit verify --recordings` tells a file changed after its session
-//! ended, or deleted, from one left as it was.
+//! ended, or deleted, from one left as it was, and `replay` shows auditors
+//! only files left as they were.
 
 mod common;
 
@@ -35,7 +36,7 @@ fn only_file(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 #[test]
-fn recordings_and_query_logs_changed_or_deleted_after_their_session_are_found() {
+fn recordings_and_query_logs_are_shown_and_verified_only_as_their_sessions_left_them() {
     let world = World::with_both_targets(&[], |text| text);
     world.lease_web("alice", "10m");
     let mut shell = world
@@ -68,6 +69,27 @@ fn recordings_and_query_logs_changed_or_deleted_after_their_session_are_found() 
         "{text}"
     );
 
+    // Auditors replay them over the control plane; others may not.
+    let ssh_session = session_naming(&world, "recording");
+    let pg_session = session_naming(&world, "query_log");
+    assert!(
+        world
+            .ok("carol", &format!("replay {ssh_session}"))
+            .contains("recorded-42")
+    );
+    let statements = world.ok("carol", &format!("replay {pg_session}"));
+    assert!(
+        statements.contains("select 'logged-' || 42 -> SELECT 1"),
+        "{statements}"
+    );
+    let raw = world.ok("carol", &format!("replay {pg_session} --json"));
+    let line: serde_json::Value = serde_json::from_str(raw.lines().next().unwrap()).unwrap();
+    assert_eq!(line["user"], "alice");
+    let refused = world.refused("alice", &format!("replay {ssh_session}"));
+    assert!(refused.contains("needs the audit permission"), "{refused}");
+    let refused = world.refused("carol", "replay s-000000000000");
+    assert!(refused.contains("no recording or query log"), "{refused}");
+
     // One character of the recording changed: named, with its record.
     let recording = only_file(&world.path("recordings"));
     let original = std::fs::read_to_string(&recording).unwrap();
@@ -79,11 +101,18 @@ fn recordings_and_query_logs_changed_or_deleted_after_their_session_are_found() 
         text.contains(&format!("{}: its content changed", recording.display())),
         "{text}"
     );
+    let refused = world.refused("carol", &format!("replay {ssh_session}"));
+    assert!(
+        refused.contains("changed since its session ended") && !refused.contains("recorded-4"),
+        "{refused}"
+    );
     std::fs::write(&recording, &original).unwrap();
 
     // A deleted query log is listed, not taken for a changed one.
     let query_log = only_file(&world.path("querylogs"));
     std::fs::remove_file(&query_log).unwrap();
+    let refused = world.refused("carol", &format!("replay {pg_session}"));
+    assert!(refused.contains("no longer exists"), "{refused}");
     let (ok, text) = verify_recordings(&world);
     assert!(ok, "{text}");
     assert!(text.contains("OK: 1 recording(s)"), "{text}");
@@ -107,4 +136,17 @@ fn seq_of_session_end(world: &World, file: &std::path::Path) -> u64 {
         .find(|record| record["event"]["query_log"] == name.as_str())
         .and_then(|record| record["seq"].as_u64())
         .expect("a record naming the query log")
+}
+
+/// The session of the record that names a file in `field`.
+fn session_naming(world: &World, field: &str) -> String {
+    world
+        .audit_text()
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find_map(|record| {
+            record["event"].get(field)?;
+            record["event"]["session"].as_str().map(String::from)
+        })
+        .expect("a record naming a file")
 }

@@ -93,7 +93,7 @@ pub fn check_evidence(files: &[PathBuf]) -> std::io::Result<EvidenceReport> {
                 continue;
             };
             let seq = record["seq"].as_u64().unwrap_or_default();
-            for (path, recorded) in vouched(&record["event"]) {
+            for (_, path, recorded) in vouched(&record["event"]) {
                 check_one(&mut report, seq, path, &recorded);
             }
         }
@@ -101,19 +101,99 @@ pub fn check_evidence(files: &[PathBuf]) -> std::io::Result<EvidenceReport> {
     Ok(report)
 }
 
-/// The (file, digest) pairs an event vouches for.
-fn vouched(event: &Value) -> Vec<(PathBuf, FileDigest)> {
+/// What a vouched-for file is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EvidenceKind {
+    /// An SSH pty session's asciicast recording.
+    Recording,
+    /// A Postgres session's query log (JSON lines).
+    QueryLog,
+}
+
+/// The files an event vouches for.
+fn vouched(event: &Value) -> Vec<(EvidenceKind, PathBuf, FileDigest)> {
     [
-        ("recording", "recording_digest"),
-        ("query_log", "query_log_digest"),
+        (EvidenceKind::Recording, "recording", "recording_digest"),
+        (EvidenceKind::QueryLog, "query_log", "query_log_digest"),
     ]
     .into_iter()
-    .filter_map(|(path, digest)| {
+    .filter_map(|(kind, path, digest)| {
         let path = PathBuf::from(event.get(path)?.as_str()?);
         let digest = serde_json::from_value(event.get(digest)?.clone()).ok()?;
-        Some((path, digest))
+        Some((kind, path, digest))
     })
     .collect()
+}
+
+/// A file the chain vouches for, with the record that does.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Vouched {
+    pub seq: u64,
+    pub kind: EvidenceKind,
+    pub path: PathBuf,
+    pub digest: FileDigest,
+}
+
+/// The recordings and query log of `session`, oldest first, from the
+/// records of `files`.
+pub fn vouched_for_session(files: &[PathBuf], session: &str) -> std::io::Result<Vec<Vouched>> {
+    let mut found = Vec::new();
+    let quoted = format!("\"{session}\"");
+    for file in files {
+        let reader = std::io::BufReader::new(std::fs::File::open(file)?);
+        for line in std::io::BufRead::lines(reader) {
+            let line = line?;
+            // Most records are not about this session: skip them unparsed.
+            if !line.contains(&quoted) {
+                continue;
+            }
+            let Ok(record) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if record["event"]["session"] != session {
+                continue;
+            }
+            let seq = record["seq"].as_u64().unwrap_or_default();
+            found.extend(
+                vouched(&record["event"])
+                    .into_iter()
+                    .map(|(kind, path, digest)| Vouched {
+                        seq,
+                        kind,
+                        path,
+                        digest,
+                    }),
+            );
+        }
+    }
+    Ok(found)
+}
+
+/// Reads a vouched-for file (up to `limit` bytes), if it is still what
+/// the chain vouches for; else says what is wrong with it.
+pub fn read_vouched(vouched: &Vouched, limit: u64) -> Result<Vec<u8>, String> {
+    let name = vouched.path.display();
+    if vouched.digest.bytes > limit {
+        return Err(format!(
+            "{name} holds {} bytes, more than {limit} can be shown here: read it on the gateway host",
+            vouched.digest.bytes
+        ));
+    }
+    let bytes = std::fs::read(&vouched.path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!("{name} no longer exists"),
+        _ => format!("{name} cannot be read: {e}"),
+    })?;
+    let mut digesting = Digesting::new(std::io::sink());
+    digesting
+        .write_all(&bytes)
+        .map_err(|e| format!("{name}: {e}"))?;
+    if digesting.digest() != vouched.digest {
+        return Err(format!(
+            "{name} changed since its session ended (audit record seq {}): not shown",
+            vouched.seq
+        ));
+    }
+    Ok(bytes)
 }
 
 fn check_one(report: &mut EvidenceReport, seq: u64, path: PathBuf, recorded: &FileDigest) {

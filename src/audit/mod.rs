@@ -37,7 +37,10 @@ use crate::fsutil;
 pub use anchor::{Anchor, anchor_path, check_anchor, load_anchor, save_anchor};
 pub use backlog::records_after;
 pub use event::{AuditEvent, Protocol};
-pub use evidence::{Digesting, EvidenceReport, FileDigest, check_evidence, digest_file};
+pub use evidence::{
+    Digesting, EvidenceKind, EvidenceReport, FileDigest, Vouched, check_evidence, digest_file,
+    read_vouched, vouched_for_session,
+};
 pub use verify::{VerifyError, VerifyReport, chain_files, verify_against, verify_files};
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";

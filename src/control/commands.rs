@@ -89,7 +89,10 @@ pub async fn run<T: Terminal>(
                     assignments,
                 },
         } => workflow_set(gateway, &user, resource, assignments).await,
-        ControlCommand::Watch | ControlCommand::Follow { .. } | ControlCommand::Audit { .. } => {
+        ControlCommand::Watch
+        | ControlCommand::Follow { .. }
+        | ControlCommand::Replay { .. }
+        | ControlCommand::Audit { .. } => {
             Err(ControlError::Usage("streams are handled elsewhere".into()))
         }
     }

@@ -8,6 +8,7 @@
 mod commands;
 mod format;
 mod parse;
+mod replay;
 mod stream;
 mod views;
 
@@ -95,6 +96,9 @@ pub async fn run_line<T: Terminal>(
         ControlCommand::Watch => return stream::watch(gateway, caller, term, json).await,
         ControlCommand::Follow { session } => {
             return stream::follow(gateway, caller, term, &session).await;
+        }
+        ControlCommand::Replay { session } => {
+            return replay::replay(gateway, caller, term, &session, json).await;
         }
         ControlCommand::Audit {
             command:

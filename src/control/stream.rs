@@ -300,7 +300,7 @@ fn past_output(kind: RecordingKind, path: &std::path::Path) -> Vec<(u64, String)
     }
 }
 
-fn render_event(kind: RecordingKind, line: &str) -> Option<String> {
+pub(super) fn render_event(kind: RecordingKind, line: &str) -> Option<String> {
     match kind {
         RecordingKind::Asciicast => output_of(line),
         RecordingKind::QueryLog => query_line(line),
@@ -325,7 +325,7 @@ fn query_line(line: &str) -> Option<String> {
     ))
 }
 
-fn require_audit(gateway: &Gateway, caller: &Caller) -> Result<(), ControlError> {
+pub(super) fn require_audit(gateway: &Gateway, caller: &Caller) -> Result<(), ControlError> {
     if gateway
         .config()
         .directory
