@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::{BIN, World, wait_until};
@@ -39,19 +38,7 @@ fn only_file(dir: &std::path::Path) -> std::path::PathBuf {
 fn recordings_and_query_logs_are_shown_and_verified_only_as_their_sessions_left_them() {
     let world = World::with_both_targets(&[], |text| text);
     world.lease_web("alice", "10m");
-    let mut shell = world
-        .target_ssh("alice", "web-01")
-        .arg("-tt")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    shell
-        .stdin
-        .as_mut()
-        .unwrap()
-        .write_all(b"echo recorded-$((6*7)); exit\n")
-        .unwrap();
+    let shell = world.pty_shell("alice", b"echo recorded-$((6*7)); exit\n");
     assert!(shell.wait_with_output().unwrap().status.success());
     let (_, password) = world.lease_pg("alice", "10m");
     let (out, err, ok) = world.psql_run("alice", &password, "select 'logged-' || 42");

@@ -105,6 +105,17 @@ fn a_source_whose_logins_keep_failing_is_shut_out_of_every_port_for_a_while() {
     world.ok("alice", "status");
 }
 
+/// Waits for the audit record shutting loopback out.
+fn wait_for_shut_out(world: &World) {
+    assert!(
+        wait_until(Duration::from_secs(10), || world
+            .audit_text()
+            .contains(r#""source":"127.0.0.1","type":"source_penalized""#)),
+        "{}",
+        world.audit_text()
+    );
+}
+
 /// Connects to `port` and reads what the gateway says first, for up to
 /// two seconds: an SSH banner, or nothing (a Postgres port waits for the
 /// client; a connection closed at accept ends at once).
@@ -207,13 +218,7 @@ fn a_login_left_to_time_out_counts_against_its_source_unless_the_target_was_slow
     assert!(banner.starts_with("SSH-2.0-"), "{banner:?}");
     let mut pg_quiet = std::net::TcpStream::connect(("127.0.0.1", world.pg_port)).unwrap();
     pg_quiet.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).unwrap();
-    assert!(
-        wait_until(Duration::from_secs(10), || world
-            .audit_text()
-            .contains(r#""source":"127.0.0.1","type":"source_penalized""#)),
-        "{}",
-        world.audit_text()
-    );
+    wait_for_shut_out(&world);
     let out = world.ssh("alice", "status");
     assert!(!out.status.success() && out.stdout.is_empty());
     assert!(
@@ -273,12 +278,6 @@ fn connections_that_never_try_to_log_in_cost_a_little_and_leaving_at_the_passwor
     std::io::Read::read_exact(&mut tls, &mut answer).unwrap();
     assert_eq!(&answer, b"S");
     drop(tls);
-    assert!(
-        wait_until(Duration::from_secs(5), || world
-            .audit_text()
-            .contains(r#""source":"127.0.0.1","type":"source_penalized""#)),
-        "{}",
-        world.audit_text()
-    );
+    wait_for_shut_out(&world);
     assert!(!world.ssh("alice", "status").status.success());
 }

@@ -220,19 +220,7 @@ fn sftp_scp_and_rsync_work_unchanged_with_checksums() {
 fn a_pty_session_is_recorded_as_asciicast() {
     let world = World::with_ssh_target(|t| t);
     world.lease_web("alice", "10m");
-    let mut shell = world
-        .target_ssh("alice", "web-01")
-        .arg("-tt")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    shell
-        .stdin
-        .as_mut()
-        .unwrap()
-        .write_all(b"echo recorded-$((6*7)); exit 7\n")
-        .unwrap();
+    let shell = world.pty_shell("alice", b"echo recorded-$((6*7)); exit 7\n");
     let out = shell.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(7));
     assert!(String::from_utf8_lossy(&out.stdout).contains("recorded-42"));
@@ -561,7 +549,7 @@ fn a_pty_session_is_severed_when_the_window_ends() {
     let world = World::with_ssh_target(|t| t);
     world.lease_web("alice", "4s");
     let started = Instant::now();
-    let shell = pty_shell(&world, "alice", b"sleep 600\n");
+    let shell = world.pty_shell("alice", b"sleep 600\n");
     let out = shell.wait_with_output().unwrap();
     let took = started.elapsed();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -624,25 +612,11 @@ fn a_bulk_transfer_is_severed_when_the_window_ends() {
         .contains(r#""severed":"access window for web-01 ended"#)));
 }
 
-/// `ssh -tt` to web-01 through the gateway as `user`, typing `input`.
-fn pty_shell(world: &World, user: &str, input: &[u8]) -> std::process::Child {
-    let mut shell = world
-        .target_ssh(user, "web-01")
-        .arg("-tt")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    shell.stdin.as_mut().unwrap().write_all(input).unwrap();
-    shell
-}
-
 #[test]
 fn an_administrator_terminates_one_session_and_the_lease_stays() {
     let world = World::with_ssh_target(|t| t);
     world.lease_web("alice", "10m");
-    let shell = pty_shell(&world, "alice", b"sleep 600\n");
+    let shell = world.pty_shell("alice", b"sleep 600\n");
     let session = world.live_session("ssh");
     let refused = world.refused("alice", &format!("terminate {session}"));
     assert!(refused.contains("needs the admin permission"), "{refused}");

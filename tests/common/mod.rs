@@ -434,6 +434,20 @@ impl World {
     }
 
     /// `ssh` to the resource through the gateway: `user+resource@GW`.
+    /// `ssh -tt` to web-01 through the gateway as `user`, typing `input`.
+    pub fn pty_shell(&self, user: &str, input: &[u8]) -> std::process::Child {
+        let mut shell = self
+            .target_ssh(user, "web-01")
+            .arg("-tt")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        shell.stdin.as_mut().unwrap().write_all(input).unwrap();
+        shell
+    }
+
     pub fn target_ssh(&self, user: &str, resource: &str) -> Command {
         self.ssh_command(&format!("{user}+{resource}"), user)
     }
