@@ -182,7 +182,8 @@ Try, in another terminal (gw USER COMMAND runs a command as USER):
   gw alice checkout 2 --totp $(totp alice)            # prints the psql connection
   psql "host=localhost port={gw_pg} user=alice dbname=orders-prod sslmode=verify-full sslrootcert={dir}/tls/ca.crt"
   gw carol audit tail -f                              # security follows everything
-  jitgate audit verify {dir}/audit/audit.log
+  gw carol replay SESSION                             # a finished session (ids in the audit log)
+  jitgate audit verify {dir}/audit/audit.log --recordings
 Ctrl-C stops the gateway and both targets."#,
         gw_ssh = p.ssh,
         gw_pg = p.postgres,
