@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{BIN, World, wait_until};
+use serde_json::Value;
 
 fn verify_recordings(world: &World) -> (bool, String) {
     let out = Command::new(BIN)
@@ -136,4 +137,77 @@ fn session_naming(world: &World, field: &str) -> String {
             record["event"]["session"].as_str().map(String::from)
         })
         .expect("a record naming a file")
+}
+
+/// The audit records of type `kind`.
+fn records_of(world: &World, kind: &str) -> Vec<Value> {
+    world
+        .audit_text()
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter(|record| record["event"]["type"] == kind)
+        .collect()
+}
+
+#[test]
+fn sessions_cut_off_by_a_killed_gateway_are_audited_with_their_files_at_the_next_start() {
+    let mut world = World::with_both_targets(&[], |text| text);
+    world.lease_web("alice", "30m");
+    let mut shell = world.pty_shell("alice", b"echo started-$((6*7)); sleep 600\n");
+    let recordings = world.path("recordings");
+    assert!(wait_until(Duration::from_secs(10), || {
+        std::fs::read_dir(&recordings).is_ok_and(|mut entries| {
+            entries.any(|entry| {
+                std::fs::read_to_string(entry.unwrap().path())
+                    .unwrap_or_default()
+                    .contains("started-42")
+            })
+        })
+    }));
+    let (_, password) = world.lease_pg("alice", "30m");
+    let mut psql = world
+        .psql("alice", "orders-prod", &password)
+        .args(["-c", "select 'q-' || 42", "-c", "select pg_sleep(600)"])
+        .spawn()
+        .unwrap();
+    // The query log is flushed a few times a second.
+    assert!(wait_until(Duration::from_secs(10), || world
+        .query_logs()
+        .contains("select 'q-' || 42")));
+
+    world.kill_hard();
+    world.launch();
+    let interrupted = records_of(&world, "session_interrupted");
+    assert_eq!(interrupted.len(), 2, "{}", world.audit_text());
+    let mut sessions = Vec::new();
+    for started in records_of(&world, "session_started") {
+        let session = started["event"]["session"].as_str().unwrap().to_string();
+        let cut = interrupted
+            .iter()
+            .find(|record| record["event"]["session"] == session.as_str())
+            .expect("every session started was cut off");
+        let kind = match started["event"]["protocol"].as_str() {
+            Some("ssh") => "recording",
+            _ => "query_log",
+        };
+        assert_eq!(cut["event"]["files"][0]["kind"], kind, "{cut}");
+        sessions.push(session);
+    }
+    let (ok, text) = verify_recordings(&world);
+    assert!(ok, "{text}");
+    assert!(text.contains("OK: 2 recording(s)"), "{text}");
+    let shown: String = sessions
+        .iter()
+        .map(|session| world.ok("carol", &format!("replay {session}")))
+        .collect();
+    assert!(shown.contains("started-42"), "{shown}");
+    assert!(shown.contains("select 'q-' || 42 -> SELECT 1"), "{shown}");
+
+    // A clean stop leaves nothing to report at the next start.
+    world.signal("TERM");
+    assert_eq!(world.wait_exit(Duration::from_secs(10)), Some(0));
+    world.launch();
+    assert_eq!(records_of(&world, "session_interrupted").len(), 2);
+    let _ = (shell.kill(), psql.kill());
+    let _ = (shell.wait(), psql.wait());
 }

@@ -181,6 +181,14 @@ pub enum AuditEvent {
         resource: String,
         account: String,
     },
+    /// A session the gateway never ended: it was killed or crashed while
+    /// the session ran. Found at the next start, with the recordings and
+    /// query log the session left, as they were then.
+    SessionInterrupted {
+        session: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        files: Vec<super::EvidenceFile>,
+    },
     SessionEnded {
         session: String,
         bytes_from_client: u64,

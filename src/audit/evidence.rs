@@ -102,7 +102,8 @@ pub fn check_evidence(files: &[PathBuf]) -> std::io::Result<EvidenceReport> {
 }
 
 /// What a vouched-for file is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EvidenceKind {
     /// An SSH pty session's asciicast recording.
     Recording,
@@ -110,9 +111,17 @@ pub enum EvidenceKind {
     QueryLog,
 }
 
+/// A file named with its digest in one record (`session_interrupted`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceFile {
+    pub kind: EvidenceKind,
+    pub path: String,
+    pub digest: FileDigest,
+}
+
 /// The files an event vouches for.
 fn vouched(event: &Value) -> Vec<(EvidenceKind, PathBuf, FileDigest)> {
-    [
+    let named = [
         (EvidenceKind::Recording, "recording", "recording_digest"),
         (EvidenceKind::QueryLog, "query_log", "query_log_digest"),
     ]
@@ -121,8 +130,14 @@ fn vouched(event: &Value) -> Vec<(EvidenceKind, PathBuf, FileDigest)> {
         let path = PathBuf::from(event.get(path)?.as_str()?);
         let digest = serde_json::from_value(event.get(digest)?.clone()).ok()?;
         Some((kind, path, digest))
-    })
-    .collect()
+    });
+    let listed = event
+        .get("files")
+        .and_then(|files| serde_json::from_value::<Vec<EvidenceFile>>(files.clone()).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|file| (file.kind, PathBuf::from(file.path), file.digest));
+    named.chain(listed).collect()
 }
 
 /// A file the chain vouches for, with the record that does.

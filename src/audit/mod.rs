@@ -38,8 +38,8 @@ pub use anchor::{Anchor, anchor_path, check_anchor, load_anchor, save_anchor};
 pub use backlog::records_after;
 pub use event::{AuditEvent, Protocol};
 pub use evidence::{
-    Digesting, EvidenceKind, EvidenceReport, FileDigest, Vouched, check_evidence, digest_file,
-    read_vouched, vouched_for_session,
+    Digesting, EvidenceFile, EvidenceKind, EvidenceReport, FileDigest, Vouched, check_evidence,
+    digest_file, read_vouched, vouched_for_session,
 };
 pub use verify::{VerifyError, VerifyReport, chain_files, verify_against, verify_files};
 

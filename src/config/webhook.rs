@@ -66,6 +66,7 @@ pub const EVENT_NAMES: &[&str] = &[
     "account_check_failed",
     "credential_reconciled",
     "session_ended",
+    "session_interrupted",
     // Workflow changes.
     "requested",
     "approved",

@@ -177,6 +177,10 @@ pub fn describe(event: &AuditEvent) -> String {
                 .map(|r| format!(": {r}"))
                 .unwrap_or_default()
         ),
+        AuditEvent::SessionInterrupted { session, files } => format!(
+            "session {session} was cut off: the gateway stopped without ending it ({} recording(s) or query log(s) kept as they were then)",
+            files.len()
+        ),
         AuditEvent::SessionEnded {
             session,
             bytes_from_client,

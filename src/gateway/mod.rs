@@ -8,6 +8,7 @@
 
 mod audit_anchor;
 mod command;
+mod interrupted;
 mod penalties;
 mod pending_logins;
 mod recovery;

@@ -31,6 +31,18 @@ fn audit_tampering(config: &Config, audit: &AuditLog) -> Option<(String, String)
     }
 }
 
+/// Sessions the last run left without an end (see `interrupted`). A log
+/// that cannot be read for them delays nothing: they are only reported.
+fn unended_sessions(config: &Config, audit: &AuditLog) -> Vec<String> {
+    let Some(head) = audit.head() else {
+        return Vec::new();
+    };
+    super::interrupted::unended_sessions(&config.audit_log, head.seq).unwrap_or_else(|error| {
+        tracing::warn!(%error, "cannot look for sessions the last run left open");
+        Vec::new()
+    })
+}
+
 impl Gateway {
     /// Opens the state directory and audit log, rebuilds every request,
     /// approval and lease from the journal, and ends leases whose window
@@ -46,6 +58,7 @@ impl Gateway {
         let known_hosts = crate::ssh::KnownHosts::load(&config.state_dir)?;
         let rotation_marks = super::rotation_marks::RotationMarks::load(&config.state_dir)?;
         let tampered = audit_tampering(&config, &audit);
+        let unended = unended_sessions(&config, &audit);
         let mut state = recovered.snapshot.unwrap_or_default();
         for record in &recovered.records {
             for event in &record.events {
@@ -104,6 +117,9 @@ impl Gateway {
         }
         for resource in imported {
             gateway.audit(AuditEvent::CredentialImported { resource });
+        }
+        for interrupted in super::interrupted::interruption_records(&config, &unended) {
+            gateway.audit(interrupted);
         }
         let weak = Arc::downgrade(&gateway);
         gateway.known_hosts.on_record(move |resource, fingerprint| {
