@@ -50,6 +50,10 @@ fn unended_in_windows(log: &Path, head: u64, window: u64) -> std::io::Result<Vec
 /// The `session_interrupted` record of each of `sessions`, with the
 /// recordings (`SESSION-N.cast`) and query log (`SESSION.jsonl`) it left.
 pub fn interruption_records(config: &Config, sessions: &[String]) -> Vec<AuditEvent> {
+    if sessions.is_empty() {
+        // The usual start: no directory listing.
+        return Vec::new();
+    }
     let recordings: Vec<(String, std::path::PathBuf)> = std::fs::read_dir(&config.recordings_dir)
         .map(|entries| {
             entries
