@@ -112,6 +112,40 @@ fn recordings_and_query_logs_are_shown_and_verified_only_as_their_sessions_left_
         )),
         "{text}"
     );
+
+    // A record naming a file elsewhere (forged, say, by someone who can
+    // write the log) never has the gateway show that file.
+    let elsewhere = world.path("jitgate.toml");
+    let forged = serde_json::json!({
+        "seq": 999_999,
+        "event": {
+            "type": "channel_ended",
+            "session": "s-forged",
+            "recording": elsewhere,
+            "recording_digest": digest_of(&elsewhere),
+        },
+    });
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(world.path("audit/audit.log"))
+        .unwrap();
+    std::io::Write::write_all(&mut log, format!("{forged}\n").as_bytes()).unwrap();
+    let refused = world.refused("carol", "replay s-forged");
+    assert!(
+        refused.contains("outside the recordings and query log directories"),
+        "{refused}"
+    );
+    assert!(!refused.contains("[[user]]"), "{refused}");
+}
+
+/// `{"bytes", "sha256"}` of a file, as the audit log records it.
+fn digest_of(path: &std::path::Path) -> Value {
+    use sha2::Digest;
+    let bytes = std::fs::read(path).unwrap();
+    serde_json::json!({
+        "bytes": bytes.len(),
+        "sha256": hex::encode(sha2::Sha256::digest(&bytes)),
+    })
 }
 
 /// The seq of the audit record that names `file`.

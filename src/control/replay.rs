@@ -3,6 +3,7 @@
 //! the audit chain vouches for, so auditors need no shell on the gateway
 //! host and never read a recording changed since.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::audit::{EvidenceKind, Vouched, chain_files, read_vouched, vouched_for_session};
@@ -43,12 +44,36 @@ pub async fn replay<T: Terminal>(
             return fail(term, json, &error).await;
         }
     };
+    let config = gateway.config();
+    let dirs = [
+        config.recordings_dir.clone(),
+        config.postgres.query_log_dir.clone(),
+    ];
     for file in vouched {
+        if !inside_any(&file.path, &dirs) {
+            let error = ControlError::Refused(format!(
+                "{} is outside the recordings and query log directories: not shown",
+                file.path.display()
+            ));
+            return fail(term, json, &error).await;
+        }
         if let Err(error) = show(term, file, json).await {
             return fail(term, json, &ControlError::Refused(error)).await;
         }
     }
     EXIT_OK
+}
+
+/// Whether `path` lies in one of `dirs`: a record naming any other file
+/// (a forged or mistaken one) never has the gateway show that file.
+fn inside_any(path: &Path, dirs: &[PathBuf]) -> bool {
+    let Ok(path) = path.canonicalize() else {
+        // Gone: reading it reports that.
+        return true;
+    };
+    dirs.iter()
+        .filter_map(|dir| dir.canonicalize().ok())
+        .any(|dir| path.starts_with(dir))
 }
 
 fn nothing_recorded(gateway: &Gateway, session: &str) -> String {
