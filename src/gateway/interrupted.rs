@@ -13,6 +13,10 @@ use crate::config::Config;
 
 /// Records read at a time, walking back from the newest.
 const WINDOW: u64 = 4096;
+/// How far back the walk goes at most: a run that wrote more records than
+/// this since its start has sessions older than that left unreported
+/// rather than a start delayed by minutes.
+const FURTHEST: u64 = 2_000_000;
 
 /// Sessions started and never ended since the gateway last started or
 /// stopped cleanly (at a clean stop every session is ended first), newest
@@ -25,7 +29,15 @@ fn unended_in_windows(log: &Path, head: u64, window: u64) -> std::io::Result<Vec
     let mut ended = HashSet::new();
     let mut unended = Vec::new();
     let mut upto = head;
+    let furthest = head.saturating_sub(FURTHEST);
     while upto > 0 {
+        if upto <= furthest {
+            tracing::warn!(
+                records = FURTHEST,
+                "looked back this far for sessions the last run left open; older ones are not reported"
+            );
+            break;
+        }
         let from = upto.saturating_sub(window);
         let records = records_after(log, from, (upto - from) as usize)?;
         for record in records.iter().rev() {
