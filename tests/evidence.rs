@@ -76,7 +76,10 @@ fn recordings_and_query_logs_are_shown_and_verified_only_as_their_sessions_left_
     let refused = world.refused("alice", &format!("replay {ssh_session}"));
     assert!(refused.contains("needs the audit permission"), "{refused}");
     let refused = world.refused("carol", "replay s-000000000000");
-    assert!(refused.contains("no recording or query log"), "{refused}");
+    assert!(
+        refused.contains("no recording, file log or query log"),
+        "{refused}"
+    );
 
     // One character of the recording changed: named, with its record.
     let recording = only_file(&world.path("recordings"));

@@ -10,23 +10,6 @@ use std::time::{Duration, Instant};
 use common::{World, wait_until};
 use sha2::{Digest, Sha256};
 
-fn opts(world: &World, user: &str) -> Vec<String> {
-    vec![
-        "-F".into(),
-        "/dev/null".into(),
-        "-i".into(),
-        world.path("keys").join(user).display().to_string(),
-        "-o".into(),
-        "StrictHostKeyChecking=no".into(),
-        "-o".into(),
-        "UserKnownHostsFile=/dev/null".into(),
-        "-o".into(),
-        "BatchMode=yes".into(),
-        "-o".into(),
-        "LogLevel=ERROR".into(),
-    ]
-}
-
 #[test]
 fn exec_relays_stdout_stderr_and_exit_codes_as_the_managed_account() {
     // The full path: approval, then a checkout with a real TOTP code.
@@ -164,7 +147,7 @@ fn sftp_scp_and_rsync_work_unchanged_with_checksums() {
     let port = world.ssh_port.to_string();
 
     let mut sftp = Command::new("sftp")
-        .args(opts(&world, "alice"))
+        .args(world.client_options("alice"))
         .args(["-P", &port, "-b", "-", target])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -181,7 +164,7 @@ fn sftp_scp_and_rsync_work_unchanged_with_checksums() {
     assert_eq!(std::fs::read(world.path("down-sftp")).unwrap(), data);
 
     let status = Command::new("scp")
-        .args(opts(&world, "alice"))
+        .args(world.client_options("alice"))
         .args(["-P", &port])
         .arg(&local)
         .arg(format!("{target}:scp.bin"))
@@ -189,7 +172,7 @@ fn sftp_scp_and_rsync_work_unchanged_with_checksums() {
         .unwrap();
     assert!(status.success());
     let status = Command::new("scp")
-        .args(opts(&world, "alice"))
+        .args(world.client_options("alice"))
         .args(["-P", &port])
         .arg(format!("{target}:scp.bin"))
         .arg(world.path("down-scp"))
@@ -198,7 +181,7 @@ fn sftp_scp_and_rsync_work_unchanged_with_checksums() {
     assert!(status.success());
     assert_eq!(std::fs::read(world.path("down-scp")).unwrap(), data);
 
-    let rsh = format!("ssh {} -p {port}", opts(&world, "alice").join(" "));
+    let rsh = format!("ssh {} -p {port}", world.client_options("alice").join(" "));
     let status = Command::new("rsync")
         .args(["-a", "-e", &rsh])
         .arg(&local)

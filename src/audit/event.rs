@@ -108,6 +108,11 @@ pub enum AuditEvent {
         /// `evidence`): the chain vouches for it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         recording_digest: Option<super::FileDigest>,
+        /// An SFTP channel's file log (`ssh::sftp`), and what it held.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file_log: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file_log_digest: Option<super::FileDigest>,
     },
     /// A target's SSH host key was recorded on first contact, or did not
     /// match the pinned or recorded one (the session is refused).

@@ -1,4 +1,5 @@
-//! Session recordings and query logs, vouched for by the audit chain.
+//! Session recordings, SFTP file logs and query logs, vouched for by the
+//! audit chain.
 //!
 //! Each file a session writes is digested as it is written (exactly the
 //! bytes the file accepted), and the record that closes the channel or
@@ -109,6 +110,8 @@ pub enum EvidenceKind {
     Recording,
     /// A Postgres session's query log (JSON lines).
     QueryLog,
+    /// An SFTP channel's file log (JSON lines).
+    FileLog,
 }
 
 /// A file named with its digest in one record (`session_interrupted`).
@@ -124,6 +127,7 @@ fn vouched(event: &Value) -> Vec<(EvidenceKind, PathBuf, FileDigest)> {
     let named = [
         (EvidenceKind::Recording, "recording", "recording_digest"),
         (EvidenceKind::QueryLog, "query_log", "query_log_digest"),
+        (EvidenceKind::FileLog, "file_log", "file_log_digest"),
     ]
     .into_iter()
     .filter_map(|(kind, path, digest)| {

@@ -99,9 +99,9 @@ pub enum ControlCommand {
     Watch,
     /// Follow a live SSH session read-only, from its start (needs audit).
     Follow { session: String },
-    /// Show what a finished session left: its SSH pty output, its Postgres
-    /// statements; refused for files changed since (needs audit). With
-    /// --json, the files' own lines (asciicast v2, query-log JSON).
+    /// Show what a finished session left: its SSH pty output, its SFTP
+    /// file operations, its Postgres statements; refused for files changed
+    /// since (needs audit). With --json, the files' own lines.
     Replay { session: String },
     /// Audit records (needs audit).
     Audit {

@@ -1,5 +1,5 @@
-//! `replay SESSION`: what a finished session left — its SSH pty output
-//! and its Postgres statements — shown only while each file is still what
+//! `replay SESSION`: what a finished session left — its SSH pty output,
+//! its SFTP file operations, its Postgres statements — shown only while each file is still what
 //! the audit chain vouches for, so auditors need no shell on the gateway
 //! host and never read a recording changed since.
 
@@ -81,33 +81,69 @@ fn nothing_recorded(gateway: &Gateway, session: &str) -> String {
         format!("session {session} is still live: `follow {session}` shows it")
     } else {
         format!(
-            "no recording or query log of session {session} in the audit log (exec, sftp and scp sessions have none: see `audit tail`)"
+            "no recording, file log or query log of session {session} in the audit log (exec sessions have none: see `audit tail`)"
         )
     }
 }
 
 /// Writes one file: as rendered for a terminal, or its own lines with
-/// `--json` (asciicast v2, query-log JSON lines).
+/// `--json` (asciicast v2, query-log and file-log JSON lines).
 async fn show<T: Terminal>(term: &mut T, file: Vouched, json: bool) -> Result<(), String> {
-    let kind = match file.kind {
-        EvidenceKind::Recording => RecordingKind::Asciicast,
-        EvidenceKind::QueryLog => RecordingKind::QueryLog,
-    };
+    let kind = file.kind;
     let bytes = tokio::task::spawn_blocking(move || read_vouched(&file, REPLAY_LIMIT))
         .await
         .map_err(|e| e.to_string())??;
     let text = String::from_utf8_lossy(&bytes);
     let mut lines = text.lines();
-    if kind == RecordingKind::Asciicast && !json {
+    if kind == EvidenceKind::Recording && !json {
         // The header names the terminal, not output.
         lines.next();
     }
     for line in lines {
         if json {
             term.out(&format!("{line}\n")).await;
-        } else if let Some(shown) = render_event(kind, line) {
+        } else if let Some(shown) = render(kind, line) {
             term.out(&shown).await;
         }
     }
     Ok(())
+}
+
+fn render(kind: EvidenceKind, line: &str) -> Option<String> {
+    match kind {
+        EvidenceKind::Recording => render_event(RecordingKind::Asciicast, line),
+        EvidenceKind::QueryLog => render_event(RecordingKind::QueryLog, line),
+        EvidenceKind::FileLog => file_operation(line),
+    }
+}
+
+/// A file log line as `HH:MM:SS op path[ -> target] [mode, read N, wrote M]: outcome`.
+fn file_operation(line: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    let time = value.get("time")?.as_str()?;
+    let time = time.get(11..19).unwrap_or(time);
+    let target = value
+        .get("target")
+        .and_then(|t| t.as_str())
+        .map(|t| format!(" -> {t}"))
+        .unwrap_or_default();
+    let transfer = match (
+        value.get("mode"),
+        value.get("read_bytes"),
+        value.get("written_bytes"),
+    ) {
+        (Some(mode), Some(read), Some(written)) => {
+            format!(
+                " [{}, read {read}, wrote {written}]",
+                mode.as_str().unwrap_or_default()
+            )
+        }
+        _ => String::new(),
+    };
+    Some(format!(
+        "{time} {} {}{target}{transfer}: {}\r\n",
+        value.get("op")?.as_str()?,
+        value.get("path")?.as_str()?,
+        value.get("outcome")?.as_str()?
+    ))
 }

@@ -60,7 +60,8 @@ fn unended_in_windows(log: &Path, head: u64, window: u64) -> std::io::Result<Vec
 }
 
 /// The `session_interrupted` record of each of `sessions`, with the
-/// recordings (`SESSION-N.cast`) and query log (`SESSION.jsonl`) it left.
+/// recordings (`SESSION-N.cast`), SFTP file logs (`SESSION-N.sftp.jsonl`)
+/// and query log (`SESSION.jsonl`) it left.
 pub fn interruption_records(config: &Config, sessions: &[String]) -> Vec<AuditEvent> {
     if sessions.is_empty() {
         // The usual start: no directory listing.
@@ -80,8 +81,17 @@ pub fn interruption_records(config: &Config, sessions: &[String]) -> Vec<AuditEv
             let prefix = format!("{session}-");
             let mut found: Vec<(EvidenceKind, &Path)> = recordings
                 .iter()
-                .filter(|(name, _)| name.starts_with(&prefix) && name.ends_with(".cast"))
-                .map(|(_, path)| (EvidenceKind::Recording, path.as_path()))
+                .filter(|(name, _)| name.starts_with(&prefix))
+                .filter_map(|(name, path)| {
+                    let kind = if name.ends_with(".sftp.jsonl") {
+                        EvidenceKind::FileLog
+                    } else if name.ends_with(".cast") {
+                        EvidenceKind::Recording
+                    } else {
+                        return None;
+                    };
+                    Some((kind, path.as_path()))
+                })
                 .collect();
             let query_log = config
                 .postgres

@@ -49,6 +49,8 @@ pub async fn relay_forward(
             bytes_to_client: bytes_out,
             recording: None,
             recording_digest: None,
+            file_log: None,
+            file_log_digest: None,
         },
     );
 }

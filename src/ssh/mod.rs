@@ -21,6 +21,7 @@ mod killable;
 mod login_names;
 mod recording;
 mod relay;
+mod sftp;
 pub mod upstream;
 
 use std::net::SocketAddr;

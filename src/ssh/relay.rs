@@ -26,6 +26,7 @@ use crate::audit::AuditEvent;
 use super::dataplane::DataPlane;
 use super::flow::{Inbox, SessionMsg, drain};
 use super::recording::Recorder;
+use super::sftp::FileLog;
 
 /// What the client asked the channel to run.
 #[derive(Default)]
@@ -34,6 +35,7 @@ struct ChannelUse {
     command: Option<String>,
     pty: Option<(String, u32, u32)>,
     recorder: Option<Arc<Mutex<Recorder>>>,
+    file_log: Option<Arc<Mutex<FileLog>>>,
 }
 
 type Shared = Arc<Mutex<ChannelUse>>;
@@ -116,6 +118,14 @@ async fn relay(
         }
         None => (None, None),
     };
+    let (file_log, file_log_digest) = match &used.file_log {
+        Some(log) => {
+            let mut log = log.lock();
+            let digest = log.finish();
+            (Some(log.path().display().to_string()), Some(digest))
+        }
+        None => (None, None),
+    };
     audit_later(
         &plane,
         AuditEvent::ChannelEnded {
@@ -127,6 +137,8 @@ async fn relay(
             bytes_to_client: bytes_out,
             recording,
             recording_digest,
+            file_log,
+            file_log_digest,
         },
     );
 }
@@ -159,6 +171,7 @@ async fn client_to_target(
             ChannelMsg::Data { data } => {
                 count(&mut bytes, &plane.bytes_from_client, &data);
                 record(&shared, |r| r.input(&data));
+                log_files(&shared, |log| log.client_sent(&data));
                 passed_on(&from, to.data_bytes(data.clone()).await, &data).await
             }
             ChannelMsg::Eof => to.eof().await,
@@ -243,10 +256,16 @@ fn start(
     let mut used = shared.lock();
     used.kind = Some(kind);
     used.command = command;
+    let name = format!("{}-{}", plane.session_id(), rand::random::<u16>());
+    if kind == "subsystem" && used.command.as_deref() == Some("sftp") {
+        match FileLog::create(&config.recordings_dir, &name) {
+            Ok(log) => used.file_log = Some(Arc::new(Mutex::new(log))),
+            Err(e) => tracing::error!(error = %e, "cannot create an SFTP file log"),
+        }
+    }
     let Some((term, cols, rows)) = used.pty.clone() else {
         return;
     };
-    let name = format!("{}-{}", plane.session_id(), rand::random::<u16>());
     match Recorder::create(
         &config.recordings_dir,
         &name,
@@ -263,6 +282,13 @@ fn start(
             used.recorder = Some(Arc::new(Mutex::new(recorder)));
         }
         Err(e) => tracing::error!(error = %e, "cannot create a session recording"),
+    }
+}
+
+fn log_files(shared: &Shared, write: impl FnOnce(&mut FileLog)) {
+    let log = shared.lock().file_log.clone();
+    if let Some(log) = log {
+        write(&mut log.lock());
     }
 }
 
@@ -312,6 +338,7 @@ async fn target_to_client(
             ChannelMsg::Data { data } => {
                 count(&mut bytes, &plane.bytes_to_client, &data);
                 record(&shared, |r| r.output(&data));
+                log_files(&shared, |log| log.target_sent(&data));
                 passed_on(&from, to.data_bytes(data.clone()).await, &data).await
             }
             ChannelMsg::ExtendedData { data, ext } => {

@@ -606,6 +606,22 @@ impl World {
 
     /// The ssh options of `ssh_command` as one string, without the
     /// destination: for GIT_SSH_COMMAND, rsync -e and ControlMaster use.
+    /// Options for `ssh`, `scp` and `sftp` as `user` (their key), without
+    /// the port (`-p` or `-P`).
+    pub fn client_options(&self, user: &str) -> Vec<String> {
+        let key = self.path("keys").join(user).display().to_string();
+        let mut options = vec!["-F".to_string(), "/dev/null".into(), "-i".into(), key];
+        for option in [
+            "StrictHostKeyChecking=no",
+            "UserKnownHostsFile=/dev/null",
+            "BatchMode=yes",
+            "LogLevel=ERROR",
+        ] {
+            options.extend(["-o".to_string(), option.to_string()]);
+        }
+        options
+    }
+
     pub fn ssh_options(&self, key_of: &str) -> String {
         format!(
             "ssh -F /dev/null -p {} -i {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes -o BatchMode=yes -o LogLevel=ERROR -o ConnectTimeout=10",

@@ -1,0 +1,262 @@
+//! The file log of an SFTP channel (`sftp`, and `scp`, which speaks SFTP
+//! since OpenSSH 9.0): which files were opened for reading or writing and
+//! how many bytes moved through each, and every remove, rename, mkdir,
+//! rmdir, attribute change and link, with how the target answered. JSON
+//! lines next to the recordings, digested as written like them. The relay
+//! passes every byte on unchanged; this only watches.
+
+mod codec;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::audit::{Digesting, FileDigest};
+use codec::{Packets, Reply, Request, open_mode, parse_reply, parse_request, status_text};
+
+/// Requests awaiting a reply, and files open, beyond which new ones are
+/// not followed: a client cannot grow the gateway's memory without bound.
+const FOLLOWED: usize = 10_000;
+
+/// One line of the file log.
+#[derive(Debug, PartialEq, Eq, Serialize)]
+pub struct Entry {
+    pub op: &'static str,
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// For `open`: the mode asked for, and the bytes read and written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub written_bytes: Option<u64>,
+    pub outcome: String,
+}
+
+struct OpenFile {
+    path: String,
+    mode: String,
+    read: u64,
+    written: u64,
+}
+
+impl OpenFile {
+    fn entry(self, outcome: &str) -> Entry {
+        Entry {
+            op: "open",
+            path: self.path,
+            target: None,
+            mode: Some(self.mode),
+            read_bytes: Some(self.read),
+            written_bytes: Some(self.written),
+            outcome: outcome.to_string(),
+        }
+    }
+}
+
+enum Pending {
+    Open { path: String, flags: u32 },
+    Read(Vec<u8>),
+    Write(Vec<u8>, u64),
+    Close(Vec<u8>),
+    Change(Entry),
+}
+
+/// Pairs requests with replies; pure, so it is unit-tested alone.
+#[derive(Default)]
+pub struct Tracker {
+    requests: Packets,
+    replies: Packets,
+    pending: HashMap<u32, Pending>,
+    open: HashMap<Vec<u8>, OpenFile>,
+}
+
+impl Tracker {
+    /// Bytes the client sent (requests).
+    pub fn client_sent(&mut self, data: &[u8]) {
+        let mut requests = std::mem::take(&mut self.requests);
+        requests.feed(data, &mut |packet| {
+            if let Some(request) = parse_request(packet) {
+                self.request(request);
+            }
+        });
+        self.requests = requests;
+    }
+
+    /// Bytes the target sent (replies); returns the entries they complete.
+    pub fn target_sent(&mut self, data: &[u8]) -> Vec<Entry> {
+        let mut done = Vec::new();
+        let mut replies = std::mem::take(&mut self.replies);
+        replies.feed(data, &mut |packet| {
+            if let Some(reply) = parse_reply(packet) {
+                done.extend(self.reply(reply));
+            }
+        });
+        self.replies = replies;
+        done
+    }
+
+    /// Files still open when the channel ends.
+    pub fn unclosed(&mut self) -> Vec<Entry> {
+        self.open
+            .drain()
+            .map(|(_, file)| file.entry("not closed (channel ended)"))
+            .collect()
+    }
+
+    fn request(&mut self, request: Request) {
+        if self.pending.len() >= FOLLOWED {
+            return;
+        }
+        let (id, pending) = match request {
+            Request::Open { id, path, flags } => (id, Pending::Open { path, flags }),
+            Request::Read { id, handle } => (id, Pending::Read(handle)),
+            Request::Write { id, handle, bytes } => (id, Pending::Write(handle, bytes)),
+            Request::Close { id, handle } => (id, Pending::Close(handle)),
+            Request::Change {
+                id,
+                op,
+                path,
+                target,
+            } => {
+                let entry = Entry {
+                    op,
+                    path,
+                    target,
+                    mode: None,
+                    read_bytes: None,
+                    written_bytes: None,
+                    outcome: String::new(),
+                };
+                (id, Pending::Change(entry))
+            }
+        };
+        self.pending.insert(id, pending);
+    }
+
+    fn reply(&mut self, reply: Reply) -> Option<Entry> {
+        let id = match &reply {
+            Reply::Status { id, .. } | Reply::Handle { id, .. } | Reply::Data { id, .. } => *id,
+        };
+        let pending = self.pending.remove(&id)?;
+        match (pending, reply) {
+            (Pending::Open { path, flags }, Reply::Handle { handle, .. }) => {
+                if self.open.len() < FOLLOWED {
+                    let file = OpenFile {
+                        path,
+                        mode: open_mode(flags),
+                        read: 0,
+                        written: 0,
+                    };
+                    self.open.insert(handle, file);
+                }
+                None
+            }
+            (Pending::Open { path, flags }, Reply::Status { code, .. }) => {
+                let file = OpenFile {
+                    path,
+                    mode: open_mode(flags),
+                    read: 0,
+                    written: 0,
+                };
+                Some(file.entry(status_text(code)))
+            }
+            (Pending::Read(handle), Reply::Data { bytes, .. }) => {
+                if let Some(file) = self.open.get_mut(&handle) {
+                    file.read += bytes;
+                }
+                None
+            }
+            (Pending::Write(handle, bytes), Reply::Status { code: 0, .. }) => {
+                if let Some(file) = self.open.get_mut(&handle) {
+                    file.written += bytes;
+                }
+                None
+            }
+            (Pending::Close(handle), Reply::Status { code, .. }) => {
+                let file = self.open.remove(&handle)?;
+                Some(file.entry(status_text(code)))
+            }
+            (Pending::Change(mut entry), Reply::Status { code, .. }) => {
+                entry.outcome = status_text(code).to_string();
+                Some(entry)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// One line as written: the entry with its time.
+#[derive(Serialize)]
+struct Line<'a> {
+    time: chrono::DateTime<chrono::Utc>,
+    #[serde(flatten)]
+    entry: &'a Entry,
+}
+
+/// An SFTP channel's file log: `DIR/<name>.sftp.jsonl` (0600).
+pub struct FileLog {
+    path: PathBuf,
+    file: Digesting<File>,
+    tracker: Tracker,
+}
+
+impl FileLog {
+    pub fn create(dir: &Path, name: &str) -> std::io::Result<Self> {
+        crate::fsutil::ensure_private_dir(dir)?;
+        let path = dir.join(format!("{name}.sftp.jsonl"));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        Ok(Self {
+            path,
+            file: Digesting::new(file),
+            tracker: Tracker::default(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn client_sent(&mut self, data: &[u8]) {
+        self.tracker.client_sent(data);
+    }
+
+    pub fn target_sent(&mut self, data: &[u8]) {
+        let done = self.tracker.target_sent(data);
+        self.write(&done);
+    }
+
+    /// Logs the files left open; the digest of the whole log.
+    pub fn finish(&mut self) -> FileDigest {
+        let left = self.tracker.unclosed();
+        self.write(&left);
+        self.file.digest()
+    }
+
+    fn write(&mut self, entries: &[Entry]) {
+        for entry in entries {
+            let line = Line {
+                time: chrono::Utc::now(),
+                entry,
+            };
+            let mut text = serde_json::to_vec(&line).unwrap_or_default();
+            text.push(b'\n');
+            if let Err(e) = self.file.write_all(&text) {
+                tracing::warn!(error = %e, path = %self.path.display(), "file log write failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,137 @@
+//! SFTP channels (stock `sftp`, and `scp`, which speaks SFTP) keep a file
+//! log: each file opened with its mode and the bytes moved, each change
+//! with the target's answer, vouched for by the record ending the channel.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{World, wait_until};
+use serde_json::Value;
+
+/// The file log entries of every SFTP channel, in the order the channels
+/// ended (their `channel_ended` records).
+fn file_logs(world: &World) -> Vec<Vec<Value>> {
+    world
+        .audit_text()
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter_map(|record| record["event"]["file_log"].as_str().map(String::from))
+        .map(|path| {
+            std::fs::read_to_string(path)
+                .unwrap()
+                .lines()
+                .map(|line| serde_json::from_str(line).unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+fn entry<'a>(entries: &'a [Value], op: &str, path: &str) -> &'a Value {
+    entries
+        .iter()
+        .find(|e| e["op"] == op && e["path"].as_str().is_some_and(|p| p.ends_with(path)))
+        .unwrap_or_else(|| panic!("no {op} {path} in {entries:?}"))
+}
+
+#[test]
+fn sftp_and_scp_file_operations_are_logged_with_bytes_and_outcomes() {
+    let world = World::with_ssh_target(|t| t);
+    world.lease_web("alice", "10m");
+    let local = world.path("payload");
+    std::fs::write(&local, vec![42u8; 300_000]).unwrap();
+    let target = "alice+web-01@127.0.0.1";
+    let port = world.ssh_port.to_string();
+
+    let mut sftp = Command::new("sftp")
+        .args(world.client_options("alice"))
+        .args(["-P", &port, "-b", "-", target])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // `-` before a command lets the batch go on when it fails.
+    write!(
+        sftp.stdin.take().unwrap(),
+        "put {} up.bin\nget up.bin {}\nrename up.bin moved.bin\nmkdir d1\nrmdir d1\nrm moved.bin\n-rm missing.bin\n",
+        local.display(),
+        world.path("down").display()
+    )
+    .unwrap();
+    assert!(sftp.wait().unwrap().success());
+    let status = Command::new("scp")
+        .args(world.client_options("alice"))
+        .args(["-P", &port])
+        .arg(&local)
+        .arg(format!("{target}:scp.bin"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(wait_until(Duration::from_secs(5), || file_logs(&world)
+        .len()
+        == 2));
+
+    let logs = file_logs(&world);
+    let sftp = &logs[0];
+    let upload = entry(sftp, "open", "up.bin");
+    assert_eq!(
+        (
+            &upload["mode"],
+            &upload["written_bytes"],
+            &upload["outcome"]
+        ),
+        (
+            &"write,create,truncate".into(),
+            &300_000.into(),
+            &"ok".into()
+        ),
+        "{upload}"
+    );
+    assert!(
+        sftp.iter()
+            .any(|e| e["op"] == "open" && e["mode"] == "read" && e["read_bytes"] == 300_000),
+        "{sftp:?}"
+    );
+    assert!(
+        entry(sftp, "rename", "up.bin")["target"]
+            .as_str()
+            .unwrap()
+            .ends_with("moved.bin")
+    );
+    assert_eq!(entry(sftp, "mkdir", "d1")["outcome"], "ok");
+    assert_eq!(entry(sftp, "rmdir", "d1")["outcome"], "ok");
+    assert_eq!(entry(sftp, "remove", "moved.bin")["outcome"], "ok");
+    assert_eq!(
+        entry(sftp, "remove", "missing.bin")["outcome"],
+        "no such file"
+    );
+    let scp = entry(&logs[1], "open", "scp.bin");
+    assert_eq!(scp["written_bytes"], 300_000, "{scp}");
+
+    // Auditors read it back; the chain vouches for it.
+    let session = world
+        .audit_text()
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .find(|record| record["event"]["file_log"].is_string())
+        .map(|record| record["event"]["session"].as_str().unwrap().to_string())
+        .unwrap();
+    let shown = world.ok("carol", &format!("replay {session}"));
+    assert!(
+        shown.contains("rename ") && shown.contains("moved.bin: ok"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("[write,create,truncate, read 0, wrote 300000]: ok"),
+        "{shown}"
+    );
+    let out = Command::new(common::BIN)
+        .args(["audit", "verify", "--recordings"])
+        .arg(world.path("audit/audit.log"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("OK: 2 recording(s)"), "{text}");
+}
