@@ -90,12 +90,12 @@ fn describe_evidence(evidence: &audit::EvidenceReport) -> anyhow::Result<String>
             .map(|(seq, path, problem)| format!("{}: {problem}", line(seq, path)))
             .collect();
         bail!(
-            "FAILED: {} recording(s) or query log(s) changed since their session ended:{altered}",
+            "FAILED: {} recording(s) or log(s) changed since their session ended:{altered}",
             evidence.altered.len()
         );
     }
     let mut out = format!(
-        "OK: {} recording(s) and query log(s) as their sessions left them",
+        "OK: {} recording(s) and log(s) as their sessions left them",
         evidence.intact
     );
     if !evidence.missing.is_empty() {

@@ -53,7 +53,7 @@ fn recordings_and_query_logs_are_shown_and_verified_only_as_their_sessions_left_
     let (ok, text) = verify_recordings(&world);
     assert!(ok, "{text}");
     assert!(
-        text.contains("OK: 2 recording(s) and query log(s) as their sessions left them"),
+        text.contains("OK: 2 recording(s) and log(s) as their sessions left them"),
         "{text}"
     );
 

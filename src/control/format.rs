@@ -178,7 +178,7 @@ pub fn describe(event: &AuditEvent) -> String {
                 .unwrap_or_default()
         ),
         AuditEvent::SessionInterrupted { session, files } => format!(
-            "session {session} was cut off: the gateway stopped without ending it ({} recording(s) or query log(s) kept as they were then)",
+            "session {session} was cut off: the gateway stopped without ending it ({} recording(s) and log(s) kept as they were then)",
             files.len()
         ),
         AuditEvent::SessionEnded {
