@@ -28,6 +28,8 @@ pub enum RecordingKind {
     Asciicast,
     /// A Postgres query log, JSON lines.
     QueryLog,
+    /// An SFTP channel's file log, JSON lines.
+    FileLog,
 }
 
 /// A recording being written, for auditors to follow.

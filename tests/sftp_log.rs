@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -134,4 +134,54 @@ fn sftp_and_scp_file_operations_are_logged_with_bytes_and_outcomes() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("OK: 2 recording(s)"), "{text}");
+}
+
+#[test]
+fn auditors_follow_an_sftp_session_live() {
+    let world = World::with_ssh_target(|t| t);
+    world.lease_web("alice", "10m");
+    let mut sftp = Command::new("sftp")
+        .args(world.client_options("alice"))
+        .args(["-P", &world.ssh_port.to_string(), "-b", "-"])
+        .arg("alice+web-01@127.0.0.1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut commands = sftp.stdin.take().unwrap();
+    commands.write_all(b"mkdir before-follow\n").unwrap();
+    let session = world.live_session("ssh");
+    let logged = |text: &str| {
+        std::fs::read_dir(world.path("recordings")).is_ok_and(|mut entries| {
+            entries.any(|entry| {
+                std::fs::read_to_string(entry.unwrap().path())
+                    .unwrap_or_default()
+                    .contains(text)
+            })
+        })
+    };
+    assert!(wait_until(Duration::from_secs(10), || logged(
+        "before-follow"
+    )));
+    let mut follower = world
+        .ssh_command("carol", "carol")
+        .arg(format!("follow {session}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follower.stdout.take().unwrap()).lines();
+    let mut next_line = || lines.next().and_then(Result::ok).unwrap_or_default();
+    let caught_up = next_line();
+    assert!(
+        caught_up.contains("mkdir ") && caught_up.contains("before-follow: ok"),
+        "{caught_up}"
+    );
+    commands.write_all(b"mkdir live-42\n").unwrap();
+    let live = next_line();
+    assert!(live.contains("live-42: ok"), "{live}");
+    drop(commands);
+    assert!(sftp.wait().unwrap().success());
+    let _ = follower.kill();
+    let _ = follower.wait();
 }

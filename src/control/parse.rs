@@ -97,7 +97,8 @@ pub enum ControlCommand {
     Rotate { resource: String },
     /// Stream events relevant to me as they happen.
     Watch,
-    /// Follow a live SSH session read-only, from its start (needs audit).
+    /// Follow a live session read-only, from its start: pty output, SFTP
+    /// file operations or Postgres statements (needs audit).
     Follow { session: String },
     /// Show what a finished session left: its SSH pty output, its SFTP
     /// file operations, its Postgres statements; refused for files changed

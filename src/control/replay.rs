@@ -110,40 +110,10 @@ async fn show<T: Terminal>(term: &mut T, file: Vouched, json: bool) -> Result<()
 }
 
 fn render(kind: EvidenceKind, line: &str) -> Option<String> {
-    match kind {
-        EvidenceKind::Recording => render_event(RecordingKind::Asciicast, line),
-        EvidenceKind::QueryLog => render_event(RecordingKind::QueryLog, line),
-        EvidenceKind::FileLog => file_operation(line),
-    }
-}
-
-/// A file log line as `HH:MM:SS op path[ -> target] [mode, read N, wrote M]: outcome`.
-fn file_operation(line: &str) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_str(line).ok()?;
-    let time = value.get("time")?.as_str()?;
-    let time = time.get(11..19).unwrap_or(time);
-    let target = value
-        .get("target")
-        .and_then(|t| t.as_str())
-        .map(|t| format!(" -> {t}"))
-        .unwrap_or_default();
-    let transfer = match (
-        value.get("mode"),
-        value.get("read_bytes"),
-        value.get("written_bytes"),
-    ) {
-        (Some(mode), Some(read), Some(written)) => {
-            format!(
-                " [{}, read {read}, wrote {written}]",
-                mode.as_str().unwrap_or_default()
-            )
-        }
-        _ => String::new(),
+    let kind = match kind {
+        EvidenceKind::Recording => RecordingKind::Asciicast,
+        EvidenceKind::QueryLog => RecordingKind::QueryLog,
+        EvidenceKind::FileLog => RecordingKind::FileLog,
     };
-    Some(format!(
-        "{time} {} {}{target}{transfer}: {}\r\n",
-        value.get("op")?.as_str()?,
-        value.get("path")?.as_str()?,
-        value.get("outcome")?.as_str()?
-    ))
+    render_event(kind, line)
 }

@@ -292,11 +292,13 @@ fn past_output(kind: RecordingKind, path: &std::path::Path) -> Vec<(u64, String)
             .filter(|(_, kind, _)| kind == "o")
             .map(|(index, _, data)| (index, data))
             .collect(),
-        RecordingKind::QueryLog => crate::postgres::querylog::read_lines(path)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(index, line)| Some((index, query_line(&line)?)))
-            .collect(),
+        RecordingKind::QueryLog | RecordingKind::FileLog => {
+            crate::postgres::querylog::read_lines(path)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(index, line)| Some((index, render_event(kind, &line)?)))
+                .collect()
+        }
     }
 }
 
@@ -304,7 +306,38 @@ pub(super) fn render_event(kind: RecordingKind, line: &str) -> Option<String> {
     match kind {
         RecordingKind::Asciicast => output_of(line),
         RecordingKind::QueryLog => query_line(line),
+        RecordingKind::FileLog => file_operation(line),
     }
+}
+
+/// A file log line as `HH:MM:SS op path[ -> target] [mode, read N, wrote
+/// M]: outcome`.
+fn file_operation(line: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    let time = value.get("time")?.as_str()?;
+    let time = time.get(11..19).unwrap_or(time);
+    let target = value
+        .get("target")
+        .and_then(|t| t.as_str())
+        .map(|t| format!(" -> {t}"))
+        .unwrap_or_default();
+    let transfer = match (
+        value.get("mode"),
+        value.get("read_bytes"),
+        value.get("written_bytes"),
+    ) {
+        (Some(mode), Some(read), Some(written)) => format!(
+            " [{}, read {read}, wrote {written}]",
+            mode.as_str().unwrap_or_default()
+        ),
+        _ => String::new(),
+    };
+    Some(format!(
+        "{time} {} {}{target}{transfer}: {}\r\n",
+        value.get("op")?.as_str()?,
+        value.get("path")?.as_str()?,
+        value.get("outcome")?.as_str()?
+    ))
 }
 
 /// The data of an asciicast output event line (`[t, "o", data]`).

@@ -259,7 +259,13 @@ fn start(
     let name = format!("{}-{}", plane.session_id(), rand::random::<u16>());
     if kind == "subsystem" && used.command.as_deref() == Some("sftp") {
         match FileLog::create(&config.recordings_dir, &name) {
-            Ok(log) => used.file_log = Some(Arc::new(Mutex::new(log))),
+            Ok(log) => {
+                plane
+                    .gateway
+                    .sessions()
+                    .add_recording(plane.session_id(), log.live());
+                used.file_log = Some(Arc::new(Mutex::new(log)));
+            }
             Err(e) => tracing::error!(error = %e, "cannot create an SFTP file log"),
         }
     }

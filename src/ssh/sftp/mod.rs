@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::LiveEvent;
 use crate::audit::{Digesting, FileDigest};
+use crate::sessions::{LiveRecording, RecordingKind};
 use codec::{Packets, Reply, Request, open_mode, parse_reply, parse_request, status_text};
 
 /// Requests awaiting a reply, and files open, beyond which new ones are
@@ -200,11 +202,14 @@ struct Line<'a> {
     entry: &'a Entry,
 }
 
-/// An SFTP channel's file log: `DIR/<name>.sftp.jsonl` (0600).
+/// An SFTP channel's file log: `DIR/<name>.sftp.jsonl` (0600), each line
+/// also published for live followers.
 pub struct FileLog {
     path: PathBuf,
     file: Digesting<File>,
     tracker: Tracker,
+    lines: u64,
+    live: tokio::sync::broadcast::Sender<LiveEvent>,
 }
 
 impl FileLog {
@@ -220,11 +225,23 @@ impl FileLog {
             path,
             file: Digesting::new(file),
             tracker: Tracker::default(),
+            lines: 0,
+            live: tokio::sync::broadcast::channel(1024).0,
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// What `follow` needs: the file for catch-up and the live stream.
+    pub fn live(&self) -> LiveRecording {
+        LiveRecording {
+            kind: RecordingKind::FileLog,
+            flush: None,
+            path: self.path.clone(),
+            events: self.live.clone(),
+        }
     }
 
     pub fn client_sent(&mut self, data: &[u8]) {
@@ -254,6 +271,12 @@ impl FileLog {
             if let Err(e) = self.file.write_all(&text) {
                 tracing::warn!(error = %e, path = %self.path.display(), "file log write failed");
             }
+            self.lines += 1;
+            let line = String::from_utf8_lossy(&text[..text.len() - 1]);
+            let _ = self.live.send(LiveEvent {
+                index: self.lines,
+                line: line.as_ref().into(),
+            });
         }
     }
 }
