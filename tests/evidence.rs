@@ -212,6 +212,13 @@ fn sessions_cut_off_by_a_killed_gateway_are_audited_with_their_files_at_the_next
         .query_logs()
         .contains("select 'q-' || 42")));
 
+    // Sessions start being audited just after they are let in.
+    assert!(wait_until(Duration::from_secs(10), || records_of(
+        &world,
+        "session_started"
+    )
+    .len()
+        == 2));
     world.kill_hard();
     world.launch();
     let interrupted = records_of(&world, "session_interrupted");
