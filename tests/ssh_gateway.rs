@@ -243,6 +243,40 @@ fn a_pty_session_is_recorded_as_asciicast() {
 }
 
 #[test]
+fn a_shell_without_a_pty_is_recorded_too_and_exec_is_not() {
+    let world = World::with_ssh_target(|t| t);
+    world.lease_web("alice", "10m");
+    let mut shell = world
+        .target_ssh("alice", "web-01")
+        .arg("-T")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    shell
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"echo no-pty-$((6*7))\nexit\n")
+        .unwrap();
+    let out = shell.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no-pty-42"));
+    let out = world
+        .target_ssh("alice", "web-01")
+        .arg("echo exec-$((6*7))")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("exec-42"));
+    let recordings: Vec<String> = std::fs::read_dir(world.path("recordings"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(recordings.len(), 1, "{recordings:?}");
+    assert!(recordings[0].contains("no-pty-42"), "{}", recordings[0]);
+}
+
+#[test]
 fn auditors_follow_a_live_session() {
     let world = World::with_ssh_target(|t| t);
     world.lease_web("alice", "10m");

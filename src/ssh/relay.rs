@@ -245,7 +245,8 @@ async fn client_to_target(
     (bytes, ())
 }
 
-/// Starts recording a pty session once it runs a shell or command.
+/// Starts recording a pty session once it runs a shell or command (and a
+/// shell without a pty), and the file log of an SFTP channel.
 fn start(
     plane: &DataPlane,
     shared: &Shared,
@@ -269,8 +270,12 @@ fn start(
             Err(e) => tracing::error!(error = %e, "cannot create an SFTP file log"),
         }
     }
-    let Some((term, cols, rows)) = used.pty.clone() else {
-        return;
+    // A shell without a pty (`ssh -T`) is as interactive as one with a
+    // pty; only exec channels (pipelines, rsync, git) go unrecorded.
+    let (term, cols, rows) = match used.pty.clone() {
+        Some(pty) => pty,
+        None if kind == "shell" => ("dumb".to_string(), 80, 24),
+        None => return,
     };
     match Recorder::create(
         &config.recordings_dir,
