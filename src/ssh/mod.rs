@@ -8,7 +8,8 @@
 //! - `console`: a [`crate::control::Terminal`] over an SSH channel.
 //! - `dataplane`, `relay`, `forward`, `flow`: a data-plane connection, its
 //!   session channels and `ssh -L` channels relayed to the target with
-//!   per-channel flow control; `recording` of pty sessions.
+//!   per-channel flow control; `recording` of shells (pty or not) and
+//!   the `sftp` file log of SFTP channels.
 
 mod channel;
 mod console;
