@@ -277,6 +277,46 @@ fn a_shell_without_a_pty_is_recorded_too_and_exec_is_not() {
 }
 
 #[test]
+fn exec_channels_are_recorded_up_to_record_exec_bytes_when_configured() {
+    let world = World::with_ssh_target(|t| {
+        format!("{t}\n[ssh]\nrecord_exec_bytes = 300\nrecord_input = true\n")
+    });
+    world.lease_web("alice", "10m");
+    let mut shell = world
+        .target_ssh("alice", "web-01")
+        .arg("bash")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    shell
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"echo exec-$((6*7))\n")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&shell.wait_with_output().unwrap().stdout).contains("exec-42"));
+    let out = world
+        .target_ssh("alice", "web-01")
+        .arg("head -c 100000 /dev/zero | tr '\\0' x")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout.len(), 100_000);
+    let mut recordings: Vec<String> = std::fs::read_dir(world.path("recordings"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    recordings.sort_by_key(|text| text.len());
+    assert_eq!(recordings.len(), 2, "{recordings:?}");
+    let bash = recordings.iter().find(|r| r.contains("exec-42")).unwrap();
+    assert!(bash.contains(r#""i","echo exec-$((6*7))\n"]"#), "{bash}");
+    let bulk = recordings.iter().find(|r| r.contains("xxxx")).unwrap();
+    assert!(bulk.contains("recording stopped after 300 bytes"), "{bulk}");
+    assert!(bulk.len() < 2000, "{}", bulk.len());
+}
+
+#[test]
 fn auditors_follow_a_live_session() {
     let world = World::with_ssh_target(|t| t);
     world.lease_web("alice", "10m");

@@ -88,6 +88,7 @@ pub struct SshSection {
     pub auth_timeout: HumanDuration,
     pub recordings_dir: PathBuf,
     pub record_input: bool,
+    pub record_exec_bytes: u64,
     pub env_allow: Vec<String>,
 }
 
@@ -98,6 +99,7 @@ impl Default for SshSection {
             auth_timeout: HumanDuration::from_secs(30),
             recordings_dir: "recordings".into(),
             record_input: false,
+            record_exec_bytes: 0,
             env_allow: vec!["LANG".into(), "LC_*".into(), "TZ".into()],
         }
     }

@@ -215,6 +215,8 @@ pub struct Config {
     /// Where SSH session recordings (asciicast v2) are written.
     pub recordings_dir: PathBuf,
     pub record_input: bool,
+    /// Exec channels are recorded up to this many bytes (0: not at all).
+    pub record_exec_bytes: u64,
     /// Environment variables a client may pass to targets (`LC_*` globs).
     pub env_allow: Vec<String>,
     /// When to warn live sessions that their window is ending.

@@ -139,6 +139,7 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Config, ConfigError> {
         ssh_auth_timeout: file.ssh.auth_timeout.as_duration(),
         recordings_dir: check.resolve(&file.ssh.recordings_dir),
         record_input: file.ssh.record_input,
+        record_exec_bytes: file.ssh.record_exec_bytes,
         env_allow: file.ssh.env_allow,
         warn_before: file
             .gateway

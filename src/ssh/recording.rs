@@ -31,6 +31,10 @@ pub struct Recorder {
     /// Bytes of an incomplete UTF-8 sequence held back from the last chunk.
     carry: Vec<u8>,
     record_input: bool,
+    /// Bytes of data recorded so far, and the most that may be.
+    recorded: u64,
+    limit: Option<u64>,
+    stopped: bool,
     events: u64,
     live: broadcast::Sender<LiveEvent>,
 }
@@ -68,9 +72,19 @@ impl Recorder {
             started: Instant::now(),
             carry: Vec::new(),
             record_input,
+            recorded: 0,
+            limit: None,
+            stopped: false,
             events: 0,
             live,
         })
+    }
+
+    /// Records at most `bytes` of data; then one event says so and the
+    /// rest goes unrecorded.
+    pub fn limited_to(mut self, bytes: u64) -> Self {
+        self.limit = Some(bytes);
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -93,15 +107,45 @@ impl Recorder {
     }
 
     pub fn output(&mut self, bytes: &[u8]) {
+        let (bytes, cut) = self.within_limit(bytes);
         let text = self.decode(bytes);
         if !text.is_empty() {
             self.event("o", &text);
         }
+        self.note_cut(cut);
     }
 
     pub fn input(&mut self, bytes: &[u8]) {
-        if self.record_input {
+        if !self.record_input {
+            return;
+        }
+        let (bytes, cut) = self.within_limit(bytes);
+        if !bytes.is_empty() {
             self.event("i", &String::from_utf8_lossy(bytes));
+        }
+        self.note_cut(cut);
+    }
+
+    /// The part of `bytes` still within the limit, and whether the rest
+    /// was cut off here (from then on nothing is recorded).
+    fn within_limit<'a>(&mut self, bytes: &'a [u8]) -> (&'a [u8], bool) {
+        let Some(limit) = self.limit else {
+            return (bytes, false);
+        };
+        if self.stopped {
+            return (&[], false);
+        }
+        let room = limit.saturating_sub(self.recorded);
+        let taken = &bytes[..bytes.len().min(usize::try_from(room).unwrap_or(usize::MAX))];
+        self.recorded += taken.len() as u64;
+        self.stopped = taken.len() < bytes.len();
+        (taken, self.stopped)
+    }
+
+    fn note_cut(&mut self, cut: bool) {
+        if let (true, Some(limit)) = (cut, self.limit) {
+            let note = format!("\r\n[jitgate] recording stopped after {limit} bytes\r\n");
+            self.event("o", &note);
         }
     }
 
@@ -205,6 +249,31 @@ mod tests {
         assert!(
             lines.next().is_none(),
             "input is not recorded unless enabled"
+        );
+    }
+
+    #[test]
+    fn a_limited_recording_stops_where_the_limit_falls_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut recorder = Recorder::create(dir.path(), "s-3", 80, 24, "dumb", true)
+            .unwrap()
+            .limited_to(10);
+        recorder.input(b"cat\n");
+        recorder.output(b"hello world");
+        recorder.output(b"never seen");
+        recorder.input(b"nor this");
+        let events = read_events(recorder.path()).unwrap();
+        let data: Vec<(&str, &str)> = events
+            .iter()
+            .map(|(_, kind, data)| (kind.as_str(), data.as_str()))
+            .collect();
+        assert_eq!(
+            data,
+            vec![
+                ("i", "cat\n"),
+                ("o", "hello "),
+                ("o", "\r\n[jitgate] recording stopped after 10 bytes\r\n"),
+            ]
         );
     }
 

@@ -271,20 +271,27 @@ fn start(
         }
     }
     // A shell without a pty (`ssh -T`) is as interactive as one with a
-    // pty; only exec channels (pipelines, rsync, git) go unrecorded.
+    // pty; exec channels without one carry pipelines (rsync, git), so they
+    // are recorded only when configured, and only so far.
     let (term, cols, rows) = match used.pty.clone() {
         Some(pty) => pty,
-        None if kind == "shell" => ("dumb".to_string(), 80, 24),
+        None if kind == "shell" || recorded_exec(kind, config) => ("dumb".to_string(), 80, 24),
         None => return,
     };
-    match Recorder::create(
+    let limit = (used.pty.is_none() && kind == "exec").then_some(config.record_exec_bytes);
+    let created = Recorder::create(
         &config.recordings_dir,
         &name,
         cols,
         rows,
         &term,
         config.record_input,
-    ) {
+    )
+    .map(|recorder| match limit {
+        Some(bytes) => recorder.limited_to(bytes),
+        None => recorder,
+    });
+    match created {
         Ok(recorder) => {
             plane
                 .gateway
@@ -294,6 +301,12 @@ fn start(
         }
         Err(e) => tracing::error!(error = %e, "cannot create a session recording"),
     }
+}
+
+/// Exec channels without a pty are recorded (up to `record_exec_bytes`)
+/// only when that is above zero.
+fn recorded_exec(kind: &str, config: &crate::config::Config) -> bool {
+    kind == "exec" && config.record_exec_bytes > 0
 }
 
 fn log_files(shared: &Shared, write: impl FnOnce(&mut FileLog)) {
