@@ -7,7 +7,9 @@
 //! truncating or swapping a recording afterwards shows: `audit verify
 //! --files` digests each file again and compares.
 
+use std::fs::File;
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -57,6 +59,19 @@ impl<W: Write> Write for Digesting<W> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }
+}
+
+/// A new evidence file `dir/name` (0600; `dir` made private if missing),
+/// never an existing one, digested from its first byte.
+pub fn create_evidence_file(dir: &Path, name: &str) -> std::io::Result<(PathBuf, Digesting<File>)> {
+    crate::fsutil::ensure_private_dir(dir)?;
+    let path = dir.join(name);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    Ok((path, Digesting::new(file)))
 }
 
 /// Digests a file as it is now.

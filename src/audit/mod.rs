@@ -39,7 +39,7 @@ pub use backlog::records_after;
 pub use event::{AuditEvent, Protocol};
 pub use evidence::{
     Digesting, EvidenceFile, EvidenceKind, EvidenceReport, FileDigest, Vouched, check_evidence,
-    digest_file, read_vouched, vouched_for_session,
+    create_evidence_file, digest_file, read_vouched, vouched_for_session,
 };
 pub use verify::{VerifyError, VerifyReport, chain_files, verify_against, verify_files};
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::wire::{cstr, error_fields};
-use crate::audit::{Digesting, FileDigest};
+use crate::audit::{Digesting, FileDigest, create_evidence_file};
 
 /// Longest statement text kept in a log entry.
 const STATEMENT_LIMIT: usize = 16 * 1024;
@@ -307,20 +307,10 @@ impl QueryLogWriter {
         resource: &str,
         live: tokio::sync::broadcast::Sender<crate::ssh::LiveEvent>,
     ) -> std::io::Result<Self> {
-        use std::os::unix::fs::OpenOptionsExt;
-        crate::fsutil::ensure_private_dir(dir)?;
-        let path = dir.join(format!("{session}.jsonl"));
-        // A new file: its digest covers all of it.
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)?;
+        let (path, file) = create_evidence_file(dir, &format!("{session}.jsonl"))?;
         Ok(Self {
             path,
-            file: Arc::new(parking_lot::Mutex::new(std::io::BufWriter::new(
-                Digesting::new(file),
-            ))),
+            file: Arc::new(parking_lot::Mutex::new(std::io::BufWriter::new(file))),
             session: session.to_string(),
             user: user.to_string(),
             resource: resource.to_string(),

@@ -6,7 +6,6 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,7 +13,7 @@ use std::time::Instant;
 use serde_json::json;
 use tokio::sync::broadcast;
 
-use crate::audit::{Digesting, FileDigest};
+use crate::audit::{Digesting, FileDigest, create_evidence_file};
 
 /// One recorded event line, numbered so a follower can join the file
 /// catch-up and the live stream without gaps or repeats.
@@ -48,15 +47,7 @@ impl Recorder {
         term: &str,
         record_input: bool,
     ) -> std::io::Result<Self> {
-        crate::fsutil::ensure_private_dir(dir)?;
-        let path = dir.join(format!("{name}.cast"));
-        let mut file = Digesting::new(
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)?,
-        );
+        let (path, mut file) = create_evidence_file(dir, &format!("{name}.cast"))?;
         let header = json!({
             "version": 2,
             "width": width.clamp(1, 10_000),

@@ -10,13 +10,12 @@ mod codec;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use super::LiveEvent;
-use crate::audit::{Digesting, FileDigest};
+use crate::audit::{Digesting, FileDigest, create_evidence_file};
 use crate::sessions::{LiveRecording, RecordingKind};
 use codec::{Packets, Reply, Request, open_mode, parse_reply, parse_request, status_text};
 
@@ -214,16 +213,10 @@ pub struct FileLog {
 
 impl FileLog {
     pub fn create(dir: &Path, name: &str) -> std::io::Result<Self> {
-        crate::fsutil::ensure_private_dir(dir)?;
-        let path = dir.join(format!("{name}.sftp.jsonl"));
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)?;
+        let (path, file) = create_evidence_file(dir, &format!("{name}.sftp.jsonl"))?;
         Ok(Self {
             path,
-            file: Digesting::new(file),
+            file,
             tracker: Tracker::default(),
             lines: 0,
             live: tokio::sync::broadcast::channel(1024).0,
