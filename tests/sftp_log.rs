@@ -45,13 +45,7 @@ fn sftp_and_scp_file_operations_are_logged_with_bytes_and_outcomes() {
     let target = "alice+web-01@127.0.0.1";
     let port = world.ssh_port.to_string();
 
-    let mut sftp = Command::new("sftp")
-        .args(world.client_options("alice"))
-        .args(["-P", &port, "-b", "-", target])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut sftp = world.sftp_batch("alice");
     // `-` before a command lets the batch go on when it fails.
     write!(
         sftp.stdin.take().unwrap(),
@@ -140,14 +134,7 @@ fn sftp_and_scp_file_operations_are_logged_with_bytes_and_outcomes() {
 fn auditors_follow_an_sftp_session_live() {
     let world = World::with_ssh_target(|t| t);
     world.lease_web("alice", "10m");
-    let mut sftp = Command::new("sftp")
-        .args(world.client_options("alice"))
-        .args(["-P", &world.ssh_port.to_string(), "-b", "-"])
-        .arg("alice+web-01@127.0.0.1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut sftp = world.sftp_batch("alice");
     let mut commands = sftp.stdin.take().unwrap();
     commands.write_all(b"mkdir before-follow\n").unwrap();
     let session = world.live_session("ssh");

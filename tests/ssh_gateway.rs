@@ -146,13 +146,7 @@ fn sftp_scp_and_rsync_work_unchanged_with_checksums() {
     let target = "alice+web-01@127.0.0.1";
     let port = world.ssh_port.to_string();
 
-    let mut sftp = Command::new("sftp")
-        .args(world.client_options("alice"))
-        .args(["-P", &port, "-b", "-", target])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut sftp = world.sftp_batch("alice");
     write!(
         sftp.stdin.take().unwrap(),
         "put {} up.bin\nget up.bin {}\n",
@@ -246,20 +240,7 @@ fn a_pty_session_is_recorded_as_asciicast() {
 fn a_shell_without_a_pty_is_recorded_too_and_exec_is_not() {
     let world = World::with_ssh_target(|t| t);
     world.lease_web("alice", "10m");
-    let mut shell = world
-        .target_ssh("alice", "web-01")
-        .arg("-T")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    shell
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"echo no-pty-$((6*7))\nexit\n")
-        .unwrap();
-    let out = shell.wait_with_output().unwrap();
+    let out = world.on_target("alice", &["-T"], b"echo no-pty-$((6*7))\nexit\n");
     assert!(String::from_utf8_lossy(&out.stdout).contains("no-pty-42"));
     let out = world
         .target_ssh("alice", "web-01")
@@ -282,20 +263,8 @@ fn exec_channels_are_recorded_up_to_record_exec_bytes_when_configured() {
         format!("{t}\n[ssh]\nrecord_exec_bytes = 300\nrecord_input = true\n")
     });
     world.lease_web("alice", "10m");
-    let mut shell = world
-        .target_ssh("alice", "web-01")
-        .arg("bash")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    shell
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"echo exec-$((6*7))\n")
-        .unwrap();
-    assert!(String::from_utf8_lossy(&shell.wait_with_output().unwrap().stdout).contains("exec-42"));
+    let out = world.on_target("alice", &["bash"], b"echo exec-$((6*7))\n");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("exec-42"));
     let out = world
         .target_ssh("alice", "web-01")
         .arg("head -c 100000 /dev/zero | tr '\\0' x")

@@ -448,6 +448,33 @@ impl World {
         shell
     }
 
+    /// `ssh ARGS` to web-01 through the gateway as `user`, with `input` on
+    /// stdin; waits for it.
+    pub fn on_target(&self, user: &str, args: &[&str], input: &[u8]) -> Output {
+        let mut ssh = self
+            .target_ssh(user, "web-01")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        ssh.stdin.take().unwrap().write_all(input).unwrap();
+        ssh.wait_with_output().unwrap()
+    }
+
+    /// `sftp -b -` to web-01 through the gateway as `user`: batch commands
+    /// go to its stdin.
+    pub fn sftp_batch(&self, user: &str) -> Child {
+        Command::new("sftp")
+            .args(self.client_options(user))
+            .args(["-P", &self.ssh_port.to_string(), "-b", "-"])
+            .arg(format!("{user}+web-01@127.0.0.1"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     pub fn target_ssh(&self, user: &str, resource: &str) -> Command {
         self.ssh_command(&format!("{user}+{resource}"), user)
     }
