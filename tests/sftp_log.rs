@@ -42,8 +42,6 @@ fn sftp_and_scp_file_operations_are_logged_with_bytes_and_outcomes() {
     world.lease_web("alice", "10m");
     let local = world.path("payload");
     std::fs::write(&local, vec![42u8; 300_000]).unwrap();
-    let target = "alice+web-01@127.0.0.1";
-    let port = world.ssh_port.to_string();
 
     let mut sftp = world.sftp_batch("alice");
     // `-` before a command lets the batch go on when it fails.
@@ -55,14 +53,7 @@ fn sftp_and_scp_file_operations_are_logged_with_bytes_and_outcomes() {
     )
     .unwrap();
     assert!(sftp.wait().unwrap().success());
-    let status = Command::new("scp")
-        .args(world.client_options("alice"))
-        .args(["-P", &port])
-        .arg(&local)
-        .arg(format!("{target}:scp.bin"))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    assert!(world.scp("alice", &local.display().to_string(), "web-01:scp.bin"));
     assert!(wait_until(Duration::from_secs(5), || file_logs(&world)
         .len()
         == 2));

@@ -157,22 +157,9 @@ fn sftp_scp_and_rsync_work_unchanged_with_checksums() {
     assert!(sftp.wait().unwrap().success());
     assert_eq!(std::fs::read(world.path("down-sftp")).unwrap(), data);
 
-    let status = Command::new("scp")
-        .args(world.client_options("alice"))
-        .args(["-P", &port])
-        .arg(&local)
-        .arg(format!("{target}:scp.bin"))
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let status = Command::new("scp")
-        .args(world.client_options("alice"))
-        .args(["-P", &port])
-        .arg(format!("{target}:scp.bin"))
-        .arg(world.path("down-scp"))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    assert!(world.scp("alice", &local.display().to_string(), "web-01:scp.bin"));
+    let down = world.path("down-scp").display().to_string();
+    assert!(world.scp("alice", "web-01:scp.bin", &down));
     assert_eq!(std::fs::read(world.path("down-scp")).unwrap(), data);
 
     let rsh = format!("ssh {} -p {port}", world.client_options("alice").join(" "));

@@ -462,6 +462,22 @@ impl World {
         ssh.wait_with_output().unwrap()
     }
 
+    /// `scp FROM TO` through the gateway as `user`; `web-01:PATH` names a
+    /// file on web-01. Whether it succeeded.
+    pub fn scp(&self, user: &str, from: &str, to: &str) -> bool {
+        let remote = |spec: &str| match spec.strip_prefix("web-01:") {
+            Some(path) => format!("{user}+web-01@127.0.0.1:{path}"),
+            None => spec.to_string(),
+        };
+        Command::new("scp")
+            .args(self.client_options(user))
+            .args(["-P", &self.ssh_port.to_string()])
+            .args([remote(from), remote(to)])
+            .status()
+            .unwrap()
+            .success()
+    }
+
     /// `sftp -b -` to web-01 through the gateway as `user`: batch commands
     /// go to its stdin.
     pub fn sftp_batch(&self, user: &str) -> Child {
