@@ -40,7 +40,7 @@ const COUNTERS: [(&str, &str); 14] = [
     ),
     (
         "jitgate_audit_write_failures_total",
-        "Audit records that could not be written",
+        "Attempts to write the audit log that failed",
     ),
     (
         "jitgate_event_subscribers_dropped_total",
@@ -78,6 +78,10 @@ pub fn describe() {
         "Requests known to the gateway, by state"
     );
     describe_gauge!("jitgate_active_leases", "Leases currently active");
+    describe_gauge!(
+        "jitgate_audit_records_held",
+        "Audit records waiting in memory for the audit log to take them (no new access is granted while above 0)"
+    );
     describe_counter!(
         "jitgate_audit_tampering_detected_total",
         "Starts at which the audit log no longer held the head saved before"

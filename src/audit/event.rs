@@ -37,6 +37,14 @@ pub enum AuditEvent {
         anchor: String,
         problem: String,
     },
+    /// The audit log could not take records for a while and more of them
+    /// happened than the gateway holds in memory: `count` records from
+    /// `first` to `last` (their times) are missing before this one.
+    AuditRecordsLost {
+        count: u64,
+        first: String,
+        last: String,
+    },
     /// A workflow state change; `actor` is absent for the gateway's own
     /// decisions (expiry, timeouts).
     Workflow {

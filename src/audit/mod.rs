@@ -20,6 +20,7 @@ mod anchor;
 mod backlog;
 mod event;
 mod evidence;
+mod held;
 mod verify;
 
 use std::fs::{File, OpenOptions};
@@ -41,6 +42,7 @@ pub use evidence::{
     Digesting, EvidenceFile, EvidenceKind, EvidenceReport, FileDigest, Vouched, check_evidence,
     create_evidence_file, digest_file, read_vouched, vouched_for_session,
 };
+pub use held::Recorded;
 pub use verify::{VerifyError, VerifyReport, chain_files, verify_against, verify_files};
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -65,7 +67,6 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
-/// SHA-256 of the canonical JSON of a record object without its `hash`.
 /// Text from the network or from users, bound for audit records and
 /// other users' terminals: control characters dropped, at most
 /// `max_chars` characters.
@@ -76,6 +77,7 @@ pub fn printable(text: &str, max_chars: usize) -> String {
         .collect()
 }
 
+/// SHA-256 of the canonical JSON of a record object without its `hash`.
 pub(crate) fn record_hash(object: &Map<String, Value>) -> String {
     let without_hash: Map<String, Value> = object
         .iter()
@@ -93,6 +95,11 @@ pub struct AuditLog {
     rotate_bytes: u64,
     next_seq: u64,
     prev: String,
+    /// A write failed and its partial line could not be cut off yet: no
+    /// record may follow it until it is.
+    torn: bool,
+    /// Records the log could not take yet (`held`).
+    held: held::Held,
 }
 
 impl AuditLog {
@@ -134,13 +141,23 @@ impl AuditLog {
             rotate_bytes,
             next_seq,
             prev,
+            torn: false,
+            held: held::Held::default(),
         };
         Ok((log, dropped))
     }
 
-    /// Appends `event`, chained to the previous record, and fsyncs it.
+    /// Appends `event`, chained to the previous record, and fsyncs it. A
+    /// failed write leaves the chain as it was: no partial line stays.
     pub fn append(&mut self, event: AuditEvent) -> Result<Arc<AuditRecord>, AuditError> {
-        let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        self.write_record(now(), event)
+    }
+
+    fn write_record(
+        &mut self,
+        ts: String,
+        event: AuditEvent,
+    ) -> Result<Arc<AuditRecord>, AuditError> {
         let mut object = Map::new();
         object.insert("seq".into(), self.next_seq.into());
         object.insert("ts".into(), ts.clone().into());
@@ -153,15 +170,14 @@ impl AuditLog {
         object.insert("hash".into(), hash.clone().into());
         let mut line = Value::Object(object).to_string();
         line.push('\n');
+        self.cut_torn_line()?;
         if self.size > 0 && self.size + line.len() as u64 > self.rotate_bytes {
             self.rotate()?;
         }
-        let io = |source| AuditError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        self.file.write_all(line.as_bytes()).map_err(io)?;
-        self.file.sync_data().map_err(io)?;
+        if let Err(source) = self.write_line(line.as_bytes()) {
+            self.cut_torn_line_after_failure();
+            return Err(self.io_error(source));
+        }
         self.size += line.len() as u64;
         let record = AuditRecord {
             seq: self.next_seq,
@@ -174,6 +190,39 @@ impl AuditLog {
         Ok(Arc::new(record))
     }
 
+    fn write_line(&mut self, line: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(line)?;
+        self.file.sync_data()
+    }
+
+    /// A write that failed half-way (a full disk) may have left part of its
+    /// line: cut back to the last whole record, now or before the next one.
+    fn cut_torn_line_after_failure(&mut self) {
+        self.torn = true;
+        if let Err(e) = self.cut_torn_line() {
+            tracing::error!(error = %e, "cannot cut a partly written audit record yet");
+        }
+    }
+
+    fn cut_torn_line(&mut self) -> Result<(), AuditError> {
+        if self.torn {
+            let cut = self
+                .file
+                .set_len(self.size)
+                .and_then(|()| self.file.sync_all());
+            cut.map_err(|source| self.io_error(source))?;
+            self.torn = false;
+        }
+        Ok(())
+    }
+
+    fn io_error(&self, source: std::io::Error) -> AuditError {
+        AuditError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
     fn rotate(&mut self) -> Result<(), AuditError> {
         let io = |source| AuditError::Io {
             path: self.path.clone(),
@@ -184,12 +233,20 @@ impl AuditLog {
             .map_or(1, |n| n + 1);
         let rotated = rotated_name(&self.path, number);
         std::fs::rename(&self.path, &rotated).map_err(io)?;
-        self.file = OpenOptions::new()
+        let opened = OpenOptions::new()
             .append(true)
             .create(true)
             .mode(0o600)
-            .open(&self.path)
-            .map_err(io)?;
+            .open(&self.path);
+        self.file = match opened {
+            Ok(file) => file,
+            Err(e) => {
+                // Put the full file back, so records keep going to the
+                // file named in the config (and a retry rotates again).
+                let _ = std::fs::rename(&rotated, &self.path);
+                return Err(io(e));
+            }
+        };
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             fsutil::sync_dir(dir).map_err(io)?;
         }
@@ -208,6 +265,10 @@ impl AuditLog {
             hash: self.prev.clone(),
         })
     }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 fn rotated_name(path: &Path, number: u64) -> PathBuf {

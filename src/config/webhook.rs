@@ -45,6 +45,7 @@ pub const EVENT_NAMES: &[&str] = &[
     "config_reloaded",
     "torn_tail_dropped",
     "audit_tampered",
+    "audit_records_lost",
     "workflow",
     "refused",
     "mfa_failure",

@@ -46,6 +46,9 @@ pub fn describe(event: &AuditEvent) -> String {
         AuditEvent::TornTailDropped { file, bytes } => {
             format!("dropped {bytes} torn bytes at the end of {file}")
         }
+        AuditEvent::AuditRecordsLost { count, first, last } => format!(
+            "AUDIT RECORDS LOST: {count} record(s) from {first} to {last} could not be written"
+        ),
         AuditEvent::Workflow { actor, change } => describe_change(actor.as_deref(), change),
         AuditEvent::Refused {
             actor,

@@ -7,6 +7,7 @@
 //! `spawn_blocking`, so a slow disk never stalls the runtime's workers.
 
 mod audit_anchor;
+mod audit_outage;
 mod command;
 mod interrupted;
 mod penalties;
@@ -34,6 +35,7 @@ use crate::lease::{Lease, LeaseTable};
 use crate::mfa::{MfaError, MfaGuard};
 use crate::workflow::{Engine, Event, Request, RequestId, RequestState, WorkflowError};
 
+pub use audit_outage::AUDIT_UNAVAILABLE;
 pub use command::{Command, Outcome, hash_lease_password};
 pub use pending_logins::PendingLogin;
 pub use rotation_marks::RotationMarks;
@@ -50,6 +52,8 @@ pub enum GatewayError {
     Journal(#[from] JournalError),
     #[error("audit log unavailable: {0}")]
     Audit(#[from] AuditError),
+    #[error("{AUDIT_UNAVAILABLE}: nothing was changed; try again later")]
+    AuditUnavailable,
     #[error(transparent)]
     Vault(#[from] crate::vault::VaultError),
     #[error("{0} is rotating its credential after the last lease: try again in a moment")]
@@ -110,6 +114,8 @@ pub struct Gateway {
     penalties: penalties::PenaltyBox,
     /// Connections still logging in, by source address.
     pending_logins: pending_logins::PendingLogins,
+    /// The audit log failed and holds records back (`audit_outage`).
+    audit_failing: std::sync::atomic::AtomicBool,
 }
 
 /// How many records the event bus buffers for each subscriber.
@@ -194,21 +200,6 @@ impl Gateway {
         self.audit_locked(&mut core, event);
     }
 
-    fn audit_locked(&self, core: &mut Core, event: AuditEvent) {
-        match core.audit.append(event) {
-            Ok(record) => {
-                Self::follow_audit_head(core, &record);
-                // Scraped, the head seq becomes a record kept off this machine.
-                metrics::gauge!("jitgate_audit_head_seq").set(record.seq as f64);
-                self.bus.publish(record);
-            }
-            Err(e) => {
-                metrics::counter!("jitgate_audit_write_failures_total").increment(1);
-                tracing::error!(error = %e, "audit write failed");
-            }
-        }
-    }
-
     /// Journals, applies, audits and publishes `events`, then mirrors the
     /// affected requests into the lease table.
     fn commit(
@@ -220,6 +211,14 @@ impl Gateway {
     ) -> Result<(), GatewayError> {
         if events.is_empty() {
             return Ok(());
+        }
+        // A person's change that would let anyone in more waits until it can
+        // be audited; the gateway's own decisions only ever end access.
+        if actor.is_some()
+            && events.iter().any(audit_outage::widens_access)
+            && !self.audit_ready_locked(core)
+        {
+            return Err(GatewayError::AuditUnavailable);
         }
         let record = JournalRecord { events, mfa_step };
         core.journal.append(&record)?;

@@ -93,6 +93,7 @@ impl Gateway {
             rotation_marks,
             penalties: Default::default(),
             pending_logins: Default::default(),
+            audit_failing: Default::default(),
         });
         let version = env!("CARGO_PKG_VERSION").to_string();
         gateway.audit(AuditEvent::GatewayStarted { version });

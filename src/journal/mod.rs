@@ -66,6 +66,13 @@ pub struct Recovered<S, R> {
 pub struct Journal {
     dir: PathBuf,
     file: File,
+    /// Where the file ends: its last whole frame.
+    len: u64,
+    /// A failed append or compaction may have left the file longer than
+    /// `len` (part of a frame, on a full disk, or a frame whose fsync
+    /// failed and which was reported as not recorded). It is cut back
+    /// before anything else is appended; until that works, nothing is.
+    unsure: bool,
     next_seq: u64,
     records_since_snapshot: u64,
 }
@@ -119,6 +126,8 @@ impl Journal {
         let journal = Self {
             dir: dir.to_path_buf(),
             file,
+            len: decoded.valid_len,
+            unsure: false,
             next_seq: last_seq + 1,
             records_since_snapshot: records.len() as u64,
         };
@@ -133,25 +142,50 @@ impl Journal {
     }
 
     /// Appends one record and fsyncs it. Only after this returns may the
-    /// change be acknowledged.
+    /// change be acknowledged. A failed append leaves the journal as it
+    /// was: the change is not replayed at the next start either.
     pub fn append<R: Serialize>(&mut self, record: &R) -> Result<u64, JournalError> {
         let payload =
             serde_json::to_vec(record).map_err(|e| JournalError::Encode(e.to_string()))?;
         let seq = self.next_seq;
         let frame = encode_frame(seq, &payload);
         let started = Instant::now();
-        let path = self.dir.join(JOURNAL_FILE);
-        let io = |source| JournalError::Io {
-            path: path.clone(),
-            source,
-        };
-        self.file.write_all(&frame).map_err(io)?;
-        self.file.sync_data().map_err(io)?;
+        self.cut_to_len().map_err(|source| self.io_error(source))?;
+        let written = self
+            .file
+            .write_all(&frame)
+            .and_then(|()| self.file.sync_data());
+        if let Err(source) = written {
+            self.unsure = true;
+            if let Err(e) = self.cut_to_len() {
+                tracing::error!(error = %e, "cannot cut a failed journal append back yet");
+            }
+            return Err(self.io_error(source));
+        }
         metrics::histogram!("jitgate_journal_fsync_seconds")
             .record(started.elapsed().as_secs_f64());
+        self.len += frame.len() as u64;
         self.next_seq += 1;
         self.records_since_snapshot += 1;
         Ok(seq)
+    }
+
+    /// Cuts the file back to its last whole frame if a failure left that
+    /// in doubt.
+    fn cut_to_len(&mut self) -> std::io::Result<()> {
+        if self.unsure {
+            self.file.set_len(self.len)?;
+            self.file.sync_all()?;
+            self.unsure = false;
+        }
+        Ok(())
+    }
+
+    fn io_error(&self, source: std::io::Error) -> JournalError {
+        JournalError::Io {
+            path: self.dir.join(JOURNAL_FILE),
+            source,
+        }
     }
 
     pub fn records_since_snapshot(&self) -> u64 {
@@ -172,15 +206,12 @@ impl Journal {
                 source,
             }
         })?;
-        let path = self.dir.join(JOURNAL_FILE);
-        let io = |source| JournalError::Io {
-            path: path.clone(),
-            source,
-        };
-        fsutil::write_atomic(&path, &[], 0o600).map_err(io)?;
-        self.file = OpenOptions::new().append(true).open(&path).map_err(io)?;
+        // The snapshot holds every frame now, so an empty journal is right
+        // from here on, whenever the cut succeeds.
+        self.len = 0;
+        self.unsure = true;
         self.records_since_snapshot = 0;
-        Ok(())
+        self.cut_to_len().map_err(|source| self.io_error(source))
     }
 }
 

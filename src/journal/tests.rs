@@ -114,3 +114,60 @@ fn a_crash_between_snapshot_and_truncation_replays_nothing_twice() {
     let (_, recovered) = open(dir.path());
     assert_eq!(recovered.records, vec!["r2".to_string()]);
 }
+
+/// Bytes a failed append may leave after the last whole frame: part of a
+/// frame (a full disk), or a whole one whose fsync failed and which was
+/// reported as not recorded.
+fn leave_after_failure(dir: &Path, journal: &mut Journal, bytes: &[u8]) {
+    let mut file = OpenOptions::new()
+        .append(true)
+        .open(dir.join(JOURNAL_FILE))
+        .unwrap();
+    file.write_all(bytes).unwrap();
+    journal.unsure = true;
+}
+
+#[test]
+fn a_partly_written_frame_is_cut_off_before_the_next_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, _) = open(dir.path());
+    journal.append(&"first".to_string()).unwrap();
+    let frame = encode_frame(2, b"\"lost\"");
+    leave_after_failure(dir.path(), &mut journal, &frame[..frame.len() / 2]);
+    journal.append(&"second".to_string()).unwrap();
+    drop(journal);
+    // Left in place, the half frame would sit before "second": corruption
+    // that stops the gateway from starting.
+    let (_, recovered) = open(dir.path());
+    assert_eq!(recovered.records, ["first", "second"]);
+}
+
+#[test]
+fn an_append_reported_as_failed_is_never_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, _) = open(dir.path());
+    journal.append(&"first".to_string()).unwrap();
+    leave_after_failure(dir.path(), &mut journal, &encode_frame(2, b"\"refused\""));
+    journal.append(&"second".to_string()).unwrap();
+    drop(journal);
+    let (_, recovered) = open(dir.path());
+    assert_eq!(recovered.records, ["first", "second"]);
+}
+
+#[test]
+fn while_the_file_cannot_be_cut_back_nothing_is_appended() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, _) = open(dir.path());
+    journal.append(&"first".to_string()).unwrap();
+    // Every write and cut fails on /dev/full, as on a disk that is full.
+    let full = OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let real = std::mem::replace(&mut journal.file, full);
+    assert!(journal.append(&"refused".to_string()).is_err());
+    assert!(journal.unsure);
+    assert!(journal.append(&"refused too".to_string()).is_err());
+    journal.file = real;
+    journal.append(&"second".to_string()).unwrap();
+    drop(journal);
+    let (_, recovered) = open(dir.path());
+    assert_eq!(recovered.records, ["first", "second"]);
+}

@@ -16,7 +16,7 @@ use super::progress::ClientProgress;
 use super::upstream::{Login, Stream, Upstream, UpstreamError, UpstreamTls};
 use super::wire::{self, read_message, sqlstate};
 use crate::config::{Resource, ResourceKind};
-use crate::gateway::hash_lease_password;
+use crate::gateway::{AUDIT_UNAVAILABLE, Gateway, hash_lease_password};
 use crate::lease::Lease;
 use crate::secret::Secret;
 
@@ -100,6 +100,12 @@ pub async fn admit(
         Err(refusal) => return Ok(Err(refusal)),
     };
     progress.settled();
+    if !audit_ready(&frontend.runtime.gateway).await {
+        return Ok(Err(Refusal::plain(
+            sqlstate::CANNOT_CONNECT_NOW,
+            AUDIT_UNAVAILABLE.into(),
+        )));
+    }
     let config = frontend.runtime.gateway.config();
     let limit = config.postgres.max_connections_per_user;
     let Some(slot) = frontend.take_slot(asked.user, limit) else {
@@ -131,6 +137,18 @@ pub async fn admit(
             }))
         }
     }
+}
+
+/// Whether the audit log takes records; checked off the event loop when
+/// it failed before, as the check then writes the records it holds.
+async fn audit_ready(gateway: &Arc<Gateway>) -> bool {
+    if !gateway.audit_failing() {
+        return true;
+    }
+    let gateway = gateway.clone();
+    tokio::task::spawn_blocking(move || gateway.audit_ready())
+        .await
+        .unwrap_or(false)
 }
 
 /// Asks for a cleartext password (inside TLS), after negotiating the

@@ -17,6 +17,8 @@ use super::upstream::{Stream, Upstream};
 use super::wire::{self, StartupPacket, read_startup, sqlstate};
 use super::{Frontend, relay};
 use crate::audit::{AuditEvent, Protocol};
+use crate::gateway::AUDIT_UNAVAILABLE;
+
 /// The first byte of a TLS handshake: a client using `sslnegotiation=direct`.
 const TLS_HANDSHAKE: u8 = 0x16;
 
@@ -296,11 +298,22 @@ async fn login(
     let started = session.started_event();
     let accepted = login_event(&user, Some(&database), peer, Ok(()));
     let gateway = frontend.runtime.gateway.clone();
-    // Tracked, so a shutdown waits for the record to be written.
-    frontend.runtime.tracker.spawn_blocking(move || {
-        gateway.audit(accepted);
-        gateway.audit(started);
-    });
+    // The session's start is on disk before its first byte flows, so no
+    // session goes unseen, even if the gateway is killed right after.
+    let recorded = frontend
+        .runtime
+        .tracker
+        .spawn_blocking(move || {
+            gateway.audit(accepted);
+            gateway.audit(started);
+            !gateway.audit_failing()
+        })
+        .await
+        .unwrap_or(false);
+    if !recorded {
+        refuse(&mut client, sqlstate::CANNOT_CONNECT_NOW, AUDIT_UNAVAILABLE).await;
+        return Ok(None);
+    }
     greet(&mut client, &session, &upstream).await?;
     Ok(Some((session, client, upstream.stream)))
 }

@@ -33,16 +33,34 @@ pub struct Ending {
 pub struct QueryLog {
     pub tracker: StatementTracker,
     pub writer: QueryLogWriter,
+    /// A line could not be written: the session must not go on unlogged.
+    failed: bool,
 }
 
 impl QueryLog {
     pub fn write_all(&mut self, statements: &[Statement]) {
         for statement in statements {
             if let Err(e) = self.writer.write(statement) {
-                metrics::counter!("jitgate_query_log_write_failures_total").increment(1);
-                tracing::error!(error = %e, path = %self.writer.path.display(), "query log write failed");
+                self.failed(&e);
             }
         }
+    }
+
+    /// Writes out what is buffered; false once anything failed to reach
+    /// the file.
+    pub fn flushed(&mut self) -> bool {
+        if let Err(e) = self.writer.flush() {
+            self.failed(&e);
+        }
+        !self.failed
+    }
+
+    fn failed(&mut self, error: &std::io::Error) {
+        metrics::counter!("jitgate_query_log_write_failures_total").increment(1);
+        if !self.failed {
+            tracing::error!(error = %error, path = %self.writer.path.display(), "query log write failed; the session is ended");
+        }
+        self.failed = true;
     }
 }
 
@@ -122,6 +140,7 @@ impl PgSession {
             log: Mutex::new(QueryLog {
                 tracker: StatementTracker::new(config.postgres.log_parameters),
                 writer,
+                failed: false,
             }),
             bytes_from_client: AtomicU64::new(0),
             bytes_to_client: AtomicU64::new(0),
@@ -245,8 +264,15 @@ impl PgSession {
                 }
                 () = tokio::time::sleep(wake) => {}
                 _ = flush.tick() => {
-                    let _ = self.log.lock().writer.flush();
-                    continue;
+                    if self.log.lock().flushed() {
+                        continue;
+                    }
+                    self.finish(Some(Ending {
+                        code: sqlstate::IO_ERROR,
+                        message: "jitgate cannot write this session's query log, so the session is ended".into(),
+                        severed: false,
+                    }));
+                    return;
                 }
             }
             if !self.busy() && self.idle_for() >= idle_timeout {
@@ -341,10 +367,7 @@ impl Drop for PgSession {
             let mut log = self.log.lock();
             let left = log.tracker.unfinished();
             log.write_all(&left);
-            if let Err(e) = log.writer.flush() {
-                metrics::counter!("jitgate_query_log_write_failures_total").increment(1);
-                tracing::error!(error = %e, path = %log.writer.path.display(), "query log write failed");
-            }
+            let _ = log.flushed();
             (
                 log.tracker.statements,
                 log.writer.path.display().to_string(),

@@ -159,6 +159,8 @@ pub mod sqlstate {
     pub const TOO_MANY_CONNECTIONS: &str = "53300";
     pub const PROGRAM_LIMIT: &str = "54000";
     pub const IDLE_TIMEOUT: &str = "57P05";
+    pub const CANNOT_CONNECT_NOW: &str = "57P03";
+    pub const IO_ERROR: &str = "58030";
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
     pub const WARNING: &str = "01000";
 }

@@ -8,7 +8,7 @@ use russh::{Channel, ChannelMsg};
 
 use crate::audit::{AuditEvent, Protocol};
 use crate::control::{Caller, EXIT_OK, EXIT_REFUSED, Terminal, run_line};
-use crate::gateway::Gateway;
+use crate::gateway::{AUDIT_UNAVAILABLE, Gateway};
 
 use super::console::Console;
 
@@ -89,6 +89,8 @@ pub async fn refuse_target(
             "no active lease for {resource} — ssh -p {port} {}@{} request {resource}",
             caller.user, caller.host
         )
+    } else if !gateway.audit_ready() {
+        AUDIT_UNAVAILABLE.to_string()
     } else {
         format!("the SSH relay to {resource} is not available on this gateway yet")
     };

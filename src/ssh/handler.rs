@@ -10,6 +10,7 @@ use russh::{Channel, ChannelId, ChannelOpenFailure};
 
 use crate::audit::{AuditEvent, Protocol};
 use crate::control::Caller;
+use crate::gateway::AUDIT_UNAVAILABLE;
 use crate::serve::Runtime;
 use crate::sessions::SessionGuard;
 
@@ -93,6 +94,9 @@ impl Connection {
     fn data_plane(&mut self, caller: &Caller, resource: &str) -> Option<Arc<DataPlane>> {
         let gateway = &self.runtime.gateway;
         let lease = gateway.leases().lookup(&caller.user, resource)?;
+        if !gateway.audit_ready() {
+            return None;
+        }
         let mfa_needed = gateway
             .request(lease.request_id)
             .is_none_or(|r| r.settings.mfa_required);
@@ -115,6 +119,11 @@ impl Connection {
             lease,
             self.known_hosts.clone(),
         );
+        // Nothing reaches the target before its session's start is on
+        // record: the log may have failed just now, on these very records.
+        if gateway.audit_failing() {
+            return None;
+        }
         tokio::spawn(plane.clone().watch_lease(self.sever.clone()));
         self.plane = Some(plane.clone());
         Some(plane)
@@ -313,10 +322,12 @@ impl russh::server::Handler for Connection {
             None
         };
         let Some(plane) = plane else {
-            let reason = if allowed {
+            let reason = if !allowed {
+                format!("port forwarding is not allowed on {resource}")
+            } else if self.runtime.gateway.audit_ready() {
                 format!("no active lease for {resource}")
             } else {
-                format!("port forwarding is not allowed on {resource}")
+                AUDIT_UNAVAILABLE.to_string()
             };
             self.audit_forwarding_refused(
                 format!("port forwarding to {}:{port}", printable(host)),

@@ -36,6 +36,8 @@ pub struct Recorder {
     stopped: bool,
     events: u64,
     live: broadcast::Sender<LiveEvent>,
+    /// A write failed: the channel must not go on unrecorded.
+    failed: bool,
 }
 
 impl Recorder {
@@ -68,6 +70,7 @@ impl Recorder {
             stopped: false,
             events: 0,
             live,
+            failed: false,
         })
     }
 
@@ -80,6 +83,11 @@ impl Recorder {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether anything failed to reach the file.
+    pub fn failed(&self) -> bool {
+        self.failed
     }
 
     /// What the file holds so far, byte for byte.
@@ -148,7 +156,10 @@ impl Recorder {
         let elapsed = self.started.elapsed().as_secs_f64();
         let line = json!([(elapsed * 1e6).round() / 1e6, kind, data]).to_string();
         if let Err(e) = writeln!(self.file, "{line}") {
-            tracing::warn!(error = %e, path = %self.path.display(), "recording write failed");
+            if !self.failed {
+                tracing::error!(error = %e, path = %self.path.display(), "recording write failed; the channel is ended");
+            }
+            self.failed = true;
         }
         self.events += 1;
         let _ = self.live.send(LiveEvent {

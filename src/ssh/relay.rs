@@ -21,6 +21,14 @@ use russh::{Channel, ChannelId, ChannelMsg, ChannelWriteHalf, client, server};
 /// the bound only matters for one that closes its output and runs on.
 const EOF_HOLD: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// What the client reads when its channel's recording or file log cannot
+/// be created: what it asked for never runs.
+const CANNOT_RECORD: &str = "jitgate: this session cannot be recorded, so it does not run; the administrators have the details\r\n";
+/// ... or stops taking writes: the channel ends there.
+const RECORDING_FAILED: &str = "jitgate: this session's recording cannot be written, so it is ended; the administrators have the details\r\n";
+
+use tokio_util::sync::CancellationToken;
+
 use crate::audit::AuditEvent;
 
 use super::dataplane::DataPlane;
@@ -36,6 +44,9 @@ struct ChannelUse {
     pty: Option<(String, u32, u32)>,
     recorder: Option<Arc<Mutex<Recorder>>>,
     file_log: Option<Arc<Mutex<FileLog>>>,
+    /// Cancelled when the gateway itself stops the channel (what it runs
+    /// cannot be recorded): each direction then stops too.
+    stopped: CancellationToken,
 }
 
 type Shared = Arc<Mutex<ChannelUse>>;
@@ -95,7 +106,7 @@ async fn relay(
     let inbound = client_to_target(
         &plane,
         drain(client_rx, client_tx.clone()),
-        upstream_tx.clone(),
+        (upstream_tx.clone(), client_tx.clone()),
         shared.clone(),
     );
     let outbound = target_to_client(
@@ -150,19 +161,26 @@ pub fn env_allowed(allow: &[String], name: &str) -> bool {
     })
 }
 
-/// Client → target: requests, stdin, EOF. Returns bytes relayed.
+/// Client → target: requests, stdin, EOF. Returns bytes relayed. What
+/// cannot be recorded does not run: the client is told so instead.
 async fn client_to_target(
     plane: &DataPlane,
     mut from: Inbox<server::Msg>,
-    to: Arc<ChannelWriteHalf<client::Msg>>,
+    (to, client): (
+        Arc<ChannelWriteHalf<client::Msg>>,
+        Arc<ChannelWriteHalf<server::Msg>>,
+    ),
     shared: Shared,
 ) -> (u64, ()) {
     let mut bytes = 0u64;
     let config = plane.gateway.config();
+    let mut stop: Option<&str> = None;
+    let stopped = shared.lock().stopped.clone();
     loop {
         let message = tokio::select! {
             message = from.next() => message,
             () = plane.ends.cancelled() => break,
+            () = stopped.cancelled() => break,
         };
         let Some((message, _budget)) = message else {
             break;
@@ -170,8 +188,10 @@ async fn client_to_target(
         let sent = match message {
             ChannelMsg::Data { data } => {
                 count(&mut bytes, &plane.bytes_from_client, &data);
-                record(&shared, |r| r.input(&data));
-                log_files(&shared, |log| log.client_sent(&data));
+                if !keep(&shared, |r| r.input(&data), |log| log.client_sent(&data)) {
+                    stop = Some(RECORDING_FAILED);
+                    break;
+                }
                 passed_on(&from, to.data_bytes(data.clone()).await, &data).await
             }
             ChannelMsg::Eof => to.eof().await,
@@ -206,21 +226,25 @@ async fn client_to_target(
                 to.set_env(false, variable_name, variable_value).await
             }
             ChannelMsg::RequestShell { .. } => {
-                start(plane, &shared, "shell", None, &config);
+                if !start(plane, &shared, "shell", None, &config) {
+                    stop = Some(CANNOT_RECORD);
+                    break;
+                }
                 to.request_shell(true).await
             }
             ChannelMsg::Exec { command, .. } => {
-                start(
-                    plane,
-                    &shared,
-                    "exec",
-                    Some(String::from_utf8_lossy(&command).into_owned()),
-                    &config,
-                );
+                let text = String::from_utf8_lossy(&command).into_owned();
+                if !start(plane, &shared, "exec", Some(text), &config) {
+                    stop = Some(CANNOT_RECORD);
+                    break;
+                }
                 to.exec(true, command).await
             }
             ChannelMsg::RequestSubsystem { name, .. } => {
-                start(plane, &shared, "subsystem", Some(name.clone()), &config);
+                if !start(plane, &shared, "subsystem", Some(name.clone()), &config) {
+                    stop = Some(CANNOT_RECORD);
+                    break;
+                }
                 to.request_subsystem(true, &name).await
             }
             ChannelMsg::WindowChange {
@@ -229,7 +253,7 @@ async fn client_to_target(
                 pix_width,
                 pix_height,
             } => {
-                record(&shared, |r| r.resize(col_width, row_height));
+                keep(&shared, |r| r.resize(col_width, row_height), |_| {});
                 to.window_change(col_width, row_height, pix_width, pix_height)
                     .await
             }
@@ -240,35 +264,51 @@ async fn client_to_target(
             break;
         }
     }
+    if let Some(message) = stop {
+        stop_channel(&client, &shared, message).await;
+    }
     let _ = to.eof().await;
     let _ = to.close().await;
     (bytes, ())
 }
 
 /// Starts recording a pty session once it runs a shell or command (and a
-/// shell without a pty), and the file log of an SFTP channel.
+/// shell without a pty), and the file log of an SFTP channel. False when
+/// what must be recorded cannot be.
 fn start(
     plane: &DataPlane,
     shared: &Shared,
     kind: &'static str,
     command: Option<String>,
     config: &crate::config::Config,
-) {
+) -> bool {
+    match start_recording(plane, shared, kind, command, config) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(session = plane.session_id(), error = %e, "cannot record a channel; it is refused");
+            false
+        }
+    }
+}
+
+fn start_recording(
+    plane: &DataPlane,
+    shared: &Shared,
+    kind: &'static str,
+    command: Option<String>,
+    config: &crate::config::Config,
+) -> std::io::Result<()> {
     let mut used = shared.lock();
     used.kind = Some(kind);
     used.command = command;
     let name = format!("{}-{}", plane.session_id(), rand::random::<u16>());
     if kind == "subsystem" && used.command.as_deref() == Some("sftp") {
-        match FileLog::create(&config.recordings_dir, &name) {
-            Ok(log) => {
-                plane
-                    .gateway
-                    .sessions()
-                    .add_recording(plane.session_id(), log.live());
-                used.file_log = Some(Arc::new(Mutex::new(log)));
-            }
-            Err(e) => tracing::error!(error = %e, "cannot create an SFTP file log"),
-        }
+        let log = FileLog::create(&config.recordings_dir, &name)?;
+        plane
+            .gateway
+            .sessions()
+            .add_recording(plane.session_id(), log.live());
+        used.file_log = Some(Arc::new(Mutex::new(log)));
     }
     // A shell without a pty (`ssh -T`) is as interactive as one with a
     // pty; exec channels without one carry pipelines (rsync, git), so they
@@ -276,31 +316,26 @@ fn start(
     let (term, cols, rows) = match used.pty.clone() {
         Some(pty) => pty,
         None if kind == "shell" || recorded_exec(kind, config) => ("dumb".to_string(), 80, 24),
-        None => return,
+        None => return Ok(()),
     };
     let limit = (used.pty.is_none() && kind == "exec").then_some(config.record_exec_bytes);
-    let created = Recorder::create(
+    let mut recorder = Recorder::create(
         &config.recordings_dir,
         &name,
         cols,
         rows,
         &term,
         config.record_input,
-    )
-    .map(|recorder| match limit {
-        Some(bytes) => recorder.limited_to(bytes),
-        None => recorder,
-    });
-    match created {
-        Ok(recorder) => {
-            plane
-                .gateway
-                .sessions()
-                .add_recording(plane.session_id(), recorder.live());
-            used.recorder = Some(Arc::new(Mutex::new(recorder)));
-        }
-        Err(e) => tracing::error!(error = %e, "cannot create a session recording"),
+    )?;
+    if let Some(bytes) = limit {
+        recorder = recorder.limited_to(bytes);
     }
+    plane
+        .gateway
+        .sessions()
+        .add_recording(plane.session_id(), recorder.live());
+    used.recorder = Some(Arc::new(Mutex::new(recorder)));
+    Ok(())
 }
 
 /// Exec channels without a pty are recorded (up to `record_exec_bytes`)
@@ -309,18 +344,41 @@ fn recorded_exec(kind: &str, config: &crate::config::Config) -> bool {
     kind == "exec" && config.record_exec_bytes > 0
 }
 
-fn log_files(shared: &Shared, write: impl FnOnce(&mut FileLog)) {
-    let log = shared.lock().file_log.clone();
-    if let Some(log) = log {
-        write(&mut log.lock());
+/// Passes relayed bytes to the channel's recording and file log, if it
+/// has them; false once either failed to reach its file.
+fn keep(
+    shared: &Shared,
+    record: impl FnOnce(&mut Recorder),
+    log_files: impl FnOnce(&mut FileLog),
+) -> bool {
+    let (recorder, file_log) = {
+        let used = shared.lock();
+        (used.recorder.clone(), used.file_log.clone())
+    };
+    let mut kept = true;
+    if let Some(recorder) = recorder {
+        let mut recorder = recorder.lock();
+        record(&mut recorder);
+        kept &= !recorder.failed();
     }
+    if let Some(log) = file_log {
+        let mut log = log.lock();
+        log_files(&mut log);
+        kept &= !log.failed();
+    }
+    kept
 }
 
-fn record(shared: &Shared, write: impl FnOnce(&mut Recorder)) {
-    let recorder = shared.lock().recorder.clone();
-    if let Some(recorder) = recorder {
-        write(&mut recorder.lock());
-    }
+/// Tells the client why the gateway stops its channel, and stops both
+/// directions.
+async fn stop_channel(
+    client: &ChannelWriteHalf<server::Msg>,
+    shared: &Shared,
+    message: &'static str,
+) {
+    let _ = client.extended_data_bytes(1, Bytes::from(message)).await;
+    let _ = client.exit_status(1).await;
+    shared.lock().stopped.cancel();
 }
 
 /// Target → client: output, exit status, EOF, close; pty warnings before the
@@ -338,10 +396,12 @@ async fn target_to_client(
     let mut exited = false;
     let mut held_eof: Option<tokio::time::Instant> = None;
     let mut warnings = pending_warnings(plane);
+    let stopped = shared.lock().stopped.clone();
     loop {
         let message = tokio::select! {
             message = from.next() => message,
             () = plane.ends.cancelled() => break,
+            () = stopped.cancelled() => break,
             () = sleep_until_or_never(warnings.last().copied()) => {
                 warnings.pop();
                 warn_of_the_end(plane, &shared, &to).await;
@@ -361,8 +421,10 @@ async fn target_to_client(
         let sent = match message {
             ChannelMsg::Data { data } => {
                 count(&mut bytes, &plane.bytes_to_client, &data);
-                record(&shared, |r| r.output(&data));
-                log_files(&shared, |log| log.target_sent(&data));
+                if !keep(&shared, |r| r.output(&data), |log| log.target_sent(&data)) {
+                    stop_channel(&to, &shared, RECORDING_FAILED).await;
+                    break;
+                }
                 passed_on(&from, to.data_bytes(data.clone()).await, &data).await
             }
             ChannelMsg::ExtendedData { data, ext } => {

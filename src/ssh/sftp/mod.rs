@@ -209,6 +209,8 @@ pub struct FileLog {
     tracker: Tracker,
     lines: u64,
     live: tokio::sync::broadcast::Sender<LiveEvent>,
+    /// A write failed: the channel must not go on unlogged.
+    failed: bool,
 }
 
 impl FileLog {
@@ -220,6 +222,7 @@ impl FileLog {
             tracker: Tracker::default(),
             lines: 0,
             live: tokio::sync::broadcast::channel(1024).0,
+            failed: false,
         })
     }
 
@@ -239,6 +242,11 @@ impl FileLog {
 
     pub fn client_sent(&mut self, data: &[u8]) {
         self.tracker.client_sent(data);
+    }
+
+    /// Whether anything failed to reach the file.
+    pub fn failed(&self) -> bool {
+        self.failed
     }
 
     pub fn target_sent(&mut self, data: &[u8]) {
@@ -262,7 +270,10 @@ impl FileLog {
             let mut text = serde_json::to_vec(&line).unwrap_or_default();
             text.push(b'\n');
             if let Err(e) = self.file.write_all(&text) {
-                tracing::warn!(error = %e, path = %self.path.display(), "file log write failed");
+                if !self.failed {
+                    tracing::error!(error = %e, path = %self.path.display(), "file log write failed; the channel is ended");
+                }
+                self.failed = true;
             }
             self.lines += 1;
             let line = String::from_utf8_lossy(&text[..text.len() - 1]);

@@ -1,0 +1,227 @@
+//! Records the audit log could not take (a full or failing disk), held in
+//! memory in order until it can. The gateway refuses new access while any
+//! are held; what ends access goes on, its records held with the rest.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use super::{AuditError, AuditEvent, AuditLog, AuditRecord, now};
+
+/// At most this many records wait in memory; later ones are counted, and
+/// the count is written in their place once the log takes records again.
+const MAX_HELD: usize = 10_000;
+
+#[derive(Default)]
+pub(super) struct Held {
+    /// Each with the time it happened, oldest first.
+    records: VecDeque<(String, AuditEvent)>,
+    lost: Option<Lost>,
+}
+
+struct Lost {
+    count: u64,
+    first: String,
+    last: String,
+}
+
+/// What one attempt wrote, and why it stopped short if it did.
+#[must_use]
+pub struct Recorded {
+    pub written: Vec<Arc<AuditRecord>>,
+    pub failure: Option<AuditError>,
+}
+
+impl Held {
+    fn hold(&mut self, ts: String, event: AuditEvent) {
+        if self.records.len() < MAX_HELD {
+            self.records.push_back((ts, event));
+            return;
+        }
+        match &mut self.lost {
+            Some(lost) => {
+                lost.count += 1;
+                lost.last = ts;
+            }
+            None => {
+                self.lost = Some(Lost {
+                    count: 1,
+                    first: ts.clone(),
+                    last: ts,
+                });
+            }
+        }
+    }
+}
+
+impl AuditLog {
+    /// Appends `event` after any records held from earlier failures; if the
+    /// log cannot take it either, holds it too.
+    pub fn record(&mut self, event: AuditEvent) -> Recorded {
+        let ts = now();
+        let mut recorded = self.write_held();
+        if recorded.failure.is_some() {
+            self.held.hold(ts, event);
+            return recorded;
+        }
+        match self.write_record(ts.clone(), event.clone()) {
+            Ok(record) => recorded.written.push(record),
+            Err(e) => {
+                self.held.hold(ts, event);
+                recorded.failure = Some(e);
+            }
+        }
+        recorded
+    }
+
+    /// Writes the held records, oldest first, then how many were lost.
+    pub fn write_held(&mut self) -> Recorded {
+        let mut written = Vec::new();
+        while let Some((ts, event)) = self.held.records.pop_front() {
+            match self.write_record(ts.clone(), event.clone()) {
+                Ok(record) => written.push(record),
+                Err(e) => {
+                    self.held.records.push_front((ts, event));
+                    return Recorded {
+                        written,
+                        failure: Some(e),
+                    };
+                }
+            }
+        }
+        if let Some(lost) = self.held.lost.take() {
+            let event = AuditEvent::AuditRecordsLost {
+                count: lost.count,
+                first: lost.first.clone(),
+                last: lost.last.clone(),
+            };
+            match self.write_record(now(), event) {
+                Ok(record) => written.push(record),
+                Err(e) => {
+                    self.held.lost = Some(lost);
+                    return Recorded {
+                        written,
+                        failure: Some(e),
+                    };
+                }
+            }
+        }
+        Recorded {
+            written,
+            failure: None,
+        }
+    }
+
+    /// Records waiting for the log to take them (lost ones not counted).
+    pub fn holding(&self) -> usize {
+        self.held.records.len() + usize::from(self.held.lost.is_some())
+    }
+
+    /// The held records as JSON lines: the last place they can go when
+    /// the gateway stops before the log takes them.
+    pub fn held_lines(&self) -> Vec<String> {
+        self.held
+            .records
+            .iter()
+            .map(|(ts, event)| serde_json::json!({ "ts": ts, "event": event }).to_string())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{VerifyReport, chain_files, verify_files};
+
+    fn event(n: u64) -> AuditEvent {
+        AuditEvent::Refused {
+            actor: format!("user{n}"),
+            command: "approve 1".into(),
+            reason: "test".into(),
+        }
+    }
+
+    fn verify(path: &std::path::Path) -> VerifyReport {
+        verify_files(&chain_files(path).unwrap()).unwrap()
+    }
+
+    /// Swaps the log's file for /dev/full: every write fails, as on a
+    /// full disk, without touching the real file.
+    fn fail_writes(log: &mut AuditLog) -> std::fs::File {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        std::mem::replace(&mut log.file, full)
+    }
+
+    #[test]
+    fn records_the_log_cannot_take_are_written_in_order_once_it_can() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let (mut log, _) = AuditLog::open(&path, 1 << 30).unwrap();
+        assert_eq!(log.record(event(1)).written.len(), 1);
+        let real = fail_writes(&mut log);
+
+        for n in 2..=4 {
+            let recorded = log.record(event(n));
+            assert!(recorded.written.is_empty());
+            assert!(recorded.failure.is_some());
+        }
+        assert_eq!(log.holding(), 3);
+        assert!(log.held_lines()[0].contains("user2"));
+        assert!(log.write_held().failure.is_some());
+
+        log.file = real;
+        let recorded = log.record(event(5));
+        assert!(recorded.failure.is_none());
+        let seqs: Vec<u64> = recorded.written.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [2, 3, 4, 5]);
+        assert_eq!(log.holding(), 0);
+        assert_eq!(verify(&path).records, 5);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let order: Vec<usize> = (1..=5)
+            .map(|n| text.find(&format!("\"user{n}\"")).unwrap())
+            .collect();
+        assert!(order.is_sorted(), "{text}");
+    }
+
+    #[test]
+    fn beyond_the_bound_records_are_counted_and_the_count_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let (mut log, _) = AuditLog::open(&path, 1 << 30).unwrap();
+        let real = fail_writes(&mut log);
+        for n in 0..(MAX_HELD as u64 + 7) {
+            let _ = log.record(event(n));
+        }
+        assert_eq!(log.holding(), MAX_HELD + 1);
+
+        log.file = real;
+        let recorded = log.write_held();
+        assert!(recorded.failure.is_none());
+        assert_eq!(recorded.written.len(), MAX_HELD + 1);
+        match &recorded.written.last().unwrap().event {
+            AuditEvent::AuditRecordsLost { count, .. } => assert_eq!(*count, 7),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(verify(&path).records, MAX_HELD as u64 + 1);
+    }
+
+    #[test]
+    fn a_partly_written_record_is_cut_off_before_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let (mut log, _) = AuditLog::open(&path, 1 << 30).unwrap();
+        log.append(event(1)).unwrap();
+        // What a write cut short by a full disk leaves behind, with the
+        // cut not yet possible.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"seq\":2,\"ts"))
+            .unwrap();
+        log.torn = true;
+        log.append(event(2)).unwrap();
+        assert_eq!(verify(&path).records, 2);
+    }
+}

@@ -1,0 +1,103 @@
+//! When the audit log cannot be written (a full or failing disk), nothing
+//! new is let in: no login to a target, no change that grants or widens
+//! access. What ends access (check-in, revocation, expiry, severing) goes
+//! on, and its records wait in memory, in order, until the log takes them
+//! again. Every audit attempt, and every admission check, retries them.
+
+use std::sync::atomic::Ordering;
+
+use crate::audit::{AuditEvent, Recorded};
+use crate::workflow::Event;
+
+use super::{Core, Gateway};
+
+/// What users are told while access is refused for this reason.
+pub const AUDIT_UNAVAILABLE: &str =
+    "jitgate cannot write its audit log, so no new access is granted until it can";
+
+impl Gateway {
+    /// Appends `event` after any held records, and publishes what was
+    /// written. Failures are logged and counted, never hidden.
+    pub(super) fn audit_locked(&self, core: &mut Core, event: AuditEvent) {
+        let recorded = core.audit.record(event);
+        self.published(core, recorded);
+    }
+
+    /// Whether the last audit attempt failed and records are held.
+    pub fn audit_failing(&self) -> bool {
+        self.audit_failing.load(Ordering::Acquire)
+    }
+
+    /// Whether the audit log takes records: true at once unless it failed
+    /// before, in which case the held records are written first.
+    pub fn audit_ready(&self) -> bool {
+        if !self.audit_failing() {
+            return true;
+        }
+        let mut core = self.core.lock();
+        self.audit_ready_locked(&mut core)
+    }
+
+    pub(super) fn audit_ready_locked(&self, core: &mut Core) -> bool {
+        if core.audit.holding() == 0 {
+            return true;
+        }
+        let recorded = core.audit.write_held();
+        self.published(core, recorded);
+        core.audit.holding() == 0
+    }
+
+    /// Records still held when the gateway stops go to its log, the only
+    /// place left for them.
+    pub fn log_held_audit_records(&self) {
+        let core = self.core.lock();
+        for line in core.audit.held_lines() {
+            tracing::error!(record = %line, "audit record never written to the audit log");
+        }
+    }
+
+    fn published(&self, core: &mut Core, recorded: Recorded) {
+        for record in recorded.written {
+            Self::follow_audit_head(core, &record);
+            // Scraped, the head seq becomes a record kept off this machine.
+            metrics::gauge!("jitgate_audit_head_seq").set(record.seq as f64);
+            self.bus.publish(record);
+        }
+        let held = core.audit.holding();
+        metrics::gauge!("jitgate_audit_records_held").set(held as f64);
+        let was_failing = self.audit_failing.swap(held > 0, Ordering::AcqRel);
+        match recorded.failure {
+            Some(e) => {
+                metrics::counter!("jitgate_audit_write_failures_total").increment(1);
+                if !was_failing {
+                    tracing::error!(error = %e, "audit write failed: {AUDIT_UNAVAILABLE}; records are held in memory");
+                }
+            }
+            None if was_failing && held == 0 => {
+                tracing::warn!("the audit log takes records again; the held ones are written");
+            }
+            None => {}
+        }
+    }
+}
+
+/// Whether `event` grants access or widens it: refused while the audit
+/// log cannot record it. The rest ends or narrows access, and goes on.
+pub(super) fn widens_access(event: &Event) -> bool {
+    match event {
+        Event::Requested { .. }
+        | Event::Approved { .. }
+        | Event::Granted { .. }
+        | Event::CheckedOut { .. }
+        | Event::ExtensionRequested { .. }
+        | Event::Extended { .. }
+        | Event::DelegationGranted { .. }
+        | Event::WorkflowChanged { .. } => true,
+        Event::Escalated { .. }
+        | Event::Denied { .. }
+        | Event::Cancelled { .. }
+        | Event::TimedOut { .. }
+        | Event::Ended { .. }
+        | Event::DelegationRevoked { .. } => false,
+    }
+}
