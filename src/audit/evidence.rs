@@ -169,38 +169,56 @@ pub struct Vouched {
 }
 
 /// The recordings and query log of `session`, oldest first, from the
-/// records of `files`.
+/// records of `files` (a chain's files, oldest first). Read newest first:
+/// nothing of a session comes before its start, so older files are not
+/// read once the start is found, and a recent session costs one file.
 pub fn vouched_for_session(files: &[PathBuf], session: &str) -> std::io::Result<Vec<Vouched>> {
     let mut found = Vec::new();
-    let quoted = format!("\"{session}\"");
-    for file in files {
-        let reader = std::io::BufReader::new(std::fs::File::open(file)?);
-        for line in std::io::BufRead::lines(reader) {
-            let line = line?;
-            // Most records are not about this session: skip them unparsed.
-            if !line.contains(&quoted) {
-                continue;
-            }
-            let Ok(record) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            if record["event"]["session"] != session {
-                continue;
-            }
-            let seq = record["seq"].as_u64().unwrap_or_default();
-            found.extend(
-                vouched(&record["event"])
-                    .into_iter()
-                    .map(|(kind, path, digest)| Vouched {
-                        seq,
-                        kind,
-                        path,
-                        digest,
-                    }),
-            );
+    for file in files.iter().rev() {
+        let (mut older, started_here) = vouched_in_file(file, session)?;
+        older.append(&mut found);
+        found = older;
+        if started_here {
+            break;
         }
     }
     Ok(found)
+}
+
+/// What one chain file vouches for of `session`, and whether the
+/// session's start is in it.
+fn vouched_in_file(file: &Path, session: &str) -> std::io::Result<(Vec<Vouched>, bool)> {
+    let mut found = Vec::new();
+    let mut started = false;
+    let quoted = format!("\"{session}\"");
+    let reader = std::io::BufReader::new(std::fs::File::open(file)?);
+    for line in std::io::BufRead::lines(reader) {
+        let line = line?;
+        // Most records are not about this session: skip them unparsed.
+        if !line.contains(&quoted) {
+            continue;
+        }
+        let Ok(record) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        let event = &record["event"];
+        if event["session"] != session {
+            continue;
+        }
+        started |= event["type"] == "session_started";
+        let seq = record["seq"].as_u64().unwrap_or_default();
+        found.extend(
+            vouched(event)
+                .into_iter()
+                .map(|(kind, path, digest)| Vouched {
+                    seq,
+                    kind,
+                    path,
+                    digest,
+                }),
+        );
+    }
+    Ok((found, started))
 }
 
 /// Reads a vouched-for file (up to `limit` bytes), if it is still what
@@ -317,5 +335,55 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn a_sessions_files_are_found_across_rotated_files_reading_back_only_to_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let digest = |text: &str| {
+            let mut writer = Digesting::new(std::io::sink());
+            writer.write_all(text.as_bytes()).unwrap();
+            writer.digest()
+        };
+        let line = |seq: u64, event: serde_json::Value| {
+            serde_json::json!({"seq": seq, "event": event}).to_string() + "\n"
+        };
+        let started =
+            |session: &str| serde_json::json!({"type": "session_started", "session": session});
+        let ended = |session: &str, file: &str| {
+            serde_json::json!({"type": "channel_ended", "session": session,
+                "recording": file, "recording_digest": digest(file)})
+        };
+        let rotated = dir.path().join("audit.log.1");
+        let current = dir.path().join("audit.log");
+        std::fs::write(
+            &rotated,
+            line(1, started("s-a")) + &line(2, ended("s-a", "a-1.cast")),
+        )
+        .unwrap();
+        std::fs::write(
+            &current,
+            line(3, ended("s-a", "a-2.cast"))
+                + &line(4, started("s-b"))
+                + &line(5, ended("s-b", "b-1.cast")),
+        )
+        .unwrap();
+        // Never there: reading it would fail, so it must not be read.
+        let older = dir.path().join("audit.log.0");
+        let files = [older, rotated, current];
+
+        let paths = |session: &str| -> Vec<(u64, String)> {
+            vouched_for_session(&files, session)
+                .unwrap()
+                .into_iter()
+                .map(|v| (v.seq, v.path.display().to_string()))
+                .collect()
+        };
+        assert_eq!(paths("s-b"), [(5, "b-1.cast".to_string())]);
+        assert_eq!(
+            paths("s-a"),
+            [(2, "a-1.cast".to_string()), (3, "a-2.cast".to_string())]
+        );
+        assert!(vouched_for_session(&files, "s-never").is_err());
     }
 }
