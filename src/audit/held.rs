@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::{AuditError, AuditEvent, AuditLog, AuditRecord, now};
 
@@ -11,11 +12,18 @@ use super::{AuditError, AuditEvent, AuditLog, AuditRecord, now};
 /// the count is written in their place once the log takes records again.
 const MAX_HELD: usize = 10_000;
 
+/// After a failed write, new records are only held, not tried, for this
+/// long: each try writes every held record, and runs under the gateway's
+/// lock.
+const RETRY_AFTER: Duration = Duration::from_millis(200);
+
 #[derive(Default)]
 pub(super) struct Held {
     /// Each with the time it happened, oldest first.
     records: VecDeque<(String, AuditEvent)>,
     lost: Option<Lost>,
+    /// Set by a failed write: no try before then.
+    next_try: Option<Instant>,
 }
 
 struct Lost {
@@ -54,33 +62,47 @@ impl Held {
 }
 
 impl AuditLog {
-    /// Appends `event` after any records held from earlier failures; if the
-    /// log cannot take it either, holds it too.
-    pub fn record(&mut self, event: AuditEvent) -> Recorded {
+    /// Appends `events` after any records held from earlier failures, all
+    /// in one write and fsync; if the log cannot take them, holds them too.
+    pub fn record(&mut self, events: Vec<AuditEvent>) -> Recorded {
         let ts = now();
-        let mut recorded = self.write_held();
-        if recorded.failure.is_some() {
-            self.held.hold(ts, event);
-            return recorded;
+        for event in events {
+            self.held.hold(ts.clone(), event);
         }
-        match self.write_record(ts.clone(), event.clone()) {
-            Ok(record) => recorded.written.push(record),
-            Err(e) => {
-                self.held.hold(ts, event);
-                recorded.failure = Some(e);
-            }
+        self.retry_held()
+    }
+
+    /// Writes the held records unless a write failed moments ago.
+    pub fn retry_held(&mut self) -> Recorded {
+        match self.held.next_try {
+            Some(at) if Instant::now() < at => Recorded {
+                written: Vec::new(),
+                failure: Some(AuditError::Waiting {
+                    held: self.holding(),
+                }),
+            },
+            _ => self.write_held(),
         }
-        recorded
     }
 
     /// Writes the held records, oldest first, then how many were lost.
     pub fn write_held(&mut self) -> Recorded {
+        let recorded = self.write_held_now();
+        self.held.next_try = recorded
+            .failure
+            .is_some()
+            .then(|| Instant::now() + RETRY_AFTER);
+        recorded
+    }
+
+    fn write_held_now(&mut self) -> Recorded {
         let mut written = Vec::new();
-        while let Some((ts, event)) = self.held.records.pop_front() {
-            match self.write_record(ts.clone(), event.clone()) {
-                Ok(record) => written.push(record),
-                Err(e) => {
-                    self.held.records.push_front((ts, event));
+        if !self.held.records.is_empty() {
+            let batch = self.held.records.drain(..).collect();
+            match self.write_batch(batch) {
+                Ok(records) => written = records,
+                Err((e, batch)) => {
+                    self.held.records = batch.into();
                     return Recorded {
                         written,
                         failure: Some(e),
@@ -94,9 +116,9 @@ impl AuditLog {
                 first: lost.first.clone(),
                 last: lost.last.clone(),
             };
-            match self.write_record(now(), event) {
-                Ok(record) => written.push(record),
-                Err(e) => {
+            match self.write_batch(vec![(now(), event)]) {
+                Ok(records) => written.extend(records),
+                Err((e, _)) => {
                     self.held.lost = Some(lost);
                     return Recorded {
                         written,
@@ -159,11 +181,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
         let (mut log, _) = AuditLog::open(&path, 1 << 30).unwrap();
-        assert_eq!(log.record(event(1)).written.len(), 1);
+        assert_eq!(log.record(vec![event(1)]).written.len(), 1);
         let real = fail_writes(&mut log);
 
         for n in 2..=4 {
-            let recorded = log.record(event(n));
+            let recorded = log.record(vec![event(n)]);
             assert!(recorded.written.is_empty());
             assert!(recorded.failure.is_some());
         }
@@ -172,14 +194,22 @@ mod tests {
         assert!(log.write_held().failure.is_some());
 
         log.file = real;
-        let recorded = log.record(event(5));
+        // Moments after a failure, records are only held...
+        let recorded = log.record(vec![event(5)]);
+        assert!(matches!(
+            recorded.failure,
+            Some(AuditError::Waiting { held: 4 })
+        ));
+        // ... and all written, in order, at the first try after.
+        std::thread::sleep(RETRY_AFTER);
+        let recorded = log.record(vec![event(6)]);
         assert!(recorded.failure.is_none());
         let seqs: Vec<u64> = recorded.written.iter().map(|r| r.seq).collect();
-        assert_eq!(seqs, [2, 3, 4, 5]);
+        assert_eq!(seqs, [2, 3, 4, 5, 6]);
         assert_eq!(log.holding(), 0);
-        assert_eq!(verify(&path).records, 5);
+        assert_eq!(verify(&path).records, 6);
         let text = std::fs::read_to_string(&path).unwrap();
-        let order: Vec<usize> = (1..=5)
+        let order: Vec<usize> = (1..=6)
             .map(|n| text.find(&format!("\"user{n}\"")).unwrap())
             .collect();
         assert!(order.is_sorted(), "{text}");
@@ -192,7 +222,7 @@ mod tests {
         let (mut log, _) = AuditLog::open(&path, 1 << 30).unwrap();
         let real = fail_writes(&mut log);
         for n in 0..(MAX_HELD as u64 + 7) {
-            let _ = log.record(event(n));
+            let _ = log.record(vec![event(n)]);
         }
         assert_eq!(log.holding(), MAX_HELD + 1);
 

@@ -56,6 +56,8 @@ pub enum AuditError {
     },
     #[error("audit log {path} ends in a record that cannot be continued: {problem}")]
     BadTail { path: PathBuf, problem: String },
+    #[error("audit log writes failed just now; {held} record(s) wait to be written")]
+    Waiting { held: usize },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -87,6 +89,9 @@ pub(crate) fn record_hash(object: &Map<String, Value>) -> String {
     let canonical = Value::Object(without_hash).to_string();
     hex::encode(Sha256::digest(canonical.as_bytes()))
 }
+
+/// Why a batch was not written, and the batch itself.
+type BatchFailed = (AuditError, Vec<(String, AuditEvent)>);
 
 pub struct AuditLog {
     path: PathBuf,
@@ -150,44 +155,52 @@ impl AuditLog {
     /// Appends `event`, chained to the previous record, and fsyncs it. A
     /// failed write leaves the chain as it was: no partial line stays.
     pub fn append(&mut self, event: AuditEvent) -> Result<Arc<AuditRecord>, AuditError> {
-        self.write_record(now(), event)
+        let mut written = self.write_batch(vec![(now(), event)]).map_err(|(e, _)| e)?;
+        Ok(written.remove(0))
     }
 
-    fn write_record(
+    /// Appends `batch` (each event with its time) in one write and one
+    /// fsync: all of it or, when that fails, none of it (given back).
+    fn write_batch(
         &mut self,
-        ts: String,
-        event: AuditEvent,
-    ) -> Result<Arc<AuditRecord>, AuditError> {
-        let mut object = Map::new();
-        object.insert("seq".into(), self.next_seq.into());
-        object.insert("ts".into(), ts.clone().into());
-        object.insert("prev".into(), self.prev.clone().into());
-        object.insert(
-            "event".into(),
-            serde_json::to_value(&event).unwrap_or(Value::Null),
-        );
-        let hash = record_hash(&object);
-        object.insert("hash".into(), hash.clone().into());
-        let mut line = Value::Object(object).to_string();
-        line.push('\n');
+        batch: Vec<(String, AuditEvent)>,
+    ) -> Result<Vec<Arc<AuditRecord>>, BatchFailed> {
+        let (mut seq, mut prev) = (self.next_seq, self.prev.clone());
+        let mut bytes = Vec::new();
+        let mut records = Vec::with_capacity(batch.len());
+        for (ts, event) in batch {
+            let (line, hash) = encode_record(seq, &ts, &prev, &event);
+            bytes.extend_from_slice(line.as_bytes());
+            records.push(AuditRecord {
+                seq,
+                ts,
+                prev: std::mem::replace(&mut prev, hash.clone()),
+                event,
+                hash,
+            });
+            seq += 1;
+        }
+        if let Err(e) = self.write_whole(&bytes) {
+            return Err((e, records.into_iter().map(|r| (r.ts, r.event)).collect()));
+        }
+        self.next_seq = seq;
+        self.prev = prev;
+        Ok(records.into_iter().map(Arc::new).collect())
+    }
+
+    /// Writes whole records after the last whole record, rotating first
+    /// when they would overfill the file.
+    fn write_whole(&mut self, bytes: &[u8]) -> Result<(), AuditError> {
         self.cut_torn_line()?;
-        if self.size > 0 && self.size + line.len() as u64 > self.rotate_bytes {
+        if self.size > 0 && self.size + bytes.len() as u64 > self.rotate_bytes {
             self.rotate()?;
         }
-        if let Err(source) = self.write_line(line.as_bytes()) {
+        if let Err(source) = self.write_line(bytes) {
             self.cut_torn_line_after_failure();
             return Err(self.io_error(source));
         }
-        self.size += line.len() as u64;
-        let record = AuditRecord {
-            seq: self.next_seq,
-            ts,
-            prev: std::mem::replace(&mut self.prev, hash.clone()),
-            event,
-            hash,
-        };
-        self.next_seq += 1;
-        Ok(Arc::new(record))
+        self.size += bytes.len() as u64;
+        Ok(())
     }
 
     fn write_line(&mut self, line: &[u8]) -> std::io::Result<()> {
@@ -265,6 +278,23 @@ impl AuditLog {
             hash: self.prev.clone(),
         })
     }
+}
+
+/// One record's line (with its newline) and hash.
+fn encode_record(seq: u64, ts: &str, prev: &str, event: &AuditEvent) -> (String, String) {
+    let mut object = Map::new();
+    object.insert("seq".into(), seq.into());
+    object.insert("ts".into(), ts.into());
+    object.insert("prev".into(), prev.into());
+    object.insert(
+        "event".into(),
+        serde_json::to_value(event).unwrap_or(Value::Null),
+    );
+    let hash = record_hash(&object);
+    object.insert("hash".into(), hash.clone().into());
+    let mut line = Value::Object(object).to_string();
+    line.push('\n');
+    (line, hash)
 }
 
 fn now() -> String {

@@ -19,8 +19,15 @@ impl Gateway {
     /// Appends `event` after any held records, and publishes what was
     /// written. Failures are logged and counted, never hidden.
     pub(super) fn audit_locked(&self, core: &mut Core, event: AuditEvent) {
-        let recorded = core.audit.record(event);
+        let recorded = core.audit.record(vec![event]);
         self.published(core, recorded);
+    }
+
+    /// Appends `events` together: one write and one fsync for all.
+    pub fn audit_all(&self, events: Vec<AuditEvent>) {
+        let mut core = self.core.lock();
+        let recorded = core.audit.record(events);
+        self.published(&mut core, recorded);
     }
 
     /// Whether the last audit attempt failed and records are held.
@@ -42,7 +49,7 @@ impl Gateway {
         if core.audit.holding() == 0 {
             return true;
         }
-        let recorded = core.audit.write_held();
+        let recorded = core.audit.retry_held();
         self.published(core, recorded);
         core.audit.holding() == 0
     }

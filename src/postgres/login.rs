@@ -304,8 +304,7 @@ async fn login(
         .runtime
         .tracker
         .spawn_blocking(move || {
-            gateway.audit(accepted);
-            gateway.audit(started);
+            gateway.audit_all(vec![accepted, started]);
             !gateway.audit_failing()
         })
         .await
