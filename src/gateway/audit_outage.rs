@@ -2,11 +2,12 @@
 //! new is let in: no login to a target, no change that grants or widens
 //! access. What ends access (check-in, revocation, expiry, severing) goes
 //! on, and its records wait in memory, in order, until the log takes them
-//! again. Every audit attempt, and every admission check, retries them.
+//! again. New records and admission checks retry them (at most every
+//! 200 ms: see `audit::held`).
 
 use std::sync::atomic::Ordering;
 
-use crate::audit::{AuditEvent, Recorded};
+use crate::audit::{AuditError, AuditEvent, Recorded};
 use crate::workflow::Event;
 
 use super::{Core, Gateway};
@@ -74,6 +75,8 @@ impl Gateway {
         metrics::gauge!("jitgate_audit_records_held").set(held as f64);
         let was_failing = self.audit_failing.swap(held > 0, Ordering::AcqRel);
         match recorded.failure {
+            // Held without trying: the last write failed moments ago.
+            Some(AuditError::Waiting { .. }) => {}
             Some(e) => {
                 metrics::counter!("jitgate_audit_write_failures_total").increment(1);
                 if !was_failing {
