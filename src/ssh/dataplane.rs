@@ -50,6 +50,7 @@ impl DataPlane {
         resource: Resource,
         lease: Arc<Lease>,
         known_hosts: Arc<KnownHosts>,
+        login: AuditEvent,
     ) -> Arc<Self> {
         let session = gateway.sessions().register(
             Protocol::Ssh,
@@ -57,13 +58,16 @@ impl DataPlane {
             Some(&resource.name),
             &caller.remote,
         );
-        gateway.audit(AuditEvent::SessionStarted {
+        // The login and the session's start, on disk (one fsync) before
+        // anything reaches the target.
+        let started = AuditEvent::SessionStarted {
             session: session.id().to_string(),
             protocol: Protocol::Ssh,
             user: caller.user.clone(),
             resource: resource.name.clone(),
             request_id: lease.request_id,
-        });
+        };
+        gateway.audit_all(vec![login, started]);
         Arc::new(Self {
             gateway,
             resource,

@@ -111,13 +111,14 @@ impl Connection {
         }
         let config = gateway.config();
         let resource = config.resource(resource)?.clone();
-        self.audit_login(&format!("{}+{}", caller.user, resource.name), true, None);
+        let login = self.login_event(&format!("{}+{}", caller.user, resource.name), true, None);
         let plane = DataPlane::new(
             gateway.clone(),
             caller.clone(),
             resource,
             lease,
             self.known_hosts.clone(),
+            login,
         );
         // Nothing reaches the target before its session's start is on
         // record: the log may have failed just now, on these very records.
@@ -145,6 +146,11 @@ impl Connection {
     }
 
     fn audit_login(&self, username: &str, accepted: bool, reason: Option<&str>) {
+        let event = self.login_event(username, accepted, reason);
+        self.runtime.gateway.audit(event);
+    }
+
+    fn login_event(&self, username: &str, accepted: bool, reason: Option<&str>) -> AuditEvent {
         let (user, resource) = split_username(username)
             .map_or((printable(username), None), |(u, r)| {
                 (u.to_string(), r.map(String::from))
@@ -154,14 +160,14 @@ impl Connection {
         } else {
             Protocol::Control
         };
-        self.runtime.gateway.audit(AuditEvent::Login {
+        AuditEvent::Login {
             protocol,
             user,
             resource,
             remote: self.remote.to_string(),
             accepted,
             reason: reason.map(String::from),
-        });
+        }
     }
 
     /// Forwarding a client asked for and did not get, for the audit log.
