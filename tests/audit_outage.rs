@@ -1,7 +1,8 @@
 //! Fail closed when the record of access cannot be kept: while the audit
 //! log cannot be written, nobody new gets in and no access is granted, but
 //! what ends access still works and nothing it records is lost; a channel
-//! whose recording cannot be created does not run.
+//! whose recording cannot be created does not run, and a channel or
+//! Postgres session whose recording or query log stops taking writes ends.
 
 mod common;
 
@@ -132,7 +133,10 @@ fn while_the_audit_log_cannot_be_written_nobody_gets_in_and_nothing_it_holds_is_
             .find(needle)
             .unwrap_or_else(|| panic!("{needle} not in the audit log:\n{audit}"))
     };
-    let refused_login = at(&format!("\"reason\":\"{}", gateway_message()));
+    let refused_login = at(&format!(
+        "\"reason\":\"{}",
+        jitgate::gateway::AUDIT_UNAVAILABLE
+    ));
     let checked_in = at("\"reason\":\"checked_in\"");
     let refused_approval = at("\"command\":\"approve");
     assert!(refused_login < refused_approval && refused_approval < checked_in);
@@ -142,10 +146,6 @@ fn while_the_audit_log_cannot_be_written_nobody_gets_in_and_nothing_it_holds_is_
         .output()
         .unwrap();
     assert!(verified.status.success(), "{}", text(&verified));
-}
-
-fn gateway_message() -> &'static str {
-    jitgate::gateway::AUDIT_UNAVAILABLE
 }
 
 #[test]
