@@ -777,7 +777,6 @@ fn bad_messages_inside_a_session_end_it_with_a_clear_error_and_others_carry_on()
 
 #[test]
 fn auditors_see_postgres_sessions_and_follow_their_statements_live() {
-    use std::io::{BufRead, BufReader};
     let world = World::with_pg_target(&[], |t| t);
     let (_, password) = world.lease_pg("alice", "10m");
     let mut psql = world
@@ -798,19 +797,12 @@ fn auditors_see_postgres_sessions_and_follow_their_statements_live() {
             .map(|s| s["id"].as_str().unwrap().to_string());
         session.is_some()
     }));
-    let mut follower = world
-        .ssh_command("carol", "carol")
-        .arg(format!("follow {}", session.unwrap()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (mut follower, output) = world.follow("carol", &session.unwrap());
     // Lines arrive through a channel so a missing one fails the test
     // instead of hanging it.
     let (tx, lines) = std::sync::mpsc::channel();
-    let stdout = follower.stdout.take().unwrap();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in output.map_while(Result::ok) {
             let _ = tx.send(line);
         }
     });

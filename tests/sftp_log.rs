@@ -4,8 +4,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
+use std::process::Command;
 use std::time::Duration;
 
 use common::{World, wait_until};
@@ -141,14 +141,7 @@ fn auditors_follow_an_sftp_session_live() {
     assert!(wait_until(Duration::from_secs(10), || logged(
         "before-follow"
     )));
-    let mut follower = world
-        .ssh_command("carol", "carol")
-        .arg(format!("follow {session}"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(follower.stdout.take().unwrap()).lines();
+    let (mut follower, mut lines) = world.follow("carol", &session);
     let mut next_line = || lines.next().and_then(Result::ok).unwrap_or_default();
     let caught_up = next_line();
     assert!(

@@ -291,14 +291,7 @@ fn auditors_follow_a_live_session() {
         .unwrap();
     let session = world.live_session("ssh");
     std::thread::sleep(Duration::from_millis(300));
-    let mut follower = world
-        .ssh_command("carol", "carol")
-        .arg(format!("follow {session}"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(follower.stdout.take().unwrap()).lines();
+    let (mut follower, mut lines) = world.follow("carol", &session);
     std::thread::sleep(Duration::from_millis(300));
     shell
         .stdin

@@ -3,10 +3,10 @@
 //! directory and the gateway is stopped when the harness is dropped.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Lines, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_jitgate");
@@ -489,6 +489,20 @@ impl World {
             .stdout(Stdio::null())
             .spawn()
             .unwrap()
+    }
+
+    /// `ssh AUDITOR@GW follow SESSION`, and its output line by line (its
+    /// stdin stays open: the stream runs until it is killed).
+    pub fn follow(&self, auditor: &str, session: &str) -> (Child, Lines<BufReader<ChildStdout>>) {
+        let mut follower = self
+            .ssh_command(auditor, auditor)
+            .arg(format!("follow {session}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(follower.stdout.take().unwrap()).lines();
+        (follower, lines)
     }
 
     pub fn target_ssh(&self, user: &str, resource: &str) -> Command {
