@@ -13,12 +13,30 @@ use common::{World, wait_until};
 #[test]
 fn web_01_happy_path_request_approve_checkout_status_checkin() {
     let world = World::start();
-    let filed = world.ok("alice", "request web-01 --for 30m --reason 'deploy fix'");
+    // Typed in a shell: ssh joins its arguments with spaces, so the
+    // gateway receives `--reason deploy fix on web` as four words.
+    let filed = world
+        .ssh_command("alice", "alice")
+        .args([
+            "request",
+            "web-01",
+            "--reason",
+            "deploy fix on web",
+            "--for",
+            "30m",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let filed = String::from_utf8_lossy(&filed.stdout);
     assert!(
         filed.contains("needs 1 approval from group:sre-leads"),
         "{filed}"
     );
     let id = 1;
+    let mine = &world.json("alice", "requests")["mine"][0];
+    assert_eq!(mine["reason"], "deploy fix on web");
+    assert_eq!(mine["duration_secs"], 1800);
     let pending = world.ok("bob", "requests");
     assert!(
         pending.contains("WAITING FOR MY APPROVAL") && pending.contains("alice"),

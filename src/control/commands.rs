@@ -9,7 +9,7 @@ use crate::gateway::{Command, Gateway, Outcome};
 use crate::workflow::{Event, RequestSpec, RequestState, Time, describe_waiting};
 
 use super::format::{hhmm, remaining};
-use super::parse::{ControlCommand, WorkflowCommand};
+use super::parse::{ControlCommand, WorkflowCommand, free_text};
 use super::{Caller, ControlError, Reply, Terminal, blocking, views};
 
 pub async fn run<T: Terminal>(
@@ -30,17 +30,26 @@ pub async fn run<T: Terminal>(
             let spec = RequestSpec {
                 resource,
                 duration,
-                reason,
+                reason: free_text(reason),
                 ticket,
             };
             let outcome = execute(gateway, &user, Command::Request(spec)).await?;
             Ok(describe_request_filed(gateway, &outcome))
         }
         ControlCommand::Approve { id, comment } => {
-            let outcome = execute(gateway, &user, Command::Approve { id, comment }).await?;
+            let outcome = execute(
+                gateway,
+                &user,
+                Command::Approve {
+                    id,
+                    comment: free_text(comment),
+                },
+            )
+            .await?;
             Ok(describe_approval(gateway, id, &outcome))
         }
         ControlCommand::Deny { id, reason } => {
+            let reason = free_text(reason);
             execute(gateway, &user, Command::Deny { id, reason }).await?;
             Ok(simple(format!("denied request {id}"), id, "denied"))
         }
@@ -77,7 +86,7 @@ pub async fn run<T: Terminal>(
         ControlCommand::Sessions => views::sessions(gateway, &user),
         ControlCommand::Rotate { resource } => rotate(gateway, &user, &resource).await,
         ControlCommand::Terminate { session, reason } => {
-            terminate(gateway, &user, &session, reason).await
+            terminate(gateway, &user, &session, free_text(reason)).await
         }
         ControlCommand::Workflow {
             command: WorkflowCommand::Show { resource },

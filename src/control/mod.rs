@@ -278,4 +278,45 @@ mod tests {
             assert!(ControlLine::try_parse_from(&args).is_err(), "{bad}");
         }
     }
+
+    fn parse(line: &str) -> ControlCommand {
+        let args = split_line(line.as_bytes()).unwrap();
+        ControlLine::try_parse_from(&args).unwrap().command
+    }
+
+    #[test]
+    fn free_text_takes_every_word_up_to_the_next_flag() {
+        // What ssh sends for: request web-01 --reason 'disk full on /var' --for 30m
+        let ControlCommand::Request {
+            reason, duration, ..
+        } = parse("request web-01 --reason disk full on /var --for 30m")
+        else {
+            panic!("not a request");
+        };
+        assert_eq!(
+            parse::free_text(reason).as_deref(),
+            Some("disk full on /var")
+        );
+        assert_eq!(duration.as_deref(), Some("30m"));
+        let ControlCommand::Request { reason, .. } = parse("request web-01 --reason 'a  b' c")
+        else {
+            panic!("not a request");
+        };
+        assert_eq!(parse::free_text(reason).as_deref(), Some("a  b c"));
+        let ControlCommand::Deny { reason, .. } = parse("deny 7") else {
+            panic!("not a deny");
+        };
+        assert_eq!(parse::free_text(reason), None);
+        let ControlCommand::Approve { comment, .. } = parse("approve 7 --comment looks fine")
+        else {
+            panic!("not an approve");
+        };
+        assert_eq!(parse::free_text(comment).as_deref(), Some("looks fine"));
+        let ControlCommand::Terminate { reason, .. } =
+            parse("terminate s-1 --reason looks wrong --json")
+        else {
+            panic!("not a terminate");
+        };
+        assert_eq!(parse::free_text(reason).as_deref(), Some("looks wrong"));
+    }
 }

@@ -18,6 +18,10 @@ pub struct ControlLine {
     pub command: ControlCommand,
 }
 
+// Free text (`--reason`, `--comment`) takes every word up to the next
+// flag: ssh joins its arguments with spaces, so `--reason 'disk full'`
+// typed in a local shell reaches the gateway as two words.
+
 #[derive(Debug, Subcommand)]
 pub enum ControlCommand {
     /// Ask for access to a resource.
@@ -26,8 +30,8 @@ pub enum ControlCommand {
         /// How long the access window lasts (e.g. 30m, 2h).
         #[arg(long = "for", value_name = "DURATION")]
         duration: Option<String>,
-        #[arg(long)]
-        reason: Option<String>,
+        #[arg(long, num_args = 1.., value_name = "TEXT")]
+        reason: Vec<String>,
         #[arg(long)]
         ticket: Option<String>,
     },
@@ -40,14 +44,14 @@ pub enum ControlCommand {
     /// Approve a request (or a pending extension).
     Approve {
         id: u64,
-        #[arg(long)]
-        comment: Option<String>,
+        #[arg(long, num_args = 1.., value_name = "TEXT")]
+        comment: Vec<String>,
     },
     /// Deny a request (or a pending extension).
     Deny {
         id: u64,
-        #[arg(long)]
-        reason: Option<String>,
+        #[arg(long, num_args = 1.., value_name = "TEXT")]
+        reason: Vec<String>,
     },
     /// Withdraw my request before checkout.
     Cancel { id: u64 },
@@ -90,8 +94,8 @@ pub enum ControlCommand {
     Terminate {
         session: String,
         /// Told to the session's user, and audited.
-        #[arg(long)]
-        reason: Option<String>,
+        #[arg(long, num_args = 1.., value_name = "TEXT")]
+        reason: Vec<String>,
     },
     /// Rotate a resource's managed credential now (admin).
     Rotate { resource: String },
@@ -149,4 +153,9 @@ pub enum WorkflowCommand {
         #[arg(required = true, value_name = "KEY=VALUE")]
         assignments: Vec<String>,
     },
+}
+
+/// The words given to a free-text flag as one text; none when absent.
+pub fn free_text(words: Vec<String>) -> Option<String> {
+    (!words.is_empty()).then(|| words.join(" "))
 }
