@@ -8,6 +8,9 @@
 //! - `events`, `notify`: the in-process bus of audit records, and the
 //!   webhooks that receive them.
 #![forbid(unsafe_code)]
+// What a user can reach must not panic: a failure is an error they read.
+// Unit tests may (clippy.toml allows it in #[cfg(test)] code).
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod audit;
 pub mod cli;

@@ -1,5 +1,8 @@
 //! `jitgate`: parse the command line, build, run, exit.
 #![forbid(unsafe_code)]
+// What a user can reach must not panic: a failure is an error they read.
+// Unit tests may (clippy.toml allows it in #[cfg(test)] code).
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::ExitCode;
 

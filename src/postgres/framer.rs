@@ -70,7 +70,8 @@ impl Framer {
     }
 
     fn start_body(&mut self) -> Result<(), WireError> {
-        let length = i32::from_be_bytes(self.header[1..5].try_into().expect("4 bytes"));
+        let [tag, length @ ..] = self.header;
+        let length = i32::from_be_bytes(length);
         if length < 4 {
             return Err(WireError::BadMessageLength(length.into()));
         }
@@ -82,7 +83,7 @@ impl Framer {
             });
         }
         self.remaining = size;
-        self.capturing = (self.wants)(self.header[0]);
+        self.capturing = (self.wants)(tag);
         self.capture.clear();
         Ok(())
     }

@@ -96,6 +96,7 @@ fn derive(password: &Secret, salt: &[u8], iterations: u32) -> Keys {
     }
 }
 
+#[expect(clippy::expect_used, reason = "HMAC takes a key of any length")]
 fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(data);

@@ -192,12 +192,7 @@ impl Login<'_> {
                     }
                 }
                 b'E' => return Err(self.refusal(&body)),
-                b'K' if body.len() == 8 => {
-                    key = Some((
-                        i32::from_be_bytes(body[..4].try_into().expect("4 bytes")),
-                        i32::from_be_bytes(body[4..].try_into().expect("4 bytes")),
-                    ));
-                }
+                b'K' if body.len() == 8 => key = wire::backend_key(&body),
                 b'S' | b'N' | b'v' => put_raw(&mut greeting, tag, &body),
                 b'Z' => {
                     let (process_id, secret_key) =

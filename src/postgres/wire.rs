@@ -68,10 +68,14 @@ pub fn parse_startup(body: &[u8]) -> Result<StartupPacket, WireError> {
     match code {
         SSL_REQUEST if rest.is_empty() => Ok(StartupPacket::SslRequest),
         GSSENC_REQUEST if rest.is_empty() => Ok(StartupPacket::GssEncRequest),
-        CANCEL_REQUEST if rest.len() == 8 => Ok(StartupPacket::Cancel {
-            process_id: i32::from_be_bytes(rest[..4].try_into().expect("4 bytes")),
-            secret_key: i32::from_be_bytes(rest[4..].try_into().expect("4 bytes")),
-        }),
+        CANCEL_REQUEST if rest.len() == 8 => {
+            let (process_id, secret_key) =
+                backend_key(rest).ok_or(WireError::Malformed("bad length"))?;
+            Ok(StartupPacket::Cancel {
+                process_id,
+                secret_key,
+            })
+        }
         SSL_REQUEST | GSSENC_REQUEST | CANCEL_REQUEST => Err(WireError::Malformed("bad length")),
         _ => {
             let (major, minor) = ((code >> 16) as u16, (code & 0xffff) as u16);
@@ -84,6 +88,17 @@ pub fn parse_startup(body: &[u8]) -> Result<StartupPacket, WireError> {
             })
         }
     }
+}
+
+/// A backend key (process id, secret key) as BackendKeyData and
+/// CancelRequest carry it: two big-endian i32s, eight bytes in all.
+pub fn backend_key(bytes: &[u8]) -> Option<(i32, i32)> {
+    let (process_id, secret_key) = bytes.split_first_chunk::<4>()?;
+    let secret_key: &[u8; 4] = secret_key.try_into().ok()?;
+    Some((
+        i32::from_be_bytes(*process_id),
+        i32::from_be_bytes(*secret_key),
+    ))
 }
 
 /// `name\0value\0 ... \0`

@@ -68,6 +68,10 @@ fn aad(resource: &str, kind: CredentialKind, version: u64) -> Vec<u8> {
 }
 
 impl Sealed {
+    #[expect(
+        clippy::expect_used,
+        reason = "XChaCha20-Poly1305 refuses only messages past 256 GiB"
+    )]
     fn seal_bytes(key: &MasterKey, aad: &[u8], plaintext: &[u8], version: u64) -> Self {
         let nonce: [u8; 24] = rand::random();
         let ciphertext = cipher(key)
@@ -185,16 +189,14 @@ impl VaultFile {
     }
 
     pub fn write(&self, path: &Path) -> Result<(), VaultError> {
-        let text = serde_json::to_vec_pretty(self).expect("the vault serializes");
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| VaultError::Write {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        }
-        crate::fsutil::write_atomic(path, &text, 0o600).map_err(|source| VaultError::Write {
+        let failed = |source: std::io::Error| VaultError::Write {
             path: path.to_path_buf(),
             source,
-        })
+        };
+        let text = serde_json::to_vec_pretty(self).map_err(|e| failed(e.into()))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(failed)?;
+        }
+        crate::fsutil::write_atomic(path, &text, 0o600).map_err(failed)
     }
 }

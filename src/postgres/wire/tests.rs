@@ -56,6 +56,16 @@ fn malformed_startup_packets_are_errors_not_panics() {
     }
 }
 
+#[test]
+fn backend_keys_are_exactly_eight_bytes() {
+    let mut key = 7i32.to_be_bytes().to_vec();
+    key.extend_from_slice(&i32::MIN.to_be_bytes());
+    assert_eq!(backend_key(&key), Some((7, i32::MIN)));
+    for length in [0, 4, 7, 9, 12] {
+        assert_eq!(backend_key(&vec![1; length]), None, "{length}");
+    }
+}
+
 #[tokio::test]
 async fn length_fields_out_of_range_are_refused_before_allocating() {
     for length in [0i32, 4, 7, 10_001, i32::MAX, -1] {
