@@ -1,5 +1,6 @@
 //! A [`Terminal`] over one SSH session channel: output as channel data
-//! (stderr as extended data), input with minimal line editing on a pty.
+//! (stderr as extended data unless on a pty), input with minimal line
+//! editing on a pty.
 
 use std::collections::VecDeque;
 
@@ -95,8 +96,15 @@ impl Terminal for Console {
     }
 
     async fn err(&mut self, text: &str) {
-        let text = self.terminal_text(text);
-        let _ = self.channel.extended_data_bytes(1, text.into_bytes()).await;
+        let text = self.terminal_text(text).into_bytes();
+        // On a pty stderr is the terminal, as under sshd: one stream keeps
+        // an error ahead of the prompt that follows it (the client writes
+        // its stdout and stderr buffers in no fixed order).
+        if self.pty {
+            let _ = self.channel.data_bytes(text).await;
+        } else {
+            let _ = self.channel.extended_data_bytes(1, text).await;
+        }
     }
 
     async fn read_line(&mut self, echo: bool) -> Option<String> {
