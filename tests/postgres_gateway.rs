@@ -821,8 +821,7 @@ fn auditors_see_postgres_sessions_and_follow_their_statements_live() {
     assert!(live.contains("select 'live-' || 42; -> SELECT 1"), "{live}");
     drop(stdin);
     assert!(psql.wait().unwrap().success());
-    let _ = follower.kill();
-    let _ = follower.wait();
+    World::follow_ended(&mut follower);
 }
 
 #[test]

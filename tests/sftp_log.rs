@@ -153,6 +153,5 @@ fn auditors_follow_an_sftp_session_live() {
     assert!(live.contains("live-42: ok"), "{live}");
     drop(commands);
     assert!(sftp.wait().unwrap().success());
-    let _ = follower.kill();
-    let _ = follower.wait();
+    World::follow_ended(&mut follower);
 }

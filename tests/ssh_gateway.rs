@@ -313,8 +313,7 @@ fn auditors_follow_a_live_session() {
     );
     shell.stdin.as_mut().unwrap().write_all(b"exit\n").unwrap();
     shell.wait().unwrap();
-    let _ = follower.kill();
-    let _ = follower.wait();
+    World::follow_ended(&mut follower);
 }
 
 /// A world whose web-01 allows local port forwarding.

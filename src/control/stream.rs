@@ -7,7 +7,7 @@ use crate::audit::{AuditEvent, AuditRecord};
 use crate::config::Permission;
 use crate::events::{ChainError, ChainReader};
 use crate::gateway::Gateway;
-use crate::sessions::RecordingKind;
+use crate::sessions::{LiveRecording, RecordingKind};
 use crate::workflow::{Context, Event, RequestId, Time};
 
 use super::format::{describe_change, hhmm, record_line};
@@ -245,13 +245,20 @@ pub async fn follow<T: Terminal>(
         ));
         return fail(term, false, &error).await;
     };
-    // Subscribe before reading the file so nothing falls between the two.
-    let mut live = recording.events.subscribe();
-    if let Some(flush) = &recording.flush {
+    let LiveRecording {
+        path,
+        events,
+        kind,
+        flush,
+    } = recording;
+    // Subscribe before reading the file so nothing falls between the two;
+    // then let go of the sender, or the stream never closes when the
+    // session ends.
+    let mut live = events.subscribe();
+    drop(events);
+    if let Some(flush) = flush {
         flush();
     }
-    let kind = recording.kind;
-    let path = recording.path.clone();
     let past = tokio::task::spawn_blocking(move || past_output(kind, &path))
         .await
         .unwrap_or_default();

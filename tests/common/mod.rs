@@ -492,17 +492,37 @@ impl World {
     }
 
     /// `ssh AUDITOR@GW follow SESSION`, and its output line by line (its
-    /// stdin stays open: the stream runs until it is killed).
+    /// stdin stays open: the stream runs until the session ends or it is
+    /// killed; its stderr is piped for `follow_ended`).
     pub fn follow(&self, auditor: &str, session: &str) -> (Child, Lines<BufReader<ChildStdout>>) {
         let mut follower = self
             .ssh_command(auditor, auditor)
             .arg(format!("follow {session}"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let lines = BufReader::new(follower.stdout.take().unwrap()).lines();
         (follower, lines)
+    }
+
+    /// Asserts that a `follow` stream ended by itself, successfully and
+    /// saying so, within a few seconds of its session's end.
+    pub fn follow_ended(follower: &mut Child) {
+        let mut status = None;
+        wait_until(Duration::from_secs(5), || {
+            status = follower.try_wait().unwrap();
+            status.is_some()
+        });
+        let Some(status) = status else {
+            let _ = follower.kill();
+            panic!("the follower went on after its session ended");
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(follower.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        assert!(status.success(), "{stderr}");
+        assert!(stderr.contains("[jitgate] session ended"), "{stderr}");
     }
 
     pub fn target_ssh(&self, user: &str, resource: &str) -> Command {
