@@ -488,6 +488,16 @@ fn logins_without_a_valid_lease_are_refused_with_what_to_do() {
         "ended lease"
     );
     assert!(world.audit_text().contains(r#""accepted":false"#));
+    // A lease on a database is no way into it over SSH, and no session
+    // starts: the user is pointed at psql.
+    world.lease_pg("alice", "10m");
+    let refused = refuse("alice", "orders-prod");
+    assert!(
+        refused.contains("orders-prod is a PostgreSQL database")
+            && refused.contains("dbname=orders-prod sslmode=require"),
+        "{refused}"
+    );
+    assert!(!world.audit_text().contains("session_started"));
 }
 
 #[test]

@@ -8,7 +8,7 @@ use crate::config::{HumanDuration, ResourceKind};
 use crate::gateway::{Command, Gateway, Outcome};
 use crate::workflow::{Event, RequestSpec, RequestState, Time, describe_waiting};
 
-use super::format::{hhmm, remaining};
+use super::format::{hhmm, psql_conninfo, remaining};
 use super::parse::{ControlCommand, WorkflowCommand, free_text};
 use super::{Caller, ControlError, Reply, Terminal, blocking, views};
 
@@ -385,13 +385,7 @@ async fn checkout<T: Terminal>(
         json!({ "id": id, "resource": request.resource, "window_end": end, "state": "active" });
     match (kind, &outcome.lease_password) {
         (Some(ResourceKind::Postgres), Some(password)) => {
-            let conn = format!(
-                "host={} port={} user={} dbname={} sslmode=require",
-                caller.host,
-                config.listen.postgres.port(),
-                caller.user,
-                request.resource
-            );
+            let conn = psql_conninfo(&config, &caller.host, &caller.user, &request.resource);
             text.push_str(&format!(
                 "connection password (shown once, valid only for this window): {}\npsql \"{conn}\"\n",
                 password.expose()

@@ -1,8 +1,17 @@
 //! Human-readable renderings of times and audit events.
 
 use crate::audit::{AuditEvent, AuditRecord};
-use crate::config::HumanDuration;
+use crate::config::{Config, HumanDuration};
 use crate::workflow::{EndReason, Event, Time};
+
+/// The libpq connection string for `user` on the Postgres `resource`
+/// through this gateway, as reached at `host`.
+pub fn psql_conninfo(config: &Config, host: &str, user: &str, resource: &str) -> String {
+    format!(
+        "host={host} port={} user={user} dbname={resource} sslmode=require",
+        config.listen.postgres.port()
+    )
+}
 
 pub fn hhmm(time: &Time) -> String {
     time.format("%H:%M UTC").to_string()

@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use crate::gateway::{Gateway, GatewayError};
 
-pub use format::describe;
+pub use format::{describe, psql_conninfo};
 pub use parse::{ControlCommand, ControlLine};
 
 /// Longest command line accepted; longer ones are refused unread.

@@ -7,7 +7,8 @@ use russh::server::Msg;
 use russh::{Channel, ChannelMsg};
 
 use crate::audit::{AuditEvent, Protocol};
-use crate::control::{Caller, EXIT_OK, EXIT_REFUSED, Terminal, run_line};
+use crate::config::ResourceKind;
+use crate::control::{Caller, EXIT_OK, EXIT_REFUSED, Terminal, psql_conninfo, run_line};
 use crate::gateway::{AUDIT_UNAVAILABLE, Gateway};
 
 use super::console::Console;
@@ -82,8 +83,14 @@ pub async fn refuse_target(
     }
     let config = gateway.config();
     let port = config.listen.ssh.port();
-    let reason = if config.resource(&resource).is_none() {
+    let kind = config.resource(&resource).map(|r| r.kind);
+    let reason = if kind.is_none() {
         format!("unknown resource {resource}")
+    } else if kind == Some(ResourceKind::Postgres) {
+        let conninfo = psql_conninfo(&config, &caller.host, &caller.user, &resource);
+        format!(
+            "{resource} is a PostgreSQL database, reached with psql, not ssh: psql \"{conninfo}\" with the password checkout printed"
+        )
     } else if gateway.leases().lookup(&caller.user, &resource).is_none() {
         format!(
             "no active lease for {resource} — ssh -p {port} {}@{} request {resource}",

@@ -9,6 +9,7 @@ use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, Verif
 use russh::{Channel, ChannelId, ChannelOpenFailure};
 
 use crate::audit::{AuditEvent, Protocol};
+use crate::config::ResourceKind;
 use crate::control::Caller;
 use crate::gateway::AUDIT_UNAVAILABLE;
 use crate::serve::Runtime;
@@ -93,7 +94,12 @@ impl Connection {
     /// `resource` that passed MFA where required; created on first use.
     fn data_plane(&mut self, caller: &Caller, resource: &str) -> Option<Arc<DataPlane>> {
         let gateway = &self.runtime.gateway;
-        let lease = gateway.leases().lookup(&caller.user, resource)?;
+        let config = gateway.config();
+        let resource = config
+            .resource(resource)
+            .filter(|r| r.kind == ResourceKind::Ssh)?
+            .clone();
+        let lease = gateway.leases().lookup(&caller.user, &resource.name)?;
         if !gateway.audit_ready() {
             return None;
         }
@@ -109,8 +115,6 @@ impl Connection {
         {
             return Some(plane.clone());
         }
-        let config = gateway.config();
-        let resource = config.resource(resource)?.clone();
         let login = self.login_event(&format!("{}+{}", caller.user, resource.name), true, None);
         let plane = DataPlane::new(
             gateway.clone(),
