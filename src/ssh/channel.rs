@@ -96,10 +96,14 @@ pub async fn refuse_target(
             "no active lease for {resource} — ssh -p {port} {}@{} request {resource}",
             caller.user, caller.host
         )
-    } else if !gateway.audit_ready() {
+    } else if !gateway.audit_ready() || gateway.audit_failing() {
         AUDIT_UNAVAILABLE.to_string()
     } else {
-        format!("the SSH relay to {resource} is not available on this gateway yet")
+        // The one refusal left: the lease was granted without the MFA
+        // check that its request's settings require.
+        format!(
+            "your lease on {resource} has no MFA pass, which {resource} requires: check in, then check out again with --totp"
+        )
     };
     gateway.audit(AuditEvent::Login {
         protocol: Protocol::Ssh,
