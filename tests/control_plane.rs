@@ -73,6 +73,35 @@ fn web_01_happy_path_request_approve_checkout_status_checkin() {
 }
 
 #[test]
+fn an_extension_waits_for_approval_and_approvers_see_how_much_it_adds() {
+    let world = World::start();
+    let id = world.request("alice", "web-01 --for 30m");
+    world.ok("bob", &format!("approve {id}"));
+    world.ok("alice", &format!("checkout {id}"));
+    let asked = world.ok("alice", &format!("extend {id} --for 20m"));
+    assert!(asked.contains("needs approval"), "{asked}");
+    let waiting = world.ok("bob", "requests");
+    let row = waiting
+        .lines()
+        .find(|l| l.contains("alice") && l.contains("web-01"))
+        .unwrap_or_default();
+    assert!(row.contains("+20m"), "{waiting}");
+    let listed = world.json("bob", "requests");
+    assert_eq!(listed["to_approve"][0]["extension"]["duration_secs"], 1200);
+    let seconds_left = || world.json("alice", "status")["leases"][0]["seconds_left"].as_i64();
+    let before = seconds_left().unwrap();
+    world.ok("bob", &format!("approve {id}"));
+    let after = seconds_left().unwrap();
+    assert!(
+        after >= before + 1190,
+        "{before}s left before, {after}s after"
+    );
+    let listed = world.json("bob", "requests");
+    assert_eq!(listed["to_approve"].as_array().map(Vec::len), Some(0));
+    assert!(world.json("alice", "requests")["mine"][0]["extension"].is_null());
+}
+
+#[test]
 fn orders_prod_needs_both_levels_in_order_and_a_real_totp_code() {
     let world = World::start();
     let refused = world.refused("alice", "request orders-prod --for 1h");

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::config::Permission;
+use crate::config::{HumanDuration, Permission};
 use crate::gateway::Gateway;
 use crate::workflow::{Context, Request, RequestState, describe_waiting};
 
@@ -62,16 +62,17 @@ pub fn requests(gateway: &Arc<Gateway>, user: &str, all: bool) -> Reply {
     }
     if !to_approve.is_empty() {
         text.push_str(
-            "WAITING FOR MY APPROVAL\n  ID  REQUESTER   RESOURCE         AGE    REASON\n",
+            "WAITING FOR MY APPROVAL\n  ID  REQUESTER   RESOURCE         AGE    FOR     REASON\n",
         );
         for r in &to_approve {
             let reason = r.reason.clone().unwrap_or_default();
             text.push_str(&format!(
-                "  {:<3} {:<11} {:<16} {:<6} {reason}\n",
+                "  {:<3} {:<11} {:<16} {:<6} {:<7} {reason}\n",
                 r.id,
                 r.requester,
                 r.resource,
-                age(&r.created_at)
+                age(&r.created_at),
+                asked_for(r),
             ));
         }
     }
@@ -80,6 +81,15 @@ pub fn requests(gateway: &Arc<Gateway>, user: &str, all: bool) -> Reply {
         "to_approve": to_approve.iter().map(request_json).collect::<Vec<_>>(),
     });
     Reply { text, json }
+}
+
+/// What an approval would grant: the window asked for, or "+15m" for an
+/// extension of an active one.
+fn asked_for(r: &Request) -> String {
+    match &r.extension {
+        Some(extension) => format!("+{}", HumanDuration::from_secs(extension.duration_secs)),
+        None => HumanDuration::from_secs(r.duration_secs).to_string(),
+    }
 }
 
 fn note(r: &Request) -> String {
@@ -109,6 +119,10 @@ fn request_json(r: &Request) -> serde_json::Value {
         "window_end": r.window_end,
         "approvals": r.round.approvals,
         "note": note(r),
+        "extension": r.extension.as_ref().map(|e| json!({
+            "duration_secs": e.duration_secs,
+            "approvals": e.round.approvals,
+        })),
     })
 }
 
