@@ -384,7 +384,7 @@ fn watch_shows_an_approver_a_new_request_within_one_second() {
     let acknowledged = Instant::now();
     let (line, seen) = reader.join().unwrap();
     assert!(
-        line.contains("request 1 from alice for web-01") && line.contains("approve 1"),
+        line.contains("request 1 from alice for web-01 (30m)") && line.contains("approve 1"),
         "{line}"
     );
     assert!(

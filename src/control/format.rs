@@ -2,7 +2,7 @@
 
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::config::{Config, HumanDuration};
-use crate::workflow::{EndReason, Event, Time};
+use crate::workflow::{EndReason, Event, Request, Time};
 
 /// The libpq connection string for `user` on the Postgres `resource`
 /// through this gateway, as reached at `host`.
@@ -11,6 +11,15 @@ pub fn psql_conninfo(config: &Config, host: &str, user: &str, resource: &str) ->
         "host={host} port={} user={user} dbname={resource} sslmode=require",
         config.listen.postgres.port()
     )
+}
+
+/// What an approval would grant: the window asked for, or "+15m" for an
+/// extension of an active one.
+pub fn asked_for(r: &Request) -> String {
+    match &r.extension {
+        Some(extension) => format!("+{}", HumanDuration::from_secs(extension.duration_secs)),
+        None => HumanDuration::from_secs(r.duration_secs).to_string(),
+    }
 }
 
 pub fn hhmm(time: &Time) -> String {

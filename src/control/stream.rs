@@ -10,7 +10,7 @@ use crate::gateway::Gateway;
 use crate::sessions::{LiveRecording, RecordingKind};
 use crate::workflow::{Context, Event, RequestId, Time};
 
-use super::format::{describe_change, hhmm, record_line};
+use super::format::{asked_for, describe_change, hhmm, record_line};
 use super::{Caller, ControlError, EXIT_OK, Terminal, fail};
 
 pub async fn watch<T: Terminal>(
@@ -135,8 +135,10 @@ fn notification(gateway: &Gateway, user: &str, record: &AuditRecord, json: bool)
                     .map(|r| format!(", reason: {r}"))
                     .unwrap_or_default();
                 format!(
-                    "request {id} from {} for {}{why} awaits your approval: approve {id} | deny {id}",
-                    request.requester, request.resource
+                    "request {id} from {} for {} ({}){why} awaits your approval: approve {id} | deny {id}",
+                    request.requester,
+                    request.resource,
+                    asked_for(&request)
                 )
             } else if request.requester == user {
                 describe_change(actor.as_deref(), change)

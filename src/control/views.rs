@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::config::{HumanDuration, Permission};
+use crate::config::Permission;
 use crate::gateway::Gateway;
 use crate::workflow::{Context, Request, RequestState, describe_waiting};
 
 use super::commands::state_name;
-use super::format::{age, hhmm, remaining};
+use super::format::{age, asked_for, hhmm, remaining};
 use super::{ControlError, Reply};
 
 fn require(gateway: &Gateway, user: &str, permission: Permission) -> Result<(), ControlError> {
@@ -81,15 +81,6 @@ pub fn requests(gateway: &Arc<Gateway>, user: &str, all: bool) -> Reply {
         "to_approve": to_approve.iter().map(request_json).collect::<Vec<_>>(),
     });
     Reply { text, json }
-}
-
-/// What an approval would grant: the window asked for, or "+15m" for an
-/// extension of an active one.
-fn asked_for(r: &Request) -> String {
-    match &r.extension {
-        Some(extension) => format!("+{}", HumanDuration::from_secs(extension.duration_secs)),
-        None => HumanDuration::from_secs(r.duration_secs).to_string(),
-    }
 }
 
 fn note(r: &Request) -> String {
