@@ -68,7 +68,7 @@ pub enum WorkflowError {
     ExtensionPending(RequestId),
     #[error("you cannot delegate to yourself")]
     SelfDelegation,
-    #[error("the delegation end {} is already past", hhmm(.0))]
+    #[error("the delegation end {} is already past", .0.format("%Y-%m-%d %H:%M UTC"))]
     DelegationInPast(Time),
     #[error("you have no delegation to revoke")]
     NoDelegation,

@@ -325,6 +325,12 @@ fn delegation_refusals_and_revocation() {
             .decide_delegate(&w.ctx(), "bob", "frank", vec![], Some(w.now)),
         Err(WorkflowError::DelegationInPast(_))
     ));
+    // A past end on another day names the day, not just the time.
+    let long_ago = "2020-01-01T09:30:00Z".parse().unwrap();
+    assert_eq!(
+        WorkflowError::DelegationInPast(long_ago).to_string(),
+        "the delegation end 2020-01-01 09:30 UTC is already past"
+    );
     assert_eq!(
         w.engine.decide_revoke_delegation(&w.ctx(), "bob"),
         Err(WorkflowError::NoDelegation)
