@@ -5,6 +5,9 @@ use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
 use crate::workflow::{Engine, RequestState};
 
+/// The data planes, as the `protocol` label names them.
+const PROTOCOLS: [&str; 2] = ["ssh", "postgres"];
+
 const STATES: [RequestState; 9] = [
     RequestState::Pending,
     RequestState::Approved,
@@ -17,58 +20,90 @@ const STATES: [RequestState; 9] = [
     RequestState::TimedOut,
 ];
 
-/// Counters, with their help text; each starts at 0 so it is scraped from
-/// the first request on.
-const COUNTERS: [(&str, &str); 14] = [
+/// Which series of a counter exist before anything increments it.
+#[derive(Clone, Copy)]
+enum Zero {
+    /// The counter has no labels: its one series starts at 0.
+    Unlabelled,
+    /// One series per protocol, each starting at 0.
+    ByProtocol,
+    /// Its labels (event, outcome) are many: each series appears with its
+    /// first increment.
+    FirstUse,
+}
+
+/// Counters, with their help text and the series that start at 0, so
+/// they are scraped from the first request on.
+const COUNTERS: [(&str, &str, Zero); 14] = [
     (
         "jitgate_workflow_events_total",
         "Workflow state changes, by event",
+        Zero::FirstUse,
     ),
     (
         "jitgate_lease_expiries_total",
         "Leases ended by their timer",
+        Zero::Unlabelled,
     ),
     (
         "jitgate_sessions_severed_total",
         "Sessions severed because their lease ended",
+        Zero::ByProtocol,
     ),
-    ("jitgate_mfa_failures_total", "Failed TOTP verifications"),
-    ("jitgate_commands_refused_total", "Control commands refused"),
+    (
+        "jitgate_mfa_failures_total",
+        "Failed TOTP verifications",
+        Zero::Unlabelled,
+    ),
+    (
+        "jitgate_commands_refused_total",
+        "Control commands refused",
+        Zero::Unlabelled,
+    ),
     (
         "jitgate_ssh_auth_failures_total",
         "Refused SSH authentications",
+        Zero::Unlabelled,
     ),
     (
         "jitgate_audit_write_failures_total",
         "Attempts to write the audit log that failed",
+        Zero::Unlabelled,
     ),
     (
         "jitgate_event_subscribers_dropped_total",
         "Live streams dropped for falling behind",
+        Zero::Unlabelled,
     ),
     (
         "jitgate_rotations_total",
         "Credential rotations, by outcome",
+        Zero::FirstUse,
     ),
     (
         "jitgate_query_log_write_failures_total",
         "Postgres query log lines that could not be written",
+        Zero::Unlabelled,
     ),
     (
         "jitgate_postgres_startup_timeouts_total",
         "Postgres connections that did not finish TLS and login in time",
+        Zero::Unlabelled,
     ),
     (
         "jitgate_connections_penalized_total",
         "Connections closed at once because their source's logins kept failing, by protocol",
+        Zero::ByProtocol,
     ),
     (
         "jitgate_connections_over_source_limit_total",
         "Connections closed at once because their source held penalties.max_pending_logins connections still logging in, by protocol",
+        Zero::ByProtocol,
     ),
     (
         "jitgate_penalty_sources_untracked_total",
         "Failed logins not counted against their source because the penalty table was full",
+        Zero::Unlabelled,
     ),
 ];
 
@@ -99,7 +134,7 @@ pub fn describe() {
         "jitgate_open_connections",
         "Client connections being served (from accept to the end of their task), by protocol"
     );
-    for protocol in ["ssh", "postgres"] {
+    for protocol in PROTOCOLS {
         metrics::gauge!("jitgate_open_connections", "protocol" => protocol).set(0.0);
     }
     describe_gauge!(
@@ -115,14 +150,16 @@ pub fn describe() {
         Unit::Seconds,
         "Journal append latency including fsync"
     );
-    for (name, help) in COUNTERS {
+    for (name, help, zero) in COUNTERS {
         describe_counter!(name, help);
-        // Labelled series appear with their first label; the rest start at 0.
-        if !matches!(
-            name,
-            "jitgate_workflow_events_total" | "jitgate_rotations_total"
-        ) {
-            metrics::counter!(name).absolute(0);
+        match zero {
+            Zero::Unlabelled => metrics::counter!(name).absolute(0),
+            Zero::ByProtocol => {
+                for protocol in PROTOCOLS {
+                    metrics::counter!(name, "protocol" => protocol).absolute(0);
+                }
+            }
+            Zero::FirstUse => {}
         }
     }
     metrics::gauge!("jitgate_active_leases").set(0.0);

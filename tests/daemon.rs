@@ -446,12 +446,25 @@ fn metrics_and_health_are_served() {
         "jitgate_active_leases",
         "jitgate_workflow_events_total{event=\"requested\"} 1",
         "jitgate_sessions{protocol=\"control\"}",
-        "jitgate_sessions_severed_total",
+        "jitgate_sessions_severed_total{protocol=\"ssh\"} 0",
+        "jitgate_sessions_severed_total{protocol=\"postgres\"} 0",
+        "jitgate_connections_penalized_total{protocol=\"ssh\"} 0",
         "jitgate_mfa_failures_total",
         "jitgate_commands_refused_total 1",
         "jitgate_journal_fsync_seconds",
     ] {
         assert!(metrics.contains(series), "missing {series} in\n{metrics}");
+    }
+    // A counter kept by protocol has no series without one.
+    for unlabelled in [
+        "jitgate_sessions_severed_total ",
+        "jitgate_connections_penalized_total ",
+        "jitgate_connections_over_source_limit_total ",
+    ] {
+        assert!(
+            !metrics.lines().any(|l| l.starts_with(unlabelled)),
+            "{unlabelled}in\n{metrics}"
+        );
     }
     assert!(
         common::http_get(world.http_port, "/healthz")
