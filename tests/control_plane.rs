@@ -557,6 +557,53 @@ fn audit_tail_follow_streams_new_records() {
 }
 
 #[test]
+fn audit_tail_shows_one_user_or_resource_with_its_requests_and_the_last_n_of_them() {
+    let world = World::start();
+    let web = world.request("alice", "web-01 --reason filtered");
+    world.ok("bob", &format!("approve {web}"));
+    let db = world.request("zoe", "orders-prod --reason other");
+    world.ok("bob", &format!("approve {db}"));
+    world.ok("alice", &format!("checkout {web}"));
+    let tail = |args: &str| world.ok("carol", &format!("audit tail -n 1000 {args}"));
+
+    let web_01 = tail("--resource web-01");
+    assert!(web_01.contains("alice requested web-01"), "{web_01}");
+    // Approvals and checkouts name only their request: found through it.
+    assert!(
+        web_01.contains(&format!("bob approved request {web}")),
+        "{web_01}"
+    );
+    assert!(
+        web_01.contains(&format!("checked out request {web}")),
+        "{web_01}"
+    );
+    assert!(!web_01.contains("orders-prod"), "{web_01}");
+    assert!(!web_01.contains(&format!("request {db}")), "{web_01}");
+
+    let zoe = tail("--user zoe");
+    assert!(zoe.contains("zoe requested orders-prod"), "{zoe}");
+    assert!(zoe.contains(&format!("bob approved request {db}")), "{zoe}");
+    assert!(!zoe.contains("web-01"), "{zoe}");
+
+    let both = tail("--user bob --resource orders-prod");
+    assert!(
+        both.contains(&format!("bob approved request {db}")),
+        "{both}"
+    );
+    assert!(!both.contains(&format!("request {web}")), "{both}");
+
+    // -n counts the records that pass the filter.
+    let last = world.ok("carol", "audit tail -n 1 --resource web-01");
+    assert_eq!(last.lines().count(), 1, "{last}");
+    assert!(
+        last.contains(&format!("checked out request {web}")),
+        "{last}"
+    );
+    let none = world.ok("carol", "audit tail --resource nothing-here");
+    assert!(none.is_empty(), "{none}");
+}
+
+#[test]
 fn audit_tail_follow_stops_once_a_reload_takes_the_audit_permission_away() {
     let world = World::start();
     let (mut tail, mut lines, _) = audit_tail(&world, "-n 1 -f");

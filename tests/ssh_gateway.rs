@@ -49,6 +49,61 @@ fn exec_relays_stdout_stderr_and_exit_codes_as_the_managed_account() {
         .contains("session_ended")));
 }
 
+#[test]
+fn a_sessions_records_name_whose_it_is_and_audit_tail_picks_them_out() {
+    let world = World::with_ssh_target(|t| t);
+    world.lease_web("alice", "10m");
+    for command in ["echo first", "echo second"] {
+        let out = world
+            .target_ssh("alice", "web-01")
+            .arg(command)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let records = |args: &str| -> Vec<serde_json::Value> {
+        world
+            .ok("carol", &format!("audit tail -n 1000 --json {args}"))
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    };
+    let ended = |all: &[serde_json::Value]| {
+        all.iter()
+            .filter(|r| r["event"]["type"] == "session_ended")
+            .count()
+    };
+    assert!(wait_until(Duration::from_secs(5), || ended(&records("")) == 2));
+    let first = records("")
+        .iter()
+        .find(|r| r["event"]["type"] == "session_started")
+        .map(|r| r["event"]["session"].as_str().unwrap().to_string())
+        .unwrap();
+    let of_first = records(&format!("--session {first}"));
+    let types: Vec<&str> = of_first
+        .iter()
+        .map(|r| r["event"]["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        ["session_started", "channel_ended", "session_ended"],
+        "{of_first:?}"
+    );
+    // The end of a session and of each channel say whose and on what.
+    for record in &of_first[1..] {
+        assert_eq!(record["event"]["user"], "alice", "{record}");
+        assert_eq!(record["event"]["resource"], "web-01", "{record}");
+    }
+    let text = world.ok("carol", &format!("audit tail --session {first}"));
+    assert!(
+        text.contains(&format!("session {first} of alice on web-01 ended after")),
+        "{text}"
+    );
+    assert_eq!(ended(&records("--user alice --resource web-01")), 2);
+    assert_eq!(ended(&records("--resource orders-prod")), 0);
+}
+
 /// Writes `mebibytes` distinct pseudo-random MiB blocks, returning their hash.
 fn write_blocks(mut to: impl Write, mebibytes: u64) -> impl AsRef<[u8]> {
     let mut hasher = Sha256::new();

@@ -102,6 +102,12 @@ pub enum AuditEvent {
     /// One channel of an SSH session finished: what ran, how it ended.
     ChannelEnded {
         session: String,
+        /// Whose session, on what: on records from this version on, so a
+        /// reader needs no join with the session's start.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resource: Option<String>,
         /// `shell`, `exec`, `subsystem` or `direct-tcpip`.
         kind: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -199,11 +205,23 @@ pub enum AuditEvent {
     /// query log the session left, as they were then.
     SessionInterrupted {
         session: String,
+        /// Whose session, on what: on records from this version on, so a
+        /// reader needs no join with the session's start.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resource: Option<String>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         files: Vec<super::EvidenceFile>,
     },
     SessionEnded {
         session: String,
+        /// Whose session, on what: on records from this version on, so a
+        /// reader needs no join with the session's start.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resource: Option<String>,
         bytes_from_client: u64,
         bytes_to_client: u64,
         duration_ms: u64,
@@ -221,13 +239,23 @@ pub enum AuditEvent {
 }
 
 impl AuditEvent {
-    /// The users this event concerns, for routing to `watch` streams.
+    /// The users this event names: who acted, whose access or session it
+    /// is. A workflow event names its requester only on the request itself
+    /// (`Requested`); readers resolve the others through its request id.
     pub fn users(&self) -> Vec<&str> {
         match self {
             Self::Workflow { actor, change } => {
                 let mut users: Vec<&str> = actor.iter().map(String::as_str).collect();
-                if let workflow::Event::Requested { requester, .. } = change {
-                    users.push(requester);
+                match change {
+                    workflow::Event::Requested { requester, .. } => users.push(requester),
+                    workflow::Event::Approved { approval, .. } => {
+                        users.extend(approval.on_behalf_of.as_deref());
+                    }
+                    workflow::Event::DelegationGranted { delegation, .. } => {
+                        users.extend([delegation.from.as_str(), delegation.to.as_str()]);
+                    }
+                    workflow::Event::DelegationRevoked { from, .. } => users.push(from),
+                    _ => {}
                 }
                 users
             }
@@ -235,7 +263,54 @@ impl AuditEvent {
             Self::MfaFailure { user, .. } | Self::MfaLocked { user, .. } => vec![user],
             Self::Login { user, .. } | Self::SessionStarted { user, .. } => vec![user],
             Self::SessionTerminated { user, by, .. } => vec![user, by],
+            Self::ChannelEnded { user, .. }
+            | Self::SessionInterrupted { user, .. }
+            | Self::SessionEnded { user, .. } => user.iter().map(String::as_str).collect(),
             _ => Vec::new(),
+        }
+    }
+
+    /// The resource this event names. A workflow event names it only on
+    /// the request itself and on workflow changes; readers resolve the
+    /// others through its request id.
+    pub fn resource(&self) -> Option<&str> {
+        match self {
+            Self::Workflow {
+                change:
+                    workflow::Event::Requested { resource, .. }
+                    | workflow::Event::WorkflowChanged { resource, .. },
+                ..
+            } => Some(resource),
+            Self::Login { resource, .. } => resource.as_deref(),
+            Self::ChannelEnded { resource, .. }
+            | Self::SessionInterrupted { resource, .. }
+            | Self::SessionEnded { resource, .. } => resource.as_deref(),
+            Self::SessionStarted { resource, .. }
+            | Self::SessionTerminated { resource, .. }
+            | Self::TargetHostKey { resource, .. }
+            | Self::CredentialImported { resource }
+            | Self::RotationStarted { resource, .. }
+            | Self::RotationSucceeded { resource, .. }
+            | Self::RotationFailed { resource, .. }
+            | Self::PlantedKeyRemoved { resource, .. }
+            | Self::LeftoverProcessesEnded { resource, .. }
+            | Self::StartupFilesChanged { resource, .. }
+            | Self::RolesChanged { resource, .. }
+            | Self::AccountCheckFailed { resource, .. }
+            | Self::CredentialReconciled { resource, .. } => Some(resource),
+            _ => None,
+        }
+    }
+
+    /// The live session this event belongs to.
+    pub fn session(&self) -> Option<&str> {
+        match self {
+            Self::SessionStarted { session, .. }
+            | Self::SessionTerminated { session, .. }
+            | Self::ChannelEnded { session, .. }
+            | Self::SessionInterrupted { session, .. }
+            | Self::SessionEnded { session, .. } => Some(session),
+            _ => None,
         }
     }
 }

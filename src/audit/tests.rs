@@ -344,3 +344,24 @@ fn the_last_line_is_read_from_the_end_of_files_of_any_size() {
     check(&format!("{long}\n{long}y\n"), Some(&format!("{long}y")[..]));
     check(&format!("short\n{long}\n"), Some(&long[..]));
 }
+
+#[test]
+fn session_records_from_before_the_owner_fields_still_read() {
+    let old = r#"{"type":"session_ended","session":"s-1","bytes_from_client":1,"bytes_to_client":2,"duration_ms":3}"#;
+    let event: AuditEvent = serde_json::from_str(old).unwrap();
+    assert_eq!(event.session(), Some("s-1"));
+    assert!(event.users().is_empty());
+    assert_eq!(event.resource(), None);
+    // Written back, it is the same record: its hash does not change.
+    let again: serde_json::Value = serde_json::to_value(&event).unwrap();
+    assert_eq!(
+        again,
+        serde_json::from_str::<serde_json::Value>(old).unwrap()
+    );
+    let new = r#"{"type":"channel_ended","session":"s-2","user":"alice","resource":"web-01","kind":"exec","bytes_from_client":0,"bytes_to_client":0}"#;
+    let event: AuditEvent = serde_json::from_str(new).unwrap();
+    assert_eq!(
+        (event.users(), event.resource(), event.session()),
+        (vec!["alice"], Some("web-01"), Some("s-2"))
+    );
+}

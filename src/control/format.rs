@@ -109,6 +109,8 @@ pub fn describe(event: &AuditEvent) -> String {
         }
         AuditEvent::ChannelEnded {
             session,
+            user,
+            resource,
             kind,
             command,
             exit_status,
@@ -116,6 +118,7 @@ pub fn describe(event: &AuditEvent) -> String {
             bytes_to_client,
             ..
         } => {
+            let session = session_of(session, user, resource);
             let what = command
                 .as_ref()
                 .map(|c| format!(" {c:?}"))
@@ -124,7 +127,7 @@ pub fn describe(event: &AuditEvent) -> String {
                 .map(|s| format!(", exit {s}"))
                 .unwrap_or_default();
             format!(
-                "session {session}: {kind}{what} ended ({bytes_from_client} bytes in, {bytes_to_client} out{status})"
+                "{session}: {kind}{what} ended ({bytes_from_client} bytes in, {bytes_to_client} out{status})"
             )
         }
         AuditEvent::TargetHostKey {
@@ -198,12 +201,20 @@ pub fn describe(event: &AuditEvent) -> String {
                 .map(|r| format!(": {r}"))
                 .unwrap_or_default()
         ),
-        AuditEvent::SessionInterrupted { session, files } => format!(
-            "session {session} was cut off: the gateway stopped without ending it ({} recording(s) and log(s) kept as they were then)",
+        AuditEvent::SessionInterrupted {
+            session,
+            user,
+            resource,
+            files,
+        } => format!(
+            "{} was cut off: the gateway stopped without ending it ({} recording(s) and log(s) kept as they were then)",
+            session_of(session, user, resource),
             files.len()
         ),
         AuditEvent::SessionEnded {
             session,
+            user,
+            resource,
             bytes_from_client,
             bytes_to_client,
             duration_ms,
@@ -219,10 +230,20 @@ pub fn describe(event: &AuditEvent) -> String {
                 .map(|n| format!(", {n} statements"))
                 .unwrap_or_default();
             format!(
-                "session {session} ended after {}ms ({bytes_from_client} bytes in, {bytes_to_client} out{statements}{how})",
+                "{} ended after {}ms ({bytes_from_client} bytes in, {bytes_to_client} out{statements}{how})",
+                session_of(session, user, resource),
                 duration_ms
             )
         }
+    }
+}
+
+/// "session s-… of alice on web-01"; records older than the owner
+/// fields name the session alone.
+fn session_of(session: &str, user: &Option<String>, resource: &Option<String>) -> String {
+    match (user, resource) {
+        (Some(user), Some(resource)) => format!("session {session} of {user} on {resource}"),
+        _ => format!("session {session}"),
     }
 }
 

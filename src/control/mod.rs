@@ -10,6 +10,7 @@ mod format;
 mod parse;
 mod replay;
 mod stream;
+mod tail_filter;
 mod views;
 
 use std::future::Future;
@@ -106,9 +107,17 @@ pub async fn run_line<T: Terminal>(
                     lines,
                     follow,
                     after,
+                    user,
+                    resource,
+                    session,
                 },
         } => {
-            let from = stream::TailFrom { lines, after };
+            let filter = tail_filter::TailFilter::new(user, resource, session);
+            let from = stream::TailFrom {
+                lines,
+                after,
+                filter,
+            };
             return stream::audit_tail(gateway, caller, term, json, from, follow).await;
         }
         command => commands::run(gateway, caller, term, command).await,

@@ -132,6 +132,16 @@ pub enum AuditCommand {
         /// files included): resumes a stream where a reader stopped.
         #[arg(long, value_name = "SEQ")]
         after: Option<u64>,
+        /// Only records naming this user: as actor, requester, approver,
+        /// or whose login or session it is.
+        #[arg(long, value_name = "USER")]
+        user: Option<String>,
+        /// Only records about this resource, its requests and sessions.
+        #[arg(long, value_name = "RESOURCE")]
+        resource: Option<String>,
+        /// Only the records of this session.
+        #[arg(long, value_name = "SESSION")]
+        session: Option<String>,
     },
 }
 

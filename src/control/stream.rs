@@ -11,6 +11,7 @@ use crate::sessions::{LiveRecording, RecordingKind};
 use crate::workflow::{Context, Event, RequestId, Time};
 
 use super::format::{asked_for, describe_change, hhmm, record_line};
+use super::tail_filter::{TailFilter, start_of_last_matches};
 use super::{Caller, ControlError, EXIT_OK, Terminal, fail};
 
 pub async fn watch<T: Terminal>(
@@ -163,11 +164,12 @@ fn notification(gateway: &Gateway, user: &str, record: &AuditRecord, json: bool)
     })
 }
 
-/// Where `audit tail` starts: after the seq asked for, or `lines` records
-/// before the newest.
+/// Where `audit tail` starts: after the seq asked for, or at the last
+/// `lines` records (that pass the filter); and which it prints.
 pub struct TailFrom {
     pub lines: usize,
     pub after: Option<u64>,
+    pub filter: TailFilter,
 }
 
 /// Prints audit records from `from` to the newest, then with `follow`
@@ -186,9 +188,36 @@ pub async fn audit_tail<T: Terminal>(
         return fail(term, json, &error).await;
     }
     let (log, head) = gateway.audit_position();
-    let after = from
-        .after
-        .unwrap_or_else(|| head.saturating_sub(from.lines as u64));
+    let TailFrom {
+        lines,
+        after,
+        mut filter,
+    } = from;
+    let after = match after {
+        Some(after) => after,
+        None if filter.is_empty() => head.saturating_sub(lines as u64),
+        None => {
+            let (walker, path) = (gateway.clone(), log.clone());
+            let looked = tokio::task::spawn_blocking(move || {
+                let found = start_of_last_matches(&walker, &path, head, lines, &mut filter);
+                (found, filter)
+            })
+            .await;
+            let Ok((found, returned)) = looked else {
+                let error = ControlError::Refused("the audit log could not be read".into());
+                return fail(term, json, &error).await;
+            };
+            filter = returned;
+            match found {
+                Ok(after) => after,
+                Err(error) => {
+                    let error =
+                        ControlError::Refused(format!("cannot read the audit log: {error}"));
+                    return fail(term, json, &error).await;
+                }
+            }
+        }
+    };
     let mut chain = ChainReader::new(gateway.bus().clone(), log, after);
     loop {
         let next = tokio::select! {
@@ -205,7 +234,9 @@ pub async fn audit_tail<T: Terminal>(
         if let Err(error) = require_audit(gateway, caller) {
             return fail(term, json, &error).await;
         }
-        term.out(&render(&record, json)).await;
+        if filter.matches(gateway, &record.event) {
+            term.out(&render(&record, json)).await;
+        }
     }
 }
 

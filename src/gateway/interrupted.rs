@@ -18,14 +18,22 @@ const WINDOW: u64 = 4096;
 /// rather than a start delayed by minutes.
 const FURTHEST: u64 = 2_000_000;
 
+/// A session whose start is on record and whose end is not.
+#[derive(Debug, PartialEq)]
+pub struct Unended {
+    pub session: String,
+    pub user: String,
+    pub resource: String,
+}
+
 /// Sessions started and never ended since the gateway last started or
 /// stopped cleanly (at a clean stop every session is ended first), newest
 /// first. Walks back from `head` only as far as that start or stop.
-pub fn unended_sessions(log: &Path, head: u64) -> std::io::Result<Vec<String>> {
+pub fn unended_sessions(log: &Path, head: u64) -> std::io::Result<Vec<Unended>> {
     unended_in_windows(log, head, WINDOW)
 }
 
-fn unended_in_windows(log: &Path, head: u64, window: u64) -> std::io::Result<Vec<String>> {
+fn unended_in_windows(log: &Path, head: u64, window: u64) -> std::io::Result<Vec<Unended>> {
     let mut ended = HashSet::new();
     let mut unended = Vec::new();
     let mut upto = head;
@@ -48,8 +56,17 @@ fn unended_in_windows(log: &Path, head: u64, window: u64) -> std::io::Result<Vec
                 AuditEvent::SessionEnded { session, .. } => {
                     ended.insert(session.clone());
                 }
-                AuditEvent::SessionStarted { session, .. } if !ended.remove(session) => {
-                    unended.push(session.clone());
+                AuditEvent::SessionStarted {
+                    session,
+                    user,
+                    resource,
+                    ..
+                } if !ended.remove(session) => {
+                    unended.push(Unended {
+                        session: session.clone(),
+                        user: user.clone(),
+                        resource: resource.clone(),
+                    });
                 }
                 _ => {}
             }
@@ -62,7 +79,7 @@ fn unended_in_windows(log: &Path, head: u64, window: u64) -> std::io::Result<Vec
 /// The `session_interrupted` record of each of `sessions`, with the
 /// recordings (`SESSION-N.cast`), SFTP file logs (`SESSION-N.sftp.jsonl`)
 /// and query log (`SESSION.jsonl`) it left.
-pub fn interruption_records(config: &Config, sessions: &[String]) -> Vec<AuditEvent> {
+pub fn interruption_records(config: &Config, sessions: &[Unended]) -> Vec<AuditEvent> {
     if sessions.is_empty() {
         // The usual start: no directory listing.
         return Vec::new();
@@ -77,7 +94,8 @@ pub fn interruption_records(config: &Config, sessions: &[String]) -> Vec<AuditEv
         .unwrap_or_default();
     sessions
         .iter()
-        .map(|session| {
+        .map(|unended| {
+            let session = &unended.session;
             let prefix = format!("{session}-");
             let mut found: Vec<(EvidenceKind, &Path)> = recordings
                 .iter()
@@ -100,6 +118,8 @@ pub fn interruption_records(config: &Config, sessions: &[String]) -> Vec<AuditEv
             found.push((EvidenceKind::QueryLog, &query_log));
             AuditEvent::SessionInterrupted {
                 session: session.clone(),
+                user: Some(unended.user.clone()),
+                resource: Some(unended.resource.clone()),
                 files: found
                     .into_iter()
                     .filter_map(|(kind, path)| evidence_file(kind, path))
@@ -142,6 +162,8 @@ mod tests {
     fn ended(session: &str) -> AuditEvent {
         AuditEvent::SessionEnded {
             session: session.into(),
+            user: None,
+            resource: None,
             bytes_from_client: 0,
             bytes_to_client: 0,
             duration_ms: 0,
@@ -179,19 +201,27 @@ mod tests {
 
         // Killed after s-d started: only it is open (the walk stops at the
         // clean stop before it).
+        let sessions = |head, window| -> Vec<String> {
+            unended_in_windows(&path, head, window)
+                .unwrap()
+                .into_iter()
+                .map(|u| u.session)
+                .collect()
+        };
         for window in [1, 2, 3, 100] {
-            assert_eq!(
-                unended_in_windows(&path, head, window).unwrap(),
-                vec!["s-d".to_string()],
-                "window {window}"
-            );
+            assert_eq!(sessions(head, window), ["s-d"], "window {window}");
         }
+        assert_eq!(
+            unended_in_windows(&path, head, 2).unwrap(),
+            [Unended {
+                session: "s-d".into(),
+                user: "alice".into(),
+                resource: "web-01".into(),
+            }]
+        );
         // Had it been killed before the clean stop: s-b is open, s-c too
         // (its end came later).
-        assert_eq!(
-            unended_in_windows(&path, stopped - 1, 2).unwrap(),
-            vec!["s-c".to_string(), "s-b".to_string()]
-        );
+        assert_eq!(sessions(stopped - 1, 2), ["s-c", "s-b"]);
         assert!(unended_in_windows(&path, stopped, 2).unwrap().is_empty());
     }
 }

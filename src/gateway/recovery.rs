@@ -33,7 +33,7 @@ fn audit_tampering(config: &Config, audit: &AuditLog) -> Option<(String, String)
 
 /// Sessions the last run left without an end (see `interrupted`). A log
 /// that cannot be read for them delays nothing: they are only reported.
-fn unended_sessions(config: &Config, audit: &AuditLog) -> Vec<String> {
+fn unended_sessions(config: &Config, audit: &AuditLog) -> Vec<super::interrupted::Unended> {
     let Some(head) = audit.head() else {
         return Vec::new();
     };

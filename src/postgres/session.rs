@@ -378,6 +378,8 @@ impl Drop for PgSession {
         let severed = self.ending().filter(|e| e.severed).map(|e| e.message);
         let event = AuditEvent::SessionEnded {
             session: self.id().to_string(),
+            user: Some(self.user.clone()),
+            resource: Some(self.resource.name.clone()),
             bytes_from_client: self.bytes_from_client.load(Ordering::Relaxed),
             bytes_to_client: self.bytes_to_client.load(Ordering::Relaxed),
             duration_ms: self.started.elapsed().as_millis() as u64,

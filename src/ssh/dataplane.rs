@@ -199,6 +199,8 @@ impl Drop for DataPlane {
         self.closed.cancel();
         let event = AuditEvent::SessionEnded {
             session: self.session.id().to_string(),
+            user: Some(self.lease.user.clone()),
+            resource: Some(self.lease.resource.clone()),
             bytes_from_client: self.bytes_from_client.load(Ordering::Relaxed),
             bytes_to_client: self.bytes_to_client.load(Ordering::Relaxed),
             duration_ms: self.started.elapsed().as_millis() as u64,

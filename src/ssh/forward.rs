@@ -42,6 +42,8 @@ pub async fn relay_forward(
         &plane,
         AuditEvent::ChannelEnded {
             session: plane.session_id().to_string(),
+            user: Some(plane.lease.user.clone()),
+            resource: Some(plane.lease.resource.clone()),
             kind: "direct-tcpip".into(),
             command: Some(target),
             exit_status: None,

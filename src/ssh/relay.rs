@@ -141,6 +141,8 @@ async fn relay(
         &plane,
         AuditEvent::ChannelEnded {
             session: plane.session_id().to_string(),
+            user: Some(plane.lease.user.clone()),
+            resource: Some(plane.lease.resource.clone()),
             kind: used.kind.unwrap_or("none").to_string(),
             command: used.command.clone(),
             exit_status,

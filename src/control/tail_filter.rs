@@ -1,0 +1,127 @@
+//! `audit tail --user U --resource R --session S`: the records a security
+//! team asked to see. A workflow record names its request by id only, so
+//! its requester and resource come from the request (the engine's, or the
+//! `requested` record read along the way).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::audit::{AuditEvent, AuditRecord, records_after};
+use crate::gateway::Gateway;
+use crate::workflow::RequestId;
+
+/// Records read at a time while looking back for the last matches.
+const WINDOW: u64 = 4096;
+/// How far back `-n` looks for matches at most: a filter that matches
+/// nothing must not read a years-long chain.
+const FURTHEST: u64 = 1_000_000;
+
+#[derive(Debug, Default)]
+pub struct TailFilter {
+    pub user: Option<String>,
+    pub resource: Option<String>,
+    pub session: Option<String>,
+    /// Requester and resource of the requests seen in `requested` records.
+    requests: HashMap<RequestId, (String, String)>,
+}
+
+impl TailFilter {
+    pub fn new(user: Option<String>, resource: Option<String>, session: Option<String>) -> Self {
+        Self {
+            user,
+            resource,
+            session,
+            requests: HashMap::new(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.user.is_none() && self.resource.is_none() && self.session.is_none()
+    }
+
+    /// Whether `event` is one asked for (every condition given holds).
+    pub fn matches(&mut self, gateway: &Gateway, event: &AuditEvent) -> bool {
+        if self.is_empty() {
+            return true;
+        }
+        let request = self.request_of(gateway, event);
+        let user_ok = self.user.as_deref().is_none_or(|user| {
+            event.users().contains(&user)
+                || request
+                    .as_ref()
+                    .is_some_and(|(requester, _)| requester == user)
+        });
+        let resource_ok = self.resource.as_deref().is_none_or(|resource| {
+            event.resource() == Some(resource)
+                || request.as_ref().is_some_and(|(_, r)| r == resource)
+        });
+        let session_ok = self
+            .session
+            .as_deref()
+            .is_none_or(|session| event.session() == Some(session));
+        user_ok && resource_ok && session_ok
+    }
+
+    /// Requester and resource of a workflow event's request.
+    fn request_of(&mut self, gateway: &Gateway, event: &AuditEvent) -> Option<(String, String)> {
+        let AuditEvent::Workflow { change, .. } = event else {
+            return None;
+        };
+        let id = change.request_id()?;
+        if let crate::workflow::Event::Requested {
+            requester,
+            resource,
+            ..
+        } = change
+        {
+            self.requests
+                .insert(id, (requester.clone(), resource.clone()));
+        }
+        if let Some(known) = self.requests.get(&id) {
+            return Some(known.clone());
+        }
+        let found = gateway.read(|engine| {
+            engine
+                .request(id)
+                .map(|r| (r.requester.clone(), r.resource.clone()))
+        })?;
+        self.requests.insert(id, found.clone());
+        Some(found)
+    }
+}
+
+/// The seq after which the last `lines` records matching `filter` begin,
+/// looking back from `head` a window at a time.
+pub fn start_of_last_matches(
+    gateway: &Gateway,
+    log: &Path,
+    head: u64,
+    lines: usize,
+    filter: &mut TailFilter,
+) -> std::io::Result<u64> {
+    if lines == 0 {
+        return Ok(head);
+    }
+    let furthest = head.saturating_sub(FURTHEST);
+    let mut upto = head;
+    let mut found = 0;
+    while upto > furthest {
+        let from = upto.saturating_sub(WINDOW).max(furthest);
+        let records: Vec<AuditRecord> = records_after(log, from, (upto - from) as usize)?;
+        // Oldest first, so a request's `requested` record is learned
+        // before the approvals that follow it in the same window.
+        let matching: Vec<u64> = records
+            .iter()
+            .filter(|record| filter.matches(gateway, &record.event))
+            .map(|record| record.seq)
+            .collect();
+        for seq in matching.iter().rev() {
+            found += 1;
+            if found == lines {
+                return Ok(seq - 1);
+            }
+        }
+        upto = from;
+    }
+    Ok(furthest)
+}
