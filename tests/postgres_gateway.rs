@@ -778,7 +778,7 @@ fn bad_messages_inside_a_session_end_it_with_a_clear_error_and_others_carry_on()
 #[test]
 fn auditors_see_postgres_sessions_and_follow_their_statements_live() {
     let world = World::with_pg_target(&[], |t| t);
-    let (_, password) = world.lease_pg("alice", "10m");
+    let (id, password) = world.lease_pg("alice", "10m");
     let mut psql = world
         .psql("alice", "orders-prod", &password)
         .stdin(Stdio::piped())
@@ -794,10 +794,19 @@ fn auditors_see_postgres_sessions_and_follow_their_statements_live() {
             .unwrap()
             .iter()
             .find(|s| s["protocol"] == "postgres" && s["resource"] == "orders-prod")
-            .map(|s| s["id"].as_str().unwrap().to_string());
+            .cloned();
         session.is_some()
     }));
-    let (mut follower, output) = world.follow("carol", &session.unwrap());
+    // Each session shows the lease it runs on and when that ends.
+    let session = session.unwrap();
+    assert_eq!(session["request_id"], id, "{session}");
+    let window_end = world.json("alice", "status")["leases"][0]["window_end"].clone();
+    assert_eq!(session["window_end"], window_end, "{session}");
+    let session = session["id"].as_str().unwrap().to_string();
+    let listed = world.ok("carol", "sessions");
+    let row = listed.lines().find(|l| l.starts_with(&session)).unwrap();
+    assert!(row.trim_end().ends_with(" UTC"), "{listed}");
+    let (mut follower, output) = world.follow("carol", &session);
     // Lines arrive through a channel so a missing one fails the test
     // instead of hanging it.
     let (tx, lines) = std::sync::mpsc::channel();

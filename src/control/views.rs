@@ -156,22 +156,35 @@ pub fn sessions(gateway: &Arc<Gateway>, user: &str) -> Result<Reply, ControlErro
     require(gateway, user, Permission::Audit)?;
     let live = gateway.sessions().list();
     let mut text = String::from(
-        "SESSION          PROTOCOL  USER        RESOURCE         FROM                  AGE\n",
+        "SESSION          PROTOCOL  USER        RESOURCE         FROM                  AGE    UNTIL\n",
     );
+    let mut listed = Vec::new();
     for s in &live {
+        // The lease a session on a resource runs on: when it will be severed.
+        let lease = s
+            .resource
+            .as_deref()
+            .and_then(|resource| gateway.leases().lookup(&s.user, resource));
         text.push_str(&format!(
-            "{:<16} {:<9} {:<11} {:<16} {:<21} {}\n",
+            "{:<16} {:<9} {:<11} {:<16} {:<21} {:<6} {}\n",
             s.id,
             format!("{:?}", s.protocol).to_lowercase(),
             s.user,
             s.resource.as_deref().unwrap_or("-"),
             s.remote,
-            age(&s.started_at)
+            age(&s.started_at),
+            lease.as_ref().map_or("-".into(), |l| hhmm(&l.window_end)),
         ));
+        let mut session = serde_json::to_value(s).unwrap_or_default();
+        if let (Some(lease), Some(fields)) = (&lease, session.as_object_mut()) {
+            fields.insert("request_id".into(), lease.request_id.into());
+            fields.insert("window_end".into(), json!(lease.window_end));
+        }
+        listed.push(session);
     }
     Ok(Reply {
         text,
-        json: json!({ "sessions": live }),
+        json: json!({ "sessions": listed }),
     })
 }
 
