@@ -604,6 +604,34 @@ fn audit_tail_shows_one_user_or_resource_with_its_requests_and_the_last_n_of_the
 }
 
 #[test]
+fn auditors_see_everyones_active_leases_and_others_only_their_own() {
+    let world = World::start();
+    for user in ["alice", "zoe"] {
+        let id = world.request(user, "web-01 --for 1h");
+        world.ok("bob", &format!("approve {id}"));
+        world.ok(user, &format!("checkout {id}"));
+    }
+    let everyone = world.json("carol", "status --all")["leases"].clone();
+    let holders: Vec<&str> = everyone
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(holders, ["alice", "zoe"], "{everyone}");
+    let text = world.ok("carol", "status --all");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("zoe") && l.contains("web-01")),
+        "{text}"
+    );
+    let mine = world.json("alice", "status")["leases"].clone();
+    assert_eq!(mine.as_array().map(Vec::len), Some(1), "{mine}");
+    let refused = world.refused("alice", "status --all");
+    assert!(refused.contains("needs the audit permission"), "{refused}");
+}
+
+#[test]
 fn audit_tail_follow_stops_once_a_reload_takes_the_audit_permission_away() {
     let world = World::start();
     let (mut tail, mut lines, _) = audit_tail(&world, "-n 1 -f");

@@ -82,7 +82,7 @@ pub async fn run<T: Terminal>(
         } => delegate(gateway, &user, to, resources, until, revoke).await,
         ControlCommand::Checkout { id, totp } => checkout(gateway, caller, term, id, totp).await,
         ControlCommand::Requests { all } => Ok(views::requests(gateway, &user, all)),
-        ControlCommand::Status => Ok(views::status(gateway, &user)),
+        ControlCommand::Status { all } => views::status(gateway, &user, all),
         ControlCommand::Sessions => views::sessions(gateway, &user),
         ControlCommand::Rotate { resource } => rotate(gateway, &user, &resource).await,
         ControlCommand::Terminate { session, reason } => {

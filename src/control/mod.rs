@@ -265,6 +265,7 @@ mod tests {
             "extend 7 --for 15m",
             "revoke 7",
             "status --json",
+            "status --all",
             "sessions",
             "terminate s-0123456789ab --reason 'looks wrong'",
             "watch",

@@ -87,7 +87,11 @@ pub enum ControlCommand {
     /// End someone's lease or request (admin).
     Revoke { id: u64 },
     /// My active leases and the time left on each.
-    Status,
+    Status {
+        /// Everyone's active leases: who holds access now (needs audit).
+        #[arg(long)]
+        all: bool,
+    },
     /// Live sessions (needs audit).
     Sessions,
     /// End one live session on a resource now; its lease stays (admin).

@@ -117,11 +117,15 @@ fn request_json(r: &Request) -> serde_json::Value {
     })
 }
 
-pub fn status(gateway: &Arc<Gateway>, user: &str) -> Reply {
+/// My active leases; with `all`, everyone's (who holds access now).
+pub fn status(gateway: &Arc<Gateway>, user: &str, all: bool) -> Result<Reply, ControlError> {
+    if all {
+        require(gateway, user, Permission::Audit)?;
+    }
     let active: Vec<Request> = gateway.read(|engine| {
         engine
             .active_requests()
-            .filter(|r| r.requester == user)
+            .filter(|r| all || r.requester == user)
             .cloned()
             .collect()
     });
@@ -131,8 +135,13 @@ pub fn status(gateway: &Arc<Gateway>, user: &str) -> Reply {
     }
     for r in &active {
         let end = r.window_end.unwrap_or_else(chrono::Utc::now);
+        let holder = if all {
+            format!("{:<11} ", r.requester)
+        } else {
+            String::new()
+        };
         text.push_str(&format!(
-            "{:<4} {:<16} until {} ({} left)\n",
+            "{:<4} {holder}{:<16} until {} ({} left)\n",
             r.id,
             r.resource,
             hhmm(&end),
@@ -143,13 +152,13 @@ pub fn status(gateway: &Arc<Gateway>, user: &str) -> Reply {
         .iter()
         .map(|r| {
             let left = r.window_end.map(|end| (end - chrono::Utc::now()).num_seconds().max(0));
-            json!({ "id": r.id, "resource": r.resource, "window_end": r.window_end, "seconds_left": left, "mfa": r.mfa_passed })
+            json!({ "id": r.id, "user": r.requester, "resource": r.resource, "window_end": r.window_end, "seconds_left": left, "mfa": r.mfa_passed })
         })
         .collect();
-    Reply {
+    Ok(Reply {
         text,
         json: json!({ "leases": leases }),
-    }
+    })
 }
 
 pub fn sessions(gateway: &Arc<Gateway>, user: &str) -> Result<Reply, ControlError> {
