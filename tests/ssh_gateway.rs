@@ -683,6 +683,88 @@ fn a_bulk_transfer_is_severed_when_the_window_ends() {
 }
 
 #[test]
+fn a_checkin_severs_with_the_time_and_the_reason() {
+    let world = World::with_ssh_target(|t| t);
+    let id = world.lease_web("alice", "1h");
+    let shell = world.pty_shell("alice", b"echo shell-$((40+2)); sleep 600\n");
+    // Check in once the shell runs (its output is on record).
+    assert!(wait_until(Duration::from_secs(10), || {
+        std::fs::read_dir(world.path("recordings")).is_ok_and(|entries| {
+            entries.flatten().any(|entry| {
+                std::fs::read_to_string(entry.path()).is_ok_and(|text| text.contains("shell-42"))
+            })
+        })
+    }));
+    let minute = || chrono::Utc::now().format("%H:%M UTC").to_string();
+    let before = minute();
+    world.ok("alice", &format!("checkin {id}"));
+    let text = String::from_utf8_lossy(&shell.wait_with_output().unwrap().stdout).to_string();
+    let after = minute();
+    // When it ended, not when the window would have (in an hour).
+    let ended = text
+        .split("[jitgate] access window for web-01 ended at ")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        ended.starts_with(&before) || ended.starts_with(&after),
+        "{text}"
+    );
+    assert!(ended.contains(": checked in"), "{text}");
+}
+
+#[test]
+fn removing_a_user_from_the_config_ends_their_leases_and_sessions_at_once() {
+    let world = World::with_ssh_target(|t| t);
+    let alices = world.lease_web("alice", "1h");
+    world.lease_web("zoe", "1h");
+    let mut session = world
+        .target_ssh("alice", "web-01")
+        .arg("sleep 600")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    world.live_session("ssh");
+    let text = std::fs::read_to_string(world.config_path()).unwrap();
+    let block = "[[user]]\nname = \"alice\"\n";
+    let start = text.find(block).unwrap();
+    let end = text[start + block.len()..]
+        .find("[[user]]")
+        .map_or(text.len(), |n| start + block.len() + n);
+    let without_alice = format!("{}{}", &text[..start], &text[end..]);
+    std::fs::write(world.config_path(), without_alice).unwrap();
+    world.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(10), || session
+            .try_wait()
+            .unwrap()
+            .is_some()),
+        "alice's session outlived her removal"
+    );
+    let mut stderr = String::new();
+    session
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        stderr.contains("revoked by the gateway, whose configuration no longer allows it"),
+        "{stderr}"
+    );
+    let audit = world.audit_text();
+    let revoked = audit.lines().any(|line| {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        let change = &record["event"]["change"];
+        change["type"] == "ended" && change["id"] == alices && change["reason"] == "revoked"
+    });
+    assert!(revoked, "{audit}");
+    // Others keep theirs.
+    let zoe = world.json("zoe", "status")["leases"].clone();
+    assert_eq!(zoe.as_array().map(Vec::len), Some(1), "{zoe}");
+}
+
+#[test]
 fn an_administrator_terminates_one_session_and_the_lease_stays() {
     let world = World::with_ssh_target(|t| t);
     world.lease_web("alice", "10m");

@@ -10,6 +10,7 @@ mod audit_anchor;
 mod audit_outage;
 mod command;
 mod interrupted;
+mod lease_end;
 mod penalties;
 mod pending_logins;
 mod recovery;
@@ -33,7 +34,7 @@ use crate::events::EventBus;
 use crate::journal::{Journal, JournalError};
 use crate::lease::{Lease, LeaseTable};
 use crate::mfa::{MfaError, MfaGuard};
-use crate::workflow::{Engine, Event, Request, RequestId, RequestState, WorkflowError};
+use crate::workflow::{Context, Engine, Event, Request, RequestId, RequestState, WorkflowError};
 
 pub use audit_outage::AUDIT_UNAVAILABLE;
 pub use command::{Command, Outcome, hash_lease_password};
@@ -181,7 +182,24 @@ impl Gateway {
             ok: true,
             error: None,
         });
+        self.end_withdrawn_leases();
         Ok(())
+    }
+
+    /// Ends, as revoked by the gateway, every lease whose user or resource
+    /// the configuration in force no longer has: its sessions are severed.
+    fn end_withdrawn_leases(&self) {
+        let config = self.config();
+        let ctx = Context {
+            directory: &config.directory,
+            resources: &config.resources,
+            now: chrono::Utc::now(),
+        };
+        let mut core = self.core.lock();
+        let events = core.state.engine.decide_withdrawn(&ctx);
+        if let Err(e) = self.commit(&mut core, None, events, None) {
+            tracing::error!(error = %e, "could not end the leases the configuration withdrew");
+        }
     }
 
     /// Reads workflow state without changing it.

@@ -138,10 +138,12 @@ impl Gateway {
         Ok((gateway, expired))
     }
 
-    /// Ends what ran out while the gateway was down, then puts every
-    /// still-active lease back into the table.
+    /// Ends what ran out while the gateway was down and what the
+    /// configuration no longer allows, then puts every still-active lease
+    /// back into the table.
     fn restore_leases(&self) {
         self.run_timeouts();
+        self.end_withdrawn_leases();
         let core = self.core.lock();
         crate::metrics::record_request_states(&core.state.engine);
         let active: Vec<RequestId> = core.state.engine.active_requests().map(|r| r.id).collect();

@@ -216,20 +216,7 @@ impl PgSession {
         if let Some(message) = self.registration.termination().message() {
             return message;
         }
-        let end = self
-            .frontend
-            .runtime
-            .gateway
-            .leases()
-            .lookup(&self.user, &self.resource.name)
-            .map(|l| l.window_end)
-            .unwrap_or(self.lease.window_end)
-            .min(chrono::Utc::now());
-        format!(
-            "access window for {} ended at {}",
-            self.resource.name,
-            end.format("%H:%M UTC")
-        )
+        self.frontend.runtime.gateway.lease_end_message(&self.lease)
     }
 
     /// Waits for whatever ends the session first — the lease, an

@@ -95,11 +95,7 @@ impl DataPlane {
         if let Some(message) = self.session.termination().message() {
             return message;
         }
-        format!(
-            "access window for {} ended at {}",
-            self.resource.name,
-            self.lease.window_end.format("%H:%M UTC")
-        )
+        self.gateway.lease_end_message(&self.lease)
     }
 
     /// The upstream connection, opened on first use and shared after.

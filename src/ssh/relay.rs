@@ -483,17 +483,22 @@ async fn target_to_client(
             break;
         }
     }
-    // However the loop ended, a severed pty user is told why. (The target
-    // side may have closed first, racing the cancellation.)
+    // However the loop ended, a severed user is told why: on the terminal
+    // of a pty, on stderr otherwise (stdout may carry scp's or rsync's
+    // protocol). The target side may have closed first, racing the
+    // cancellation.
     if plane.ends.is_cancelled() {
-        if shared.lock().pty.is_some() {
+        let sent = if shared.lock().pty.is_some() {
             let notice = format!(
                 "\r\n[jitgate] {} — session closed\r\n",
                 plane.ended_message()
             );
-            let sent = to.data_bytes(Bytes::from(notice)).await;
-            tracing::debug!(ok = sent.is_ok(), "sever notice written");
-        }
+            to.data_bytes(Bytes::from(notice)).await
+        } else {
+            let notice = format!("jitgate: {} — session closed\n", plane.ended_message());
+            to.extended_data_bytes(1, Bytes::from(notice)).await
+        };
+        tracing::debug!(ok = sent.is_ok(), "sever notice written");
         let _ = to.exit_status(255).await;
     }
     let _ = release_eof(&mut held_eof, &to, Ok(())).await;

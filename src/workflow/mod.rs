@@ -1,7 +1,8 @@
 //! The access workflow as a pure state machine: request → approvals → checkout → end.
 //!
 //! Commands are *decided* against the current state (`decide.rs`; what time
-//! alone decides is in `deadlines.rs`), producing
+//! alone decides is in `deadlines.rs`, what a configuration change decides
+//! in `withdrawn.rs`), producing
 //! [`Event`]s without touching anything; the caller journals the events and
 //! then *applies* them (`apply.rs`). There is no I/O and no clock inside:
 //! time is an argument, so every rule is unit-testable and replay is exact.
@@ -12,6 +13,7 @@ mod deadlines;
 mod decide;
 mod error;
 mod model;
+mod withdrawn;
 
 #[cfg(test)]
 mod tests;

@@ -298,3 +298,48 @@ fn replaying_events_rebuilds_identical_state() {
     }
     assert_eq!(fresh, w.engine);
 }
+
+#[test]
+fn a_configuration_without_a_leases_user_or_resource_ends_that_lease_alone() {
+    let mut w = World::new();
+    let held = w.hold_orders("alice");
+    let web = w.request("zoe", "web-01").unwrap();
+    w.approve("bob", web).unwrap();
+    w.checkout("zoe", web).unwrap();
+    let pending = w.request("alice", "web-01").unwrap();
+    assert!(w.engine.decide_withdrawn(&w.ctx()).is_empty());
+
+    let mut reloaded = w.config.clone();
+    reloaded.directory.users.remove("alice");
+    let ctx = Context {
+        directory: &reloaded.directory,
+        resources: &reloaded.resources,
+        now: w.now,
+    };
+    let ended = w.engine.decide_withdrawn(&ctx);
+    // Alice's lease ends as revoked by nobody (the gateway); her pending
+    // request, which grants nothing, and zoe's lease stay.
+    assert_eq!(
+        ended,
+        [Event::Ended {
+            id: held,
+            reason: EndReason::Revoked,
+            by: None,
+            at: w.now,
+        }]
+    );
+    w.commit(Ok(ended)).unwrap();
+    assert_eq!(w.state(held), RequestState::Revoked);
+    assert_eq!(w.state(web), RequestState::Active);
+    assert_eq!(w.state(pending), RequestState::Pending);
+
+    let mut reloaded = w.config.clone();
+    reloaded.resources.remove("web-01");
+    let ctx = Context {
+        directory: &reloaded.directory,
+        resources: &reloaded.resources,
+        now: w.now,
+    };
+    let ended = w.engine.decide_withdrawn(&ctx);
+    assert!(matches!(ended[..], [Event::Ended { id, .. }] if id == web));
+}
