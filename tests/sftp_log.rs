@@ -129,18 +129,7 @@ fn auditors_follow_an_sftp_session_live() {
     let mut commands = sftp.stdin.take().unwrap();
     commands.write_all(b"mkdir before-follow\n").unwrap();
     let session = world.live_session("ssh");
-    let logged = |text: &str| {
-        std::fs::read_dir(world.path("recordings")).is_ok_and(|mut entries| {
-            entries.any(|entry| {
-                std::fs::read_to_string(entry.unwrap().path())
-                    .unwrap_or_default()
-                    .contains(text)
-            })
-        })
-    };
-    assert!(wait_until(Duration::from_secs(10), || logged(
-        "before-follow"
-    )));
+    assert!(wait_until(Duration::from_secs(10), || world.recorded("before-follow")));
     let (mut follower, mut lines) = world.follow("carol", &session);
     let mut next_line = || lines.next().and_then(Result::ok).unwrap_or_default();
     let caught_up = next_line();

@@ -688,13 +688,7 @@ fn a_checkin_severs_with_the_time_and_the_reason() {
     let id = world.lease_web("alice", "1h");
     let shell = world.pty_shell("alice", b"echo shell-$((40+2)); sleep 600\n");
     // Check in once the shell runs (its output is on record).
-    assert!(wait_until(Duration::from_secs(10), || {
-        std::fs::read_dir(world.path("recordings")).is_ok_and(|entries| {
-            entries.flatten().any(|entry| {
-                std::fs::read_to_string(entry.path()).is_ok_and(|text| text.contains("shell-42"))
-            })
-        })
-    }));
+    assert!(wait_until(Duration::from_secs(10), || world.recorded("shell-42")));
     let minute = || chrono::Utc::now().format("%H:%M UTC").to_string();
     let before = minute();
     world.ok("alice", &format!("checkin {id}"));

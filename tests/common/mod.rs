@@ -533,6 +533,15 @@ impl World {
         self.dir.path().join(name)
     }
 
+    /// Whether any recording or SFTP file log written so far holds `text`.
+    pub fn recorded(&self, text: &str) -> bool {
+        std::fs::read_dir(self.path("recordings")).is_ok_and(|entries| {
+            entries.flatten().any(|entry| {
+                std::fs::read_to_string(entry.path()).is_ok_and(|held| held.contains(text))
+            })
+        })
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.path("jitgate.toml")
     }
