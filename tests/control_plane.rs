@@ -5,7 +5,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{World, wait_until};
@@ -361,6 +361,97 @@ fn delegated_approvals_are_recorded_as_delegate_for_delegator() {
     assert!(out.contains("(for dave)"), "{out}");
     let tail = world.ok("carol", "audit tail -n 20");
     assert!(tail.contains("erin for dave approved request"), "{tail}");
+}
+
+/// `ssh-keygen -lf`'s SHA-256 fingerprint of a user's key.
+fn fingerprint(world: &World, key: &str) -> String {
+    let out = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(world.path("keys").join(format!("{key}.pub")))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A long-lived control connection of `user`: `watch`, read past its
+/// banner.
+fn watching(world: &World, user: &str, key: &str) -> std::process::Child {
+    let mut watcher = world
+        .ssh_command(user, key)
+        .arg("watch")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    BufReader::new(watcher.stdout.as_mut().unwrap())
+        .read_line(&mut banner)
+        .unwrap();
+    assert!(banner.contains("watching events"), "{banner}");
+    watcher
+}
+
+#[test]
+fn taking_a_key_out_of_the_config_cuts_the_connections_that_used_it() {
+    let world = World::start();
+    let old = fingerprint(&world, "alice");
+    let mut alice = watching(&world, "alice", "alice");
+    let mut bob = watching(&world, "bob", "bob");
+    // Each login's record names the key it presented.
+    let audit = world.audit_text();
+    assert!(
+        audit.contains(&format!(r#""key":"{old}""#)),
+        "no login names {old}: {audit}"
+    );
+    // Alice's laptop is lost: her new key replaces the old one.
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "alice-new", "-f"])
+        .arg(world.path("keys").join("alice-new"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(world.config_path()).unwrap();
+    let replaced = text.replace("keys/alice.pub", "keys/alice-new.pub");
+    assert_ne!(text, replaced);
+    std::fs::write(world.config_path(), replaced).unwrap();
+    world.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(10), || alice
+            .try_wait()
+            .unwrap()
+            .is_some()),
+        "a connection went on with a key taken out of the config"
+    );
+    assert!(
+        bob.try_wait().unwrap().is_none(),
+        "bob's connection was cut"
+    );
+    assert!(wait_until(Duration::from_secs(5), || {
+        world.audit_text().lines().any(|line| {
+            line.contains(r#""type":"login_withdrawn""#)
+                && line.contains(&format!(r#""key":"{old}""#))
+                && line.contains(r#""user":"alice""#)
+        })
+    }));
+    // The old key no longer logs in; the new one does.
+    assert!(!world.ssh("alice", "status").status.success());
+    let out = world
+        .ssh_command("alice", "alice-new")
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = bob.kill();
+    let _ = bob.wait();
 }
 
 #[test]

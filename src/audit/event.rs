@@ -72,9 +72,20 @@ pub enum AuditEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         resource: Option<String>,
         remote: String,
+        /// SSH: the SHA-256 fingerprint of the key presented.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
         accepted: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+    },
+    /// An SSH connection cut because a reload took out the key it logged
+    /// in with, or its user: its sessions end with it.
+    LoginWithdrawn {
+        user: String,
+        remote: String,
+        key: String,
+        reason: String,
     },
     /// Logins from `source` (an address, or an IPv6 /64) failed so often
     /// that its new connections are closed at once for about `seconds`.
@@ -261,7 +272,9 @@ impl AuditEvent {
             }
             Self::Refused { actor, .. } => vec![actor],
             Self::MfaFailure { user, .. } | Self::MfaLocked { user, .. } => vec![user],
-            Self::Login { user, .. } | Self::SessionStarted { user, .. } => vec![user],
+            Self::Login { user, .. }
+            | Self::LoginWithdrawn { user, .. }
+            | Self::SessionStarted { user, .. } => vec![user],
             Self::SessionTerminated { user, by, .. } => vec![user, by],
             Self::ChannelEnded { user, .. }
             | Self::SessionInterrupted { user, .. }

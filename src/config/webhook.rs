@@ -51,6 +51,7 @@ pub const EVENT_NAMES: &[&str] = &[
     "mfa_failure",
     "mfa_locked",
     "login",
+    "login_withdrawn",
     "source_penalized",
     "session_started",
     "session_terminated",

@@ -80,6 +80,7 @@ pub fn describe(event: &AuditEvent) -> String {
             user,
             resource,
             remote,
+            key,
             accepted,
             reason,
         } => {
@@ -88,13 +89,23 @@ pub fn describe(event: &AuditEvent) -> String {
                 .as_ref()
                 .map(|r| format!(" to {r}"))
                 .unwrap_or_default();
+            let with = key
+                .as_ref()
+                .map(|k| format!(" with key {k}"))
+                .unwrap_or_default();
             let why = reason
                 .as_ref()
                 .map(|r| format!(": {r}"))
                 .unwrap_or_default();
-            format!("{protocol:?} login of {user}{target} from {remote} {verdict}{why}")
-                .to_lowercase()
+            let protocol = format!("{protocol:?}").to_lowercase();
+            format!("{protocol} login of {user}{target} from {remote}{with} {verdict}{why}")
         }
+        AuditEvent::LoginWithdrawn {
+            user,
+            remote,
+            reason,
+            ..
+        } => format!("connection of {user} from {remote} cut: {reason}"),
         AuditEvent::SourcePenalized { source, seconds } => {
             format!("logins from {source} keep failing: its connections are refused for {seconds}s")
         }

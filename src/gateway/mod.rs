@@ -117,12 +117,20 @@ pub struct Gateway {
     pending_logins: pending_logins::PendingLogins,
     /// The audit log failed and holds records back (`audit_outage`).
     audit_failing: std::sync::atomic::AtomicBool,
+    /// Counts configurations taken in, so connections can check that the
+    /// one in force still lets their login stand.
+    reloads: tokio::sync::watch::Sender<u64>,
 }
 
 /// How many records the event bus buffers for each subscriber.
 const BUS_CAPACITY: usize = 4096;
 
 impl Gateway {
+    /// Changes whenever a new configuration is taken in.
+    pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reloads.subscribe()
+    }
+
     pub fn config(&self) -> Arc<Config> {
         self.config.read().clone()
     }
@@ -183,6 +191,7 @@ impl Gateway {
             error: None,
         });
         self.end_withdrawn_leases();
+        self.reloads.send_modify(|count| *count += 1);
         Ok(())
     }
 

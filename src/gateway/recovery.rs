@@ -94,6 +94,7 @@ impl Gateway {
             penalties: Default::default(),
             pending_logins: Default::default(),
             audit_failing: Default::default(),
+            reloads: tokio::sync::watch::Sender::new(0),
         });
         let version = env!("CARGO_PKG_VERSION").to_string();
         gateway.audit(AuditEvent::GatewayStarted { version });

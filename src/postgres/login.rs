@@ -344,6 +344,7 @@ fn login_event(
         user: user.to_string(),
         resource: database.map(String::from),
         remote: peer.to_string(),
+        key: None,
         accepted: outcome.is_ok(),
         reason: outcome.err(),
     }

@@ -110,6 +110,7 @@ pub async fn refuse_target(
         user: caller.user.clone(),
         resource: Some(resource),
         remote: caller.remote.clone(),
+        key: None,
         accepted: false,
         reason: Some(reason.clone()),
     });

@@ -179,9 +179,13 @@ pub struct Sever {
 }
 
 impl Sever {
+    /// The first reason given is the one the client reads.
     pub fn trigger(&self, reason: String) {
-        *self.reason.lock() = reason;
-        self.token.cancel();
+        let mut held = self.reason.lock();
+        if !self.token.is_cancelled() {
+            *held = reason;
+            self.token.cancel();
+        }
     }
 
     pub async fn requested(&self) -> String {

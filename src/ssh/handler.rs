@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use russh::keys::PublicKey;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
@@ -18,35 +18,9 @@ use crate::sessions::SessionGuard;
 use super::channel;
 use super::dataplane::{DataPlane, Sever};
 use super::login_names::{key_matches, printable, split_username};
+use super::login_state::{LoginState, key_fingerprint};
 use super::upstream::KnownHosts;
 use super::{forward, relay};
-
-/// How far a connection's login got, read when the connection ends: a
-/// refused key or user with no success after it is a failed login (a
-/// client offering several keys is refused some on its way to the right
-/// one, so refusals alone are not), and so is running out of time to log
-/// in (sshd's "grace-exceeded": such a connection held a place among its
-/// source's pending logins all along).
-#[derive(Default)]
-pub struct LoginState {
-    authenticated: AtomicBool,
-    refused: AtomicBool,
-}
-
-impl LoginState {
-    pub fn authenticated(&self) -> bool {
-        self.authenticated.load(Ordering::Acquire)
-    }
-
-    pub fn failed(&self) -> bool {
-        self.refused.load(Ordering::Acquire) && !self.authenticated()
-    }
-
-    /// The login did not finish within the time allowed for it.
-    pub fn ran_out_of_time(&self) {
-        self.refused.store(true, Ordering::Release);
-    }
-}
 
 pub struct Connection {
     runtime: Runtime,
@@ -115,7 +89,9 @@ impl Connection {
         {
             return Some(plane.clone());
         }
-        let login = self.login_event(&format!("{}+{}", caller.user, resource.name), true, None);
+        let key = self.login.key();
+        let username = format!("{}+{}", caller.user, resource.name);
+        let login = self.login_event(&username, key.as_ref(), true, None);
         let plane = DataPlane::new(
             gateway.clone(),
             caller.clone(),
@@ -149,12 +125,20 @@ impl Connection {
             .is_some_and(|u| key_matches(key, &u.ssh_keys))
     }
 
-    fn audit_login(&self, username: &str, accepted: bool, reason: Option<&str>) {
-        let event = self.login_event(username, accepted, reason);
+    fn audit_login(&self, username: &str, key: &PublicKey, accepted: bool, reason: Option<&str>) {
+        let event = self.login_event(username, Some(key), accepted, reason);
         self.runtime.gateway.audit(event);
     }
 
-    fn login_event(&self, username: &str, accepted: bool, reason: Option<&str>) -> AuditEvent {
+    /// A login's record, naming the key it presented: which of a user's
+    /// keys got in, and which unknown one knocked.
+    fn login_event(
+        &self,
+        username: &str,
+        key: Option<&PublicKey>,
+        accepted: bool,
+        reason: Option<&str>,
+    ) -> AuditEvent {
         let (user, resource) = split_username(username)
             .map_or((printable(username), None), |(u, r)| {
                 (u.to_string(), r.map(String::from))
@@ -169,6 +153,7 @@ impl Connection {
             user,
             resource,
             remote: self.remote.to_string(),
+            key: key.map(key_fingerprint),
             accepted,
             reason: reason.map(String::from),
         }
@@ -194,11 +179,11 @@ impl Connection {
         self.audit_forwarding_refused(what, reason);
     }
 
-    fn refuse(&self, username: &str) -> Auth {
+    fn refuse(&self, username: &str, key: &PublicKey) -> Auth {
         metrics::counter!("jitgate_ssh_auth_failures_total").increment(1);
-        self.login.refused.store(true, Ordering::Release);
+        self.login.refused();
         // The client learns nothing about which part was wrong.
-        self.audit_login(username, false, Some("unknown user or key"));
+        self.audit_login(username, key, false, Some("unknown user or key"));
         Auth::reject()
     }
 }
@@ -214,7 +199,7 @@ impl russh::server::Handler for Connection {
         if self.known_key(user, offer.public_key) {
             Ok(Auth::Accept)
         } else {
-            Ok(self.refuse(user))
+            Ok(self.refuse(user, offer.public_key))
         }
     }
 
@@ -223,18 +208,19 @@ impl russh::server::Handler for Connection {
         username: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        if !self.known_key(username, key.public_key) {
-            return Ok(self.refuse(username));
+        let key = key.public_key;
+        if !self.known_key(username, key) {
+            return Ok(self.refuse(username, key));
         }
         let Some((user, target)) = split_username(username) else {
-            return Ok(self.refuse(username));
+            return Ok(self.refuse(username, key));
         };
         self.user = Some(user.to_string());
         self.target = target.map(String::from);
-        self.login.authenticated.store(true, Ordering::Release);
+        self.login.logged_in(user, key);
         self.pending.logged_in();
         if target.is_none() {
-            self.audit_login(username, true, None);
+            self.audit_login(username, key, true, None);
             let remote = self.remote.to_string();
             self.session = Some(self.runtime.gateway.sessions().register(
                 Protocol::Control,

@@ -20,6 +20,7 @@ mod handler;
 mod hostkey;
 mod killable;
 mod login_names;
+mod login_state;
 mod recording;
 mod relay;
 mod sftp;
@@ -42,6 +43,10 @@ pub use upstream::KnownHosts;
 
 /// Most session channels one connection may open at once.
 const MAX_CHANNELS: usize = 16;
+/// How long a connection whose login a reload withdrew waits for its
+/// lease's severing (notices, then a disconnect with the lease's reason)
+/// before it is cut with the login's reason.
+const LEASE_SEVERING_FIRST: Duration = Duration::from_millis(500);
 
 /// Builds the server config and starts accepting connections.
 pub async fn start(runtime: Runtime, listener: TcpListener, config: &Config) -> anyhow::Result<()> {
@@ -143,7 +148,7 @@ async fn accept_loop(
 struct LoginOutcome {
     runtime: Runtime,
     remote: SocketAddr,
-    login: Arc<handler::LoginState>,
+    login: Arc<login_state::LoginState>,
 }
 
 impl Drop for LoginOutcome {
@@ -230,6 +235,7 @@ async fn serve_connection(
         }
     };
     let handle = session.handle();
+    let mut reloads = runtime.gateway.reloads();
     let auth_deadline = tokio::time::sleep(auth_timeout);
     tokio::pin!(session, auth_deadline);
     let mut auth_checked = false;
@@ -253,6 +259,24 @@ async fn serve_connection(
                     }
                     tracing::debug!(parent: &span, "authentication timed out");
                     return;
+                }
+            }
+            Ok(()) = reloads.changed() => {
+                // A key or user taken out of the file ends its connections.
+                if let Some(withdrawn) = login.withdrawn(&runtime.gateway.config()) {
+                    tracing::info!(parent: &span, reason = %withdrawn.reason, "login withdrawn by a reload");
+                    let reason = withdrawn.reason.clone();
+                    let gateway = runtime.gateway.clone();
+                    let event = withdrawn.into_event(remote.to_string());
+                    // Audit writes fsync: off the async workers.
+                    let _ = tokio::task::spawn_blocking(move || gateway.audit(event)).await;
+                    // The same reload may have ended the connection's lease:
+                    // that severing tells the user more, so it goes first.
+                    let sever = sever.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(LEASE_SEVERING_FIRST).await;
+                        sever.trigger(reason);
+                    });
                 }
             }
             reason = sever.requested() => {
