@@ -1,14 +1,10 @@
 //! `audit tail --user U --resource R --session S`: the records a security
-//! team asked to see. A workflow record names its request by id only, so
-//! its requester and resource come from the request (the engine's, or the
-//! `requested` record read along the way).
+//! team asked to see.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use crate::audit::{AuditEvent, AuditRecord, records_after};
-use crate::gateway::Gateway;
-use crate::workflow::RequestId;
+use crate::gateway::{Gateway, Subjects};
 
 /// Records read at a time while looking back for the last matches.
 const WINDOW: u64 = 4096;
@@ -21,8 +17,7 @@ pub struct TailFilter {
     pub user: Option<String>,
     pub resource: Option<String>,
     pub session: Option<String>,
-    /// Requester and resource of the requests seen in `requested` records.
-    requests: HashMap<RequestId, (String, String)>,
+    subjects: Subjects,
 }
 
 impl TailFilter {
@@ -31,7 +26,7 @@ impl TailFilter {
             user,
             resource,
             session,
-            requests: HashMap::new(),
+            subjects: Subjects::default(),
         }
     }
 
@@ -44,49 +39,21 @@ impl TailFilter {
         if self.is_empty() {
             return true;
         }
-        let request = self.request_of(gateway, event);
-        let user_ok = self.user.as_deref().is_none_or(|user| {
-            event.users().contains(&user)
-                || request
-                    .as_ref()
-                    .is_some_and(|(requester, _)| requester == user)
-        });
-        let resource_ok = self.resource.as_deref().is_none_or(|resource| {
-            event.resource() == Some(resource)
-                || request.as_ref().is_some_and(|(_, r)| r == resource)
-        });
+        // Read before testing, so every `requested` record is learned.
+        let resource = self.subjects.resource_of(gateway, event);
+        let user_ok = match &self.user {
+            Some(user) => self.subjects.names_user(gateway, event, user),
+            None => true,
+        };
+        let resource_ok = self
+            .resource
+            .as_deref()
+            .is_none_or(|wanted| resource.as_deref() == Some(wanted));
         let session_ok = self
             .session
             .as_deref()
             .is_none_or(|session| event.session() == Some(session));
         user_ok && resource_ok && session_ok
-    }
-
-    /// Requester and resource of a workflow event's request.
-    fn request_of(&mut self, gateway: &Gateway, event: &AuditEvent) -> Option<(String, String)> {
-        let AuditEvent::Workflow { change, .. } = event else {
-            return None;
-        };
-        let id = change.request_id()?;
-        if let crate::workflow::Event::Requested {
-            requester,
-            resource,
-            ..
-        } = change
-        {
-            self.requests
-                .insert(id, (requester.clone(), resource.clone()));
-        }
-        if let Some(known) = self.requests.get(&id) {
-            return Some(known.clone());
-        }
-        let found = gateway.read(|engine| {
-            engine
-                .request(id)
-                .map(|r| (r.requester.clone(), r.resource.clone()))
-        })?;
-        self.requests.insert(id, found.clone());
-        Some(found)
     }
 }
 

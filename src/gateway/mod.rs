@@ -16,6 +16,7 @@ mod pending_logins;
 mod recovery;
 mod rotation_marks;
 mod rotation_state;
+mod subjects;
 
 #[cfg(test)]
 mod tests;
@@ -40,6 +41,7 @@ pub use audit_outage::AUDIT_UNAVAILABLE;
 pub use command::{Command, Outcome, hash_lease_password};
 pub use pending_logins::PendingLogin;
 pub use rotation_marks::RotationMarks;
+pub use subjects::Subjects;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
