@@ -173,6 +173,35 @@ fn webhooks_get_the_records_they_ask_for_with_retries_and_follow_a_reload() {
 }
 
 #[test]
+fn a_webhook_for_some_resources_gets_only_their_records() {
+    let hook = HookReceiver::start(0);
+    let world = World::start_with(|text| {
+        format!(
+            "{text}{}resources = [\"orders-prod\"]\n",
+            hook.config("\"requested\", \"approved\"")
+        )
+    });
+    let web = world.request("alice", "web-01 --reason elsewhere");
+    world.ok("bob", &format!("approve {web}"));
+    let db = world.request("zoe", "orders-prod --reason ours");
+    world.ok("bob", &format!("approve {db}"));
+    // The approval names only its request: it is found through it.
+    for change in ["requested", "approved"] {
+        let (_, body) = hook
+            .next(Duration::from_secs(15))
+            .expect("no webhook delivery");
+        let payload: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let record = &payload["record"]["event"]["change"];
+        assert_eq!(record["type"], change, "{payload}");
+        assert_eq!(record["id"], db, "{payload}");
+    }
+    assert!(
+        hook.next(Duration::from_secs(2)).is_none(),
+        "a record about web-01 went out"
+    );
+}
+
+#[test]
 fn a_webhook_with_a_misspelt_event_or_a_missing_token_file_is_refused_by_check_config() {
     let world = World::start();
     let text = std::fs::read_to_string(world.config_path()).unwrap();
@@ -191,6 +220,14 @@ fn a_webhook_with_a_misspelt_event_or_a_missing_token_file_is_refused_by_check_c
     assert_eq!(out.status.code(), Some(64), "{err}");
     assert!(
         err.contains("webhook[0].events") && err.contains("unknown event \"requestd\""),
+        "{err}"
+    );
+    let out =
+        check_with("\n[[webhook]]\nurl = \"http://127.0.0.1:9/\"\nresources = [\"web-02\"]\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("webhook[0].resources") && err.contains("unknown resource \"web-02\""),
         "{err}"
     );
     // Token files are read as at start.

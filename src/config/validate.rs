@@ -127,6 +127,7 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Config, ConfigError> {
         resources.insert(resource.name.clone(), resource);
     }
 
+    let webhooks = super::webhook::validate_webhooks(&check, file.webhooks, &resources)?;
     Ok(Config {
         path: path.to_path_buf(),
         state_dir: check.resolve(&file.gateway.state_dir),
@@ -170,7 +171,7 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Config, ConfigError> {
         },
         directory,
         resources,
-        webhooks: super::webhook::validate_webhooks(&check, file.webhooks)?,
+        webhooks,
         penalties: super::penalties::validate_penalties(&check, file.penalties)?,
     })
 }

@@ -2,14 +2,14 @@
 //! approvers hear of a request in their chat tool and a SIEM gets the
 //! stream without tailing a file.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use axum::http::Uri;
 use serde::Deserialize;
 
-use super::ConfigError;
 use super::validate::Checker;
+use super::{ConfigError, Resource};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -17,6 +17,8 @@ pub struct WebhookSection {
     pub url: String,
     #[serde(default)]
     pub events: Option<Vec<String>>,
+    #[serde(default)]
+    pub resources: Option<Vec<String>>,
     pub bearer_token_file: Option<PathBuf>,
     pub signing_secret_file: Option<PathBuf>,
     pub ca_file: Option<PathBuf>,
@@ -27,6 +29,10 @@ pub struct Webhook {
     pub url: Uri,
     /// Audit record types (or workflow changes) to send; all when `None`.
     pub events: Option<BTreeSet<String>>,
+    /// Only records about these resources (their requests, logins,
+    /// sessions, rotations); records about any resource, or none, when
+    /// `None`.
+    pub resources: Option<BTreeSet<String>>,
     /// Sent as `Authorization: Bearer`, read at start.
     pub bearer_token_file: Option<PathBuf>,
     /// Each body is signed with it (HMAC-SHA256, in
@@ -92,10 +98,11 @@ pub const EVENT_NAMES: &[&str] = &[
 pub(super) fn validate_webhooks(
     check: &Checker,
     sections: Vec<WebhookSection>,
+    resources: &BTreeMap<String, Resource>,
 ) -> Result<Vec<Webhook>, ConfigError> {
     let mut webhooks: Vec<Webhook> = Vec::with_capacity(sections.len());
     for (index, section) in sections.into_iter().enumerate() {
-        let webhook = validate_webhook(check, index, section)?;
+        let webhook = validate_webhook(check, index, section, resources)?;
         if let Some(first) = webhooks.iter().position(|w| w.url == webhook.url) {
             return Err(check.invalid(
                 format!("webhook[{index}].url"),
@@ -113,6 +120,7 @@ fn validate_webhook(
     check: &Checker,
     index: usize,
     section: WebhookSection,
+    known_resources: &BTreeMap<String, Resource>,
 ) -> Result<Webhook, ConfigError> {
     let key = |name: &str| format!("webhook[{index}].{name}");
     let url: Uri = section
@@ -147,9 +155,24 @@ fn validate_webhook(
             Some(names.into_iter().collect())
         }
     };
+    let resources = match section.resources {
+        None => None,
+        Some(names) => {
+            if let Some(unknown) = names
+                .iter()
+                .find(|n| !known_resources.contains_key(n.as_str()))
+            {
+                return Err(
+                    check.invalid(key("resources"), format!("unknown resource {unknown:?}"))
+                );
+            }
+            Some(names.into_iter().collect())
+        }
+    };
     Ok(Webhook {
         url,
         events,
+        resources,
         bearer_token_file: section.bearer_token_file.map(|p| check.resolve(&p)),
         signing_secret_file: section.signing_secret_file.map(|p| check.resolve(&p)),
         ca_file: section.ca_file.map(|p| check.resolve(&p)),

@@ -22,7 +22,9 @@ impl Subjects {
     pub fn resource_of(&mut self, gateway: &Gateway, event: &AuditEvent) -> Option<String> {
         match event.resource() {
             Some(resource) => Some(resource.to_string()),
-            None => self.request_of(gateway, event).map(|(_, resource)| resource),
+            None => self
+                .request_of(gateway, event)
+                .map(|(_, resource)| resource),
         }
     }
 

@@ -19,7 +19,7 @@ use super::cursors::Cursors;
 use super::{Target, count, payload};
 use crate::audit::AuditRecord;
 use crate::events::{ChainError, ChainReader};
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Subjects};
 
 /// Refusals (4xx) of one record before it is given up: the waits between
 /// them add up to about a minute.
@@ -42,6 +42,9 @@ pub struct Follower {
     stop: CancellationToken,
     /// When the cursor moved past a delivered record not yet saved.
     unsaved_since: Option<Instant>,
+    /// Which resource each record is about, for a webhook that asked
+    /// for some resources only.
+    subjects: Subjects,
 }
 
 impl Follower {
@@ -57,6 +60,7 @@ impl Follower {
             cursors,
             stop,
             unsaved_since: None,
+            subjects: Subjects::default(),
         }
     }
 
@@ -101,7 +105,7 @@ impl Follower {
     async fn take(&mut self, record: &AuditRecord) -> Result<(), Stopped> {
         let target = self.target.clone();
         let key = target.key();
-        if target.wants(record) {
+        if target.wants(record) && self.about_its_resources(&target, record) {
             self.deliver(record).await?;
             self.cursors.advance(key, record.seq);
             self.unsaved_since.get_or_insert_with(Instant::now);
@@ -114,6 +118,17 @@ impl Follower {
         metrics::gauge!("jitgate_webhook_cursor_seq", "webhook" => target.origin().to_string())
             .set(record.seq as f64);
         Ok(())
+    }
+
+    /// Whether `record` is about one of the resources the webhook asked
+    /// for (any record, when it named none).
+    fn about_its_resources(&mut self, target: &Target, record: &AuditRecord) -> bool {
+        let Some(resources) = target.resources() else {
+            return true;
+        };
+        self.subjects
+            .resource_of(&self.gateway, &record.event)
+            .is_some_and(|resource| resources.contains(&resource))
     }
 
     /// Posts `record` until the receiver takes it. An unreachable or

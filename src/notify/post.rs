@@ -44,6 +44,7 @@ pub struct Target {
     origin: String,
     key: String,
     events: Option<std::collections::BTreeSet<String>>,
+    resources: Option<std::collections::BTreeSet<String>>,
     token: Option<Secret>,
     signing: Option<Secret>,
     tls: Option<TlsConnector>,
@@ -72,6 +73,7 @@ impl Target {
             origin: origin(&webhook.url),
             key: super::cursors::key(&webhook.url.to_string()),
             events: webhook.events.clone(),
+            resources: webhook.resources.clone(),
             token,
             signing,
             tls,
@@ -87,6 +89,11 @@ impl Target {
     /// What the webhook's place in the audit chain is kept under.
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// The resources whose records alone the webhook asked for.
+    pub fn resources(&self) -> Option<&std::collections::BTreeSet<String>> {
+        self.resources.as_ref()
     }
 
     /// Whether the webhook asked for `record`: by its type, or for a
@@ -265,6 +272,7 @@ mod tests {
         let webhook = Webhook {
             url: format!("http://127.0.0.1:{port}/hook").parse().unwrap(),
             events: None,
+            resources: None,
             bearer_token_file: None,
             signing_secret_file: None,
             ca_file: None,
