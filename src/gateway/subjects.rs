@@ -11,6 +11,11 @@ use crate::workflow::{Event, RequestId};
 
 use super::Gateway;
 
+/// How many requests a reader remembers: a webhook's reader runs for as
+/// long as the gateway; past this it starts over (the engine still knows
+/// every request of the last week).
+const REMEMBERED: usize = 10_000;
+
 /// Requester and resource of the requests a reader has met.
 #[derive(Debug, Default)]
 pub struct Subjects {
@@ -43,6 +48,9 @@ impl Subjects {
             return None;
         };
         let id = change.request_id()?;
+        if self.requests.len() >= REMEMBERED {
+            self.requests.clear();
+        }
         if let Event::Requested {
             requester,
             resource,

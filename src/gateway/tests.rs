@@ -423,3 +423,32 @@ fn a_single_user_resource_is_held_back_while_processes_are_left_running_unless_i
     let gateway = Gateway::open(config).unwrap().0;
     assert!(checkout(&gateway).is_ok());
 }
+
+#[test]
+fn subjects_find_a_workflow_records_user_and_resource_through_its_request() {
+    use crate::audit::AuditEvent;
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = open(dir.path(), 1);
+    let id = request(&gateway, "u0", "db", 600);
+    let approval = gateway
+        .execute("bob", Command::Approve { id, comment: None })
+        .unwrap();
+    let approved = AuditEvent::Workflow {
+        actor: Some("bob".into()),
+        change: approval.events[0].clone(),
+    };
+    // Not learned from a `requested` record: the engine answers.
+    let mut subjects = Subjects::default();
+    assert_eq!(
+        subjects.resource_of(&gateway, &approved).as_deref(),
+        Some("db")
+    );
+    assert!(subjects.names_user(&gateway, &approved, "u0"));
+    assert!(subjects.names_user(&gateway, &approved, "bob"));
+    assert!(!subjects.names_user(&gateway, &approved, "root"));
+    // A record naming no request and no resource is about none.
+    let started = AuditEvent::GatewayStarted {
+        version: "0".into(),
+    };
+    assert_eq!(subjects.resource_of(&gateway, &started), None);
+}
