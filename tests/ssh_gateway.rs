@@ -683,6 +683,64 @@ fn a_bulk_transfer_is_severed_when_the_window_ends() {
 }
 
 #[test]
+fn pty_users_are_warned_before_the_end_and_an_extension_moves_the_warning() {
+    let world = World::with_ssh_target(|text| {
+        text.replace(
+            "shutdown_grace = \"3s\"",
+            "shutdown_grace = \"3s\"\nwarn_before = [\"5s\"]",
+        )
+    });
+    // Due 3 s after checkout, were the window not extended at once by 8 s:
+    // then it is due at 11 s, and the window ends at 16 s.
+    let id = world.lease_web("alice", "8s");
+    let checked_out = Instant::now();
+    let mut shell = world.pty_shell("alice", b"echo shell-$((40+2)); sleep 600\n");
+    // Extended once the session runs on the lease as checked out.
+    assert!(wait_until(Duration::from_secs(3), || world.recorded("shell-42")));
+    world.ok("alice", &format!("extend {id} --for 8s"));
+    world.ok("bob", &format!("approve {id}"));
+    let extended = checked_out.elapsed();
+    assert!(
+        extended < Duration::from_secs(3),
+        "extended only after {extended:?}"
+    );
+    // Output as it comes, with when it came.
+    let mut stdout = shell.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            let _ = tx.send((Instant::now(), buffer[..n].to_vec()));
+        }
+    });
+    let mut seen = String::new();
+    let mut warned_at = None;
+    while let Ok((at, bytes)) = rx.recv_timeout(Duration::from_secs(30)) {
+        seen.push_str(&String::from_utf8_lossy(&bytes));
+        if warned_at.is_none() && seen.contains("[jitgate] access to web-01 ends in") {
+            warned_at = Some(at.duration_since(checked_out));
+        }
+    }
+    let _ = shell.wait();
+    let warned_at = warned_at.unwrap_or_else(|| panic!("no warning: {seen}"));
+    assert!(
+        warned_at > Duration::from_secs(8),
+        "warned at {warned_at:?}, as if the window had not been extended: {seen}"
+    );
+    assert!(
+        seen.contains(&format!("extend it with `extend {id} --for 15m`")),
+        "{seen}"
+    );
+    assert!(
+        seen.contains("[jitgate] access window for web-01 ended at"),
+        "{seen}"
+    );
+}
+
+#[test]
 fn a_checkin_severs_with_the_time_and_the_reason() {
     let world = World::with_ssh_target(|t| t);
     let id = world.lease_web("alice", "1h");

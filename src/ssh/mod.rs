@@ -14,6 +14,7 @@
 mod channel;
 mod console;
 mod dataplane;
+mod end_warnings;
 mod flow;
 mod forward;
 mod handler;

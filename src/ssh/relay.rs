@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::AuditEvent;
 
 use super::dataplane::DataPlane;
+use super::end_warnings::EndWarnings;
 use super::flow::{Inbox, SessionMsg, drain};
 use super::recording::Recorder;
 use super::sftp::FileLog;
@@ -397,16 +398,18 @@ async fn target_to_client(
     let mut exit_status = None;
     let mut exited = false;
     let mut held_eof: Option<tokio::time::Instant> = None;
-    let mut warnings = pending_warnings(plane);
+    let mut warnings = EndWarnings::new(plane);
     let stopped = shared.lock().stopped.clone();
     loop {
         let message = tokio::select! {
             message = from.next() => message,
             () = plane.ends.cancelled() => break,
             () = stopped.cancelled() => break,
-            () = sleep_until_or_never(warnings.last().copied()) => {
-                warnings.pop();
-                warn_of_the_end(plane, &shared, &to).await;
+            () = sleep_until_or_never(warnings.next_at()) => {
+                let pty = shared.lock().pty.is_some();
+                if let Some(warning) = warnings.fire(plane).filter(|_| pty) {
+                    let _ = to.data_bytes(Bytes::from(warning)).await;
+                }
                 continue;
             }
             () = sleep_until_or_never(held_eof) => {
@@ -524,40 +527,6 @@ async fn release_eof(
         Some(_) => to.eof().await,
         None => Ok(()),
     }
-}
-
-/// Tells a pty user that the window is about to end.
-async fn warn_of_the_end(plane: &DataPlane, shared: &Shared, to: &ChannelWriteHalf<server::Msg>) {
-    if shared.lock().pty.is_none() {
-        return;
-    }
-    let left = plane
-        .lease
-        .deadline
-        .saturating_duration_since(tokio::time::Instant::now());
-    let notice = format!(
-        "\r\n[jitgate] access to {} ends in {} (at {}): extend it with `extend {} --for 15m`\r\n",
-        plane.resource.name,
-        crate::config::HumanDuration::from_secs(left.as_secs().max(1)),
-        plane.lease.window_end.format("%H:%M UTC"),
-        plane.lease.request_id
-    );
-    let _ = to.data_bytes(Bytes::from(notice)).await;
-}
-
-/// Warning instants still ahead, latest first (so `pop` yields the next).
-fn pending_warnings(plane: &DataPlane) -> Vec<tokio::time::Instant> {
-    let now = tokio::time::Instant::now();
-    let mut times: Vec<tokio::time::Instant> = plane
-        .gateway
-        .config()
-        .warn_before
-        .iter()
-        .filter_map(|before| plane.lease.deadline.checked_sub(*before))
-        .filter(|at| *at > now)
-        .collect();
-    times.sort_by(|a, b| b.cmp(a));
-    times
 }
 
 /// Once `data` was written on, gives its sender the window back.
