@@ -460,6 +460,37 @@ fn warnings_arrive_before_expiry_as_notices() {
 }
 
 #[test]
+fn an_extension_after_a_warning_brings_a_warning_before_the_new_end() {
+    let world = World::with_pg_target(&[], |text| {
+        text.replace(
+            "shutdown_grace = \"3s\"",
+            "shutdown_grace = \"3s\"\nwarn_before = [\"5s\"]",
+        )
+    });
+    // Warned 3 s in; extended by 8 s at about 5 s in, so warned again
+    // about 11 s in; the query ends at about 14 s, before the window.
+    let (id, password) = world.lease_pg("alice", "8s");
+    let query = world
+        .psql("alice", "orders-prod", &password)
+        .args(["-c", "select pg_sleep(13)"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    world.ok("alice", &format!("extend {id} --for 8s"));
+    world.ok("bob", &format!("approve {id}"));
+    world.ok("dave", &format!("approve {id}"));
+    let out = query.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.matches("WARNING:  jitgate: access window for orders-prod ends at")
+            .count(),
+        2,
+        "{err}"
+    );
+}
+
+#[test]
 fn per_user_connection_cap_and_idle_timeout_end_sessions_with_a_clear_error() {
     let world = World::with_pg_target(&[], |text| {
         format!("{text}\n[postgres]\nmax_connections_per_user = 1\nidle_timeout = \"2s\"\n")

@@ -21,6 +21,9 @@ use crate::sessions::SessionGuard;
 /// each line at once over the live channel; the file lags by at most this.
 const LOG_FLUSH: Duration = Duration::from_millis(200);
 
+/// An expiry warning: the window end it is for, and how long before it.
+type Warning = (crate::workflow::Time, Duration);
+
 /// Why the gateway ends a session, told to the client as a FATAL error.
 #[derive(Clone, Debug)]
 pub struct Ending {
@@ -274,17 +277,19 @@ impl PgSession {
                 }));
                 return;
             }
-            if let Some((at, before)) = warning
+            if let Some((at, which)) = warning
                 && at.is_zero()
             {
-                warned.push(before);
+                warned.push(which);
                 let _ = warnings.try_send(self.warning_text());
             }
         }
     }
 
-    /// The next configured warning still to give: (time until, which).
-    fn next_warning(&self, warned: &[Duration]) -> Option<(Duration, Duration)> {
+    /// The next configured warning still to give: (time until, which: the
+    /// window end it is for and how long before it). An extension moves
+    /// the end, and its warnings are given again.
+    fn next_warning(&self, warned: &[Warning]) -> Option<(Duration, Warning)> {
         let lease = self
             .frontend
             .runtime
@@ -298,8 +303,11 @@ impl PgSession {
             .config()
             .warn_before
             .iter()
-            .filter(|before| !warned.contains(before) && **before < left + Duration::from_secs(1))
-            .map(|before| (left.saturating_sub(*before), *before))
+            .filter(|before| {
+                !warned.contains(&(lease.window_end, **before))
+                    && **before < left + Duration::from_secs(1)
+            })
+            .map(|before| (left.saturating_sub(*before), (lease.window_end, *before)))
             .min()
     }
 
