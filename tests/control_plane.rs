@@ -542,6 +542,11 @@ fn watch_tells_the_requester_of_denials_expiry_warnings_and_expiry() {
             .or(value["type"].as_str())
             .unwrap()
             .to_string();
+        // Extended at the first warning: warned again before the new end.
+        if kind == "expiry_warning" && !seen.iter().any(|(k, _)| k == &kind) {
+            world.ok("alice", &format!("extend {id} --for 4s"));
+            world.ok("bob", &format!("approve {id}"));
+        }
         seen.push((kind, checked_out.elapsed()));
         assert!(checked_out.elapsed() < Duration::from_secs(20), "{seen:?}");
     }
@@ -554,13 +559,21 @@ fn watch_tells_the_requester_of_denials_expiry_warnings_and_expiry() {
             .1
     };
     at("denied");
-    // Warned 4 s before the 7 s window ends, then told it ended.
+    // Warned 4 s before the 7 s window ends, again 4 s before the end the
+    // extension set, then told it ended.
     let warned = at("expiry_warning");
     assert!(
         warned >= Duration::from_millis(2500) && warned < Duration::from_secs(5),
         "{seen:?}"
     );
-    assert!(at("ended") >= Duration::from_secs(6), "{seen:?}");
+    let warnings: Vec<Duration> = seen
+        .iter()
+        .filter(|(k, _)| k == "expiry_warning")
+        .map(|(_, at)| *at)
+        .collect();
+    assert_eq!(warnings.len(), 2, "{seen:?}");
+    assert!(warnings[1] >= Duration::from_secs(6), "{seen:?}");
+    assert!(at("ended") >= Duration::from_secs(10), "{seen:?}");
 }
 
 #[test]

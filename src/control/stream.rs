@@ -31,12 +31,12 @@ pub async fn watch<T: Terminal>(
         ))
         .await;
     }
-    let mut warned: HashSet<(RequestId, i64)> = HashSet::new();
+    let mut warned: HashSet<Warning> = HashSet::new();
     loop {
         let next_warning = next_warning(gateway, &caller.user, &warned);
         let sleep = async {
             match next_warning {
-                Some((at, _, _)) => {
+                Some((at, _)) => {
                     tokio::time::sleep((at - chrono::Utc::now()).to_std().unwrap_or_default()).await
                 }
                 None => std::future::pending().await,
@@ -52,8 +52,8 @@ pub async fn watch<T: Terminal>(
                 Err(error) => return fail(term, json, &ControlError::Refused(error.to_string())).await,
             },
             () = sleep => {
-                if let Some((_, id, before)) = next_warning {
-                    warned.insert((id, before));
+                if let Some((_, which @ (id, _, _))) = next_warning {
+                    warned.insert(which);
                     if let Some(request) = gateway.request(id) {
                         let end = request.window_end.unwrap_or_else(chrono::Utc::now);
                         let line = if json {
@@ -70,12 +70,17 @@ pub async fn watch<T: Terminal>(
     }
 }
 
-/// The earliest expiry warning still to give for `user`'s active leases.
+/// An expiry warning: the request, the window end it is for (an extension
+/// moves it, and its warnings are given again) and how many seconds before.
+type Warning = (RequestId, Time, i64);
+
+/// The earliest expiry warning still to give for `user`'s active leases,
+/// and when.
 fn next_warning(
     gateway: &Gateway,
     user: &str,
-    warned: &HashSet<(RequestId, i64)>,
-) -> Option<(Time, RequestId, i64)> {
+    warned: &HashSet<Warning>,
+) -> Option<(Time, Warning)> {
     let now = chrono::Utc::now();
     // The same moments at which live sessions are warned ([gateway] warn_before).
     let warn_before: Vec<i64> = gateway
@@ -96,8 +101,8 @@ fn next_warning(
                     Some((at, id, *before, end))
                 })
             })
-            .filter(|(_, id, before, end)| !warned.contains(&(*id, *before)) && *end > now)
-            .map(|(at, id, before, _)| (at, id, before))
+            .filter(|(_, id, before, end)| !warned.contains(&(*id, *end, *before)) && *end > now)
+            .map(|(at, id, before, end)| (at, (id, end, before)))
             .min()
     })
 }
