@@ -37,9 +37,10 @@ impl LoginState {
 
     /// The login did not finish within the time allowed for it.
     pub fn ran_out_of_time(&self) {
-        self.refused.store(true, Ordering::Release);
+        self.refused();
     }
 
+    /// A key or user was refused.
     pub fn refused(&self) {
         self.refused.store(true, Ordering::Release);
     }
