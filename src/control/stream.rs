@@ -193,35 +193,9 @@ pub async fn audit_tail<T: Terminal>(
         return fail(term, json, &error).await;
     }
     let (log, head) = gateway.audit_position();
-    let TailFrom {
-        lines,
-        after,
-        mut filter,
-    } = from;
-    let after = match after {
-        Some(after) => after,
-        None if filter.is_empty() => head.saturating_sub(lines as u64),
-        None => {
-            let (walker, path) = (gateway.clone(), log.clone());
-            let looked = tokio::task::spawn_blocking(move || {
-                let found = start_of_last_matches(&walker, &path, head, lines, &mut filter);
-                (found, filter)
-            })
-            .await;
-            let Ok((found, returned)) = looked else {
-                let error = ControlError::Refused("the audit log could not be read".into());
-                return fail(term, json, &error).await;
-            };
-            filter = returned;
-            match found {
-                Ok(after) => after,
-                Err(error) => {
-                    let error =
-                        ControlError::Refused(format!("cannot read the audit log: {error}"));
-                    return fail(term, json, &error).await;
-                }
-            }
-        }
+    let (after, mut filter) = match tail_start(gateway, &log, head, from).await {
+        Ok(start) => start,
+        Err(error) => return fail(term, json, &error).await,
     };
     let mut chain = ChainReader::new(gateway.bus().clone(), log, after);
     loop {
@@ -243,6 +217,37 @@ pub async fn audit_tail<T: Terminal>(
             term.out(&render(&record, json)).await;
         }
     }
+}
+
+/// The seq `audit tail` reads after, and its filter (which has learned the
+/// requests met on the way back to it).
+async fn tail_start(
+    gateway: &Arc<Gateway>,
+    log: &std::path::Path,
+    head: u64,
+    from: TailFrom,
+) -> Result<(u64, TailFilter), ControlError> {
+    let TailFrom {
+        lines,
+        after,
+        mut filter,
+    } = from;
+    if let Some(after) = after {
+        return Ok((after, filter));
+    }
+    if filter.is_empty() {
+        return Ok((head.saturating_sub(lines as u64), filter));
+    }
+    let (walker, path) = (gateway.clone(), log.to_path_buf());
+    let (found, filter) = tokio::task::spawn_blocking(move || {
+        let found = start_of_last_matches(&walker, &path, head, lines, &mut filter);
+        (found, filter)
+    })
+    .await
+    .map_err(|_| ControlError::Refused("the audit log could not be read".into()))?;
+    let after =
+        found.map_err(|e| ControlError::Refused(format!("cannot read the audit log: {e}")))?;
+    Ok((after, filter))
 }
 
 /// The next record to print: waiting for new ones when following, `None`
