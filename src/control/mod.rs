@@ -270,6 +270,7 @@ mod tests {
             "terminate s-0123456789ab --reason 'looks wrong'",
             "watch",
             "audit tail -n 5 -f",
+            "audit tail --user alice --resource web-01 --session s-1 --json",
             "workflow show web-01",
             "workflow set web-01 max_duration=2h",
         ] {
