@@ -1,26 +1,39 @@
 //! What a configuration change decides: a lease whose user or resource the
 //! new configuration no longer has ends at once. Removing an engineer from
 //! the file is how access is taken away in a hurry; a lease that outlived
-//! it would leave their sessions running for the rest of the window.
+//! it would leave their sessions running for the rest of the window. Their
+//! open requests are cancelled too, so approvers are not asked about them.
 
 use super::Engine;
 use super::decide::Context;
-use super::model::{EndReason, Event};
+use super::model::{EndReason, Event, RequestState};
+
+/// Who cancels what the configuration withdrew.
+const GATEWAY: &str = "gateway";
 
 impl Engine {
-    /// Ends every active lease held by a user, or on a resource, that
-    /// `ctx` (the configuration just loaded) no longer knows.
+    /// Ends every lease, and cancels every open request, of a user or on a
+    /// resource that `ctx` (the configuration just loaded) no longer knows.
     pub fn decide_withdrawn(&self, ctx: &Context) -> Vec<Event> {
-        self.active_requests()
+        self.requests
+            .values()
             .filter(|r| {
                 ctx.directory.user(&r.requester).is_none()
                     || !ctx.resources.contains_key(&r.resource)
             })
-            .map(|r| Event::Ended {
-                id: r.id,
-                reason: EndReason::Revoked,
-                by: None,
-                at: ctx.now,
+            .filter_map(|r| match r.state {
+                RequestState::Active => Some(Event::Ended {
+                    id: r.id,
+                    reason: EndReason::Revoked,
+                    by: None,
+                    at: ctx.now,
+                }),
+                RequestState::Pending | RequestState::Approved => Some(Event::Cancelled {
+                    id: r.id,
+                    by: GATEWAY.to_string(),
+                    at: ctx.now,
+                }),
+                _ => None,
             })
             .collect()
     }

@@ -300,7 +300,7 @@ fn replaying_events_rebuilds_identical_state() {
 }
 
 #[test]
-fn a_configuration_without_a_leases_user_or_resource_ends_that_lease_alone() {
+fn a_configuration_without_a_requests_user_or_resource_ends_or_cancels_it_alone() {
     let mut w = World::new();
     let held = w.hold_orders("alice");
     let web = w.request("zoe", "web-01").unwrap();
@@ -317,21 +317,29 @@ fn a_configuration_without_a_leases_user_or_resource_ends_that_lease_alone() {
         now: w.now,
     };
     let ended = w.engine.decide_withdrawn(&ctx);
-    // Alice's lease ends as revoked by nobody (the gateway); her pending
-    // request, which grants nothing, and zoe's lease stay.
+    // Alice's lease ends as revoked by nobody (the gateway), her pending
+    // request is cancelled; zoe's lease stays.
     assert_eq!(
         ended,
-        [Event::Ended {
-            id: held,
-            reason: EndReason::Revoked,
-            by: None,
-            at: w.now,
-        }]
+        [
+            Event::Ended {
+                id: held,
+                reason: EndReason::Revoked,
+                by: None,
+                at: w.now,
+            },
+            Event::Cancelled {
+                id: pending,
+                by: "gateway".into(),
+                at: w.now,
+            }
+        ]
     );
     w.commit(Ok(ended)).unwrap();
     assert_eq!(w.state(held), RequestState::Revoked);
     assert_eq!(w.state(web), RequestState::Active);
-    assert_eq!(w.state(pending), RequestState::Pending);
+    assert_eq!(w.state(pending), RequestState::Cancelled);
+    assert!(w.engine.decide_withdrawn(&ctx).is_empty(), "decided twice");
 
     let mut reloaded = w.config.clone();
     reloaded.resources.remove("web-01");
