@@ -377,31 +377,12 @@ fn fingerprint(world: &World, key: &str) -> String {
         .to_string()
 }
 
-/// A long-lived control connection of `user`: `watch`, read past its
-/// banner.
-fn watching(world: &World, user: &str, key: &str) -> std::process::Child {
-    let mut watcher = world
-        .ssh_command(user, key)
-        .arg("watch")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut banner = String::new();
-    BufReader::new(watcher.stdout.as_mut().unwrap())
-        .read_line(&mut banner)
-        .unwrap();
-    assert!(banner.contains("watching events"), "{banner}");
-    watcher
-}
-
 #[test]
 fn taking_a_key_out_of_the_config_cuts_the_connections_that_used_it() {
     let world = World::start();
     let old = fingerprint(&world, "alice");
-    let mut alice = watching(&world, "alice", "alice");
-    let mut bob = watching(&world, "bob", "bob");
+    let mut alice = world.watching("alice", "alice");
+    let mut bob = world.watching("bob", "bob");
     // Each login's record names the key it presented.
     let audit = world.audit_text();
     assert!(

@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::Stdio;
+use std::io::Write;
 use std::time::Duration;
 
 use common::{World, wait_until};
@@ -136,18 +135,7 @@ fn a_source_may_hold_only_so_many_connections_still_logging_in() {
         format!("{text}\n[penalties]\nmax_pending_logins = 3\nexempt = []\n")
     });
     // A session that logged in holds no place.
-    let mut watcher = world
-        .ssh_command("bob", "bob")
-        .arg("watch")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut banner = String::new();
-    BufReader::new(watcher.stdout.as_mut().unwrap())
-        .read_line(&mut banner)
-        .unwrap();
-    assert!(banner.contains("watching events for bob"), "{banner}");
+    let mut watcher = world.watching("bob", "bob");
     // Three connections that never log in, on both ports.
     let (ssh_one, banner) = first_words(world.ssh_port);
     assert!(banner.starts_with("SSH-2.0-"), "{banner:?}");

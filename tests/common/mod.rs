@@ -533,6 +533,28 @@ impl World {
         self.dir.path().join(name)
     }
 
+    /// A long-lived control connection of `user` (logged in with `key`'s
+    /// key): `watch`, read past its banner.
+    pub fn watching(&self, user: &str, key: &str) -> Child {
+        let mut watcher = self
+            .ssh_command(user, key)
+            .arg("watch")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut banner = String::new();
+        BufReader::new(watcher.stdout.as_mut().unwrap())
+            .read_line(&mut banner)
+            .unwrap();
+        assert!(
+            banner.contains(&format!("watching events for {user}")),
+            "{banner}"
+        );
+        watcher
+    }
+
     /// Whether any recording or SFTP file log written so far holds `text`.
     pub fn recorded(&self, text: &str) -> bool {
         std::fs::read_dir(self.path("recordings")).is_ok_and(|entries| {
