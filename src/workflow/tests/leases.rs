@@ -351,3 +351,27 @@ fn a_configuration_without_a_requests_user_or_resource_ends_or_cancels_it_alone(
     let ended = w.engine.decide_withdrawn(&ctx);
     assert!(matches!(ended[..], [Event::Ended { id, .. }] if id == web));
 }
+
+#[test]
+fn a_configuration_that_takes_the_request_permission_away_ends_the_users_leases() {
+    let mut w = World::new();
+    let web = w.request("zoe", "web-01").unwrap();
+    w.approve("bob", web).unwrap();
+    w.checkout("zoe", web).unwrap();
+    let held = w.hold_orders("alice");
+
+    let mut reloaded = w.config.clone();
+    let zoe = reloaded.directory.users.get_mut("zoe").unwrap();
+    zoe.permissions.remove(&Permission::Request);
+    zoe.permissions.insert(Permission::Audit);
+    let ctx = Context {
+        directory: &reloaded.directory,
+        resources: &reloaded.resources,
+        now: w.now,
+    };
+    let ended = w.engine.decide_withdrawn(&ctx);
+    assert!(matches!(ended[..], [Event::Ended { id, .. }] if id == web));
+    w.commit(Ok(ended)).unwrap();
+    assert_eq!(w.state(web), RequestState::Revoked);
+    assert_eq!(w.state(held), RequestState::Active, "alice may still request");
+}
