@@ -238,7 +238,7 @@ pub fn describe(event: &AuditEvent) -> String {
                 .map(|s| format!(", severed: {s}"))
                 .unwrap_or_default();
             let statements = statements
-                .map(|n| format!(", {n} statements"))
+                .map(|n| format!(", {n} statement{}", if n == 1 { "" } else { "s" }))
                 .unwrap_or_default();
             format!(
                 "{} ended after {}ms ({bytes_from_client} bytes in, {bytes_to_client} out{statements}{how})",
@@ -356,5 +356,35 @@ pub fn describe_change(actor: Option<&str>, change: &Event) -> String {
         Event::WorkflowChanged { resource, by, .. } => {
             format!("{by} changed the workflow of {resource}")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ended(statements: Option<u64>) -> AuditEvent {
+        AuditEvent::SessionEnded {
+            session: "s-1".into(),
+            user: Some("alice".into()),
+            resource: Some("orders-prod".into()),
+            bytes_from_client: 97,
+            bytes_to_client: 99,
+            duration_ms: 2,
+            statements,
+            severed: None,
+            query_log: None,
+            query_log_digest: None,
+        }
+    }
+
+    #[test]
+    fn a_session_end_counts_its_statements_in_words() {
+        let one = describe(&ended(Some(1)));
+        assert!(one.ends_with("(97 bytes in, 99 out, 1 statement)"), "{one}");
+        let two = describe(&ended(Some(2)));
+        assert!(two.ends_with(", 2 statements)"), "{two}");
+        let ssh = describe(&ended(None));
+        assert!(ssh.ends_with("(97 bytes in, 99 out)"), "{ssh}");
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! The client side of the relay reports `Query`, `Parse`, `Bind`,
 //! `Execute` and `Sync`; the server side reports `CommandComplete`,
-//! `ErrorResponse` and `ReadyForQuery`. [`StatementTracker`] pairs them in
+//! `ErrorResponse`, `PortalSuspended`, `EmptyQueryResponse` and
+//! `ReadyForQuery`. [`StatementTracker`] pairs them in
 //! protocol order — results come back in the order statements were sent,
 //! and every `Sync` (or simple `Query`) ends with one `ReadyForQuery` — so
 //! pipelined clients are logged correctly without stalling anything.
@@ -36,8 +37,19 @@ pub struct Statement {
 
 #[derive(Debug)]
 enum Pending {
-    Statement(Statement, bool),
+    Statement(Waiting),
     Sync,
+}
+
+/// A statement sent and not yet logged.
+#[derive(Debug)]
+struct Waiting {
+    statement: Statement,
+    /// Whether its result came (`outcome` holds it).
+    done: bool,
+    /// The most rows its `Execute` asked for (0 = all): a portal that
+    /// reaches it is suspended instead of completed.
+    row_limit: u32,
 }
 
 /// Pairs statements with their results; pure, so it is unit-tested alone.
@@ -65,7 +77,7 @@ impl StatementTracker {
         match tag {
             b'Q' => {
                 let text = text_of(body);
-                self.push(shorten(&text), None);
+                self.push(shorten(&text), None, 0);
                 self.pending.push_back(Pending::Sync);
             }
             b'P' => {
@@ -75,13 +87,16 @@ impl StatementTracker {
             }
             b'B' => self.bind(body),
             b'E' => {
-                if let Ok((portal, _)) = cstr(body) {
+                if let Ok((portal, rest)) = cstr(body) {
                     let (text, parameters) = self
                         .portals
                         .get(portal)
                         .cloned()
                         .unwrap_or_else(|| (Arc::from("(unknown portal)"), None));
-                    self.push(text, parameters);
+                    let row_limit = rest
+                        .first_chunk::<4>()
+                        .map_or(0, |n| u32::from_be_bytes(*n));
+                    self.push(text, parameters, row_limit);
                 }
             }
             b'S' => self.pending.push_back(Pending::Sync),
@@ -121,24 +136,25 @@ impl StatementTracker {
         self.portals.insert(portal.to_string(), (text, parameters));
     }
 
-    fn push(&mut self, statement: Arc<str>, parameters: Parameters) {
+    fn push(&mut self, statement: Arc<str>, parameters: Parameters, row_limit: u32) {
         self.statements += 1;
-        self.pending.push_back(Pending::Statement(
-            Statement {
+        self.pending.push_back(Pending::Statement(Waiting {
+            statement: Statement {
                 statement,
                 parameters,
                 outcome: String::new(),
             },
-            false,
-        ));
+            done: false,
+            row_limit,
+        }));
     }
 
     fn overflow(&mut self) -> Vec<Statement> {
         let mut out = Vec::new();
         while self.pending.len() > PENDING_LIMIT {
-            if let Some(Pending::Statement(mut s, _)) = self.pending.pop_front() {
-                s.outcome = "not tracked (too many pipelined statements)".into();
-                out.push(s);
+            if let Some(Pending::Statement(mut waiting)) = self.pending.pop_front() {
+                waiting.statement.outcome = "not tracked (too many pipelined statements)".into();
+                out.push(waiting.statement);
             }
         }
         out
@@ -157,6 +173,17 @@ impl StatementTracker {
                 self.record_outcome(format!("ERROR {code}: {message}"));
                 Vec::new()
             }
+            // What an Execute that reached its row limit gets instead of
+            // CommandComplete (drivers fetching a row, or in batches).
+            b's' => {
+                self.record_suspended();
+                Vec::new()
+            }
+            // What an empty statement gets instead of CommandComplete.
+            b'I' => {
+                self.record_outcome("empty query".into());
+                Vec::new()
+            }
             b'Z' => self.ready(),
             _ => Vec::new(),
         }
@@ -170,17 +197,34 @@ impl StatementTracker {
         for entry in self.pending.iter_mut() {
             match entry {
                 Pending::Sync => break,
-                Pending::Statement(s, done) if !*done => {
-                    s.outcome = outcome;
-                    *done = true;
+                Pending::Statement(waiting) if !waiting.done => {
+                    waiting.statement.outcome = outcome;
+                    waiting.done = true;
                     return;
                 }
-                Pending::Statement(s, _) => last = Some(s),
+                Pending::Statement(waiting) => last = Some(&mut waiting.statement),
             }
         }
         if let Some(s) = last {
             s.outcome.push_str("; ");
             s.outcome.push_str(&outcome);
+        }
+    }
+
+    /// A suspended portal returned exactly the rows its Execute asked for.
+    fn record_suspended(&mut self) {
+        let row_limit = self
+            .pending
+            .iter()
+            .map_while(|entry| match entry {
+                Pending::Statement(waiting) => Some(waiting),
+                Pending::Sync => None,
+            })
+            .find(|waiting| !waiting.done)
+            .map(|waiting| waiting.row_limit);
+        if let Some(rows) = row_limit {
+            let plural = if rows == 1 { "" } else { "s" };
+            self.record_outcome(format!("{rows} row{plural}, then suspended (row limit)"));
         }
     }
 
@@ -190,11 +234,11 @@ impl StatementTracker {
         while let Some(entry) = self.pending.pop_front() {
             match entry {
                 Pending::Sync => break,
-                Pending::Statement(mut s, done) => {
-                    if !done {
-                        s.outcome = "skipped (an earlier statement failed)".into();
+                Pending::Statement(mut waiting) => {
+                    if !waiting.done {
+                        waiting.statement.outcome = "skipped (an earlier statement failed)".into();
                     }
-                    out.push(s);
+                    out.push(waiting.statement);
                 }
             }
         }
@@ -206,11 +250,11 @@ impl StatementTracker {
         self.pending
             .drain(..)
             .filter_map(|p| match p {
-                Pending::Statement(mut s, done) => {
-                    if !done {
-                        s.outcome = "unfinished (session ended)".into();
+                Pending::Statement(mut waiting) => {
+                    if !waiting.done {
+                        waiting.statement.outcome = "unfinished (session ended)".into();
                     }
-                    Some(s)
+                    Some(waiting.statement)
                 }
                 Pending::Sync => None,
             })

@@ -32,7 +32,7 @@ fn client_inspected(tag: u8) -> bool {
 }
 
 fn server_inspected(tag: u8) -> bool {
-    matches!(tag, b'C' | b'E' | b'Z')
+    matches!(tag, b'C' | b'E' | b's' | b'I' | b'Z')
 }
 
 pub async fn run<C: Stream + 'static>(session: Arc<PgSession>, client: C, upstream: BoxStream) {

@@ -176,3 +176,32 @@ fn a_repeated_parse_keeps_its_text_and_a_changed_one_replaces_it() {
     assert_eq!(outcomes(&again), [("select 1".into(), "SELECT 1".into())]);
     assert_eq!(outcomes(&changed), [("select 2".into(), "SELECT 1".into())]);
 }
+
+#[test]
+fn a_portal_suspended_at_its_row_limit_and_an_empty_query_get_their_outcomes() {
+    // asyncpg's fetchval and fetchrow, and JDBC with a fetch size, run
+    // Execute with a row limit: PostgreSQL answers PortalSuspended.
+    let mut tracker = StatementTracker::new(false);
+    tracker.client_message(b'P', &cstring(&["s1", "select version()"]));
+    let mut bind = cstring(&["", "s1"]);
+    bind.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    tracker.client_message(b'B', &bind);
+    let mut execute = cstring(&[""]);
+    execute.extend_from_slice(&1u32.to_be_bytes());
+    tracker.client_message(b'E', &execute);
+    tracker.client_message(b'S', b"");
+    tracker.client_message(b'Q', &cstring(&[""]));
+
+    assert!(tracker.server_message(b's', b"").is_empty());
+    let fetched = tracker.server_message(b'Z', b"T");
+    assert!(tracker.server_message(b'I', b"").is_empty());
+    let empty = tracker.server_message(b'Z', b"T");
+    assert_eq!(
+        outcomes(&fetched),
+        [(
+            "select version()".into(),
+            "1 row, then suspended (row limit)".into()
+        )]
+    );
+    assert_eq!(outcomes(&empty), [("".into(), "empty query".into())]);
+}

@@ -373,5 +373,9 @@ fn a_configuration_that_takes_the_request_permission_away_ends_the_users_leases(
     assert!(matches!(ended[..], [Event::Ended { id, .. }] if id == web));
     w.commit(Ok(ended)).unwrap();
     assert_eq!(w.state(web), RequestState::Revoked);
-    assert_eq!(w.state(held), RequestState::Active, "alice may still request");
+    assert_eq!(
+        w.state(held),
+        RequestState::Active,
+        "alice may still request"
+    );
 }
