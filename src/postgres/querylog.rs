@@ -1,7 +1,7 @@
 //! Per-session query logs: which statements ran and how each ended.
 //!
 //! The client side of the relay reports `Query`, `Parse`, `Bind`,
-//! `Execute` and `Sync`; the server side reports `CommandComplete`,
+//! `Execute`, `Close` and `Sync`; the server side reports `CommandComplete`,
 //! `ErrorResponse`, `PortalSuspended`, `EmptyQueryResponse` and
 //! `ReadyForQuery`. [`StatementTracker`] pairs them in
 //! protocol order — results come back in the order statements were sent,
@@ -23,6 +23,12 @@ const STATEMENT_LIMIT: usize = 16 * 1024;
 /// Statements awaiting results beyond this are logged without an outcome,
 /// so a client pipelining without end cannot grow the gateway's memory.
 const PENDING_LIMIT: usize = 10_000;
+/// Prepared statements and portals remembered beyond this are forgotten
+/// (their executions are then logged as unknown), so a client that never
+/// closes what it names cannot grow the gateway's memory. Portals are not
+/// forgotten at transaction end: a pipelining client may already have
+/// bound the next transaction's by the time the first one's end is seen.
+const NAMED_LIMIT: usize = 10_000;
 
 /// Bind parameter values (`None` = SQL NULL), when logging them is enabled.
 pub type Parameters = Option<Vec<Option<String>>>;
@@ -100,9 +106,27 @@ impl StatementTracker {
                 }
             }
             b'S' => self.pending.push_back(Pending::Sync),
+            b'C' => self.close(body),
             _ => {}
         }
         self.overflow()
+    }
+
+    /// A closed statement or portal is forgotten here as upstream: drivers
+    /// that prepare statements by the thousand (pgjdbc's S_1, S_2, ...)
+    /// close them as their caches evict them.
+    fn close(&mut self, body: &[u8]) {
+        let Some((&kind, rest)) = body.split_first() else {
+            return;
+        };
+        let Ok((name, _)) = cstr(rest) else {
+            return;
+        };
+        match kind {
+            b'S' => self.prepared.remove(name),
+            b'P' => self.portals.remove(name).map(|(text, _)| text),
+            _ => None,
+        };
     }
 
     /// Drivers re-send the same Parse (often for the unnamed statement)
@@ -117,6 +141,9 @@ impl StatementTracker {
             return;
         }
         let text = String::from_utf8_lossy(text);
+        if self.prepared.len() >= NAMED_LIMIT {
+            self.prepared.clear();
+        }
         self.prepared.insert(name.to_string(), shorten(&text));
     }
 
@@ -133,6 +160,9 @@ impl StatementTracker {
             .cloned()
             .unwrap_or_else(|| Arc::from("(unknown statement)"));
         let parameters = self.log_parameters.then(|| bind_parameters(rest)).flatten();
+        if self.portals.len() >= NAMED_LIMIT {
+            self.portals.clear();
+        }
         self.portals.insert(portal.to_string(), (text, parameters));
     }
 

@@ -28,7 +28,7 @@ const FINISH_MESSAGE: Duration = Duration::from_millis(50);
 const SERVER_MESSAGE_LIMIT: usize = 1 << 30;
 
 fn client_inspected(tag: u8) -> bool {
-    matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'S')
+    matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'C' | b'S')
 }
 
 fn server_inspected(tag: u8) -> bool {

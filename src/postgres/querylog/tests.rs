@@ -205,3 +205,38 @@ fn a_portal_suspended_at_its_row_limit_and_an_empty_query_get_their_outcomes() {
     );
     assert_eq!(outcomes(&empty), [("".into(), "empty query".into())]);
 }
+
+#[test]
+fn closed_statements_and_portals_are_forgotten_and_never_more_than_are_kept() {
+    let mut tracker = StatementTracker::new(false);
+    let bind = |tracker: &mut StatementTracker, portal: &str, statement: &str| {
+        let mut bind = cstring(&[portal, statement]);
+        bind.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        tracker.client_message(b'B', &bind);
+    };
+    for n in 0..100 {
+        let name = format!("S_{n}");
+        tracker.client_message(b'P', &cstring(&[&name, "select 1"]));
+        bind(&mut tracker, &format!("C_{n}"), &name);
+        let mut close = vec![b'S'];
+        close.extend(cstring(&[&name]));
+        tracker.client_message(b'C', &close);
+    }
+    assert!(tracker.prepared.is_empty());
+    assert_eq!(tracker.portals.len(), 100);
+    let mut close = vec![b'P'];
+    close.extend(cstring(&["C_0"]));
+    tracker.client_message(b'C', &close);
+    assert_eq!(tracker.portals.len(), 99);
+    for body in [&b""[..], b"S", b"X\0"] {
+        tracker.client_message(b'C', body);
+    }
+
+    for n in 0..NAMED_LIMIT + 5 {
+        let name = format!("S_{n}");
+        tracker.client_message(b'P', &cstring(&[&name, "select 1"]));
+        bind(&mut tracker, &name, &name);
+    }
+    assert!(tracker.prepared.len() <= NAMED_LIMIT);
+    assert!(tracker.portals.len() <= NAMED_LIMIT);
+}
