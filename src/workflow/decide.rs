@@ -84,11 +84,45 @@ impl Engine {
         Ok(request)
     }
 
+    /// One open request per user and resource: a second would only ask
+    /// approvers the same question twice, and one lease is all a user can
+    /// hold on a resource. A lapsed approval, or a window over but not yet
+    /// ended by its timer, leaves room for a new request.
+    fn refuse_duplicate(
+        &self,
+        ctx: &Context,
+        actor: &str,
+        resource: &str,
+    ) -> Result<(), WorkflowError> {
+        let open = self
+            .requests
+            .values()
+            .filter(|r| r.requester == actor && r.resource == resource)
+            .find(|r| match r.state {
+                RequestState::Pending => true,
+                RequestState::Active => r.window_end.is_none_or(|end| end > ctx.now),
+                RequestState::Approved => self
+                    .approval_deadline(r)
+                    .is_none_or(|deadline| deadline > ctx.now),
+                _ => false,
+            });
+        let Some(open) = open else {
+            return Ok(());
+        };
+        let (resource, id) = (resource.to_string(), open.id);
+        Err(match open.state {
+            RequestState::Active => WorkflowError::AlreadyHolding { resource, id },
+            RequestState::Approved => WorkflowError::AlreadyApprovedFor { resource, id },
+            _ => WorkflowError::AlreadyRequested { resource, id },
+        })
+    }
+
     pub fn decide_request(&self, ctx: &Context, actor: &str, spec: RequestSpec) -> Decision {
         self.require(ctx, actor, Permission::Request)?;
         let settings = self
             .settings_for(ctx, &spec.resource)
             .ok_or_else(|| WorkflowError::UnknownResource(spec.resource.clone()))?;
+        self.refuse_duplicate(ctx, actor, &spec.resource)?;
         let reason = non_blank(spec.reason);
         let ticket = non_blank(spec.ticket);
         if settings.require_reason && reason.is_none() {
@@ -255,18 +289,29 @@ impl Engine {
         {
             return Err(WorkflowError::ApprovalLapsed(id));
         }
-        if let Some(other) = self
+        let mut events = Vec::new();
+        // A window that is over, though its timer has not ended it yet,
+        // ends now and makes way.
+        if let Some(own) = self
             .active_requests()
             .find(|r| r.requester == actor && r.resource == request.resource)
         {
-            return Err(WorkflowError::AlreadyHolding {
-                resource: request.resource.clone(),
-                id: other.id,
+            if own.window_end.is_none_or(|end| end > ctx.now) {
+                return Err(WorkflowError::AlreadyHolding {
+                    resource: request.resource.clone(),
+                    id: own.id,
+                });
+            }
+            events.push(Event::Ended {
+                id: own.id,
+                reason: EndReason::Expired,
+                by: None,
+                at: ctx.now,
             });
         }
-        let mut events = Vec::new();
         if request.settings.single_user
             && let Some(holder) = self.holder(&request.resource)
+            && holder.requester != actor
         {
             let until = holder.window_end.unwrap_or(ctx.now);
             if until > ctx.now {

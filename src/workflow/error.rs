@@ -54,6 +54,14 @@ pub enum WorkflowError {
     },
     #[error("you already hold an active lease on {resource} (request {id}): extend it instead")]
     AlreadyHolding { resource: String, id: RequestId },
+    #[error(
+        "you already have request {id} for {resource} waiting for approval: cancel it first to ask anew"
+    )]
+    AlreadyRequested { resource: String, id: RequestId },
+    #[error(
+        "you already have request {id} for {resource}, approved: check it out, or cancel it first to ask anew"
+    )]
+    AlreadyApprovedFor { resource: String, id: RequestId },
     #[error("{0} requires MFA: pass --totp CODE, or connect with ssh -t to be prompted")]
     MfaRequired(String),
     #[error("the approval of request {0} has lapsed: file a new request")]

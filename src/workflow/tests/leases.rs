@@ -67,20 +67,56 @@ fn a_lapsed_holder_does_not_block_the_next_checkout() {
 }
 
 #[test]
-fn one_user_holds_at_most_one_lease_per_resource() {
+fn one_user_holds_at_most_one_lease_or_open_request_per_resource() {
     let mut w = World::new();
     let first = w.request("alice", "web-01").unwrap();
-    w.approve("bob", first).unwrap();
-    w.checkout("alice", first).unwrap();
-    let second = w.request("alice", "web-01").unwrap();
-    w.approve("bob", second).unwrap();
+    let again = |w: &mut World| w.request("alice", "web-01");
+    let resource = || "web-01".to_string();
     assert_eq!(
-        w.checkout("alice", second),
-        Err(WorkflowError::AlreadyHolding {
-            resource: "web-01".into(),
+        again(&mut w),
+        Err(WorkflowError::AlreadyRequested {
+            resource: resource(),
             id: first
         })
     );
+    assert!(
+        w.request("zoe", "web-01").is_ok(),
+        "others ask for themselves"
+    );
+    w.approve("bob", first).unwrap();
+    assert_eq!(
+        again(&mut w),
+        Err(WorkflowError::AlreadyApprovedFor {
+            resource: resource(),
+            id: first
+        })
+    );
+    w.checkout("alice", first).unwrap();
+    assert_eq!(
+        again(&mut w),
+        Err(WorkflowError::AlreadyHolding {
+            resource: resource(),
+            id: first
+        })
+    );
+    // A window over, though its timer has not ended it yet, is no lease.
+    w.advance(1800);
+    let second = again(&mut w).unwrap();
+    w.approve("bob", second).unwrap();
+    w.checkout("alice", second).unwrap();
+    assert_eq!(w.state(first), RequestState::Expired);
+}
+
+#[test]
+fn a_denied_request_or_a_lapsed_approval_leaves_room_for_a_new_one() {
+    let mut w = World::new();
+    let denied = w.request("alice", "web-01").unwrap();
+    w.commit(w.engine.decide_deny(&w.ctx(), "bob", denied, None))
+        .unwrap();
+    let approved = w.request("alice", "web-01").unwrap();
+    w.approve("bob", approved).unwrap();
+    w.advance(48 * 3600);
+    assert!(w.request("alice", "web-01").is_ok());
 }
 
 #[test]
