@@ -34,6 +34,11 @@ fn web_01_happy_path_request_approve_checkout_status_checkin() {
         "{filed}"
     );
     let id = 1;
+    let twice = world.refused("alice", "request web-01 --for 30m");
+    assert!(
+        twice.contains("already have request 1 for web-01 waiting for approval"),
+        "{twice}"
+    );
     let mine = &world.json("alice", "requests")["mine"][0];
     assert_eq!(mine["reason"], "deploy fix on web");
     assert_eq!(mine["duration_secs"], 1800);
@@ -55,6 +60,12 @@ fn web_01_happy_path_request_approve_checkout_status_checkin() {
     let status = world.json("alice", "status");
     assert_eq!(status["leases"][0]["resource"], "web-01");
     assert!(status["leases"][0]["seconds_left"].as_i64().unwrap() > 1700);
+    // Asking again while holding the lease points at the lease.
+    let again = world.refused("alice", "request web-01 --for 30m");
+    assert!(
+        again.contains("active lease on web-01 (request 1): extend it"),
+        "{again}"
+    );
     world.ok("alice", &format!("checkin {id}"));
     assert_eq!(
         world.json("alice", "status")["leases"]
@@ -287,14 +298,14 @@ fn help_and_usage_errors_come_as_json_with_json() {
 fn json_output_parses_for_every_command() {
     let world = World::start();
     let id = world.request("alice", "web-01 --for 10m");
-    let cancelled = world.request("alice", "web-01 --for 10m");
+    let cancelled = world.request("alice", "orders-prod --for 10m --reason x");
     let denied = world.request("zoe", "web-01 --for 10m");
     for (user, command) in [
+        ("alice", format!("cancel {cancelled}")),
         (
             "alice",
-            "request web-01 --for 1m --reason scripted".to_string(),
+            "request orders-prod --for 1m --reason scripted".to_string(),
         ),
-        ("alice", format!("cancel {cancelled}")),
         ("bob", format!("deny {denied} --reason no")),
         ("bob", "requests".to_string()),
         ("bob", format!("approve {id}")),

@@ -292,7 +292,7 @@ fn a_lease_expires_on_time_and_the_expiry_is_audited() {
 fn audit_verify_reports_ok_then_the_first_altered_record() {
     let world = World::start();
     world.ok("alice", "request web-01 --reason one");
-    world.ok("alice", "request web-01 --reason two");
+    world.ok("zoe", "request web-01 --reason two");
     let log = world.path("audit/audit.log");
     let out = jitgate(&["audit", "verify", log.to_str().unwrap()]);
     assert!(out.status.success());
@@ -365,7 +365,7 @@ fn audit_verify_reports_ok_then_the_first_altered_record() {
 fn records_cut_off_while_the_gateway_was_down_are_reported_at_its_start() {
     let mut world = World::start();
     world.ok("alice", "request web-01 --reason one");
-    world.ok("alice", "request web-01 --reason two");
+    world.ok("zoe", "request web-01 --reason two");
     world.signal("TERM");
     assert_eq!(world.wait_exit(Duration::from_secs(10)), Some(0));
     let log = world.path("audit/audit.log");
@@ -410,7 +410,7 @@ fn records_cut_off_while_the_gateway_was_down_are_reported_at_its_start() {
 fn records_cut_off_after_a_crash_are_reported_at_the_next_start() {
     let mut world = World::start();
     world.ok("alice", "request web-01 --reason one");
-    world.ok("alice", "request web-01 --reason two");
+    world.ok("zoe", "request web-01 --reason two");
     // Killed at once: no timer tick, no shutdown save in between.
     world.kill_hard();
     let log = world.path("audit/audit.log");
@@ -446,6 +446,8 @@ fn metrics_and_health_are_served() {
         "jitgate_active_leases",
         "jitgate_workflow_events_total{event=\"requested\"} 1",
         "jitgate_sessions{protocol=\"control\"}",
+        "jitgate_sessions{protocol=\"ssh\"} 0",
+        "jitgate_sessions{protocol=\"postgres\"} 0",
         "jitgate_sessions_severed_total{protocol=\"ssh\"} 0",
         "jitgate_sessions_severed_total{protocol=\"postgres\"} 0",
         "jitgate_connections_penalized_total{protocol=\"ssh\"} 0",

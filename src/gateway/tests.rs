@@ -361,19 +361,19 @@ fn a_torn_journal_record_loses_only_the_unacknowledged_command() {
 #[test]
 fn compaction_keeps_state_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
-    let mut text = config_text(1);
+    let mut text = config_text(26);
     text.insert_str(0, "[gateway]\njournal_compact_records = 10\n");
     let config = Config::from_toml(&dir.path().join("jitgate.toml"), &text).unwrap();
     let gateway = Gateway::open(config.clone()).unwrap().0;
-    for _ in 0..25 {
-        request(&gateway, "u0", "db", 600);
+    for i in 0..25 {
+        request(&gateway, &format!("u{i}"), "db", 600);
     }
     assert!(config.state_dir.join("snapshot.json").exists());
     let before = gateway.read(|engine| engine.clone());
     drop(gateway);
     let gateway = Gateway::open(config).unwrap().0;
     assert_eq!(gateway.read(|engine| engine.clone()), before);
-    assert_eq!(request(&gateway, "u0", "db", 600), 26);
+    assert_eq!(request(&gateway, "u25", "db", 600), 26);
 }
 
 #[tokio::test]

@@ -347,12 +347,7 @@ fn a_configuration_without_a_requests_user_or_resource_ends_or_cancels_it_alone(
 
     let mut reloaded = w.config.clone();
     reloaded.directory.users.remove("alice");
-    let ctx = Context {
-        directory: &reloaded.directory,
-        resources: &reloaded.resources,
-        now: w.now,
-    };
-    let ended = w.engine.decide_withdrawn(&ctx);
+    let ended = w.withdrawn_under(&reloaded);
     // Alice's lease ends as revoked by nobody (the gateway), her pending
     // request is cancelled; zoe's lease stays.
     assert_eq!(
@@ -375,16 +370,11 @@ fn a_configuration_without_a_requests_user_or_resource_ends_or_cancels_it_alone(
     assert_eq!(w.state(held), RequestState::Revoked);
     assert_eq!(w.state(web), RequestState::Active);
     assert_eq!(w.state(pending), RequestState::Cancelled);
-    assert!(w.engine.decide_withdrawn(&ctx).is_empty(), "decided twice");
+    assert!(w.withdrawn_under(&reloaded).is_empty(), "decided twice");
 
     let mut reloaded = w.config.clone();
     reloaded.resources.remove("web-01");
-    let ctx = Context {
-        directory: &reloaded.directory,
-        resources: &reloaded.resources,
-        now: w.now,
-    };
-    let ended = w.engine.decide_withdrawn(&ctx);
+    let ended = w.withdrawn_under(&reloaded);
     assert!(matches!(ended[..], [Event::Ended { id, .. }] if id == web));
 }
 
@@ -400,12 +390,7 @@ fn a_configuration_that_takes_the_request_permission_away_ends_the_users_leases(
     let zoe = reloaded.directory.users.get_mut("zoe").unwrap();
     zoe.permissions.remove(&Permission::Request);
     zoe.permissions.insert(Permission::Audit);
-    let ctx = Context {
-        directory: &reloaded.directory,
-        resources: &reloaded.resources,
-        now: w.now,
-    };
-    let ended = w.engine.decide_withdrawn(&ctx);
+    let ended = w.withdrawn_under(&reloaded);
     assert!(matches!(ended[..], [Event::Ended { id, .. }] if id == web));
     w.commit(Ok(ended)).unwrap();
     assert_eq!(w.state(web), RequestState::Revoked);

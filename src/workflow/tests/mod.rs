@@ -117,6 +117,15 @@ impl World {
         }
     }
 
+    /// What a reload to `config` would withdraw now.
+    fn withdrawn_under(&self, config: &Config) -> Vec<Event> {
+        self.engine.decide_withdrawn(&Context {
+            directory: &config.directory,
+            resources: &config.resources,
+            now: self.now,
+        })
+    }
+
     fn advance(&mut self, secs: i64) {
         self.now += chrono::Duration::seconds(secs);
     }
