@@ -130,6 +130,9 @@ pub fn describe() {
         "Sequence number of the newest audit record each webhook has been sent or passed over, by webhook origin (behind jitgate_audit_head_seq while it catches up)"
     );
     describe_gauge!("jitgate_sessions", "Live sessions, by protocol");
+    for protocol in ["ssh", "postgres", "control"] {
+        metrics::gauge!("jitgate_sessions", "protocol" => protocol).set(0.0);
+    }
     describe_gauge!(
         "jitgate_open_connections",
         "Client connections being served (from accept to the end of their task), by protocol"
