@@ -299,10 +299,11 @@ fn a_gateway_stopped_right_after_deliveries_resends_none_of_them_after_a_restart
     let first = world.request("alice", "web-01 --for 10m --reason first");
     assert_eq!(hook.next_request_id(), first);
     hook.fail_next(1);
-    let mut ids = vec![world.request("alice", "web-01 --for 10m --reason retried")];
+    let mut ids = vec![world.request("zoe", "web-01 --for 10m --reason retried")];
     assert_eq!(hook.next_request_id(), ids[0]);
-    for n in 0..3 {
-        ids.push(world.request("zoe", &format!("web-01 --for 10m --reason r{n}")));
+    // One open request per user and resource.
+    for user in ["bob", "erin", "dave"] {
+        ids.push(world.request(user, &format!("web-01 --for 10m --reason {user}")));
     }
     for id in &ids[1..] {
         assert_eq!(hook.next_request_id(), *id);
@@ -310,7 +311,7 @@ fn a_gateway_stopped_right_after_deliveries_resends_none_of_them_after_a_restart
     world.signal("TERM");
     assert_eq!(world.wait_exit(Duration::from_secs(10)), Some(0));
     world.launch();
-    let after = world.request("zoe", "web-01 --for 10m --reason after");
+    let after = world.request("alice", "orders-prod --for 10m --reason after");
     assert_eq!(hook.next_request_id(), after);
     assert!(hook.next(Duration::from_millis(500)).is_none());
 }
@@ -324,7 +325,7 @@ fn records_written_while_a_webhook_or_the_gateway_was_down_are_sent_once_both_ar
 
     // The receiver fails; the gateway keeps trying until it crashes.
     hook.fail_next(usize::MAX);
-    let second = world.request("alice", "web-01 --for 10m --reason two");
+    let second = world.request("alice", "orders-prod --for 10m --reason two");
     let third = world.request("zoe", "web-01 --for 10m --reason three");
     assert!(wait_until(Duration::from_secs(10), || world
         .metrics()
@@ -355,7 +356,7 @@ fn records_written_while_a_webhook_or_the_gateway_was_down_are_sent_once_both_ar
                 "jitgate_webhook_cursor_seq{{webhook=\"{origin}\"}}"
             )) == head
     }));
-    let fourth = world.request("alice", "web-01 --for 10m --reason four");
+    let fourth = world.request("bob", "web-01 --for 10m --reason four");
     assert_eq!(hook.next_request_id(), fourth);
     assert_eq!(added.next_request_id(), fourth);
     assert!(hook.next(Duration::from_secs(1)).is_none());
