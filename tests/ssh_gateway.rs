@@ -741,6 +741,51 @@ fn pty_users_are_warned_before_the_end_and_an_extension_moves_the_warning() {
 }
 
 #[test]
+fn exec_users_are_warned_on_stderr_and_stdout_stays_the_commands() {
+    let world = World::with_ssh_target(|text| {
+        text.replace(
+            "shutdown_grace = \"3s\"",
+            "shutdown_grace = \"3s\"\nwarn_before = [\"4s\"]",
+        )
+    });
+    let id = world.lease_web("alice", "8s");
+    let checked_out = Instant::now();
+    // rsync, git and sftp run like this: their protocol on stdout, what
+    // the user should read on stderr.
+    let mut exec = world
+        .target_ssh("alice", "web-01")
+        .arg("echo out; sleep 600")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(exec.stderr.take().unwrap());
+    let mut warned_at = None;
+    let mut told = String::new();
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap_or(0) > 0 {
+        if warned_at.is_none() && line.starts_with("jitgate: access to web-01 ends in") {
+            warned_at = Some(checked_out.elapsed());
+        }
+        told.push_str(&line);
+        line.clear();
+    }
+    let output = exec.wait_with_output().unwrap();
+    let warned_at = warned_at.unwrap_or_else(|| panic!("no warning on stderr: {told}"));
+    assert!(
+        warned_at > Duration::from_secs(3) && warned_at < Duration::from_secs(8),
+        "warned at {warned_at:?}: {told}"
+    );
+    assert!(told.contains(&format!("`extend {id} --for 15m`")), "{told}");
+    assert!(
+        told.contains("jitgate: access window for web-01 ended at"),
+        "{told}"
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "out\n");
+}
+
+#[test]
 fn a_checkin_severs_with_the_time_and_the_reason() {
     let world = World::with_ssh_target(|t| t);
     let id = world.lease_web("alice", "1h");

@@ -1,4 +1,4 @@
-//! Warnings to a pty user that their access window is about to end, timed
+//! Warnings to a user that their access window is about to end, timed
 //! from the lease in force: an extension approved mid-session moves them
 //! (and the first ones due under the old end are not given).
 
@@ -90,7 +90,7 @@ fn current_lease(plane: &DataPlane) -> Arc<Lease> {
 fn warning_text(plane: &DataPlane, lease: &Lease) -> String {
     let left = lease.deadline.saturating_duration_since(Instant::now());
     format!(
-        "\r\n[jitgate] access to {} ends in {} (at {}): extend it with `extend {} --for 15m`\r\n",
+        "access to {} ends in {} (at {}): extend it with `extend {} --for 15m`",
         plane.resource.name,
         crate::config::HumanDuration::from_secs(left.as_secs().max(1)),
         lease.window_end.format("%H:%M UTC"),

@@ -384,7 +384,7 @@ async fn stop_channel(
     shared.lock().stopped.cancel();
 }
 
-/// Target → client: output, exit status, EOF, close; pty warnings before the
+/// Target → client: output, exit status, EOF, close; warnings before the
 /// window ends and the notice when it has. Returns bytes and exit status.
 async fn target_to_client(
     plane: &DataPlane,
@@ -398,6 +398,7 @@ async fn target_to_client(
     let mut exit_status = None;
     let mut exited = false;
     let mut held_eof: Option<tokio::time::Instant> = None;
+    let mut target_eof = false;
     let mut warnings = EndWarnings::new(plane);
     let stopped = shared.lock().stopped.clone();
     loop {
@@ -406,9 +407,12 @@ async fn target_to_client(
             () = plane.ends.cancelled() => break,
             () = stopped.cancelled() => break,
             () = sleep_until_or_never(warnings.next_at()) => {
-                let pty = shared.lock().pty.is_some();
-                if let Some(warning) = warnings.fire(plane).filter(|_| pty) {
-                    let _ = to.data_bytes(Bytes::from(warning)).await;
+                if let Some(warning) = warnings.fire(plane) {
+                    let pty = shared.lock().pty.is_some();
+                    // Nothing may follow the end of the target's output.
+                    if pty || !(target_eof || exited) {
+                        warn(&to, pty, &warning).await;
+                    }
                 }
                 continue;
             }
@@ -437,8 +441,12 @@ async fn target_to_client(
                 let sent = to.extended_data_bytes(ext, data.clone()).await;
                 passed_on(&from, sent, &data).await
             }
-            ChannelMsg::Eof if exited => to.eof().await,
+            ChannelMsg::Eof if exited => {
+                target_eof = true;
+                to.eof().await
+            }
             ChannelMsg::Eof => {
+                target_eof = true;
                 held_eof = Some(tokio::time::Instant::now() + EOF_HOLD);
                 Ok(())
             }
@@ -507,6 +515,20 @@ async fn target_to_client(
     let _ = release_eof(&mut held_eof, &to, Ok(())).await;
     let _ = to.close().await;
     (bytes, exit_status)
+}
+
+/// Tells the user their window is about to end: on the terminal of a pty,
+/// on stderr otherwise, where ssh shows it whatever runs over the channel
+/// (rsync, git, sftp), while stdout carries the channel's own protocol.
+async fn warn(to: &ChannelWriteHalf<server::Msg>, pty: bool, warning: &str) {
+    let sent = if pty {
+        let text = format!("\r\n[jitgate] {warning}\r\n");
+        to.data_bytes(Bytes::from(text)).await
+    } else {
+        let text = format!("jitgate: {warning}\n");
+        to.extended_data_bytes(1, Bytes::from(text)).await
+    };
+    tracing::debug!(ok = sent.is_ok(), "end warning written");
 }
 
 async fn sleep_until_or_never(at: Option<tokio::time::Instant>) {
