@@ -1031,4 +1031,21 @@ fn audit_tail_misses_no_record_however_far_behind_its_reader_falls_and_resumes_a
     );
     let files = jitgate::audit::chain_files(&world.path("audit/audit.log")).unwrap();
     assert!(files.len() > 3, "{files:?}");
+
+    // A reader asking from a moment gets every record since, however many
+    // windows and files back it lies.
+    std::thread::sleep(Duration::from_millis(30));
+    let moment = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let head = world.metric("jitgate_audit_head_seq").unwrap() as u64;
+    std::thread::sleep(Duration::from_millis(30));
+    let since_written = 6_000;
+    refused_logins(&world, since_written);
+    let since = world.ok("carol", &format!("audit tail --json --since {moment}"));
+    let seqs: Vec<u64> = since.lines().map(seq_of).collect();
+    assert_eq!(
+        seqs[..since_written],
+        (head + 1..=head + since_written as u64).collect::<Vec<_>>()[..]
+    );
+    let refused = world.refused("carol", "audit tail --since yesterday");
+    assert!(refused.contains("how long ago (2h, 1d)"), "{refused}");
 }

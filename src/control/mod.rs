@@ -9,6 +9,7 @@ mod commands;
 mod format;
 mod parse;
 mod replay;
+mod since;
 mod stream;
 mod tail_filter;
 mod views;
@@ -107,6 +108,7 @@ pub async fn run_line<T: Terminal>(
                     lines,
                     follow,
                     after,
+                    since,
                     user,
                     resource,
                     session,
@@ -116,6 +118,7 @@ pub async fn run_line<T: Terminal>(
             let from = stream::TailFrom {
                 lines,
                 after,
+                since,
                 filter,
             };
             return stream::audit_tail(gateway, caller, term, json, from, follow).await;

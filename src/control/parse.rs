@@ -134,8 +134,13 @@ pub enum AuditCommand {
         follow: bool,
         /// Every record after this seq instead of the last -n (rotated
         /// files included): resumes a stream where a reader stopped.
-        #[arg(long, value_name = "SEQ")]
+        #[arg(long, value_name = "SEQ", conflicts_with = "since")]
         after: Option<u64>,
+        /// Every record written since WHEN instead of the last -n: how long
+        /// ago (2h, 1d), a UTC time (14:00), a date (2026-11-29) or an RFC
+        /// 3339 time.
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
         /// Only records naming this user: as actor, requester, approver,
         /// or whose login or session it is.
         #[arg(long, value_name = "USER")]

@@ -11,6 +11,7 @@ use crate::sessions::{LiveRecording, RecordingKind};
 use crate::workflow::{Context, Event, RequestId, Time};
 
 use super::format::{asked_for, describe_change, hhmm, record_line};
+use super::since::{parse_since, start_of_moment};
 use super::tail_filter::{TailFilter, start_of_last_matches};
 use super::{Caller, ControlError, EXIT_OK, Terminal, fail};
 
@@ -174,6 +175,8 @@ fn notification(gateway: &Gateway, user: &str, record: &AuditRecord, json: bool)
 pub struct TailFrom {
     pub lines: usize,
     pub after: Option<u64>,
+    /// `--since WHEN`, as typed.
+    pub since: Option<String>,
     pub filter: TailFilter,
 }
 
@@ -230,9 +233,20 @@ async fn tail_start(
     let TailFrom {
         lines,
         after,
+        since,
         mut filter,
     } = from;
     if let Some(after) = after {
+        return Ok((after, filter));
+    }
+    if let Some(since) = since {
+        let since = parse_since(&since, chrono::Utc::now()).map_err(ControlError::Refused)?;
+        let path = log.to_path_buf();
+        let found = tokio::task::spawn_blocking(move || start_of_moment(&path, head, since))
+            .await
+            .map_err(|_| ControlError::Refused("the audit log could not be read".into()))?;
+        let after =
+            found.map_err(|e| ControlError::Refused(format!("cannot read the audit log: {e}")))?;
         return Ok((after, filter));
     }
     if filter.is_empty() {

@@ -6,11 +6,13 @@ use std::path::Path;
 use crate::audit::{AuditEvent, AuditRecord, records_after};
 use crate::gateway::{Gateway, Subjects};
 
-/// Records read at a time while looking back for the last matches.
-const WINDOW: u64 = 4096;
-/// How far back `-n` looks for matches at most: a filter that matches
-/// nothing must not read a years-long chain.
-const FURTHEST: u64 = 1_000_000;
+/// Records read at a time while looking back (for the last matches, or
+/// for a moment).
+pub(super) const WINDOW: u64 = 4096;
+/// How far back `-n` and `--since` look at most: a filter that matches
+/// nothing, or a moment older than the log, must not read a years-long
+/// chain.
+pub(super) const FURTHEST: u64 = 1_000_000;
 
 #[derive(Debug, Default)]
 pub struct TailFilter {
