@@ -45,6 +45,32 @@ pub struct LiveRecording {
 
 pub type Flush = Arc<dyn Fn() + Send + Sync>;
 
+/// What a live session is doing, as `sessions` shows it.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Activity {
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Postgres: statements sent so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statements: Option<u64>,
+    /// Postgres: the statement the session waits on, and for how long.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running: Option<Running>,
+    /// SSH: each open channel, e.g. `shell (pty)`, `exec: make`, `sftp`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Running {
+    pub statement: String,
+    pub seconds: u64,
+}
+
+/// Asks a session what it is doing. It holds the session weakly: the
+/// registry must not keep a finished session alive.
+pub type ActivityProbe = Arc<dyn Fn() -> Option<Activity> + Send + Sync>;
+
 /// An administrator's request to end one session, and what it tells the
 /// user. The session's own lease stays: its holder may connect again.
 #[derive(Clone, Default)]
@@ -84,6 +110,7 @@ pub struct SessionRegistry {
     live: DashMap<String, SessionInfo>,
     recordings: DashMap<String, LiveRecording>,
     terminations: DashMap<String, Termination>,
+    probes: DashMap<String, ActivityProbe>,
 }
 
 /// Removes its session from the registry when dropped, however the
@@ -160,6 +187,12 @@ impl SessionRegistry {
     pub fn recording(&self, session: &str) -> Option<LiveRecording> {
         self.recordings.get(session).map(|r| r.value().clone())
     }
+
+    /// What session `id` is doing now, if it tells.
+    pub fn activity(&self, id: &str) -> Option<Activity> {
+        let probe = self.probes.get(id).map(|p| p.value().clone())?;
+        probe()
+    }
 }
 
 impl SessionGuard {
@@ -170,12 +203,18 @@ impl SessionGuard {
     pub fn termination(&self) -> &Termination {
         &self.termination
     }
+
+    /// Lets `sessions` ask this session what it is doing.
+    pub fn report_activity(&self, probe: ActivityProbe) {
+        self.registry.probes.insert(self.id.clone(), probe);
+    }
 }
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
         self.registry.recordings.remove(&self.id);
         self.registry.terminations.remove(&self.id);
+        self.registry.probes.remove(&self.id);
         if let Some((_, info)) = self.registry.live.remove(&self.id) {
             metrics::gauge!("jitgate_sessions", "protocol" => protocol_name(info.protocol))
                 .decrement(1.0);

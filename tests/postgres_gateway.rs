@@ -834,9 +834,37 @@ fn auditors_see_postgres_sessions_and_follow_their_statements_live() {
     let window_end = world.json("alice", "status")["leases"][0]["window_end"].clone();
     assert_eq!(session["window_end"], window_end, "{session}");
     let session = session["id"].as_str().unwrap().to_string();
-    let listed = world.ok("carol", "sessions");
-    let row = listed.lines().find(|l| l.starts_with(&session)).unwrap();
-    assert!(row.trim_end().ends_with(" UTC"), "{listed}");
+    let mut listed = String::new();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            listed = world.ok("carol", "sessions");
+            let row = listed.lines().find(|l| l.starts_with(&session)).unwrap();
+            row.contains(" UTC ") && row.trim_end().ends_with("idle (1 statement)")
+        }),
+        "{listed}"
+    );
+    // A statement the session waits on shows, with how long it runs.
+    stdin.write_all(b"select pg_sleep(2.5);\n").unwrap();
+    let running = |world: &World| {
+        world.json("carol", "sessions")["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == session.as_str())
+            .map(|s| s["activity"].clone())
+            .unwrap()
+    };
+    let mut activity = serde_json::Value::Null;
+    assert!(wait_until(Duration::from_secs(2), || {
+        activity = running(&world);
+        activity["running"]["statement"] == "select pg_sleep(2.5);"
+    }));
+    assert!(activity["bytes_in"].as_u64().unwrap() > 0, "{activity}");
+    let row = world.ok("carol", "sessions");
+    assert!(row.contains(": select pg_sleep(2.5);"), "{row}");
+    assert!(wait_until(Duration::from_secs(5), || {
+        running(&world)["running"].is_null()
+    }));
     let (mut follower, output) = world.follow("carol", &session);
     // Lines arrive through a channel so a missing one fails the test
     // instead of hanging it.
@@ -856,6 +884,7 @@ fn auditors_see_postgres_sessions_and_follow_their_statements_live() {
         first.contains("select 'before-follow'; -> SELECT 1"),
         "{first}"
     );
+    assert!(next().contains("select pg_sleep(2.5);"));
     stdin.write_all(b"select 'live-' || 42;\n").unwrap();
     let live = next();
     assert!(live.contains("select 'live-' || 42; -> SELECT 1"), "{live}");

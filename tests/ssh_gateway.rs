@@ -345,6 +345,17 @@ fn auditors_follow_a_live_session() {
         .write_all(b"echo before-follow\n")
         .unwrap();
     let session = world.live_session("ssh");
+    // `sessions` says what the connection's channels run.
+    let mut listed = String::new();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            listed = world.ok("carol", "sessions");
+            listed
+                .lines()
+                .any(|l| l.starts_with(&session) && l.trim_end().ends_with("shell (pty)"))
+        }),
+        "{listed}"
+    );
     std::thread::sleep(Duration::from_millis(300));
     let (mut follower, mut lines) = world.follow("carol", &session);
     std::thread::sleep(Duration::from_millis(300));

@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::config::Permission;
+use crate::config::{HumanDuration, Permission};
 use crate::gateway::Gateway;
+use crate::sessions::Activity;
 use crate::workflow::{Context, Request, RequestState, describe_waiting};
 
 use super::commands::state_name;
@@ -165,7 +166,7 @@ pub fn sessions(gateway: &Arc<Gateway>, user: &str) -> Result<Reply, ControlErro
     require(gateway, user, Permission::Audit)?;
     let live = gateway.sessions().list();
     let mut text = String::from(
-        "SESSION          PROTOCOL  USER        RESOURCE         FROM                  AGE    UNTIL\n",
+        "SESSION          PROTOCOL  USER        RESOURCE         FROM                  AGE    UNTIL      NOW\n",
     );
     let mut listed = Vec::new();
     for s in &live {
@@ -174,8 +175,9 @@ pub fn sessions(gateway: &Arc<Gateway>, user: &str) -> Result<Reply, ControlErro
             .resource
             .as_deref()
             .and_then(|resource| gateway.leases().lookup(&s.user, resource));
+        let activity = gateway.sessions().activity(&s.id);
         text.push_str(&format!(
-            "{:<16} {:<9} {:<11} {:<16} {:<21} {:<6} {}\n",
+            "{:<16} {:<9} {:<11} {:<16} {:<21} {:<6} {:<10} {}\n",
             s.id,
             format!("{:?}", s.protocol).to_lowercase(),
             s.user,
@@ -183,11 +185,17 @@ pub fn sessions(gateway: &Arc<Gateway>, user: &str) -> Result<Reply, ControlErro
             s.remote,
             age(&s.started_at),
             lease.as_ref().map_or("-".into(), |l| hhmm(&l.window_end)),
+            activity.as_ref().map_or("-".into(), doing),
         ));
         let mut session = serde_json::to_value(s).unwrap_or_default();
-        if let (Some(lease), Some(fields)) = (&lease, session.as_object_mut()) {
-            fields.insert("request_id".into(), lease.request_id.into());
-            fields.insert("window_end".into(), json!(lease.window_end));
+        if let Some(fields) = session.as_object_mut() {
+            if let Some(lease) = &lease {
+                fields.insert("request_id".into(), lease.request_id.into());
+                fields.insert("window_end".into(), json!(lease.window_end));
+            }
+            if let Some(activity) = &activity {
+                fields.insert("activity".into(), json!(activity));
+            }
         }
         listed.push(session);
     }
@@ -195,6 +203,33 @@ pub fn sessions(gateway: &Arc<Gateway>, user: &str) -> Result<Reply, ControlErro
         text,
         json: json!({ "sessions": listed }),
     })
+}
+
+/// Longest text the NOW column shows of a statement or command.
+const DOING_CHARS: usize = 60;
+
+/// What a session is doing, in a few words: the statement a Postgres
+/// session waits on (or how many it ran), the channels of an SSH one.
+fn doing(activity: &Activity) -> String {
+    let text = match (&activity.running, activity.statements) {
+        (Some(running), _) => format!(
+            "running {}: {}",
+            HumanDuration::from_secs(running.seconds),
+            running
+                .statement
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        (None, Some(1)) => "idle (1 statement)".into(),
+        (None, Some(statements)) => format!("idle ({statements} statements)"),
+        (None, None) if activity.channels.is_empty() => "-".into(),
+        (None, None) => activity.channels.join(", "),
+    };
+    match text.char_indices().nth(DOING_CHARS) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text,
+    }
 }
 
 pub fn workflow_show(gateway: &Arc<Gateway>, resource: &str) -> Result<Reply, ControlError> {
@@ -216,4 +251,37 @@ pub fn workflow_show(gateway: &Arc<Gateway>, resource: &str) -> Result<Reply, Co
         text: format!("# workflow of {resource} ({origin})\n{body}"),
         json: json!({ "resource": resource, "changed_at_runtime": changed, "settings": json }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sessions::Running;
+
+    #[test]
+    fn a_session_says_what_it_does_in_a_few_words() {
+        let postgres = |running: Option<(&str, u64)>, statements| Activity {
+            statements: Some(statements),
+            running: running.map(|(statement, seconds)| Running {
+                statement: statement.into(),
+                seconds,
+            }),
+            ..Activity::default()
+        };
+        assert_eq!(doing(&postgres(None, 1)), "idle (1 statement)");
+        assert_eq!(doing(&postgres(None, 7)), "idle (7 statements)");
+        assert_eq!(
+            doing(&postgres(Some(("select\n  pg_sleep(600)", 75)), 7)),
+            "running 1m15s: select pg_sleep(600)"
+        );
+        let long = doing(&postgres(Some((&"x".repeat(500), 1)), 1));
+        assert_eq!(long.chars().count(), DOING_CHARS + 1, "{long}");
+        assert!(long.ends_with('…'));
+        let ssh = Activity {
+            channels: vec!["shell (pty)".into(), "exec: make".into()],
+            ..Activity::default()
+        };
+        assert_eq!(doing(&ssh), "shell (pty), exec: make");
+        assert_eq!(doing(&Activity::default()), "-");
+    }
 }

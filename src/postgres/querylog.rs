@@ -12,6 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde::Serialize;
 
@@ -56,6 +57,8 @@ struct Waiting {
     /// The most rows its `Execute` asked for (0 = all): a portal that
     /// reaches it is suspended instead of completed.
     row_limit: u32,
+    /// When the client sent it, for `sessions`.
+    sent: Instant,
 }
 
 /// Pairs statements with their results; pure, so it is unit-tested alone.
@@ -176,6 +179,7 @@ impl StatementTracker {
             },
             done: false,
             row_limit,
+            sent: Instant::now(),
         }));
     }
 
@@ -188,6 +192,17 @@ impl StatementTracker {
             }
         }
         out
+    }
+
+    /// The oldest statement still waiting for its result, and when it was
+    /// sent.
+    pub fn waiting_on(&self) -> Option<(&str, Instant)> {
+        self.pending.iter().find_map(|entry| match entry {
+            Pending::Statement(waiting) if !waiting.done => {
+                Some((&*waiting.statement.statement, waiting.sent))
+            }
+            _ => None,
+        })
     }
 
     /// Notes a server message; returns the entries it completes.

@@ -15,7 +15,7 @@ use super::wire::sqlstate;
 use crate::audit::{AuditEvent, Protocol};
 use crate::config::Resource;
 use crate::lease::Lease;
-use crate::sessions::SessionGuard;
+use crate::sessions::{Activity, Running, SessionGuard};
 
 /// How often a session's query log is flushed to its file. Followers get
 /// each line at once over the live channel; the file lags by at most this.
@@ -133,7 +133,7 @@ impl PgSession {
             },
         );
         let cancel_key = new.frontend.cancels.issue(new.upstream_key.clone());
-        Ok(Arc::new(Self {
+        let session = Arc::new(Self {
             user: new.user,
             resource: new.resource,
             lease: new.lease,
@@ -155,7 +155,28 @@ impl PgSession {
             gateway_host: new.gateway_host,
             _connection_slot: new.slot,
             frontend: new.frontend,
-        }))
+        });
+        let weak = Arc::downgrade(&session);
+        session
+            .registration
+            .report_activity(Arc::new(move || weak.upgrade().map(|s| s.activity())));
+        Ok(session)
+    }
+
+    /// Bytes, statements, and the statement it waits on, for `sessions`.
+    fn activity(&self) -> Activity {
+        let log = self.log.lock();
+        let running = log.tracker.waiting_on().map(|(statement, sent)| Running {
+            statement: statement.to_string(),
+            seconds: sent.elapsed().as_secs(),
+        });
+        Activity {
+            bytes_in: self.bytes_from_client.load(Ordering::Relaxed),
+            bytes_out: self.bytes_to_client.load(Ordering::Relaxed),
+            statements: Some(log.tracker.statements),
+            running,
+            channels: Vec::new(),
+        }
     }
 
     pub fn id(&self) -> &str {

@@ -2,10 +2,11 @@
 //! single upstream connection shared by all channels, and the sever watch
 //! that ends everything the moment the lease ends.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use russh::client::Handle;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -16,8 +17,9 @@ use crate::config::Resource;
 use crate::control::Caller;
 use crate::gateway::Gateway;
 use crate::lease::Lease;
-use crate::sessions::SessionGuard;
+use crate::sessions::{Activity, SessionGuard};
 
+use super::relay::{ChannelUse, Shared};
 use super::upstream::{self, KnownHosts, UpstreamError, UpstreamHandler};
 
 /// How long channels get to tell their users why before the disconnect.
@@ -41,6 +43,8 @@ pub struct DataPlane {
     started: Instant,
     upstream: OnceCell<Arc<Handle<UpstreamHandler>>>,
     known_hosts: Arc<KnownHosts>,
+    /// The session channels opened, for `sessions` (closed ones drop out).
+    channel_uses: Mutex<Vec<Weak<Mutex<ChannelUse>>>>,
 }
 
 impl DataPlane {
@@ -68,7 +72,7 @@ impl DataPlane {
             request_id: lease.request_id,
         };
         gateway.audit_all(vec![login, started]);
-        Arc::new(Self {
+        let plane = Arc::new(Self {
             gateway,
             resource,
             ends: lease.token.child_token(),
@@ -82,7 +86,37 @@ impl DataPlane {
             started: Instant::now(),
             upstream: OnceCell::new(),
             known_hosts,
-        })
+            channel_uses: Mutex::new(Vec::new()),
+        });
+        let weak = Arc::downgrade(&plane);
+        plane
+            .session
+            .report_activity(Arc::new(move || weak.upgrade().map(|p| p.activity())));
+        plane
+    }
+
+    pub(super) fn channel_opened(&self, used: &Shared) {
+        let mut uses = self.channel_uses.lock();
+        uses.retain(|used| used.strong_count() > 0);
+        uses.push(Arc::downgrade(used));
+    }
+
+    /// Bytes and what each open channel runs, for `sessions`.
+    fn activity(&self) -> Activity {
+        let channels = self
+            .channel_uses
+            .lock()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter_map(|used| used.lock().summary())
+            .collect();
+        Activity {
+            bytes_in: self.bytes_from_client.load(Ordering::Relaxed),
+            bytes_out: self.bytes_to_client.load(Ordering::Relaxed),
+            statements: None,
+            running: None,
+            channels,
+        }
     }
 
     pub fn session_id(&self) -> &str {
