@@ -154,6 +154,7 @@ fn demo_runs_the_whole_workflow_against_real_targets_and_cleans_up() {
         "keys/bob",
         "keys/dave",
         "keys/carol",
+        "keys/erin",
         "totp/alice",
         "config.toml",
     ] {
@@ -363,5 +364,8 @@ fn demo_runs_the_whole_workflow_against_real_targets_and_cleans_up() {
     let mut again = start_demo(&dir_path);
     let status = again.ok("alice", "status");
     assert!(status.contains("orders-prod"), "{status}");
+    // The demo's administrator ends that access.
+    again.ok("erin", &format!("revoke {db_id}"));
+    assert!(!again.ok("alice", "status").contains("orders-prod"));
     again.stop();
 }

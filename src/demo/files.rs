@@ -71,6 +71,7 @@ key = "tls/server.key"
 engineer = ["request"]
 approver = ["request", "approve"]
 auditor = ["audit"]
+admin = ["admin"]
 
 [groups.engineers]
 roles = ["engineer"]
@@ -104,6 +105,12 @@ name = "carol"
 groups = ["auditors"]
 ssh_key_files = ["keys/carol.pub"]
 totp_secret_file = "totp/carol"
+
+[[user]]
+name = "erin"
+roles = ["admin"]
+ssh_key_files = ["keys/erin.pub"]
+totp_secret_file = "totp/erin"
 
 [[resource]]
 name = "web-01"
@@ -182,7 +189,9 @@ Try, in another terminal (gw USER COMMAND runs a command as USER):
   gw alice checkout 2 --totp $(totp alice)            # prints the psql connection
   psql "host=localhost port={gw_pg} user=alice dbname=orders-prod sslmode=verify-full sslrootcert={dir}/tls/ca.crt"
   gw carol audit tail -f                              # security follows everything
+  gw carol sessions                                   # who is connected now, doing what
   gw carol replay SESSION                             # a finished session (ids in the audit log)
+  gw erin terminate SESSION --reason 'incident'       # admin: end one session (revoke ID ends the access)
   jitgate audit verify {dir}/audit/audit.log --recordings
 Ctrl-C stops the gateway and both targets."#,
         gw_ssh = p.ssh,

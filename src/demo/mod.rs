@@ -15,11 +15,12 @@ use crate::config::Config;
 use crate::targets::{self, postgres::Postgres, sshd::Sshd};
 
 /// The demo users and what they do.
-pub const USERS: [(&str, &str); 4] = [
+pub const USERS: [(&str, &str); 5] = [
     ("alice", "engineer"),
     ("bob", "approver, level 1"),
     ("dave", "security approver, level 2"),
     ("carol", "auditor"),
+    ("erin", "admin"),
 ];
 
 /// The Unix account on the SSH target that the gateway logs in as.

@@ -606,7 +606,10 @@ mod tests {
         let cases = [
             (used(Some("shell"), None, true), "shell (pty)"),
             (used(Some("shell"), None, false), "shell"),
-            (used(Some("exec"), Some("make -j2"), false), "exec: make -j2"),
+            (
+                used(Some("exec"), Some("make -j2"), false),
+                "exec: make -j2",
+            ),
             (used(Some("exec"), Some("top"), true), "exec (pty): top"),
             (used(Some("subsystem"), Some("sftp"), false), "sftp"),
         ];
