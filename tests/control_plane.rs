@@ -295,6 +295,45 @@ fn help_and_usage_errors_come_as_json_with_json() {
 }
 
 #[test]
+fn an_administrator_revokes_everything_a_user_holds_at_once() {
+    let world = World::start();
+    let web = world.request("alice", "web-01 --for 30m");
+    world.ok("bob", &format!("approve {web}"));
+    world.ok("alice", &format!("checkout {web}"));
+    let orders = world.request("alice", "orders-prod --reason incident");
+    let zoes = world.request("zoe", "web-01 --for 30m");
+    assert!(
+        world
+            .refused("bob", "revoke --user alice")
+            .contains("needs the admin permission")
+    );
+    let usage = world.ssh("root", "revoke 1 --user alice");
+    assert_eq!(usage.status.code(), Some(2), "an id or a user, not both");
+    let revoked = world.json("root", "revoke --user alice");
+    assert_eq!(revoked["revoked"], serde_json::json!([web]), "{revoked}");
+    assert_eq!(
+        revoked["cancelled"],
+        serde_json::json!([orders]),
+        "{revoked}"
+    );
+    assert!(
+        world.json("alice", "status")["leases"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let zoe = &world.json("zoe", "requests")["mine"][0];
+    assert_eq!(
+        (zoe["id"].as_u64(), zoe["state"].as_str()),
+        (Some(zoes), Some("pending"))
+    );
+    assert_eq!(
+        world.ok("root", "revoke --user alice"),
+        "alice holds no lease and no open request\n"
+    );
+}
+
+#[test]
 fn json_output_parses_for_every_command() {
     let world = World::start();
     let id = world.request("alice", "web-01 --for 10m");

@@ -65,10 +65,26 @@ pub async fn run<T: Terminal>(
                 "checked_in",
             ))
         }
-        ControlCommand::Revoke { id } => {
+        ControlCommand::Revoke { id: Some(id), .. } => {
             execute(gateway, &user, Command::Revoke { id }).await?;
             Ok(simple(format!("revoked request {id}"), id, "revoked"))
         }
+        ControlCommand::Revoke {
+            id: None,
+            user: Some(whose),
+        } => {
+            let command = Command::RevokeUser {
+                user: whose.clone(),
+            };
+            let outcome = execute(gateway, &user, command).await?;
+            Ok(describe_user_revoked(&whose, &outcome.events))
+        }
+        ControlCommand::Revoke {
+            id: None,
+            user: None,
+        } => Err(ControlError::Refused(
+            "revoke needs a request id or --user USER".into(),
+        )),
         ControlCommand::Extend { id, duration } => {
             let by = parse_duration(&duration)?;
             let outcome = execute(gateway, &user, Command::Extend { id, by }).await?;
@@ -193,6 +209,38 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, ControlError> {
     HumanDuration::parse(text)
         .map(HumanDuration::as_duration)
         .map_err(|e| ControlError::Usage(e.to_string()))
+}
+
+/// What `revoke --user` ended: leases revoked, requests cancelled.
+fn describe_user_revoked(user: &str, events: &[Event]) -> Reply {
+    let ids = |revoked: bool| -> Vec<u64> {
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::Ended { .. }) == revoked)
+            .filter_map(Event::request_id)
+            .collect()
+    };
+    let (ended, cancelled) = (ids(true), ids(false));
+    let list = |ids: &[u64]| {
+        ids.iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let text = match (ended.is_empty(), cancelled.is_empty()) {
+        (true, true) => format!("{user} holds no lease and no open request\n"),
+        (false, true) => format!("revoked {user}'s leases: {}\n", list(&ended)),
+        (true, false) => format!("cancelled {user}'s requests: {}\n", list(&cancelled)),
+        (false, false) => format!(
+            "revoked {user}'s leases: {}; cancelled their requests: {}\n",
+            list(&ended),
+            list(&cancelled)
+        ),
+    };
+    Reply {
+        text,
+        json: json!({ "user": user, "revoked": ended, "cancelled": cancelled }),
+    }
 }
 
 fn simple(text: String, id: u64, state: &str) -> Reply {

@@ -84,8 +84,16 @@ pub enum ControlCommand {
         #[arg(long = "for", value_name = "DURATION")]
         duration: String,
     },
-    /// End someone's lease or request (admin).
-    Revoke { id: u64 },
+    /// End someone's lease or request (admin); with --user, every lease
+    /// and open request of that user at once.
+    Revoke {
+        #[arg(required_unless_present = "user", conflicts_with = "user")]
+        id: Option<u64>,
+        /// Every lease of this user ends and every open request of theirs
+        /// is cancelled.
+        #[arg(long, value_name = "USER")]
+        user: Option<String>,
+    },
     /// My active leases and the time left on each.
     Status {
         /// Everyone's active leases: who holds access now (needs audit).

@@ -36,6 +36,9 @@ pub enum Command {
     Revoke {
         id: RequestId,
     },
+    RevokeUser {
+        user: String,
+    },
     Extend {
         id: RequestId,
         by: Duration,
@@ -63,6 +66,7 @@ impl Command {
             Self::Checkout { id, .. } => format!("checkout {id}"),
             Self::Checkin { id } => format!("checkin {id}"),
             Self::Revoke { id } => format!("revoke {id}"),
+            Self::RevokeUser { user } => format!("revoke --user {user}"),
             Self::Extend { id, by } => format!("extend {id} by {}s", by.as_secs()),
             Self::Delegate { to, .. } => format!("delegate to {to}"),
             Self::RevokeDelegation => "delegate --revoke".into(),
@@ -121,6 +125,7 @@ impl Gateway {
             Command::Cancel { id } => engine.decide_cancel(&ctx, actor, id)?,
             Command::Checkin { id } => engine.decide_checkin(&ctx, actor, id)?,
             Command::Revoke { id } => engine.decide_revoke(&ctx, actor, id)?,
+            Command::RevokeUser { user } => engine.decide_revoke_user(&ctx, actor, &user)?,
             Command::Extend { id, by } => engine.decide_extend(&ctx, actor, id, by)?,
             Command::Delegate {
                 to,

@@ -387,6 +387,39 @@ impl Engine {
         }
     }
 
+    /// Ends every lease of `user` and cancels every open request of
+    /// theirs at once: the incident-response form of `revoke`. A user the
+    /// configuration no longer knows may still hold leases from before.
+    pub fn decide_revoke_user(&self, ctx: &Context, actor: &str, user: &str) -> Decision {
+        self.require(ctx, actor, Permission::Admin)?;
+        let theirs: Vec<&Request> = self
+            .requests
+            .values()
+            .filter(|r| r.requester == user)
+            .collect();
+        if theirs.is_empty() && ctx.directory.user(user).is_none() {
+            return Err(WorkflowError::UnknownUser(user.to_string()));
+        }
+        let by = actor.to_string();
+        Ok(theirs
+            .into_iter()
+            .filter_map(|r| match r.state {
+                RequestState::Active => Some(Event::Ended {
+                    id: r.id,
+                    reason: EndReason::Revoked,
+                    by: Some(by.clone()),
+                    at: ctx.now,
+                }),
+                RequestState::Pending | RequestState::Approved => Some(Event::Cancelled {
+                    id: r.id,
+                    by: by.clone(),
+                    at: ctx.now,
+                }),
+                _ => None,
+            })
+            .collect())
+    }
+
     pub fn decide_extend(
         &self,
         ctx: &Context,

@@ -108,6 +108,36 @@ fn one_user_holds_at_most_one_lease_or_open_request_per_resource() {
 }
 
 #[test]
+fn revoking_a_user_ends_every_lease_and_open_request_of_theirs_alone() {
+    let mut w = World::new();
+    let web = w.request("alice", "web-01").unwrap();
+    w.approve("bob", web).unwrap();
+    w.checkout("alice", web).unwrap();
+    let orders = w.request("alice", "orders-prod").unwrap();
+    let zoes = w.request("zoe", "web-01").unwrap();
+    w.approve("bob", zoes).unwrap();
+    w.checkout("zoe", zoes).unwrap();
+    assert_eq!(
+        w.engine.decide_revoke_user(&w.ctx(), "bob", "alice"),
+        Err(WorkflowError::MissingPermission(Permission::Admin))
+    );
+    assert_eq!(
+        w.engine.decide_revoke_user(&w.ctx(), "root", "nobody"),
+        Err(WorkflowError::UnknownUser("nobody".into()))
+    );
+    let events = w.engine.decide_revoke_user(&w.ctx(), "root", "alice");
+    w.commit(events).unwrap();
+    assert_eq!(w.state(web), RequestState::Revoked);
+    assert_eq!(w.state(orders), RequestState::Cancelled);
+    assert_eq!(w.state(zoes), RequestState::Active);
+    assert_eq!(
+        w.engine.decide_revoke_user(&w.ctx(), "root", "alice"),
+        Ok(vec![]),
+        "nothing left"
+    );
+}
+
+#[test]
 fn a_denied_request_or_a_lapsed_approval_leaves_room_for_a_new_one() {
     let mut w = World::new();
     let denied = w.request("alice", "web-01").unwrap();
