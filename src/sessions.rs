@@ -56,6 +56,9 @@ pub struct Activity {
     /// Postgres: the statement the session waits on, and for how long.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub running: Option<Running>,
+    /// Postgres: a transaction is open (its locks are held meanwhile).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub in_transaction: bool,
     /// SSH: each open channel, e.g. `shell (pty)`, `exec: make`, `sftp`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<String>,

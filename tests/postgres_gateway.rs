@@ -888,6 +888,17 @@ fn auditors_see_postgres_sessions_and_follow_their_statements_live() {
     stdin.write_all(b"select 'live-' || 42;\n").unwrap();
     let live = next();
     assert!(live.contains("select 'live-' || 42; -> SELECT 1"), "{live}");
+    // A session idle inside a transaction (holding its locks) says so.
+    stdin.write_all(b"begin;\n").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            listed = world.ok("carol", "sessions");
+            listed.lines().any(|l| {
+                l.starts_with(&session) && l.ends_with("idle in transaction (4 statements)")
+            })
+        }),
+        "{listed}"
+    );
     drop(stdin);
     assert!(psql.wait().unwrap().success());
     World::follow_ended(&mut follower);

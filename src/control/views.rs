@@ -221,8 +221,15 @@ fn doing(activity: &Activity) -> String {
                 .collect::<Vec<_>>()
                 .join(" ")
         ),
-        (None, Some(1)) => "idle (1 statement)".into(),
-        (None, Some(statements)) => format!("idle ({statements} statements)"),
+        (None, Some(statements)) => {
+            let plural = if statements == 1 { "" } else { "s" };
+            let idle = if activity.in_transaction {
+                "idle in transaction"
+            } else {
+                "idle"
+            };
+            format!("{idle} ({statements} statement{plural})")
+        }
         (None, None) if activity.channels.is_empty() => "-".into(),
         (None, None) => activity.channels.join(", "),
     };
@@ -270,6 +277,11 @@ mod tests {
         };
         assert_eq!(doing(&postgres(None, 1)), "idle (1 statement)");
         assert_eq!(doing(&postgres(None, 7)), "idle (7 statements)");
+        let open = Activity {
+            in_transaction: true,
+            ..postgres(None, 2)
+        };
+        assert_eq!(doing(&open), "idle in transaction (2 statements)");
         assert_eq!(
             doing(&postgres(Some(("select\n  pg_sleep(600)", 75)), 7)),
             "running 1m15s: select pg_sleep(600)"

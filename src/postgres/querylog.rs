@@ -68,6 +68,9 @@ pub struct StatementTracker {
     portals: HashMap<String, (Arc<str>, Parameters)>,
     pending: VecDeque<Pending>,
     pub statements: u64,
+    /// Whether the last ReadyForQuery found a transaction open (or failed):
+    /// a session idle inside one holds its locks.
+    pub in_transaction: bool,
 }
 
 impl StatementTracker {
@@ -78,6 +81,7 @@ impl StatementTracker {
             portals: HashMap::new(),
             pending: VecDeque::new(),
             statements: 0,
+            in_transaction: false,
         }
     }
 
@@ -229,7 +233,10 @@ impl StatementTracker {
                 self.record_outcome("empty query".into());
                 Vec::new()
             }
-            b'Z' => self.ready(),
+            b'Z' => {
+                self.in_transaction = matches!(body.first(), Some(b'T' | b'E'));
+                self.ready()
+            }
             _ => Vec::new(),
         }
     }

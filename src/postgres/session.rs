@@ -175,6 +175,7 @@ impl PgSession {
             bytes_out: self.bytes_to_client.load(Ordering::Relaxed),
             statements: Some(log.tracker.statements),
             running,
+            in_transaction: log.tracker.in_transaction,
             channels: Vec::new(),
         }
     }

@@ -115,6 +115,7 @@ impl DataPlane {
             bytes_out: self.bytes_to_client.load(Ordering::Relaxed),
             statements: None,
             running: None,
+            in_transaction: false,
             channels,
         }
     }

@@ -204,6 +204,9 @@ fn a_portal_suspended_at_its_row_limit_and_an_empty_query_get_their_outcomes() {
         )]
     );
     assert_eq!(outcomes(&empty), [("".into(), "empty query".into())]);
+    assert!(tracker.in_transaction, "the last ReadyForQuery said T");
+    tracker.server_message(b'Z', b"I");
+    assert!(!tracker.in_transaction);
 }
 
 #[test]
