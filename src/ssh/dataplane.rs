@@ -19,7 +19,7 @@ use crate::gateway::Gateway;
 use crate::lease::Lease;
 use crate::sessions::{Activity, SessionGuard};
 
-use super::relay::{ChannelUse, Shared};
+use super::channel_use::{ChannelUse, Shared};
 use super::upstream::{self, KnownHosts, UpstreamError, UpstreamHandler};
 
 /// How long channels get to tell their users why before the disconnect.

@@ -27,44 +27,14 @@ const CANNOT_RECORD: &str = "jitgate: this session cannot be recorded, so it doe
 /// ... or stops taking writes: the channel ends there.
 const RECORDING_FAILED: &str = "jitgate: this session's recording cannot be written, so it is ended; the administrators have the details\r\n";
 
-use tokio_util::sync::CancellationToken;
-
 use crate::audit::AuditEvent;
 
+use super::channel_use::Shared;
 use super::dataplane::DataPlane;
 use super::end_warnings::EndWarnings;
 use super::flow::{Inbox, SessionMsg, drain};
 use super::recording::Recorder;
 use super::sftp::FileLog;
-
-/// What the client asked the channel to run.
-#[derive(Default)]
-pub(super) struct ChannelUse {
-    kind: Option<&'static str>,
-    command: Option<String>,
-    pty: Option<(String, u32, u32)>,
-    recorder: Option<Arc<Mutex<Recorder>>>,
-    file_log: Option<Arc<Mutex<FileLog>>>,
-    /// Cancelled when the gateway itself stops the channel (what it runs
-    /// cannot be recorded): each direction then stops too.
-    stopped: CancellationToken,
-}
-
-pub(super) type Shared = Arc<Mutex<ChannelUse>>;
-
-impl ChannelUse {
-    /// What the channel runs, for `sessions`: `shell (pty)`, `exec: make`,
-    /// `sftp`; nothing before the client asked.
-    pub(super) fn summary(&self) -> Option<String> {
-        let pty = if self.pty.is_some() { " (pty)" } else { "" };
-        let kind = self.kind?;
-        Some(match (kind, self.command.as_deref()) {
-            ("subsystem", Some(name)) => format!("{name}{pty}"),
-            (kind, Some(command)) => format!("{kind}{pty}: {command}"),
-            (kind, None) => format!("{kind}{pty}"),
-        })
-    }
-}
 
 /// Opens the target's session channel before answering the client's
 /// channel open, then relays. A channel the target refuses (sshd's
@@ -588,33 +558,4 @@ pub(super) fn audit_later(plane: &DataPlane, event: AuditEvent) {
 fn count(channel: &mut u64, connection: &std::sync::atomic::AtomicU64, data: &Bytes) {
     *channel += data.len() as u64;
     connection.fetch_add(data.len() as u64, Ordering::Relaxed);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::ChannelUse;
-
-    #[test]
-    fn a_channel_sums_up_what_it_runs() {
-        let used = |kind, command: Option<&str>, pty: bool| ChannelUse {
-            kind,
-            command: command.map(String::from),
-            pty: pty.then(|| ("xterm".to_string(), 80, 24)),
-            ..ChannelUse::default()
-        };
-        assert_eq!(used(None, None, false).summary(), None);
-        let cases = [
-            (used(Some("shell"), None, true), "shell (pty)"),
-            (used(Some("shell"), None, false), "shell"),
-            (
-                used(Some("exec"), Some("make -j2"), false),
-                "exec: make -j2",
-            ),
-            (used(Some("exec"), Some("top"), true), "exec (pty): top"),
-            (used(Some("subsystem"), Some("sftp"), false), "sftp"),
-        ];
-        for (used, expected) in cases {
-            assert_eq!(used.summary().as_deref(), Some(expected));
-        }
-    }
 }
