@@ -366,25 +366,13 @@ impl Engine {
     pub fn decide_revoke(&self, ctx: &Context, actor: &str, id: RequestId) -> Decision {
         self.require(ctx, actor, Permission::Admin)?;
         let request = self.get(id)?;
-        let by = actor.to_string();
-        match request.state {
-            RequestState::Active => Ok(vec![Event::Ended {
+        let revoked =
+            revocation(request, Some(actor), ctx.now).ok_or(WorkflowError::WrongState {
                 id,
-                reason: EndReason::Revoked,
-                by: Some(by),
-                at: ctx.now,
-            }]),
-            RequestState::Pending | RequestState::Approved => Ok(vec![Event::Cancelled {
-                id,
-                by,
-                at: ctx.now,
-            }]),
-            state => Err(WorkflowError::WrongState {
-                id,
-                state,
+                state: request.state,
                 action: "revoked",
-            }),
-        }
+            })?;
+        Ok(vec![revoked])
     }
 
     /// Ends every lease of `user` and cancels every open request of
@@ -400,23 +388,9 @@ impl Engine {
         if theirs.is_empty() && ctx.directory.user(user).is_none() {
             return Err(WorkflowError::UnknownUser(user.to_string()));
         }
-        let by = actor.to_string();
         Ok(theirs
             .into_iter()
-            .filter_map(|r| match r.state {
-                RequestState::Active => Some(Event::Ended {
-                    id: r.id,
-                    reason: EndReason::Revoked,
-                    by: Some(by.clone()),
-                    at: ctx.now,
-                }),
-                RequestState::Pending | RequestState::Approved => Some(Event::Cancelled {
-                    id: r.id,
-                    by: by.clone(),
-                    at: ctx.now,
-                }),
-                _ => None,
-            })
+            .filter_map(|r| revocation(r, Some(actor), ctx.now))
             .collect())
     }
 
@@ -541,5 +515,28 @@ impl Engine {
             duration_secs,
             round: super::model::ApprovalRound::new(at),
         }
+    }
+}
+
+/// Who revokes what the gateway itself takes away.
+const GATEWAY: &str = "gateway";
+
+/// What revoking `request` means in its state: an active lease ends as
+/// revoked, an open request is cancelled, anything else stays. `by` is
+/// who revokes; `None` is the gateway itself.
+pub(super) fn revocation(request: &Request, by: Option<&str>, at: Time) -> Option<Event> {
+    match request.state {
+        RequestState::Active => Some(Event::Ended {
+            id: request.id,
+            reason: EndReason::Revoked,
+            by: by.map(String::from),
+            at,
+        }),
+        RequestState::Pending | RequestState::Approved => Some(Event::Cancelled {
+            id: request.id,
+            by: by.unwrap_or(GATEWAY).to_string(),
+            at,
+        }),
+        _ => None,
     }
 }

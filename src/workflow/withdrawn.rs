@@ -7,12 +7,9 @@
 //! asked about them.
 
 use super::Engine;
-use super::decide::Context;
-use super::model::{EndReason, Event, Request, RequestState};
+use super::decide::{Context, revocation};
+use super::model::{Event, Request};
 use crate::config::Permission;
-
-/// Who cancels what the configuration withdrew.
-const GATEWAY: &str = "gateway";
 
 impl Engine {
     /// Ends every lease, and cancels every open request, of a user or on a
@@ -22,20 +19,7 @@ impl Engine {
         self.requests
             .values()
             .filter(|r| !still_allowed(ctx, r))
-            .filter_map(|r| match r.state {
-                RequestState::Active => Some(Event::Ended {
-                    id: r.id,
-                    reason: EndReason::Revoked,
-                    by: None,
-                    at: ctx.now,
-                }),
-                RequestState::Pending | RequestState::Approved => Some(Event::Cancelled {
-                    id: r.id,
-                    by: GATEWAY.to_string(),
-                    at: ctx.now,
-                }),
-                _ => None,
-            })
+            .filter_map(|r| revocation(r, None, ctx.now))
             .collect()
     }
 }
