@@ -6,8 +6,8 @@ use std::path::Path;
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 
-use super::tail_filter::{FURTHEST, WINDOW};
-use crate::audit::{AuditRecord, records_after};
+use super::tail_filter::look_back;
+use crate::audit::AuditRecord;
 use crate::config::HumanDuration;
 
 /// The moment `text` names, as seen at `now`.
@@ -41,25 +41,18 @@ pub fn parse_since(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Stri
 /// The seq after which records written at or after `since` begin, looking
 /// back from `head` a window at a time.
 pub fn start_of_moment(log: &Path, head: u64, since: DateTime<Utc>) -> std::io::Result<u64> {
-    let furthest = head.saturating_sub(FURTHEST);
-    let mut upto = head;
-    while upto > furthest {
-        let from = upto.saturating_sub(WINDOW).max(furthest);
-        let records = records_after(log, from, (upto - from) as usize)?;
-        if let Some(first) = records.first()
-            && written(first).is_some_and(|time| time >= since)
-        {
-            upto = from;
-            continue;
+    look_back(log, head, |records| {
+        let first = records.first()?;
+        if written(first).is_some_and(|time| time >= since) {
+            return None;
         }
         // The moment is in this window: the last record before it.
-        let before = records
+        records
             .iter()
             .rev()
-            .find(|record| written(record).is_none_or(|time| time < since));
-        return Ok(before.map_or(from, |record| record.seq));
-    }
-    Ok(furthest)
+            .find(|record| written(record).is_none_or(|time| time < since))
+            .map(|record| record.seq)
+    })
 }
 
 fn written(record: &AuditRecord) -> Option<DateTime<Utc>> {

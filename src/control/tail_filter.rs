@@ -8,11 +8,11 @@ use crate::gateway::{Gateway, Subjects};
 
 /// Records read at a time while looking back (for the last matches, or
 /// for a moment).
-pub(super) const WINDOW: u64 = 4096;
+const WINDOW: u64 = 4096;
 /// How far back `-n` and `--since` look at most: a filter that matches
 /// nothing, or a moment older than the log, must not read a years-long
 /// chain.
-pub(super) const FURTHEST: u64 = 1_000_000;
+const FURTHEST: u64 = 1_000_000;
 
 #[derive(Debug, Default)]
 pub struct TailFilter {
@@ -71,12 +71,8 @@ pub fn start_of_last_matches(
     if lines == 0 {
         return Ok(head);
     }
-    let furthest = head.saturating_sub(FURTHEST);
-    let mut upto = head;
     let mut found = 0;
-    while upto > furthest {
-        let from = upto.saturating_sub(WINDOW).max(furthest);
-        let records: Vec<AuditRecord> = records_after(log, from, (upto - from) as usize)?;
+    look_back(log, head, |records| {
         // Oldest first, so a request's `requested` record is learned
         // before the approvals that follow it in the same window.
         let matching: Vec<u64> = records
@@ -84,11 +80,28 @@ pub fn start_of_last_matches(
             .filter(|record| filter.matches(gateway, &record.event))
             .map(|record| record.seq)
             .collect();
-        for seq in matching.iter().rev() {
+        matching.iter().rev().find_map(|seq| {
             found += 1;
-            if found == lines {
-                return Ok(seq - 1);
-            }
+            (found == lines).then_some(seq - 1)
+        })
+    })
+}
+
+/// Reads back from `head` a window of records at a time (each window
+/// oldest first) until `visit` names the seq it looked for; at most
+/// `FURTHEST` records back, where it gives up and answers that seq.
+pub(super) fn look_back(
+    log: &Path,
+    head: u64,
+    mut visit: impl FnMut(&[AuditRecord]) -> Option<u64>,
+) -> std::io::Result<u64> {
+    let furthest = head.saturating_sub(FURTHEST);
+    let mut upto = head;
+    while upto > furthest {
+        let from = upto.saturating_sub(WINDOW).max(furthest);
+        let records = records_after(log, from, (upto - from) as usize)?;
+        if let Some(seq) = visit(&records) {
+            return Ok(seq);
         }
         upto = from;
     }
