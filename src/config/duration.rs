@@ -46,8 +46,12 @@ impl HumanDuration {
                 'd' => 86_400,
                 _ => return Err(malformed()),
             };
-            if digits.is_empty() || digits.len() > 12 {
+            if digits.is_empty() {
                 return Err(malformed());
+            }
+            // Twelve digits of any unit are already past the maximum.
+            if digits.trim_start_matches('0').len() > 12 {
+                return Err(DurationError::TooLong(text.to_string()));
             }
             let value: u64 = digits.parse().map_err(|_| malformed())?;
             total = value
@@ -141,6 +145,18 @@ mod tests {
             HumanDuration::parse("3651d"),
             Err(DurationError::TooLong(_))
         ));
+        // Too many digits to even multiply is still "too long", not a typo.
+        assert!(matches!(
+            HumanDuration::parse("99999999999999h"),
+            Err(DurationError::TooLong(_))
+        ));
+        assert_eq!(
+            HumanDuration::parse("0000000000000030m")
+                .unwrap()
+                .0
+                .as_secs(),
+            1800
+        );
     }
 
     #[test]

@@ -26,13 +26,16 @@ pub struct ControlLine {
 pub enum ControlCommand {
     /// Ask for access to a resource.
     Request {
+        /// The resource's name, as in the config (e.g. web-01).
         resource: String,
         /// How long the access window lasts (e.g. 30m, 2h).
         #[arg(long = "for", value_name = "DURATION")]
         duration: Option<String>,
+        /// Why the access is needed; approvers see it.
         #[arg(long, num_args = 1.., value_name = "TEXT")]
         reason: Vec<String>,
-        #[arg(long)]
+        /// The change or incident ticket this access serves.
+        #[arg(long, value_name = "ID")]
         ticket: Option<String>,
     },
     /// My requests, and those waiting for my approval.
@@ -43,20 +46,28 @@ pub enum ControlCommand {
     },
     /// Approve a request (or a pending extension).
     Approve {
+        /// The request's number (see `requests`).
         id: u64,
+        /// A note kept with the approval, for the requester and auditors.
         #[arg(long, num_args = 1.., value_name = "TEXT")]
         comment: Vec<String>,
     },
     /// Deny a request (or a pending extension).
     Deny {
+        /// The request's number (see `requests`).
         id: u64,
+        /// Told to the requester, and audited.
         #[arg(long, num_args = 1.., value_name = "TEXT")]
         reason: Vec<String>,
     },
     /// Withdraw my request before checkout.
-    Cancel { id: u64 },
+    Cancel {
+        /// The request's number (see `requests`).
+        id: u64,
+    },
     /// Let another user approve on my behalf.
     Delegate {
+        /// Who may approve in my place.
         #[arg(long, value_name = "USER", required_unless_present = "revoke")]
         to: Option<String>,
         /// Limit to these resources (repeatable); all when absent.
@@ -71,22 +82,30 @@ pub enum ControlCommand {
     },
     /// Start using an approved request (MFA when the resource requires it).
     Checkout {
+        /// The approved request's number (see `requests`).
         id: u64,
         /// The current TOTP code; prompted for on a terminal when absent.
         #[arg(long, value_name = "CODE")]
         totp: Option<String>,
     },
     /// End my access window now.
-    Checkin { id: u64 },
+    Checkin {
+        /// The request's number (see `status`).
+        id: u64,
+    },
     /// Ask for more time on an active lease.
     Extend {
+        /// The request's number (see `status`).
         id: u64,
+        /// How much longer (e.g. 15m); beyond the self-service allowance
+        /// it goes to the approvers.
         #[arg(long = "for", value_name = "DURATION")]
         duration: String,
     },
     /// End someone's lease or request (admin); with --user, every lease
     /// and open request of that user at once.
     Revoke {
+        /// The request's number.
         #[arg(required_unless_present = "user", conflicts_with = "user")]
         id: Option<u64>,
         /// Every lease of this user ends and every open request of theirs
@@ -104,22 +123,32 @@ pub enum ControlCommand {
     Sessions,
     /// End one live session on a resource now; its lease stays (admin).
     Terminate {
+        /// The session's id (see `sessions`).
         session: String,
         /// Told to the session's user, and audited.
         #[arg(long, num_args = 1.., value_name = "TEXT")]
         reason: Vec<String>,
     },
     /// Rotate a resource's managed credential now (admin).
-    Rotate { resource: String },
+    Rotate {
+        /// The resource whose credential changes.
+        resource: String,
+    },
     /// Stream events relevant to me as they happen.
     Watch,
     /// Follow a live session read-only, from its start: pty output, SFTP
     /// file operations or Postgres statements (needs audit).
-    Follow { session: String },
+    Follow {
+        /// The session's id (see `sessions`).
+        session: String,
+    },
     /// Show what a finished session left: its SSH pty output, its SFTP
     /// file operations, its Postgres statements; refused for files changed
     /// since (needs audit). With --json, the files' own lines.
-    Replay { session: String },
+    Replay {
+        /// The session's id (in the audit log).
+        session: String,
+    },
     /// Audit records (needs audit).
     Audit {
         #[command(subcommand)]
@@ -136,8 +165,10 @@ pub enum ControlCommand {
 pub enum AuditCommand {
     /// The latest audit records; -f keeps following.
     Tail {
+        /// How many of the latest records.
         #[arg(short = 'n', default_value_t = 20)]
         lines: usize,
+        /// Keep printing records as they are written.
         #[arg(short = 'f', long)]
         follow: bool,
         /// Every record after this seq instead of the last -n (rotated
@@ -165,7 +196,10 @@ pub enum AuditCommand {
 #[derive(Debug, Subcommand)]
 pub enum WorkflowCommand {
     /// Print the settings in force.
-    Show { resource: String },
+    Show {
+        /// The resource's name.
+        resource: String,
+    },
     /// Change settings (needs manage_workflow), e.g. max_duration=2h
     /// single_user=true levels=group:sre*1;group:security*1
     /// escalate_after.2=1h escalate_to.2=user:dave
@@ -176,7 +210,9 @@ pub enum WorkflowCommand {
     /// (replaces every level), escalate_after.N (none removes it) and
     /// escalate_to.N for level N.
     Set {
+        /// The resource's name.
         resource: String,
+        /// Settings to change, e.g. max_duration=2h.
         #[arg(required = true, value_name = "KEY=VALUE")]
         assignments: Vec<String>,
     },
