@@ -27,7 +27,7 @@ fn main() -> ExitCode {
                 Ok(runtime) => runtime,
                 Err(e) => return fail(1, e),
             };
-            match runtime.block_on(serve::run(config, loaded, || {})) {
+            match runtime.block_on(serve::run(config, loaded, serve::Hangup::Reload, || {})) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(1, format!("{e:#}")),
             }

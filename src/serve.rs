@@ -31,38 +31,55 @@ pub struct Runtime {
     pub tracker: TaskTracker,
 }
 
+/// What SIGHUP means: the daemon reloads its configuration (as daemons
+/// do); a demo in a terminal stops with it, so closing the terminal does
+/// not leave the gateway and its targets running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hangup {
+    Reload,
+    Stop,
+}
+
 /// Signal streams, registered before readiness is announced so that a
 /// SIGTERM arriving right after READY=1 is handled, not fatal.
 struct Signals {
     hangup: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
     interrupt: tokio::signal::unix::Signal,
+    on_hangup: Hangup,
 }
 
 impl Signals {
-    fn new() -> std::io::Result<Self> {
+    fn new(on_hangup: Hangup) -> std::io::Result<Self> {
         Ok(Self {
             hangup: signal(SignalKind::hangup())?,
             terminate: signal(SignalKind::terminate())?,
             interrupt: signal(SignalKind::interrupt())?,
+            on_hangup,
         })
     }
 
+    /// The next signal that stops the gateway; SIGHUPs that reload are
+    /// left to `wait_for_stop`.
     async fn stop(&mut self) {
+        let hangup_stops = self.on_hangup == Hangup::Stop;
         tokio::select! {
             _ = self.terminate.recv() => {}
             _ = self.interrupt.recv() => {}
+            _ = self.hangup.recv(), if hangup_stops => {}
         }
     }
 }
 
-/// Runs the gateway until SIGTERM/SIGINT; `on_ready` runs once it listens.
+/// Runs the gateway until SIGTERM/SIGINT (or SIGHUP, with `Hangup::Stop`);
+/// `on_ready` runs once it listens.
 pub async fn run(
     config_path: PathBuf,
     config: Config,
+    on_hangup: Hangup,
     on_ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
-    let mut signals = Signals::new()?;
+    let mut signals = Signals::new(on_hangup)?;
     let root = CancellationToken::new();
     let metrics = http::install_metrics(root.clone())?;
     crate::metrics::describe();
@@ -120,8 +137,12 @@ async fn start_data_planes(runtime: &Runtime, config: &Config) -> anyhow::Result
     crate::ssh::start(runtime.clone(), ssh, config).await
 }
 
-/// Waits for SIGTERM or SIGINT, reloading the config on SIGHUP meanwhile.
+/// Waits for a signal that stops the gateway, reloading the config on
+/// SIGHUP meanwhile when that is what SIGHUP means.
 async fn wait_for_stop(signals: &mut Signals, config_path: &Path, gateway: &Gateway) {
+    if signals.on_hangup == Hangup::Stop {
+        return signals.stop().await;
+    }
     loop {
         tokio::select! {
             _ = signals.hangup.recv() => reload(config_path, gateway),

@@ -1,5 +1,5 @@
 //! `jitgate demo` brings up real targets and a working gateway, tears it all
-//! down on SIGTERM, and runs again on the same directory.
+//! down on SIGTERM (and SIGHUP), and runs again on the same directory.
 
 mod common;
 
@@ -103,9 +103,11 @@ impl DemoRun {
             .unwrap()
     }
 
-    fn stop(&mut self) {
+    /// Stops the demo with `signal` (TERM, or HUP as when its terminal
+    /// closes) and waits for it to exit cleanly.
+    fn stop(&mut self, signal: &str) {
         Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
             .status()
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -117,7 +119,7 @@ impl DemoRun {
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = self.child.kill();
-        panic!("demo did not stop on SIGTERM");
+        panic!("demo did not stop on SIG{signal}");
     }
 }
 
@@ -355,7 +357,7 @@ fn demo_runs_the_whole_workflow_against_real_targets_and_cleans_up() {
     let gateway_port = demo.port("ssh");
     let dir_path = demo.dir.clone();
     let mut demo = demo;
-    demo.stop();
+    demo.stop("TERM");
     assert!(!listening(gateway_port), "gateway still listening");
     assert!(!listening(pg_port), "PostgreSQL target left running");
     assert!(!listening(ssh_port), "sshd target left running");
@@ -367,5 +369,19 @@ fn demo_runs_the_whole_workflow_against_real_targets_and_cleans_up() {
     // The demo's administrator ends that access.
     again.ok("erin", &format!("revoke {db_id}"));
     assert!(!again.ok("alice", "status").contains("orders-prod"));
-    again.stop();
+    // Closing the demo's terminal (SIGHUP) tears it all down too.
+    let (pg_port, ssh_port) = (again.target_port(1), again.target_port(0));
+    again.stop("HUP");
+    assert!(
+        !listening(gateway_port),
+        "gateway still listening after SIGHUP"
+    );
+    assert!(
+        !listening(pg_port),
+        "PostgreSQL target left running after SIGHUP"
+    );
+    assert!(
+        !listening(ssh_port),
+        "sshd target left running after SIGHUP"
+    );
 }

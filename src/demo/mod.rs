@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::config::Config;
+use crate::serve::Hangup;
 use crate::targets::{self, postgres::Postgres, sshd::Sshd};
 
 /// The demo users and what they do.
@@ -41,7 +42,7 @@ pub async fn run(dir: PathBuf) -> anyhow::Result<()> {
         .context("demo set-up panicked")??;
     let config = Config::load(&demo.config_path)?;
     let instructions = files::instructions(&demo);
-    let result = crate::serve::run(demo.config_path.clone(), config, move || {
+    let result = crate::serve::run(demo.config_path.clone(), config, Hangup::Stop, move || {
         println!("{instructions}");
         println!("jitgate demo ready");
     })
