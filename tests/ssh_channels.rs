@@ -353,6 +353,103 @@ fn misbehaving_clients_are_closed_cleanly_and_others_are_unaffected() {
     assert!(!world.log().contains("panicked"), "{}", world.log());
 }
 
+/// Live SSH sessions on the gateway, as an auditor sees them.
+fn live_ssh_sessions(world: &World) -> usize {
+    world.json("carol", "sessions")["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["protocol"] == "ssh")
+        .count()
+}
+
+/// The target's sshd session processes for the managed account.
+fn target_sessions(world: &World) -> usize {
+    let account = &world.ssh_target.as_ref().unwrap().sshd.account;
+    let out = Command::new("pgrep")
+        .args(["-c", "-u", account, "-f", "^sshd.*@(notty|pts)"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// Sessions whose start is in the audit log and whose end is not.
+fn unended_sessions(world: &World) -> Vec<String> {
+    let mut open = std::collections::BTreeSet::new();
+    for line in world.audit_text().lines() {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        let event = &record["event"];
+        let session = event["session"].as_str().unwrap_or_default().to_string();
+        match event["type"].as_str() {
+            Some("session_started") => open.insert(session),
+            Some("session_ended") => open.remove(&session),
+            _ => false,
+        };
+    }
+    open.into_iter().collect()
+}
+
+#[test]
+fn a_client_that_leaves_ends_its_session_on_the_target() {
+    let world = World::with_ssh_target(|t| t);
+    world.lease_web("alice", "10m");
+    let gone = |world: &World| live_ssh_sessions(world) == 0 && target_sessions(world) == 0;
+
+    // Killed in the middle of a command (a pty shell, and a plain exec).
+    for args in [&["-tt", "bash"][..], &["sleep 600"][..]] {
+        let mut client = world
+            .target_ssh("alice", "web-01")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        assert!(
+            wait_until(Duration::from_secs(10), || live_ssh_sessions(&world) == 1
+                && target_sessions(&world) == 1),
+            "{args:?} never started"
+        );
+        client.kill().unwrap();
+        client.wait().unwrap();
+        assert!(
+            wait_until(Duration::from_secs(10), || gone(&world)),
+            "{args:?}: {} gateway sessions and {} target sessions left after the client died",
+            live_ssh_sessions(&world),
+            target_sessions(&world)
+        );
+    }
+
+    // Gone while its channel is being opened: OpenSSH leaves at once when
+    // the remote forward it asked for alongside is refused.
+    for _ in 0..3 {
+        let out = world
+            .target_ssh("alice", "web-01")
+            .args(["-o", "ExitOnForwardFailure=yes", "-R", "0:127.0.0.1:9"])
+            .arg("true")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || gone(&world)),
+        "{} gateway sessions and {} target sessions left by clients that left early",
+        live_ssh_sessions(&world),
+        target_sessions(&world)
+    );
+    // Each of those sessions has its end on record.
+    assert!(
+        wait_until(Duration::from_secs(10), || unended_sessions(&world)
+            .is_empty()),
+        "sessions without an end on record: {:?}",
+        unended_sessions(&world)
+    );
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()

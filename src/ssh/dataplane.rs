@@ -181,13 +181,18 @@ impl DataPlane {
     /// Ends the connection when the lease ends or an administrator
     /// terminates the session: channels first get a moment to tell their
     /// users, then `sever` asks the connection to disconnect the client
-    /// (with the reason) and the target is disconnected. Holds no session
+    /// (with the reason) and the target is disconnected. When the client
+    /// leaves first, the target is disconnected at once. Holds no session
     /// handle, so it never keeps a finished connection alive.
     pub async fn watch_lease(self: Arc<Self>, sever: Sever) {
         tokio::select! {
             () = self.ends.cancelled() => {}
             () = self.session.termination().requested() => self.ends.cancel(),
-            () = self.closed.cancelled() => return,
+            () = self.closed.cancelled() => {
+                // The client left: its target session ends with it, as it
+                // would have without the gateway in between.
+                return self.disconnect_upstream("the client disconnected").await;
+            }
         }
         self.severed.store(true, Ordering::Release);
         metrics::counter!("jitgate_sessions_severed_total", "protocol" => "ssh").increment(1);
@@ -198,9 +203,13 @@ impl DataPlane {
         tokio::time::sleep(NOTICE_FLUSH).await;
         let message = self.ended_message();
         sever.trigger(message.clone());
+        self.disconnect_upstream(&message).await;
+    }
+
+    async fn disconnect_upstream(&self, message: &str) {
         if let Some(upstream) = self.upstream.get() {
             let _ = upstream
-                .disconnect(russh::Disconnect::ByApplication, &message, "")
+                .disconnect(russh::Disconnect::ByApplication, message, "")
                 .await;
         }
     }

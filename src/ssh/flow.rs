@@ -67,7 +67,16 @@ pub fn drain<S: SessionMsg>(
         if control.control_window().await.is_err() {
             return;
         }
-        while let Some(message) = from.wait().await {
+        loop {
+            // Ends with the relay too: russh keeps a channel we closed
+            // first open on its side, so `wait` alone might never return.
+            let message = tokio::select! {
+                message = from.wait() => message,
+                () = sender.closed() => break,
+            };
+            let Some(message) = message else {
+                break;
+            };
             let size = match &message {
                 ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => {
                     data.len().clamp(1, QUEUE_BYTES)

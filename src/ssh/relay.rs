@@ -89,12 +89,21 @@ async fn relay(
     let (client_tx, upstream_tx) = (Arc::new(client_tx), Arc::new(upstream_tx));
     let shared: Shared = Arc::default();
     plane.channel_opened(&shared);
+    let stopped = shared.lock().stopped.clone();
     let inbound = client_to_target(
         &plane,
         drain(client_rx, client_tx.clone()),
         (upstream_tx.clone(), client_tx.clone()),
         shared.clone(),
     );
+    let inbound = async {
+        let relayed = inbound.await;
+        // The client closed the channel or left: nothing more can reach
+        // it, and the target's answering close is not reported once ours
+        // went out (russh drops it), so the other direction stops here.
+        stopped.cancel();
+        relayed
+    };
     let outbound = target_to_client(
         &plane,
         drain(upstream_rx, upstream_tx),
