@@ -59,6 +59,10 @@ pub struct Activity {
     /// Postgres: a transaction is open (its locks are held meanwhile).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub in_transaction: bool,
+    /// Postgres: the client went away while its statement runs on; the
+    /// session lasts until the backend has answered.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub client_gone: bool,
     /// SSH: each open channel, e.g. `shell (pty)`, `exec: make`, `sftp`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<String>,

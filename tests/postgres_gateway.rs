@@ -986,3 +986,97 @@ fn an_administrator_terminates_a_session_mid_query_and_its_backend_is_gone() {
     let (out, err, ok) = world.psql_run("alice", &password, "select 1");
     assert!(ok && out == "1", "{err}");
 }
+
+/// The activity of the one live Postgres session, if there is one.
+fn postgres_activity(world: &World) -> Option<serde_json::Value> {
+    world.json("carol", "sessions")["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["protocol"] == "postgres")
+        .map(|s| s["activity"].clone())
+}
+
+/// Starts `sql` in psql, waits until the gateway sees it running, and
+/// kills psql (as a crash or a lost laptop would).
+fn leave_in_the_middle_of(world: &World, password: &str, sql: &str, running: &str) {
+    let mut client = world
+        .psql("alice", "orders-prod", password)
+        .args(["-c", sql])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            postgres_activity(world)
+                .is_some_and(|a| a["running"]["statement"].as_str() == Some(running))
+        }),
+        "{sql} never ran"
+    );
+    client.kill().unwrap();
+    client.wait().unwrap();
+}
+
+#[test]
+fn a_statement_outlives_its_departed_client_but_not_the_window() {
+    let world = World::with_pg_target(&[], |t| t);
+    let (id, password) = world.lease_pg("alice", "10m");
+    let (_, err, ok) = world.psql_run("alice", &password, "create table departed (n int)");
+    assert!(ok, "{err}");
+
+    // What the client sent runs to its end, as on a direct connection, and
+    // the session stays listed (its client gone) until it has.
+    let sql = "select pg_sleep(2); insert into departed values (42)";
+    leave_in_the_middle_of(&world, &password, sql, sql);
+    let activity = postgres_activity(&world).expect("the session went with its client");
+    assert_eq!(activity["client_gone"], true, "{activity}");
+    let listed = world.ok("carol", "sessions");
+    assert!(listed.contains("client gone, running"), "{listed}");
+    assert!(
+        wait_until(Duration::from_secs(10), || postgres_activity(&world)
+            .is_none()),
+        "the session outlived its statement"
+    );
+    let rows = world
+        .pg()
+        .server
+        .sql("orders", "SELECT count(*) FROM departed WHERE n = 42")
+        .unwrap();
+    assert_eq!(rows, "1");
+    assert!(
+        wait_until(Duration::from_secs(5), || world
+            .query_logs()
+            .contains("INSERT 0 1")),
+        "{}",
+        world.query_logs()
+    );
+    assert!(wait_until(Duration::from_secs(5), || world
+        .pg()
+        .managed_backends()
+        == 0));
+
+    // A departed client's statement still ends with the window: severed
+    // and cancelled like any other.
+    leave_in_the_middle_of(
+        &world,
+        &password,
+        "select pg_sleep(600)",
+        "select pg_sleep(600)",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        world.pg().managed_backends(),
+        1,
+        "the statement did not run on"
+    );
+    world.ok("alice", &format!("checkin {id}"));
+    assert!(
+        wait_until(Duration::from_secs(5), || world.pg().managed_backends()
+            == 0),
+        "the backend outlived the window"
+    );
+    assert!(wait_until(Duration::from_secs(5), || world
+        .audit_text()
+        .contains(r#""severed":"access window for orders-prod ended"#)));
+}

@@ -211,7 +211,7 @@ const DOING_CHARS: usize = 60;
 /// What a session is doing, in a few words: the statement a Postgres
 /// session waits on (or how many it ran), the channels of an SSH one.
 fn doing(activity: &Activity) -> String {
-    let text = match (&activity.running, activity.statements) {
+    let mut text = match (&activity.running, activity.statements) {
         (Some(running), _) => format!(
             "running {}: {}",
             HumanDuration::from_secs(running.seconds),
@@ -233,6 +233,9 @@ fn doing(activity: &Activity) -> String {
         (None, None) if activity.channels.is_empty() => "-".into(),
         (None, None) => activity.channels.join(", "),
     };
+    if activity.client_gone {
+        text = format!("client gone, {text}");
+    }
     match text.char_indices().nth(DOING_CHARS) {
         Some((end, _)) => format!("{}…", &text[..end]),
         None => text,
@@ -294,6 +297,14 @@ mod tests {
             ..Activity::default()
         };
         assert_eq!(doing(&ssh), "shell (pty), exec: make");
+        let left = Activity {
+            client_gone: true,
+            ..postgres(Some(("select pg_sleep(600)", 5)), 1)
+        };
+        assert_eq!(
+            doing(&left),
+            "client gone, running 5s: select pg_sleep(600)"
+        );
         assert_eq!(doing(&Activity::default()), "-");
     }
 }

@@ -6,6 +6,12 @@
 //! direction is the only writer to the client, so gateway messages —
 //! expiry warnings and the final FATAL — are inserted there, always at a
 //! message boundary.
+//!
+//! A client that goes away in the middle of a statement does not cut it
+//! short: PostgreSQL finishes what it was sent, as it would for a direct
+//! connection, and the session stays listed (and is severed with its
+//! window, cancelling the statement) until the backend has answered; the
+//! answer is drained and logged.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -49,8 +55,13 @@ pub async fn run<C: Stream + 'static>(session: Arc<PgSession>, client: C, upstre
         .max_message_bytes;
     tokio::join!(
         async {
-            client_to_upstream(&session, client_read, upstream_write, limit).await;
-            session.finish(None);
+            let client_left =
+                client_to_upstream(&session, client_read, upstream_write, limit).await;
+            if client_left && session.busy() {
+                session.client_left();
+            } else {
+                session.finish(None);
+            }
         },
         async {
             upstream_to_client(&session, upstream_read, client_write, warnings_rx).await;
@@ -60,12 +71,14 @@ pub async fn run<C: Stream + 'static>(session: Arc<PgSession>, client: C, upstre
     let _ = watcher.await;
 }
 
+/// Relays until either side ends; true when the client went away.
 async fn client_to_upstream<C: Stream>(
     session: &PgSession,
     mut reader: ReadHalf<C>,
     mut writer: WriteHalf<BoxStream>,
     limit: usize,
-) {
+) -> bool {
+    let mut client_left = false;
     let mut framer = Framer::new(client_inspected, limit);
     let mut buf = BytesMut::with_capacity(BUFFER);
     // One waiter for the whole session, not one registered per read.
@@ -78,9 +91,11 @@ async fn client_to_upstream<C: Stream>(
             read = reader.read_buf(&mut buf) => read,
         };
         let Ok(n) = read.map_err(|e| tracing::debug!(error = %e, "client read ended")) else {
+            client_left = true;
             break;
         };
         if n == 0 {
+            client_left = true;
             break;
         }
         session.touch();
@@ -125,6 +140,7 @@ async fn client_to_upstream<C: Stream>(
         let _ = writer.write_all(&terminate).await;
     }
     let _ = writer.shutdown().await;
+    client_left
 }
 
 async fn upstream_to_client<C: Stream>(
@@ -141,7 +157,7 @@ async fn upstream_to_client<C: Stream>(
         tokio::select! {
             biased;
             () = &mut ended => break,
-            Some(text) = warnings.recv(), if framer.at_boundary() => {
+            Some(text) = warnings.recv(), if framer.at_boundary() && !session.client_gone() => {
                 let mut notice = BytesMut::new();
                 wire::notice(&mut notice, &text);
                 if writer.write_all(&notice).await.is_err() || writer.flush().await.is_err() {
@@ -157,6 +173,10 @@ async fn upstream_to_client<C: Stream>(
                     return;
                 }
                 buf.clear();
+                // A departed client's statement has been answered.
+                if session.client_gone() && !session.busy() {
+                    break;
+                }
             }
         }
     }
@@ -175,15 +195,21 @@ async fn upstream_to_client<C: Stream>(
 /// completes: the client gets its answer before the gateway does its
 /// bookkeeping. Results stay paired with their statements because the
 /// tracker matches them in protocol order, whatever the client sends
-/// meanwhile.
+/// meanwhile. A client that cannot be written to any more is gone: with
+/// a statement running, its answer is still drained and logged.
 async fn relay_chunk<C: Stream>(
     session: &PgSession,
     framer: &mut Framer,
     chunk: &[u8],
     writer: &mut WriteHalf<C>,
 ) -> bool {
-    if writer.write_all(chunk).await.is_err() || writer.flush().await.is_err() {
-        return false;
+    if !session.client_gone()
+        && (writer.write_all(chunk).await.is_err() || writer.flush().await.is_err())
+    {
+        if !session.busy() {
+            return false;
+        }
+        session.client_left();
     }
     session.touch();
     session

@@ -2,7 +2,7 @@
 //! backend, its query log, and how and why it ends.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -84,6 +84,9 @@ pub struct PgSession {
     /// Queries and syncs sent and not yet answered by ReadyForQuery: a
     /// session waiting on a long query is busy, not idle.
     outstanding: AtomicU64,
+    /// The client went away while a statement ran: the session lasts
+    /// until the backend has answered (see `relay`).
+    client_gone: AtomicBool,
     /// Cancelled when the session must end; `ending` says why.
     pub end: CancellationToken,
     ending: Mutex<Option<Ending>>,
@@ -150,6 +153,7 @@ impl PgSession {
             started: Instant::now(),
             last_activity: AtomicU64::new(0),
             outstanding: AtomicU64::new(0),
+            client_gone: AtomicBool::new(false),
             end: CancellationToken::new(),
             ending: Mutex::new(None),
             gateway_host: new.gateway_host,
@@ -176,6 +180,7 @@ impl PgSession {
             statements: Some(log.tracker.statements),
             running,
             in_transaction: log.tracker.in_transaction,
+            client_gone: self.client_gone(),
             channels: Vec::new(),
         }
     }
@@ -211,8 +216,16 @@ impl PgSession {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 
-    fn busy(&self) -> bool {
+    pub fn busy(&self) -> bool {
         self.outstanding.load(Ordering::Relaxed) > 0
+    }
+
+    pub fn client_left(&self) {
+        self.client_gone.store(true, Ordering::Relaxed);
+    }
+
+    pub fn client_gone(&self) -> bool {
+        self.client_gone.load(Ordering::Relaxed)
     }
 
     fn idle_for(&self) -> Duration {

@@ -113,10 +113,8 @@ impl DataPlane {
         Activity {
             bytes_in: self.bytes_from_client.load(Ordering::Relaxed),
             bytes_out: self.bytes_to_client.load(Ordering::Relaxed),
-            statements: None,
-            running: None,
-            in_transaction: false,
             channels,
+            ..Activity::default()
         }
     }
 
