@@ -299,6 +299,30 @@ fn several_channels_share_one_connection_and_one_upstream() {
         .filter(|s| s["protocol"] == "ssh")
         .count();
     assert_eq!(ssh_sessions, 1, "{sessions}");
+    // Each channel ends (and is audited) when it closes, not when the
+    // shared connection does.
+    let channels_ended = || world.audit_text().matches("\"channel_ended\"").count();
+    assert!(
+        wait_until(Duration::from_secs(5), || channels_ended() == 4),
+        "{} of 4 channels ended while the connection stays",
+        channels_ended()
+    );
+    // So one connection serves any number of commands one after another
+    // (OpenSSH's ControlPersist keeps it for hours), not just as many as
+    // it may hold open at once.
+    for i in 0..24 {
+        let status = Command::new("ssh")
+            .args(["-S"])
+            .arg(&socket)
+            .arg("alice+web-01@127.0.0.1")
+            .arg("true")
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "command {i} over the shared connection failed"
+        );
+    }
     let _ = master.kill();
     let _ = master.wait();
 }

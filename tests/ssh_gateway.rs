@@ -435,6 +435,8 @@ fn port_forwarding_follows_the_resource_setting() {
     assert!(banner.starts_with("SSH-2.0-OpenSSH"), "{banner}");
     let _ = tunnel.kill();
     let _ = tunnel.wait();
+    let forwards_ended = || allowed.audit_text().matches("\"direct-tcpip\"").count();
+    assert!(wait_until(Duration::from_secs(5), || forwards_ended() == 1));
 
     // `ssh -L`, the same channel type behind a local listener.
     let local_port = common::free_port();
@@ -450,11 +452,18 @@ fn port_forwarding_follows_the_resource_setting() {
             .map(|stream| BufReader::new(stream).read_line(&mut banner).is_ok())
             .unwrap_or(false)
     });
+    // The forwarded connection, closed, ends its channel while the
+    // forwarding connection stays up.
+    let channel_ended = wait_until(Duration::from_secs(5), || forwards_ended() == 2);
     let _ = forward.kill();
     let _ = forward.wait();
     assert!(
         connected && banner.starts_with("SSH-2.0-OpenSSH"),
         "{banner}"
+    );
+    assert!(
+        channel_ended,
+        "the forwarded connection's channel never ended"
     );
 }
 

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use russh::{ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
 
 /// Most bytes queued per direction of one channel, for a peer that ignores
 /// its window (a compliant one never has more than a window in flight).
@@ -52,6 +53,31 @@ impl<S: SessionMsg> Inbox<S> {
         let bytes = u32::try_from(data.len()).unwrap_or(u32::MAX);
         let _ = self.source.consumed(bytes).await;
     }
+}
+
+/// Runs both directions of a relayed channel; the first to end cancels
+/// `stop`, on which each direction selects. Once either peer closed the
+/// channel nothing can reach it any more, and the other peer's answering
+/// close never arrives: russh drops a close for a channel it closed
+/// itself, so a direction waiting for it would wait for the whole
+/// connection to end (holding the channel's slot meanwhile).
+pub async fn both_directions<A: Future, B: Future>(
+    one: A,
+    other: B,
+    stop: &CancellationToken,
+) -> (A::Output, B::Output) {
+    tokio::join!(
+        async {
+            let ended = one.await;
+            stop.cancel();
+            ended
+        },
+        async {
+            let ended = other.await;
+            stop.cancel();
+            ended
+        },
+    )
 }
 
 /// Takes control of the channel's receive window and drains its read half

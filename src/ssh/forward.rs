@@ -10,7 +10,7 @@ use russh::{Channel, ChannelMsg, ChannelWriteHalf, client, server};
 use crate::audit::AuditEvent;
 
 use super::dataplane::DataPlane;
-use super::flow::{Inbox, SessionMsg, drain};
+use super::flow::{Inbox, SessionMsg, both_directions, drain};
 use super::relay::{audit_later, passed_on};
 
 /// A bulk TCP relay for `ssh -L` (direct-tcpip) channels.
@@ -23,15 +23,18 @@ pub async fn relay_forward(
     let (client_rx, client_tx) = client.split();
     let (upstream_rx, upstream_tx) = upstream.split();
     let (client_tx, upstream_tx) = (Arc::new(client_tx), Arc::new(upstream_tx));
-    let token = &plane.ends;
-    let (bytes_in, bytes_out) = tokio::join!(
+    // Ends with the lease, or with either side's close.
+    let stop = plane.ends.child_token();
+    let (bytes_in, bytes_out) = both_directions(
         pipe(
             drain(client_rx, client_tx.clone()),
             upstream_tx.clone(),
-            token
+            &stop,
         ),
-        pipe(drain(upstream_rx, upstream_tx), client_tx, token)
-    );
+        pipe(drain(upstream_rx, upstream_tx), client_tx, &stop),
+        &stop,
+    )
+    .await;
     plane
         .bytes_from_client
         .fetch_add(bytes_in, Ordering::Relaxed);
@@ -57,7 +60,8 @@ pub async fn relay_forward(
     );
 }
 
-/// Copies data one way until EOF, close or the end of the lease.
+/// Copies data one way until close, the other side's close or the end of
+/// the lease (`stop`); an EOF is passed on and the other way carries on.
 async fn pipe<R: SessionMsg, S: SessionMsg>(
     mut from: Inbox<R>,
     to: Arc<ChannelWriteHalf<S>>,

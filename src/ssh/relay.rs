@@ -32,7 +32,7 @@ use crate::audit::AuditEvent;
 use super::channel_use::Shared;
 use super::dataplane::DataPlane;
 use super::end_warnings::EndWarnings;
-use super::flow::{Inbox, SessionMsg, drain};
+use super::flow::{Inbox, SessionMsg, both_directions, drain};
 use super::recording::Recorder;
 use super::sftp::FileLog;
 
@@ -96,14 +96,6 @@ async fn relay(
         (upstream_tx.clone(), client_tx.clone()),
         shared.clone(),
     );
-    let inbound = async {
-        let relayed = inbound.await;
-        // The client closed the channel or left: nothing more can reach
-        // it, and the target's answering close is not reported once ours
-        // went out (russh drops it), so the other direction stops here.
-        stopped.cancel();
-        relayed
-    };
     let outbound = target_to_client(
         &plane,
         drain(upstream_rx, upstream_tx),
@@ -112,7 +104,8 @@ async fn relay(
         server,
         shared.clone(),
     );
-    let ((bytes_in, _), (bytes_out, exit_status)) = tokio::join!(inbound, outbound);
+    let ((bytes_in, _), (bytes_out, exit_status)) =
+        both_directions(inbound, outbound, &stopped).await;
     let used = shared.lock();
     let (recording, recording_digest) = match &used.recorder {
         Some(recorder) => {
