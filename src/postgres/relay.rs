@@ -8,10 +8,11 @@
 //! message boundary.
 //!
 //! A client that goes away in the middle of a statement does not cut it
-//! short: PostgreSQL finishes what it was sent, as it would for a direct
-//! connection, and the session stays listed (and is severed with its
-//! window, cancelling the statement) until the backend has answered; the
-//! answer is drained and logged.
+//! short (on a direct connection PostgreSQL, too, notices a departed
+//! client only when it writes to it): the statement runs to its end, its
+//! answer is drained and logged, and the session stays listed until the
+//! backend has answered, severed with its window like any other (which
+//! cancels the statement).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
