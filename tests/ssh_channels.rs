@@ -474,6 +474,86 @@ fn a_client_that_leaves_ends_its_session_on_the_target() {
     );
 }
 
+#[test]
+fn a_client_that_leaves_with_its_download_stalled_ends_its_session() {
+    let world = World::with_ssh_target(|t| t);
+    world.lease_web("alice", "10m");
+    // Nobody reads ssh's stdout: the channel's window to the client closes
+    // and the gateway's write to it waits.
+    let mut client = world
+        .target_ssh("alice", "web-01")
+        .arg("cat /dev/zero")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut last = 0;
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            std::thread::sleep(Duration::from_millis(300));
+            let bytes = world.json("carol", "sessions")["sessions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["protocol"] == "ssh")
+                .and_then(|s| s["activity"]["bytes_out"].as_u64())
+                .unwrap_or(0);
+            let stalled = bytes > 0 && bytes == last;
+            last = bytes;
+            stalled
+        }),
+        "the download never stalled"
+    );
+    client.kill().unwrap();
+    client.wait().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || live_ssh_sessions(&world) == 0
+            && target_sessions(&world) == 0
+            && unended_sessions(&world).is_empty()),
+        "{} gateway sessions, {} target sessions and {:?} without an end on record",
+        live_ssh_sessions(&world),
+        target_sessions(&world),
+        unended_sessions(&world)
+    );
+}
+
+#[test]
+fn a_follower_that_stops_reading_and_leaves_holds_nothing_up() {
+    let mut world = World::with_ssh_target(|t| t);
+    world.lease_web("alice", "10m");
+    let mut busy = world
+        .target_ssh("alice", "web-01")
+        .args(["-tt", "base64 /dev/zero"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let session = world.live_session("ssh");
+    // Nobody reads the follower's output: its channel's window closes and
+    // the gateway's writes to it wait.
+    let mut follower = world
+        .ssh_command("carol", "carol")
+        .arg(format!("follow {session}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+    busy.kill().unwrap();
+    busy.wait().unwrap();
+    assert!(wait_until(Duration::from_secs(10), || live_ssh_sessions(
+        &world
+    ) == 0));
+    // Nothing of theirs is left for a shutdown to wait for.
+    world.signal("TERM");
+    assert_eq!(world.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(!world.log().contains("draining"), "{}", world.log());
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()

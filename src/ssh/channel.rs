@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use russh::server::Msg;
 use russh::{Channel, ChannelMsg};
+use tokio_util::sync::CancellationToken;
 
 use crate::audit::{AuditEvent, Protocol};
 use crate::config::ResourceKind;
@@ -13,20 +14,26 @@ use crate::gateway::{AUDIT_UNAVAILABLE, Gateway};
 
 use super::console::Console;
 
-/// Waits for the client's exec or shell request, then serves it.
-pub async fn serve_control(mut channel: Channel<Msg>, gateway: Arc<Gateway>, caller: Caller) {
+/// Waits for the client's exec or shell request, then serves it. `gone`
+/// is cancelled when the client's connection ends.
+pub async fn serve_control(
+    mut channel: Channel<Msg>,
+    gateway: Arc<Gateway>,
+    caller: Caller,
+    gone: CancellationToken,
+) {
     let mut pty = false;
     loop {
         match channel.wait().await {
             Some(ChannelMsg::RequestPty { .. }) => pty = true,
             Some(ChannelMsg::Exec { command, .. }) => {
-                let mut console = Console::new(channel, pty);
+                let mut console = Console::new(channel, pty, gone);
                 let status = run_line(&gateway, &caller, &mut console, &command).await;
                 console.finish(status).await;
                 return;
             }
             Some(ChannelMsg::RequestShell { .. }) => {
-                let mut console = Console::new(channel, pty);
+                let mut console = Console::new(channel, pty, gone);
                 prompt(&gateway, &caller, &mut console).await;
                 console.finish(EXIT_OK).await;
                 return;
@@ -70,6 +77,7 @@ pub async fn refuse_target(
     gateway: Arc<Gateway>,
     caller: Caller,
     resource: String,
+    gone: CancellationToken,
 ) {
     while let Some(message) = channel.wait().await {
         if matches!(
@@ -114,7 +122,7 @@ pub async fn refuse_target(
         accepted: false,
         reason: Some(reason.clone()),
     });
-    let mut console = Console::new(channel, false);
+    let mut console = Console::new(channel, false, gone);
     console.err(&format!("jitgate: {reason}\n")).await;
     console.finish(EXIT_REFUSED).await;
 }

@@ -17,8 +17,9 @@ pub(super) struct ChannelUse {
     pub(super) pty: Option<(String, u32, u32)>,
     pub(super) recorder: Option<Arc<Mutex<Recorder>>>,
     pub(super) file_log: Option<Arc<Mutex<FileLog>>>,
-    /// Cancelled when the gateway itself stops the channel (what it runs
-    /// cannot be recorded): each direction then stops too.
+    /// Cancelled when the channel must stop: either side closed it, the
+    /// session ends, or the gateway stops it (what it runs cannot be
+    /// recorded). Each direction then stops, writes waiting included.
     pub(super) stopped: CancellationToken,
 }
 

@@ -6,8 +6,11 @@ use std::collections::VecDeque;
 
 use russh::server::Msg;
 use russh::{Channel, ChannelMsg};
+use tokio_util::sync::CancellationToken;
 
 use crate::control::{MAX_LINE, Terminal};
+
+use super::flow::unless_stopped;
 
 const CTRL_C: u8 = 3;
 const CTRL_D: u8 = 4;
@@ -22,16 +25,33 @@ pub struct Console {
     eof: bool,
     /// The channel is closed or the client is gone.
     closed: bool,
+    /// Cancelled when the client's connection ends: a write waiting for
+    /// window it will never grant (it stopped reading, then left) gives up.
+    gone: CancellationToken,
 }
 
 impl Console {
-    pub fn new(channel: Channel<Msg>, pty: bool) -> Self {
+    pub fn new(channel: Channel<Msg>, pty: bool, gone: CancellationToken) -> Self {
         Self {
             channel,
             pty,
             input: VecDeque::new(),
             eof: false,
             closed: false,
+            gone,
+        }
+    }
+
+    /// Writes `bytes` as channel data (or stderr), unless the client goes
+    /// away first; then the console is closed.
+    async fn write(&mut self, bytes: Vec<u8>, stderr: bool) {
+        let written = if stderr {
+            unless_stopped(&self.gone, self.channel.extended_data_bytes(1, bytes)).await
+        } else {
+            unless_stopped(&self.gone, self.channel.data_bytes(bytes)).await
+        };
+        if written.is_err() {
+            self.closed = true;
         }
     }
 
@@ -69,10 +89,10 @@ impl Console {
     }
 
     /// Backspace: drop the last character and, when echoing, rub it out.
-    async fn erase(&self, line: &mut Vec<u8>, echo: bool) {
+    async fn erase(&mut self, line: &mut Vec<u8>, echo: bool) {
         let erased = line.pop().is_some();
         if erased && echo {
-            let _ = self.channel.data_bytes(&b"\x08 \x08"[..]).await;
+            self.write(b"\x08 \x08".to_vec(), false).await;
         }
     }
 
@@ -92,7 +112,7 @@ impl Terminal for Console {
 
     async fn out(&mut self, text: &str) {
         let text = self.terminal_text(text);
-        let _ = self.channel.data_bytes(text.into_bytes()).await;
+        self.write(text.into_bytes(), false).await;
     }
 
     async fn err(&mut self, text: &str) {
@@ -100,11 +120,8 @@ impl Terminal for Console {
         // On a pty stderr is the terminal, as under sshd: one stream keeps
         // an error ahead of the prompt that follows it (the client writes
         // its stdout and stderr buffers in no fixed order).
-        if self.pty {
-            let _ = self.channel.data_bytes(text).await;
-        } else {
-            let _ = self.channel.extended_data_bytes(1, text).await;
-        }
+        let stderr = !self.pty;
+        self.write(text, stderr).await;
     }
 
     async fn read_line(&mut self, echo: bool) -> Option<String> {
@@ -124,7 +141,7 @@ impl Terminal for Console {
                     _ if line.len() < MAX_LINE + 1 => {
                         line.push(byte);
                         if echo && self.pty {
-                            let _ = self.channel.data_bytes(vec![byte]).await;
+                            self.write(vec![byte], false).await;
                         }
                     }
                     _ => {}

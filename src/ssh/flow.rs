@@ -14,6 +14,7 @@
 //! peer's connection and nothing else.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use russh::{ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
@@ -53,6 +54,33 @@ impl<S: SessionMsg> Inbox<S> {
         let bytes = u32::try_from(data.len()).unwrap_or(u32::MAX);
         let _ = self.source.consumed(bytes).await;
     }
+}
+
+/// How long a message of the gateway's own (a warning, a notice) may wait
+/// for the receiver's window before it is dropped.
+const NOTICE_WRITE: Duration = Duration::from_secs(1);
+
+/// A relayed write, which waits for the receiver's window, given up when
+/// `stop` comes first: a peer that closed its channel or left never grants
+/// window again, and the write would wait for ever.
+pub async fn unless_stopped(
+    stop: &CancellationToken,
+    write: impl Future<Output = Result<(), russh::Error>>,
+) -> Result<(), russh::Error> {
+    tokio::select! {
+        written = write => written,
+        () = stop.cancelled() => Err(russh::Error::SendError),
+    }
+}
+
+/// A message of the gateway's own: written if the receiver takes it soon,
+/// dropped otherwise.
+pub async fn notice(
+    write: impl Future<Output = Result<(), russh::Error>>,
+) -> Result<(), russh::Error> {
+    tokio::time::timeout(NOTICE_WRITE, write)
+        .await
+        .unwrap_or(Err(russh::Error::SendError))
 }
 
 /// Runs both directions of a relayed channel; the first to end cancels

@@ -10,7 +10,7 @@ use russh::{Channel, ChannelMsg, ChannelWriteHalf, client, server};
 use crate::audit::AuditEvent;
 
 use super::dataplane::DataPlane;
-use super::flow::{Inbox, SessionMsg, both_directions, drain};
+use super::flow::{Inbox, SessionMsg, both_directions, drain, unless_stopped};
 use super::relay::{audit_later, passed_on};
 
 /// A bulk TCP relay for `ssh -L` (direct-tcpip) channels.
@@ -76,7 +76,7 @@ async fn pipe<R: SessionMsg, S: SessionMsg>(
         match message {
             Some(ChannelMsg::Data { data }) => {
                 bytes += data.len() as u64;
-                let sent = to.data_bytes(data.clone()).await;
+                let sent = unless_stopped(token, to.data_bytes(data.clone())).await;
                 if passed_on(&from, sent, &data).await.is_err() {
                     break;
                 }

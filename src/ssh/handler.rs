@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use russh::keys::PublicKey;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelOpenFailure};
+use tokio_util::sync::CancellationToken;
 
 use crate::audit::{AuditEvent, Protocol};
 use crate::config::ResourceKind;
@@ -37,6 +38,8 @@ pub struct Connection {
     sever: Sever,
     /// Given back once logged in, or when the connection ends.
     pending: crate::gateway::PendingLogin,
+    /// Cancelled when the connection ends.
+    gone: CancellationToken,
 }
 
 impl Connection {
@@ -61,6 +64,7 @@ impl Connection {
             plane: None,
             sever,
             pending,
+            gone: CancellationToken::new(),
         }
     }
 
@@ -257,6 +261,7 @@ impl russh::server::Handler for Connection {
         let gateway = self.runtime.gateway.clone();
         let open_channels = self.open_channels.clone();
         let target = self.target.clone();
+        let gone = self.gone.clone();
         let plane = target
             .as_ref()
             .and_then(|resource| self.data_plane(&caller, resource));
@@ -265,7 +270,7 @@ impl russh::server::Handler for Connection {
             match (target, plane) {
                 (None, _) => {
                     reply.accept().await;
-                    channel::serve_control(channel, gateway, caller).await
+                    channel::serve_control(channel, gateway, caller, gone).await
                 }
                 (Some(_), Some(plane)) => {
                     plane
@@ -276,7 +281,7 @@ impl russh::server::Handler for Connection {
                 }
                 (Some(resource), None) => {
                     reply.accept().await;
-                    channel::refuse_target(channel, gateway, caller, resource).await
+                    channel::refuse_target(channel, gateway, caller, resource, gone).await
                 }
             }
             open_channels.fetch_sub(1, Ordering::AcqRel);
@@ -483,8 +488,9 @@ impl russh::server::Handler for Connection {
 }
 
 impl Drop for Connection {
-    /// Lets the lease watch of this connection end with it.
+    /// Lets the lease watch and the channels of this connection end with it.
     fn drop(&mut self) {
+        self.gone.cancel();
         if let Some(plane) = &self.plane {
             plane.closed.cancel();
         }

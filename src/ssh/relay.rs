@@ -29,10 +29,10 @@ const RECORDING_FAILED: &str = "jitgate: this session's recording cannot be writ
 
 use crate::audit::AuditEvent;
 
-use super::channel_use::Shared;
+use super::channel_use::{ChannelUse, Shared};
 use super::dataplane::DataPlane;
 use super::end_warnings::EndWarnings;
-use super::flow::{Inbox, SessionMsg, both_directions, drain};
+use super::flow::{Inbox, SessionMsg, both_directions, drain, notice, unless_stopped};
 use super::recording::Recorder;
 use super::sftp::FileLog;
 
@@ -70,9 +70,8 @@ pub async fn open_and_relay(
 }
 
 async fn explain_and_close(client: Channel<server::Msg>, message: &str) {
-    let _ = client
-        .extended_data_bytes(1, Bytes::from(format!("jitgate: {message}\r\n")))
-        .await;
+    let text = Bytes::from(format!("jitgate: {message}\r\n"));
+    let _ = notice(client.extended_data_bytes(1, text)).await;
     let _ = client.exit_status(1).await;
     let _ = client.close().await;
 }
@@ -87,7 +86,10 @@ async fn relay(
     let (client_rx, client_tx) = client.split();
     let (upstream_rx, upstream_tx) = upstream.split();
     let (client_tx, upstream_tx) = (Arc::new(client_tx), Arc::new(upstream_tx));
-    let shared: Shared = Arc::default();
+    let shared: Shared = Arc::new(Mutex::new(ChannelUse {
+        stopped: plane.ends.child_token(),
+        ..ChannelUse::default()
+    }));
     plane.channel_opened(&shared);
     let stopped = shared.lock().stopped.clone();
     let inbound = client_to_target(
@@ -182,7 +184,8 @@ async fn client_to_target(
                     stop = Some(RECORDING_FAILED);
                     break;
                 }
-                passed_on(&from, to.data_bytes(data.clone()).await, &data).await
+                let sent = unless_stopped(&stopped, to.data_bytes(data.clone())).await;
+                passed_on(&from, sent, &data).await
             }
             ChannelMsg::Eof => to.eof().await,
             ChannelMsg::Close => break,
@@ -366,7 +369,7 @@ async fn stop_channel(
     shared: &Shared,
     message: &'static str,
 ) {
-    let _ = client.extended_data_bytes(1, Bytes::from(message)).await;
+    let _ = notice(client.extended_data_bytes(1, Bytes::from(message))).await;
     let _ = client.exit_status(1).await;
     shared.lock().stopped.cancel();
 }
@@ -421,11 +424,13 @@ async fn target_to_client(
                     stop_channel(&to, &shared, RECORDING_FAILED).await;
                     break;
                 }
-                passed_on(&from, to.data_bytes(data.clone()).await, &data).await
+                let sent = unless_stopped(&stopped, to.data_bytes(data.clone())).await;
+                passed_on(&from, sent, &data).await
             }
             ChannelMsg::ExtendedData { data, ext } => {
                 count(&mut bytes, &plane.bytes_to_client, &data);
-                let sent = to.extended_data_bytes(ext, data.clone()).await;
+                let written = to.extended_data_bytes(ext, data.clone());
+                let sent = unless_stopped(&stopped, written).await;
                 passed_on(&from, sent, &data).await
             }
             ChannelMsg::Eof if exited => {
@@ -487,14 +492,14 @@ async fn target_to_client(
     // cancellation.
     if plane.ends.is_cancelled() {
         let sent = if shared.lock().pty.is_some() {
-            let notice = format!(
+            let text = format!(
                 "\r\n[jitgate] {} — session closed\r\n",
                 plane.ended_message()
             );
-            to.data_bytes(Bytes::from(notice)).await
+            notice(to.data_bytes(Bytes::from(text))).await
         } else {
-            let notice = format!("jitgate: {} — session closed\n", plane.ended_message());
-            to.extended_data_bytes(1, Bytes::from(notice)).await
+            let text = format!("jitgate: {} — session closed\n", plane.ended_message());
+            notice(to.extended_data_bytes(1, Bytes::from(text))).await
         };
         tracing::debug!(ok = sent.is_ok(), "sever notice written");
         let _ = to.exit_status(255).await;
@@ -510,10 +515,10 @@ async fn target_to_client(
 async fn warn(to: &ChannelWriteHalf<server::Msg>, pty: bool, warning: &str) {
     let sent = if pty {
         let text = format!("\r\n[jitgate] {warning}\r\n");
-        to.data_bytes(Bytes::from(text)).await
+        notice(to.data_bytes(Bytes::from(text))).await
     } else {
         let text = format!("jitgate: {warning}\n");
-        to.extended_data_bytes(1, Bytes::from(text)).await
+        notice(to.extended_data_bytes(1, Bytes::from(text))).await
     };
     tracing::debug!(ok = sent.is_ok(), "end warning written");
 }
