@@ -688,3 +688,46 @@ fn hundreds_of_channels_on_one_connection_are_served_or_refused_cleanly() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "after");
     assert!(!world.log().contains("panicked"));
 }
+
+#[test]
+fn a_shared_connection_runs_command_after_command_without_growing() {
+    let world = World::with_ssh_target(|t| t);
+    world.lease_web("alice", "10m");
+    let socket = world.path("mux.sock");
+    let options = world.ssh_options("alice");
+    let mut master = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "exec {options} -M -S {} -N alice+web-01@127.0.0.1",
+            socket.display()
+        ))
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || socket.exists()));
+    let run = |commands: usize| {
+        for _ in 0..commands {
+            let status = Command::new("ssh")
+                .args(["-S"])
+                .arg(&socket)
+                .arg("alice+web-01@127.0.0.1")
+                .arg("true")
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    };
+    run(100);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = rss_kib(world.pid());
+    run(600);
+    std::thread::sleep(Duration::from_millis(500));
+    let grown = rss_kib(world.pid()).saturating_sub(before);
+    // Each channel once left about 4 KiB behind for the connection's life
+    // (OpenSSH's ControlPersist, as Ansible uses it, runs thousands).
+    assert!(
+        grown < 1024,
+        "the gateway grew {grown} KiB over 600 channels"
+    );
+    let _ = master.kill();
+    let _ = master.wait();
+}

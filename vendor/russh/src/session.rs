@@ -142,6 +142,14 @@ impl<C> CommonSession<C> {
     /// was never opened or whose local open is still waiting for peer
     /// confirmation. The encrypted channel table is authoritative for the SSH
     /// protocol state.
+    /// jitgate patch: a channel this side closed (it is gone from the
+    /// encrypted state) whose close the peer now answers.
+    pub(crate) fn closed_here(&self, channel: ChannelId) -> bool {
+        self.encrypted
+            .as_ref()
+            .is_some_and(|enc| !enc.channels.contains_key(&channel))
+    }
+
     pub(crate) fn is_established_channel(&self, channel: ChannelId) -> bool {
         self.encrypted
             .as_ref()

@@ -527,6 +527,11 @@ impl Session {
                 let channel_num = map_err!(ChannelId::decode(&mut r))?;
                 map_err!(ensure_end(&r))?;
                 if !self.common.is_established_channel(channel_num) {
+                    // jitgate patch: the answer to a close sent from here
+                    // releases what the channel still holds on this side.
+                    if self.common.closed_here(channel_num) {
+                        self.channels.remove(&channel_num);
+                    }
                     return Ok(());
                 }
                 if let Some(ref mut enc) = self.common.encrypted {
