@@ -1080,3 +1080,47 @@ fn a_statement_outlives_its_departed_client_but_not_the_window() {
         .audit_text()
         .contains(r#""severed":"access window for orders-prod ended"#)));
 }
+
+#[test]
+fn a_client_that_stopped_reading_is_still_cut_off_when_its_window_ends() {
+    let world = World::with_pg_target(&[], |t| t);
+    let (id, password) = world.lease_pg("alice", "10m");
+    // psql writes COPY's rows to a pipe nobody reads: it stops reading its
+    // socket, and the gateway's writes to it wait.
+    let mut client = world
+        .psql("alice", "orders-prod", &password)
+        .args([
+            "-c",
+            "copy (select generate_series(1, 100000000)) to stdout",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut last = 0;
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            std::thread::sleep(Duration::from_millis(300));
+            let bytes = postgres_activity(&world)
+                .and_then(|a| a["bytes_out"].as_u64())
+                .unwrap_or(0);
+            let stalled = bytes > 0 && bytes == last;
+            last = bytes;
+            stalled
+        }),
+        "the copy never stalled"
+    );
+    world.ok("alice", &format!("checkin {id}"));
+    assert!(
+        wait_until(Duration::from_secs(2), || postgres_activity(&world)
+            .is_none()),
+        "the session outlived its window"
+    );
+    assert!(
+        wait_until(Duration::from_secs(2), || world.pg().managed_backends()
+            == 0),
+        "the backend outlived the window"
+    );
+    let _ = client.kill();
+    let _ = client.wait();
+}

@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 
 use super::framer::Framer;
@@ -128,20 +128,50 @@ async fn client_to_upstream<C: Stream>(
             }));
             break;
         }
-        if writer.write_all(&buf).await.is_err() || writer.flush().await.is_err() {
-            break;
+        match write_unless_ended(session, &mut writer, &buf).await {
+            Some(Ok(())) => buf.clear(),
+            Some(Err(_)) => break,
+            // Cut in the middle of a message: nothing may follow it.
+            None => return client_left,
         }
-        buf.clear();
     }
     // Tell the backend goodbye if the stream is at a boundary; either way
     // closing the socket ends the backend once any query is cancelled.
-    if framer.at_boundary() && session.end.is_cancelled() {
-        let mut terminate = BytesMut::new();
-        postgres_protocol::message::frontend::terminate(&mut terminate);
-        let _ = writer.write_all(&terminate).await;
-    }
-    let _ = writer.shutdown().await;
+    let _ = tokio::time::timeout(FINISH_MESSAGE, async {
+        if framer.at_boundary() && session.end.is_cancelled() {
+            let mut terminate = BytesMut::new();
+            postgres_protocol::message::frontend::terminate(&mut terminate);
+            let _ = writer.write_all(&terminate).await;
+        }
+        let _ = writer.shutdown().await;
+    })
+    .await;
     client_left
+}
+
+/// Writes `bytes` on, unless the session ends first: a peer that stopped
+/// reading must not hold the session past its end. None when it ended
+/// (perhaps in the middle of the write).
+async fn write_unless_ended<W: AsyncWrite + Unpin>(
+    session: &PgSession,
+    writer: &mut W,
+    bytes: &[u8],
+) -> Option<std::io::Result<()>> {
+    // The write first: one that completes at once (the usual case) never
+    // registers a waiter on the session's end.
+    tokio::select! {
+        biased;
+        written = write_and_flush(writer, bytes) => Some(written),
+        () = session.end.cancelled() => None,
+    }
+}
+
+async fn write_and_flush<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    writer.write_all(bytes).await?;
+    writer.flush().await
 }
 
 async fn upstream_to_client<C: Stream>(
@@ -161,7 +191,7 @@ async fn upstream_to_client<C: Stream>(
             Some(text) = warnings.recv(), if framer.at_boundary() && !session.client_gone() => {
                 let mut notice = BytesMut::new();
                 wire::notice(&mut notice, &text);
-                if writer.write_all(&notice).await.is_err() || writer.flush().await.is_err() {
+                if !matches!(write_unless_ended(session, &mut writer, &notice).await, Some(Ok(()))) {
                     return;
                 }
             }
@@ -181,15 +211,21 @@ async fn upstream_to_client<C: Stream>(
             }
         }
     }
-    if let Some(ending) = session.ending() {
+    if session.ending().is_some() {
         finish_message(session, &mut framer, &mut reader, &mut writer).await;
-        if framer.at_boundary() {
+    }
+    // Briefly: a client that stopped reading does not get them.
+    let _ = tokio::time::timeout(FINISH_MESSAGE, async {
+        if let Some(ending) = session.ending()
+            && framer.at_boundary()
+        {
             let fatal = wire::fatal(ending.code, &ending.message);
             let _ = writer.write_all(&fatal).await;
         }
-    }
-    let _ = writer.flush().await;
-    let _ = writer.shutdown().await;
+        let _ = writer.flush().await;
+        let _ = writer.shutdown().await;
+    })
+    .await;
 }
 
 /// Forwards one chunk from upstream, then logs the statements it
@@ -197,20 +233,27 @@ async fn upstream_to_client<C: Stream>(
 /// bookkeeping. Results stay paired with their statements because the
 /// tracker matches them in protocol order, whatever the client sends
 /// meanwhile. A client that cannot be written to any more is gone: with
-/// a statement running, its answer is still drained and logged.
+/// a statement running, its answer is still drained and logged. False
+/// when nothing more may be relayed; a write the session's end cuts short
+/// is one (once the session is ending, `finish_message` bounds it).
 async fn relay_chunk<C: Stream>(
     session: &PgSession,
     framer: &mut Framer,
     chunk: &[u8],
     writer: &mut WriteHalf<C>,
 ) -> bool {
-    if !session.client_gone()
-        && (writer.write_all(chunk).await.is_err() || writer.flush().await.is_err())
-    {
-        if !session.busy() {
-            return false;
+    if !session.client_gone() {
+        let written = if session.end.is_cancelled() {
+            Some(write_and_flush(writer, chunk).await)
+        } else {
+            write_unless_ended(session, writer, chunk).await
+        };
+        match written {
+            Some(Ok(())) => {}
+            None => return false,
+            Some(Err(_)) if !session.busy() => return false,
+            Some(Err(_)) => session.client_left(),
         }
-        session.client_left();
     }
     session.touch();
     session
