@@ -478,33 +478,7 @@ fn a_client_that_leaves_ends_its_session_on_the_target() {
 fn a_client_that_leaves_with_its_download_stalled_ends_its_session() {
     let world = World::with_ssh_target(|t| t);
     world.lease_web("alice", "10m");
-    // Nobody reads ssh's stdout: the channel's window to the client closes
-    // and the gateway's write to it waits.
-    let mut client = world
-        .target_ssh("alice", "web-01")
-        .arg("cat /dev/zero")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut last = 0;
-    assert!(
-        wait_until(Duration::from_secs(20), || {
-            std::thread::sleep(Duration::from_millis(300));
-            let bytes = world.json("carol", "sessions")["sessions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|s| s["protocol"] == "ssh")
-                .and_then(|s| s["activity"]["bytes_out"].as_u64())
-                .unwrap_or(0);
-            let stalled = bytes > 0 && bytes == last;
-            last = bytes;
-            stalled
-        }),
-        "the download never stalled"
-    );
+    let mut client = stalled_download(&world);
     client.kill().unwrap();
     client.wait().unwrap();
     assert!(
@@ -552,6 +526,86 @@ fn a_follower_that_stops_reading_and_leaves_holds_nothing_up() {
     world.signal("TERM");
     assert_eq!(world.wait_exit(Duration::from_secs(10)), Some(0));
     assert!(!world.log().contains("draining"), "{}", world.log());
+}
+
+/// Established TCP connections whose local port is `port` (the server's
+/// side of connections to it), from /proc/net/tcp.
+fn established_on(port: u16) -> usize {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter(|row| {
+                    let fields: Vec<&str> = row.split_whitespace().collect();
+                    let local_port = fields[1].rsplit(':').next().unwrap();
+                    u16::from_str_radix(local_port, 16) == Ok(port) && fields[3] == "01"
+                })
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .count()
+}
+
+/// Downloads through the gateway into a pipe nobody reads, until the
+/// gateway's writes to the client wait for window.
+fn stalled_download(world: &World) -> Child {
+    let client = world
+        .target_ssh("alice", "web-01")
+        .arg("cat /dev/zero")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut last = 0;
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            std::thread::sleep(Duration::from_millis(300));
+            let bytes = world.json("carol", "sessions")["sessions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["protocol"] == "ssh")
+                .and_then(|s| s["activity"]["bytes_out"].as_u64())
+                .unwrap_or(0);
+            let stalled = bytes > 0 && bytes == last;
+            last = bytes;
+            stalled
+        }),
+        "the download never stalled"
+    );
+    client
+}
+
+#[test]
+fn a_client_that_stopped_reading_is_still_cut_off_when_its_window_ends() {
+    let world = World::with_ssh_target(|t| t);
+    let id = world.lease_web("alice", "10m");
+    let mut client = stalled_download(&world);
+    // Frozen (a laptop's lid closed): it stops reading its socket too.
+    let status = Command::new("kill")
+        .args(["-STOP", &client.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(established_on(world.ssh_port), 1);
+    world.ok("alice", &format!("checkin {id}"));
+    assert!(
+        wait_until(Duration::from_secs(5), || established_on(world.ssh_port)
+            == 0),
+        "the client's connection outlived its window"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || unended_sessions(&world)
+            .is_empty()),
+        "the frozen client's session never ended"
+    );
+    let _ = client.kill();
+    let _ = client.wait();
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -49,6 +49,8 @@ const MAX_CHANNELS: usize = 16;
 /// lease's severing (notices, then a disconnect with the lease's reason)
 /// before it is cut with the login's reason.
 const LEASE_SEVERING_FIRST: Duration = Duration::from_millis(500);
+/// How long a client has to take its disconnect before its socket is cut.
+const DISCONNECT_GRACE: Duration = Duration::from_secs(1);
 
 /// Builds the server config and starts accepting connections.
 pub async fn start(runtime: Runtime, listener: TcpListener, config: &Config) -> anyhow::Result<()> {
@@ -182,6 +184,29 @@ struct Accepted {
     pending: crate::gateway::PendingLogin,
 }
 
+/// Disconnects the client, saying why. A client that does not take it
+/// within a second (frozen, or its network gone, it stopped reading) has
+/// its socket cut, which ends the session task and everything it holds.
+async fn disconnect(
+    handle: &russh::server::Handle,
+    session: std::pin::Pin<&mut russh::server::RunningSession<handler::Connection>>,
+    kill: &tokio_util::sync::CancellationToken,
+    reason: String,
+) {
+    let said = tokio::time::timeout(
+        DISCONNECT_GRACE,
+        handle.disconnect(russh::Disconnect::ByApplication, reason, String::new()),
+    )
+    .await;
+    if said.is_err()
+        || tokio::time::timeout(DISCONNECT_GRACE, session)
+            .await
+            .is_err()
+    {
+        kill.cancel();
+    }
+}
+
 async fn serve_connection(
     runtime: Runtime,
     accepted: Accepted,
@@ -282,14 +307,10 @@ async fn serve_connection(
                 }
             }
             reason = sever.requested() => {
-                let _ = handle.disconnect(russh::Disconnect::ByApplication, reason, String::new()).await;
-                let _ = tokio::time::timeout(Duration::from_secs(1), &mut session).await;
-                return;
+                return disconnect(&handle, session, &kill, reason).await;
             }
             () = runtime.sessions.cancelled() => {
-                let _ = handle.disconnect(russh::Disconnect::ByApplication, "jitgate is shutting down".into(), String::new()).await;
-                let _ = tokio::time::timeout(Duration::from_secs(1), &mut session).await;
-                return;
+                return disconnect(&handle, session, &kill, "jitgate is shutting down".into()).await;
             }
         }
     }
