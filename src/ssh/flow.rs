@@ -67,7 +67,10 @@ pub async fn unless_stopped(
     stop: &CancellationToken,
     write: impl Future<Output = Result<(), russh::Error>>,
 ) -> Result<(), russh::Error> {
+    // The write first: one that goes through at once (the usual case)
+    // never registers a waiter on `stop`.
     tokio::select! {
+        biased;
         written = write => written,
         () = stop.cancelled() => Err(russh::Error::SendError),
     }
@@ -85,10 +88,9 @@ pub async fn notice(
 
 /// Runs both directions of a relayed channel; the first to end cancels
 /// `stop`, on which each direction selects. Once either peer closed the
-/// channel nothing can reach it any more, and the other peer's answering
-/// close never arrives: russh drops a close for a channel it closed
-/// itself, so a direction waiting for it would wait for the whole
-/// connection to end (holding the channel's slot meanwhile).
+/// channel nothing can reach it any more, and waiting for the other to
+/// answer the close would hold the channel (and its slot on the
+/// connection) for as long as that peer takes, for ever if it never does.
 pub async fn both_directions<A: Future, B: Future>(
     one: A,
     other: B,
