@@ -86,7 +86,12 @@ fn server_config(key: PrivateKey) -> russh::server::Config {
         auth_rejection_time: Duration::from_millis(300),
         auth_rejection_time_initial: Some(Duration::ZERO),
         max_auth_attempts: 6,
-        inactivity_timeout: Some(Duration::from_secs(3600)),
+        // A live client answers the keepalives, which keeps this from
+        // firing however idle its session is (and one that stops
+        // answering is dropped after three); it bounds how long a write
+        // to a client that stopped reading its socket (frozen, its network
+        // gone) blocks the connection, keepalives included.
+        inactivity_timeout: Some(Duration::from_secs(300)),
         keepalive_interval: Some(Duration::from_secs(30)),
         nodelay: true,
         // Each relayed channel grants window only for data passed on to the
