@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{World, wait_until};
+use common::{World, wait_until, wait_until_stalled};
 
 #[test]
 fn psql_runs_queries_as_the_managed_role_and_every_statement_is_logged() {
@@ -1097,17 +1097,8 @@ fn a_client_that_stopped_reading_is_still_cut_off_when_its_window_ends() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut last = 0;
     assert!(
-        wait_until(Duration::from_secs(20), || {
-            std::thread::sleep(Duration::from_millis(300));
-            let bytes = postgres_activity(&world)
-                .and_then(|a| a["bytes_out"].as_u64())
-                .unwrap_or(0);
-            let stalled = bytes > 0 && bytes == last;
-            last = bytes;
-            stalled
-        }),
+        wait_until_stalled(|| world.bytes_to_client("postgres")),
         "the copy never stalled"
     );
     world.ok("alice", &format!("checkin {id}"));

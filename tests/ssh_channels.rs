@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{World, wait_until};
+use common::{World, wait_until, wait_until_stalled};
 use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
 use rustix::termios::{Winsize, tcsetwinsize};
 
@@ -252,13 +252,12 @@ fn git_clone_and_push_over_the_gateway_work_unchanged() {
     );
 }
 
-#[test]
-fn several_channels_share_one_connection_and_one_upstream() {
-    let world = World::with_ssh_target(|t| t);
-    world.lease_web("alice", "10m");
+/// An OpenSSH master connection (ControlMaster) to web-01 as alice, and
+/// the socket its commands go through.
+fn shared_connection(world: &World) -> (Child, PathBuf) {
     let socket = world.path("mux.sock");
     let options = world.ssh_options("alice");
-    let mut master = Command::new("sh")
+    let master = Command::new("sh")
         .arg("-c")
         .arg(format!(
             "exec {options} -M -S {} -N alice+web-01@127.0.0.1",
@@ -267,13 +266,27 @@ fn several_channels_share_one_connection_and_one_upstream() {
         .spawn()
         .unwrap();
     assert!(wait_until(Duration::from_secs(10), || socket.exists()));
+    (master, socket)
+}
+
+/// `command` over the shared connection behind `socket`.
+fn over_shared(socket: &std::path::Path, command: &str) -> Command {
+    let mut ssh = Command::new("ssh");
+    ssh.arg("-S")
+        .arg(socket)
+        .arg("alice+web-01@127.0.0.1")
+        .arg(command);
+    ssh
+}
+
+#[test]
+fn several_channels_share_one_connection_and_one_upstream() {
+    let world = World::with_ssh_target(|t| t);
+    world.lease_web("alice", "10m");
+    let (mut master, socket) = shared_connection(&world);
     let runs: Vec<_> = (0..4)
         .map(|i| {
-            Command::new("ssh")
-                .args(["-S"])
-                .arg(&socket)
-                .arg("alice+web-01@127.0.0.1")
-                .arg(format!("sleep 1; echo channel-{i}-$((i=6*7))"))
+            over_shared(&socket, &format!("sleep 1; echo channel-{i}-$((i=6*7))"))
                 .stdout(Stdio::piped())
                 .spawn()
                 .unwrap()
@@ -311,13 +324,7 @@ fn several_channels_share_one_connection_and_one_upstream() {
     // (OpenSSH's ControlPersist keeps it for hours), not just as many as
     // it may hold open at once.
     for i in 0..24 {
-        let status = Command::new("ssh")
-            .args(["-S"])
-            .arg(&socket)
-            .arg("alice+web-01@127.0.0.1")
-            .arg("true")
-            .status()
-            .unwrap();
+        let status = over_shared(&socket, "true").status().unwrap();
         assert!(
             status.success(),
             "command {i} over the shared connection failed"
@@ -560,21 +567,8 @@ fn stalled_download(world: &World) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut last = 0;
     assert!(
-        wait_until(Duration::from_secs(20), || {
-            std::thread::sleep(Duration::from_millis(300));
-            let bytes = world.json("carol", "sessions")["sessions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|s| s["protocol"] == "ssh")
-                .and_then(|s| s["activity"]["bytes_out"].as_u64())
-                .unwrap_or(0);
-            let stalled = bytes > 0 && bytes == last;
-            last = bytes;
-            stalled
-        }),
+        wait_until_stalled(|| world.bytes_to_client("ssh")),
         "the download never stalled"
     );
     client
@@ -747,26 +741,10 @@ fn hundreds_of_channels_on_one_connection_are_served_or_refused_cleanly() {
 fn a_shared_connection_runs_command_after_command_without_growing() {
     let world = World::with_ssh_target(|t| t);
     world.lease_web("alice", "10m");
-    let socket = world.path("mux.sock");
-    let options = world.ssh_options("alice");
-    let mut master = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "exec {options} -M -S {} -N alice+web-01@127.0.0.1",
-            socket.display()
-        ))
-        .spawn()
-        .unwrap();
-    assert!(wait_until(Duration::from_secs(10), || socket.exists()));
+    let (mut master, socket) = shared_connection(&world);
     let run = |commands: usize| {
         for _ in 0..commands {
-            let status = Command::new("ssh")
-                .args(["-S"])
-                .arg(&socket)
-                .arg("alice+web-01@127.0.0.1")
-                .arg("true")
-                .status()
-                .unwrap();
+            let status = over_shared(&socket, "true").status().unwrap();
             assert!(status.success());
         }
     };

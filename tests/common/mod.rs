@@ -794,6 +794,18 @@ impl World {
             .unwrap()
     }
 
+    /// Bytes sent to the client of the live session of `protocol` so far
+    /// (0 without one), as an auditor sees it.
+    pub fn bytes_to_client(&self, protocol: &str) -> u64 {
+        self.json("carol", "sessions")["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["protocol"] == protocol)
+            .and_then(|s| s["activity"]["bytes_out"].as_u64())
+            .unwrap_or(0)
+    }
+
     /// The id of the live session of `protocol`, as an auditor sees it.
     pub fn live_session(&self, protocol: &str) -> String {
         let mut id = None;
@@ -860,6 +872,19 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     Some(response)
+}
+
+/// Waits until a byte count stops growing (above zero): a relay whose
+/// reader stopped reading has filled every window and buffer on the way.
+pub fn wait_until_stalled(mut bytes: impl FnMut() -> u64) -> bool {
+    let mut last = 0;
+    wait_until(Duration::from_secs(20), || {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = bytes();
+        let stalled = now > 0 && now == last;
+        last = now;
+        stalled
+    })
 }
 
 pub fn wait_until(within: Duration, mut check: impl FnMut() -> bool) -> bool {
