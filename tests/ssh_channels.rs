@@ -457,14 +457,7 @@ fn a_client_that_leaves_ends_its_session_on_the_target() {
     // Gone while its channel is being opened: OpenSSH leaves at once when
     // the remote forward it asked for alongside is refused.
     for _ in 0..3 {
-        let out = world
-            .target_ssh("alice", "web-01")
-            .args(["-o", "ExitOnForwardFailure=yes", "-R", "0:127.0.0.1:9"])
-            .arg("true")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
+        assert!(!world.remote_forward_attempt("alice").status.success());
     }
     assert!(
         wait_until(Duration::from_secs(10), || gone(&world)),

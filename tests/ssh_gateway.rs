@@ -474,13 +474,7 @@ fn port_forwarding_follows_the_resource_setting() {
 fn remote_and_agent_forwarding_are_refused() {
     let world = world_allowing_port_forwarding();
     world.lease_web("alice", "10m");
-    let out = world
-        .target_ssh("alice", "web-01")
-        .args(["-o", "ExitOnForwardFailure=yes", "-R", "0:127.0.0.1:9"])
-        .arg("true")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = world.remote_forward_attempt("alice");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("remote port forwarding failed"), "{stderr}");

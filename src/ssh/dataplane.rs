@@ -55,6 +55,7 @@ impl DataPlane {
         lease: Arc<Lease>,
         known_hosts: Arc<KnownHosts>,
         login: AuditEvent,
+        connection_gone: &CancellationToken,
     ) -> Arc<Self> {
         let session = gateway.sessions().register(
             Protocol::Ssh,
@@ -81,7 +82,7 @@ impl DataPlane {
             channels: TaskTracker::new(),
             bytes_from_client: AtomicU64::new(0),
             bytes_to_client: AtomicU64::new(0),
-            closed: CancellationToken::new(),
+            closed: connection_gone.child_token(),
             severed: AtomicBool::new(false),
             started: Instant::now(),
             upstream: OnceCell::new(),

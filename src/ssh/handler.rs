@@ -38,7 +38,7 @@ pub struct Connection {
     sever: Sever,
     /// Given back once logged in, or when the connection ends.
     pending: crate::gateway::PendingLogin,
-    /// Cancelled when the connection ends.
+    /// Cancelled when the connection ends; the data planes' `closed` with it.
     gone: CancellationToken,
 }
 
@@ -103,6 +103,7 @@ impl Connection {
             lease,
             self.known_hosts.clone(),
             login,
+            &self.gone,
         );
         // Nothing reaches the target before its session's start is on
         // record: the log may have failed just now, on these very records.
@@ -488,11 +489,9 @@ impl russh::server::Handler for Connection {
 }
 
 impl Drop for Connection {
-    /// Lets the lease watch and the channels of this connection end with it.
+    /// Lets the lease watch and the channels of this connection end with
+    /// it (each data plane's `closed` is a child of `gone`).
     fn drop(&mut self) {
         self.gone.cancel();
-        if let Some(plane) = &self.plane {
-            plane.closed.cancel();
-        }
     }
 }

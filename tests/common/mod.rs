@@ -525,6 +525,17 @@ impl World {
         assert!(stderr.contains("[jitgate] session ended"), "{stderr}");
     }
 
+    /// `ssh -R` to web-01 as `user`, leaving as soon as the remote forward
+    /// is refused (which the gateway always does).
+    pub fn remote_forward_attempt(&self, user: &str) -> Output {
+        self.target_ssh(user, "web-01")
+            .args(["-o", "ExitOnForwardFailure=yes", "-R", "0:127.0.0.1:9"])
+            .arg("true")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
     pub fn target_ssh(&self, user: &str, resource: &str) -> Command {
         self.ssh_command(&format!("{user}+{resource}"), user)
     }
