@@ -158,6 +158,10 @@ async fn after_tls(
         } => {
             progress.settled();
             forward_cancel(frontend, process_id, secret_key).await;
+            // libpq 17+ takes only a clean close (TLS close_notify, as
+            // PostgreSQL sends) as the cancel's success; a bare TCP close
+            // makes it report the cancel as failed.
+            let _ = client.shutdown().await;
             Ok(None)
         }
         StartupPacket::Startup { minor, params } => {

@@ -113,8 +113,9 @@ pub fn which(program: &str, package: &str) -> Result<PathBuf, TargetError> {
         })
 }
 
-/// Installs the Debian packages the targets need when any is missing
-/// (as root, with apt-get); otherwise says exactly what to install.
+/// Installs the Debian packages the demo needs when any is missing (as
+/// root, with apt-get): the targets', and oathtool, which the demo's
+/// instructions use to type TOTP codes; otherwise says what to install.
 pub fn ensure_packages() -> Result<(), TargetError> {
     let mut missing = Vec::new();
     if !Path::new("/usr/sbin/sshd").is_file() {
@@ -128,6 +129,9 @@ pub fn ensure_packages() -> Result<(), TargetError> {
     }
     if postgres::bin_dir().is_err() {
         missing.push("postgresql");
+    }
+    if which("oathtool", "oathtool").is_err() {
+        missing.push("oathtool");
     }
     if missing.is_empty() {
         return Ok(());
