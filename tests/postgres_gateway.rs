@@ -449,7 +449,7 @@ fn warnings_arrive_before_expiry_as_notices() {
     let (id, password) = world.lease_pg("alice", "20s");
     let (_, err, _) = world.psql_run("alice", &password, "select pg_sleep(8)");
     assert!(
-        err.contains("WARNING:  jitgate: access window for orders-prod ends at"),
+        err.contains("WARNING:  jitgate: access window for orders-prod ends in"),
         "{err}"
     );
     let extend = format!(
@@ -483,7 +483,7 @@ fn an_extension_after_a_warning_brings_a_warning_before_the_new_end() {
     let out = query.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
-        err.matches("WARNING:  jitgate: access window for orders-prod ends at")
+        err.matches("WARNING:  jitgate: access window for orders-prod ends in")
             .count(),
         2,
         "{err}"

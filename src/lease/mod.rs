@@ -40,6 +40,19 @@ impl Lease {
     pub fn is_live(&self, now: Instant) -> bool {
         now < self.deadline && !self.token.is_cancelled()
     }
+
+    /// "1m (at 14:32 UTC)": the time left to the nearest second (a warning
+    /// due a minute before the end must not say 59s) and the wall-clock
+    /// end, for end-of-window warnings.
+    pub fn ends_in(&self, now: Instant) -> String {
+        let left = self.deadline.saturating_duration_since(now);
+        let seconds = left.as_secs_f64().round().max(1.0) as u64;
+        format!(
+            "{} (at {})",
+            crate::config::HumanDuration::from_secs(seconds),
+            self.window_end.format("%H:%M UTC")
+        )
+    }
 }
 
 type Key = (String, String);

@@ -100,3 +100,19 @@ async fn ten_thousand_leases_each_end_at_their_deadline() {
         "a lease ended {worst:?} late"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_warning_says_the_time_left_to_the_nearest_second_and_the_end() {
+    let mut warned = lease(1, "alice", "web-01", Duration::from_millis(59_700));
+    warned.window_end = "2026-11-30T14:32:40Z".parse().unwrap();
+    assert_eq!(warned.ends_in(Instant::now()), "1m (at 14:32 UTC)");
+    assert_eq!(
+        warned.ends_in(Instant::now() + Duration::from_secs(30)),
+        "30s (at 14:32 UTC)"
+    );
+    // Past the end (a warning raced the expiry) it never says zero.
+    assert_eq!(
+        warned.ends_in(Instant::now() + Duration::from_secs(90)),
+        "1s (at 14:32 UTC)"
+    );
+}

@@ -353,11 +353,11 @@ impl PgSession {
             .gateway
             .leases()
             .lookup(&self.user, &self.resource.name);
-        let end = lease.map_or(self.lease.window_end, |l| l.window_end);
+        let lease = lease.unwrap_or_else(|| self.lease.clone());
         format!(
-            "jitgate: access window for {} ends at {}; extend with: {}",
+            "jitgate: access window for {} ends in {}; extend with: {}",
             self.resource.name,
-            end.format("%H:%M UTC"),
+            lease.ends_in(tokio::time::Instant::now()),
             self.frontend.control_command(
                 self.gateway_host,
                 &self.user,

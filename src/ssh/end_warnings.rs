@@ -88,12 +88,10 @@ fn current_lease(plane: &DataPlane) -> Arc<Lease> {
 }
 
 fn warning_text(plane: &DataPlane, lease: &Lease) -> String {
-    let left = lease.deadline.saturating_duration_since(Instant::now());
     format!(
-        "access to {} ends in {} (at {}): extend it with `extend {} --for 15m`",
+        "access to {} ends in {}: extend it with `extend {} --for 15m`",
         plane.resource.name,
-        crate::config::HumanDuration::from_secs(left.as_secs().max(1)),
-        lease.window_end.format("%H:%M UTC"),
+        lease.ends_in(Instant::now()),
         lease.request_id
     )
 }
