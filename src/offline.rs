@@ -34,6 +34,15 @@ pub fn check_config(file: &Path) -> Result<String, crate::config::ConfigError> {
         key: "webhook".into(),
         problem: e.to_string(),
     })?;
+    if let Some(tls) = &config.tls {
+        crate::postgres::tls::acceptor_from(&tls.cert, &tls.key).map_err(|e| {
+            crate::config::ConfigError::Invalid {
+                path: file.to_path_buf(),
+                key: "tls".into(),
+                problem: e.to_string(),
+            }
+        })?;
+    }
     Ok(format!(
         "{}: OK ({} users, {} resources)",
         file.display(),

@@ -164,17 +164,21 @@ fn apply_reload(config_path: &Path, gateway: &Gateway) {
         Ok(config) => {
             let running = gateway.config();
             if config.listen.ssh != running.listen.ssh
+                || config.listen.postgres != running.listen.postgres
                 || config.listen.http != running.listen.http
                 || config.state_dir != running.state_dir
             {
                 tracing::warn!("listen addresses and state_dir change only on restart");
             }
-            // The gateway would start without them: refuse the reload too.
-            if let Err(e) = crate::notify::prepare(&config.webhooks) {
+            // The gateway would not start with them: refuse the reload too.
+            let usable = crate::notify::prepare(&config.webhooks)
+                .map_err(|e| e.to_string())
+                .and_then(|_| crate::postgres::tls::acceptor(&config).map_err(|e| e.to_string()));
+            if let Err(e) = usable {
                 tracing::error!(error = %e, "new configuration refused; keeping the running one");
                 gateway.audit(AuditEvent::ConfigReloaded {
                     ok: false,
-                    error: Some(e.to_string()),
+                    error: Some(e),
                 });
                 return;
             }

@@ -72,6 +72,29 @@ fn check_config_accepts_the_example_and_names_mistakes_with_exit_64() {
             "{err}"
         );
     }
+
+    // A [tls] pair that does not load (a reload would refuse it too).
+    let cert = dir.path().join("gateway.crt");
+    let key = dir.path().join("gateway.key");
+    let (_, server) = jitgate::postgres::tls::generate::ca_and_server(&["gw".into()]).unwrap();
+    jitgate::postgres::tls::write_pair(&server, &cert, &key).unwrap();
+    let config = dir.path().join("tls.toml");
+    let tls = format!(
+        "{text}\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    std::fs::write(&config, tls).unwrap();
+    let out = jitgate(&["check-config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    std::fs::write(&key, "not a key").unwrap();
+    let out = jitgate(&["check-config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tls") && err.contains("cannot read TLS key"),
+        "{err}"
+    );
 }
 
 #[test]

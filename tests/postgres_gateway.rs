@@ -608,6 +608,17 @@ mod raw {
         }
     }
 
+    /// Whether a TLS handshake with the gateway succeeds, trusting `ca`.
+    pub fn handshake(port: u16, ca: &std::path::Path) -> Result<(), String> {
+        let mut tls = connect(port, ca);
+        while tls.conn.is_handshaking() {
+            tls.conn
+                .complete_io(&mut tls.sock)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
     /// Reads until the gateway closes the connection, which it must do
     /// cleanly (TLS close_notify): libpq 17+ reports a cancel answered by
     /// a bare TCP close as failed.
@@ -641,6 +652,57 @@ mod raw {
             }
         }
     }
+}
+
+/// Writes a new certificate and key for the gateway over the old ones in
+/// `dir` (`server.crt`, `server.key`), signed by a new CA written to `ca`.
+fn renew_certificate(dir: &std::path::Path, ca: &std::path::Path) {
+    let names = ["localhost".to_string()];
+    let (authority, server) = jitgate::postgres::tls::generate::ca_and_server(&names).unwrap();
+    std::fs::write(ca, &authority.cert).unwrap();
+    jitgate::postgres::tls::write_pair(&server, &dir.join("server.crt"), &dir.join("server.key"))
+        .unwrap();
+}
+
+#[test]
+fn a_reload_brings_a_renewed_certificate_to_new_connections_and_a_broken_one_is_refused() {
+    let (world, tls_dir) = world_with_known_ca("");
+    let (_, password) = world.lease_pg("alice", "10m");
+    let dir = tls_dir.path();
+    let old_ca = dir.join("ca.crt");
+    let mut open = raw::connect(world.pg_port, &old_ca);
+    raw::login(&mut open, "alice", "orders-prod", &password);
+
+    let new_ca = dir.join("new-ca.crt");
+    renew_certificate(dir, &new_ca);
+    world.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(10), || raw::handshake(
+            world.pg_port,
+            &new_ca
+        )
+        .is_ok()),
+        "the renewed certificate is not served after a reload"
+    );
+    let refused = raw::handshake(world.pg_port, &old_ca).unwrap_err();
+    assert!(refused.contains("invalid peer certificate"), "{refused}");
+    let mut fresh = raw::connect(world.pg_port, &new_ca);
+    raw::login(&mut fresh, "alice", "orders-prod", &password);
+    assert_eq!(raw::query(&mut fresh, "select 'renewed'"), "renewed");
+    // A session opened before the renewal goes on as it was.
+    assert_eq!(raw::query(&mut open, "select 'still here'"), "still here");
+
+    // A key that does not load refuses the whole reload: the renewed
+    // certificate stays in service.
+    std::fs::write(dir.join("server.key"), "not a key").unwrap();
+    world.signal("HUP");
+    assert!(wait_until(Duration::from_secs(10), || world
+        .audit_text()
+        .contains(r#""ok":false"#)));
+    assert!(world.log().contains("new configuration refused"));
+    raw::handshake(world.pg_port, &new_ca).unwrap();
+    let mut after = raw::connect(world.pg_port, &new_ca);
+    raw::login(&mut after, "alice", "orders-prod", &password);
 }
 
 /// A gateway whose Postgres certificate is signed by a CA the raw client

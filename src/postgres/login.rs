@@ -81,7 +81,7 @@ async fn negotiate(
 ) -> std::io::Result<Option<Ready>> {
     let mut first = [0u8; 1];
     if tcp.peek(&mut first).await? == 1 && first[0] == TLS_HANDSHAKE {
-        let tls = frontend.tls.accept(tcp).await?;
+        let tls = frontend.tls().accept(tcp).await?;
         return after_tls(frontend, Box::new(tls), peer, progress).await;
     }
     // A client may ask for GSS encryption first and TLS after the refusal.
@@ -99,7 +99,7 @@ async fn negotiate(
         match packet {
             StartupPacket::SslRequest => {
                 tcp.write_all(b"S").await?;
-                let tls = frontend.tls.accept(tcp).await?;
+                let tls = frontend.tls().accept(tcp).await?;
                 return after_tls(frontend, Box::new(tls), peer, progress).await;
             }
             StartupPacket::GssEncRequest => tcp.write_all(b"N").await?,

@@ -38,7 +38,9 @@ use crate::serve::Runtime;
 /// What every connection on the Postgres port shares.
 pub struct Frontend {
     pub runtime: Runtime,
-    pub tls: TlsAcceptor,
+    /// Replaced when a reload brings a new certificate (a renewal): new
+    /// connections get it, established ones keep theirs.
+    tls: parking_lot::RwLock<TlsAcceptor>,
     pub cancels: Arc<cancel::CancelRegistry>,
     /// TLS connectors to targets by address and CA file: built (and the CA
     /// read) once, not on every connection.
@@ -76,6 +78,23 @@ impl Frontend {
     ) -> String {
         let port = self.runtime.gateway.config().listen.ssh.port();
         format!("ssh -p {port} {user}@{gateway_host} {args}")
+    }
+
+    /// The acceptor for a new client connection.
+    fn tls(&self) -> TlsAcceptor {
+        self.tls.read().clone()
+    }
+
+    /// After a reload: the certificate and key are read again, and the
+    /// targets' CA files when next needed.
+    fn reload_tls(&self) {
+        match tls::acceptor(&self.runtime.gateway.config()) {
+            Ok(acceptor) => *self.tls.write() = acceptor,
+            // The reload checked the pair; a file changed since keeps the
+            // certificate in use.
+            Err(e) => tracing::error!(error = %e, "keeping the Postgres TLS certificate in use"),
+        }
+        self.upstream_tls.clear();
     }
 
     /// The TLS settings for connecting to `resource`, if it uses TLS.
@@ -118,7 +137,7 @@ pub fn start(runtime: Runtime, listener: TcpListener) -> anyhow::Result<()> {
     crate::fsutil::ensure_private_dir(&config.postgres.query_log_dir)?;
     let frontend = Arc::new(Frontend {
         runtime,
-        tls,
+        tls: parking_lot::RwLock::new(tls),
         cancels: Arc::new(cancel::CancelRegistry::default()),
         upstream_tls: DashMap::new(),
         connections: Arc::new(DashMap::new()),
@@ -126,8 +145,23 @@ pub fn start(runtime: Runtime, listener: TcpListener) -> anyhow::Result<()> {
             std::thread::available_parallelism().map_or(1, |n| n.get()),
         )?,
     });
+    tokio::spawn(follow_reloads(frontend.clone()));
     tokio::spawn(accept_loop(frontend, listener));
     Ok(())
+}
+
+async fn follow_reloads(frontend: Arc<Frontend>) {
+    let mut reloads = frontend.runtime.gateway.reloads();
+    let accepting = frontend.runtime.accepting.clone();
+    loop {
+        tokio::select! {
+            () = accepting.cancelled() => return,
+            changed = reloads.changed() => match changed {
+                Ok(()) => frontend.reload_tls(),
+                Err(_) => return,
+            },
+        }
+    }
 }
 
 async fn accept_loop(frontend: Arc<Frontend>, listener: TcpListener) {

@@ -31,10 +31,15 @@ pub fn acceptor(config: &Config) -> Result<TlsAcceptor, TlsError> {
         Some(tls) => (tls.cert.clone(), tls.key.clone()),
         None => ensure_self_signed(&config.state_dir)?,
     };
-    let chain = read_certs(&cert)?;
-    let key = PrivateKeyDer::from_pem_file(&key).map_err(|e| TlsError::Read {
+    acceptor_from(&cert, &key)
+}
+
+/// The acceptor for the certificate chain in `cert` and its key in `key`.
+pub fn acceptor_from(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+    let chain = read_certs(cert)?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Read {
         what: "key",
-        path: key.clone(),
+        path: key.to_path_buf(),
         detail: e.to_string(),
     })?;
     let mut server = rustls::ServerConfig::builder_with_provider(provider())
