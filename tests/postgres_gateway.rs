@@ -1157,6 +1157,31 @@ fn a_statement_outlives_its_departed_client_but_not_the_window() {
 }
 
 #[test]
+fn a_departed_clients_statement_that_streams_rows_is_stopped() {
+    let world = World::with_pg_target(&[], |t| t);
+    let (_, password) = world.lease_pg("alice", "10m");
+    // Its rows come as they are made, a millisecond or more apart: half a
+    // minute of output in all.
+    let sql = "select g, pg_sleep(0.001) from generate_series(1, 30000) g";
+    leave_in_the_middle_of(&world, &password, sql, sql);
+    // As on a direct connection, where PostgreSQL fails writing the rows
+    // to the departed client and ends the session.
+    assert!(
+        wait_until(Duration::from_secs(5), || world.pg().managed_backends()
+            == 0),
+        "the statement streamed on to nobody"
+    );
+    assert!(postgres_activity(&world).is_none());
+    assert!(
+        wait_until(Duration::from_secs(5), || world
+            .query_logs()
+            .contains("unfinished (session ended)")),
+        "{}",
+        world.query_logs()
+    );
+}
+
+#[test]
 fn a_client_that_stopped_reading_is_still_cut_off_when_its_window_ends() {
     let world = World::with_pg_target(&[], |t| t);
     let (id, password) = world.lease_pg("alice", "10m");

@@ -12,7 +12,11 @@
 //! client only when it writes to it): the statement runs to its end, its
 //! answer is drained and logged, and the session stays listed until the
 //! backend has answered, severed with its window like any other (which
-//! cancels the statement).
+//! cancels the statement). A statement that streams output nobody reads
+//! (the rows of a large SELECT, a COPY TO STDOUT) is cancelled, and the
+//! session ended, once more than PostgreSQL's own send buffer would hold
+//! twice has come: by then PostgreSQL would have failed writing it to the
+//! departed client and ended the session (rolling back a transaction).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -28,6 +32,10 @@ use super::upstream::{BoxStream, Stream};
 use super::wire::{self, sqlstate};
 
 const BUFFER: usize = 64 * 1024;
+/// Output for a departed client past which its statement is abandoned:
+/// PostgreSQL flushes its 8 KiB send buffer when full, and the second
+/// flush to a closed connection fails.
+const DEPARTED_OUTPUT_LIMIT: u64 = 16 * 1024;
 /// How long a severed session may take to finish the message in flight
 /// before the FATAL is written (else the connection just closes).
 const FINISH_MESSAGE: Duration = Duration::from_millis(50);
@@ -182,6 +190,7 @@ async fn upstream_to_client<C: Stream>(
 ) {
     let mut framer = Framer::new(server_inspected, SERVER_MESSAGE_LIMIT);
     let mut buf = BytesMut::with_capacity(BUFFER);
+    let mut unread: u64 = 0;
     let ended = session.end.cancelled();
     tokio::pin!(ended);
     loop {
@@ -203,11 +212,18 @@ async fn upstream_to_client<C: Stream>(
                 if !relay_chunk(session, &mut framer, &buf, &mut writer).await {
                     return;
                 }
-                buf.clear();
-                // A departed client's statement has been answered.
-                if session.client_gone() && !session.busy() {
-                    break;
+                if session.client_gone() {
+                    unread += buf.len() as u64;
+                    // Its statement has been answered, or streams on.
+                    if !session.busy() {
+                        break;
+                    }
+                    if unread > DEPARTED_OUTPUT_LIMIT {
+                        session.abandon();
+                        break;
+                    }
                 }
+                buf.clear();
             }
         }
     }

@@ -370,6 +370,24 @@ impl PgSession {
     /// the backend's work now, then end the session.
     fn sever(&self) {
         metrics::counter!("jitgate_sessions_severed_total", "protocol" => "postgres").increment(1);
+        self.cancel_statement();
+        self.finish(Some(Ending {
+            code: sqlstate::ADMIN_SHUTDOWN,
+            message: self.ended_message(),
+            severed: true,
+        }));
+    }
+
+    /// The client left and its statement goes on sending it output: on a
+    /// direct connection PostgreSQL fails writing it and ends the session,
+    /// rolling the statement back, so the gateway does the same.
+    pub fn abandon(&self) {
+        self.cancel_statement();
+        self.finish(None);
+    }
+
+    /// Cancels what the backend runs, with the real key, in the background.
+    fn cancel_statement(&self) {
         let key = self.upstream_key.clone();
         let timeout = self
             .frontend
@@ -383,11 +401,6 @@ impl PgSession {
                 tracing::warn!(error = %e, "cancelling the upstream query failed");
             }
         });
-        self.finish(Some(Ending {
-            code: sqlstate::ADMIN_SHUTDOWN,
-            message: self.ended_message(),
-            severed: true,
-        }));
     }
 }
 
