@@ -143,6 +143,18 @@ fn listening(port: u16) -> bool {
 fn demo_runs_the_whole_workflow_against_real_targets_and_cleans_up() {
     let dir = tempfile::tempdir().unwrap();
     let demo = start_demo(dir.path());
+    // One demo at a time: a second would take over the first's SSH target.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let second = Command::new(BIN)
+        .args(["demo", "--dir"])
+        .arg(elsewhere.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !second.status.success() && err.contains("another jitgate demo is running"),
+        "{err}"
+    );
     let text = demo.output.join("\n");
     assert!(
         text.contains("/keys/")

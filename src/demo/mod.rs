@@ -27,6 +27,11 @@ pub const USERS: [(&str, &str); 5] = [
 /// The Unix account on the SSH target that the gateway logs in as.
 const SSH_ACCOUNT: &str = "jgdemo";
 
+/// Held while a demo runs: every demo manages the one account
+/// `SSH_ACCOUNT`, whose key each rotates, so two at once would break each
+/// other's SSH target.
+const LOCK_FILE: &str = "/run/jitgate-demo.lock";
+
 /// Everything the demo started; dropping it stops the targets.
 pub struct Demo {
     pub dir: PathBuf,
@@ -34,6 +39,30 @@ pub struct Demo {
     pub ports: files::Ports,
     pub postgres: Postgres,
     pub sshd: Sshd,
+    _running: std::fs::File,
+}
+
+/// Takes the machine's demo lock, or says which demo holds it.
+fn only_demo_running() -> anyhow::Result<std::fs::File> {
+    let path = Path::new(LOCK_FILE);
+    let mut lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    if lock.try_lock().is_err() {
+        let holder = std::fs::read_to_string(path).unwrap_or_default();
+        anyhow::bail!(
+            "another jitgate demo is running on this machine (pid {}): both would manage the target account {SSH_ACCOUNT}; stop it first",
+            holder.trim()
+        );
+    }
+    use std::io::Write;
+    lock.set_len(0)?;
+    write!(lock, "{}", std::process::id())?;
+    Ok(lock)
 }
 
 pub async fn run(dir: PathBuf) -> anyhow::Result<()> {
@@ -81,6 +110,7 @@ fn ensure_tls(dir: &Path) -> anyhow::Result<()> {
 }
 
 pub fn prepare(dir: &Path) -> anyhow::Result<Demo> {
+    let running = only_demo_running()?;
     targets::ensure_packages()?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let dir = dir.canonicalize()?;
@@ -141,5 +171,6 @@ pub fn prepare(dir: &Path) -> anyhow::Result<Demo> {
         ports,
         postgres,
         sshd,
+        _running: running,
     })
 }
