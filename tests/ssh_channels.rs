@@ -255,12 +255,17 @@ fn git_clone_and_push_over_the_gateway_work_unchanged() {
 /// An OpenSSH master connection (ControlMaster) to web-01 as alice, and
 /// the socket its commands go through.
 fn shared_connection(world: &World) -> (Child, PathBuf) {
-    let socket = world.path("mux.sock");
-    let options = world.ssh_options("alice");
+    connection_shared_as(world, "alice", "alice+web-01")
+}
+
+/// An OpenSSH ControlMaster logged in as `login` with `user`'s key.
+fn connection_shared_as(world: &World, user: &str, login: &str) -> (Child, PathBuf) {
+    let socket = world.path(&format!("mux-{user}.sock"));
+    let options = world.ssh_options(user);
     let master = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "exec {options} -M -S {} -N alice+web-01@127.0.0.1",
+            "exec {options} -M -S {} -N {login}@127.0.0.1",
             socket.display()
         ))
         .spawn()
@@ -593,6 +598,62 @@ fn a_client_that_stopped_reading_is_still_cut_off_when_its_window_ends() {
     );
     let _ = client.kill();
     let _ = client.wait();
+}
+
+#[test]
+fn a_frozen_client_that_leaves_its_streams_unread_is_dropped() {
+    let mut world = World::with_ssh_target(|t| {
+        format!("[ssh]\nclient_alive_interval = \"1s\"\nclient_alive_count_max = 2\n{t}")
+    });
+    world.lease_web("alice", "10m");
+    let mut busy = world
+        .target_ssh("alice", "web-01")
+        .args(["-tt", "base64 /dev/zero"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let session = world.live_session("ssh");
+    // Enough followers over one connection that their windows hold more
+    // than the socket buffers: once the client freezes, the gateway's
+    // writes to it block, and its keepalives with them.
+    let (mut master, socket) = connection_shared_as(&world, "carol", "carol");
+    let followers: Vec<Child> = (0..8)
+        .map(|_| {
+            Command::new("ssh")
+                .arg("-S")
+                .arg(&socket)
+                .arg("carol@127.0.0.1")
+                .arg(format!("follow {session}"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(established_on(world.ssh_port), 2);
+    let status = Command::new("kill")
+        .args(["-STOP", &master.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Dropped after about two seconds of nothing read ([ssh]
+    // client_alive_*), not at the five-minute inactivity backstop.
+    assert!(
+        wait_until(Duration::from_secs(15), || established_on(world.ssh_port)
+            == 1),
+        "the frozen client's connection is still there"
+    );
+    for mut follower in followers {
+        let _ = follower.kill();
+        let _ = follower.wait();
+    }
+    let _ = master.kill();
+    let _ = master.wait();
+    busy.kill().unwrap();
+    busy.wait().unwrap();
 }
 
 fn rss_kib(pid: u32) -> u64 {

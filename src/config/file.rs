@@ -90,6 +90,8 @@ pub struct SshSection {
     pub record_input: bool,
     pub record_exec_bytes: u64,
     pub env_allow: Vec<String>,
+    pub client_alive_interval: HumanDuration,
+    pub client_alive_count_max: u32,
 }
 
 impl Default for SshSection {
@@ -101,6 +103,8 @@ impl Default for SshSection {
             record_input: false,
             record_exec_bytes: 0,
             env_allow: vec!["LANG".into(), "LC_*".into(), "TZ".into()],
+            client_alive_interval: HumanDuration::from_secs(30),
+            client_alive_count_max: 3,
         }
     }
 }

@@ -212,6 +212,11 @@ pub struct Config {
     pub listen: Listen,
     pub ssh_host_key: PathBuf,
     pub ssh_auth_timeout: Duration,
+    /// How often a quiet SSH client is asked whether it is alive, and how
+    /// many questions it may leave unanswered (sshd's ClientAliveInterval
+    /// and ClientAliveCountMax); read at start.
+    pub ssh_client_alive_interval: Duration,
+    pub ssh_client_alive_count_max: u32,
     /// Where SSH session recordings (asciicast v2) are written.
     pub recordings_dir: PathBuf,
     pub record_input: bool,

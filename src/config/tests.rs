@@ -115,6 +115,14 @@ fn out_of_range_values_are_refused() {
             format!("[listen]\nssh = \"0.0.0.0:99999\"\n{BASE}"),
             "listen.ssh",
         ),
+        (
+            format!("[ssh]\nclient_alive_interval = \"0s\"\n{BASE}"),
+            "ssh.client_alive_interval",
+        ),
+        (
+            format!("[ssh]\nclient_alive_count_max = 0\n{BASE}"),
+            "ssh.client_alive_count_max",
+        ),
     ];
     for (text, key) in cases {
         let message = problem(&text);

@@ -55,7 +55,7 @@ const DISCONNECT_GRACE: Duration = Duration::from_secs(1);
 /// Builds the server config and starts accepting connections.
 pub async fn start(runtime: Runtime, listener: TcpListener, config: &Config) -> anyhow::Result<()> {
     let key = hostkey::load_or_generate(&config.ssh_host_key)?;
-    let server_config = Arc::new(server_config(key));
+    let server_config = Arc::new(server_config(key, config));
     let auth_timeout = config.ssh_auth_timeout;
     let known_hosts = runtime.gateway.known_hosts().clone();
     tokio::spawn(accept_loop(
@@ -79,7 +79,7 @@ pub(crate) const CIPHERS: &[russh::cipher::Name] = &[
     russh::cipher::AES_128_CTR,
 ];
 
-fn server_config(key: PrivateKey) -> russh::server::Config {
+fn server_config(key: PrivateKey, config: &Config) -> russh::server::Config {
     russh::server::Config {
         keys: vec![key],
         methods: MethodSet::from(&[MethodKind::PublicKey][..]),
@@ -87,12 +87,11 @@ fn server_config(key: PrivateKey) -> russh::server::Config {
         auth_rejection_time_initial: Some(Duration::ZERO),
         max_auth_attempts: 6,
         // A live client answers the keepalives, which keeps this from
-        // firing however idle its session is (and one that stops
-        // answering is dropped after three); it bounds how long a write
-        // to a client that stopped reading its socket (frozen, its network
-        // gone) blocks the connection, keepalives included.
+        // firing however idle its session is; a backstop only (see
+        // `unresponsive_after`).
         inactivity_timeout: Some(Duration::from_secs(300)),
-        keepalive_interval: Some(Duration::from_secs(30)),
+        keepalive_interval: Some(config.ssh_client_alive_interval),
+        keepalive_max: config.ssh_client_alive_count_max as usize,
         nodelay: true,
         // Each relayed channel grants window only for data passed on to the
         // target (see `flow`), so the window bounds what one client channel
@@ -189,6 +188,18 @@ struct Accepted {
     pending: crate::gateway::PendingLogin,
 }
 
+/// How long a client may leave what the gateway sends unread, or its
+/// keepalives unanswered, before its connection is dropped. Keepalives
+/// cannot tell while the connection is blocked writing to a client that
+/// stopped reading its socket (frozen, its network gone: its receive
+/// window closed), so the kernel bounds that wait (TCP_USER_TIMEOUT) to
+/// the same time: every stream to it, `follow` and `audit tail -f`
+/// included, ends then, not at the inactivity backstop.
+fn unresponsive_after(config: &russh::server::Config) -> Option<Duration> {
+    let interval = config.keepalive_interval?;
+    Some(interval * config.keepalive_max.max(1) as u32)
+}
+
 /// Disconnects the client, saying why. A client that does not take it
 /// within a second (frozen, or its network gone, it stopped reading) has
 /// its socket cut, which ends the session task and everything it holds.
@@ -226,6 +237,9 @@ async fn serve_connection(
     } = accepted;
     let _open = crate::metrics::OpenConnection::new("ssh");
     let _ = stream.set_nodelay(true);
+    if let Some(after) = unresponsive_after(&config) {
+        let _ = socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(after));
+    }
     let host = stream
         .local_addr()
         .map(|a| a.ip().to_string())
