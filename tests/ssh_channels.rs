@@ -602,7 +602,7 @@ fn a_client_that_stopped_reading_is_still_cut_off_when_its_window_ends() {
 
 #[test]
 fn a_frozen_client_that_leaves_its_streams_unread_is_dropped() {
-    let mut world = World::with_ssh_target(|t| {
+    let world = World::with_ssh_target(|t| {
         format!("[ssh]\nclient_alive_interval = \"1s\"\nclient_alive_count_max = 2\n{t}")
     });
     world.lease_web("alice", "10m");
