@@ -35,6 +35,7 @@ use std::time::Duration;
 use russh::keys::PrivateKey;
 use russh::{MethodKind, MethodSet};
 use tokio::net::{TcpListener, TcpStream};
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::serve::Runtime;
@@ -188,6 +189,41 @@ struct Accepted {
     pending: crate::gateway::PendingLogin,
 }
 
+/// No Nagle delay (interactive keystrokes), and a bound on how long the
+/// client may leave data unread.
+fn tune_socket(stream: &TcpStream, config: &russh::server::Config) {
+    let _ = stream.set_nodelay(true);
+    if let Some(after) = unresponsive_after(config) {
+        let _ = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(after));
+    }
+}
+
+/// After a reload: a key or user taken out of the file ends the
+/// connections that logged in with it.
+async fn end_if_withdrawn(
+    runtime: &Runtime,
+    login: &login_state::LoginState,
+    remote: SocketAddr,
+    sever: &dataplane::Sever,
+) {
+    let Some(withdrawn) = login.withdrawn(&runtime.gateway.config()) else {
+        return;
+    };
+    tracing::info!(reason = %withdrawn.reason, "login withdrawn by a reload");
+    let reason = withdrawn.reason.clone();
+    let gateway = runtime.gateway.clone();
+    let event = withdrawn.into_event(remote.to_string());
+    // Audit writes fsync: off the async workers.
+    let _ = tokio::task::spawn_blocking(move || gateway.audit(event)).await;
+    // The same reload may have ended the connection's lease: that
+    // severing tells the user more, so it goes first.
+    let sever = sever.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(LEASE_SEVERING_FIRST).await;
+        sever.trigger(reason);
+    });
+}
+
 /// How long a client may leave what the gateway sends unread, or its
 /// keepalives unanswered, before its connection is dropped. Keepalives
 /// cannot tell while the connection is blocked writing to a client that
@@ -236,10 +272,7 @@ async fn serve_connection(
         pending,
     } = accepted;
     let _open = crate::metrics::OpenConnection::new("ssh");
-    let _ = stream.set_nodelay(true);
-    if let Some(after) = unresponsive_after(&config) {
-        let _ = socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(after));
-    }
+    tune_socket(&stream, &config);
     let host = stream
         .local_addr()
         .map(|a| a.ip().to_string())
@@ -308,22 +341,9 @@ async fn serve_connection(
                 }
             }
             Ok(()) = reloads.changed() => {
-                // A key or user taken out of the file ends its connections.
-                if let Some(withdrawn) = login.withdrawn(&runtime.gateway.config()) {
-                    tracing::info!(parent: &span, reason = %withdrawn.reason, "login withdrawn by a reload");
-                    let reason = withdrawn.reason.clone();
-                    let gateway = runtime.gateway.clone();
-                    let event = withdrawn.into_event(remote.to_string());
-                    // Audit writes fsync: off the async workers.
-                    let _ = tokio::task::spawn_blocking(move || gateway.audit(event)).await;
-                    // The same reload may have ended the connection's lease:
-                    // that severing tells the user more, so it goes first.
-                    let sever = sever.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(LEASE_SEVERING_FIRST).await;
-                        sever.trigger(reason);
-                    });
-                }
+                end_if_withdrawn(&runtime, &login, remote, &sever)
+                    .instrument(span.clone())
+                    .await;
             }
             reason = sever.requested() => {
                 return disconnect(&handle, session, &kill, reason).await;
