@@ -245,7 +245,14 @@ fn demo_runs_the_whole_workflow_against_real_targets_and_cleans_up() {
         out.contains("psql \"host=") && out.contains("dbname=orders-prod"),
         "{out}"
     );
-    // Stock psql through the gateway, verifying the demo CA's certificate.
+    // Stock psql through the gateway, as checkout printed it: verifying
+    // the gateway's certificate against the demo CA.
+    let printed = out
+        .lines()
+        .find_map(|l| l.strip_prefix("psql \"")?.strip_suffix('"'))
+        .expect("checkout prints a psql command")
+        .to_string();
+    assert!(printed.contains("sslmode=verify-full"), "{printed}");
     let lease_password = out
         .lines()
         .find_map(|l| {
@@ -255,11 +262,7 @@ fn demo_runs_the_whole_workflow_against_real_targets_and_cleans_up() {
         .to_string();
     let through = Command::new("psql")
         .args(["-X", "-A", "-t", "-c", "select count(*) from orders"])
-        .arg(format!(
-            "host=localhost port={} user=alice dbname=orders-prod sslmode=verify-full sslrootcert={}",
-            demo.port("postgres"),
-            demo.dir.join("tls/ca.crt").display()
-        ))
+        .arg(&printed)
         .env("PGPASSWORD", &lease_password)
         .output()
         .unwrap();

@@ -5,7 +5,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{World, wait_until, wait_until_stalled};
@@ -707,7 +707,7 @@ fn a_reload_brings_a_renewed_certificate_to_new_connections_and_a_broken_one_is_
 
 /// A gateway whose Postgres certificate is signed by a CA the raw client
 /// trusts (kept in the returned directory as `ca.crt`); `extra` is appended
-/// to its config.
+/// to its config, after `[tls]`, with `{ca}` standing for the CA's path.
 fn world_with_known_ca(extra: &str) -> (World, tempfile::TempDir) {
     let tls_dir = tempfile::tempdir().unwrap();
     let names = ["localhost".to_string()];
@@ -720,12 +720,48 @@ fn world_with_known_ca(extra: &str) -> (World, tempfile::TempDir) {
     )
     .unwrap();
     let cert_dir = tls_dir.path().display().to_string();
+    let extra = extra.replace("{ca}", &format!("{cert_dir}/ca.crt"));
     let world = World::with_pg_target(&[], move |text| {
         format!(
             "{text}\n[tls]\ncert = \"{cert_dir}/server.crt\"\nkey = \"{cert_dir}/server.key\"\n{extra}"
         )
     });
     (world, tls_dir)
+}
+
+#[test]
+fn checkout_prints_a_psql_command_that_verifies_the_gateway_by_its_name() {
+    let (world, _tls) =
+        world_with_known_ca("client_root_cert = \"{ca}\"\nclient_host = \"localhost\"\n");
+    let id = world.request("alice", "orders-prod --for 10m --reason test");
+    world.ok("bob", &format!("approve {id}"));
+    world.ok("dave", &format!("approve {id}"));
+    let out = world.json(
+        "alice",
+        &format!("checkout {id} --totp {}", world.totp("alice")),
+    );
+    let printed = out["psql"].as_str().unwrap();
+    let conninfo = printed
+        .strip_prefix("psql \"")
+        .and_then(|rest| rest.strip_suffix('"'))
+        .unwrap();
+    assert!(
+        conninfo.starts_with("host=localhost ") && conninfo.contains(" sslmode=verify-full "),
+        "{conninfo}"
+    );
+    // As a user would paste it: it reaches the gateway and checks it.
+    let through = Command::new("psql")
+        .args(["-X", "-A", "-t", "-c", "select 'verified'"])
+        .arg(conninfo)
+        .env("PGPASSWORD", out["password"].as_str().unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&through.stdout).trim(),
+        "verified",
+        "{}",
+        String::from_utf8_lossy(&through.stderr)
+    );
 }
 
 #[test]

@@ -147,6 +147,10 @@ impl Default for PostgresSection {
 pub struct TlsSection {
     pub cert: PathBuf,
     pub key: PathBuf,
+    #[serde(default)]
+    pub client_root_cert: Option<String>,
+    #[serde(default)]
+    pub client_host: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

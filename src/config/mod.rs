@@ -178,6 +178,11 @@ pub struct Listen {
 pub struct Tls {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// How clients verify the certificate, for the psql line `checkout`
+    /// prints: the CA file as clients have it (not read here), and the
+    /// name the certificate is for (else the address the client reached).
+    pub client_root_cert: Option<String>,
+    pub client_host: Option<String>,
 }
 
 /// The Postgres data plane's logs and limits.

@@ -159,6 +159,8 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Config, ConfigError> {
         tls: file.tls.map(|tls| Tls {
             cert: check.resolve(&tls.cert),
             key: check.resolve(&tls.key),
+            client_root_cert: tls.client_root_cert,
+            client_host: tls.client_host,
         }),
         postgres,
         vault_path: file

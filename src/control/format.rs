@@ -5,12 +5,33 @@ use crate::config::{Config, HumanDuration};
 use crate::workflow::{EndReason, Event, Request, Time};
 
 /// The libpq connection string for `user` on the Postgres `resource`
-/// through this gateway, as reached at `host`.
+/// through this gateway, as reached at `host`. It verifies the gateway's
+/// certificate when `[tls]` says how clients can (the password then goes
+/// only to the gateway); else it only encrypts.
 pub fn psql_conninfo(config: &Config, host: &str, user: &str, resource: &str) -> String {
-    format!(
-        "host={host} port={} user={user} dbname={resource} sslmode=require",
-        config.listen.postgres.port()
-    )
+    let port = config.listen.postgres.port();
+    let tls = config.tls.as_ref();
+    match tls.and_then(|tls| tls.client_root_cert.as_deref()) {
+        Some(root) => format!(
+            "host={} port={port} user={user} dbname={resource} sslmode=verify-full sslrootcert={}",
+            conninfo_value(
+                tls.and_then(|tls| tls.client_host.as_deref())
+                    .unwrap_or(host)
+            ),
+            conninfo_value(root)
+        ),
+        None => format!("host={host} port={port} user={user} dbname={resource} sslmode=require"),
+    }
+}
+
+/// A value as libpq reads it in a connection string: quoted when it holds
+/// a space, a quote or a backslash.
+fn conninfo_value(value: &str) -> String {
+    if value.is_empty() || value.contains(|c: char| c.is_whitespace() || c == '\'' || c == '\\') {
+        format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+    } else {
+        value.to_string()
+    }
 }
 
 /// What an approval would grant: the window asked for, or "+15m" for an
@@ -376,6 +397,16 @@ mod tests {
             query_log: None,
             query_log_digest: None,
         }
+    }
+
+    #[test]
+    fn a_conninfo_value_is_quoted_only_when_libpq_needs_it() {
+        assert_eq!(conninfo_value("/etc/ssl/ca.pem"), "/etc/ssl/ca.pem");
+        assert_eq!(
+            conninfo_value("/home/a b/it's\\ca.pem"),
+            r"'/home/a b/it\'s\\ca.pem'"
+        );
+        assert_eq!(conninfo_value(""), "''");
     }
 
     #[test]

@@ -163,7 +163,7 @@ pub fn prepare(dir: &Path) -> anyhow::Result<Demo> {
     ensure_tls(&dir)?;
     forget_old_credentials(&dir)?;
     let config_path = dir.join("config.toml");
-    std::fs::write(&config_path, files::config_text(&ports, SSH_ACCOUNT))?;
+    std::fs::write(&config_path, files::config_text(&dir, &ports, SSH_ACCOUNT))?;
     Config::load(&config_path).context("the generated demo config is invalid")?;
     Ok(Demo {
         dir,
