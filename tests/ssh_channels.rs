@@ -497,18 +497,24 @@ fn a_client_that_leaves_with_its_download_stalled_ends_its_session() {
     );
 }
 
-#[test]
-fn a_follower_that_stops_reading_and_leaves_holds_nothing_up() {
-    let mut world = World::with_ssh_target(|t| t);
-    world.lease_web("alice", "10m");
-    let mut busy = world
+/// alice's pty session on web-01 printing as fast as it can, for
+/// followers; with its session id.
+fn busy_pty_session(world: &World) -> (Child, String) {
+    let busy = world
         .target_ssh("alice", "web-01")
         .args(["-tt", "base64 /dev/zero"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let session = world.live_session("ssh");
+    (busy, world.live_session("ssh"))
+}
+
+#[test]
+fn a_follower_that_stops_reading_and_leaves_holds_nothing_up() {
+    let mut world = World::with_ssh_target(|t| t);
+    world.lease_web("alice", "10m");
+    let (mut busy, session) = busy_pty_session(&world);
     // Nobody reads the follower's output: its channel's window closes and
     // the gateway's writes to it wait.
     let mut follower = world
@@ -606,14 +612,7 @@ fn a_frozen_client_that_leaves_its_streams_unread_is_dropped() {
         format!("[ssh]\nclient_alive_interval = \"1s\"\nclient_alive_count_max = 2\n{t}")
     });
     world.lease_web("alice", "10m");
-    let mut busy = world
-        .target_ssh("alice", "web-01")
-        .args(["-tt", "base64 /dev/zero"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let session = world.live_session("ssh");
+    let (mut busy, session) = busy_pty_session(&world);
     // Enough followers over one connection that their windows hold more
     // than the socket buffers: once the client freezes, the gateway's
     // writes to it block, and its keepalives with them.
