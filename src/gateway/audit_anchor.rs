@@ -3,7 +3,7 @@
 //! noticed at its next start.
 //!
 //! Every record moves the saved head at once, without waiting for the disk
-//! (a rename under the core lock, in step with the append), so even records
+//! (a rename under the audit lock, in step with the append), so even records
 //! written just before the process is killed are covered; a timer makes the
 //! saved head durable within about a second, for power losses.
 
@@ -14,25 +14,25 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::{Anchor, AuditRecord};
 
-use super::{Core, Gateway};
+use super::{AuditSide, Gateway};
 
 impl Gateway {
     /// Makes the saved head durable. Called at start and at shutdown; every
     /// record already moved it.
     pub fn sync_audit_anchor(&self) {
         if self.audit_head().is_some() {
-            sync_anchor_file(&self.core.lock().audit_anchor);
+            sync_anchor_file(&self.audit.lock().anchor);
         }
     }
 
-    /// Moves the saved head to `record`, just appended under `core`'s lock
+    /// Moves the saved head to `record`, just appended under `side`'s lock
     /// (which keeps saves in the order of the records).
-    pub(super) fn follow_audit_head(core: &Core, record: &AuditRecord) {
+    pub(super) fn follow_audit_head(side: &AuditSide, record: &AuditRecord) {
         let head = Anchor {
             seq: record.seq,
             hash: record.hash.clone(),
         };
-        let path = &core.audit_anchor;
+        let path = &side.anchor;
         if let Err(e) = crate::audit::save_anchor(path, &head) {
             tracing::warn!(error = %e, path = %path.display(), "cannot save the audit head");
         }
@@ -40,7 +40,7 @@ impl Gateway {
 
     /// Makes the saved head durable whenever it moved, once a second.
     pub async fn run_audit_anchor(self: Arc<Self>, shutdown: CancellationToken) {
-        let path = self.core.lock().audit_anchor.clone();
+        let path = self.audit.lock().anchor.clone();
         let mut synced = self.audit_head();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -58,15 +58,15 @@ impl Gateway {
     }
 
     fn audit_head(&self) -> Option<Anchor> {
-        self.core.lock().audit.head()
+        self.audit.lock().log.head()
     }
 
     /// The file the audit chain continues in, and its newest record's seq
     /// (0 while empty): where a follower that fell behind reads on from.
     pub fn audit_position(&self) -> (std::path::PathBuf, u64) {
-        let core = self.core.lock();
-        let head = core.audit.head().map_or(0, |head| head.seq);
-        (core.audit.path().to_path_buf(), head)
+        let side = self.audit.lock();
+        let head = side.log.head().map_or(0, |head| head.seq);
+        (side.log.path().to_path_buf(), head)
     }
 }
 

@@ -10,25 +10,20 @@ use std::sync::atomic::Ordering;
 use crate::audit::{AuditError, AuditEvent, Recorded};
 use crate::workflow::Event;
 
-use super::{Core, Gateway};
+use super::{AuditSide, Gateway};
 
 /// What users are told while access is refused for this reason.
 pub const AUDIT_UNAVAILABLE: &str =
     "jitgate cannot write its audit log, so no new access is granted until it can";
 
 impl Gateway {
-    /// Appends `event` after any held records, and publishes what was
-    /// written. Failures are logged and counted, never hidden.
-    pub(super) fn audit_locked(&self, core: &mut Core, event: AuditEvent) {
-        let recorded = core.audit.record(vec![event]);
-        self.published(core, recorded);
-    }
-
-    /// Appends `events` together: one write and one fsync for all.
+    /// Appends `events` together, after any held records, in one write
+    /// and one fsync, and publishes what was written. Failures are logged
+    /// and counted, never hidden.
     pub fn audit_all(&self, events: Vec<AuditEvent>) {
-        let mut core = self.core.lock();
-        let recorded = core.audit.record(events);
-        self.published(&mut core, recorded);
+        let mut side = self.audit.lock();
+        let recorded = side.log.record(events);
+        self.published(&mut side, recorded);
     }
 
     /// Whether the last audit attempt failed and records are held.
@@ -42,36 +37,32 @@ impl Gateway {
         if !self.audit_failing() {
             return true;
         }
-        let mut core = self.core.lock();
-        self.audit_ready_locked(&mut core)
-    }
-
-    pub(super) fn audit_ready_locked(&self, core: &mut Core) -> bool {
-        if core.audit.holding() == 0 {
+        let mut side = self.audit.lock();
+        if side.log.holding() == 0 {
             return true;
         }
-        let recorded = core.audit.retry_held();
-        self.published(core, recorded);
-        core.audit.holding() == 0
+        let recorded = side.log.retry_held();
+        self.published(&mut side, recorded);
+        side.log.holding() == 0
     }
 
     /// Records still held when the gateway stops go to its log, the only
     /// place left for them.
     pub fn log_held_audit_records(&self) {
-        let core = self.core.lock();
-        for line in core.audit.held_lines() {
+        let side = self.audit.lock();
+        for line in side.log.held_lines() {
             tracing::error!(record = %line, "audit record never written to the audit log");
         }
     }
 
-    fn published(&self, core: &mut Core, recorded: Recorded) {
+    fn published(&self, side: &mut AuditSide, recorded: Recorded) {
         for record in recorded.written {
-            Self::follow_audit_head(core, &record);
+            Self::follow_audit_head(side, &record);
             // Scraped, the head seq becomes a record kept off this machine.
             metrics::gauge!("jitgate_audit_head_seq").set(record.seq as f64);
             self.bus.publish(record);
         }
-        let held = core.audit.holding();
+        let held = side.log.holding();
         metrics::gauge!("jitgate_audit_records_held").set(held as f64);
         let was_failing = self.audit_failing.swap(held > 0, Ordering::AcqRel);
         match recorded.failure {

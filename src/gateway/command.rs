@@ -99,7 +99,7 @@ impl Gateway {
                 command: description,
                 reason: error.to_string(),
             };
-            self.audit_locked(&mut core, refusal);
+            self.audit(refusal);
         }
         result
     }
@@ -170,7 +170,7 @@ impl Gateway {
         let mut mfa_step = None;
         if request.settings.mfa_required {
             let code = totp.ok_or_else(|| WorkflowError::MfaRequired(resource.clone()))?;
-            let step = self.verify_totp(core, config, actor, &code)?;
+            let step = self.verify_totp(config, actor, &code)?;
             mfa_step = Some((actor.to_string(), step));
         }
         let is_postgres = config
@@ -191,13 +191,9 @@ impl Gateway {
         })
     }
 
-    fn verify_totp(
-        &self,
-        core: &mut Core,
-        config: &Config,
-        user: &str,
-        code: &str,
-    ) -> Result<u64, GatewayError> {
+    /// Called under the core lock, so a code's step is consumed and
+    /// journaled before another checkout can present it.
+    fn verify_totp(&self, config: &Config, user: &str, code: &str) -> Result<u64, GatewayError> {
         let secret_file = config
             .directory
             .user(user)
@@ -213,22 +209,16 @@ impl Gateway {
             Err(failure) => {
                 metrics::counter!("jitgate_mfa_failures_total").increment(1);
                 let reason = failure.error.to_string();
-                self.audit_locked(
-                    core,
-                    AuditEvent::MfaFailure {
-                        user: user.to_string(),
-                        reason,
-                    },
-                );
+                self.audit(AuditEvent::MfaFailure {
+                    user: user.to_string(),
+                    reason,
+                });
                 if failure.locked_now {
                     let seconds = config.mfa.lockout.as_secs();
-                    self.audit_locked(
-                        core,
-                        AuditEvent::MfaLocked {
-                            user: user.to_string(),
-                            seconds,
-                        },
-                    );
+                    self.audit(AuditEvent::MfaLocked {
+                        user: user.to_string(),
+                        seconds,
+                    });
                 }
                 Err(failure.error.into())
             }

@@ -2,8 +2,11 @@
 //!
 //! A command is decided by the pure engine, journaled (fsynced), applied,
 //! audited, published on the event bus and mirrored into the lease table, in
-//! that order, under one mutex. The mutex is a `parking_lot` one and is
-//! never held across an `.await`: async callers run commands through
+//! that order, under the core mutex. The audit log has a mutex of its own,
+//! taken after the core's: the records of logins and sessions, many more
+//! than commands, then wait only for each other, and workflow reads never
+//! wait for their fsyncs. Both are `parking_lot` mutexes, never held across
+//! an `.await`: async callers run commands and audit writes through
 //! `spawn_blocking`, so a slow disk never stalls the runtime's workers.
 
 mod audit_anchor;
@@ -87,18 +90,26 @@ struct PersistentState {
     mfa_steps: BTreeMap<String, u64>,
 }
 
+/// Workflow state and its journal: what commands change.
 struct Core {
     state: PersistentState,
     journal: Journal,
-    audit: AuditLog,
+}
+
+/// The audit chain, under a lock of its own so that the records of logins
+/// and sessions (and their fsyncs) never hold up workflow reads. Taken
+/// after `Core`'s lock when both are needed, never before.
+struct AuditSide {
+    log: AuditLog,
     /// Where the audit head is saved: fixed at start like the journal's
     /// directory, whatever a reload says.
-    audit_anchor: std::path::PathBuf,
+    anchor: std::path::PathBuf,
 }
 
 pub struct Gateway {
     config: RwLock<Arc<Config>>,
     core: Mutex<Core>,
+    audit: Mutex<AuditSide>,
     leases: Arc<LeaseTable>,
     mfa: MfaGuard,
     bus: EventBus,
@@ -225,8 +236,7 @@ impl Gateway {
     /// Appends a non-workflow event (logins, sessions, refusals) to the audit
     /// log and the bus. Audit failures are logged, never hidden.
     pub fn audit(&self, event: AuditEvent) {
-        let mut core = self.core.lock();
-        self.audit_locked(&mut core, event);
+        self.audit_all(vec![event]);
     }
 
     /// Journals, applies, audits and publishes `events`, then mirrors the
@@ -243,9 +253,7 @@ impl Gateway {
         }
         // A person's change that would let anyone in more waits until it can
         // be audited; the gateway's own decisions only ever end access.
-        if actor.is_some()
-            && events.iter().any(audit_outage::widens_access)
-            && !self.audit_ready_locked(core)
+        if actor.is_some() && events.iter().any(audit_outage::widens_access) && !self.audit_ready()
         {
             return Err(GatewayError::AuditUnavailable);
         }
@@ -257,19 +265,17 @@ impl Gateway {
         if let Some((user, step)) = &record.mfa_step {
             core.state.mfa_steps.insert(user.clone(), *step);
         }
-        for event in &record.events {
+        // One audit write (and fsync) for all of the command's events.
+        let changes = record.events.iter().map(|event| {
             count_event(event);
-            let change = event.redacted();
-            self.audit_locked(
-                core,
-                AuditEvent::Workflow {
-                    actor: actor.map(String::from),
-                    change,
-                },
-            );
-            if let Some(id) = event.request_id() {
-                self.mirror_lease(&core.state.engine, id);
+            AuditEvent::Workflow {
+                actor: actor.map(String::from),
+                change: event.redacted(),
             }
+        });
+        self.audit_all(changes.collect());
+        for id in record.events.iter().filter_map(Event::request_id) {
+            self.mirror_lease(&core.state.engine, id);
         }
         crate::metrics::record_request_states(&core.state.engine);
         self.maybe_compact(core);

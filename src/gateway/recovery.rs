@@ -13,7 +13,7 @@ use crate::lease::LeaseTable;
 use crate::mfa::MfaGuard;
 use crate::workflow::RequestId;
 
-use super::{BUS_CAPACITY, Core, Gateway, GatewayError, JournalRecord, PersistentState};
+use super::{AuditSide, BUS_CAPACITY, Core, Gateway, GatewayError, JournalRecord, PersistentState};
 
 /// The saved head of the audit chain and what is wrong with the log, if it
 /// no longer holds that head.
@@ -75,11 +75,10 @@ impl Gateway {
         let (leases, expired) = LeaseTable::new();
         let gateway = Arc::new(Self {
             config: RwLock::new(Arc::new(config.clone())),
-            core: Mutex::new(Core {
-                state,
-                journal,
-                audit,
-                audit_anchor: crate::audit::anchor_path(&config.state_dir),
+            core: Mutex::new(Core { state, journal }),
+            audit: Mutex::new(AuditSide {
+                log: audit,
+                anchor: crate::audit::anchor_path(&config.state_dir),
             }),
             leases,
             mfa,

@@ -452,3 +452,37 @@ fn subjects_find_a_workflow_records_user_and_resource_through_its_request() {
     };
     assert_eq!(subjects.resource_of(&gateway, &started), None);
 }
+
+#[test]
+fn workflow_reads_do_not_wait_for_an_audit_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = open(dir.path(), 1);
+    let id = request(&gateway, "u0", "box", 600);
+    // An audit write that takes long (a slow disk's fsync) holds the
+    // audit lock; reading workflow state must not wait for it.
+    let writing = gateway.audit.lock();
+    let (done, finished) = std::sync::mpsc::channel();
+    let reader = gateway.clone();
+    std::thread::spawn(move || {
+        let requester = reader.request(id).map(|r| r.requester);
+        let _ = done.send(requester);
+    });
+    let read = finished.recv_timeout(Duration::from_secs(10));
+    drop(writing);
+    assert_eq!(read.unwrap().as_deref(), Some("u0"));
+}
+
+#[test]
+fn a_commands_events_are_audited_in_their_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = open(dir.path(), 1);
+    let id = request(&gateway, "u0", "box", 600);
+    let text = audit_text(&gateway);
+    let changes: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains(&format!("\"id\":{id}")))
+        .collect();
+    assert!(changes.len() >= 2, "requested and granted: {text}");
+    assert!(changes[0].contains("requested"), "{text}");
+    assert!(changes[1].contains("granted"), "{text}");
+}
