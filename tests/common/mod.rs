@@ -289,7 +289,11 @@ impl World {
 
     /// A gateway whose web-01 is a real sshd; `edit` adjusts the config.
     pub fn with_ssh_target(edit: impl FnOnce(String) -> String) -> Self {
-        let target = SshTarget::start();
+        Self::on_ssh_target(SshTarget::start(), edit)
+    }
+
+    /// A gateway whose web-01 is `target`; `edit` adjusts the config.
+    pub fn on_ssh_target(target: SshTarget, edit: impl FnOnce(String) -> String) -> Self {
         let port = target.sshd.port;
         let key = target.key.display().to_string();
         let account = target.sshd.account.clone();
@@ -433,7 +437,6 @@ impl World {
         id
     }
 
-    /// `ssh` to the resource through the gateway: `user+resource@GW`.
     /// `ssh -tt` to web-01 through the gateway as `user`, typing `input`.
     pub fn pty_shell(&self, user: &str, input: &[u8]) -> std::process::Child {
         let mut shell = self
@@ -536,6 +539,7 @@ impl World {
             .unwrap()
     }
 
+    /// `ssh` to the resource through the gateway: `user+resource@GW`.
     pub fn target_ssh(&self, user: &str, resource: &str) -> Command {
         self.ssh_command(&format!("{user}+{resource}"), user)
     }

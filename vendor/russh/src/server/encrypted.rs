@@ -1847,7 +1847,10 @@ impl Session {
                         handler.signal(channel_num, signal, self).await
                     }
                     x => {
-                        warn!("unknown channel request {x}");
+                        // jitgate patch: clients send requests russh does not know on
+                        // every session (PuTTY's simple@putty.projects.tartarus.org and
+                        // winadj@...); refusing them is routine, not a warning.
+                        debug!("unknown channel request {x}");
                         self.channel_failure(channel_num)?;
                         Ok(())
                     }
