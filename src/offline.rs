@@ -43,6 +43,16 @@ pub fn check_config(file: &Path) -> Result<String, crate::config::ConfigError> {
             }
         })?;
     }
+    // Generated at the first start when missing; one that is there must load.
+    if config.ssh_host_key.exists() {
+        crate::ssh::read_host_key(&config.ssh_host_key).map_err(|e| {
+            crate::config::ConfigError::Invalid {
+                path: file.to_path_buf(),
+                key: "ssh.host_key".into(),
+                problem: e.to_string(),
+            }
+        })?;
+    }
     Ok(format!(
         "{}: OK ({} users, {} resources)",
         file.display(),

@@ -173,7 +173,10 @@ fn apply_reload(config_path: &Path, gateway: &Gateway) {
             // The gateway would not start with them: refuse the reload too.
             let usable = crate::notify::prepare(&config.webhooks)
                 .map_err(|e| e.to_string())
-                .and_then(|_| crate::postgres::tls::acceptor(&config).map_err(|e| e.to_string()));
+                .and_then(|_| crate::postgres::tls::acceptor(&config).map_err(|e| e.to_string()))
+                .and_then(|_| {
+                    crate::ssh::read_host_key(&config.ssh_host_key).map_err(|e| e.to_string())
+                });
             if let Err(e) = usable {
                 tracing::error!(error = %e, "new configuration refused; keeping the running one");
                 gateway.audit(AuditEvent::ConfigReloaded {

@@ -284,6 +284,72 @@ fn the_ssh_host_key_is_generated_once_private_and_kept_across_restarts() {
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "not a key");
 }
 
+/// How long a connection that sends nothing after the server's version
+/// line stays open.
+fn silent_connection_lasts(world: &World) -> Duration {
+    use std::io::Read;
+    let mut socket = std::net::TcpStream::connect(("127.0.0.1", world.ssh_port)).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let opened = Instant::now();
+    let mut buffer = [0u8; 256];
+    while socket.read(&mut buffer).is_ok_and(|n| n > 0) {}
+    opened.elapsed()
+}
+
+#[test]
+fn a_reload_takes_in_the_ssh_ports_host_key_and_settings_for_new_connections() {
+    let world = World::start();
+    let path = world.path("state/ssh_host_ed25519_key");
+    let old = scanned_host_key(&world);
+    let mut open = world.watching("alice", "alice");
+
+    // A replaced host key and a shorter auth_timeout.
+    std::fs::remove_file(&path).unwrap();
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let config = world.config_path();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}\n[ssh]\nauth_timeout = \"1s\"\n")).unwrap();
+    world.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(10), || scanned_host_key(&world) != old),
+        "the replaced host key is not offered after a reload"
+    );
+    let new = scanned_host_key(&world);
+    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
+    let key_body = public.split_whitespace().nth(1).unwrap();
+    assert!(new.contains(key_body), "{new}");
+    assert!(silent_connection_lasts(&world) < Duration::from_secs(10));
+    world.ok("alice", "status");
+    assert!(
+        open.try_wait().unwrap().is_none(),
+        "an open connection was cut"
+    );
+
+    // A key that does not load refuses the whole reload: the running key
+    // stays, and check-config names the problem.
+    std::fs::write(&path, "not a key").unwrap();
+    world.signal("HUP");
+    assert!(wait_until(Duration::from_secs(10), || world
+        .audit_text()
+        .contains(r#""ok":false"#)));
+    assert_eq!(scanned_host_key(&world), new);
+    let out = jitgate(&["check-config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ssh.host_key") && err.contains("cannot read the SSH host key"),
+        "{err}"
+    );
+    let _ = open.kill();
+}
+
 #[test]
 fn a_lease_expires_on_time_and_the_expiry_is_audited() {
     let world = World::start();

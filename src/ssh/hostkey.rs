@@ -17,10 +17,7 @@ pub enum HostKeyError {
 /// file does not exist yet. Clients pin this key, so it must persist.
 pub fn load_or_generate(path: &Path) -> Result<PrivateKey, HostKeyError> {
     if path.exists() {
-        return russh::keys::load_secret_key(path, None).map_err(|e| HostKeyError::Unreadable {
-            path: path.display().to_string(),
-            problem: e.to_string(),
-        });
+        return load(path);
     }
     let uncreatable = |problem: String| HostKeyError::Uncreatable {
         path: path.display().to_string(),
@@ -38,4 +35,13 @@ pub fn load_or_generate(path: &Path) -> Result<PrivateKey, HostKeyError> {
         .map_err(|e| uncreatable(e.to_string()))?;
     tracing::info!(path = %path.display(), "generated a new SSH host key");
     Ok(key)
+}
+
+/// Loads the host key at `path`, which must exist: a reload never
+/// generates one (clients would find the gateway's key changed).
+pub fn load(path: &Path) -> Result<PrivateKey, HostKeyError> {
+    russh::keys::load_secret_key(path, None).map_err(|e| HostKeyError::Unreadable {
+        path: path.display().to_string(),
+        problem: e.to_string(),
+    })
 }

@@ -40,7 +40,7 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::serve::Runtime;
 
-pub use hostkey::load_or_generate as load_host_key;
+pub use hostkey::load as read_host_key;
 pub use recording::{LiveEvent, read_events};
 pub use upstream::KnownHosts;
 
@@ -56,17 +56,39 @@ const DISCONNECT_GRACE: Duration = Duration::from_secs(1);
 /// Builds the server config and starts accepting connections.
 pub async fn start(runtime: Runtime, listener: TcpListener, config: &Config) -> anyhow::Result<()> {
     let key = hostkey::load_or_generate(&config.ssh_host_key)?;
-    let server_config = Arc::new(server_config(key, config));
-    let auth_timeout = config.ssh_auth_timeout;
+    let listening = Listening::new(key, config);
     let known_hosts = runtime.gateway.known_hosts().clone();
-    tokio::spawn(accept_loop(
-        runtime,
-        listener,
-        server_config,
-        auth_timeout,
-        known_hosts,
-    ));
+    tokio::spawn(accept_loop(runtime, listener, listening, known_hosts));
     Ok(())
+}
+
+/// What the listener takes from the configuration for each connection it
+/// accepts. A reload replaces it whole (host key included, as sshd's
+/// SIGHUP does); connections already open keep what they started with.
+#[derive(Clone)]
+struct Listening {
+    server: Arc<russh::server::Config>,
+    auth_timeout: Duration,
+}
+
+impl Listening {
+    fn new(key: PrivateKey, config: &Config) -> Self {
+        Self {
+            server: Arc::new(server_config(key, config)),
+            auth_timeout: config.ssh_auth_timeout,
+        }
+    }
+
+    /// The settings of the configuration now in force. The reload was
+    /// refused unless its host key loaded; should the file have changed
+    /// since, the running key stays.
+    fn reloaded(&self, config: &Config) -> Self {
+        let key = hostkey::load(&config.ssh_host_key).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "SSH host key not reloaded; the running one stays");
+            self.server.keys[0].clone()
+        });
+        Self::new(key, config)
+    }
 }
 
 /// russh's defaults plus aes128-gcm, which OpenSSH clients commonly pick
@@ -110,13 +132,17 @@ fn server_config(key: PrivateKey, config: &Config) -> russh::server::Config {
 async fn accept_loop(
     runtime: Runtime,
     listener: TcpListener,
-    config: Arc<russh::server::Config>,
-    auth_timeout: Duration,
+    mut listening: Listening,
     known_hosts: Arc<KnownHosts>,
 ) {
+    let mut reloads = runtime.gateway.reloads();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
+            Ok(()) = reloads.changed() => {
+                listening = listening.reloaded(&runtime.gateway.config());
+                continue;
+            }
             () = runtime.accepting.cancelled() => return,
         };
         match accepted {
@@ -126,17 +152,15 @@ async fn accept_loop(
                     drop(stream);
                     continue;
                 };
-                let runtime2 = runtime.clone();
-                let config = config.clone();
+                let accepted = Accepted {
+                    stream,
+                    remote,
+                    pending,
+                };
                 runtime.tracker.spawn(serve_connection(
-                    runtime2,
-                    Accepted {
-                        stream,
-                        remote,
-                        pending,
-                    },
-                    config,
-                    auth_timeout,
+                    runtime.clone(),
+                    accepted,
+                    listening.clone(),
                     known_hosts.clone(),
                 ));
             }
@@ -262,8 +286,7 @@ async fn disconnect(
 async fn serve_connection(
     runtime: Runtime,
     accepted: Accepted,
-    config: Arc<russh::server::Config>,
-    auth_timeout: Duration,
+    listening: Listening,
     known_hosts: Arc<KnownHosts>,
 ) {
     let Accepted {
@@ -271,6 +294,10 @@ async fn serve_connection(
         remote,
         pending,
     } = accepted;
+    let Listening {
+        server: config,
+        auth_timeout,
+    } = listening;
     let _open = crate::metrics::OpenConnection::new("ssh");
     tune_socket(&stream, &config);
     let host = stream
