@@ -12,6 +12,7 @@
 //!   the `sftp` file log of SFTP channels.
 
 mod channel;
+mod channel_record;
 mod channel_use;
 mod console;
 mod dataplane;

@@ -29,12 +29,11 @@ const RECORDING_FAILED: &str = "jitgate: this session's recording cannot be writ
 
 use crate::audit::AuditEvent;
 
+use super::channel_record::{keep, start_records};
 use super::channel_use::{ChannelUse, Shared};
 use super::dataplane::DataPlane;
 use super::end_warnings::EndWarnings;
 use super::flow::{Inbox, SessionMsg, both_directions, drain, notice, unless_stopped};
-use super::recording::Recorder;
-use super::sftp::FileLog;
 
 /// Opens the target's session channel before answering the client's
 /// channel open, then relays. A channel the target refuses (sshd's
@@ -219,7 +218,7 @@ async fn client_to_target(
                 to.set_env(false, variable_name, variable_value).await
             }
             ChannelMsg::RequestShell { .. } => {
-                if !start(plane, &shared, "shell", None, &config) {
+                if !start_records(plane, &shared, "shell", None, &config) {
                     stop = Some(CANNOT_RECORD);
                     break;
                 }
@@ -227,14 +226,14 @@ async fn client_to_target(
             }
             ChannelMsg::Exec { command, .. } => {
                 let text = String::from_utf8_lossy(&command).into_owned();
-                if !start(plane, &shared, "exec", Some(text), &config) {
+                if !start_records(plane, &shared, "exec", Some(text), &config) {
                     stop = Some(CANNOT_RECORD);
                     break;
                 }
                 to.exec(true, command).await
             }
             ChannelMsg::RequestSubsystem { name, .. } => {
-                if !start(plane, &shared, "subsystem", Some(name.clone()), &config) {
+                if !start_records(plane, &shared, "subsystem", Some(name.clone()), &config) {
                     stop = Some(CANNOT_RECORD);
                     break;
                 }
@@ -263,103 +262,6 @@ async fn client_to_target(
     let _ = to.eof().await;
     let _ = to.close().await;
     (bytes, ())
-}
-
-/// Starts recording a pty session once it runs a shell or command (and a
-/// shell without a pty), and the file log of an SFTP channel. False when
-/// what must be recorded cannot be.
-fn start(
-    plane: &DataPlane,
-    shared: &Shared,
-    kind: &'static str,
-    command: Option<String>,
-    config: &crate::config::Config,
-) -> bool {
-    match start_recording(plane, shared, kind, command, config) {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::error!(session = plane.session_id(), error = %e, "cannot record a channel; it is refused");
-            false
-        }
-    }
-}
-
-fn start_recording(
-    plane: &DataPlane,
-    shared: &Shared,
-    kind: &'static str,
-    command: Option<String>,
-    config: &crate::config::Config,
-) -> std::io::Result<()> {
-    let mut used = shared.lock();
-    used.kind = Some(kind);
-    used.command = command;
-    let name = format!("{}-{}", plane.session_id(), rand::random::<u16>());
-    if kind == "subsystem" && used.command.as_deref() == Some("sftp") {
-        let log = FileLog::create(&config.recordings_dir, &name)?;
-        plane
-            .gateway
-            .sessions()
-            .add_recording(plane.session_id(), log.live());
-        used.file_log = Some(Arc::new(Mutex::new(log)));
-    }
-    // A shell without a pty (`ssh -T`) is as interactive as one with a
-    // pty; exec channels without one carry pipelines (rsync, git), so they
-    // are recorded only when configured, and only so far.
-    let (term, cols, rows) = match used.pty.clone() {
-        Some(pty) => pty,
-        None if kind == "shell" || recorded_exec(kind, config) => ("dumb".to_string(), 80, 24),
-        None => return Ok(()),
-    };
-    let limit = (used.pty.is_none() && kind == "exec").then_some(config.record_exec_bytes);
-    let mut recorder = Recorder::create(
-        &config.recordings_dir,
-        &name,
-        cols,
-        rows,
-        &term,
-        config.record_input,
-    )?;
-    if let Some(bytes) = limit {
-        recorder = recorder.limited_to(bytes);
-    }
-    plane
-        .gateway
-        .sessions()
-        .add_recording(plane.session_id(), recorder.live());
-    used.recorder = Some(Arc::new(Mutex::new(recorder)));
-    Ok(())
-}
-
-/// Exec channels without a pty are recorded (up to `record_exec_bytes`)
-/// only when that is above zero.
-fn recorded_exec(kind: &str, config: &crate::config::Config) -> bool {
-    kind == "exec" && config.record_exec_bytes > 0
-}
-
-/// Passes relayed bytes to the channel's recording and file log, if it
-/// has them; false once either failed to reach its file.
-fn keep(
-    shared: &Shared,
-    record: impl FnOnce(&mut Recorder),
-    log_files: impl FnOnce(&mut FileLog),
-) -> bool {
-    let (recorder, file_log) = {
-        let used = shared.lock();
-        (used.recorder.clone(), used.file_log.clone())
-    };
-    let mut kept = true;
-    if let Some(recorder) = recorder {
-        let mut recorder = recorder.lock();
-        record(&mut recorder);
-        kept &= !recorder.failed();
-    }
-    if let Some(log) = file_log {
-        let mut log = log.lock();
-        log_files(&mut log);
-        kept &= !log.failed();
-    }
-    kept
 }
 
 /// Tells the client why the gateway stops its channel, and stops both
