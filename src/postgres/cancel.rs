@@ -13,7 +13,10 @@ use tokio::net::TcpStream;
 /// Where and how to cancel one upstream backend.
 #[derive(Clone, Debug)]
 pub struct UpstreamKey {
-    pub address: String,
+    /// The address the session's connection reached, not the resource's
+    /// name resolved again: a name with several addresses (or moved since)
+    /// could send the cancel to another server, as libpq never does.
+    pub address: std::net::SocketAddr,
     pub process_id: i32,
     pub secret_key: i32,
     pub tls: Option<super::upstream::UpstreamTls>,
@@ -80,7 +83,7 @@ pub async fn cancel_upstream(key: &UpstreamKey, timeout: Duration) -> std::io::R
         &mut packet,
     );
     tokio::time::timeout(timeout, async {
-        let tcp = TcpStream::connect(&key.address).await?;
+        let tcp = TcpStream::connect(key.address).await?;
         let mut stream = super::upstream::secure(tcp, key.tls.as_ref()).await?;
         stream.write_all(&packet).await?;
         stream.flush().await?;

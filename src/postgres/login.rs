@@ -269,7 +269,7 @@ async fn login(
         tls,
     } = admitted;
     let upstream_key = UpstreamKey {
-        address: resource.address.clone(),
+        address: upstream.address,
         process_id: upstream.process_id,
         secret_key: upstream.secret_key,
         tls,

@@ -61,6 +61,8 @@ pub enum UpstreamError {
 /// A logged-in upstream connection, positioned right after ReadyForQuery.
 pub struct Upstream {
     pub stream: BoxStream,
+    /// The backend's address, as connected (for cancel requests).
+    pub address: std::net::SocketAddr,
     pub process_id: i32,
     pub secret_key: i32,
     /// ParameterStatus and notices, to be relayed to the client as they
@@ -140,6 +142,7 @@ impl Login<'_> {
             .await
             .map_err(|e| self.unreachable(e))?;
         let _ = tcp.set_nodelay(true);
+        let address = tcp.peer_addr().map_err(|e| self.unreachable(e))?;
         let mut stream = secure(tcp, self.tls)
             .await
             .map_err(|e| self.unreachable(e))?;
@@ -149,7 +152,7 @@ impl Login<'_> {
             .write_all(&out)
             .await
             .map_err(|e| self.unreachable(e))?;
-        self.login(stream).await
+        self.login(stream, address).await
     }
 
     /// The client's parameters, with user and database replaced by the
@@ -173,7 +176,11 @@ impl Login<'_> {
         params
     }
 
-    async fn login(&self, mut stream: BoxStream) -> Result<Upstream, UpstreamError> {
+    async fn login(
+        &self,
+        mut stream: BoxStream,
+        address: std::net::SocketAddr,
+    ) -> Result<Upstream, UpstreamError> {
         let mut scram: Option<scram::Exchange> = None;
         let mut greeting = BytesMut::new();
         let mut key = None;
@@ -199,6 +206,7 @@ impl Login<'_> {
                         key.ok_or_else(|| self.protocol("no BackendKeyData"))?;
                     return Ok(Upstream {
                         stream,
+                        address,
                         process_id,
                         secret_key,
                         greeting,
