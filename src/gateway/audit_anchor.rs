@@ -12,61 +12,84 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::audit::{Anchor, AuditRecord};
 
-use super::{AuditSide, Gateway};
+use super::Gateway;
+
+/// Where the audit chain is and how far it goes, readable without waiting
+/// for a write in progress (which holds the audit lock through its fsync).
+pub(super) struct AuditHead {
+    /// The file the chain continues in (older files are rotated away).
+    log: PathBuf,
+    /// Where the head is saved: fixed at start like the journal's
+    /// directory, whatever a reload says.
+    anchor: PathBuf,
+    /// The newest record's seq; 0 while the chain is empty.
+    seq: AtomicU64,
+}
+
+impl AuditHead {
+    pub(super) fn new(log: PathBuf, anchor: PathBuf, head: Option<&Anchor>) -> Self {
+        Self {
+            log,
+            anchor,
+            seq: AtomicU64::new(head.map_or(0, |head| head.seq)),
+        }
+    }
+
+    fn seq(&self) -> u64 {
+        self.seq.load(Ordering::Acquire)
+    }
+}
 
 impl Gateway {
     /// Makes the saved head durable. Called at start and at shutdown; every
     /// record already moved it.
     pub fn sync_audit_anchor(&self) {
-        if self.audit_head().is_some() {
-            sync_anchor_file(&self.audit.lock().anchor);
+        if self.audit_head.seq() > 0 {
+            sync_anchor_file(&self.audit_head.anchor);
         }
     }
 
-    /// Moves the saved head to `record`, just appended under `side`'s lock
-    /// (which keeps saves in the order of the records).
-    pub(super) fn follow_audit_head(side: &AuditSide, record: &AuditRecord) {
+    /// Moves the saved head to `record`, just appended under the audit
+    /// lock (which keeps saves in the order of the records).
+    pub(super) fn follow_audit_head(&self, record: &AuditRecord) {
         let head = Anchor {
             seq: record.seq,
             hash: record.hash.clone(),
         };
-        let path = &side.anchor;
+        let path = &self.audit_head.anchor;
         if let Err(e) = crate::audit::save_anchor(path, &head) {
             tracing::warn!(error = %e, path = %path.display(), "cannot save the audit head");
         }
+        self.audit_head.seq.store(record.seq, Ordering::Release);
     }
 
     /// Makes the saved head durable whenever it moved, once a second.
     pub async fn run_audit_anchor(self: Arc<Self>, shutdown: CancellationToken) {
-        let path = self.audit.lock().anchor.clone();
-        let mut synced = self.audit_head();
+        let mut synced = self.audit_head.seq();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 () = shutdown.cancelled() => return,
             }
-            let head = self.audit_head();
+            let head = self.audit_head.seq();
             if head != synced {
-                let path = path.clone();
+                let path = self.audit_head.anchor.clone();
                 let _ = tokio::task::spawn_blocking(move || sync_anchor_file(&path)).await;
                 synced = head;
             }
         }
     }
 
-    fn audit_head(&self) -> Option<Anchor> {
-        self.audit.lock().log.head()
-    }
-
     /// The file the audit chain continues in, and its newest record's seq
     /// (0 while empty): where a follower that fell behind reads on from.
-    pub fn audit_position(&self) -> (std::path::PathBuf, u64) {
-        let side = self.audit.lock();
-        let head = side.log.head().map_or(0, |head| head.seq);
-        (side.log.path().to_path_buf(), head)
+    pub fn audit_position(&self) -> (PathBuf, u64) {
+        (self.audit_head.log.clone(), self.audit_head.seq())
     }
 }
 

@@ -57,7 +57,7 @@ impl Gateway {
 
     fn published(&self, side: &mut AuditSide, recorded: Recorded) {
         for record in recorded.written {
-            Self::follow_audit_head(side, &record);
+            self.follow_audit_head(&record);
             // Scraped, the head seq becomes a record kept off this machine.
             metrics::gauge!("jitgate_audit_head_seq").set(record.seq as f64);
             self.bus.publish(record);

@@ -101,15 +101,13 @@ struct Core {
 /// after `Core`'s lock when both are needed, never before.
 struct AuditSide {
     log: AuditLog,
-    /// Where the audit head is saved: fixed at start like the journal's
-    /// directory, whatever a reload says.
-    anchor: std::path::PathBuf,
 }
 
 pub struct Gateway {
     config: RwLock<Arc<Config>>,
     core: Mutex<Core>,
     audit: Mutex<AuditSide>,
+    audit_head: audit_anchor::AuditHead,
     leases: Arc<LeaseTable>,
     mfa: MfaGuard,
     bus: EventBus,

@@ -13,6 +13,7 @@ use crate::lease::LeaseTable;
 use crate::mfa::MfaGuard;
 use crate::workflow::RequestId;
 
+use super::audit_anchor::AuditHead;
 use super::{AuditSide, BUS_CAPACITY, Core, Gateway, GatewayError, JournalRecord, PersistentState};
 
 /// The saved head of the audit chain and what is wrong with the log, if it
@@ -76,10 +77,12 @@ impl Gateway {
         let gateway = Arc::new(Self {
             config: RwLock::new(Arc::new(config.clone())),
             core: Mutex::new(Core { state, journal }),
-            audit: Mutex::new(AuditSide {
-                log: audit,
-                anchor: crate::audit::anchor_path(&config.state_dir),
-            }),
+            audit_head: AuditHead::new(
+                audit.path().to_path_buf(),
+                crate::audit::anchor_path(&config.state_dir),
+                audit.head().as_ref(),
+            ),
+            audit: Mutex::new(AuditSide { log: audit }),
             leases,
             mfa,
             bus: EventBus::new(BUS_CAPACITY),
