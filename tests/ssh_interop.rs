@@ -238,3 +238,133 @@ fn a_dropbear_target_serves_a_window_which_ends_with_its_key_rotated() {
     let exec = world.on_target("alice", &["whoami"], b"");
     assert_eq!(String::from_utf8_lossy(&exec.stdout).trim(), account);
 }
+
+/// Unmounts a FUSE mount left behind by a failed test.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("fusermount")
+            .arg("-u")
+            .arg("-z")
+            .arg(&self.0)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+#[test]
+fn sshfs_mounts_a_resource_until_its_window_ends() {
+    let world = World::with_ssh_target(|t| t);
+    let id = world.lease_web("alice", "10m");
+    let home = target_home(&world);
+    let mount = world.path("mnt");
+    std::fs::create_dir(&mount).unwrap();
+    let key = world.path("keys").join("alice");
+    let options = format!(
+        "IdentityFile={},StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,BatchMode=yes",
+        key.display()
+    );
+    let mounted = Command::new("sshfs")
+        .args(["-p", &world.ssh_port.to_string(), "-o", &options])
+        .arg(format!("alice+web-01@127.0.0.1:{}", home.display()))
+        .arg(&mount)
+        .status()
+        .expect("sshfs must be installed: run scripts/install-deps");
+    assert!(mounted.success());
+    let _unmount = Mounted(mount.clone());
+
+    let data = random_file(&world.path("local.bin"), 1 << 20);
+    std::fs::write(mount.join("via-sshfs.bin"), &data).unwrap();
+    assert!(std::fs::read(home.join("via-sshfs.bin")).unwrap() == data);
+    std::fs::write(home.join("from-target.txt"), "on the target\n").unwrap();
+    let read = std::fs::read_to_string(mount.join("from-target.txt")).unwrap();
+    assert_eq!(read, "on the target\n");
+
+    // The window's end takes the mount with it: nothing is served from
+    // the target any more.
+    world.ok("alice", &format!("checkin {id}"));
+    assert!(
+        wait_until(Duration::from_secs(15), || std::fs::read(
+            mount.join("from-target.txt")
+        )
+        .is_err()),
+        "the mount still serves the target after the window ended"
+    );
+}
+
+#[test]
+fn ansible_runs_a_playbook_through_the_gateway_with_pipelining_and_control_persist() {
+    let world = World::with_ssh_target(|t| t);
+    world.lease_web("alice", "10m");
+    let home = target_home(&world);
+    let account = world.ssh_target.as_ref().unwrap().sshd.account.clone();
+    let key = world.path("keys").join("alice");
+    let inventory = world.path("inventory.ini");
+    std::fs::write(
+        &inventory,
+        format!(
+            "web-01 ansible_host=127.0.0.1 ansible_port={} ansible_user=alice+web-01 \
+             ansible_ssh_private_key_file={} ansible_python_interpreter=/usr/bin/python3\n",
+            world.ssh_port,
+            key.display()
+        ),
+    )
+    .unwrap();
+    // `~` would expand as ~alice+web-01 (see the README): absolute paths.
+    let settings = world.path("ansible.cfg");
+    std::fs::write(
+        &settings,
+        format!(
+            "[defaults]\nremote_tmp = {home}/.ansible/tmp\nhost_key_checking = False\n\
+             [ssh_connection]\npipelining = True\ncontrol_path_dir = {cp}\n\
+             ssh_args = -o ControlMaster=auto -o ControlPersist=30s \
+             -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no\n",
+            home = home.display(),
+            cp = world.path("cp").display(),
+        ),
+    )
+    .unwrap();
+    let fetched = world.path("fetched.txt");
+    let playbook = world.path("play.yml");
+    std::fs::write(
+        &playbook,
+        format!(
+            r#"- hosts: web-01
+  gather_facts: true
+  tasks:
+    - command: whoami
+      register: who
+    - assert: {{ that: ["who.stdout == '{account}'"] }}
+    - copy: {{ content: "written by ansible\n", dest: "{home}/from-ansible.txt" }}
+    - lineinfile: {{ path: "{home}/from-ansible.txt", line: "second line" }}
+    - fetch: {{ src: "{home}/from-ansible.txt", dest: "{fetched}", flat: true }}
+    - shell: "echo a b c | wc -w"
+      register: words
+    - assert: {{ that: ["words.stdout == '3'"] }}
+"#,
+            home = home.display(),
+            fetched = fetched.display(),
+        ),
+    )
+    .unwrap();
+    let run = Command::new("ansible-playbook")
+        .arg("-i")
+        .arg(&inventory)
+        .arg(&playbook)
+        .env("ANSIBLE_CONFIG", &settings)
+        .env("ANSIBLE_LOCAL_TEMP", world.path("ansible-local"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("ansible-playbook (ansible-core) must be installed: run scripts/install-deps");
+    let said = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{said}");
+    assert!(said.contains("failed=0"), "{said}");
+    let written = "written by ansible\nsecond line\n";
+    assert_eq!(
+        std::fs::read_to_string(home.join("from-ansible.txt")).unwrap(),
+        written
+    );
+    assert_eq!(std::fs::read_to_string(&fetched).unwrap(), written);
+    assert!(!home.join("~alice+web-01").exists());
+}
