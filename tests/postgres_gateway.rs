@@ -1251,3 +1251,41 @@ fn a_client_that_stopped_reading_is_still_cut_off_when_its_window_ends() {
     let _ = client.kill();
     let _ = client.wait();
 }
+
+#[test]
+fn large_objects_written_over_the_fast_path_are_in_the_query_log() {
+    let world = World::with_pg_target(&[], |t| t);
+    let (_, password) = world.lease_pg("alice", "10m");
+    let file = world.path("object.bin");
+    std::fs::write(&file, "large object content ".repeat(5000)).unwrap();
+    // psql's \lo_import writes through libpq's large-object functions,
+    // which call lo_creat, lo_open, lowrite and lo_close by OID
+    // (FunctionCall), not by SQL.
+    let imported = world
+        .psql("alice", "orders-prod", &password)
+        .args(["-c", &format!("\\lo_import {}", file.display())])
+        .output()
+        .unwrap();
+    assert!(imported.status.success(), "{imported:?}");
+    let (count, _, ok) = world.psql_run(
+        "alice",
+        &password,
+        "select count(*) from pg_largeobject_metadata",
+    );
+    assert!(ok);
+    assert_eq!(count, "1");
+
+    let logs = world.query_logs();
+    let calls: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains("fast-path call of function OID"))
+        .collect();
+    assert!(calls.len() >= 4, "{logs}");
+    assert!(
+        calls.iter().all(|line| line.contains("function returned")),
+        "{logs}"
+    );
+    // The statements after them are still paired with their own results.
+    assert!(logs.contains(r#""outcome":"COMMIT""#), "{logs}");
+    assert!(!logs.contains("large object content"), "{logs}");
+}

@@ -1,9 +1,9 @@
 //! Per-session query logs: which statements ran and how each ended.
 //!
 //! The client side of the relay reports `Query`, `Parse`, `Bind`,
-//! `Execute`, `Close` and `Sync`; the server side reports `CommandComplete`,
-//! `ErrorResponse`, `PortalSuspended`, `EmptyQueryResponse` and
-//! `ReadyForQuery`. [`StatementTracker`] pairs them in
+//! `Execute`, `Close`, `Sync` and `FunctionCall`; the server side reports
+//! `CommandComplete`, `ErrorResponse`, `PortalSuspended`,
+//! `EmptyQueryResponse`, `FunctionCallResponse` and `ReadyForQuery`. [`StatementTracker`] pairs them in
 //! protocol order — results come back in the order statements were sent,
 //! and every `Sync` (or simple `Query`) ends with one `ReadyForQuery` — so
 //! pipelined clients are logged correctly without stalling anything.
@@ -114,9 +114,31 @@ impl StatementTracker {
             }
             b'S' => self.pending.push_back(Pending::Sync),
             b'C' => self.close(body),
+            b'F' => self.function_call(body),
             _ => {}
         }
         self.overflow()
+    }
+
+    /// A fast-path function call (`FunctionCall`, libpq's `PQfn`: its
+    /// large-object functions use it) runs any function by its OID, as a
+    /// `SELECT f(...)` would, so it is logged like a statement; it ends with
+    /// its own ReadyForQuery, as a simple query does. Its arguments are
+    /// laid out as a Bind's parameters.
+    fn function_call(&mut self, body: &[u8]) {
+        let Some((oid, arguments)) = body.split_first_chunk::<4>() else {
+            return;
+        };
+        let text = format!(
+            "fast-path call of function OID {}",
+            u32::from_be_bytes(*oid)
+        );
+        let parameters = self
+            .log_parameters
+            .then(|| bind_parameters(arguments))
+            .flatten();
+        self.push(Arc::from(text), parameters, 0);
+        self.pending.push_back(Pending::Sync);
     }
 
     /// A closed statement or portal is forgotten here as upstream: drivers
@@ -226,6 +248,12 @@ impl StatementTracker {
             // CommandComplete (drivers fetching a row, or in batches).
             b's' => {
                 self.record_suspended();
+                Vec::new()
+            }
+            // What a fast-path function call gets instead (its value,
+            // which may be personal data, is not logged).
+            b'V' => {
+                self.record_outcome("function returned".into());
                 Vec::new()
             }
             // What an empty statement gets instead of CommandComplete.

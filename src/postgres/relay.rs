@@ -43,11 +43,11 @@ const FINISH_MESSAGE: Duration = Duration::from_millis(50);
 const SERVER_MESSAGE_LIMIT: usize = 1 << 30;
 
 fn client_inspected(tag: u8) -> bool {
-    matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'C' | b'S')
+    matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'C' | b'S' | b'F')
 }
 
 fn server_inspected(tag: u8) -> bool {
-    matches!(tag, b'C' | b'E' | b's' | b'I' | b'Z')
+    matches!(tag, b'C' | b'E' | b's' | b'I' | b'V' | b'Z')
 }
 
 pub async fn run<C: Stream + 'static>(session: Arc<PgSession>, client: C, upstream: BoxStream) {
@@ -115,7 +115,7 @@ async fn client_to_upstream<C: Stream>(
         let fed = {
             let mut log = session.log.lock();
             framer.feed(&buf, &mut |tag, body| {
-                if matches!(tag, b'Q' | b'S') {
+                if matches!(tag, b'Q' | b'S' | b'F') {
                     session.awaiting_reply();
                 }
                 overflow.extend(log.tracker.client_message(tag, body));

@@ -243,3 +243,58 @@ fn closed_statements_and_portals_are_forgotten_and_never_more_than_are_kept() {
     assert!(tracker.prepared.len() <= NAMED_LIMIT);
     assert!(tracker.portals.len() <= NAMED_LIMIT);
 }
+
+/// A FunctionCall body: function OID, text arguments, text result.
+fn function_call(oid: u32, arguments: &[&str]) -> Vec<u8> {
+    let mut body = oid.to_be_bytes().to_vec();
+    body.extend_from_slice(&[0, 0]);
+    body.extend_from_slice(&(arguments.len() as u16).to_be_bytes());
+    for argument in arguments {
+        body.extend_from_slice(&(argument.len() as i32).to_be_bytes());
+        body.extend_from_slice(argument.as_bytes());
+    }
+    body.extend_from_slice(&[0, 0]);
+    body
+}
+
+#[test]
+fn fast_path_function_calls_are_logged_and_keep_later_statements_paired() {
+    for (enabled, expected) in [(false, None), (true, Some(vec![Some("131072".into())]))] {
+        let mut tracker = StatementTracker::new(enabled);
+        // lo_creat by OID, as libpq's large-object functions call it,
+        // then a failing one, then a query sent before their answers.
+        tracker.client_message(b'F', &function_call(957, &["131072"]));
+        tracker.client_message(b'F', &function_call(764, &[]));
+        tracker.client_message(b'Q', &cstring(&["select 1"]));
+        assert!(tracker.server_message(b'V', b"\0\0\0\x04abcd").is_empty());
+        let first = tracker.server_message(b'Z', b"T");
+        assert_eq!(
+            outcomes(&first),
+            [(
+                "fast-path call of function OID 957".into(),
+                "function returned".into()
+            )]
+        );
+        assert_eq!(first[0].parameters, expected);
+        error(&mut tracker, "42883", "function does not exist");
+        let second = tracker.server_message(b'Z', b"E");
+        assert_eq!(
+            outcomes(&second),
+            [(
+                "fast-path call of function OID 764".into(),
+                "ERROR 42883: function does not exist".into()
+            )]
+        );
+        complete(&mut tracker, "SELECT 1");
+        let third = tracker.server_message(b'Z', b"I");
+        assert_eq!(outcomes(&third), [("select 1".into(), "SELECT 1".into())]);
+        assert_eq!(tracker.statements, 3);
+    }
+}
+
+#[test]
+fn a_truncated_function_call_is_ignored() {
+    let mut tracker = StatementTracker::new(true);
+    tracker.client_message(b'F', &[0, 0]);
+    assert_eq!(tracker.statements, 0);
+}
