@@ -47,7 +47,7 @@ fn sftp_and_scp_file_operations_are_logged_with_bytes_and_outcomes() {
     // `-` before a command lets the batch go on when it fails.
     write!(
         sftp.stdin.take().unwrap(),
-        "put {} up.bin\nget up.bin {}\nrename up.bin moved.bin\nmkdir d1\nrmdir d1\nrm moved.bin\n-rm missing.bin\n",
+        "put {} up.bin\nget up.bin {}\nrename up.bin moved.bin\ncopy moved.bin copied.bin\nmkdir d1\nrmdir d1\nrm moved.bin\nrm copied.bin\n-rm missing.bin\n",
         local.display(),
         world.path("down").display()
     )
@@ -84,6 +84,12 @@ fn sftp_and_scp_file_operations_are_logged_with_bytes_and_outcomes() {
             .as_str()
             .unwrap()
             .ends_with("moved.bin")
+    );
+    // A server-side copy (OpenSSH 9.0+) moves no data past the gateway.
+    let copy = entry(sftp, "copy", "moved.bin");
+    assert!(
+        copy["target"].as_str().unwrap().ends_with("copied.bin") && copy["outcome"] == "ok",
+        "{copy}"
     );
     assert_eq!(entry(sftp, "mkdir", "d1")["outcome"], "ok");
     assert_eq!(entry(sftp, "rmdir", "d1")["outcome"], "ok");

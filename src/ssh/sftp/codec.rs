@@ -75,6 +75,20 @@ pub enum Request {
         path: String,
         target: Option<String>,
     },
+    /// fsetstat: an attribute change through an open file's handle.
+    HandleChange {
+        id: u32,
+        op: &'static str,
+        handle: Vec<u8>,
+    },
+    /// copy-data (sftp's `copy`, OpenSSH 9.0+; named as in the IETF
+    /// draft, without @openssh.com): the server copies from one open file
+    /// into another, no data passing by.
+    Copy {
+        id: u32,
+        from: Vec<u8>,
+        to: Vec<u8>,
+    },
 }
 
 /// A server reply the log follows.
@@ -156,19 +170,31 @@ pub fn parse_request(packet: &[u8]) -> Option<Request> {
             })
         }
         9 => change("setstat", r.text()?, None),
+        10 => Some(Request::HandleChange {
+            id,
+            op: "setstat",
+            handle: r.bytes()?,
+        }),
         13 => change("remove", r.text()?, None),
         14 => change("mkdir", r.text()?, None),
         15 => change("rmdir", r.text()?, None),
         18 => change("rename", r.text()?, Some(r.text()?)),
         20 => change("symlink", r.text()?, Some(r.text()?)),
-        200 => {
-            let op = match r.text()?.as_str() {
-                "posix-rename@openssh.com" => "rename",
-                "hardlink@openssh.com" => "hardlink",
-                _ => return None,
-            };
-            change(op, r.text()?, Some(r.text()?))
-        }
+        200 => match r.text()?.as_str() {
+            "posix-rename@openssh.com" => change("rename", r.text()?, Some(r.text()?)),
+            "hardlink@openssh.com" => change("hardlink", r.text()?, Some(r.text()?)),
+            "lsetstat@openssh.com" => change("setstat", r.text()?, None),
+            "copy-data" => {
+                let from = r.bytes()?;
+                r.take(16)?; // read offset and length
+                Some(Request::Copy {
+                    id,
+                    from,
+                    to: r.bytes()?,
+                })
+            }
+            _ => None,
+        },
         _ => None,
     }
 }

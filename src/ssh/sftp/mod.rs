@@ -1,7 +1,8 @@
 //! The file log of an SFTP channel (`sftp`, and `scp`, which speaks SFTP
 //! since OpenSSH 9.0): which files were opened for reading or writing and
 //! how many bytes moved through each, and every remove, rename, mkdir,
-//! rmdir, attribute change and link, with how the target answered. JSON
+//! rmdir, attribute change, link and server-side copy, with how the
+//! target answered. JSON
 //! lines next to the recordings, digested as written like them. The relay
 //! passes every byte on unchanged; this only watches.
 
@@ -69,6 +70,19 @@ enum Pending {
     Change(Entry),
 }
 
+/// An entry for a change, its outcome still to come.
+fn change(op: &'static str, path: String, target: Option<String>) -> Entry {
+    Entry {
+        op,
+        path,
+        target,
+        mode: None,
+        read_bytes: None,
+        written_bytes: None,
+        outcome: String::new(),
+    }
+}
+
 /// Pairs requests with replies; pure, so it is unit-tested alone.
 #[derive(Default)]
 pub struct Tracker {
@@ -125,20 +139,24 @@ impl Tracker {
                 op,
                 path,
                 target,
-            } => {
-                let entry = Entry {
-                    op,
-                    path,
-                    target,
-                    mode: None,
-                    read_bytes: None,
-                    written_bytes: None,
-                    outcome: String::new(),
-                };
+            } => (id, Pending::Change(change(op, path, target))),
+            Request::HandleChange { id, op, handle } => {
+                (id, Pending::Change(change(op, self.path_of(&handle), None)))
+            }
+            Request::Copy { id, from, to } => {
+                let entry = change("copy", self.path_of(&from), Some(self.path_of(&to)));
                 (id, Pending::Change(entry))
             }
         };
         self.pending.insert(id, pending);
+    }
+
+    /// The path an open handle was opened with, as the log names it.
+    fn path_of(&self, handle: &[u8]) -> String {
+        self.open.get(handle).map_or_else(
+            || "(a file opened before the log followed)".into(),
+            |file| file.path.clone(),
+        )
     }
 
     fn reply(&mut self, reply: Reply) -> Option<Entry> {

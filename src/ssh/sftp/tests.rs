@@ -104,3 +104,66 @@ fn requests_never_answered_stop_being_followed_past_the_bound() {
     }
     assert_eq!(tracker.pending.len(), FOLLOWED);
 }
+
+/// Opens `path` with `flags` as request `id`, answered with `handle`.
+fn opened(tracker: &mut Tracker, id: u32, path: &[u8], flags: u32, handle: &[u8]) {
+    tracker.client_sent(&packet(
+        3,
+        id,
+        &[&string(path), &flags.to_be_bytes(), &[0; 4]],
+    ));
+    assert!(
+        tracker
+            .target_sent(&packet(102, id, &[&string(handle)]))
+            .is_empty()
+    );
+}
+
+#[test]
+fn server_side_copies_and_attribute_changes_through_handles_are_logged() {
+    let mut tracker = Tracker::default();
+    opened(&mut tracker, 1, b"/srv/a", 1, b"H1");
+    opened(&mut tracker, 2, b"/srv/b", 0x1a, b"H2");
+    let extended = |id: u32, name: &[u8], rest: &[&[u8]]| {
+        let name = string(name);
+        let mut fields: Vec<&[u8]> = vec![&name];
+        fields.extend_from_slice(rest);
+        packet(200, id, &fields)
+    };
+    // copy-data: read handle, offset, length, write handle, offset.
+    tracker.client_sent(&extended(
+        3,
+        b"copy-data",
+        &[&string(b"H1"), &[0; 8], &[0; 8], &string(b"H2"), &[0; 8]],
+    ));
+    // fsetstat on the written file, lsetstat on a link.
+    tracker.client_sent(&packet(10, 4, &[&string(b"H2"), &[0; 4]]));
+    tracker.client_sent(&extended(
+        5,
+        b"lsetstat@openssh.com",
+        &[&string(b"/srv/link"), &[0; 4]],
+    ));
+    let mut replies = status(3, 0);
+    replies.extend(status(4, 0));
+    replies.extend(status(5, 3));
+    let entries = tracker.target_sent(&replies);
+    let summary: Vec<(&str, &str, Option<&str>, &str)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e.op,
+                e.path.as_str(),
+                e.target.as_deref(),
+                e.outcome.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("copy", "/srv/a", Some("/srv/b"), "ok"),
+            ("setstat", "/srv/b", None, "ok"),
+            ("setstat", "/srv/link", None, "permission denied"),
+        ]
+    );
+}
