@@ -150,3 +150,99 @@ fn auditors_follow_an_sftp_session_live() {
     assert!(sftp.wait().unwrap().success());
     World::follow_ended(&mut follower);
 }
+
+/// `scp -O` (the legacy SCP protocol, as PuTTY's `pscp -scp` and WinSCP
+/// in SCP mode speak it) through the gateway as `user`.
+fn legacy_scp(world: &World, user: &str, args: &[&str]) -> bool {
+    Command::new("scp")
+        .args(world.client_options(user))
+        .args(["-O", "-q", "-P", &world.ssh_port.to_string()])
+        .args(args)
+        .status()
+        .unwrap()
+        .success()
+}
+
+#[test]
+fn legacy_scp_transfers_are_logged_file_by_file() {
+    let world = World::with_ssh_target(|t| t);
+    world.lease_web("alice", "10m");
+    let tree = world.path("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("a.txt"), vec![b'a'; 1000]).unwrap();
+    std::fs::write(tree.join("sub/b.txt"), vec![b'b'; 2000]).unwrap();
+    let remote = |path: &str| format!("alice+web-01@127.0.0.1:{path}");
+
+    assert!(legacy_scp(
+        &world,
+        "alice",
+        &["-r", tree.to_str().unwrap(), &remote("")]
+    ));
+    let local = world.path("b-again.txt");
+    assert!(legacy_scp(
+        &world,
+        "alice",
+        &[&remote("tree/sub/b.txt"), local.to_str().unwrap()]
+    ));
+    assert_eq!(std::fs::read(&local).unwrap(), vec![b'b'; 2000]);
+    let missing = world.path("never.txt");
+    assert!(!legacy_scp(
+        &world,
+        "alice",
+        &[&remote("missing.txt"), missing.to_str().unwrap()]
+    ));
+    assert!(wait_until(Duration::from_secs(5), || file_logs(&world)
+        .len()
+        == 3));
+
+    let logs = file_logs(&world);
+    let upload = &logs[0];
+    assert_eq!(
+        entry(upload, "mkdir", "/tree")["outcome"],
+        "ok",
+        "{upload:?}"
+    );
+    assert_eq!(
+        entry(upload, "mkdir", "/tree/sub")["outcome"],
+        "ok",
+        "{upload:?}"
+    );
+    let a = entry(upload, "open", "/tree/a.txt");
+    assert_eq!(
+        (&a["written_bytes"], &a["outcome"]),
+        (&1000.into(), &"ok".into()),
+        "{a}"
+    );
+    let b = entry(upload, "open", "/tree/sub/b.txt");
+    assert_eq!(
+        (&b["written_bytes"], &b["outcome"]),
+        (&2000.into(), &"ok".into()),
+        "{b}"
+    );
+    let download = entry(&logs[1], "open", "tree/sub/b.txt");
+    assert_eq!(
+        (
+            &download["mode"],
+            &download["read_bytes"],
+            &download["outcome"]
+        ),
+        (&"read".into(), &2000.into(), &"ok".into()),
+        "{download}"
+    );
+    let refused = entry(&logs[2], "open", "missing.txt");
+    assert!(
+        refused["outcome"]
+            .as_str()
+            .unwrap()
+            .contains("No such file"),
+        "{refused}"
+    );
+    // The chain vouches for them as for SFTP logs.
+    let out = Command::new(common::BIN)
+        .args(["audit", "verify", "--recordings"])
+        .arg(world.path("audit/audit.log"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("OK: 3 recording(s)"), "{text}");
+}

@@ -77,7 +77,8 @@ fn unended_in_windows(log: &Path, head: u64, window: u64) -> std::io::Result<Vec
 }
 
 /// The `session_interrupted` record of each of `sessions`, with the
-/// recordings (`SESSION-N.cast`), SFTP file logs (`SESSION-N.sftp.jsonl`)
+/// recordings (`SESSION-N.cast`), file logs (`SESSION-N.sftp.jsonl`,
+/// `SESSION-N.scp.jsonl`)
 /// and query log (`SESSION.jsonl`) it left.
 pub fn interruption_records(config: &Config, sessions: &[Unended]) -> Vec<AuditEvent> {
     if sessions.is_empty() {
@@ -101,7 +102,7 @@ pub fn interruption_records(config: &Config, sessions: &[Unended]) -> Vec<AuditE
                 .iter()
                 .filter(|(name, _)| name.starts_with(&prefix))
                 .filter_map(|(name, path)| {
-                    let kind = if name.ends_with(".sftp.jsonl") {
+                    let kind = if name.ends_with(".sftp.jsonl") || name.ends_with(".scp.jsonl") {
                         EvidenceKind::FileLog
                     } else if name.ends_with(".cast") {
                         EvidenceKind::Recording

@@ -1,6 +1,6 @@
 //! What a relayed channel leaves on record: the asciicast recording of a
 //! shell (and of exec channels when configured) and the file log of an
-//! SFTP channel, started when the channel starts to run and fed by both
+//! SFTP or legacy SCP channel, started when the channel starts to run and fed by both
 //! directions of the relay.
 
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use super::channel_use::Shared;
 use super::dataplane::DataPlane;
 use super::recording::Recorder;
-use super::sftp::FileLog;
+use super::sftp::{FileLog, ScpCommand};
 
 /// Starts recording a pty session once it runs a shell or command (and a
 /// shell without a pty), and the file log of an SFTP channel. False when
@@ -42,8 +42,15 @@ fn start_recording(
     used.kind = Some(kind);
     used.command = command;
     let name = format!("{}-{}", plane.session_id(), rand::random::<u16>());
-    if kind == "subsystem" && used.command.as_deref() == Some("sftp") {
-        let log = FileLog::create(&config.recordings_dir, &name)?;
+    let scp = (kind == "exec")
+        .then(|| used.command.as_deref().and_then(ScpCommand::parse))
+        .flatten();
+    let file_log = match (kind, used.command.as_deref(), scp) {
+        ("subsystem", Some("sftp"), _) => Some(FileLog::sftp(&config.recordings_dir, &name)?),
+        (_, _, Some(scp)) => Some(FileLog::scp(&config.recordings_dir, &name, scp)?),
+        _ => None,
+    };
+    if let Some(log) = file_log {
         plane
             .gateway
             .sessions()

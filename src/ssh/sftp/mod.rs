@@ -1,5 +1,6 @@
 //! The file log of an SFTP channel (`sftp`, and `scp`, which speaks SFTP
-//! since OpenSSH 9.0): which files were opened for reading or writing and
+//! since OpenSSH 9.0), or of a legacy SCP one (`scp`): which files were
+//! opened for reading or writing and
 //! how many bytes moved through each, and every remove, rename, mkdir,
 //! rmdir, attribute change, link and server-side copy, with how the
 //! target answered. JSON
@@ -7,6 +8,9 @@
 //! passes every byte on unchanged; this only watches.
 
 mod codec;
+mod scp;
+
+pub use scp::ScpCommand;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -219,12 +223,19 @@ struct Line<'a> {
     entry: &'a Entry,
 }
 
-/// An SFTP channel's file log: `DIR/<name>.sftp.jsonl` (0600), each line
-/// also published for live followers.
+/// What a file log follows: an SFTP channel, or a legacy SCP one.
+enum Follower {
+    Sftp(Tracker),
+    Scp(scp::Tracker),
+}
+
+/// A channel's file log: `DIR/<name>.sftp.jsonl` for SFTP and
+/// `DIR/<name>.scp.jsonl` for SCP (0600), each line also published for
+/// live followers.
 pub struct FileLog {
     path: PathBuf,
     file: Digesting<File>,
-    tracker: Tracker,
+    follower: Follower,
     lines: u64,
     live: tokio::sync::broadcast::Sender<LiveEvent>,
     /// A write failed: the channel must not go on unlogged.
@@ -232,12 +243,27 @@ pub struct FileLog {
 }
 
 impl FileLog {
-    pub fn create(dir: &Path, name: &str) -> std::io::Result<Self> {
-        let (path, file) = create_evidence_file(dir, &format!("{name}.sftp.jsonl"))?;
+    /// The log of an SFTP channel.
+    pub fn sftp(dir: &Path, name: &str) -> std::io::Result<Self> {
+        Self::create(
+            dir,
+            &format!("{name}.sftp.jsonl"),
+            Follower::Sftp(Tracker::default()),
+        )
+    }
+
+    /// The log of an SCP channel running `command`.
+    pub fn scp(dir: &Path, name: &str, command: ScpCommand) -> std::io::Result<Self> {
+        let follower = Follower::Scp(scp::Tracker::new(command));
+        Self::create(dir, &format!("{name}.scp.jsonl"), follower)
+    }
+
+    fn create(dir: &Path, file_name: &str, follower: Follower) -> std::io::Result<Self> {
+        let (path, file) = create_evidence_file(dir, file_name)?;
         Ok(Self {
             path,
             file,
-            tracker: Tracker::default(),
+            follower,
             lines: 0,
             live: tokio::sync::broadcast::channel(1024).0,
             failed: false,
@@ -259,7 +285,13 @@ impl FileLog {
     }
 
     pub fn client_sent(&mut self, data: &[u8]) {
-        self.tracker.client_sent(data);
+        match &mut self.follower {
+            Follower::Sftp(tracker) => tracker.client_sent(data),
+            Follower::Scp(tracker) => {
+                let done = tracker.client_sent(data);
+                self.write(&done);
+            }
+        }
     }
 
     /// Whether anything failed to reach the file.
@@ -268,13 +300,19 @@ impl FileLog {
     }
 
     pub fn target_sent(&mut self, data: &[u8]) {
-        let done = self.tracker.target_sent(data);
+        let done = match &mut self.follower {
+            Follower::Sftp(tracker) => tracker.target_sent(data),
+            Follower::Scp(tracker) => tracker.target_sent(data),
+        };
         self.write(&done);
     }
 
     /// Logs the files left open; the digest of the whole log.
     pub fn finish(&mut self) -> FileDigest {
-        let left = self.tracker.unclosed();
+        let left = match &mut self.follower {
+            Follower::Sftp(tracker) => tracker.unclosed(),
+            Follower::Scp(tracker) => tracker.unclosed(),
+        };
         self.write(&left);
         self.file.digest()
     }
