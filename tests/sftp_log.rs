@@ -29,6 +29,16 @@ fn file_logs(world: &World) -> Vec<Vec<Value>> {
         .collect()
 }
 
+/// What `jitgate audit verify --recordings` says of the world's log.
+fn verify_recordings(world: &World) -> String {
+    let out = Command::new(common::BIN)
+        .args(["audit", "verify", "--recordings"])
+        .arg(world.path("audit/audit.log"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn entry<'a>(entries: &'a [Value], op: &str, path: &str) -> &'a Value {
     entries
         .iter()
@@ -118,12 +128,7 @@ fn sftp_and_scp_file_operations_are_logged_with_bytes_and_outcomes() {
         shown.contains("[write,create,truncate, read 0, wrote 300000]: ok"),
         "{shown}"
     );
-    let out = Command::new(common::BIN)
-        .args(["audit", "verify", "--recordings"])
-        .arg(world.path("audit/audit.log"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = verify_recordings(&world);
     assert!(text.contains("OK: 2 recording(s)"), "{text}");
 }
 
@@ -238,11 +243,6 @@ fn legacy_scp_transfers_are_logged_file_by_file() {
         "{refused}"
     );
     // The chain vouches for them as for SFTP logs.
-    let out = Command::new(common::BIN)
-        .args(["audit", "verify", "--recordings"])
-        .arg(world.path("audit/audit.log"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = verify_recordings(&world);
     assert!(text.contains("OK: 3 recording(s)"), "{text}");
 }

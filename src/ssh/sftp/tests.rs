@@ -6,7 +6,22 @@ fn status(id: u32, code: u32) -> Vec<u8> {
 }
 
 /// op, path, bytes read, bytes written, outcome.
-type Summary<'a> = (&'a str, &'a str, Option<u64>, Option<u64>, &'a str);
+pub(super) type Summary<'a> = (&'a str, &'a str, Option<u64>, Option<u64>, &'a str);
+
+pub(super) fn summary(entries: &[Entry]) -> Vec<Summary<'_>> {
+    entries
+        .iter()
+        .map(|e| {
+            (
+                e.op,
+                e.path.as_str(),
+                e.read_bytes,
+                e.written_bytes,
+                e.outcome.as_str(),
+            )
+        })
+        .collect()
+}
 
 #[test]
 fn a_download_an_upload_and_changes_are_logged_with_bytes_and_outcomes() {
@@ -66,20 +81,8 @@ fn a_download_an_upload_and_changes_are_logged_with_bytes_and_outcomes() {
     entries.extend(tracker.target_sent(&refusals));
     entries.extend(tracker.unclosed());
 
-    let summary: Vec<Summary> = entries
-        .iter()
-        .map(|e| {
-            (
-                e.op,
-                e.path.as_str(),
-                e.read_bytes,
-                e.written_bytes,
-                e.outcome.as_str(),
-            )
-        })
-        .collect();
     assert_eq!(
-        summary,
+        summary(&entries),
         vec![
             ("open", "/etc/hosts", Some(221), Some(0), "ok"),
             ("remove", "/nope", None, None, "no such file"),

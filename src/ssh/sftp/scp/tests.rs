@@ -1,22 +1,5 @@
 use super::*;
-
-/// op, path, bytes read, bytes written, outcome.
-type Summary<'a> = (&'a str, &'a str, Option<u64>, Option<u64>, &'a str);
-
-fn summary(entries: &[Entry]) -> Vec<Summary<'_>> {
-    entries
-        .iter()
-        .map(|e| {
-            (
-                e.op,
-                e.path.as_str(),
-                e.read_bytes,
-                e.written_bytes,
-                e.outcome.as_str(),
-            )
-        })
-        .collect()
-}
+use crate::ssh::sftp::tests::summary;
 
 fn tracker(command: &str) -> Tracker {
     Tracker::new(ScpCommand::parse(command).unwrap())
