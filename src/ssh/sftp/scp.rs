@@ -1,6 +1,8 @@
-//! The file log of a legacy SCP channel (`scp -O`, PuTTY's `pscp -scp`,
-//! WinSCP in SCP mode): the remote side runs `scp -t` (receiving) or
-//! `scp -f` (sending), and the two speak rcp's protocol over the channel.
+//! The file log of a legacy SCP channel (`scp -O`, PuTTY's `pscp -scp`):
+//! the remote side runs `scp -t` (receiving) or `scp -f` (sending) as the
+//! channel's command, and the two speak rcp's protocol over the channel.
+//! (WinSCP's SCP mode types its commands into a shell channel instead,
+//! which is recorded as a shell.)
 //!
 //! The sending side writes control lines (`C0644 SIZE NAME`, `D0755 0
 //! NAME`, `E`, `T...`), each file's data after its `C` line and a zero
