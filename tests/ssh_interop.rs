@@ -69,6 +69,21 @@ fn fingerprint(key: &Path) -> String {
     text.split_whitespace().nth(1).unwrap().to_string()
 }
 
+/// Every file log's name and lines, for a failure's message.
+fn file_logs(world: &World) -> Vec<(String, String)> {
+    let Ok(entries) = std::fs::read_dir(world.path("recordings")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().ends_with(".jsonl"))
+        .map(|entry| {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            (entry.file_name().to_string_lossy().into_owned(), text)
+        })
+        .collect()
+}
+
 fn random_file(path: &Path, bytes: usize) -> Vec<u8> {
     let data: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
     std::fs::write(path, &data).unwrap();
@@ -111,6 +126,21 @@ fn putty_plink_pscp_and_psftp_work_through_the_gateway() {
         assert!(copied.status.success(), "pscp {how}");
         assert!(std::fs::read(&down).unwrap() == data, "pscp {how} copy");
     }
+    // The legacy SCP download (`scp -v -f up.bin`) kept a file log too.
+    let sent = format!(
+        r#""op":"open","path":"up.bin","mode":"read","read_bytes":{},"written_bytes":0,"outcome":"ok""#,
+        data.len()
+    );
+    let scp_logged = || {
+        file_logs(&world)
+            .iter()
+            .any(|(name, text)| name.ends_with(".scp.jsonl") && text.contains(&sent))
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), scp_logged),
+        "no SCP file log entry for the download: {:?}",
+        file_logs(&world)
+    );
 
     let script = world.path("psftp.batch");
     std::fs::write(
