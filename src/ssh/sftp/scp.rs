@@ -18,6 +18,9 @@ use super::Entry;
 /// Control lines longer than this are not followed (rcp's own limit is
 /// the path length).
 const LINE_LIMIT: usize = 8 * 1024;
+/// Lines awaiting an answer, and entries awaiting their outcome, beyond
+/// which the log stops following the channel.
+const FOLLOWED: usize = 10_000;
 
 /// Which way files move, and where, from the command the target runs.
 #[derive(Debug, PartialEq, Eq)]
@@ -145,9 +148,9 @@ pub struct Tracker {
     answering: Answering,
     awaiting: VecDeque<Awaiting>,
     directories: Vec<String>,
-    /// Entries by number; `None` once written out.
-    entries: Vec<Option<Entry>>,
-    /// Entries before this one are all written out.
+    /// Entries not written out yet, oldest first.
+    entries: VecDeque<Entry>,
+    /// The number of the oldest of them (entries are numbered from 0).
     written: usize,
 }
 
@@ -159,7 +162,7 @@ impl Tracker {
             answering: Answering::Ack,
             awaiting: VecDeque::from([Awaiting::Ready]),
             directories: Vec::new(),
-            entries: Vec::new(),
+            entries: VecDeque::new(),
             written: 0,
         }
     }
@@ -185,29 +188,40 @@ impl Tracker {
 
     /// Entries still open when the channel ends.
     pub fn unclosed(&mut self) -> Vec<Entry> {
-        let mut left = Vec::new();
-        for entry in self.entries.drain(self.written..).flatten() {
-            let mut entry = entry;
-            if entry.outcome.is_empty() {
-                entry.outcome = "not finished (channel ended)".into();
-            }
-            left.push(entry);
-        }
-        self.written = self.entries.len();
-        left
+        self.written += self.entries.len();
+        self.entries
+            .drain(..)
+            .map(|mut entry| {
+                if entry.outcome.is_empty() {
+                    entry.outcome = "not finished (channel ended)".into();
+                }
+                entry
+            })
+            .collect()
     }
 
     /// The entries whose outcome is known, in order.
     fn finished(&mut self) -> Vec<Entry> {
         let mut done = Vec::new();
-        while let Some(Some(entry)) = self.entries.get(self.written) {
-            if entry.outcome.is_empty() {
-                break;
-            }
-            done.extend(self.entries[self.written].take());
+        while self
+            .entries
+            .front()
+            .is_some_and(|entry| !entry.outcome.is_empty())
+        {
+            done.extend(self.entries.pop_front());
             self.written += 1;
         }
         done
+    }
+
+    /// Adds an entry; returns its number.
+    fn add(&mut self, entry: Entry) -> usize {
+        self.entries.push_back(entry);
+        self.written + self.entries.len() - 1
+    }
+
+    fn entry_mut(&mut self, number: usize) -> Option<&mut Entry> {
+        self.entries.get_mut(number.checked_sub(self.written)?)
     }
 
     fn sent(&mut self, mut data: &[u8]) {
@@ -251,6 +265,12 @@ impl Tracker {
     }
 
     fn control_line(&mut self, line: &[u8]) {
+        // A sender waits for each answer; one that runs far ahead of them
+        // is not followed further, so it cannot grow the gateway's memory.
+        if self.awaiting.len() >= FOLLOWED || self.entries.len() >= FOLLOWED {
+            self.sending = Sending::Lost;
+            return;
+        }
         let text = String::from_utf8_lossy(line.strip_suffix(b"\n").unwrap_or(line)).into_owned();
         let mut next = Sending::Line(Vec::new());
         match text.as_bytes().first() {
@@ -267,19 +287,18 @@ impl Tracker {
                     return;
                 };
                 let path = self.path_of(name);
-                let entry = self.entries.len();
                 if text.starts_with('D') {
                     // Downloads log the files a directory holds, not the
                     // directory the client makes for them.
                     if self.command.upload {
-                        self.entries.push(Some(mkdir_entry(path)));
+                        let entry = self.add(mkdir_entry(path));
                         self.awaiting.push_back(Awaiting::Directory(entry));
                     } else {
                         self.awaiting.push_back(Awaiting::Other);
                     }
                     self.directories.push(name.to_string());
                 } else {
-                    self.entries.push(Some(self.file_entry(path, size)));
+                    let entry = self.add(self.file_entry(path, size));
                     self.awaiting.push_back(Awaiting::FileStart(entry));
                     next = match size {
                         0 => Sending::DataEnd { entry },
@@ -303,7 +322,7 @@ impl Tracker {
                 let mut entry = self.file_entry(path, 0);
                 let kind = if level == 1 { "warning" } else { "error" };
                 entry.outcome = format!("{kind}: {}", text[1..].trim());
-                self.entries.push(Some(entry));
+                self.add(entry);
             }
             _ => next = Sending::Lost,
         }
@@ -382,7 +401,7 @@ impl Tracker {
             Some(Awaiting::FileEnd(entry)) => entry,
             _ => return,
         };
-        if let Some(Some(entry)) = self.entries.get_mut(entry)
+        if let Some(entry) = self.entry_mut(entry)
             && entry.outcome.is_empty()
         {
             entry.outcome = outcome.to_string();

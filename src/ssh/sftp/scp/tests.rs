@@ -135,3 +135,13 @@ fn a_transfer_cut_off_is_reported_and_garbage_stops_the_following() {
     assert!(scp.target_sent(b"\0").is_empty());
     assert!(scp.unclosed().is_empty());
 }
+
+#[test]
+fn a_sender_running_far_ahead_of_the_answers_stops_being_followed() {
+    let mut scp = tracker("scp -t dir");
+    scp.target_sent(b"\0");
+    let lines = b"C0644 0 x\n\0".repeat(FOLLOWED + 100);
+    scp.client_sent(&lines);
+    assert!(scp.awaiting.len() <= FOLLOWED * 2 && scp.entries.len() <= FOLLOWED);
+    assert!(matches!(scp.sending, Sending::Lost));
+}
