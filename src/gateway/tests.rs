@@ -486,3 +486,38 @@ fn a_commands_events_are_audited_in_their_order() {
     assert!(changes[0].contains("requested"), "{text}");
     assert!(changes[1].contains("granted"), "{text}");
 }
+
+#[test]
+fn an_audit_write_from_async_code_does_not_stall_the_runtimes_other_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = open(dir.path(), 1);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Another write holds the audit log for a while (a slow disk's fsync).
+    let holder = gateway.clone();
+    let (held, holding) = std::sync::mpsc::channel();
+    let writer = std::thread::spawn(move || {
+        let _writing = holder.audit.lock();
+        held.send(()).unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    holding.recv().unwrap();
+    let waited = runtime.block_on(async {
+        let auditor = gateway.clone();
+        let login = tokio::spawn(async move {
+            auditor.audit_all_in_place(vec![AuditEvent::GatewayStopped]);
+        });
+        // The only worker is the one the audit write waits on: another
+        // task still runs at once.
+        let started = std::time::Instant::now();
+        tokio::spawn(async {}).await.unwrap();
+        let waited = started.elapsed();
+        login.await.unwrap();
+        waited
+    });
+    writer.join().unwrap();
+    assert!(waited < Duration::from_millis(1500), "{waited:?}");
+}

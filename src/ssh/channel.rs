@@ -113,7 +113,7 @@ pub async fn refuse_target(
             "your lease on {resource} has no MFA pass, which {resource} requires: check in, then check out again with --totp"
         )
     };
-    gateway.audit(AuditEvent::Login {
+    gateway.audit_all_in_place(vec![AuditEvent::Login {
         protocol: Protocol::Ssh,
         user: caller.user.clone(),
         resource: Some(resource),
@@ -121,7 +121,7 @@ pub async fn refuse_target(
         key: None,
         accepted: false,
         reason: Some(reason.clone()),
-    });
+    }]);
     let mut console = Console::new(channel, false, gone);
     console.err(&format!("jitgate: {reason}\n")).await;
     console.finish(EXIT_REFUSED).await;

@@ -72,7 +72,7 @@ impl DataPlane {
             resource: resource.name.clone(),
             request_id: lease.request_id,
         };
-        gateway.audit_all(vec![login, started]);
+        gateway.audit_all_in_place(vec![login, started]);
         let plane = Arc::new(Self {
             gateway,
             resource,
@@ -169,12 +169,13 @@ impl DataPlane {
         else {
             return;
         };
-        self.gateway.audit(AuditEvent::TargetHostKey {
-            resource: self.resource.name.clone(),
-            fingerprint: presented.clone(),
-            accepted: false,
-            reason: format!("does not match {expected}"),
-        });
+        self.gateway
+            .audit_all_in_place(vec![AuditEvent::TargetHostKey {
+                resource: self.resource.name.clone(),
+                fingerprint: presented.clone(),
+                accepted: false,
+                reason: format!("does not match {expected}"),
+            }]);
     }
 
     /// Ends the connection when the lease ends or an administrator

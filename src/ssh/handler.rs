@@ -132,7 +132,7 @@ impl Connection {
 
     fn audit_login(&self, username: &str, key: &PublicKey, accepted: bool, reason: Option<&str>) {
         let event = self.login_event(username, Some(key), accepted, reason);
-        self.runtime.gateway.audit(event);
+        self.runtime.gateway.audit_all_in_place(vec![event]);
     }
 
     /// A login's record, naming the key it presented: which of a user's
@@ -167,11 +167,13 @@ impl Connection {
     /// Forwarding a client asked for and did not get, for the audit log.
     fn audit_forwarding_refused(&self, what: String, reason: String) {
         let actor = self.user.clone().unwrap_or_default();
-        self.runtime.gateway.audit(AuditEvent::Refused {
-            actor,
-            command: what,
-            reason,
-        });
+        self.runtime
+            .gateway
+            .audit_all_in_place(vec![AuditEvent::Refused {
+                actor,
+                command: what,
+                reason,
+            }]);
     }
 
     /// Forwarding that would let the target reach back into the client's
