@@ -802,16 +802,21 @@ fn a_shared_connection_runs_command_after_command_without_growing() {
         }
     };
     run(100);
-    std::thread::sleep(Duration::from_millis(500));
-    let before = rss_kib(world.pid());
-    run(600);
-    std::thread::sleep(Duration::from_millis(500));
-    let grown = rss_kib(world.pid()).saturating_sub(before);
     // Each channel once left about 4 KiB behind for the connection's life
-    // (OpenSSH's ControlPersist, as Ansible uses it, runs thousands).
+    // (OpenSSH's ControlPersist, as Ansible uses it, runs thousands): that
+    // shows in every stretch of 600, while a one-off rise (an allocator
+    // arena warming up) shows in one at most.
+    let mut grown = Vec::new();
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(500));
+        let before = rss_kib(world.pid());
+        run(600);
+        std::thread::sleep(Duration::from_millis(500));
+        grown.push(rss_kib(world.pid()).saturating_sub(before));
+    }
     assert!(
-        grown < 1024,
-        "the gateway grew {grown} KiB over 600 channels"
+        grown.iter().min() < Some(&1024),
+        "the gateway grew {grown:?} KiB over two stretches of 600 channels"
     );
     let _ = master.kill();
     let _ = master.wait();
