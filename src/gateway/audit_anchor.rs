@@ -7,13 +7,12 @@
 //! written just before the process is killed are covered; a timer makes the
 //! saved head durable within about a second, for power losses.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::audit::{Anchor, AuditRecord};
 
