@@ -314,15 +314,8 @@ impl Tracker {
             // A sender that cannot send a file (a download of a missing
             // one) says why instead.
             Some(&level @ (1 | 2)) => {
-                let path = self
-                    .command
-                    .single
-                    .clone()
-                    .unwrap_or_else(|| "(unknown)".into());
-                let mut entry = self.file_entry(path, 0);
                 let kind = if level == 1 { "warning" } else { "error" };
-                entry.outcome = format!("{kind}: {}", text[1..].trim());
-                self.add(entry);
+                self.refused_whole(format!("{kind}: {}", text[1..].trim()));
             }
             _ => next = Sending::Lost,
         }
@@ -340,6 +333,19 @@ impl Tracker {
             path = Some(join(path.as_deref(), directory));
         }
         join(path.as_deref(), name)
+    }
+
+    /// An entry for a transfer refused as a whole, under the one path the
+    /// command named.
+    fn refused_whole(&mut self, outcome: String) {
+        let path = self
+            .command
+            .single
+            .clone()
+            .unwrap_or_else(|| "(unknown)".into());
+        let mut entry = self.file_entry(path, 0);
+        entry.outcome = outcome;
+        self.add(entry);
     }
 
     fn file_entry(&self, path: String, size: u64) -> Entry {
@@ -399,6 +405,12 @@ impl Tracker {
                 entry
             }
             Some(Awaiting::FileEnd(entry)) => entry,
+            // A receiver that cannot take anything (an upload into a
+            // directory that is not there) says so before anything moves.
+            Some(Awaiting::Ready) if refused => {
+                self.refused_whole(outcome.to_string());
+                return;
+            }
             _ => return,
         };
         if let Some(entry) = self.entry_mut(entry)

@@ -145,3 +145,19 @@ fn a_sender_running_far_ahead_of_the_answers_stops_being_followed() {
     assert!(scp.awaiting.len() <= FOLLOWED * 2 && scp.entries.len() <= FOLLOWED);
     assert!(matches!(scp.sending, Sending::Lost));
 }
+
+#[test]
+fn an_upload_the_receiver_refuses_at_once_is_logged() {
+    let mut scp = tracker("scp -d -t /no/such/dir");
+    let entries = scp.target_sent(b"\x01scp: /no/such/dir: No such file or directory\n");
+    assert_eq!(
+        summary(&entries),
+        [(
+            "open",
+            "/no/such/dir",
+            Some(0),
+            Some(0),
+            "warning: scp: /no/such/dir: No such file or directory"
+        )]
+    );
+}
