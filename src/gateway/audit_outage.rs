@@ -30,14 +30,7 @@ impl Gateway {
     /// russh handler's login check): the worker hands its other tasks on
     /// while the write and its fsync take, instead of stalling them.
     pub fn audit_all_in_place(&self, events: Vec<AuditEvent>) {
-        let multi_threaded = tokio::runtime::Handle::try_current().is_ok_and(|handle| {
-            handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
-        });
-        if multi_threaded {
-            tokio::task::block_in_place(|| self.audit_all(events));
-        } else {
-            self.audit_all(events);
-        }
+        super::in_place(|| self.audit_all(events));
     }
 
     /// Whether the last audit attempt failed and records are held.

@@ -74,6 +74,19 @@ pub enum GatewayError {
     RotationMarks(#[from] rotation_marks::RotationMarksError),
 }
 
+/// Runs `work`, which may wait on a disk, from synchronous code that may be
+/// on the async runtime (a russh handler, a view built for a stream): on a
+/// multi-threaded runtime the worker hands its other tasks on meanwhile.
+fn in_place<T>(work: impl FnOnce() -> T) -> T {
+    let multi_threaded = tokio::runtime::Handle::try_current()
+        .is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_threaded {
+        tokio::task::block_in_place(work)
+    } else {
+        work()
+    }
+}
+
 /// One journal record: the events of one command, plus the TOTP step it
 /// consumed so replay protection survives a restart.
 #[derive(Debug, Serialize, Deserialize)]
@@ -222,9 +235,14 @@ impl Gateway {
         }
     }
 
-    /// Reads workflow state without changing it.
+    /// Reads workflow state without changing it. While a command is being
+    /// committed (its journal and audit fsyncs), a read from async code
+    /// hands its worker's other tasks on instead of stalling them.
     pub fn read<T>(&self, view: impl FnOnce(&Engine) -> T) -> T {
-        view(&self.core.lock().state.engine)
+        if let Some(core) = self.core.try_lock() {
+            return view(&core.state.engine);
+        }
+        in_place(|| view(&self.core.lock().state.engine))
     }
 
     pub fn request(&self, id: RequestId) -> Option<Request> {

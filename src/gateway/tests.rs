@@ -521,3 +521,37 @@ fn an_audit_write_from_async_code_does_not_stall_the_runtimes_other_tasks() {
     writer.join().unwrap();
     assert!(waited < Duration::from_millis(1500), "{waited:?}");
 }
+
+#[test]
+fn a_workflow_read_from_async_code_does_not_stall_the_runtime_during_a_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = open(dir.path(), 1);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    // A command being committed holds the core for a while (a slow disk's
+    // journal and audit fsyncs).
+    let holder = gateway.clone();
+    let (held, holding) = std::sync::mpsc::channel();
+    let committer = std::thread::spawn(move || {
+        let _committing = holder.core.lock();
+        held.send(()).unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    holding.recv().unwrap();
+    let waited = runtime.block_on(async {
+        let reader = gateway.clone();
+        let watch = tokio::spawn(async move { reader.read(|engine| engine.request(1).is_none()) });
+        // The only worker is the one the read waits on: another task
+        // still runs at once.
+        let started = std::time::Instant::now();
+        tokio::spawn(async {}).await.unwrap();
+        let waited = started.elapsed();
+        assert!(watch.await.unwrap());
+        waited
+    });
+    committer.join().unwrap();
+    assert!(waited < Duration::from_millis(1500), "{waited:?}");
+}
