@@ -21,6 +21,10 @@ use crate::audit::{Digesting, FileDigest, create_evidence_file};
 
 /// Longest statement text kept in a log entry.
 const STATEMENT_LIMIT: usize = 16 * 1024;
+/// Longest outcome kept for a simple query's several results.
+pub(crate) const OUTCOME_LIMIT: usize = 4 * 1024;
+/// What ends an outcome whose further results were left out.
+const MORE_RESULTS: &str = "; … (more results)";
 /// Statements awaiting results beyond this are logged without an outcome,
 /// so a client pipelining without end cannot grow the gateway's memory.
 const PENDING_LIMIT: usize = 10_000;
@@ -235,7 +239,12 @@ impl StatementTracker {
     pub fn server_message(&mut self, tag: u8, body: &[u8]) -> Vec<Statement> {
         match tag {
             b'C' => {
-                let tag = cstr(body).map(|(t, _)| t.to_string()).unwrap_or_default();
+                // PostgreSQL always names the command; a server that does
+                // not still gets an outcome in the log.
+                let tag = cstr(body)
+                    .ok()
+                    .filter(|(tag, _)| !tag.is_empty())
+                    .map_or_else(|| "completed".to_string(), |(tag, _)| tag.to_string());
                 self.record_outcome(tag);
                 Vec::new()
             }
@@ -286,8 +295,7 @@ impl StatementTracker {
             }
         }
         if let Some(s) = last {
-            s.outcome.push_str("; ");
-            s.outcome.push_str(&outcome);
+            append_result(&mut s.outcome, &outcome);
         }
     }
 
@@ -340,6 +348,21 @@ impl StatementTracker {
             })
             .collect()
     }
+}
+
+/// Adds one more result of a simple query to its outcome, up to a limit:
+/// one `Query` can hold millions of statements, whose results must not
+/// grow the gateway's memory (or the log line) without bound.
+fn append_result(outcome: &mut String, result: &str) {
+    if outcome.ends_with(MORE_RESULTS) {
+        return;
+    }
+    if outcome.len() + "; ".len() + result.len() > OUTCOME_LIMIT {
+        outcome.push_str(MORE_RESULTS);
+        return;
+    }
+    outcome.push_str("; ");
+    outcome.push_str(result);
 }
 
 /// The statement text at the start of `body`; the relay hands over at most

@@ -298,3 +298,30 @@ fn a_truncated_function_call_is_ignored() {
     tracker.client_message(b'F', &[0, 0]);
     assert_eq!(tracker.statements, 0);
 }
+
+#[test]
+fn a_server_that_names_no_command_still_gives_its_statement_an_outcome() {
+    let mut tracker = StatementTracker::new(false);
+    tracker.client_message(b'Q', &cstring(&["vacuum"]));
+    tracker.server_message(b'C', b"\0");
+    let done = tracker.server_message(b'Z', b"I");
+    assert_eq!(outcomes(&done), [("vacuum".into(), "completed".into())]);
+}
+
+#[test]
+fn a_query_of_many_statements_keeps_its_outcome_bounded() {
+    let mut tracker = StatementTracker::new(false);
+    tracker.client_message(b'Q', &cstring(&["select 1; select 1; ..."]));
+    for _ in 0..100_000 {
+        complete(&mut tracker, "SELECT 1");
+    }
+    let done = tracker.server_message(b'Z', b"I");
+    let outcome = &done[0].outcome;
+    assert!(
+        outcome.len() <= OUTCOME_LIMIT + MORE_RESULTS.len(),
+        "{}",
+        outcome.len()
+    );
+    assert!(outcome.starts_with("SELECT 1; SELECT 1; "));
+    assert!(outcome.ends_with("; … (more results)"));
+}
