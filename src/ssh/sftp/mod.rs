@@ -8,7 +8,7 @@
 //! passes every byte on unchanged; this only watches.
 
 mod codec;
-mod scp;
+pub(crate) mod scp;
 
 pub use scp::ScpCommand;
 
@@ -50,6 +50,8 @@ struct OpenFile {
     mode: String,
     read: u64,
     written: u64,
+    /// Which open it was (from 0), so files left open are logged in order.
+    number: u64,
 }
 
 impl OpenFile {
@@ -94,6 +96,7 @@ pub struct Tracker {
     replies: Packets,
     pending: HashMap<u32, Pending>,
     open: HashMap<Vec<u8>, OpenFile>,
+    opens: u64,
 }
 
 impl Tracker {
@@ -123,9 +126,11 @@ impl Tracker {
 
     /// Files still open when the channel ends.
     pub fn unclosed(&mut self) -> Vec<Entry> {
-        self.open
-            .drain()
-            .map(|(_, file)| file.entry("not closed (channel ended)"))
+        let mut files: Vec<OpenFile> = self.open.drain().map(|(_, file)| file).collect();
+        files.sort_by_key(|file| file.number);
+        files
+            .into_iter()
+            .map(|file| file.entry("not closed (channel ended)"))
             .collect()
     }
 
@@ -155,6 +160,17 @@ impl Tracker {
         self.pending.insert(id, pending);
     }
 
+    fn opened(&mut self, path: String, flags: u32) -> OpenFile {
+        self.opens += 1;
+        OpenFile {
+            path,
+            mode: open_mode(flags),
+            read: 0,
+            written: 0,
+            number: self.opens,
+        }
+    }
+
     /// The path an open handle was opened with, as the log names it.
     fn path_of(&self, handle: &[u8]) -> String {
         self.open.get(handle).map_or_else(
@@ -170,25 +186,17 @@ impl Tracker {
         let pending = self.pending.remove(&id)?;
         match (pending, reply) {
             (Pending::Open { path, flags }, Reply::Handle { handle, .. }) => {
-                if self.open.len() < FOLLOWED {
-                    let file = OpenFile {
-                        path,
-                        mode: open_mode(flags),
-                        read: 0,
-                        written: 0,
-                    };
-                    self.open.insert(handle, file);
+                if self.open.len() >= FOLLOWED {
+                    return None;
                 }
-                None
+                let file = self.opened(path, flags);
+                // A server handing out a handle still open breaks the
+                // protocol; the file it replaces is still logged.
+                let replaced = self.open.insert(handle, file)?;
+                Some(replaced.entry("not closed (the server reused its handle)"))
             }
             (Pending::Open { path, flags }, Reply::Status { code, .. }) => {
-                let file = OpenFile {
-                    path,
-                    mode: open_mode(flags),
-                    read: 0,
-                    written: 0,
-                };
-                Some(file.entry(status_text(code)))
+                Some(self.opened(path, flags).entry(status_text(code)))
             }
             (Pending::Read(handle), Reply::Data { bytes, .. }) => {
                 if let Some(file) = self.open.get_mut(&handle) {

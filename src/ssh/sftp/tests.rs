@@ -170,3 +170,44 @@ fn server_side_copies_and_attribute_changes_through_handles_are_logged() {
         ]
     );
 }
+
+#[test]
+fn files_left_open_are_logged_in_the_order_they_were_opened() {
+    let mut tracker = Tracker::default();
+    let paths: Vec<String> = (0..20).map(|n| format!("/srv/f{n}")).collect();
+    for (id, path) in paths.iter().enumerate() {
+        let handle = format!("H{id}");
+        opened(
+            &mut tracker,
+            id as u32,
+            path.as_bytes(),
+            1,
+            handle.as_bytes(),
+        );
+    }
+    let logged: Vec<String> = tracker.unclosed().into_iter().map(|e| e.path).collect();
+    assert_eq!(logged, paths);
+}
+
+#[test]
+fn a_handle_the_server_hands_out_again_does_not_lose_the_first_file() {
+    let mut tracker = Tracker::default();
+    opened(&mut tracker, 1, b"/srv/first", 1, b"H");
+    tracker.client_sent(&packet(
+        3,
+        2,
+        &[&string(b"/srv/second"), &1u32.to_be_bytes(), &[0; 4]],
+    ));
+    let replaced = tracker.target_sent(&packet(102, 2, &[&string(b"H")]));
+    assert_eq!(
+        summary(&replaced),
+        [(
+            "open",
+            "/srv/first",
+            Some(0),
+            Some(0),
+            "not closed (the server reused its handle)"
+        )]
+    );
+    assert_eq!(summary(&tracker.unclosed())[0].1, "/srv/second");
+}
