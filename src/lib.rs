@@ -19,6 +19,8 @@ pub mod control;
 pub mod demo;
 pub mod events;
 pub mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod http;
 pub mod journal;

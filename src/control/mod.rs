@@ -24,6 +24,7 @@ use crate::gateway::{Gateway, GatewayError};
 
 pub use format::{describe, psql_conninfo};
 pub use parse::{ControlCommand, ControlLine};
+pub(crate) use since::parse_since;
 
 /// Longest command line accepted; longer ones are refused unread.
 pub const MAX_LINE: usize = 8192;
@@ -181,7 +182,7 @@ async fn fail<T: Terminal>(term: &mut T, json: bool, error: &ControlError) -> u3
     error.exit_status()
 }
 
-fn split_line(line: &[u8]) -> Result<Vec<String>, String> {
+pub(crate) fn split_line(line: &[u8]) -> Result<Vec<String>, String> {
     if line.len() > MAX_LINE {
         return Err(format!(
             "command too long ({} bytes, at most {MAX_LINE})",

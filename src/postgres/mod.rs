@@ -15,7 +15,7 @@
 
 mod admission;
 pub mod cancel;
-mod framer;
+pub(crate) mod framer;
 mod login;
 mod progress;
 pub mod querylog;

@@ -121,7 +121,7 @@ impl<'a> Exchange<'a> {
         Self::with_nonce(cache, resource, password, "", B64.encode(nonce))
     }
 
-    fn with_nonce(
+    pub(crate) fn with_nonce(
         cache: &'a KeyCache,
         resource: &'a str,
         password: &'a Secret,
@@ -196,6 +196,11 @@ impl<'a> Exchange<'a> {
             Err(ScramError::BadServerSignature)
         }
     }
+}
+
+/// The iteration count a server-first message asks for.
+pub(crate) fn iteration_count(server_first: &str) -> Result<u32, ScramError> {
+    parse_server_first(server_first).map(|(_, _, iterations)| iterations)
 }
 
 fn parse_server_first(text: &str) -> Result<(&str, Vec<u8>, u32), ScramError> {

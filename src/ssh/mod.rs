@@ -26,7 +26,7 @@ mod login_names;
 mod login_state;
 mod recording;
 mod relay;
-mod sftp;
+pub(crate) mod sftp;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -42,6 +42,7 @@ use crate::config::Config;
 use crate::serve::Runtime;
 
 pub use hostkey::load as read_host_key;
+pub(crate) use login_names::{printable as printable_username, split_username};
 pub use recording::{LiveEvent, read_events};
 pub use upstream::KnownHosts;
 
