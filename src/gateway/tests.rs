@@ -487,38 +487,52 @@ fn a_commands_events_are_audited_in_their_order() {
     assert!(changes[1].contains("granted"), "{text}");
 }
 
-#[test]
-fn an_audit_write_from_async_code_does_not_stall_the_runtimes_other_tasks() {
-    let dir = tempfile::tempdir().unwrap();
-    let gateway = open(dir.path(), 1);
+/// How long a task waits to run on a one-worker runtime whose worker is
+/// running `work`, while another thread holds one of the gateway's locks
+/// for 3 s (`hold` takes it, then signals).
+fn wait_beside(
+    gateway: &Arc<Gateway>,
+    hold: fn(&Gateway, std::sync::mpsc::Sender<()>),
+    work: impl FnOnce(&Gateway) + Send + 'static,
+) -> Duration {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
-    // Another write holds the audit log for a while (a slow disk's fsync).
     let holder = gateway.clone();
     let (held, holding) = std::sync::mpsc::channel();
-    let writer = std::thread::spawn(move || {
-        let _writing = holder.audit.lock();
-        held.send(()).unwrap();
-        std::thread::sleep(Duration::from_secs(3));
-    });
+    let holding_thread = std::thread::spawn(move || hold(&holder, held));
     holding.recv().unwrap();
     let waited = runtime.block_on(async {
-        let auditor = gateway.clone();
-        let login = tokio::spawn(async move {
-            auditor.audit_all_in_place(vec![AuditEvent::GatewayStopped]);
-        });
-        // The only worker is the one the audit write waits on: another
-        // task still runs at once.
+        let worker = gateway.clone();
+        let working = tokio::spawn(async move { work(&worker) });
+        // The only worker is the one `work` waits on: another task should
+        // still run at once.
         let started = std::time::Instant::now();
         tokio::spawn(async {}).await.unwrap();
         let waited = started.elapsed();
-        login.await.unwrap();
+        working.await.unwrap();
         waited
     });
-    writer.join().unwrap();
+    holding_thread.join().unwrap();
+    waited
+}
+
+#[test]
+fn an_audit_write_from_async_code_does_not_stall_the_runtimes_other_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = open(dir.path(), 1);
+    // Another write holds the audit log for a while (a slow disk's fsync).
+    let waited = wait_beside(
+        &gateway,
+        |gateway, held| {
+            let _writing = gateway.audit.lock();
+            held.send(()).unwrap();
+            std::thread::sleep(Duration::from_secs(3));
+        },
+        |gateway| gateway.audit_all_in_place(vec![AuditEvent::GatewayStopped]),
+    );
     assert!(waited < Duration::from_millis(1500), "{waited:?}");
 }
 
@@ -526,32 +540,16 @@ fn an_audit_write_from_async_code_does_not_stall_the_runtimes_other_tasks() {
 fn a_workflow_read_from_async_code_does_not_stall_the_runtime_during_a_commit() {
     let dir = tempfile::tempdir().unwrap();
     let gateway = open(dir.path(), 1);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
     // A command being committed holds the core for a while (a slow disk's
     // journal and audit fsyncs).
-    let holder = gateway.clone();
-    let (held, holding) = std::sync::mpsc::channel();
-    let committer = std::thread::spawn(move || {
-        let _committing = holder.core.lock();
-        held.send(()).unwrap();
-        std::thread::sleep(Duration::from_secs(3));
-    });
-    holding.recv().unwrap();
-    let waited = runtime.block_on(async {
-        let reader = gateway.clone();
-        let watch = tokio::spawn(async move { reader.read(|engine| engine.request(1).is_none()) });
-        // The only worker is the one the read waits on: another task
-        // still runs at once.
-        let started = std::time::Instant::now();
-        tokio::spawn(async {}).await.unwrap();
-        let waited = started.elapsed();
-        assert!(watch.await.unwrap());
-        waited
-    });
-    committer.join().unwrap();
+    let waited = wait_beside(
+        &gateway,
+        |gateway, held| {
+            let _committing = gateway.core.lock();
+            held.send(()).unwrap();
+            std::thread::sleep(Duration::from_secs(3));
+        },
+        |gateway| assert!(gateway.read(|engine| engine.request(1).is_none())),
+    );
     assert!(waited < Duration::from_millis(1500), "{waited:?}");
 }
