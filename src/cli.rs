@@ -122,3 +122,41 @@ pub enum TotpCommand {
         force: bool,
     },
 }
+
+/// Libraries that warn about what an unauthenticated peer sent them
+/// (rustls, of a broken TLS handshake). The gateway logs failed handshakes
+/// at debug itself, so that anyone who can connect cannot fill its log
+/// with warnings; a `JITGATE_LOG` that names the library has its own say.
+const PEER_NOISE: &[(&str, &str)] = &[("rustls", "error")];
+
+/// The log filter: `JITGATE_LOG`'s directives (default `info`), with the
+/// libraries above quieted unless they are named.
+pub fn log_directives(from_env: Option<&str>) -> String {
+    let mut directives = from_env
+        .map(str::trim)
+        .filter(|spec| !spec.is_empty())
+        .unwrap_or("info")
+        .to_string();
+    for (target, level) in PEER_NOISE {
+        if !directives.contains(target) {
+            directives.push_str(&format!(",{target}={level}"));
+        }
+    }
+    directives
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_directives;
+
+    #[test]
+    fn peer_noise_is_quieted_unless_the_log_setting_names_it() {
+        assert_eq!(log_directives(None), "info,rustls=error");
+        assert_eq!(log_directives(Some(" ")), "info,rustls=error");
+        assert_eq!(log_directives(Some("debug")), "debug,rustls=error");
+        assert_eq!(
+            log_directives(Some("info,rustls=debug")),
+            "info,rustls=debug"
+        );
+    }
+}

@@ -95,8 +95,12 @@ fn fail(code: u8, error: impl std::fmt::Display) -> ExitCode {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("JITGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let from_env = std::env::var("JITGATE_LOG").ok();
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(jitgate::cli::log_directives(from_env.as_deref()))
+            .unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(jitgate::cli::log_directives(None))
+            });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

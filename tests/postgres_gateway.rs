@@ -245,6 +245,10 @@ fn bad_input_gets_a_clean_error_or_close_and_others_are_unaffected() {
             &[0; 8],
         ]
         .concat(),
+        // Well-formed TLS records a handshake does not expect: a
+        // HelloRequest, and application data before any handshake.
+        tls_after_ssl_request(b"\x16\x03\x01\x00\x04\x00\x00\x00\x00"),
+        tls_after_ssl_request(b"\x17\x03\x03\x00\x05hello"),
     ];
     for probe in &probes {
         let mut stream = TcpStream::connect(&address).unwrap();
@@ -270,6 +274,18 @@ fn bad_input_gets_a_clean_error_or_close_and_others_are_unaffected() {
     drop(idle);
     // Every connection's task ends with it: none is left behind.
     assert_all_connections_ended_cleanly(&world);
+    // Garbage from anyone who can connect is no warning in the log.
+    assert!(!world.log().contains("WARN"), "{}", world.log());
+}
+
+/// An SSLRequest followed by `record`, as the bytes of one probe.
+fn tls_after_ssl_request(record: &[u8]) -> Vec<u8> {
+    [
+        &8i32.to_be_bytes()[..],
+        &80_877_103i32.to_be_bytes(),
+        record,
+    ]
+    .concat()
 }
 
 /// Every Postgres connection's task ended with it, and nothing panicked.

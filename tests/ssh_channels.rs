@@ -365,6 +365,22 @@ fn misbehaving_clients_are_closed_cleanly_and_others_are_unaffected() {
         let _ = stream.write_all(garbage);
         drop(stream);
     }
+    // A client that asks for strict key exchange, then breaks it.
+    let mut strict = std::net::TcpStream::connect(("127.0.0.1", world.ssh_port)).unwrap();
+    strict
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let ignore = [2, 0, 0, 0, 0];
+    let hello = [
+        &b"SSH-2.0-strict\r\n"[..],
+        &ssh_packet(&strict_kexinit()),
+        &ssh_packet(&ignore),
+    ]
+    .concat();
+    strict.write_all(&hello).unwrap();
+    let mut answer = Vec::new();
+    let _ = strict.read_to_end(&mut answer);
+    assert!(answer.starts_with(b"SSH-2.0-"), "{answer:?}");
     // An unknown subsystem is refused; the connection's other work is not.
     let out = world
         .target_ssh("alice", "web-01")
@@ -387,6 +403,46 @@ fn misbehaving_clients_are_closed_cleanly_and_others_are_unaffected() {
         world.open_connections("ssh")
     );
     assert!(!world.log().contains("panicked"), "{}", world.log());
+    // Misbehaving clients are no warning in the log: anyone can connect.
+    assert!(!world.log().contains("WARN"), "{}", world.log());
+}
+
+/// An SSH binary packet as sent before the first key exchange (no cipher,
+/// no MAC; padded to 8 bytes).
+fn ssh_packet(payload: &[u8]) -> Vec<u8> {
+    let mut padding = 8 - (5 + payload.len()) % 8;
+    if padding < 4 {
+        padding += 8;
+    }
+    let length = (1 + payload.len() + padding) as u32;
+    let mut packet = length.to_be_bytes().to_vec();
+    packet.push(padding as u8);
+    packet.extend_from_slice(payload);
+    packet.extend(std::iter::repeat_n(0, padding));
+    packet
+}
+
+/// A client's KEXINIT that asks for strict key exchange.
+fn strict_kexinit() -> Vec<u8> {
+    let mut payload = vec![20];
+    payload.extend([7; 16]);
+    for list in [
+        "curve25519-sha256,kex-strict-c-v00@openssh.com",
+        "ssh-ed25519",
+        "aes128-ctr",
+        "aes128-ctr",
+        "hmac-sha2-256",
+        "hmac-sha2-256",
+        "none",
+        "none",
+        "",
+        "",
+    ] {
+        payload.extend((list.len() as u32).to_be_bytes());
+        payload.extend(list.as_bytes());
+    }
+    payload.extend([0; 5]);
+    payload
 }
 
 /// Live SSH sessions on the gateway, as an auditor sees them.

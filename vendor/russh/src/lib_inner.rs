@@ -4,7 +4,7 @@ use std::future::{Future, Pending};
 use std::pin::Pin;
 
 use futures::future::Either as EitherFuture;
-use log::{debug, warn};
+use log::debug; // jitgate patch: `warn` no longer used here
 use parsing::ChannelOpenConfirmation;
 pub use russh_cryptovec::CryptoVec;
 use ssh_encoding::{Decode, Encode};
@@ -246,7 +246,9 @@ pub enum Error {
 }
 
 pub(crate) fn strict_kex_violation(message_type: u8, sequence_number: usize) -> crate::Error {
-    warn!(
+    // jitgate patch: any client can send this; the error is returned to
+    // the application, which logs it as it sees fit.
+    debug!(
         "strict kex violated at sequence no. {sequence_number:?}, message type: {message_type:?}"
     );
     crate::Error::StrictKeyExchangeViolation {
