@@ -309,25 +309,7 @@ impl Engine {
                 at: ctx.now,
             });
         }
-        if request.settings.single_user
-            && let Some(holder) = self.holder(&request.resource)
-            && holder.requester != actor
-        {
-            let until = holder.window_end.unwrap_or(ctx.now);
-            if until > ctx.now {
-                return Err(WorkflowError::HeldBy {
-                    resource: request.resource.clone(),
-                    holder: holder.requester.clone(),
-                    until,
-                });
-            }
-            events.push(Event::Ended {
-                id: holder.id,
-                reason: EndReason::Expired,
-                by: None,
-                at: ctx.now,
-            });
-        }
+        events.extend(self.make_way(ctx, actor, request)?);
         if request.settings.mfa_required && !mfa_passed {
             return Err(WorkflowError::MfaRequired(request.resource.clone()));
         }
@@ -343,6 +325,38 @@ impl Engine {
             at: ctx.now,
         });
         Ok(events)
+    }
+
+    /// The other leases a checkout of `request` must not share the
+    /// resource with: all of them for a single-user request, and any
+    /// single-user one for any request (an administrator may have changed
+    /// the resource's workflow since either was filed; a single-user lease
+    /// stays exclusive to its end). Those whose windows are over end now;
+    /// a live one refuses the checkout.
+    fn make_way(&self, ctx: &Context, actor: &str, request: &Request) -> Decision {
+        let mut ended = Vec::new();
+        let exclusive = self.active_requests().filter(|other| {
+            other.resource == request.resource
+                && other.requester != actor
+                && (request.settings.single_user || other.settings.single_user)
+        });
+        for other in exclusive {
+            let until = other.window_end.unwrap_or(ctx.now);
+            if until > ctx.now {
+                return Err(WorkflowError::HeldBy {
+                    resource: request.resource.clone(),
+                    holder: other.requester.clone(),
+                    until,
+                });
+            }
+            ended.push(Event::Ended {
+                id: other.id,
+                reason: EndReason::Expired,
+                by: None,
+                at: ctx.now,
+            });
+        }
+        Ok(ended)
     }
 
     pub fn decide_checkin(&self, ctx: &Context, actor: &str, id: RequestId) -> Decision {

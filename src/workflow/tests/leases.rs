@@ -66,6 +66,51 @@ fn a_lapsed_holder_does_not_block_the_next_checkout() {
     assert_eq!(w.state(first), RequestState::Expired);
 }
 
+/// Gives `resource` the workflow `like` has, as `workflow set` would.
+fn set_workflow_like(w: &mut World, resource: &str, like: &str) {
+    let settings = w.config.resources[like].workflow.clone();
+    w.commit(
+        w.engine
+            .decide_set_workflow(&w.ctx(), "wanda", resource, settings),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_single_user_lease_stays_exclusive_when_the_resource_is_opened_up() {
+    let mut w = World::new();
+    w.hold_orders("alice");
+    // An administrator makes orders-prod multi-user while alice holds it.
+    set_workflow_like(&mut w, "orders-prod", "web-01");
+    let second = w.request("zoe", "orders-prod").unwrap();
+    w.approve("bob", second).unwrap();
+    let err = w.checkout("zoe", second).unwrap_err();
+    assert!(matches!(&err, WorkflowError::HeldBy { holder, .. } if holder == "alice"));
+    // Once alice's window is over, the shared lease may start.
+    w.advance(1801);
+    w.checkout("zoe", second).unwrap();
+}
+
+#[test]
+fn a_single_user_lease_waits_for_leases_taken_before_the_resource_became_single_user() {
+    let mut w = World::new();
+    let shared = w.request("alice", "web-01").unwrap();
+    w.approve("bob", shared).unwrap();
+    w.checkout("alice", shared).unwrap();
+    // An administrator makes web-01 single-user while alice holds it.
+    set_workflow_like(&mut w, "web-01", "orders-prod");
+    let exclusive = w.request("zoe", "web-01").unwrap();
+    for who in ["bob", "erin", "dave"] {
+        w.approve(who, exclusive).unwrap();
+    }
+    let err = w.checkout("zoe", exclusive).unwrap_err();
+    assert!(matches!(&err, WorkflowError::HeldBy { holder, .. } if holder == "alice"));
+    w.commit(w.engine.decide_checkin(&w.ctx(), "alice", shared))
+        .unwrap();
+    w.checkout("zoe", exclusive).unwrap();
+    assert_eq!(w.engine.holder("web-01").unwrap().requester, "zoe");
+}
+
 #[test]
 fn one_user_holds_at_most_one_lease_or_open_request_per_resource() {
     let mut w = World::new();

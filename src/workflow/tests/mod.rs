@@ -10,6 +10,7 @@ use super::*;
 
 mod approvals;
 mod leases;
+mod random_walk;
 use crate::config::Config;
 
 const CONFIG: &str = r#"
