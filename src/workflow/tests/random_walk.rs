@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::*;
+use crate::config::ClockStart;
 
 const ACTORS: &[&str] = &[
     "alice", "zoe", "frank", "bob", "erin", "dave", "root", "wanda", "ghost",
@@ -116,6 +117,20 @@ fn check_invariants(world: &World, finals: &mut BTreeMap<RequestId, RequestState
             request.mfa_passed || !request.settings.mfa_required,
             "active without MFA: {request:?}"
         );
+        let allowed = request.duration_secs + request.extended_secs;
+        assert!(
+            allowed <= request.settings.max_duration.as_duration().as_secs(),
+            "past the maximum: {request:?}"
+        );
+        let start = match request.settings.clock_starts {
+            ClockStart::Approval => request.approved_at,
+            ClockStart::Checkout => request.checked_out_at,
+        };
+        let latest = start.unwrap() + chrono::Duration::seconds(allowed as i64);
+        assert!(
+            request.window_end.unwrap() <= latest,
+            "a window longer than granted: {request:?}"
+        );
         let others = active
             .iter()
             .filter(|other| other.id != request.id && other.resource == request.resource);
@@ -131,20 +146,19 @@ fn check_invariants(world: &World, finals: &mut BTreeMap<RequestId, RequestState
         }
     }
     for request in engine.requests() {
-        let mut people: Vec<&str> = request
-            .round
-            .approvals
-            .iter()
-            .flat_map(|a| a.people())
-            .collect();
-        assert!(
-            !people.contains(&request.requester.as_str()),
-            "self-approval: {request:?}"
-        );
-        people.sort_unstable();
-        let counted = people.len();
-        people.dedup();
-        assert_eq!(people.len(), counted, "someone counted twice: {request:?}");
+        let extension = request.extension.as_ref().map(|e| &e.round);
+        for round in std::iter::once(&request.round).chain(extension) {
+            assert!(round.level <= request.levels().len());
+            let mut people: Vec<&str> = round.approvals.iter().flat_map(|a| a.people()).collect();
+            assert!(
+                !people.contains(&request.requester.as_str()),
+                "self-approval: {request:?}"
+            );
+            people.sort_unstable();
+            let counted = people.len();
+            people.dedup();
+            assert_eq!(people.len(), counted, "someone counted twice: {request:?}");
+        }
         if let Some(state) = finals.get(&request.id) {
             assert_eq!(*state, request.state, "a final state changed: {request:?}");
         } else if request.state.is_final() {
