@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::*;
-use crate::config::ClockStart;
+use crate::config::{ClockStart, Config};
 
 const ACTORS: &[&str] = &[
     "alice", "zoe", "frank", "bob", "erin", "dave", "root", "wanda", "ghost",
@@ -179,8 +179,34 @@ fn check_recovery(world: &World) {
     assert_eq!(restored, world.engine, "snapshot differs");
 }
 
+/// A reload to the original configuration, or to one without a user or a
+/// resource: what it withdraws ends at once.
+fn reload(world: &mut World, original: &Config, dice: &mut Dice) {
+    let mut config = original.clone();
+    match dice.roll(4) {
+        0 => {
+            config.directory.users.remove(dice.pick(&ACTORS[..8]));
+        }
+        1 => {
+            config.resources.remove(dice.pick(&RESOURCES[..3]));
+        }
+        _ => {}
+    }
+    world.config = config;
+    let withdrawn = world.engine.decide_withdrawn(&world.ctx());
+    world.commit(Ok(withdrawn)).unwrap();
+    for request in world.engine.requests().filter(|r| !r.state.is_final()) {
+        assert!(
+            world.config.directory.user(&request.requester).is_some()
+                && world.config.resources.contains_key(&request.resource),
+            "withdrawn but still open: {request:?}"
+        );
+    }
+}
+
 #[test]
 fn random_walks_keep_every_rule_and_replay_exactly() {
+    let original = World::new().config;
     for walk in 0..200u64 {
         let mut world = World::new();
         let mut dice = Dice(0x2545_f491_4f6c_dd1d ^ (walk + 1).wrapping_mul(0x9e37_79b9));
@@ -188,6 +214,9 @@ fn random_walks_keep_every_rule_and_replay_exactly() {
         for _ in 0..400 {
             if dice.roll(8) == 0 {
                 world.advance([30, 120, 600, 3600, 9000][dice.roll(5)]);
+            }
+            if dice.roll(40) == 0 {
+                reload(&mut world, &original, &mut dice);
             }
             let decision = random_decision(&world, &mut dice);
             let _ = world.commit(decision);
