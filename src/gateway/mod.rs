@@ -22,6 +22,8 @@ mod rotation_state;
 mod subjects;
 
 #[cfg(test)]
+mod random_walk;
+#[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;

@@ -10,7 +10,7 @@ use crate::mfa;
 use crate::secret::{Secret, write_secret_file};
 use crate::workflow::RequestSpec;
 
-fn config_text(users: usize) -> String {
+pub(super) fn config_text(users: usize) -> String {
     let mut text = String::from(
         r#"
 [roles]
@@ -69,7 +69,7 @@ fn request(gateway: &Gateway, user: &str, resource: &str, secs: u64) -> RequestI
     outcome.events[0].request_id().unwrap()
 }
 
-fn enroll(dir: &Path, user: &str) -> Secret {
+pub(super) fn enroll(dir: &Path, user: &str) -> Secret {
     std::fs::create_dir_all(dir.join("totp")).unwrap();
     let secret = mfa::generate_secret();
     write_secret_file(&dir.join("totp").join(user), secret.expose()).unwrap();
