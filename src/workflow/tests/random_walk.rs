@@ -102,7 +102,11 @@ fn random_decision(world: &World, dice: &mut Dice) -> Result<Vec<Event>, Workflo
 }
 
 /// What must hold after every step.
-fn check_invariants(world: &World, finals: &mut BTreeMap<RequestId, RequestState>) {
+fn check_invariants(
+    world: &World,
+    directory: &crate::config::Directory,
+    finals: &mut BTreeMap<RequestId, RequestState>,
+) {
     let engine = &world.engine;
     let active: Vec<&Request> = engine.active_requests().collect();
     for request in &active {
@@ -149,6 +153,15 @@ fn check_invariants(world: &World, finals: &mut BTreeMap<RequestId, RequestState
         let extension = request.extension.as_ref().map(|e| &e.round);
         for round in std::iter::once(&request.round).chain(extension) {
             assert!(round.level <= request.levels().len());
+            for approval in &round.approvals {
+                let authority = approval.on_behalf_of.as_ref().unwrap_or(&approval.approver);
+                let level = &request.levels()[approval.level];
+                let mut eligible = level.approvers.iter().chain(&level.escalate_to);
+                assert!(
+                    eligible.any(|p| directory.matches(authority, p)),
+                    "approved by {authority}, who may not: {request:?}"
+                );
+            }
             let mut people: Vec<&str> = round.approvals.iter().flat_map(|a| a.people()).collect();
             assert!(
                 !people.contains(&request.requester.as_str()),
@@ -220,7 +233,7 @@ fn random_walks_keep_every_rule_and_replay_exactly() {
             }
             let decision = random_decision(&world, &mut dice);
             let _ = world.commit(decision);
-            check_invariants(&world, &mut finals);
+            check_invariants(&world, &original.directory, &mut finals);
         }
         check_recovery(&world);
     }
