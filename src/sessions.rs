@@ -104,7 +104,7 @@ impl Termination {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TerminateError {
-    #[error("no live session {0} (see `sessions`)")]
+    #[error("no live session {0:?} (see `sessions`)")]
     NoSuchSession(String),
     #[error(
         "{0} is a control-plane session, which holds no access: revoke the user's requests instead"

@@ -885,7 +885,7 @@ fn an_administrator_terminates_one_session_and_the_lease_stays() {
     assert!(refused.contains("needs the admin permission"), "{refused}");
     let refused = world.refused("root", "terminate s-000000000000");
     assert!(
-        refused.contains("no live session s-000000000000"),
+        refused.contains("no live session \"s-000000000000\""),
         "{refused}"
     );
     let said = world.ok(

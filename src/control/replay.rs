@@ -81,7 +81,7 @@ fn nothing_recorded(gateway: &Gateway, session: &str) -> String {
         format!("session {session} is still live: `follow {session}` shows it")
     } else {
         format!(
-            "no recording, file log or query log of session {session} in the audit log (exec sessions have none: see `audit tail`)"
+            "no recording, file log or query log of session {session:?} in the audit log (exec sessions have none: see `audit tail`)"
         )
     }
 }
