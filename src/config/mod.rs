@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use duration::HumanDuration;
+pub use duration::{DurationError, HumanDuration};
 pub use workflow_settings::{ApprovalLevel, ClockStart, Principal, WorkflowSettings};
 
 #[derive(Debug, thiserror::Error)]

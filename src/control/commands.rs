@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::config::{HumanDuration, ResourceKind};
+use crate::config::{DurationError, HumanDuration, ResourceKind};
 use crate::gateway::{Command, Gateway, Outcome};
 use crate::workflow::{Event, RequestSpec, RequestState, Time, describe_waiting};
 
@@ -382,10 +382,17 @@ async fn delegate(
 
 /// A duration from now (`8h`) or an RFC 3339 time.
 fn parse_time(text: &str) -> Result<Time, ControlError> {
-    if let Ok(duration) = HumanDuration::parse(text) {
-        let offset = chrono::Duration::from_std(duration.as_duration())
-            .map_err(|e| ControlError::Usage(e.to_string()))?;
-        return Ok(chrono::Utc::now() + offset);
+    match HumanDuration::parse(text) {
+        Ok(duration) => {
+            let offset = chrono::Duration::from_std(duration.as_duration())
+                .map_err(|e| ControlError::Usage(e.to_string()))?;
+            return Ok(chrono::Utc::now() + offset);
+        }
+        // A duration, only too long: say so, not that it is no duration.
+        Err(too_long @ DurationError::TooLong(_)) => {
+            return Err(ControlError::Usage(too_long.to_string()));
+        }
+        Err(_) => {}
     }
     chrono::DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&chrono::Utc))
@@ -490,4 +497,32 @@ async fn workflow_set(
     let mut reply = views::workflow_show(gateway, &resource)?;
     reply.text = format!("workflow of {resource} updated\n{}", reply.text);
     Ok(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(text: &str) -> String {
+        match parse_time(text) {
+            Err(ControlError::Usage(message)) => message,
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn times_are_durations_from_now_or_rfc3339_and_refusals_say_which_rule_broke() {
+        let in_eight_hours = parse_time("8h").unwrap() - chrono::Utc::now();
+        assert!((in_eight_hours.num_seconds() - 8 * 3600).abs() < 5);
+        assert_eq!(
+            parse_time("2099-01-01T00:00:00Z").unwrap().to_rfc3339(),
+            "2099-01-01T00:00:00+00:00"
+        );
+        assert!(
+            refusal("99999d").contains("too long"),
+            "{}",
+            refusal("99999d")
+        );
+        assert!(refusal("tomorrow").contains("neither a duration"));
+    }
 }
