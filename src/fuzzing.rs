@@ -21,6 +21,28 @@ pub mod seeds;
 /// the fuzzer reaches it).
 const MESSAGE_LIMIT: usize = 64 * 1024;
 
+/// A small deterministic generator (xorshift): the same sequence for the
+/// same seed, for the random walks and mutation tests.
+pub struct Dice(pub u64);
+
+impl Dice {
+    pub fn number(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number below `sides` (0 when `sides` is 0).
+    pub fn roll(&mut self, sides: usize) -> usize {
+        (self.number() % sides.max(1) as u64) as usize
+    }
+
+    pub fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from[self.roll(from.len())]
+    }
+}
+
 /// Cuts `data` into reads of sizes drawn from `seed`: how a socket might
 /// hand the same bytes over.
 fn reads(data: &[u8], seed: u8) -> Vec<&[u8]> {

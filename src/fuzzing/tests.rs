@@ -1,36 +1,21 @@
+use super::Dice;
 use super::seeds::{TARGETS, run, seeds};
 
-/// A small deterministic generator: the same inputs on every run.
-struct Xorshift(u64);
-
-impl Xorshift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 /// One mutation of `input`, of the kinds a fuzzer makes first.
-fn mutate(input: &mut Vec<u8>, random: &mut Xorshift) {
-    let at = random.below(input.len() + 1);
-    match random.below(6) {
-        0 if at < input.len() => input[at] ^= 1 << random.below(8),
-        1 if at < input.len() => input[at] = [0, 0xff, 0x7f, 0x80][random.below(4)],
-        2 => input.insert(at, random.next() as u8),
+fn mutate(input: &mut Vec<u8>, random: &mut Dice) {
+    let at = random.roll(input.len() + 1);
+    match random.roll(6) {
+        0 if at < input.len() => input[at] ^= 1 << random.roll(8),
+        1 if at < input.len() => input[at] = [0, 0xff, 0x7f, 0x80][random.roll(4)],
+        2 => input.insert(at, random.number() as u8),
         3 if at < input.len() => {
             input.remove(at);
         }
         4 => input.truncate(at),
         _ => {
-            let end = (at + random.below(16)).min(input.len());
+            let end = (at + random.roll(16)).min(input.len());
             let copy = input[at..end].to_vec();
-            let to = random.below(input.len() + 1);
+            let to = random.roll(input.len() + 1);
             input.splice(to..to, copy);
         }
     }
@@ -49,21 +34,19 @@ fn every_target_has_seeds_that_run_cleanly() {
 
 #[test]
 fn mutated_and_random_inputs_hold_every_targets_invariants() {
-    let mut random = Xorshift(0x9e37_79b9_7f4a_7c15);
+    let mut random = Dice(0x9e37_79b9_7f4a_7c15);
     for target in TARGETS {
         for seed in seeds(target) {
             for _ in 0..400 {
                 let mut input = seed.clone();
-                for _ in 0..=random.below(4) {
+                for _ in 0..=random.roll(4) {
                     mutate(&mut input, &mut random);
                 }
                 run(target, &input);
             }
         }
         for _ in 0..200 {
-            let input: Vec<u8> = (0..random.below(300))
-                .map(|_| random.next() as u8)
-                .collect();
+            let input: Vec<u8> = (0..random.roll(300)).map(|_| random.number() as u8).collect();
             run(target, &input);
         }
     }

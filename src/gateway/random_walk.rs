@@ -9,21 +9,11 @@ use std::time::Duration;
 
 use super::tests::{config_text, enroll};
 use super::*;
+use crate::fuzzing::Dice;
 use crate::secret::Secret;
 use crate::workflow::RequestSpec;
 
 const USERS: usize = 4;
-
-struct Dice(u64);
-
-impl Dice {
-    fn roll(&mut self, sides: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % sides as u64) as usize
-    }
-}
 
 /// The gateway over `dir`, compacting its journal every few records so
 /// restarts also start from snapshots.

@@ -8,26 +8,12 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::{ClockStart, Config};
+use crate::fuzzing::Dice;
 
 const ACTORS: &[&str] = &[
     "alice", "zoe", "frank", "bob", "erin", "dave", "root", "wanda", "ghost",
 ];
 const RESOURCES: &[&str] = &["web-01", "orders-prod", "sandbox", "nope"];
-
-struct Dice(u64);
-
-impl Dice {
-    fn roll(&mut self, sides: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % sides as u64) as usize
-    }
-
-    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
-        from[self.roll(from.len())]
-    }
-}
 
 /// One random command, decided against the world's state.
 fn random_decision(world: &World, dice: &mut Dice) -> Result<Vec<Event>, WorkflowError> {
