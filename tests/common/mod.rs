@@ -3,6 +3,8 @@
 //! directory and the gateway is stopped when the harness is dropped.
 #![allow(dead_code)]
 
+pub mod pg_raw;
+
 use std::io::{BufRead, BufReader, Lines, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
