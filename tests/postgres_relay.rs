@@ -47,10 +47,12 @@ const PREPARED: &[&str] = &[
     "select syntax error here",
 ];
 
-/// One batch: bytes to send, and how many ReadyForQuery answer them.
-fn batch(dice: &mut Dice) -> (Vec<u8>, usize) {
+/// One batch: bytes to send, how many ReadyForQuery answer them and how
+/// many statements (queries and executions) the query log should show.
+fn batch(dice: &mut Dice) -> (Vec<u8>, usize, usize) {
     let mut out = BytesMut::new();
     let mut ready = 0;
+    let mut statements = 1;
     match dice.roll(4) {
         0 => {
             let parts: Vec<&str> = (0..=dice.roll(3))
@@ -77,15 +79,21 @@ fn batch(dice: &mut Dice) -> (Vec<u8>, usize) {
             frontend::query("copy (select * from t order by a) to stdout", &mut out).unwrap();
             ready += 1;
         }
-        _ => ready += extended(dice, &mut out),
+        _ => {
+            let (syncs, executions) = extended(dice, &mut out);
+            ready += syncs;
+            statements = executions;
+        }
     }
-    (out.to_vec(), ready)
+    (out.to_vec(), ready, statements)
 }
 
-/// A pipeline of extended-protocol messages ending with a Sync.
-fn extended(dice: &mut Dice, out: &mut BytesMut) -> usize {
+/// A pipeline of extended-protocol messages ending with a Sync; returns
+/// the Syncs and Executes in it.
+fn extended(dice: &mut Dice, out: &mut BytesMut) -> (usize, usize) {
     let mut ready = 0;
-    for _ in 0..=dice.roll(4) {
+    let executions = dice.roll(5) + 1;
+    for _ in 0..executions {
         let name = ["", "s1", "s2"][dice.roll(3)];
         let portal = ["", "p1"][dice.roll(2)];
         let text = PREPARED[dice.roll(PREPARED.len())];
@@ -120,7 +128,7 @@ fn extended(dice: &mut Dice, out: &mut BytesMut) -> usize {
         }
     }
     frontend::sync(out);
-    ready + 1
+    (ready + 1, executions)
 }
 
 /// The answers to a batch, up to its last ReadyForQuery, as compared: the
@@ -184,8 +192,10 @@ fn random_batches_get_the_same_answers_through_the_gateway_as_directly() {
         answers(&mut direct, &setup, 1)
     );
     let mut dice = Dice(0x0000_ddb1_a5e5);
+    let mut statements = 1;
     for round in 0..300 {
-        let (bytes, ready) = batch(&mut dice);
+        let (bytes, ready, logged) = batch(&mut dice);
+        statements += logged;
         let through = answers(&mut gateway, &bytes, ready);
         let straight = answers(&mut direct, &bytes, ready);
         assert!(
@@ -195,5 +205,20 @@ fn random_batches_get_the_same_answers_through_the_gateway_as_directly() {
             describe(&straight)
         );
     }
-    gateway.flush().unwrap();
+    // Every statement is in the query log once, with how it ended.
+    let mut bye = BytesMut::new();
+    frontend::terminate(&mut bye);
+    raw::send(&mut gateway, &bye);
+    drop(gateway);
+    let entries = || world.query_logs().lines().count();
+    assert!(
+        common::wait_until(std::time::Duration::from_secs(10), || entries()
+            == statements),
+        "{} query log entries for {statements} statements",
+        entries()
+    );
+    for line in world.query_logs().lines() {
+        let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(!entry["outcome"].as_str().unwrap().is_empty(), "{line}");
+    }
 }

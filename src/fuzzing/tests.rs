@@ -46,7 +46,9 @@ fn mutated_and_random_inputs_hold_every_targets_invariants() {
             }
         }
         for _ in 0..200 {
-            let input: Vec<u8> = (0..random.roll(300)).map(|_| random.number() as u8).collect();
+            let input: Vec<u8> = (0..random.roll(300))
+                .map(|_| random.number() as u8)
+                .collect();
             run(target, &input);
         }
     }
