@@ -11,18 +11,7 @@ use bytes::BytesMut;
 use postgres_protocol::message::frontend;
 
 use common::pg_raw::{self as raw, world_with_known_ca};
-
-/// A small deterministic generator: the same batches on every run.
-struct Dice(u64);
-
-impl Dice {
-    fn roll(&mut self, sides: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % sides as u64) as usize
-    }
-}
+use jitgate::fuzzing::Dice;
 
 const STATEMENTS: &[&str] = &[
     "select 1",
