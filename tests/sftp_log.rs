@@ -1,6 +1,6 @@
 //! SFTP channels (stock `sftp`, and `scp`, which speaks SFTP) keep a file
-//! log: each file opened with its mode and the bytes moved, each change
-//! with the target's answer, vouched for by the record ending the channel.
+//! log: each file opened with its mode and the bytes moved, each directory
+//! listed with the names it gave, each change with the target's answer, vouched for by the record ending the channel.
 
 mod common;
 
@@ -57,9 +57,11 @@ fn sftp_and_scp_file_operations_are_logged_with_bytes_and_outcomes() {
     // `-` before a command lets the batch go on when it fails.
     write!(
         sftp.stdin.take().unwrap(),
-        "put {} up.bin\nget up.bin {}\nrename up.bin moved.bin\ncopy moved.bin copied.bin\nmkdir d1\nrmdir d1\nrm moved.bin\nrm copied.bin\n-rm missing.bin\n",
+        "put {} up.bin\nget up.bin {}\nrename up.bin moved.bin\ncopy moved.bin copied.bin\nmkdir d1\nput {} d1/x\nput {} d1/y\nls d1\nmkdir d2\nchmod 000 d2\n-ls d2\nrmdir d2\nrm d1/x\nrm d1/y\nrmdir d1\nrm moved.bin\nrm copied.bin\n-rm missing.bin\n",
         local.display(),
-        world.path("down").display()
+        world.path("down").display(),
+        local.display(),
+        local.display()
     )
     .unwrap();
     assert!(sftp.wait().unwrap().success());
@@ -102,6 +104,14 @@ fn sftp_and_scp_file_operations_are_logged_with_bytes_and_outcomes() {
         "{copy}"
     );
     assert_eq!(entry(sftp, "mkdir", "d1")["outcome"], "ok");
+    // A listing gives its names (`.` and `..` among them).
+    let listing = entry(sftp, "list", "d1/");
+    assert_eq!(
+        (&listing["names"], &listing["outcome"]),
+        (&4.into(), &"ok".into()),
+        "{listing}"
+    );
+    assert_eq!(entry(sftp, "list", "/d2/")["outcome"], "permission denied");
     assert_eq!(entry(sftp, "rmdir", "d1")["outcome"], "ok");
     assert_eq!(entry(sftp, "remove", "moved.bin")["outcome"], "ok");
     assert_eq!(
@@ -128,6 +138,7 @@ fn sftp_and_scp_file_operations_are_logged_with_bytes_and_outcomes() {
         shown.contains("[write,create,truncate, read 0, wrote 300000]: ok"),
         "{shown}"
     );
+    assert!(shown.contains("/d1/ [4 names]: ok"), "{shown}");
     let text = verify_recordings(&world);
     assert!(text.contains("OK: 2 recording(s)"), "{text}");
 }

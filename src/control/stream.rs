@@ -374,8 +374,8 @@ pub(super) fn render_event(kind: RecordingKind, line: &str) -> Option<String> {
     }
 }
 
-/// A file log line as `HH:MM:SS op path[ -> target] [mode, read N, wrote
-/// M]: outcome`.
+/// A file log line as `HH:MM:SS op path[ -> target][ [mode, read N, wrote
+/// M]][ [N names]]: outcome`.
 fn file_operation(line: &str) -> Option<String> {
     let value: serde_json::Value = serde_json::from_str(line).ok()?;
     let time = value.get("time")?.as_str()?;
@@ -396,8 +396,13 @@ fn file_operation(line: &str) -> Option<String> {
         ),
         _ => String::new(),
     };
+    let names = value
+        .get("names")
+        .and_then(|n| n.as_u64())
+        .map(|n| format!(" [{n} name{}]", if n == 1 { "" } else { "s" }))
+        .unwrap_or_default();
     Some(format!(
-        "{time} {} {}{target}{transfer}: {}\r\n",
+        "{time} {} {}{target}{transfer}{names}: {}\r\n",
         value.get("op")?.as_str()?,
         value.get("path")?.as_str()?,
         value.get("outcome")?.as_str()?
@@ -433,5 +438,31 @@ pub(super) fn require_audit(gateway: &Gateway, caller: &Caller) -> Result<(), Co
         Err(ControlError::Refused(
             "permission denied: this needs the audit permission".into(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::file_operation;
+
+    #[test]
+    fn file_log_lines_read_as_operations_with_what_moved() {
+        let open = r#"{"time":"2026-11-30T14:02:03.5Z","op":"open","path":"/srv/a","mode":"read","read_bytes":10,"written_bytes":0,"outcome":"ok"}"#;
+        let list =
+            r#"{"time":"2026-11-30T14:02:04Z","op":"list","path":"/etc","names":1,"outcome":"ok"}"#;
+        let rename = r#"{"time":"2026-11-30T14:02:05Z","op":"rename","path":"/a","target":"/b","outcome":"no such file"}"#;
+        assert_eq!(
+            file_operation(open).unwrap(),
+            "14:02:03 open /srv/a [read, read 10, wrote 0]: ok\r\n"
+        );
+        assert_eq!(
+            file_operation(list).unwrap(),
+            "14:02:04 list /etc [1 name]: ok\r\n"
+        );
+        assert_eq!(
+            file_operation(rename).unwrap(),
+            "14:02:05 rename /a -> /b: no such file\r\n"
+        );
+        assert_eq!(file_operation("not json"), None);
     }
 }

@@ -167,6 +167,24 @@ fn sftp_parts() -> Vec<(bool, Vec<u8>)> {
         (false, reply_to(3)),
         (true, sftp_packet(13, 4, &[&sftp_string(b"/nope")])),
         (false, reply_to(4)),
+        (true, sftp_packet(11, 5, &[&sftp_string(b"/etc")])),
+        (false, sftp_packet(102, 5, &[&sftp_string(b"D1")])),
+        (true, sftp_packet(12, 6, &[&sftp_string(b"D1")])),
+        (
+            false,
+            sftp_packet(
+                104,
+                6,
+                &[
+                    &1u32.to_be_bytes(),
+                    &sftp_string(b"a"),
+                    &sftp_string(b"a"),
+                    &[0; 4],
+                ],
+            ),
+        ),
+        (true, sftp_packet(4, 7, &[&sftp_string(b"D1")])),
+        (false, reply_to(7)),
     ]
 }
 

@@ -1,6 +1,7 @@
 //! The parts of SFTP (version 3, what OpenSSH speaks) the file log needs:
 //! packet boundaries in a byte stream, and the requests and replies that
-//! name files or move their bytes. Everything else passes unread.
+//! name files or directories, or move their bytes or names. Everything
+//! else passes unread.
 
 /// How much of a packet is kept for parsing: names and handles fit, the
 /// data of a READ reply or WRITE request need not (only its length is read).
@@ -68,6 +69,16 @@ pub enum Request {
         id: u32,
         handle: Vec<u8>,
     },
+    /// opendir: a directory listing begins.
+    OpenDir {
+        id: u32,
+        path: String,
+    },
+    /// readdir: the next names of a listing.
+    ReadDir {
+        id: u32,
+        handle: Vec<u8>,
+    },
     /// remove, mkdir, rmdir, setstat, rename, symlink, hardlink.
     Change {
         id: u32,
@@ -94,9 +105,23 @@ pub enum Request {
 /// A server reply the log follows.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Reply {
-    Status { id: u32, code: u32 },
-    Handle { id: u32, handle: Vec<u8> },
-    Data { id: u32, bytes: u64 },
+    Status {
+        id: u32,
+        code: u32,
+    },
+    Handle {
+        id: u32,
+        handle: Vec<u8>,
+    },
+    Data {
+        id: u32,
+        bytes: u64,
+    },
+    /// SSH_FXP_NAME: how many names a readdir (or realpath) returned.
+    Name {
+        id: u32,
+        count: u32,
+    },
 }
 
 /// Reads SFTP's big-endian integers and length-prefixed strings.
@@ -175,6 +200,14 @@ pub fn parse_request(packet: &[u8]) -> Option<Request> {
             op: "setstat",
             handle: r.bytes()?,
         }),
+        11 => Some(Request::OpenDir {
+            id,
+            path: r.text()?,
+        }),
+        12 => Some(Request::ReadDir {
+            id,
+            handle: r.bytes()?,
+        }),
         13 => change("remove", r.text()?, None),
         14 => change("mkdir", r.text()?, None),
         15 => change("rmdir", r.text()?, None),
@@ -212,6 +245,10 @@ pub fn parse_reply(packet: &[u8]) -> Option<Reply> {
         103 => Some(Reply::Data {
             id,
             bytes: r.string()?.0.into(),
+        }),
+        104 => Some(Reply::Name {
+            id,
+            count: r.u32()?,
         }),
         _ => None,
     }

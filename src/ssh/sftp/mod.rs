@@ -1,9 +1,9 @@
 //! The file log of an SFTP channel (`sftp`, and `scp`, which speaks SFTP
 //! since OpenSSH 9.0), or of a legacy SCP one (`scp`): which files were
-//! opened for reading or writing and
-//! how many bytes moved through each, and every remove, rename, mkdir,
-//! rmdir, attribute change, link and server-side copy, with how the
-//! target answered. JSON
+//! opened for reading or writing and how many bytes moved through each,
+//! which directories were listed and how many names each gave, and every
+//! remove, rename, mkdir, rmdir, attribute change, link and server-side
+//! copy, with how the target answered. JSON
 //! lines next to the recordings, digested as written like them. The relay
 //! passes every byte on unchanged; this only watches.
 
@@ -42,51 +42,78 @@ pub struct Entry {
     pub read_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub written_bytes: Option<u64>,
+    /// For `list`: the names the directory gave (its `.` and `..` too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub names: Option<u64>,
     pub outcome: String,
 }
 
-struct OpenFile {
-    path: String,
-    mode: String,
-    read: u64,
-    written: u64,
-    /// Which open it was (from 0), so files left open are logged in order.
-    number: u64,
-}
-
-impl OpenFile {
-    fn entry(self, outcome: &str) -> Entry {
-        Entry {
-            op: "open",
-            path: self.path,
-            target: None,
-            mode: Some(self.mode),
-            read_bytes: Some(self.read),
-            written_bytes: Some(self.written),
-            outcome: outcome.to_string(),
+impl Entry {
+    /// An entry for `op` on `path`, its outcome still to come.
+    fn new(op: &'static str, path: String, target: Option<String>) -> Self {
+        Self {
+            op,
+            path,
+            target,
+            mode: None,
+            read_bytes: None,
+            written_bytes: None,
+            names: None,
+            outcome: String::new(),
         }
     }
 }
 
+/// A file or directory the target handed out a handle for.
+struct OpenFile {
+    path: String,
+    use_: Use,
+    /// Which open it was (from 0), so files left open are logged in order.
+    number: u64,
+}
+
+/// What a handle is for, and what went through it.
+enum Use {
+    File {
+        mode: String,
+        read: u64,
+        written: u64,
+    },
+    Listing {
+        names: u64,
+    },
+}
+
+impl OpenFile {
+    fn entry(self, outcome: &str) -> Entry {
+        let mut entry = Entry::new("open", self.path, None);
+        match self.use_ {
+            Use::File {
+                mode,
+                read,
+                written,
+            } => {
+                entry.mode = Some(mode);
+                entry.read_bytes = Some(read);
+                entry.written_bytes = Some(written);
+            }
+            Use::Listing { names } => {
+                entry.op = "list";
+                entry.names = Some(names);
+            }
+        }
+        entry.outcome = outcome.to_string();
+        entry
+    }
+}
+
 enum Pending {
-    Open { path: String, flags: u32 },
+    Open { path: String, use_: Use },
     Read(Vec<u8>),
+    ReadDir(Vec<u8>),
     Write(Vec<u8>, u64),
     Close(Vec<u8>),
     Change(Entry),
-}
-
-/// An entry for a change, its outcome still to come.
-fn change(op: &'static str, path: String, target: Option<String>) -> Entry {
-    Entry {
-        op,
-        path,
-        target,
-        mode: None,
-        read_bytes: None,
-        written_bytes: None,
-        outcome: String::new(),
-    }
 }
 
 /// Pairs requests with replies; pure, so it is unit-tested alone.
@@ -139,8 +166,20 @@ impl Tracker {
             return;
         }
         let (id, pending) = match request {
-            Request::Open { id, path, flags } => (id, Pending::Open { path, flags }),
+            Request::Open { id, path, flags } => {
+                let use_ = Use::File {
+                    mode: open_mode(flags),
+                    read: 0,
+                    written: 0,
+                };
+                (id, Pending::Open { path, use_ })
+            }
+            Request::OpenDir { id, path } => {
+                let use_ = Use::Listing { names: 0 };
+                (id, Pending::Open { path, use_ })
+            }
             Request::Read { id, handle } => (id, Pending::Read(handle)),
+            Request::ReadDir { id, handle } => (id, Pending::ReadDir(handle)),
             Request::Write { id, handle, bytes } => (id, Pending::Write(handle, bytes)),
             Request::Close { id, handle } => (id, Pending::Close(handle)),
             Request::Change {
@@ -148,25 +187,24 @@ impl Tracker {
                 op,
                 path,
                 target,
-            } => (id, Pending::Change(change(op, path, target))),
-            Request::HandleChange { id, op, handle } => {
-                (id, Pending::Change(change(op, self.path_of(&handle), None)))
-            }
+            } => (id, Pending::Change(Entry::new(op, path, target))),
+            Request::HandleChange { id, op, handle } => (
+                id,
+                Pending::Change(Entry::new(op, self.path_of(&handle), None)),
+            ),
             Request::Copy { id, from, to } => {
-                let entry = change("copy", self.path_of(&from), Some(self.path_of(&to)));
+                let entry = Entry::new("copy", self.path_of(&from), Some(self.path_of(&to)));
                 (id, Pending::Change(entry))
             }
         };
         self.pending.insert(id, pending);
     }
 
-    fn opened(&mut self, path: String, flags: u32) -> OpenFile {
+    fn opened(&mut self, path: String, use_: Use) -> OpenFile {
         self.opens += 1;
         OpenFile {
             path,
-            mode: open_mode(flags),
-            read: 0,
-            written: 0,
+            use_,
             number: self.opens,
         }
     }
@@ -179,34 +217,47 @@ impl Tracker {
         )
     }
 
+    fn use_of(&mut self, handle: &[u8]) -> Option<&mut Use> {
+        self.open.get_mut(handle).map(|file| &mut file.use_)
+    }
+
     fn reply(&mut self, reply: Reply) -> Option<Entry> {
         let id = match &reply {
-            Reply::Status { id, .. } | Reply::Handle { id, .. } | Reply::Data { id, .. } => *id,
+            Reply::Status { id, .. }
+            | Reply::Handle { id, .. }
+            | Reply::Data { id, .. }
+            | Reply::Name { id, .. } => *id,
         };
         let pending = self.pending.remove(&id)?;
         match (pending, reply) {
-            (Pending::Open { path, flags }, Reply::Handle { handle, .. }) => {
+            (Pending::Open { path, use_ }, Reply::Handle { handle, .. }) => {
                 if self.open.len() >= FOLLOWED {
                     return None;
                 }
-                let file = self.opened(path, flags);
+                let file = self.opened(path, use_);
                 // A server handing out a handle still open breaks the
                 // protocol; the file it replaces is still logged.
                 let replaced = self.open.insert(handle, file)?;
                 Some(replaced.entry("not closed (the server reused its handle)"))
             }
-            (Pending::Open { path, flags }, Reply::Status { code, .. }) => {
-                Some(self.opened(path, flags).entry(status_text(code)))
+            (Pending::Open { path, use_ }, Reply::Status { code, .. }) => {
+                Some(self.opened(path, use_).entry(status_text(code)))
             }
             (Pending::Read(handle), Reply::Data { bytes, .. }) => {
-                if let Some(file) = self.open.get_mut(&handle) {
-                    file.read += bytes;
+                if let Some(Use::File { read, .. }) = self.use_of(&handle) {
+                    *read += bytes;
+                }
+                None
+            }
+            (Pending::ReadDir(handle), Reply::Name { count, .. }) => {
+                if let Some(Use::Listing { names }) = self.use_of(&handle) {
+                    *names += u64::from(count);
                 }
                 None
             }
             (Pending::Write(handle, bytes), Reply::Status { code: 0, .. }) => {
-                if let Some(file) = self.open.get_mut(&handle) {
-                    file.written += bytes;
+                if let Some(Use::File { written, .. }) = self.use_of(&handle) {
+                    *written += bytes;
                 }
                 None
             }

@@ -355,13 +355,10 @@ impl Tracker {
             ("read", size, 0)
         };
         Entry {
-            op: "open",
-            path,
-            target: None,
             mode: Some(mode.into()),
             read_bytes: Some(read),
             written_bytes: Some(written),
-            outcome: String::new(),
+            ..Entry::new("open", path, None)
         }
     }
 
@@ -422,15 +419,7 @@ impl Tracker {
 }
 
 fn mkdir_entry(path: String) -> Entry {
-    Entry {
-        op: "mkdir",
-        path,
-        target: None,
-        mode: None,
-        read_bytes: None,
-        written_bytes: None,
-        outcome: String::new(),
-    }
+    Entry::new("mkdir", path, None)
 }
 
 #[cfg(test)]

@@ -211,3 +211,98 @@ fn a_handle_the_server_hands_out_again_does_not_lose_the_first_file() {
     );
     assert_eq!(summary(&tracker.unclosed())[0].1, "/srv/second");
 }
+
+/// The NAME reply to a readdir: `count` names, as OpenSSH sends them.
+fn names(id: u32, count: u32) -> Vec<u8> {
+    let mut fields = vec![count.to_be_bytes().to_vec()];
+    for n in 0..count {
+        let name = format!("f{n}");
+        fields.push(string(name.as_bytes()));
+        fields.push(string(
+            format!("-rw-r--r-- 1 root root 0 Jan 1 {name}").as_bytes(),
+        ));
+        fields.push(vec![0; 4]); // no attributes
+    }
+    let fields: Vec<&[u8]> = fields.iter().map(Vec::as_slice).collect();
+    packet(104, id, &fields)
+}
+
+#[test]
+fn directory_listings_are_logged_with_the_names_they_gave() {
+    let mut tracker = Tracker::default();
+    let mut entries = Vec::new();
+    // A listing in two batches, then end of directory and close.
+    tracker.client_sent(&packet(11, 1, &[&string(b"/etc")]));
+    entries.extend(tracker.target_sent(&packet(102, 1, &[&string(b"D1")])));
+    for (id, count) in [(2, 100), (3, 7)] {
+        tracker.client_sent(&packet(12, id, &[&string(b"D1")]));
+        entries.extend(tracker.target_sent(&names(id, count)));
+    }
+    tracker.client_sent(&packet(12, 4, &[&string(b"D1")]));
+    entries.extend(tracker.target_sent(&status(4, 1)));
+    // A realpath's NAME reply counts toward nothing.
+    tracker.client_sent(&packet(16, 5, &[&string(b".")]));
+    entries.extend(tracker.target_sent(&names(5, 1)));
+    tracker.client_sent(&packet(4, 6, &[&string(b"D1")]));
+    entries.extend(tracker.target_sent(&status(6, 0)));
+    // A directory refused, and one left open.
+    tracker.client_sent(&packet(11, 7, &[&string(b"/root")]));
+    entries.extend(tracker.target_sent(&status(7, 3)));
+    tracker.client_sent(&packet(11, 8, &[&string(b"/srv")]));
+    entries.extend(tracker.target_sent(&packet(102, 8, &[&string(b"D2")])));
+    tracker.client_sent(&packet(12, 9, &[&string(b"D2")]));
+    entries.extend(tracker.target_sent(&names(9, 3)));
+    entries.extend(tracker.unclosed());
+
+    let listed: Vec<(&str, &str, Option<u64>, &str)> = entries
+        .iter()
+        .map(|e| (e.op, e.path.as_str(), e.names, e.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("list", "/etc", Some(107), "ok"),
+            ("list", "/root", Some(0), "permission denied"),
+            ("list", "/srv", Some(3), "not closed (channel ended)"),
+        ]
+    );
+    assert!(
+        entries
+            .iter()
+            .all(|e| e.mode.is_none() && e.read_bytes.is_none())
+    );
+    let line = serde_json::to_string(&entries[0]).unwrap();
+    assert_eq!(
+        line,
+        r#"{"op":"list","path":"/etc","names":107,"outcome":"ok"}"#
+    );
+}
+
+#[test]
+fn reads_and_writes_through_a_directory_handle_count_toward_nothing() {
+    let mut tracker = Tracker::default();
+    tracker.client_sent(&packet(11, 1, &[&string(b"/d")]));
+    assert!(
+        tracker
+            .target_sent(&packet(102, 1, &[&string(b"H")]))
+            .is_empty()
+    );
+    // A confused client reads and writes through the directory's handle.
+    tracker.client_sent(&packet(
+        5,
+        2,
+        &[&string(b"H"), &[0; 8], &32768u32.to_be_bytes()],
+    ));
+    assert!(
+        tracker
+            .target_sent(&packet(103, 2, &[&string(&[1; 10])]))
+            .is_empty()
+    );
+    tracker.client_sent(&packet(6, 3, &[&string(b"H"), &[0; 8], &string(&[1; 5])]));
+    assert!(tracker.target_sent(&status(3, 0)).is_empty());
+    let left = tracker.unclosed();
+    assert_eq!(
+        (left[0].op, left[0].names, left[0].read_bytes),
+        ("list", Some(0), None)
+    );
+}
