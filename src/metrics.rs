@@ -117,6 +117,10 @@ pub fn describe() {
         "jitgate_audit_records_held",
         "Audit records waiting in memory for the audit log to take them (no new access is granted while above 0)"
     );
+    describe_gauge!(
+        "jitgate_journal_held_records",
+        "Changes that end or narrow access, made while the journal could not be written, waiting in memory to be recorded (new access is refused meanwhile)"
+    );
     describe_counter!(
         "jitgate_audit_tampering_detected_total",
         "Starts at which the audit log no longer held the head saved before"

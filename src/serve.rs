@@ -114,6 +114,7 @@ pub async fn run(
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     drain(&mut signals, &runtime, &config).await;
     gateway.audit(AuditEvent::GatewayStopped);
+    gateway.log_held_journal_records();
     gateway.log_held_audit_records();
     gateway.sync_audit_anchor();
     root.cancel();

@@ -1,6 +1,8 @@
 //! Fail closed when the record of access cannot be kept: while the audit
 //! log cannot be written, nobody new gets in and no access is granted, but
-//! what ends access still works and nothing it records is lost; a channel
+//! what ends access still works and nothing it records is lost; while the
+//! journal cannot be written, a revocation still severs at once and is
+//! journaled once the disk takes writes again; a channel
 //! whose recording cannot be created does not run, and a channel or
 //! Postgres session whose recording or query log stops taking writes ends.
 
@@ -146,6 +148,52 @@ fn while_the_audit_log_cannot_be_written_nobody_gets_in_and_nothing_it_holds_is_
         .output()
         .unwrap();
     assert!(verified.status.success(), "{}", text(&verified));
+}
+
+#[test]
+fn while_the_journal_cannot_be_written_a_revocation_still_severs_and_is_recorded_later() {
+    let mut world = World::with_ssh_target(|text| text);
+    let web = world.lease_web("alice", "10m");
+    let shell = world.pty_shell("alice", b"echo in-$((1+1))\n");
+    assert!(wait_until(Duration::from_secs(10), || world.recorded("in-2")));
+
+    let guard = Immutable::new(world.path("state/journal.log"));
+    let refused = world.refused("zoe", "request web-01 --for 10m --reason outage");
+    assert!(
+        refused.contains("not recorded (storage error)"),
+        "{refused}"
+    );
+    let out = world.ssh("root", &format!("revoke {web}"));
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("took effect at once") && text(&out).contains("not yet recorded"),
+        "{}",
+        text(&out)
+    );
+    // Severed at once, though the journal does not have it yet.
+    let severed = shell.wait_with_output().unwrap();
+    assert!(
+        text(&severed).contains("revoked by root"),
+        "{}",
+        text(&severed)
+    );
+    assert_eq!(world.metric("jitgate_journal_held_records"), Some(1.0));
+    let out = on_web(&world, "alice", "true");
+    assert!(!out.status.success());
+
+    // Writable again: the housekeeping retry records it within a second
+    // or so, and a crash then loses nothing.
+    drop(guard);
+    assert!(wait_until(Duration::from_secs(5), || world
+        .metric("jitgate_journal_held_records")
+        == Some(0.0)));
+    world.kill_hard();
+    world.launch();
+    let shown = world.ok("alice", "requests --all");
+    let line = format!("  {web:<3} revoked ");
+    assert!(shown.contains(&line), "{shown}");
+    assert!(!on_web(&world, "alice", "true").status.success());
+    assert!(!world.audit_text().contains("\"command\":\"revoke"));
 }
 
 #[test]

@@ -543,6 +543,7 @@ fn metrics_and_health_are_served() {
         "jitgate_mfa_failures_total",
         "jitgate_commands_refused_total 1",
         "jitgate_journal_fsync_seconds",
+        "jitgate_journal_held_records 0",
     ] {
         assert!(metrics.contains(series), "missing {series} in\n{metrics}");
     }

@@ -92,7 +92,7 @@ impl Gateway {
         let mut core = self.core.lock();
         let description = command.describe();
         let result = self.execute_locked(&mut core, &config, actor, command);
-        if let Err(error) = &result {
+        if let Some(error) = result.as_ref().err().filter(|e| !e.took_effect()) {
             metrics::counter!("jitgate_commands_refused_total").increment(1);
             let refusal = AuditEvent::Refused {
                 actor: actor.to_string(),

@@ -13,6 +13,7 @@ mod audit_anchor;
 mod audit_outage;
 mod command;
 mod interrupted;
+mod journal_outage;
 mod lease_end;
 mod penalties;
 mod pending_logins;
@@ -26,7 +27,7 @@ mod random_walk;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -44,6 +45,8 @@ use crate::workflow::{Context, Engine, Event, Request, RequestId, RequestState, 
 
 pub use audit_outage::AUDIT_UNAVAILABLE;
 pub use command::{Command, Outcome, hash_lease_password};
+use journal_outage::Journaled;
+pub use journal_outage::NOT_YET_RECORDED;
 pub use pending_logins::PendingLogin;
 pub use rotation_marks::RotationMarks;
 pub use subjects::Subjects;
@@ -62,6 +65,9 @@ pub enum GatewayError {
     Audit(#[from] AuditError),
     #[error("{AUDIT_UNAVAILABLE}: nothing was changed; try again later")]
     AuditUnavailable,
+    /// Not a refusal: the change took effect, its record waits in memory.
+    #[error("{NOT_YET_RECORDED}")]
+    NotYetRecorded,
     #[error(transparent)]
     Vault(#[from] crate::vault::VaultError),
     #[error("{0} is rotating its credential after the last lease: try again in a moment")]
@@ -74,6 +80,13 @@ pub enum GatewayError {
     KnownHosts(#[from] crate::ssh::upstream::KnownHostsError),
     #[error(transparent)]
     RotationMarks(#[from] rotation_marks::RotationMarksError),
+}
+
+impl GatewayError {
+    /// Whether the change was made all the same (it is not a refusal).
+    pub fn took_effect(&self) -> bool {
+        matches!(self, Self::NotYetRecorded)
+    }
 }
 
 /// Runs `work`, which may wait on a disk, from synchronous code that may be
@@ -91,7 +104,7 @@ fn in_place<T>(work: impl FnOnce() -> T) -> T {
 
 /// One journal record: the events of one command, plus the TOTP step it
 /// consumed so replay protection survives a restart.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct JournalRecord {
     events: Vec<Event>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,6 +122,9 @@ struct PersistentState {
 struct Core {
     state: PersistentState,
     journal: Journal,
+    /// Records applied while the journal could not take them
+    /// (`journal_outage`), oldest first.
+    held: VecDeque<JournalRecord>,
 }
 
 /// The audit chain, under a lock of its own so that the records of logins
@@ -232,9 +248,7 @@ impl Gateway {
         };
         let mut core = self.core.lock();
         let events = core.state.engine.decide_withdrawn(&ctx);
-        if let Err(e) = self.commit(&mut core, None, events, None) {
-            tracing::error!(error = %e, "could not end the leases the configuration withdrew");
-        }
+        self.commit_own(&mut core, events, "the leases the configuration withdrew");
     }
 
     /// Reads workflow state without changing it. While a command is being
@@ -258,7 +272,9 @@ impl Gateway {
     }
 
     /// Journals, applies, audits and publishes `events`, then mirrors the
-    /// affected requests into the lease table.
+    /// affected requests into the lease table. A change that only ends or
+    /// narrows access is made even when the journal fails: it then returns
+    /// `NotYetRecorded` (see `journal_outage`).
     fn commit(
         &self,
         core: &mut Core,
@@ -276,7 +292,7 @@ impl Gateway {
             return Err(GatewayError::AuditUnavailable);
         }
         let record = JournalRecord { events, mfa_step };
-        core.journal.append(&record)?;
+        let journaled = core.journal(&record)?;
         for event in &record.events {
             core.state.engine.apply(event);
         }
@@ -298,7 +314,18 @@ impl Gateway {
         crate::metrics::record_request_states(&core.state.engine);
         self.maybe_compact(core);
         self.deadlines_changed.notify_one();
-        Ok(())
+        match journaled {
+            Journaled::OnDisk => Ok(()),
+            Journaled::Held => Err(GatewayError::NotYetRecorded),
+        }
+    }
+
+    /// Commits the gateway's own decisions, which only ever end access.
+    fn commit_own(&self, core: &mut Core, events: Vec<Event>, what: &str) {
+        match self.commit(core, None, events, None) {
+            Ok(()) | Err(GatewayError::NotYetRecorded) => {}
+            Err(e) => tracing::error!(error = %e, "could not record {what}"),
+        }
     }
 
     /// Makes the lease table agree with request `id`.
@@ -331,7 +358,9 @@ impl Gateway {
 
     fn maybe_compact(&self, core: &mut Core) {
         let threshold = self.config.read().journal_compact_records;
-        if core.journal.records_since_snapshot() < threshold {
+        // A snapshot would hold the held records' changes, and the records,
+        // appended after it, would then be replayed twice.
+        if core.journal.records_since_snapshot() < threshold || !core.held.is_empty() {
             return;
         }
         // Finished requests older than a week live on in the audit log only.
@@ -348,19 +377,20 @@ impl Gateway {
     pub fn lease_expired(&self, id: RequestId) {
         let mut core = self.core.lock();
         let events = core.state.engine.decide_expire(id, chrono::Utc::now());
-        if let Err(e) = self.commit(&mut core, None, events, None) {
-            tracing::error!(error = %e, request = id, "could not record a lease expiry");
-        }
+        self.commit_own(&mut core, events, "a lease expiry");
     }
 
-    /// Times out requests whose deadline has passed; returns the next deadline.
+    /// Times out requests whose deadline has passed, and retries records
+    /// the journal could not take; returns when to run again.
     pub fn run_timeouts(&self) -> Option<crate::workflow::Time> {
         let mut core = self.core.lock();
-        let events = core.state.engine.decide_timeouts(chrono::Utc::now());
-        if let Err(e) = self.commit(&mut core, None, events, None) {
-            tracing::error!(error = %e, "could not record request timeouts");
-        }
-        core.state.engine.next_deadline()
+        let now = chrono::Utc::now();
+        let holding = self.retry_held_journal(&mut core);
+        let events = core.state.engine.decide_timeouts(now);
+        self.commit_own(&mut core, events, "request timeouts");
+        let retry = holding.then(|| now + journal_outage::RETRY_EVERY);
+        let next = core.state.engine.next_deadline();
+        next.into_iter().chain(retry).min()
     }
 
     /// Background work: journals lease expiries and request timeouts.

@@ -1,5 +1,6 @@
 //! Opening the gateway: replay the journal, end what ended while it was down.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -74,9 +75,14 @@ impl Gateway {
             mfa.remember_step(user, *step);
         }
         let (leases, expired) = LeaseTable::new();
+        metrics::gauge!("jitgate_journal_held_records").set(0.0);
         let gateway = Arc::new(Self {
             config: RwLock::new(Arc::new(config.clone())),
-            core: Mutex::new(Core { state, journal }),
+            core: Mutex::new(Core {
+                state,
+                journal,
+                held: VecDeque::new(),
+            }),
             audit_head: AuditHead::new(
                 audit.path().to_path_buf(),
                 crate::audit::anchor_path(&config.state_dir),

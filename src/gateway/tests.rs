@@ -54,12 +54,12 @@ mfa_required = false
     text
 }
 
-fn open(dir: &Path, users: usize) -> Arc<Gateway> {
+pub(super) fn open(dir: &Path, users: usize) -> Arc<Gateway> {
     let config = Config::from_toml(&dir.join("jitgate.toml"), &config_text(users)).unwrap();
     Gateway::open(config).unwrap().0
 }
 
-fn request(gateway: &Gateway, user: &str, resource: &str, secs: u64) -> RequestId {
+pub(super) fn request(gateway: &Gateway, user: &str, resource: &str, secs: u64) -> RequestId {
     let spec = RequestSpec {
         resource: resource.into(),
         duration: Some(Duration::from_secs(secs)),
@@ -80,7 +80,7 @@ fn code(secret: &Secret) -> String {
     mfa::current_code(secret, chrono::Utc::now().timestamp() as u64).unwrap()
 }
 
-fn audit_text(gateway: &Gateway) -> String {
+pub(super) fn audit_text(gateway: &Gateway) -> String {
     std::fs::read_to_string(&gateway.config().audit_log).unwrap()
 }
 

@@ -188,6 +188,12 @@ impl Journal {
         }
     }
 
+    /// Puts `file` in the journal file's place (a failing one, in tests).
+    #[cfg(test)]
+    pub(crate) fn replace_file(&mut self, file: File) -> File {
+        std::mem::replace(&mut self.file, file)
+    }
+
     pub fn records_since_snapshot(&self) -> u64 {
         self.records_since_snapshot
     }
