@@ -546,6 +546,14 @@ fn per_user_connection_cap_and_idle_timeout_end_sessions_with_a_clear_error() {
         err.contains("without activity (postgres.idle_timeout)"),
         "{err}"
     );
+    // The audit record of its end says why the gateway closed it.
+    assert!(
+        wait_until(Duration::from_secs(5), || world.audit_text().contains(
+            r#""closed_by_gateway":"closed after 2s without activity (postgres.idle_timeout)""#
+        )),
+        "{}",
+        world.audit_text()
+    );
 }
 
 /// Writes a new certificate and key for the gateway over the old ones in

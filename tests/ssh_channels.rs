@@ -711,6 +711,60 @@ fn a_frozen_client_that_leaves_its_streams_unread_is_dropped() {
     busy.wait().unwrap();
 }
 
+#[test]
+fn a_connection_idle_for_the_idle_timeout_is_closed_and_a_busy_one_is_not() {
+    let world = World::with_ssh_target(|t| format!("[ssh]\nidle_timeout = \"2s\"\n{t}"));
+    world.lease_web("alice", "10m");
+    let run = |command: &str| {
+        world
+            .target_ssh("alice", "web-01")
+            .arg(command)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Output every half second for five seconds: never idle for two.
+    let busy = run("for i in $(seq 10); do echo tick-$i; sleep 0.5; done");
+    // Nothing either way for thirty seconds.
+    let started = Instant::now();
+    let quiet = run("sleep 30; echo never");
+    let quiet = quiet.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&quiet.stderr);
+    assert!(!quiet.status.success());
+    assert!(
+        said.contains("closed after 2s without activity (ssh.idle_timeout)"),
+        "{said}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let busy = busy.wait_with_output().unwrap();
+    assert!(busy.status.success());
+    assert!(String::from_utf8_lossy(&busy.stdout).contains("tick-10"));
+
+    // Audited as closed by the gateway, not as severed with the window.
+    let ended = || -> Vec<serde_json::Value> {
+        world
+            .audit_text()
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .filter(|record| record["event"]["type"] == "session_ended")
+            .collect()
+    };
+    assert!(wait_until(Duration::from_secs(5), || ended().len() == 2));
+    let ended = ended();
+    let closed: Vec<_> = ended
+        .iter()
+        .filter(|record| record["event"]["closed_by_gateway"].is_string())
+        .collect();
+    assert_eq!(closed.len(), 1, "{ended:?}");
+    assert!(closed[0]["event"]["severed"].is_null());
+    assert_eq!(
+        world.metric("jitgate_sessions_severed_total{protocol=\"ssh\"}"),
+        Some(0.0)
+    );
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()

@@ -239,8 +239,14 @@ pub enum AuditEvent {
         /// Postgres: statements run in the session.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         statements: Option<u64>,
+        /// Why the gateway cut the session off with its access: the
+        /// window ended, or an administrator terminated it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         severed: Option<String>,
+        /// Why the gateway closed a session it did not sever: idleness,
+        /// a shutdown, a log it could not write, a client breaking a limit.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        closed_by_gateway: Option<String>,
         /// Postgres: the session's query log, and what it held at the end.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         query_log: Option<String>,

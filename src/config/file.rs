@@ -92,6 +92,7 @@ pub struct SshSection {
     pub env_allow: Vec<String>,
     pub client_alive_interval: HumanDuration,
     pub client_alive_count_max: u32,
+    pub idle_timeout: HumanDuration,
 }
 
 impl Default for SshSection {
@@ -105,6 +106,7 @@ impl Default for SshSection {
             env_allow: vec!["LANG".into(), "LC_*".into(), "TZ".into()],
             client_alive_interval: HumanDuration::from_secs(30),
             client_alive_count_max: 3,
+            idle_timeout: HumanDuration::from_secs(3600),
         }
     }
 }

@@ -123,6 +123,10 @@ fn out_of_range_values_are_refused() {
             format!("[ssh]\nclient_alive_count_max = 0\n{BASE}"),
             "ssh.client_alive_count_max",
         ),
+        (
+            format!("[ssh]\nidle_timeout = \"0s\"\n{BASE}"),
+            "ssh.idle_timeout",
+        ),
     ];
     for (text, key) in cases {
         let message = problem(&text);

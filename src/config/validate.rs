@@ -85,8 +85,13 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Config, ConfigError> {
     if file.gateway.audit_rotate_bytes < 4096 {
         return Err(check.invalid("gateway.audit_rotate_bytes", "must be at least 4096"));
     }
-    if file.ssh.client_alive_interval.as_duration().is_zero() {
-        return Err(check.invalid("ssh.client_alive_interval", "must be longer than 0s"));
+    for (key, value) in [
+        ("ssh.client_alive_interval", &file.ssh.client_alive_interval),
+        ("ssh.idle_timeout", &file.ssh.idle_timeout),
+    ] {
+        if value.as_duration().is_zero() {
+            return Err(check.invalid(key, "must be longer than 0s"));
+        }
     }
     if file.ssh.client_alive_count_max == 0 {
         return Err(check.invalid("ssh.client_alive_count_max", "must be at least 1"));
@@ -146,6 +151,7 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Config, ConfigError> {
         ssh_auth_timeout: file.ssh.auth_timeout.as_duration(),
         ssh_client_alive_interval: file.ssh.client_alive_interval.as_duration(),
         ssh_client_alive_count_max: file.ssh.client_alive_count_max,
+        ssh_idle_timeout: file.ssh.idle_timeout.as_duration(),
         recordings_dir: check.resolve(&file.ssh.recordings_dir),
         record_input: file.ssh.record_input,
         record_exec_bytes: file.ssh.record_exec_bytes,

@@ -252,12 +252,12 @@ pub fn describe(event: &AuditEvent) -> String {
             duration_ms,
             statements,
             severed,
+            closed_by_gateway,
             ..
         } => {
-            let how = severed
-                .as_ref()
-                .map(|s| format!(", severed: {s}"))
-                .unwrap_or_default();
+            let severed = severed.as_ref().map(|s| format!(", severed: {s}"));
+            let closed = closed_by_gateway.as_ref().map(|s| format!(", {s}"));
+            let how = severed.or(closed).unwrap_or_default();
             let statements = statements
                 .map(|n| format!(", {n} statement{}", if n == 1 { "" } else { "s" }))
                 .unwrap_or_default();
@@ -394,6 +394,7 @@ mod tests {
             duration_ms: 2,
             statements,
             severed: None,
+            closed_by_gateway: None,
             query_log: None,
             query_log_digest: None,
         }
@@ -417,5 +418,17 @@ mod tests {
         assert!(two.ends_with(", 2 statements)"), "{two}");
         let ssh = describe(&ended(None));
         assert!(ssh.ends_with("(97 bytes in, 99 out)"), "{ssh}");
+        let mut idle = ended(None);
+        if let AuditEvent::SessionEnded {
+            closed_by_gateway, ..
+        } = &mut idle
+        {
+            *closed_by_gateway = Some("closed after 1h without activity".into());
+        }
+        let idle = describe(&idle);
+        assert!(
+            idle.ends_with("99 out, closed after 1h without activity)"),
+            "{idle}"
+        );
     }
 }

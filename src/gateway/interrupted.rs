@@ -170,6 +170,7 @@ mod tests {
             duration_ms: 0,
             statements: None,
             severed: None,
+            closed_by_gateway: None,
             query_log: None,
             query_log_digest: None,
         }

@@ -418,7 +418,11 @@ impl Drop for PgSession {
                 log.writer.digest(),
             )
         };
-        let severed = self.ending().filter(|e| e.severed).map(|e| e.message);
+        let (severed, closed_by_gateway) = match self.ending() {
+            Some(ending) if ending.severed => (Some(ending.message), None),
+            Some(ending) => (None, Some(ending.message)),
+            None => (None, None),
+        };
         let event = AuditEvent::SessionEnded {
             session: self.id().to_string(),
             user: Some(self.user.clone()),
@@ -428,6 +432,7 @@ impl Drop for PgSession {
             duration_ms: self.started.elapsed().as_millis() as u64,
             statements: Some(statements),
             severed,
+            closed_by_gateway,
             query_log: Some(query_log),
             query_log_digest: Some(query_log_digest),
         };

@@ -1,9 +1,10 @@
 //! One client connection to a resource (`alice+web-01@GW`): its lease, its
 //! single upstream connection shared by all channels, and the sever watch
-//! that ends everything the moment the lease ends.
+//! that ends everything the moment the lease ends (or once the connection
+//! has been idle for `ssh.idle_timeout`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -41,6 +42,11 @@ pub struct DataPlane {
     pub ends: CancellationToken,
     severed: AtomicBool,
     started: Instant,
+    /// Milliseconds after `started` of the last channel data either way.
+    last_activity: AtomicU64,
+    idle_timeout: Duration,
+    /// Why the connection was closed for idleness, once it was.
+    idled: OnceLock<String>,
     upstream: OnceCell<Arc<Handle<UpstreamHandler>>>,
     known_hosts: Arc<KnownHosts>,
     /// The session channels opened, for `sessions` (closed ones drop out).
@@ -73,6 +79,7 @@ impl DataPlane {
             request_id: lease.request_id,
         };
         gateway.audit_all_in_place(vec![login, started]);
+        let idle_timeout = gateway.config().ssh_idle_timeout;
         let plane = Arc::new(Self {
             gateway,
             resource,
@@ -85,6 +92,9 @@ impl DataPlane {
             closed: connection_gone.child_token(),
             severed: AtomicBool::new(false),
             started: Instant::now(),
+            last_activity: AtomicU64::new(0),
+            idle_timeout,
+            idled: OnceLock::new(),
             upstream: OnceCell::new(),
             known_hosts,
             channel_uses: Mutex::new(Vec::new()),
@@ -119,15 +129,56 @@ impl DataPlane {
         }
     }
 
+    /// Counts `bytes` the client sent on a channel (`channel` is its own
+    /// count): the connection is not idle.
+    pub fn count_from_client(&self, channel: &mut u64, bytes: usize) {
+        *channel += bytes as u64;
+        self.bytes_from_client
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        self.touch();
+    }
+
+    /// Counts `bytes` the target sent on a channel, as `count_from_client`.
+    pub fn count_to_client(&self, channel: &mut u64, bytes: usize) {
+        *channel += bytes as u64;
+        self.bytes_to_client
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        self.touch();
+    }
+
+    fn touch(&self) {
+        let now = self.started.elapsed().as_millis() as u64;
+        self.last_activity.store(now, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_activity.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+
+    /// Returns once no channel data has passed for `idle_timeout`.
+    async fn idle(&self) {
+        loop {
+            let left = self.idle_timeout.saturating_sub(self.idle_for());
+            if left.is_zero() {
+                return;
+            }
+            tokio::time::sleep(left).await;
+        }
+    }
+
     pub fn session_id(&self) -> &str {
         self.session.id()
     }
 
     /// The message a user sees when the session is severed: why it was
-    /// terminated, or when the window closed.
+    /// terminated or closed for idleness, or when the window closed.
     pub fn ended_message(&self) -> String {
         if let Some(message) = self.session.termination().message() {
             return message;
+        }
+        if let Some(message) = self.idled.get() {
+            return message.clone();
         }
         self.gateway.lease_end_message(&self.lease)
     }
@@ -178,8 +229,9 @@ impl DataPlane {
             }]);
     }
 
-    /// Ends the connection when the lease ends or an administrator
-    /// terminates the session: channels first get a moment to tell their
+    /// Ends the connection when the lease ends, an administrator
+    /// terminates the session or it has been idle for `idle_timeout`:
+    /// channels first get a moment to tell their
     /// users, then `sever` asks the connection to disconnect the client
     /// (with the reason) and the target is disconnected. When the client
     /// leaves first, the target is disconnected at once. Holds no session
@@ -188,6 +240,13 @@ impl DataPlane {
         tokio::select! {
             () = self.ends.cancelled() => {}
             () = self.session.termination().requested() => self.ends.cancel(),
+            () = self.idle() => {
+                let limit = crate::config::HumanDuration(self.idle_timeout);
+                let _ = self
+                    .idled
+                    .set(format!("closed after {limit} without activity (ssh.idle_timeout)"));
+                self.ends.cancel();
+            }
             () = self.closed.cancelled() => {
                 // The client left: its target session ends with it, as it
                 // would have without the gateway in between.
@@ -195,7 +254,9 @@ impl DataPlane {
             }
         }
         self.severed.store(true, Ordering::Release);
-        metrics::counter!("jitgate_sessions_severed_total", "protocol" => "ssh").increment(1);
+        if self.idled.get().is_none() {
+            metrics::counter!("jitgate_sessions_severed_total", "protocol" => "ssh").increment(1);
+        }
         self.channels.close();
         let _ = tokio::time::timeout(SEVER_NOTICE, self.channels.wait()).await;
         // russh processes a disconnect ahead of channel data still queued in
@@ -249,10 +310,9 @@ impl Drop for DataPlane {
             bytes_to_client: self.bytes_to_client.load(Ordering::Relaxed),
             duration_ms: self.started.elapsed().as_millis() as u64,
             statements: None,
-            severed: self
-                .severed
-                .load(Ordering::Acquire)
+            severed: (self.severed.load(Ordering::Acquire) && self.idled.get().is_none())
                 .then(|| self.ended_message()),
+            closed_by_gateway: self.idled.get().cloned(),
             query_log: None,
             query_log_digest: None,
         };

@@ -3,7 +3,6 @@
 //! and their byte counts audited when they end.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use russh::{Channel, ChannelMsg, ChannelWriteHalf, client, server};
 
@@ -30,17 +29,17 @@ pub async fn relay_forward(
             drain(client_rx, client_tx.clone()),
             upstream_tx.clone(),
             &stop,
+            |bytes, n| plane.count_from_client(bytes, n),
         ),
-        pipe(drain(upstream_rx, upstream_tx), client_tx, &stop),
+        pipe(
+            drain(upstream_rx, upstream_tx),
+            client_tx,
+            &stop,
+            |bytes, n| plane.count_to_client(bytes, n),
+        ),
         &stop,
     )
     .await;
-    plane
-        .bytes_from_client
-        .fetch_add(bytes_in, Ordering::Relaxed);
-    plane
-        .bytes_to_client
-        .fetch_add(bytes_out, Ordering::Relaxed);
     audit_later(
         &plane,
         AuditEvent::ChannelEnded {
@@ -62,10 +61,13 @@ pub async fn relay_forward(
 
 /// Copies data one way until close, the other side's close or the end of
 /// the lease (`stop`); an EOF is passed on and the other way carries on.
+/// Each chunk is `counted` (into the channel's total and the
+/// connection's) as it passes.
 async fn pipe<R: SessionMsg, S: SessionMsg>(
     mut from: Inbox<R>,
     to: Arc<ChannelWriteHalf<S>>,
     token: &tokio_util::sync::CancellationToken,
+    counted: impl Fn(&mut u64, usize),
 ) -> u64 {
     let mut bytes = 0u64;
     loop {
@@ -75,7 +77,7 @@ async fn pipe<R: SessionMsg, S: SessionMsg>(
         };
         match message {
             Some(ChannelMsg::Data { data }) => {
-                bytes += data.len() as u64;
+                counted(&mut bytes, data.len());
                 let sent = unless_stopped(token, to.data_bytes(data.clone())).await;
                 if passed_on(&from, sent, &data).await.is_err() {
                     break;

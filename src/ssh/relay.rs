@@ -7,7 +7,6 @@
 //! reader holds back only its own channel's sender.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -178,7 +177,7 @@ async fn client_to_target(
         };
         let sent = match message {
             ChannelMsg::Data { data } => {
-                count(&mut bytes, &plane.bytes_from_client, &data);
+                plane.count_from_client(&mut bytes, data.len());
                 if !keep(&shared, |r| r.input(&data), |log| log.client_sent(&data)) {
                     stop = Some(RECORDING_FAILED);
                     break;
@@ -321,7 +320,7 @@ async fn target_to_client(
         };
         let sent = match message {
             ChannelMsg::Data { data } => {
-                count(&mut bytes, &plane.bytes_to_client, &data);
+                plane.count_to_client(&mut bytes, data.len());
                 if !keep(&shared, |r| r.output(&data), |log| log.target_sent(&data)) {
                     stop_channel(&to, &shared, RECORDING_FAILED).await;
                     break;
@@ -330,7 +329,7 @@ async fn target_to_client(
                 passed_on(&from, sent, &data).await
             }
             ChannelMsg::ExtendedData { data, ext } => {
-                count(&mut bytes, &plane.bytes_to_client, &data);
+                plane.count_to_client(&mut bytes, data.len());
                 let written = to.extended_data_bytes(ext, data.clone());
                 let sent = unless_stopped(&stopped, written).await;
                 passed_on(&from, sent, &data).await
@@ -461,10 +460,4 @@ pub(super) async fn passed_on<R: SessionMsg>(
 pub(super) fn audit_later(plane: &DataPlane, event: AuditEvent) {
     let gateway = plane.gateway.clone();
     tokio::task::spawn_blocking(move || gateway.audit(event));
-}
-
-/// Adds a relayed chunk to the channel's and the connection's byte counts.
-fn count(channel: &mut u64, connection: &std::sync::atomic::AtomicU64, data: &Bytes) {
-    *channel += data.len() as u64;
-    connection.fetch_add(data.len() as u64, Ordering::Relaxed);
 }
