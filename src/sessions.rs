@@ -66,6 +66,9 @@ pub struct Activity {
     /// SSH: each open channel, e.g. `shell (pty)`, `exec: make`, `sftp`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<String>,
+    /// Seconds since the last byte either way (against the protocol's
+    /// idle_timeout).
+    pub idle_seconds: u64,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]

@@ -208,9 +208,15 @@ pub fn sessions(gateway: &Arc<Gateway>, user: &str) -> Result<Reply, ControlErro
 /// Longest text the NOW column shows of a statement or command.
 const DOING_CHARS: usize = 60;
 
+/// Idle time shown from this long on: shorter pauses are typing.
+const SHOWN_IDLE_SECONDS: u64 = 60;
+
 /// What a session is doing, in a few words: the statement a Postgres
-/// session waits on (or how many it ran), the channels of an SSH one.
+/// session waits on (or how many it ran), the channels of an SSH one,
+/// and for how long it has been idle, once that is a minute or more.
 fn doing(activity: &Activity) -> String {
+    let idle = (activity.idle_seconds >= SHOWN_IDLE_SECONDS)
+        .then(|| HumanDuration::from_secs(activity.idle_seconds));
     let mut text = match (&activity.running, activity.statements) {
         (Some(running), _) => format!(
             "running {}: {}",
@@ -223,15 +229,24 @@ fn doing(activity: &Activity) -> String {
         ),
         (None, Some(statements)) => {
             let plural = if statements == 1 { "" } else { "s" };
-            let idle = if activity.in_transaction {
-                "idle in transaction"
+            let idle = idle.map(|d| format!(" {d}")).unwrap_or_default();
+            let within = if activity.in_transaction {
+                " in transaction"
             } else {
-                "idle"
+                ""
             };
-            format!("{idle} ({statements} statement{plural})")
+            format!("idle{idle}{within} ({statements} statement{plural})")
         }
-        (None, None) if activity.channels.is_empty() => "-".into(),
-        (None, None) => activity.channels.join(", "),
+        (None, None) => {
+            let idle = idle.map(|d| format!("idle {d}"));
+            let mut parts = activity.channels.clone();
+            parts.extend(idle);
+            if parts.is_empty() {
+                "-".into()
+            } else {
+                parts.join(", ")
+            }
+        }
     };
     if activity.client_gone {
         text = format!("client gone, {text}");
@@ -306,5 +321,32 @@ mod tests {
             "client gone, running 5s: select pg_sleep(600)"
         );
         assert_eq!(doing(&Activity::default()), "-");
+    }
+
+    fn ssh(channels: &[&str], idle_seconds: u64) -> Activity {
+        Activity {
+            channels: channels.iter().map(|c| c.to_string()).collect(),
+            idle_seconds,
+            ..Activity::default()
+        }
+    }
+
+    #[test]
+    fn sessions_say_how_long_they_have_been_idle_from_a_minute_on() {
+        assert_eq!(doing(&ssh(&["shell (pty)"], 59)), "shell (pty)");
+        assert_eq!(doing(&ssh(&["shell (pty)"], 300)), "shell (pty), idle 5m");
+        assert_eq!(doing(&ssh(&[], 5)), "-");
+        assert_eq!(doing(&ssh(&[], 7200)), "idle 2h");
+        let postgres = |in_transaction, idle_seconds| Activity {
+            statements: Some(4),
+            in_transaction,
+            idle_seconds,
+            ..Activity::default()
+        };
+        assert_eq!(doing(&postgres(false, 3)), "idle (4 statements)");
+        assert_eq!(
+            doing(&postgres(true, 90)),
+            "idle 1m30s in transaction (4 statements)"
+        );
     }
 }

@@ -182,6 +182,7 @@ impl PgSession {
             in_transaction: log.tracker.in_transaction,
             client_gone: self.client_gone(),
             channels: Vec::new(),
+            idle_seconds: self.idle_for().as_secs(),
         }
     }
 

@@ -125,6 +125,7 @@ impl DataPlane {
             bytes_in: self.bytes_from_client.load(Ordering::Relaxed),
             bytes_out: self.bytes_to_client.load(Ordering::Relaxed),
             channels,
+            idle_seconds: self.idle_for().as_secs(),
             ..Activity::default()
         }
     }
