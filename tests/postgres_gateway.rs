@@ -833,7 +833,7 @@ fn auditors_see_postgres_sessions_and_follow_their_statements_live() {
         "{listed}"
     );
     // A statement the session waits on shows, with how long it runs.
-    stdin.write_all(b"select pg_sleep(2.5);\n").unwrap();
+    stdin.write_all(b"select pg_sleep(3.5);\n").unwrap();
     let running = |world: &World| {
         world.json("carol", "sessions")["sessions"]
             .as_array()
@@ -846,11 +846,17 @@ fn auditors_see_postgres_sessions_and_follow_their_statements_live() {
     let mut activity = serde_json::Value::Null;
     assert!(wait_until(Duration::from_secs(2), || {
         activity = running(&world);
-        activity["running"]["statement"] == "select pg_sleep(2.5);"
+        activity["running"]["statement"] == "select pg_sleep(3.5);"
     }));
     assert!(activity["bytes_in"].as_u64().unwrap() > 0, "{activity}");
     let row = world.ok("carol", "sessions");
-    assert!(row.contains(": select pg_sleep(2.5);"), "{row}");
+    assert!(row.contains(": select pg_sleep(3.5);"), "{row}");
+    // Waiting on a statement for seconds is not idle.
+    assert!(wait_until(Duration::from_secs(3), || {
+        activity = running(&world);
+        activity["running"]["seconds"].as_u64() >= Some(2)
+    }));
+    assert_eq!(activity["idle_seconds"], 0, "{activity}");
     assert!(wait_until(Duration::from_secs(5), || {
         running(&world)["running"].is_null()
     }));
@@ -873,7 +879,7 @@ fn auditors_see_postgres_sessions_and_follow_their_statements_live() {
         first.contains("select 'before-follow'; -> SELECT 1"),
         "{first}"
     );
-    assert!(next().contains("select pg_sleep(2.5);"));
+    assert!(next().contains("select pg_sleep(3.5);"));
     stdin.write_all(b"select 'live-' || 42;\n").unwrap();
     let live = next();
     assert!(live.contains("select 'live-' || 42; -> SELECT 1"), "{live}");

@@ -182,7 +182,12 @@ impl PgSession {
             in_transaction: log.tracker.in_transaction,
             client_gone: self.client_gone(),
             channels: Vec::new(),
-            idle_seconds: self.idle_for().as_secs(),
+            // Waiting on a statement is not idle (nor for idle_timeout).
+            idle_seconds: if self.busy() {
+                0
+            } else {
+                self.idle_for().as_secs()
+            },
         }
     }
 
