@@ -139,14 +139,6 @@ impl LeaseTable {
         Some(lease)
     }
 
-    /// Cancels every lease's token without ending the leases: used at
-    /// shutdown so sessions close while the leases survive the restart.
-    pub fn cancel_sessions(&self) {
-        for entry in self.leases.iter() {
-            entry.value().token.cancel();
-        }
-    }
-
     /// The expiry task. Runs until `shutdown` is cancelled.
     pub async fn run_expiry(self: Arc<Self>, shutdown: CancellationToken) {
         loop {

@@ -74,10 +74,6 @@ impl Sshd {
         Ok(server)
     }
 
-    pub fn host_public_key(&self) -> std::io::Result<String> {
-        std::fs::read_to_string(self.dir.join("ssh_host_ed25519_key.pub"))
-    }
-
     /// Lets root log in to this server (only) with `public_key`: the
     /// administrative account a resource's reconcile login may use.
     pub fn allow_root_key(&self, public_key: &str) -> std::io::Result<()> {
