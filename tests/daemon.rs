@@ -205,6 +205,48 @@ fn sigterm_drains_sessions_and_a_second_sigterm_stops_at_once() {
 }
 
 #[test]
+fn sessions_left_when_the_grace_period_ends_are_told_and_audited_as_closed_by_the_gateway() {
+    let mut world = World::with_both_targets(&[], |text| text);
+    world.lease_web("alice", "10m");
+    let (_, password) = world.lease_pg("alice", "10m");
+    let ssh = world
+        .target_ssh("alice", "web-01")
+        .arg("sleep 60")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let psql = world
+        .psql("alice", "orders-prod", &password)
+        .args(["-c", "select pg_sleep(60)"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || world
+        .pg()
+        .managed_backends()
+        == 1));
+    world.signal("TERM");
+    // The grace period (3 s) passes, then both are closed, saying why.
+    assert_eq!(world.wait_exit(Duration::from_secs(15)), Some(0));
+    let ssh = ssh.wait_with_output().unwrap();
+    let psql = psql.wait_with_output().unwrap();
+    for (what, out) in [("ssh", &ssh), ("psql", &psql)] {
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}");
+        assert!(said.contains("jitgate is shutting down"), "{what}: {said}");
+    }
+    let closed: Vec<serde_json::Value> = world
+        .audit_text()
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|record| record["event"]["type"] == "session_ended")
+        .filter(|record| record["event"]["closed_by_gateway"] == "jitgate is shutting down")
+        .collect();
+    assert_eq!(closed.len(), 2, "{}", world.audit_text());
+}
+
+#[test]
 fn sigterm_with_no_sessions_exits_promptly_and_cleanly() {
     let mut world = World::start();
     world.ok("alice", "status");

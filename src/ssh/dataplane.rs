@@ -45,8 +45,9 @@ pub struct DataPlane {
     /// Milliseconds after `started` of the last channel data either way.
     last_activity: AtomicU64,
     idle_timeout: Duration,
-    /// Why the connection was closed for idleness, once it was.
-    idled: OnceLock<String>,
+    /// Why the gateway closed the connection without severing it with its
+    /// access (idleness, a shutdown), once it did.
+    closed_why: OnceLock<String>,
     upstream: OnceCell<Arc<Handle<UpstreamHandler>>>,
     known_hosts: Arc<KnownHosts>,
     /// The session channels opened, for `sessions` (closed ones drop out).
@@ -94,7 +95,7 @@ impl DataPlane {
             started: Instant::now(),
             last_activity: AtomicU64::new(0),
             idle_timeout,
-            idled: OnceLock::new(),
+            closed_why: OnceLock::new(),
             upstream: OnceCell::new(),
             known_hosts,
             channel_uses: Mutex::new(Vec::new()),
@@ -178,7 +179,7 @@ impl DataPlane {
         if let Some(message) = self.session.termination().message() {
             return message;
         }
-        if let Some(message) = self.idled.get() {
+        if let Some(message) = self.closed_why.get() {
             return message.clone();
         }
         self.gateway.lease_end_message(&self.lease)
@@ -235,18 +236,25 @@ impl DataPlane {
     /// channels first get a moment to tell their
     /// users, then `sever` asks the connection to disconnect the client
     /// (with the reason) and the target is disconnected. When the client
-    /// leaves first, the target is disconnected at once. Holds no session
-    /// handle, so it never keeps a finished connection alive.
-    pub async fn watch_lease(self: Arc<Self>, sever: Sever) {
+    /// leaves first, the target is disconnected at once; at `shutdown` the
+    /// connection disconnects its client itself. Holds no session handle,
+    /// so it never keeps a finished connection alive.
+    pub async fn watch_lease(self: Arc<Self>, sever: Sever, shutdown: CancellationToken) {
         tokio::select! {
             () = self.ends.cancelled() => {}
             () = self.session.termination().requested() => self.ends.cancel(),
             () = self.idle() => {
                 let limit = crate::config::HumanDuration(self.idle_timeout);
                 let _ = self
-                    .idled
+                    .closed_why
                     .set(format!("closed after {limit} without activity (ssh.idle_timeout)"));
                 self.ends.cancel();
+            }
+            () = shutdown.cancelled() => {
+                let why = "jitgate is shutting down";
+                let _ = self.closed_why.set(why.into());
+                self.closed.cancelled().await;
+                return self.disconnect_upstream(why).await;
             }
             () = self.closed.cancelled() => {
                 // The client left: its target session ends with it, as it
@@ -255,7 +263,7 @@ impl DataPlane {
             }
         }
         self.severed.store(true, Ordering::Release);
-        if self.idled.get().is_none() {
+        if self.closed_why.get().is_none() {
             metrics::counter!("jitgate_sessions_severed_total", "protocol" => "ssh").increment(1);
         }
         self.channels.close();
@@ -311,9 +319,9 @@ impl Drop for DataPlane {
             bytes_to_client: self.bytes_to_client.load(Ordering::Relaxed),
             duration_ms: self.started.elapsed().as_millis() as u64,
             statements: None,
-            severed: (self.severed.load(Ordering::Acquire) && self.idled.get().is_none())
+            severed: (self.severed.load(Ordering::Acquire) && self.closed_why.get().is_none())
                 .then(|| self.ended_message()),
-            closed_by_gateway: self.idled.get().cloned(),
+            closed_by_gateway: self.closed_why.get().cloned(),
             query_log: None,
             query_log_digest: None,
         };

@@ -110,7 +110,8 @@ impl Connection {
         if gateway.audit_failing() {
             return None;
         }
-        tokio::spawn(plane.clone().watch_lease(self.sever.clone()));
+        let shutdown = self.runtime.sessions.clone();
+        tokio::spawn(plane.clone().watch_lease(self.sever.clone(), shutdown));
         self.plane = Some(plane.clone());
         Some(plane)
     }
