@@ -727,6 +727,14 @@ fn a_connection_idle_for_the_idle_timeout_is_closed_and_a_busy_one_is_not() {
     };
     // Output every half second for five seconds: never idle for two.
     let busy = run("for i in $(seq 10); do echo tick-$i; sleep 0.5; done");
+    // A connection that never asks for a channel (`ssh -N`) is closed too.
+    let unused = world
+        .target_ssh("alice", "web-01")
+        .arg("-N")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     // Nothing either way for thirty seconds.
     let started = Instant::now();
     let quiet = run("sleep 30; echo never");
@@ -738,6 +746,12 @@ fn a_connection_idle_for_the_idle_timeout_is_closed_and_a_busy_one_is_not() {
         "{said}"
     );
     assert!(started.elapsed() < Duration::from_secs(10));
+    let unused = unused.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&unused.stderr);
+    assert!(
+        said.contains("closed after 2s without activity (ssh.idle_timeout)"),
+        "{said}"
+    );
     let busy = busy.wait_with_output().unwrap();
     assert!(busy.status.success());
     assert!(String::from_utf8_lossy(&busy.stdout).contains("tick-10"));

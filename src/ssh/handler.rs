@@ -246,6 +246,7 @@ impl russh::server::Handler for Connection {
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        self.login.asked_for_a_channel();
         let Some(user) = self.user.clone() else {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
@@ -304,6 +305,7 @@ impl russh::server::Handler for Connection {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        self.login.asked_for_a_channel();
         let (Some(user), Some(resource)) = (self.user.clone(), self.target.clone()) else {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)

@@ -24,6 +24,8 @@ pub struct LoginState {
     authenticated: AtomicBool,
     refused: AtomicBool,
     identity: Mutex<Option<(String, PublicKey)>>,
+    /// The client asked for a channel at least once.
+    used: AtomicBool,
 }
 
 impl LoginState {
@@ -48,6 +50,17 @@ impl LoginState {
     pub fn logged_in(&self, user: &str, key: &PublicKey) {
         *self.identity.lock() = Some((user.to_string(), key.clone()));
         self.authenticated.store(true, Ordering::Release);
+    }
+
+    /// The client asked for a channel (served or not).
+    pub fn asked_for_a_channel(&self) {
+        self.used.store(true, Ordering::Release);
+    }
+
+    /// Logged in, and never asked for a channel: the connection is of no
+    /// use to anyone (sshd's UnusedConnectionTimeout).
+    pub fn unused(&self) -> bool {
+        self.authenticated() && !self.used.load(Ordering::Acquire)
     }
 
     /// The key the connection logged in with.

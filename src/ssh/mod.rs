@@ -345,8 +345,11 @@ async fn serve_connection(
     let handle = session.handle();
     let mut reloads = runtime.gateway.reloads();
     let auth_deadline = tokio::time::sleep(auth_timeout);
-    tokio::pin!(session, auth_deadline);
+    let idle_timeout = runtime.gateway.config().ssh_idle_timeout;
+    let unused_deadline = tokio::time::sleep(idle_timeout);
+    tokio::pin!(session, auth_deadline, unused_deadline);
     let mut auth_checked = false;
+    let mut unused_checked = false;
     loop {
         tokio::select! {
             result = &mut session => {
@@ -367,6 +370,16 @@ async fn serve_connection(
                     }
                     tracing::debug!(parent: &span, "authentication timed out");
                     return;
+                }
+            }
+            // A connection's data plane closes it once idle; one that never
+            // asked for a channel has none, and is closed here.
+            () = &mut unused_deadline, if !unused_checked => {
+                unused_checked = true;
+                if login.unused() {
+                    let limit = crate::config::HumanDuration(idle_timeout);
+                    let reason = format!("closed after {limit} without activity (ssh.idle_timeout)");
+                    return disconnect(&handle, session, &kill, reason).await;
                 }
             }
             Ok(()) = reloads.changed() => {
