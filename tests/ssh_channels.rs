@@ -713,7 +713,7 @@ fn a_frozen_client_that_leaves_its_streams_unread_is_dropped() {
 
 #[test]
 fn a_connection_idle_for_the_idle_timeout_is_closed_and_a_busy_one_is_not() {
-    let world = World::with_ssh_target(|t| format!("[ssh]\nidle_timeout = \"2s\"\n{t}"));
+    let world = World::with_ssh_target(|t| format!("[ssh]\nidle_timeout = \"3s\"\n{t}"));
     world.lease_web("alice", "10m");
     let run = |command: &str| {
         world
@@ -725,8 +725,8 @@ fn a_connection_idle_for_the_idle_timeout_is_closed_and_a_busy_one_is_not() {
             .spawn()
             .unwrap()
     };
-    // Output every half second for five seconds: never idle for two.
-    let busy = run("for i in $(seq 10); do echo tick-$i; sleep 0.5; done");
+    // Output every half second for six seconds: never idle for three.
+    let busy = run("for i in $(seq 12); do echo tick-$i; sleep 0.5; done");
     // A connection that never asks for a channel (`ssh -N`) is closed too.
     let unused = world
         .target_ssh("alice", "web-01")
@@ -742,19 +742,19 @@ fn a_connection_idle_for_the_idle_timeout_is_closed_and_a_busy_one_is_not() {
     let said = String::from_utf8_lossy(&quiet.stderr);
     assert!(!quiet.status.success());
     assert!(
-        said.contains("closed after 2s without activity (ssh.idle_timeout)"),
+        said.contains("closed after 3s without activity (ssh.idle_timeout)"),
         "{said}"
     );
     assert!(started.elapsed() < Duration::from_secs(10));
     let unused = unused.wait_with_output().unwrap();
     let said = String::from_utf8_lossy(&unused.stderr);
     assert!(
-        said.contains("closed after 2s without activity (ssh.idle_timeout)"),
+        said.contains("closed after 3s without activity (ssh.idle_timeout)"),
         "{said}"
     );
     let busy = busy.wait_with_output().unwrap();
     assert!(busy.status.success());
-    assert!(String::from_utf8_lossy(&busy.stdout).contains("tick-10"));
+    assert!(String::from_utf8_lossy(&busy.stdout).contains("tick-12"));
 
     // Audited as closed by the gateway, not as severed with the window.
     let ended = || -> Vec<serde_json::Value> {
