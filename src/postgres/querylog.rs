@@ -30,9 +30,8 @@ const MORE_RESULTS: &str = "; … (more results)";
 const PENDING_LIMIT: usize = 10_000;
 /// Prepared statements and portals remembered beyond this are forgotten
 /// (their executions are then logged as unknown), so a client that never
-/// closes what it names cannot grow the gateway's memory. Portals are not
-/// forgotten at transaction end: a pipelining client may already have
-/// bound the next transaction's by the time the first one's end is seen.
+/// closes what it names cannot grow the gateway's memory. Portals are also
+/// forgotten when their transaction ends, as upstream.
 const NAMED_LIMIT: usize = 10_000;
 
 /// Bind parameter values (`None` = SQL NULL), when logging them is enabled.
@@ -65,12 +64,27 @@ struct Waiting {
     sent: Instant,
 }
 
+/// A portal a `Bind` made: its statement, parameters, and how many sync
+/// points the client had sent before it. A pipelining client may bind the
+/// next transaction's portals before the first one's end is seen; the
+/// count tells those apart from the portals that end ended.
+#[derive(Clone)]
+struct Portal {
+    statement: Arc<str>,
+    parameters: Parameters,
+    bound_after_syncs: u64,
+}
+
 /// Pairs statements with their results; pure, so it is unit-tested alone.
 pub struct StatementTracker {
     log_parameters: bool,
     prepared: HashMap<String, Arc<str>>,
-    portals: HashMap<String, (Arc<str>, Parameters)>,
+    portals: HashMap<String, Portal>,
     pending: VecDeque<Pending>,
+    /// Sync points (`Sync`, simple `Query`, `FunctionCall`) sent, and
+    /// answered by a ReadyForQuery.
+    syncs_sent: u64,
+    syncs_answered: u64,
     pub statements: u64,
     /// Whether the last ReadyForQuery found a transaction open (or failed):
     /// a session idle inside one holds its locks.
@@ -84,6 +98,8 @@ impl StatementTracker {
             prepared: HashMap::new(),
             portals: HashMap::new(),
             pending: VecDeque::new(),
+            syncs_sent: 0,
+            syncs_answered: 0,
             statements: 0,
             in_transaction: false,
         }
@@ -95,7 +111,7 @@ impl StatementTracker {
             b'Q' => {
                 let text = text_of(body);
                 self.push(shorten(&text), None, 0);
-                self.pending.push_back(Pending::Sync);
+                self.sync_point();
             }
             b'P' => {
                 if let Ok((name, rest)) = cstr(body) {
@@ -105,18 +121,17 @@ impl StatementTracker {
             b'B' => self.bind(body),
             b'E' => {
                 if let Ok((portal, rest)) = cstr(body) {
-                    let (text, parameters) = self
-                        .portals
-                        .get(portal)
-                        .cloned()
-                        .unwrap_or_else(|| (Arc::from("(unknown portal)"), None));
+                    let (text, parameters) = self.portals.get(portal).map_or_else(
+                        || (Arc::from("(unknown portal)"), None),
+                        |p| (p.statement.clone(), p.parameters.clone()),
+                    );
                     let row_limit = rest
                         .first_chunk::<4>()
                         .map_or(0, |n| u32::from_be_bytes(*n));
                     self.push(text, parameters, row_limit);
                 }
             }
-            b'S' => self.pending.push_back(Pending::Sync),
+            b'S' => self.sync_point(),
             b'C' => self.close(body),
             b'F' => self.function_call(body),
             _ => {}
@@ -142,6 +157,12 @@ impl StatementTracker {
             .then(|| bind_parameters(arguments))
             .flatten();
         self.push(Arc::from(text), parameters, 0);
+        self.sync_point();
+    }
+
+    /// A client message that ends with its own ReadyForQuery.
+    fn sync_point(&mut self) {
+        self.syncs_sent += 1;
         self.pending.push_back(Pending::Sync);
     }
 
@@ -157,7 +178,7 @@ impl StatementTracker {
         };
         match kind {
             b'S' => self.prepared.remove(name),
-            b'P' => self.portals.remove(name).map(|(text, _)| text),
+            b'P' => self.portals.remove(name).map(|p| p.statement),
             _ => None,
         };
     }
@@ -196,7 +217,12 @@ impl StatementTracker {
         if self.portals.len() >= NAMED_LIMIT {
             self.portals.clear();
         }
-        self.portals.insert(portal.to_string(), (text, parameters));
+        let portal_made = Portal {
+            statement: text,
+            parameters,
+            bound_after_syncs: self.syncs_sent,
+        };
+        self.portals.insert(portal.to_string(), portal_made);
     }
 
     fn push(&mut self, statement: Arc<str>, parameters: Parameters, row_limit: u32) {
@@ -272,6 +298,10 @@ impl StatementTracker {
             }
             b'Z' => {
                 self.in_transaction = matches!(body.first(), Some(b'T' | b'E'));
+                self.syncs_answered += 1;
+                if !self.in_transaction {
+                    self.end_transaction_portals();
+                }
                 self.ready()
             }
             _ => Vec::new(),
@@ -314,6 +344,13 @@ impl StatementTracker {
             let plural = if rows == 1 { "" } else { "s" };
             self.record_outcome(format!("{rows} row{plural}, then suspended (row limit)"));
         }
+    }
+
+    /// Outside a transaction now: the portals bound before this sync point
+    /// went with the transaction that held them.
+    fn end_transaction_portals(&mut self) {
+        let answered = self.syncs_answered;
+        self.portals.retain(|_, p| p.bound_after_syncs >= answered);
     }
 
     /// ReadyForQuery ends one sync point: everything before it is done.

@@ -325,3 +325,49 @@ fn a_query_of_many_statements_keeps_its_outcome_bounded() {
     assert!(outcome.starts_with("SELECT 1; SELECT 1; "));
     assert!(outcome.ends_with("; … (more results)"));
 }
+
+#[test]
+fn portals_end_with_their_transaction_even_when_the_next_ones_are_already_bound() {
+    let mut tracker = StatementTracker::new(false);
+    let bind = |tracker: &mut StatementTracker, portal: &str, statement: &str| {
+        tracker.client_message(b'P', &cstring(&[statement, statement]));
+        let mut bind = cstring(&[portal, statement]);
+        bind.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        tracker.client_message(b'B', &bind);
+    };
+    let execute = |tracker: &mut StatementTracker, portal: &str| {
+        let mut body = cstring(&[portal]);
+        body.extend_from_slice(&[0, 0, 0, 0]);
+        tracker.client_message(b'E', &body);
+    };
+    // Pipelined: p1 in an implicit transaction, then BEGIN and p2, before
+    // any answer arrives.
+    bind(&mut tracker, "p1", "select 1");
+    tracker.client_message(b'S', b"");
+    tracker.client_message(b'Q', &cstring(&["begin"]));
+    bind(&mut tracker, "p2", "select 2");
+    tracker.client_message(b'S', b"");
+    // The first sync ends p1's transaction; p2 was bound after it.
+    tracker.server_message(b'Z', b"I");
+    assert_eq!(tracker.portals.keys().collect::<Vec<_>>(), ["p2"]);
+    complete(&mut tracker, "BEGIN");
+    tracker.server_message(b'Z', b"T");
+    tracker.server_message(b'Z', b"T");
+    // p2 lives on inside the open transaction, and is executed by name.
+    execute(&mut tracker, "p2");
+    tracker.client_message(b'S', b"");
+    complete(&mut tracker, "SELECT 1");
+    let done = tracker.server_message(b'Z', b"T");
+    assert_eq!(outcomes(&done), [("select 2".into(), "SELECT 1".into())]);
+    // COMMIT ends it; p1, long gone upstream, is unknown.
+    tracker.client_message(b'Q', &cstring(&["commit"]));
+    complete(&mut tracker, "COMMIT");
+    tracker.server_message(b'Z', b"I");
+    assert!(tracker.portals.is_empty());
+    execute(&mut tracker, "p1");
+    tracker.client_message(b'S', b"");
+    let gone = cstring(&["SERROR", "C34000", "Mportal \"p1\" does not exist"]);
+    tracker.server_message(b'E', &gone);
+    let done = tracker.server_message(b'Z', b"I");
+    assert_eq!(done[0].statement.as_ref(), "(unknown portal)");
+}
