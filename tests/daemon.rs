@@ -236,14 +236,11 @@ fn sessions_left_when_the_grace_period_ends_are_told_and_audited_as_closed_by_th
         assert!(!out.status.success(), "{what}");
         assert!(said.contains("jitgate is shutting down"), "{what}: {said}");
     }
-    let closed: Vec<serde_json::Value> = world
-        .audit_text()
-        .lines()
-        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
-        .filter(|record| record["event"]["type"] == "session_ended")
-        .filter(|record| record["event"]["closed_by_gateway"] == "jitgate is shutting down")
-        .collect();
-    assert_eq!(closed.len(), 2, "{}", world.audit_text());
+    let ended = world.audit_events("session_ended");
+    let closed = ended
+        .iter()
+        .filter(|event| event["closed_by_gateway"] == "jitgate is shutting down");
+    assert_eq!(closed.count(), 2, "{ended:?}");
 }
 
 #[test]

@@ -842,6 +842,16 @@ impl World {
         std::fs::read_to_string(self.path("audit/audit.log")).unwrap_or_default()
     }
 
+    /// The events of the audit records of type `kind` (`session_ended`).
+    pub fn audit_events(&self, kind: &str) -> Vec<serde_json::Value> {
+        self.audit_text()
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .map(|record| record["event"].clone())
+            .filter(|event| event["type"] == kind)
+            .collect()
+    }
+
     pub fn metrics(&self) -> String {
         http_get(self.http_port, "/metrics").unwrap_or_default()
     }
