@@ -712,7 +712,7 @@ fn a_frozen_client_that_leaves_its_streams_unread_is_dropped() {
 }
 
 #[test]
-fn a_connection_idle_for_the_idle_timeout_is_closed_and_a_busy_one_is_not() {
+fn a_connection_idle_for_the_idle_timeout_is_closed_and_a_busy_one_or_a_silent_command_is_not() {
     let world = World::with_ssh_target(|t| format!("[ssh]\nidle_timeout = \"3s\"\n{t}"));
     world.lease_web("alice", "10m");
     let run = |command: &str| {
@@ -735,16 +735,31 @@ fn a_connection_idle_for_the_idle_timeout_is_closed_and_a_busy_one_is_not() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Nothing either way for thirty seconds.
+    // A command without a pty that prints nothing for twice the timeout
+    // is work left to run, not idleness.
+    let silent = run("sleep 6; echo done");
+    // On a pty, nothing either way for thirty seconds is a person gone.
     let started = Instant::now();
-    let quiet = run("sleep 30; echo never");
+    let quiet = world
+        .target_ssh("alice", "web-01")
+        .args(["-tt", "sleep 30; echo never"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let quiet = quiet.wait_with_output().unwrap();
-    let said = String::from_utf8_lossy(&quiet.stderr);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&quiet.stdout),
+        String::from_utf8_lossy(&quiet.stderr)
+    );
     assert!(!quiet.status.success());
     assert!(
         said.contains("closed after 3s without activity (ssh.idle_timeout)"),
         "{said}"
     );
+    assert!(!said.contains("never"), "{said}");
     assert!(started.elapsed() < Duration::from_secs(10));
     let unused = unused.wait_with_output().unwrap();
     let said = String::from_utf8_lossy(&unused.stderr);
@@ -755,12 +770,16 @@ fn a_connection_idle_for_the_idle_timeout_is_closed_and_a_busy_one_is_not() {
     let busy = busy.wait_with_output().unwrap();
     assert!(busy.status.success());
     assert!(String::from_utf8_lossy(&busy.stdout).contains("tick-12"));
+    let silent = silent.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&silent.stderr);
+    assert!(silent.status.success(), "{said}");
+    assert_eq!(String::from_utf8_lossy(&silent.stdout), "done\n");
 
     // Audited as closed by the gateway, not as severed with the window.
     assert!(wait_until(Duration::from_secs(5), || world
         .audit_events("session_ended")
         .len()
-        == 2));
+        == 3));
     let ended = world.audit_events("session_ended");
     let closed: Vec<_> = ended
         .iter()

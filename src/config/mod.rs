@@ -223,7 +223,7 @@ pub struct Config {
     pub ssh_client_alive_interval: Duration,
     pub ssh_client_alive_count_max: u32,
     /// A connection to a resource with no channel data either way for
-    /// this long is closed.
+    /// this long, and no command without a pty running, is closed.
     pub ssh_idle_timeout: Duration,
     /// Where SSH session recordings (asciicast v2) are written.
     pub recordings_dir: PathBuf,

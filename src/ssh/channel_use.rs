@@ -6,6 +6,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use super::idle_clock::RunningCommand;
 use super::recording::Recorder;
 use super::sftp::FileLog;
 
@@ -17,6 +18,9 @@ pub(super) struct ChannelUse {
     pub(super) pty: Option<(String, u32, u32)>,
     pub(super) recorder: Option<Arc<Mutex<Recorder>>>,
     pub(super) file_log: Option<Arc<Mutex<FileLog>>>,
+    /// Held while a command run without a pty has not exited: the
+    /// connection is not idle meanwhile.
+    pub(super) running: Option<RunningCommand>,
     /// Cancelled when the channel must stop: either side closed it, the
     /// session ends, or the gateway stops it (what it runs cannot be
     /// recorded). Each direction then stops, writes waiting included.

@@ -1,7 +1,7 @@
 //! One client connection to a resource (`alice+web-01@GW`): its lease, its
 //! single upstream connection shared by all channels, and the sever watch
 //! that ends everything the moment the lease ends (or once the connection
-//! has been idle for `ssh.idle_timeout`).
+//! has been idle for `ssh.idle_timeout`, see `idle_clock`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -21,6 +21,7 @@ use crate::lease::Lease;
 use crate::sessions::{Activity, SessionGuard};
 
 use super::channel_use::{ChannelUse, Shared};
+use super::idle_clock::IdleClock;
 use super::upstream::{self, KnownHosts, UpstreamError, UpstreamHandler};
 
 /// How long channels get to tell their users why before the disconnect.
@@ -42,8 +43,7 @@ pub struct DataPlane {
     pub ends: CancellationToken,
     severed: AtomicBool,
     started: Instant,
-    /// Milliseconds after `started` of the last channel data either way.
-    last_activity: AtomicU64,
+    pub(super) idle_clock: Arc<IdleClock>,
     idle_timeout: Duration,
     /// Why the gateway closed the connection without severing it with its
     /// access (idleness, a shutdown), once it did.
@@ -93,7 +93,7 @@ impl DataPlane {
             closed: connection_gone.child_token(),
             severed: AtomicBool::new(false),
             started: Instant::now(),
-            last_activity: AtomicU64::new(0),
+            idle_clock: IdleClock::new(),
             idle_timeout,
             closed_why: OnceLock::new(),
             upstream: OnceCell::new(),
@@ -126,7 +126,7 @@ impl DataPlane {
             bytes_in: self.bytes_from_client.load(Ordering::Relaxed),
             bytes_out: self.bytes_to_client.load(Ordering::Relaxed),
             channels,
-            idle_seconds: self.idle_for().as_secs(),
+            idle_seconds: self.idle_clock.idle_for().as_secs(),
             ..Activity::default()
         }
     }
@@ -137,7 +137,7 @@ impl DataPlane {
         *channel += bytes as u64;
         self.bytes_from_client
             .fetch_add(bytes as u64, Ordering::Relaxed);
-        self.touch();
+        self.idle_clock.touch();
     }
 
     /// Counts `bytes` the target sent on a channel, as `count_from_client`.
@@ -145,28 +145,7 @@ impl DataPlane {
         *channel += bytes as u64;
         self.bytes_to_client
             .fetch_add(bytes as u64, Ordering::Relaxed);
-        self.touch();
-    }
-
-    fn touch(&self) {
-        let now = self.started.elapsed().as_millis() as u64;
-        self.last_activity.store(now, Ordering::Relaxed);
-    }
-
-    fn idle_for(&self) -> Duration {
-        let last = Duration::from_millis(self.last_activity.load(Ordering::Relaxed));
-        self.started.elapsed().saturating_sub(last)
-    }
-
-    /// Returns once no channel data has passed for `idle_timeout`.
-    async fn idle(&self) {
-        loop {
-            let left = self.idle_timeout.saturating_sub(self.idle_for());
-            if left.is_zero() {
-                return;
-            }
-            tokio::time::sleep(left).await;
-        }
+        self.idle_clock.touch();
     }
 
     pub fn session_id(&self) -> &str {
@@ -243,7 +222,7 @@ impl DataPlane {
         tokio::select! {
             () = self.ends.cancelled() => {}
             () = self.session.termination().requested() => self.ends.cancel(),
-            () = self.idle() => {
+            () = self.idle_clock.idle(self.idle_timeout) => {
                 let limit = crate::config::HumanDuration(self.idle_timeout);
                 let _ = self
                     .closed_why

@@ -21,6 +21,7 @@ mod flow;
 mod forward;
 mod handler;
 mod hostkey;
+mod idle_clock;
 mod killable;
 mod login_names;
 mod login_state;

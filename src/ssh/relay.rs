@@ -229,6 +229,12 @@ async fn client_to_target(
                     stop = Some(CANNOT_RECORD);
                     break;
                 }
+                {
+                    let mut used = shared.lock();
+                    if used.pty.is_none() {
+                        used.running = Some(plane.idle_clock.command_running());
+                    }
+                }
                 to.exec(true, command).await
             }
             ChannelMsg::RequestSubsystem { name, .. } => {
@@ -348,6 +354,7 @@ async fn target_to_client(
             } => {
                 exit_status = Some(status);
                 exited = true;
+                shared.lock().running = None;
                 let sent = to.exit_status(status).await;
                 release_eof(&mut held_eof, &to, sent).await
             }
@@ -358,6 +365,7 @@ async fn target_to_client(
                 lang_tag,
             } => {
                 exited = true;
+                shared.lock().running = None;
                 let sent = server
                     .exit_signal_request(
                         client_id,
