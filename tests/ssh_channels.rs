@@ -787,6 +787,26 @@ fn a_connection_idle_for_the_idle_timeout_is_closed_and_a_busy_one_or_a_silent_c
         .collect();
     assert_eq!(closed.len(), 1, "{ended:?}");
     assert!(closed[0]["severed"].is_null());
+    // The unused login is on record too, as giving no access.
+    let refused_logins = || {
+        let logins = world.audit_events("login");
+        logins
+            .into_iter()
+            .filter(|login| login["accepted"] == false)
+            .collect::<Vec<_>>()
+    };
+    assert!(wait_until(Duration::from_secs(5), || !refused_logins().is_empty()));
+    let (unused, logins) = (refused_logins(), world.audit_events("login"));
+    assert_eq!(unused.len(), 1, "{logins:?}");
+    assert_eq!(unused[0]["resource"], "web-01");
+    assert_eq!(unused[0]["user"], "alice");
+    assert!(
+        unused[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("never asked for a shell"),
+        "{logins:?}"
+    );
     assert_eq!(
         world.metric("jitgate_sessions_severed_total{protocol=\"ssh\"}"),
         Some(0.0)

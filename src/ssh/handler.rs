@@ -225,7 +225,7 @@ impl russh::server::Handler for Connection {
         };
         self.user = Some(user.to_string());
         self.target = target.map(String::from);
-        self.login.logged_in(user, key);
+        self.login.logged_in(user, target, key);
         self.pending.logged_in();
         if target.is_none() {
             self.audit_login(username, key, true, None);

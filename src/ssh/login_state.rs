@@ -14,6 +14,11 @@ use crate::config::Config;
 
 use super::login_names::key_matches;
 
+/// Why a login to a resource that never asked for a channel is on record
+/// as giving no access.
+pub const UNUSED_LOGIN: &str =
+    "its key was accepted, but it never asked for a shell, command, file transfer or port";
+
 /// A refused key or user with no success after it is a failed login (a
 /// client offering several keys is refused some on its way to the right
 /// one, so refusals alone are not), and so is running out of time to log
@@ -24,6 +29,8 @@ pub struct LoginState {
     authenticated: AtomicBool,
     refused: AtomicBool,
     identity: Mutex<Option<(String, PublicKey)>>,
+    /// The resource a data-plane login names (`alice+web-01`).
+    resource: Mutex<Option<String>>,
     /// The client asked for a channel at least once.
     used: AtomicBool,
 }
@@ -47,8 +54,9 @@ impl LoginState {
         self.refused.store(true, Ordering::Release);
     }
 
-    pub fn logged_in(&self, user: &str, key: &PublicKey) {
+    pub fn logged_in(&self, user: &str, resource: Option<&str>, key: &PublicKey) {
         *self.identity.lock() = Some((user.to_string(), key.clone()));
+        *self.resource.lock() = resource.map(String::from);
         self.authenticated.store(true, Ordering::Release);
     }
 
@@ -61,6 +69,26 @@ impl LoginState {
     /// use to anyone (sshd's UnusedConnectionTimeout).
     pub fn unused(&self) -> bool {
         self.authenticated() && !self.used.load(Ordering::Acquire)
+    }
+
+    /// The record of a login to a resource that ended without asking for
+    /// a channel, if this was one. Its lease was never checked, so it
+    /// counts as no access; control-plane logins are on record already.
+    pub fn unused_resource_login(&self, remote: &str) -> Option<AuditEvent> {
+        if !self.unused() {
+            return None;
+        }
+        let resource = self.resource.lock().clone()?;
+        let (user, key) = self.identity.lock().clone()?;
+        Some(AuditEvent::Login {
+            protocol: crate::audit::Protocol::Ssh,
+            user,
+            resource: Some(resource),
+            remote: remote.to_string(),
+            key: Some(key_fingerprint(&key)),
+            accepted: false,
+            reason: Some(UNUSED_LOGIN.to_string()),
+        })
     }
 
     /// The key the connection logged in with.

@@ -180,7 +180,9 @@ async fn accept_loop(
 /// source (`[penalties]`), however the connection ends: as a failed login
 /// after a refused key or user or when its time to log in ran out, else
 /// (it never tried: a scanner, a client that stopped at the host key
-/// question) as a connection without a login.
+/// question) as a connection without a login. A login to a resource that
+/// never asked for a channel goes on record as it ends (nothing else
+/// would record it: a resource login is audited with its lease check).
 struct LoginOutcome {
     runtime: Runtime,
     remote: SocketAddr,
@@ -189,6 +191,10 @@ struct LoginOutcome {
 
 impl Drop for LoginOutcome {
     fn drop(&mut self) {
+        if let Some(event) = self.login.unused_resource_login(&self.remote.to_string()) {
+            let gateway = self.runtime.gateway.clone();
+            self.spawn_blocking(move || gateway.audit(event));
+        }
         if self.login.authenticated() {
             return;
         }
@@ -198,12 +204,18 @@ impl Drop for LoginOutcome {
             true => gateway.login_failed(address),
             false => gateway.left_without_login(address),
         };
-        // A connection dropped as the runtime shuts down has no runtime to
-        // hand the (blocking) audit write to.
+        self.spawn_blocking(count);
+    }
+}
+
+impl LoginOutcome {
+    /// Audit writes fsync: off the async workers. A connection dropped as
+    /// the runtime shuts down has no runtime to hand them to.
+    fn spawn_blocking(&self, write: impl FnOnce() + Send + 'static) {
         if tokio::runtime::Handle::try_current().is_ok() {
-            self.runtime.tracker.spawn_blocking(count);
+            self.runtime.tracker.spawn_blocking(write);
         } else {
-            count();
+            write();
         }
     }
 }
