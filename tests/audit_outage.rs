@@ -1,8 +1,9 @@
 //! Fail closed when the record of access cannot be kept: while the audit
 //! log cannot be written, nobody new gets in and no access is granted, but
 //! what ends access still works and nothing it records is lost; while the
-//! journal cannot be written, a revocation still severs at once and is
-//! journaled once the disk takes writes again; a channel
+//! journal cannot be written, a revocation still severs at once, is kept
+//! in the journal's reserve (a full disk included) and journaled once the
+//! disk takes writes again; a channel
 //! whose recording cannot be created does not run, and a channel or
 //! Postgres session whose recording or query log stops taking writes ends.
 
@@ -151,13 +152,15 @@ fn while_the_audit_log_cannot_be_written_nobody_gets_in_and_nothing_it_holds_is_
 }
 
 #[test]
-fn while_the_journal_cannot_be_written_a_revocation_still_severs_and_is_recorded_later() {
+fn while_the_journal_and_its_reserve_cannot_be_written_a_revocation_still_severs_and_is_recorded_later()
+ {
     let mut world = World::with_ssh_target(|text| text);
     let web = world.lease_web("alice", "10m");
     let shell = world.pty_shell("alice", b"echo in-$((1+1))\n");
     assert!(wait_until(Duration::from_secs(10), || world.recorded("in-2")));
 
     let guard = Immutable::new(world.path("state/journal.log"));
+    let reserve_guard = Immutable::new(world.path("state/journal.reserve"));
     let refused = world.refused("zoe", "request web-01 --for 10m --reason outage");
     assert!(
         refused.contains("not recorded (storage error)"),
@@ -183,7 +186,7 @@ fn while_the_journal_cannot_be_written_a_revocation_still_severs_and_is_recorded
 
     // Writable again: the housekeeping retry records it within a second
     // or so, and a crash then loses nothing.
-    drop(guard);
+    drop((guard, reserve_guard));
     assert!(wait_until(Duration::from_secs(5), || world
         .metric("jitgate_journal_held_records")
         == Some(0.0)));
@@ -286,4 +289,122 @@ fn a_postgres_session_whose_query_log_stops_taking_writes_is_ended() {
         text.contains("one-1") && !text.contains("three-3"),
         "{text}"
     );
+}
+
+/// A small tmpfs mounted for a test, unmounted when dropped.
+struct SmallDisk {
+    _dir: tempfile::TempDir,
+    mount: PathBuf,
+}
+
+impl SmallDisk {
+    fn new(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mount = dir.path().join("disk");
+        std::fs::create_dir(&mount).unwrap();
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(&mount)
+            .status()
+            .expect("mount (the tests run as root)");
+        assert!(status.success(), "mounting a tmpfs (the tests run as root)");
+        Self { _dir: dir, mount }
+    }
+
+    /// Fills the disk up to its last byte; returns the file that does it.
+    fn fill(&self) -> PathBuf {
+        let path = self.mount.join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while file.write_all(&chunk).is_ok() {}
+        for _ in 0..4096 {
+            if file.write_all(&[0]).is_err() {
+                break;
+            }
+        }
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
+    }
+}
+
+#[test]
+fn on_a_full_disk_a_revocation_is_acknowledged_from_the_journal_reserve_and_survives_a_crash() {
+    let disk = SmallDisk::new("16m");
+    let state = disk.mount.join("state");
+    let mut world = World::with_ssh_target(|text| {
+        text.replacen(
+            "[gateway]\n",
+            &format!("[gateway]\nstate_dir = \"{}\"\n", state.display()),
+            1,
+        )
+    });
+    let web = world.lease_web("alice", "10m");
+    let shell = world.pty_shell("alice", b"echo in-$((1+1))\n");
+    assert!(wait_until(Duration::from_secs(10), || world.recorded("in-2")));
+
+    let filler = disk.fill();
+    // The journal's last page has room left still; requests (each
+    // withdrawn again) use it up until one is refused.
+    let reason = "x".repeat(190);
+    let refused = (0..40).find_map(|_| {
+        let out = world.ssh(
+            "zoe",
+            &format!("request web-01 --for 10m --reason {reason}"),
+        );
+        if !out.status.success() {
+            return Some(text(&out));
+        }
+        let filed = text(&out);
+        let id = filed.split_whitespace().nth(1).unwrap();
+        world.ssh("zoe", &format!("cancel {id}"));
+        None
+    });
+    let refused = refused.expect("requests kept being recorded on a full disk");
+    assert!(
+        refused.contains("not recorded (storage error)"),
+        "{refused}"
+    );
+    // The reserve's blocks were the file's own before the disk filled up:
+    // the revocation is on disk, acknowledged as usual, and severs at once.
+    let revoked = world.ok("root", &format!("revoke {web}"));
+    assert!(!revoked.contains("not yet recorded"), "{revoked}");
+    let severed = shell.wait_with_output().unwrap();
+    assert!(
+        text(&severed).contains("revoked by root"),
+        "{}",
+        text(&severed)
+    );
+    // (A withdrawal may have been the first record the journal refused.)
+    assert!(world.metric("jitgate_journal_held_records") >= Some(1.0));
+
+    // A crash with the disk still full: the next start takes the change
+    // back from the reserve, the journal taking it or not.
+    world.kill_hard();
+    world.launch();
+    let line = format!("  {web:<3} revoked ");
+    let shown = world.ok("alice", "requests --all");
+    assert!(shown.contains(&line), "{shown}");
+    assert!(!on_web(&world, "alice", "true").status.success());
+
+    // Room again: the journal takes it; a crash then replays it from there.
+    std::fs::remove_file(filler).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || world
+        .metric("jitgate_journal_held_records")
+        == Some(0.0)));
+    world.kill_hard();
+    world.launch();
+    let shown = world.ok("alice", "requests --all");
+    assert!(shown.contains(&line), "{shown}");
+    world.kill_hard();
 }

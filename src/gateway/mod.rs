@@ -125,6 +125,8 @@ struct Core {
     /// Records applied while the journal could not take them
     /// (`journal_outage`), oldest first.
     held: VecDeque<JournalRecord>,
+    /// Whether all of `held` is in the journal's reserve, on disk.
+    held_in_reserve: bool,
 }
 
 /// The audit chain, under a lock of its own so that the records of logins
@@ -315,7 +317,7 @@ impl Gateway {
         self.maybe_compact(core);
         self.deadlines_changed.notify_one();
         match journaled {
-            Journaled::OnDisk => Ok(()),
+            Journaled::OnDisk | Journaled::Reserved => Ok(()),
             Journaled::Held => Err(GatewayError::NotYetRecorded),
         }
     }

@@ -9,7 +9,7 @@ use tokio::sync::{Notify, mpsc};
 use crate::audit::{AuditEvent, AuditLog};
 use crate::config::Config;
 use crate::events::EventBus;
-use crate::journal::Journal;
+use crate::journal::{Journal, Recovered};
 use crate::lease::LeaseTable;
 use crate::mfa::MfaGuard;
 use crate::workflow::RequestId;
@@ -45,6 +45,18 @@ fn unended_sessions(config: &Config, audit: &AuditLog) -> Vec<super::interrupted
     })
 }
 
+/// The recovered records the journal could not take at this start either:
+/// they wait, in its reserve, to be appended before anything else.
+fn waiting_in_reserve(
+    recovered: &Recovered<PersistentState, JournalRecord>,
+) -> VecDeque<JournalRecord> {
+    if !recovered.still_reserved {
+        return VecDeque::new();
+    }
+    let first = recovered.records.len() - recovered.from_reserve;
+    recovered.records[first..].iter().cloned().collect()
+}
+
 impl Gateway {
     /// Opens the state directory and audit log, rebuilds every request,
     /// approval and lease from the journal, and ends leases whose window
@@ -61,6 +73,7 @@ impl Gateway {
         let rotation_marks = super::rotation_marks::RotationMarks::load(&config.state_dir)?;
         let tampered = audit_tampering(&config, &audit);
         let unended = unended_sessions(&config, &audit);
+        let held = waiting_in_reserve(&recovered);
         let mut state = recovered.snapshot.unwrap_or_default();
         for record in &recovered.records {
             for event in &record.events {
@@ -75,13 +88,14 @@ impl Gateway {
             mfa.remember_step(user, *step);
         }
         let (leases, expired) = LeaseTable::new();
-        metrics::gauge!("jitgate_journal_held_records").set(0.0);
+        metrics::gauge!("jitgate_journal_held_records").set(held.len() as f64);
         let gateway = Arc::new(Self {
             config: RwLock::new(Arc::new(config.clone())),
             core: Mutex::new(Core {
                 state,
                 journal,
-                held: VecDeque::new(),
+                held_in_reserve: !held.is_empty(),
+                held,
             }),
             audit_head: AuditHead::new(
                 audit.path().to_path_buf(),
@@ -110,6 +124,13 @@ impl Gateway {
             tracing::error!(%anchor, %problem, "the audit log was tampered with while the gateway was down");
             metrics::counter!("jitgate_audit_tampering_detected_total").increment(1);
             gateway.audit(AuditEvent::AuditTampered { anchor, problem });
+        }
+        if recovered.from_reserve > 0 {
+            let records = recovered.from_reserve;
+            tracing::warn!(
+                records,
+                "changes made while the journal could not take them were recovered from its reserve"
+            );
         }
         if let Some(bytes) = recovered.dropped_tail {
             tracing::warn!(bytes, "dropped a torn record at the end of the journal");

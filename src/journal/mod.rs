@@ -6,11 +6,15 @@
 //! - `snapshot.json`: `{ "seq": N, "state": ... }`, written atomically; frames
 //!   with `seq <= N` are already folded into it.
 //!
+//! - `journal.reserve`: records the journal could not take (a full disk),
+//!   kept durably until it can; see `reserve`.
+//!
 //! A crash mid-append leaves a torn last frame: it is detected on open,
 //! reported and cut off; nothing before it is lost. A bad frame *followed by
 //! more data* is not a torn write but corruption, and opening refuses.
 
 mod frame;
+mod reserve;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -23,6 +27,8 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use crate::fsutil;
 
 pub use frame::{DecodedFrames, FrameError, decode_frames, encode_frame};
+pub use reserve::ReserveError;
+use reserve::{RESERVE_FILE, Reserve, frames_from};
 
 const JOURNAL_FILE: &str = "journal.log";
 const SNAPSHOT_FILE: &str = "snapshot.json";
@@ -46,6 +52,8 @@ pub enum JournalError {
     BadSnapshot { path: PathBuf, problem: String },
     #[error("cannot encode a journal record: {0}")]
     Encode(String),
+    #[error(transparent)]
+    Reserve(#[from] ReserveError),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -61,6 +69,12 @@ pub struct Recovered<S, R> {
     pub records: Vec<R>,
     /// Bytes of an incomplete final record that were dropped.
     pub dropped_tail: Option<u64>,
+    /// How many of `records`, at their end, came from the reserve: changes
+    /// made while the journal could not take them.
+    pub from_reserve: usize,
+    /// Whether those are still waiting in the reserve (the journal cannot
+    /// take them now either): they are to be appended before anything else.
+    pub still_reserved: bool,
 }
 
 pub struct Journal {
@@ -75,6 +89,11 @@ pub struct Journal {
     unsure: bool,
     next_seq: u64,
     records_since_snapshot: u64,
+    /// `None` if it could not be set up at open (the gateway runs on, as
+    /// it did before reserves: waiting records are then held in memory).
+    reserve: Option<Reserve>,
+    /// The reserve holds records not yet in the journal.
+    reserve_in_use: bool,
 }
 
 impl Journal {
@@ -123,22 +142,118 @@ impl Journal {
             })?;
             records.push(record);
         }
-        let journal = Self {
+        let mut journal = Self {
             dir: dir.to_path_buf(),
             file,
             len: decoded.valid_len,
             unsure: false,
             next_seq: last_seq + 1,
             records_since_snapshot: records.len() as u64,
+            reserve: None,
+            reserve_in_use: false,
         };
+        let (reserved, still_reserved) = journal.recover_reserve()?;
+        let from_reserve = reserved.len();
+        records.extend(reserved);
         Ok((
             journal,
             Recovered {
                 snapshot,
                 records,
                 dropped_tail,
+                from_reserve,
+                still_reserved,
             },
         ))
+    }
+
+    /// Opens the reserve and takes back the records waiting in it (those
+    /// after the journal's last): appended to the journal now if it takes
+    /// them, else left waiting there. Returns them, and whether they wait.
+    fn recover_reserve<R: DeserializeOwned>(&mut self) -> Result<(Vec<R>, bool), JournalError> {
+        let path = self.dir.join(RESERVE_FILE);
+        let existed = path.exists();
+        let frames = match Reserve::open(&self.dir) {
+            Ok((reserve, frames)) => {
+                self.reserve = reserve;
+                frames
+            }
+            // A reserve that may hold records must be read; one that could
+            // not be made (a disk already full) only leaves memory to
+            // fall back on, as before it existed.
+            Err(e) if !existed => {
+                tracing::warn!(error = %e, "cannot set up the journal reserve; records the journal cannot take will wait in memory only");
+                return Ok((Vec::new(), false));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let last_seq = self.next_seq - 1;
+        let waiting: Vec<(u64, Vec<u8>)> = frames
+            .into_iter()
+            .filter(|(seq, _)| *seq > last_seq)
+            .collect();
+        let mut records = Vec::with_capacity(waiting.len());
+        for ((seq, payload), expected) in waiting.iter().zip(last_seq + 1..) {
+            let corrupt = |problem| JournalError::Corrupt {
+                path: path.clone(),
+                offset: 0,
+                problem,
+            };
+            if *seq != expected {
+                return Err(corrupt(format!(
+                    "it holds record {seq} where the journal continues with {expected}"
+                )));
+            }
+            let record = serde_json::from_slice(payload)
+                .map_err(|e| corrupt(format!("record {seq} does not decode: {e}")))?;
+            records.push(record);
+        }
+        if waiting.is_empty() {
+            return Ok((records, false));
+        }
+        let frames: Vec<u8> = waiting
+            .iter()
+            .flat_map(|(seq, payload)| encode_frame(*seq, payload))
+            .collect();
+        self.reserve_in_use = true;
+        match self.append_frames(&frames, waiting.len() as u64) {
+            Ok(()) => {
+                self.release_reserve();
+                Ok((records, false))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the journal cannot take the records waiting in its reserve yet");
+                Ok((records, true))
+            }
+        }
+    }
+
+    /// Keeps `waiting` (records the journal could not take, oldest first,
+    /// to be appended before anything else) in the reserve, durably: should
+    /// the gateway stop first, the next open appends them.
+    pub fn reserve<R: Serialize>(&mut self, waiting: &[R]) -> Result<(), JournalError> {
+        let payloads = waiting
+            .iter()
+            .map(serde_json::to_vec)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| JournalError::Encode(e.to_string()))?;
+        let frames = frames_from(self.next_seq, &payloads);
+        let reserve = self.reserve.as_mut().ok_or(ReserveError::Unavailable)?;
+        reserve.keep(&frames)?;
+        self.reserve_in_use = true;
+        Ok(())
+    }
+
+    /// Empties the reserve once its records are in the journal. Failing
+    /// is harmless: records the journal holds are skipped at the next open.
+    pub fn release_reserve(&mut self) {
+        let Some(reserve) = self.reserve.as_mut().filter(|_| self.reserve_in_use) else {
+            return;
+        };
+        match reserve.clear() {
+            Ok(()) => self.reserve_in_use = false,
+            Err(e) => tracing::warn!(error = %e, "cannot empty the journal reserve"),
+        }
     }
 
     /// Appends one record and fsyncs it. Only after this returns may the
@@ -148,12 +263,17 @@ impl Journal {
         let payload =
             serde_json::to_vec(record).map_err(|e| JournalError::Encode(e.to_string()))?;
         let seq = self.next_seq;
-        let frame = encode_frame(seq, &payload);
+        self.append_frames(&encode_frame(seq, &payload), 1)?;
+        Ok(seq)
+    }
+
+    /// Appends `count` whole frames numbered from `next_seq` on, fsynced.
+    fn append_frames(&mut self, frames: &[u8], count: u64) -> Result<(), JournalError> {
         let started = Instant::now();
         self.cut_to_len().map_err(|source| self.io_error(source))?;
         let written = self
             .file
-            .write_all(&frame)
+            .write_all(frames)
             .and_then(|()| self.file.sync_data());
         if let Err(source) = written {
             self.unsure = true;
@@ -164,10 +284,10 @@ impl Journal {
         }
         metrics::histogram!("jitgate_journal_fsync_seconds")
             .record(started.elapsed().as_secs_f64());
-        self.len += frame.len() as u64;
-        self.next_seq += 1;
-        self.records_since_snapshot += 1;
-        Ok(seq)
+        self.len += frames.len() as u64;
+        self.next_seq += count;
+        self.records_since_snapshot += count;
+        Ok(())
     }
 
     /// Cuts the file back to its last whole frame if a failure left that
@@ -192,6 +312,12 @@ impl Journal {
     #[cfg(test)]
     pub(crate) fn replace_file(&mut self, file: File) -> File {
         std::mem::replace(&mut self.file, file)
+    }
+
+    /// Puts `file` in the reserve file's place (a failing one, in tests).
+    #[cfg(test)]
+    pub(crate) fn replace_reserve_file(&mut self, file: File) -> Option<File> {
+        self.reserve.as_mut().map(|r| r.replace_file(file))
     }
 
     pub fn records_since_snapshot(&self) -> u64 {

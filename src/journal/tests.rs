@@ -171,3 +171,91 @@ fn while_the_file_cannot_be_cut_back_nothing_is_appended() {
     let (_, recovered) = open(dir.path());
     assert_eq!(recovered.records, ["first", "second"]);
 }
+
+fn strings(texts: &[&str]) -> Vec<String> {
+    texts.iter().map(|t| t.to_string()).collect()
+}
+
+#[test]
+fn records_kept_in_the_reserve_are_appended_at_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, _) = open(dir.path());
+    journal.append(&"before".to_string()).unwrap();
+    // The journal could not take these; the reserve did.
+    journal
+        .reserve(&strings(&["waited 1", "waited 2"]))
+        .unwrap();
+    drop(journal);
+
+    let (mut journal, recovered) = open(dir.path());
+    assert_eq!(
+        recovered.records,
+        strings(&["before", "waited 1", "waited 2"])
+    );
+    assert_eq!(recovered.from_reserve, 2);
+    assert!(!recovered.still_reserved);
+    journal.append(&"after".to_string()).unwrap();
+    drop(journal);
+    // In the journal now, once each, and the reserve is empty.
+    let (_, recovered) = open(dir.path());
+    assert_eq!(
+        recovered.records,
+        strings(&["before", "waited 1", "waited 2", "after"])
+    );
+    assert_eq!(recovered.from_reserve, 0);
+}
+
+#[test]
+fn reserved_records_the_journal_took_since_are_not_replayed_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, _) = open(dir.path());
+    let waiting = strings(&["waited 1", "waited 2"]);
+    journal.reserve(&waiting).unwrap();
+    // The journal works again and takes the first; the reserve still
+    // holds both (as after a crash right then).
+    journal.append(&waiting[0]).unwrap();
+    drop(journal);
+    let (_, recovered) = open(dir.path());
+    assert_eq!(recovered.records, waiting);
+    assert_eq!(recovered.from_reserve, 1);
+
+    // Also across a compaction, which leaves the journal empty.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, _) = open(dir.path());
+    journal.reserve(&waiting).unwrap();
+    for record in &waiting {
+        journal.append(record).unwrap();
+    }
+    journal.compact(&waiting).unwrap();
+    drop(journal);
+    let (_, recovered) = open(dir.path());
+    assert_eq!(recovered.snapshot, Some(waiting));
+    assert!(recovered.records.is_empty());
+}
+
+#[test]
+fn a_reserve_that_skips_records_the_journal_lacks_refuses_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, _) = open(dir.path());
+    let path = dir.path().join(JOURNAL_FILE);
+    journal.append(&"one".to_string()).unwrap();
+    let one_record = std::fs::metadata(&path).unwrap().len();
+    journal.append(&"two".to_string()).unwrap();
+    journal.reserve(&strings(&["three"])).unwrap();
+    drop(journal);
+    // Record two is gone (a journal restored from an older copy): the
+    // reserve's record three cannot follow record one.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(one_record)
+        .unwrap();
+    let error = Journal::open::<State, Record>(dir.path()).err().unwrap();
+    assert!(
+        error
+            .to_string()
+            .contains("holds record 3 where the journal continues with 2"),
+        "{error}"
+    );
+}
