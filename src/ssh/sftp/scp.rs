@@ -126,9 +126,11 @@ enum Sending {
         entry: usize,
         remaining: u64,
     },
-    /// The zero byte after file `entry`'s data.
+    /// The zero byte after file `entry`'s data; whether the answer to the
+    /// whole file is awaited already (see `data_complete`).
     DataEnd {
         entry: usize,
+        end_awaited: bool,
     },
     /// Something the log does not understand: it stops following.
     Lost,
@@ -245,11 +247,16 @@ impl Tracker {
                     *remaining -= take;
                     data = &data[take as usize..];
                     if *remaining == 0 {
-                        self.sending = Sending::DataEnd { entry: *entry };
+                        let entry = *entry;
+                        self.data_complete(entry);
                     }
                 }
-                Sending::DataEnd { entry } => {
-                    self.awaiting.push_back(Awaiting::FileEnd(*entry));
+                Sending::DataEnd { entry, end_awaited } => {
+                    // A sender that ran ahead of the answer to its file's
+                    // start.
+                    if !*end_awaited {
+                        self.awaiting.push_back(Awaiting::FileEnd(*entry));
+                    }
                     // A sender that failed reading the file says so in an
                     // error line instead of the zero byte.
                     let line = if data[0] == 0 {
@@ -262,6 +269,18 @@ impl Tracker {
                 }
             }
         }
+    }
+
+    /// File `entry`'s data is all sent: the receiver's next answer is to
+    /// the whole file. It is awaited from here, not from the sender's zero
+    /// byte after the data, since some receivers (PuTTY's pscp) answer
+    /// without waiting for that byte, so their answer may pass it.
+    fn data_complete(&mut self, entry: usize) {
+        self.awaiting.push_back(Awaiting::FileEnd(entry));
+        self.sending = Sending::DataEnd {
+            entry,
+            end_awaited: true,
+        };
     }
 
     fn control_line(&mut self, line: &[u8]) {
@@ -301,7 +320,11 @@ impl Tracker {
                     let entry = self.add(self.file_entry(path, size));
                     self.awaiting.push_back(Awaiting::FileStart(entry));
                     next = match size {
-                        0 => Sending::DataEnd { entry },
+                        // Complete once the receiver takes the file.
+                        0 => Sending::DataEnd {
+                            entry,
+                            end_awaited: false,
+                        },
                         remaining => Sending::Data { entry, remaining },
                     };
                 }
@@ -389,11 +412,18 @@ impl Tracker {
         let refused = outcome != "ok";
         let entry = match self.awaiting.pop_front() {
             Some(Awaiting::FileStart(entry)) if refused => {
-                if matches!(self.sending, Sending::Data { entry: e, .. } | Sending::DataEnd { entry: e } if e == entry)
+                if matches!(self.sending, Sending::Data { entry: e, .. } | Sending::DataEnd { entry: e, .. } if e == entry)
                 {
                     self.sending = Sending::Line(Vec::new());
                 }
                 entry
+            }
+            Some(Awaiting::FileStart(entry)) => {
+                if matches!(self.sending, Sending::DataEnd { entry: e, end_awaited: false } if e == entry)
+                {
+                    self.data_complete(entry);
+                }
+                return;
             }
             Some(Awaiting::Directory(entry)) => {
                 if refused {

@@ -161,3 +161,31 @@ fn an_upload_the_receiver_refuses_at_once_is_logged() {
         )]
     );
 }
+
+#[test]
+fn a_receiver_answering_a_file_before_the_senders_zero_byte_is_followed() {
+    // PuTTY's pscp acknowledges a file once it has read its data, then
+    // reads the sender's zero byte; the two cross on the way.
+    let mut scp = tracker("scp -v -f up.bin");
+    let mut entries = scp.client_sent(b"\0");
+    entries.extend(scp.target_sent(b"C0644 5 up.bin\n"));
+    entries.extend(scp.client_sent(b"\0"));
+    entries.extend(scp.target_sent(b"hello"));
+    entries.extend(scp.client_sent(b"\0"));
+    entries.extend(scp.target_sent(b"\0"));
+    // An empty file the same way, then one answered in the usual order.
+    entries.extend(scp.target_sent(b"C0644 0 empty\n"));
+    entries.extend(scp.client_sent(b"\0"));
+    entries.extend(scp.client_sent(b"\0"));
+    entries.extend(scp.target_sent(b"\0"));
+    entries.extend(scp.target_sent(b"C0644 2 last\nhi\0"));
+    entries.extend(scp.client_sent(b"\0\0"));
+    assert_eq!(
+        summary(&entries),
+        [
+            ("open", "up.bin", Some(5), Some(0), "ok"),
+            ("open", "empty", Some(0), Some(0), "ok"),
+            ("open", "last", Some(2), Some(0), "ok"),
+        ]
+    );
+}
