@@ -1,24 +1,20 @@
 //! One session channel relayed between the client and the target.
 //!
-//! Two loops run side by side, one per direction, each owning the write
-//! half it sends on. Writes wait for the receiver's SSH window.
+//! Two loops run side by side, one per direction (`inbound`: client →
+//! target, `outbound`: target → client), each owning the write half it
+//! sends on. Writes wait for the receiver's SSH window.
 //!
 //! Each direction reads from a [`flow::Inbox`]; see `flow` for how a slow
 //! reader holds back only its own channel's sender.
+
+mod inbound;
+mod outbound;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use russh::{Channel, ChannelId, ChannelMsg, ChannelWriteHalf, client, server};
-
-/// How long the target's EOF is held back waiting for its exit status.
-/// A connection-sharing OpenSSH client closes a channel as soon as both
-/// directions are at EOF, and russh answers a close at once (sshd holds its
-/// close back until the exit status is out), so an EOF passed on early can
-/// lose the exit status. Commands exit right after closing their output;
-/// the bound only matters for one that closes its output and runs on.
-const EOF_HOLD: std::time::Duration = std::time::Duration::from_secs(3);
+use russh::{Channel, ChannelWriteHalf, client, server};
 
 /// What the client reads when its channel's recording or file log cannot
 /// be created: what it asked for never runs.
@@ -28,11 +24,18 @@ const RECORDING_FAILED: &str = "jitgate: this session's recording cannot be writ
 
 use crate::audit::AuditEvent;
 
-use super::channel_record::{keep, start_records};
 use super::channel_use::{ChannelUse, Shared};
 use super::dataplane::DataPlane;
-use super::end_warnings::EndWarnings;
-use super::flow::{Inbox, SessionMsg, both_directions, drain, notice, unless_stopped};
+use super::flow::{Inbox, SessionMsg, both_directions, drain, notice};
+use inbound::Inbound;
+use outbound::Outbound;
+
+/// What a direction does after a message: go on, or end the channel
+/// (telling the client why, when the gateway ends it).
+enum Next {
+    Continue,
+    Stop(Option<&'static str>),
+}
 
 /// Opens the target's session channel before answering the client's
 /// channel open, then relays. A channel the target refuses (sshd's
@@ -90,23 +93,29 @@ async fn relay(
     }));
     plane.channel_opened(&shared);
     let stopped = shared.lock().stopped.clone();
-    let inbound = client_to_target(
+    let inbound = Inbound::new(
         &plane,
-        drain(client_rx, client_tx.clone()),
-        (upstream_tx.clone(), client_tx.clone()),
+        upstream_tx.clone(),
+        client_tx.clone(),
         shared.clone(),
-    );
-    let outbound = target_to_client(
-        &plane,
-        drain(upstream_rx, upstream_tx),
-        client_tx,
-        client_id,
-        server,
-        shared.clone(),
-    );
+    )
+    .run(drain(client_rx, client_tx.clone()));
+    let outbound = Outbound::new(&plane, client_tx, client_id, server, shared.clone())
+        .run(drain(upstream_rx, upstream_tx));
     let ((bytes_in, _), (bytes_out, exit_status)) =
         both_directions(inbound, outbound, &stopped).await;
-    let used = shared.lock();
+    let ended = channel_ended(&plane, &shared.lock(), (bytes_in, bytes_out), exit_status);
+    audit_later(&plane, ended);
+}
+
+/// The record of a channel's end: what it ran, its bytes each way and
+/// exit status, and the recording or file log it left with their digests.
+fn channel_ended(
+    plane: &DataPlane,
+    used: &ChannelUse,
+    (bytes_from_client, bytes_to_client): (u64, u64),
+    exit_status: Option<u32>,
+) -> AuditEvent {
     let (recording, recording_digest) = match &used.recorder {
         Some(recorder) => {
             let recorder = recorder.lock();
@@ -125,23 +134,20 @@ async fn relay(
         }
         None => (None, None),
     };
-    audit_later(
-        &plane,
-        AuditEvent::ChannelEnded {
-            session: plane.session_id().to_string(),
-            user: Some(plane.lease.user.clone()),
-            resource: Some(plane.lease.resource.clone()),
-            kind: used.kind.unwrap_or("none").to_string(),
-            command: used.command.clone(),
-            exit_status,
-            bytes_from_client: bytes_in,
-            bytes_to_client: bytes_out,
-            recording,
-            recording_digest,
-            file_log,
-            file_log_digest,
-        },
-    );
+    AuditEvent::ChannelEnded {
+        session: plane.session_id().to_string(),
+        user: Some(plane.lease.user.clone()),
+        resource: Some(plane.lease.resource.clone()),
+        kind: used.kind.unwrap_or("none").to_string(),
+        command: used.command.clone(),
+        exit_status,
+        bytes_from_client,
+        bytes_to_client,
+        recording,
+        recording_digest,
+        file_log,
+        file_log_digest,
+    }
 }
 
 pub fn env_allowed(allow: &[String], name: &str) -> bool {
@@ -149,124 +155,6 @@ pub fn env_allowed(allow: &[String], name: &str) -> bool {
         Some(prefix) => name.starts_with(prefix),
         None => pattern == name,
     })
-}
-
-/// Client → target: requests, stdin, EOF. Returns bytes relayed. What
-/// cannot be recorded does not run: the client is told so instead.
-async fn client_to_target(
-    plane: &DataPlane,
-    mut from: Inbox<server::Msg>,
-    (to, client): (
-        Arc<ChannelWriteHalf<client::Msg>>,
-        Arc<ChannelWriteHalf<server::Msg>>,
-    ),
-    shared: Shared,
-) -> (u64, ()) {
-    let mut bytes = 0u64;
-    let config = plane.gateway.config();
-    let mut stop: Option<&str> = None;
-    let stopped = shared.lock().stopped.clone();
-    loop {
-        let message = tokio::select! {
-            message = from.next() => message,
-            () = plane.ends.cancelled() => break,
-            () = stopped.cancelled() => break,
-        };
-        let Some((message, _budget)) = message else {
-            break;
-        };
-        let sent = match message {
-            ChannelMsg::Data { data } => {
-                plane.count_from_client(&mut bytes, data.len());
-                if !keep(&shared, |r| r.input(&data), |log| log.client_sent(&data)) {
-                    stop = Some(RECORDING_FAILED);
-                    break;
-                }
-                let sent = unless_stopped(&stopped, to.data_bytes(data.clone())).await;
-                passed_on(&from, sent, &data).await
-            }
-            ChannelMsg::Eof => to.eof().await,
-            ChannelMsg::Close => break,
-            ChannelMsg::RequestPty {
-                term,
-                col_width,
-                row_height,
-                pix_width,
-                pix_height,
-                terminal_modes,
-                ..
-            } => {
-                let (cols, rows) = (col_width.clamp(1, 10_000), row_height.clamp(1, 10_000));
-                shared.lock().pty = Some((term.clone(), cols, rows));
-                to.request_pty(
-                    false,
-                    &term,
-                    cols,
-                    rows,
-                    pix_width,
-                    pix_height,
-                    &terminal_modes,
-                )
-                .await
-            }
-            ChannelMsg::SetEnv {
-                variable_name,
-                variable_value,
-                ..
-            } if env_allowed(&config.env_allow, &variable_name) => {
-                to.set_env(false, variable_name, variable_value).await
-            }
-            ChannelMsg::RequestShell { .. } => {
-                if !start_records(plane, &shared, "shell", None, &config) {
-                    stop = Some(CANNOT_RECORD);
-                    break;
-                }
-                to.request_shell(true).await
-            }
-            ChannelMsg::Exec { command, .. } => {
-                let text = String::from_utf8_lossy(&command).into_owned();
-                if !start_records(plane, &shared, "exec", Some(text), &config) {
-                    stop = Some(CANNOT_RECORD);
-                    break;
-                }
-                {
-                    let mut used = shared.lock();
-                    if used.pty.is_none() {
-                        used.running = Some(plane.idle_clock.command_running());
-                    }
-                }
-                to.exec(true, command).await
-            }
-            ChannelMsg::RequestSubsystem { name, .. } => {
-                if !start_records(plane, &shared, "subsystem", Some(name.clone()), &config) {
-                    stop = Some(CANNOT_RECORD);
-                    break;
-                }
-                to.request_subsystem(true, &name).await
-            }
-            ChannelMsg::WindowChange {
-                col_width,
-                row_height,
-                pix_width,
-                pix_height,
-            } => {
-                keep(&shared, |r| r.resize(col_width, row_height), |_| {});
-                to.window_change(col_width, row_height, pix_width, pix_height)
-                    .await
-            }
-            ChannelMsg::Signal { signal } => to.signal(signal).await,
-            _ => Ok(()),
-        };
-        if sent.is_err() {
-            break;
-        }
-    }
-    if let Some(message) = stop {
-        stop_channel(&client, &shared, message).await;
-    }
-    let _ = to.eof().await;
-    let _ = to.close().await;
-    (bytes, ())
 }
 
 /// Tells the client why the gateway stops its channel, and stops both
@@ -279,177 +167,6 @@ async fn stop_channel(
     let _ = notice(client.extended_data_bytes(1, Bytes::from(message))).await;
     let _ = client.exit_status(1).await;
     shared.lock().stopped.cancel();
-}
-
-/// Target → client: output, exit status, EOF, close; warnings before the
-/// window ends and the notice when it has. Returns bytes and exit status.
-async fn target_to_client(
-    plane: &DataPlane,
-    mut from: Inbox<client::Msg>,
-    to: Arc<ChannelWriteHalf<server::Msg>>,
-    client_id: ChannelId,
-    server: server::Handle,
-    shared: Shared,
-) -> (u64, Option<u32>) {
-    let mut bytes = 0u64;
-    let mut exit_status = None;
-    let mut exited = false;
-    let mut held_eof: Option<tokio::time::Instant> = None;
-    let mut target_eof = false;
-    let mut warnings = EndWarnings::new(plane);
-    let stopped = shared.lock().stopped.clone();
-    loop {
-        let message = tokio::select! {
-            message = from.next() => message,
-            () = plane.ends.cancelled() => break,
-            () = stopped.cancelled() => break,
-            () = sleep_until_or_never(warnings.next_at()) => {
-                if let Some(warning) = warnings.fire(plane) {
-                    let pty = shared.lock().pty.is_some();
-                    // Nothing may follow the end of the target's output.
-                    if pty || !(target_eof || exited) {
-                        warn(&to, pty, &warning).await;
-                    }
-                }
-                continue;
-            }
-            () = sleep_until_or_never(held_eof) => {
-                held_eof = None;
-                if to.eof().await.is_err() {
-                    break;
-                }
-                continue;
-            }
-        };
-        let Some((message, _budget)) = message else {
-            break;
-        };
-        let sent = match message {
-            ChannelMsg::Data { data } => {
-                plane.count_to_client(&mut bytes, data.len());
-                if !keep(&shared, |r| r.output(&data), |log| log.target_sent(&data)) {
-                    stop_channel(&to, &shared, RECORDING_FAILED).await;
-                    break;
-                }
-                let sent = unless_stopped(&stopped, to.data_bytes(data.clone())).await;
-                passed_on(&from, sent, &data).await
-            }
-            ChannelMsg::ExtendedData { data, ext } => {
-                plane.count_to_client(&mut bytes, data.len());
-                let written = to.extended_data_bytes(ext, data.clone());
-                let sent = unless_stopped(&stopped, written).await;
-                passed_on(&from, sent, &data).await
-            }
-            ChannelMsg::Eof if exited => {
-                target_eof = true;
-                to.eof().await
-            }
-            ChannelMsg::Eof => {
-                target_eof = true;
-                held_eof = Some(tokio::time::Instant::now() + EOF_HOLD);
-                Ok(())
-            }
-            ChannelMsg::ExitStatus {
-                exit_status: status,
-            } => {
-                exit_status = Some(status);
-                exited = true;
-                shared.lock().running = None;
-                let sent = to.exit_status(status).await;
-                release_eof(&mut held_eof, &to, sent).await
-            }
-            ChannelMsg::ExitSignal {
-                signal_name,
-                core_dumped,
-                error_message,
-                lang_tag,
-            } => {
-                exited = true;
-                shared.lock().running = None;
-                let sent = server
-                    .exit_signal_request(
-                        client_id,
-                        signal_name,
-                        core_dumped,
-                        error_message,
-                        lang_tag,
-                    )
-                    .await
-                    .map_err(|_| russh::Error::SendError);
-                release_eof(&mut held_eof, &to, sent).await
-            }
-            ChannelMsg::Close => break,
-            // Only shell, exec and subsystem requests want a reply: the
-            // target refused what the client asked to run (an unknown
-            // subsystem, say). The client was told "success" already, so
-            // it learns it this way instead of waiting forever.
-            ChannelMsg::Failure => {
-                let message = format!("jitgate: {} refused the request\r\n", plane.resource.name);
-                let _ = to.extended_data_bytes(1, Bytes::from(message)).await;
-                let _ = to.exit_status(1).await;
-                break;
-            }
-            _ => Ok(()),
-        };
-        if sent.is_err() {
-            break;
-        }
-    }
-    // However the loop ended, a severed user is told why: on the terminal
-    // of a pty, on stderr otherwise (stdout may carry scp's or rsync's
-    // protocol). The target side may have closed first, racing the
-    // cancellation.
-    if plane.ends.is_cancelled() {
-        let sent = if shared.lock().pty.is_some() {
-            let text = format!(
-                "\r\n[jitgate] {} — session closed\r\n",
-                plane.ended_message()
-            );
-            notice(to.data_bytes(Bytes::from(text))).await
-        } else {
-            let text = format!("jitgate: {} — session closed\n", plane.ended_message());
-            notice(to.extended_data_bytes(1, Bytes::from(text))).await
-        };
-        tracing::debug!(ok = sent.is_ok(), "sever notice written");
-        let _ = to.exit_status(255).await;
-    }
-    let _ = release_eof(&mut held_eof, &to, Ok(())).await;
-    let _ = to.close().await;
-    (bytes, exit_status)
-}
-
-/// Tells the user their window is about to end: on the terminal of a pty,
-/// on stderr otherwise, where ssh shows it whatever runs over the channel
-/// (rsync, git, sftp), while stdout carries the channel's own protocol.
-async fn warn(to: &ChannelWriteHalf<server::Msg>, pty: bool, warning: &str) {
-    let sent = if pty {
-        let text = format!("\r\n[jitgate] {warning}\r\n");
-        notice(to.data_bytes(Bytes::from(text))).await
-    } else {
-        let text = format!("jitgate: {warning}\n");
-        notice(to.extended_data_bytes(1, Bytes::from(text))).await
-    };
-    tracing::debug!(ok = sent.is_ok(), "end warning written");
-}
-
-async fn sleep_until_or_never(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Passes on a held-back EOF once the exit status went out before it.
-async fn release_eof(
-    held_eof: &mut Option<tokio::time::Instant>,
-    to: &ChannelWriteHalf<server::Msg>,
-    sent: Result<(), russh::Error>,
-) -> Result<(), russh::Error> {
-    sent?;
-    match held_eof.take() {
-        Some(_) => to.eof().await,
-        None => Ok(()),
-    }
 }
 
 /// Once `data` was written on, gives its sender the window back.

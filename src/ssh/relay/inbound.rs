@@ -1,0 +1,172 @@
+//! Client → target for one relayed session channel: requests, stdin, EOF.
+//! What cannot be recorded does not run: the client is told so instead.
+
+use std::sync::Arc;
+
+use russh::{ChannelMsg, ChannelWriteHalf, client, server};
+use tokio_util::sync::CancellationToken;
+
+use super::super::channel_record::{keep, start_records};
+use super::super::channel_use::Shared;
+use super::super::dataplane::DataPlane;
+use super::super::flow::{Inbox, unless_stopped};
+use super::{CANNOT_RECORD, Next, RECORDING_FAILED, env_allowed, passed_on, stop_channel};
+
+pub(super) struct Inbound<'a> {
+    plane: &'a DataPlane,
+    to: Arc<ChannelWriteHalf<client::Msg>>,
+    client: Arc<ChannelWriteHalf<server::Msg>>,
+    shared: Shared,
+    stopped: CancellationToken,
+    config: Arc<crate::config::Config>,
+    bytes: u64,
+}
+
+impl<'a> Inbound<'a> {
+    pub(super) fn new(
+        plane: &'a DataPlane,
+        to: Arc<ChannelWriteHalf<client::Msg>>,
+        client: Arc<ChannelWriteHalf<server::Msg>>,
+        shared: Shared,
+    ) -> Self {
+        let stopped = shared.lock().stopped.clone();
+        Self {
+            plane,
+            to,
+            client,
+            shared,
+            stopped,
+            config: plane.gateway.config(),
+            bytes: 0,
+        }
+    }
+
+    /// Relays until either side or the session ends the channel; returns
+    /// the bytes relayed.
+    pub(super) async fn run(mut self, mut from: Inbox<server::Msg>) -> (u64, ()) {
+        loop {
+            let message = tokio::select! {
+                message = from.next() => message,
+                () = self.plane.ends.cancelled() => break,
+                () = self.stopped.cancelled() => break,
+            };
+            let Some((message, _budget)) = message else {
+                break;
+            };
+            match self.pass_on(&from, message).await {
+                Ok(Next::Continue) => {}
+                Ok(Next::Stop(why)) => {
+                    if let Some(message) = why {
+                        stop_channel(&self.client, &self.shared, message).await;
+                    }
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let _ = self.to.eof().await;
+        let _ = self.to.close().await;
+        (self.bytes, ())
+    }
+
+    async fn pass_on(
+        &mut self,
+        from: &Inbox<server::Msg>,
+        message: ChannelMsg,
+    ) -> Result<Next, russh::Error> {
+        let to = &self.to;
+        match message {
+            ChannelMsg::Data { data } => {
+                self.plane.count_from_client(&mut self.bytes, data.len());
+                if !keep(
+                    &self.shared,
+                    |r| r.input(&data),
+                    |log| log.client_sent(&data),
+                ) {
+                    return Ok(Next::Stop(Some(RECORDING_FAILED)));
+                }
+                let sent = unless_stopped(&self.stopped, to.data_bytes(data.clone())).await;
+                passed_on(from, sent, &data).await?;
+            }
+            ChannelMsg::Eof => to.eof().await?,
+            ChannelMsg::Close => return Ok(Next::Stop(None)),
+            ChannelMsg::RequestPty {
+                term,
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+                terminal_modes,
+                ..
+            } => {
+                let (cols, rows) = (col_width.clamp(1, 10_000), row_height.clamp(1, 10_000));
+                self.shared.lock().pty = Some((term.clone(), cols, rows));
+                to.request_pty(
+                    false,
+                    &term,
+                    cols,
+                    rows,
+                    pix_width,
+                    pix_height,
+                    &terminal_modes,
+                )
+                .await?;
+            }
+            ChannelMsg::SetEnv {
+                variable_name,
+                variable_value,
+                ..
+            } if env_allowed(&self.config.env_allow, &variable_name) => {
+                to.set_env(false, variable_name, variable_value).await?;
+            }
+            ChannelMsg::RequestShell { .. } => {
+                if !self.start("shell", None) {
+                    return Ok(Next::Stop(Some(CANNOT_RECORD)));
+                }
+                self.to.request_shell(true).await?;
+            }
+            ChannelMsg::Exec { command, .. } => {
+                let text = String::from_utf8_lossy(&command).into_owned();
+                if !self.start("exec", Some(text)) {
+                    return Ok(Next::Stop(Some(CANNOT_RECORD)));
+                }
+                self.command_running();
+                self.to.exec(true, command).await?;
+            }
+            ChannelMsg::RequestSubsystem { name, .. } => {
+                if !self.start("subsystem", Some(name.clone())) {
+                    return Ok(Next::Stop(Some(CANNOT_RECORD)));
+                }
+                self.to.request_subsystem(true, &name).await?;
+            }
+            ChannelMsg::WindowChange {
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+            } => {
+                keep(&self.shared, |r| r.resize(col_width, row_height), |_| {});
+                to.window_change(col_width, row_height, pix_width, pix_height)
+                    .await?;
+            }
+            ChannelMsg::Signal { signal } => to.signal(signal).await?,
+            _ => {}
+        }
+        Ok(Next::Continue)
+    }
+
+    /// Sets up the channel's recording or file log for what the client
+    /// asked to run; whether it may run.
+    fn start(&self, kind: &'static str, command: Option<String>) -> bool {
+        start_records(self.plane, &self.shared, kind, command, &self.config)
+    }
+
+    /// A command without a pty keeps the connection busy until it exits
+    /// (see `idle_clock`).
+    fn command_running(&self) {
+        let mut used = self.shared.lock();
+        if used.pty.is_none() {
+            used.running = Some(self.plane.idle_clock.command_running());
+        }
+    }
+}
