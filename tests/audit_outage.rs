@@ -80,6 +80,17 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// Waits for the housekeeping retry to journal what waited (within a
+/// second or so of the disk taking writes), then kills the gateway hard
+/// and starts it again.
+fn crash_once_journaled(world: &mut World) {
+    assert!(wait_until(Duration::from_secs(5), || world
+        .metric("jitgate_journal_held_records")
+        == Some(0.0)));
+    world.kill_hard();
+    world.launch();
+}
+
 #[test]
 fn while_the_audit_log_cannot_be_written_nobody_gets_in_and_nothing_it_holds_is_lost() {
     let world = World::with_both_targets(&[], |text| text);
@@ -187,11 +198,7 @@ fn while_the_journal_and_its_reserve_cannot_be_written_a_revocation_still_severs
     // Writable again: the housekeeping retry records it within a second
     // or so, and a crash then loses nothing.
     drop((guard, reserve_guard));
-    assert!(wait_until(Duration::from_secs(5), || world
-        .metric("jitgate_journal_held_records")
-        == Some(0.0)));
-    world.kill_hard();
-    world.launch();
+    crash_once_journaled(&mut world);
     let shown = world.ok("alice", "requests --all");
     let line = format!("  {web:<3} revoked ");
     assert!(shown.contains(&line), "{shown}");
@@ -399,12 +406,7 @@ fn on_a_full_disk_a_revocation_is_acknowledged_from_the_journal_reserve_and_surv
 
     // Room again: the journal takes it; a crash then replays it from there.
     std::fs::remove_file(filler).unwrap();
-    assert!(wait_until(Duration::from_secs(5), || world
-        .metric("jitgate_journal_held_records")
-        == Some(0.0)));
-    world.kill_hard();
-    world.launch();
+    crash_once_journaled(&mut world);
     let shown = world.ok("alice", "requests --all");
     assert!(shown.contains(&line), "{shown}");
-    world.kill_hard();
 }

@@ -57,7 +57,61 @@ fn waiting_in_reserve(
     recovered.records[first..].iter().cloned().collect()
 }
 
+/// What opening the state and the audit log found.
+struct Findings {
+    /// The saved audit head, and what is wrong with the log.
+    tampered: Option<(String, String)>,
+    /// Bytes of a torn record cut off the journal's end.
+    journal_tail: Option<u64>,
+    /// Records recovered from the journal's reserve.
+    from_reserve: usize,
+    /// Bytes of a torn line cut off the audit log's end.
+    audit_tail: Option<u64>,
+    /// Resources whose credentials were imported into the vault.
+    imported: Vec<String>,
+    /// Sessions the last run left without an end.
+    unended: Vec<super::interrupted::Unended>,
+}
+
 impl Gateway {
+    /// The gateway's start on record, with what opening found.
+    fn audit_opening(&self, config: &Config, found: Findings) {
+        let version = env!("CARGO_PKG_VERSION").to_string();
+        self.audit(AuditEvent::GatewayStarted { version });
+        if let Some((anchor, problem)) = found.tampered {
+            tracing::error!(%anchor, %problem, "the audit log was tampered with while the gateway was down");
+            metrics::counter!("jitgate_audit_tampering_detected_total").increment(1);
+            self.audit(AuditEvent::AuditTampered { anchor, problem });
+        }
+        if found.from_reserve > 0 {
+            let records = found.from_reserve;
+            tracing::warn!(
+                records,
+                "changes made while the journal could not take them were recovered from its reserve"
+            );
+        }
+        if let Some(bytes) = found.journal_tail {
+            tracing::warn!(bytes, "dropped a torn record at the end of the journal");
+            self.audit(AuditEvent::TornTailDropped {
+                file: "journal.log".into(),
+                bytes,
+            });
+        }
+        if let Some(bytes) = found.audit_tail {
+            tracing::warn!(bytes, "dropped a torn line at the end of the audit log");
+            self.audit(AuditEvent::TornTailDropped {
+                file: config.audit_log.display().to_string(),
+                bytes,
+            });
+        }
+        for resource in found.imported {
+            self.audit(AuditEvent::CredentialImported { resource });
+        }
+        for interrupted in super::interrupted::interruption_records(config, &found.unended) {
+            self.audit(interrupted);
+        }
+    }
+
     /// Opens the state directory and audit log, rebuilds every request,
     /// approval and lease from the journal, and ends leases whose window
     /// closed while the gateway was down. Returns the gateway and the channel
@@ -118,40 +172,17 @@ impl Gateway {
             audit_failing: Default::default(),
             reloads: tokio::sync::watch::Sender::new(0),
         });
-        let version = env!("CARGO_PKG_VERSION").to_string();
-        gateway.audit(AuditEvent::GatewayStarted { version });
-        if let Some((anchor, problem)) = tampered {
-            tracing::error!(%anchor, %problem, "the audit log was tampered with while the gateway was down");
-            metrics::counter!("jitgate_audit_tampering_detected_total").increment(1);
-            gateway.audit(AuditEvent::AuditTampered { anchor, problem });
-        }
-        if recovered.from_reserve > 0 {
-            let records = recovered.from_reserve;
-            tracing::warn!(
-                records,
-                "changes made while the journal could not take them were recovered from its reserve"
-            );
-        }
-        if let Some(bytes) = recovered.dropped_tail {
-            tracing::warn!(bytes, "dropped a torn record at the end of the journal");
-            gateway.audit(AuditEvent::TornTailDropped {
-                file: "journal.log".into(),
-                bytes,
-            });
-        }
-        if let Some(bytes) = audit_dropped {
-            tracing::warn!(bytes, "dropped a torn line at the end of the audit log");
-            gateway.audit(AuditEvent::TornTailDropped {
-                file: config.audit_log.display().to_string(),
-                bytes,
-            });
-        }
-        for resource in imported {
-            gateway.audit(AuditEvent::CredentialImported { resource });
-        }
-        for interrupted in super::interrupted::interruption_records(&config, &unended) {
-            gateway.audit(interrupted);
-        }
+        gateway.audit_opening(
+            &config,
+            Findings {
+                tampered,
+                journal_tail: recovered.dropped_tail,
+                from_reserve: recovered.from_reserve,
+                audit_tail: audit_dropped,
+                imported,
+                unended,
+            },
+        );
         let weak = Arc::downgrade(&gateway);
         gateway.known_hosts.on_record(move |resource, fingerprint| {
             if let Some(gateway) = weak.upgrade() {
