@@ -1,6 +1,7 @@
 //! Fail closed when the record of access cannot be kept: while the audit
 //! log cannot be written, nobody new gets in and no access is granted, but
-//! what ends access still works and nothing it records is lost; while the
+//! what ends access still works and nothing it records is lost, a crash
+//! meanwhile included (the log's reserve keeps the records); while the
 //! journal cannot be written, a revocation still severs at once, is kept
 //! in the journal's reserve (a full disk included) and journaled once the
 //! disk takes writes again; a channel
@@ -93,7 +94,7 @@ fn crash_once_journaled(world: &mut World) {
 
 #[test]
 fn while_the_audit_log_cannot_be_written_nobody_gets_in_and_nothing_it_holds_is_lost() {
-    let world = World::with_both_targets(&[], |text| text);
+    let mut world = World::with_both_targets(&[], |text| text);
     let web = world.lease_web("alice", "10m");
     let (_, password) = world.lease_pg("alice", "10m");
     let pending = world.request("erin", "web-01 --for 10m --reason outage");
@@ -125,9 +126,12 @@ fn while_the_audit_log_cannot_be_written_nobody_gets_in_and_nothing_it_holds_is_
     );
     assert!(world.metric("jitgate_audit_records_held").unwrap_or(0.0) >= 3.0);
 
-    // Writable again: the held records land in order, then access resumes.
-    // (The gateway tries again a moment after its last failed write.)
+    // The gateway dies while they wait: they are in the log's reserve.
+    // Writable again, the next start writes them first, in order, and
+    // access resumes.
+    world.kill_hard();
     drop(guard);
+    world.launch();
     let mut answer = String::new();
     assert!(
         wait_until(Duration::from_secs(5), || {

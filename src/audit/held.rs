@@ -20,10 +20,16 @@ const RETRY_AFTER: Duration = Duration::from_millis(200);
 #[derive(Default)]
 pub(super) struct Held {
     /// Each with the time it happened, oldest first.
-    records: VecDeque<(String, AuditEvent)>,
+    pub(super) records: VecDeque<(String, AuditEvent)>,
     lost: Option<Lost>,
     /// Set by a failed write: no try before then.
     next_try: Option<Instant>,
+    /// How many of `records`, from the front, are in the reserve.
+    pub(super) reserved: usize,
+    /// The last write to the reserve failed (said once in the log).
+    pub(super) reserve_failing: bool,
+    /// The held records outgrew the reserve.
+    pub(super) reserve_full: bool,
 }
 
 struct Lost {
@@ -72,8 +78,15 @@ impl AuditLog {
         self.retry_held()
     }
 
-    /// Writes the held records unless a write failed moments ago.
+    /// Writes the held records unless a write failed moments ago; those
+    /// still held are kept in the reserve.
     pub fn retry_held(&mut self) -> Recorded {
+        let recorded = self.try_held();
+        self.keep_reserve_in_step();
+        recorded
+    }
+
+    fn try_held(&mut self) -> Recorded {
         match self.held.next_try {
             Some(at) if Instant::now() < at => Recorded {
                 written: Vec::new(),
@@ -213,6 +226,59 @@ mod tests {
             .map(|n| text.find(&format!("\"user{n}\"")).unwrap())
             .collect();
         assert!(order.is_sorted(), "{text}");
+    }
+
+    #[test]
+    fn records_held_when_the_log_dies_are_written_from_its_reserve_at_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let (mut log, _) = AuditLog::open(&path, 1 << 30).unwrap();
+        assert!(log.record(vec![event(1)]).failure.is_none());
+        let _real = fail_writes(&mut log);
+        for n in 2..=4 {
+            assert!(log.record(vec![event(n)]).failure.is_some());
+        }
+        assert_eq!(log.reserved(), 3);
+        let held_at = log.held_lines()[0].clone();
+        drop(log);
+
+        let (log, _) = AuditLog::open(&path, 1 << 30).unwrap();
+        assert_eq!(log.holding(), 0);
+        assert_eq!(verify(&path).records, 4);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let order: Vec<usize> = (1..=4)
+            .map(|n| text.find(&format!("\"user{n}\"")).unwrap())
+            .collect();
+        assert!(order.is_sorted(), "{text}");
+        // With the time it happened, not the time it was written.
+        let ts = serde_json::from_str::<serde_json::Value>(&held_at).unwrap()["ts"].clone();
+        assert!(text.contains(&format!("\"ts\":{ts}")), "{text}");
+        drop(log);
+        let (_, _) = AuditLog::open(&path, 1 << 30).unwrap();
+        assert_eq!(verify(&path).records, 4, "written twice");
+    }
+
+    #[test]
+    fn reserved_records_the_log_took_since_are_not_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let (mut log, _) = AuditLog::open(&path, 1 << 30).unwrap();
+        let real = fail_writes(&mut log);
+        assert!(log.record(vec![event(1)]).failure.is_some());
+        assert_eq!(log.reserved(), 1);
+        // The log takes records again, but the reserve cannot be emptied:
+        // it still holds record 1 when the gateway dies.
+        log.file = real;
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        log.replace_reserve_file(full).unwrap();
+        std::thread::sleep(RETRY_AFTER);
+        assert!(log.record(vec![event(2)]).failure.is_none());
+        drop(log);
+        let (_, _) = AuditLog::open(&path, 1 << 30).unwrap();
+        assert_eq!(verify(&path).records, 2);
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod backlog;
 mod event;
 mod evidence;
 mod held;
+mod reserve;
 mod verify;
 
 use std::fs::{File, OpenOptions};
@@ -58,6 +59,10 @@ pub enum AuditError {
     BadTail { path: PathBuf, problem: String },
     #[error("audit log writes failed just now; {held} record(s) wait to be written")]
     Waiting { held: usize },
+    #[error(
+        "audit log reserve {path} cannot be used: {problem}; refusing to start rather than lose the records it may hold"
+    )]
+    BadReserve { path: PathBuf, problem: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -105,6 +110,9 @@ pub struct AuditLog {
     torn: bool,
     /// Records the log could not take yet (`held`).
     held: held::Held,
+    /// Where held records are kept on disk (`reserve`); `None` if it
+    /// could not be set up.
+    reserve: Option<crate::journal::reserve::Reserve>,
 }
 
 impl AuditLog {
@@ -139,7 +147,7 @@ impl AuditLog {
         };
         let (next_seq, prev) =
             last.map_or((1, GENESIS.to_string()), |head| (head.seq + 1, head.hash));
-        let log = Self {
+        let mut log = Self {
             path: path.to_path_buf(),
             file,
             size: valid_len,
@@ -148,7 +156,15 @@ impl AuditLog {
             prev,
             torn: false,
             held: held::Held::default(),
+            reserve: None,
         };
+        let found = log.recover_reserve()?;
+        if found > 0 {
+            tracing::warn!(
+                records = found,
+                "audit records held while the log could not take them were recovered from its reserve"
+            );
+        }
         Ok((log, dropped))
     }
 

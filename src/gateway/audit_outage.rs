@@ -53,11 +53,19 @@ impl Gateway {
         side.log.holding() == 0
     }
 
-    /// Records still held when the gateway stops go to its log, the only
-    /// place left for them.
+    /// Records still held when the gateway stops wait in the audit log's
+    /// reserve for the next start; those it could not take go to the
+    /// gateway's log, the only place left for them.
     pub fn log_held_audit_records(&self) {
         let side = self.audit.lock();
-        for line in side.log.held_lines() {
+        let reserved = side.log.reserved();
+        if reserved > 0 {
+            tracing::warn!(
+                records = reserved,
+                "audit records the log could not take yet wait in its reserve; the next start writes them"
+            );
+        }
+        for line in side.log.held_lines().into_iter().skip(reserved) {
             tracing::error!(record = %line, "audit record never written to the audit log");
         }
     }

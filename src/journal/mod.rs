@@ -14,7 +14,7 @@
 //! more data* is not a torn write but corruption, and opening refuses.
 
 mod frame;
-mod reserve;
+pub(crate) mod reserve;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -173,7 +173,7 @@ impl Journal {
     fn recover_reserve<R: DeserializeOwned>(&mut self) -> Result<(Vec<R>, bool), JournalError> {
         let path = self.dir.join(RESERVE_FILE);
         let existed = path.exists();
-        let frames = match Reserve::open(&self.dir) {
+        let frames = match Reserve::open(&path) {
             Ok((reserve, frames)) => {
                 self.reserve = reserve;
                 frames

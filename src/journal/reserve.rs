@@ -1,6 +1,7 @@
 //! The journal's reserve: a small file of fixed size, written out in full
 //! when the journal opens, where records that could not be appended to
-//! `journal.log` are kept durably until they can be.
+//! `journal.log` are kept durably until they can be. (The audit log keeps
+//! one of its own, of the same make: see `audit::reserve`.)
 //!
 //! Its point is the full disk: overwriting blocks a file already owns
 //! needs no free space on filesystems that write in place (ext4, xfs), so
@@ -24,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use super::frame::{decode_frames, encode_frame};
 
-pub const RESERVE_FILE: &str = "journal.reserve";
+pub(super) const RESERVE_FILE: &str = "journal.reserve";
 /// Room for several hundred held records, far more than an outage makes.
 pub const SLOT_BYTES: usize = 128 * 1024;
 const HEADER: usize = 8 + 4 + 4;
@@ -55,13 +56,17 @@ pub enum ReserveError {
 }
 
 impl Reserve {
-    /// Opens the reserve in `dir`, creating and writing it out in full if
+    /// Opens the reserve at `path`, creating and writing it out in full if
     /// it is missing or not whole; returns it with the frames it holds
     /// (sequence number and payload, oldest first). A reserve that cannot
     /// be written out (the disk is full already) is not returned, but what
     /// it holds is.
-    pub fn open(dir: &Path) -> Result<(Option<Self>, Frames), ReserveError> {
-        let path = dir.join(RESERVE_FILE);
+    pub fn open(path: &Path) -> Result<(Option<Self>, Frames), ReserveError> {
+        let path = path.to_path_buf();
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let io = |source| ReserveError::Io {
             path: path.clone(),
             source,
@@ -204,7 +209,7 @@ mod tests {
     #[test]
     fn a_new_reserve_is_written_out_in_full_and_holds_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let (reserve, frames) = Reserve::open(dir.path()).unwrap();
+        let (reserve, frames) = Reserve::open(&dir.path().join(RESERVE_FILE)).unwrap();
         assert!(reserve.is_some() && frames.is_empty());
         let file = dir.path().join(RESERVE_FILE);
         let metadata = std::fs::metadata(&file).unwrap();
@@ -217,7 +222,10 @@ mod tests {
     #[test]
     fn what_was_kept_last_comes_back_after_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let mut reserve = Reserve::open(dir.path()).unwrap().0.unwrap();
+        let mut reserve = Reserve::open(&dir.path().join(RESERVE_FILE))
+            .unwrap()
+            .0
+            .unwrap();
         reserve
             .keep(&frames_from(7, &payloads(&["first"])))
             .unwrap();
@@ -225,7 +233,7 @@ mod tests {
             .keep(&frames_from(7, &payloads(&["first", "second"])))
             .unwrap();
         drop(reserve);
-        let (reserve, frames) = Reserve::open(dir.path()).unwrap();
+        let (reserve, frames) = Reserve::open(&dir.path().join(RESERVE_FILE)).unwrap();
         let mut reserve = reserve.unwrap();
         assert_eq!(
             frames,
@@ -233,14 +241,17 @@ mod tests {
         );
         reserve.clear().unwrap();
         drop(reserve);
-        let (_, frames) = Reserve::open(dir.path()).unwrap();
+        let (_, frames) = Reserve::open(&dir.path().join(RESERVE_FILE)).unwrap();
         assert!(frames.is_empty());
     }
 
     #[test]
     fn a_write_torn_at_any_byte_leaves_the_previous_content() {
         let dir = tempfile::tempdir().unwrap();
-        let mut reserve = Reserve::open(dir.path()).unwrap().0.unwrap();
+        let mut reserve = Reserve::open(&dir.path().join(RESERVE_FILE))
+            .unwrap()
+            .0
+            .unwrap();
         let before = frames_from(3, &payloads(&["revoke 1"]));
         reserve.keep(&before).unwrap();
         let path = dir.path().join(RESERVE_FILE);
@@ -250,7 +261,7 @@ mod tests {
             let mut torn = whole_before.clone();
             torn[..cut].copy_from_slice(&next[..cut]);
             std::fs::write(&path, &torn).unwrap();
-            let (_, frames) = Reserve::open(dir.path()).unwrap();
+            let (_, frames) = Reserve::open(&dir.path().join(RESERVE_FILE)).unwrap();
             assert_eq!(frames, vec![(3, b"revoke 1".to_vec())], "cut at {cut}");
         }
     }
@@ -258,7 +269,10 @@ mod tests {
     #[test]
     fn more_than_a_slot_holds_is_refused_and_the_content_stays() {
         let dir = tempfile::tempdir().unwrap();
-        let mut reserve = Reserve::open(dir.path()).unwrap().0.unwrap();
+        let mut reserve = Reserve::open(&dir.path().join(RESERVE_FILE))
+            .unwrap()
+            .0
+            .unwrap();
         reserve
             .keep(&frames_from(1, &payloads(&["small"])))
             .unwrap();
@@ -266,14 +280,17 @@ mod tests {
         let refused = reserve.keep(&frames_from(2, &huge)).unwrap_err();
         assert!(matches!(refused, ReserveError::Full { .. }), "{refused}");
         drop(reserve);
-        let (_, frames) = Reserve::open(dir.path()).unwrap();
+        let (_, frames) = Reserve::open(&dir.path().join(RESERVE_FILE)).unwrap();
         assert_eq!(frames, vec![(1, b"small".to_vec())]);
     }
 
     #[test]
     fn a_failing_write_is_reported_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let mut reserve = Reserve::open(dir.path()).unwrap().0.unwrap();
+        let mut reserve = Reserve::open(&dir.path().join(RESERVE_FILE))
+            .unwrap()
+            .0
+            .unwrap();
         reserve.keep(&frames_from(1, &payloads(&["kept"]))).unwrap();
         let full = OpenOptions::new().write(true).open("/dev/full").unwrap();
         let real = reserve.replace_file(full);
@@ -284,7 +301,7 @@ mod tests {
         );
         reserve.replace_file(real);
         drop(reserve);
-        let (_, frames) = Reserve::open(dir.path()).unwrap();
+        let (_, frames) = Reserve::open(&dir.path().join(RESERVE_FILE)).unwrap();
         assert_eq!(frames, vec![(1, b"kept".to_vec())]);
     }
 }
