@@ -59,10 +59,8 @@ pub enum AuditError {
     BadTail { path: PathBuf, problem: String },
     #[error("audit log writes failed just now; {held} record(s) wait to be written")]
     Waiting { held: usize },
-    #[error(
-        "audit log reserve {path} cannot be used: {problem}; refusing to start rather than lose the records it may hold"
-    )]
-    BadReserve { path: PathBuf, problem: String },
+    #[error(transparent)]
+    Reserve(#[from] crate::journal::ReserveError),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -37,30 +37,16 @@ impl AuditLog {
     /// Returns how many it found.
     pub(super) fn recover_reserve(&mut self) -> Result<usize, AuditError> {
         let path = reserve_path(&self.path);
-        let existed = path.exists();
-        let frames = match Reserve::open(&path) {
-            Ok((reserve, frames)) => {
-                self.reserve = reserve;
-                frames
-            }
-            // One that may hold records must be read; one that could not be
-            // made (a disk full already) leaves memory to fall back on.
-            Err(e) if !existed => {
-                tracing::warn!(error = %e, "cannot set up the audit log's reserve; records the log cannot take will wait in memory only");
-                return Ok(0);
-            }
-            Err(e) => return Err(bad_reserve(&path, e.to_string())),
-        };
-        let mut batch = Vec::new();
-        let waiting = frames.into_iter().filter(|(seq, _)| *seq >= self.next_seq);
-        for ((seq, payload), expected) in waiting.zip(self.next_seq..) {
-            if seq != expected {
-                let problem =
-                    format!("it holds record {seq} where the log continues with {expected}");
-                return Err(bad_reserve(&path, problem));
-            }
-            let record: Waiting = serde_json::from_slice(&payload)
-                .map_err(|e| bad_reserve(&path, format!("record {seq} does not decode: {e}")))?;
+        let (reserve, waiting) = Reserve::open_waiting(&path, self.next_seq)?;
+        self.reserve = reserve;
+        let mut batch = Vec::with_capacity(waiting.len());
+        for (seq, payload) in waiting {
+            let record: Waiting =
+                serde_json::from_slice(&payload).map_err(|e| ReserveError::Undecodable {
+                    path: path.clone(),
+                    seq,
+                    problem: e.to_string(),
+                })?;
             batch.push((record.ts, record.event));
         }
         let found = batch.len();
@@ -144,12 +130,5 @@ impl AuditLog {
     #[cfg(test)]
     pub(crate) fn replace_reserve_file(&mut self, file: std::fs::File) -> Option<std::fs::File> {
         self.reserve.as_mut().map(|r| r.replace_file(file))
-    }
-}
-
-fn bad_reserve(path: &Path, problem: String) -> AuditError {
-    AuditError::BadReserve {
-        path: path.to_path_buf(),
-        problem,
     }
 }

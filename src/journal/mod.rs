@@ -172,40 +172,16 @@ impl Journal {
     /// them, else left waiting there. Returns them, and whether they wait.
     fn recover_reserve<R: DeserializeOwned>(&mut self) -> Result<(Vec<R>, bool), JournalError> {
         let path = self.dir.join(RESERVE_FILE);
-        let existed = path.exists();
-        let frames = match Reserve::open(&path) {
-            Ok((reserve, frames)) => {
-                self.reserve = reserve;
-                frames
-            }
-            // A reserve that may hold records must be read; one that could
-            // not be made (a disk already full) only leaves memory to
-            // fall back on, as before it existed.
-            Err(e) if !existed => {
-                tracing::warn!(error = %e, "cannot set up the journal reserve; records the journal cannot take will wait in memory only");
-                return Ok((Vec::new(), false));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let last_seq = self.next_seq - 1;
-        let waiting: Vec<(u64, Vec<u8>)> = frames
-            .into_iter()
-            .filter(|(seq, _)| *seq > last_seq)
-            .collect();
+        let (reserve, waiting) = Reserve::open_waiting(&path, self.next_seq)?;
+        self.reserve = reserve;
         let mut records = Vec::with_capacity(waiting.len());
-        for ((seq, payload), expected) in waiting.iter().zip(last_seq + 1..) {
-            let corrupt = |problem| JournalError::Corrupt {
-                path: path.clone(),
-                offset: 0,
-                problem,
-            };
-            if *seq != expected {
-                return Err(corrupt(format!(
-                    "it holds record {seq} where the journal continues with {expected}"
-                )));
-            }
-            let record = serde_json::from_slice(payload)
-                .map_err(|e| corrupt(format!("record {seq} does not decode: {e}")))?;
+        for (seq, payload) in &waiting {
+            let record =
+                serde_json::from_slice(payload).map_err(|e| ReserveError::Undecodable {
+                    path: path.clone(),
+                    seq: *seq,
+                    problem: e.to_string(),
+                })?;
             records.push(record);
         }
         if waiting.is_empty() {

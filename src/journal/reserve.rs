@@ -42,7 +42,7 @@ pub struct Reserve {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReserveError {
-    #[error("journal reserve {path}: {source}")]
+    #[error("reserve {path}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -51,8 +51,22 @@ pub enum ReserveError {
         "journal reserve {path} is full: {needed} bytes of waiting records, room for {SLOT_BYTES}"
     )]
     Full { path: PathBuf, needed: usize },
-    #[error("the journal reserve could not be set up when the gateway started")]
+    #[error("the reserve could not be set up when the gateway started")]
     Unavailable,
+    #[error(
+        "reserve {path} holds record {seq} where what it serves continues with {expected}; refusing to start rather than lose records (restore the state as a whole)"
+    )]
+    OutOfStep {
+        path: PathBuf,
+        seq: u64,
+        expected: u64,
+    },
+    #[error("reserve {path}: record {seq} does not decode: {problem}")]
+    Undecodable {
+        path: PathBuf,
+        seq: u64,
+        problem: String,
+    },
 }
 
 impl Reserve {
@@ -95,6 +109,40 @@ impl Reserve {
             generation,
         };
         Ok((Some(reserve), frames))
+    }
+
+    /// Opens the reserve at `path` for a log whose next record is
+    /// `next_seq`; returns the frames waiting in it (earlier ones reached
+    /// the log since). One that could not be created (a disk full already)
+    /// is no error: records that cannot be written then wait in memory.
+    pub fn open_waiting(
+        path: &Path,
+        next_seq: u64,
+    ) -> Result<(Option<Self>, Frames), ReserveError> {
+        let existed = path.exists();
+        let (reserve, frames) = match Self::open(path) {
+            Ok(opened) => opened,
+            Err(e) if !existed => {
+                tracing::warn!(error = %e, "cannot set up a reserve; records that cannot be written will wait in memory only");
+                return Ok((None, Vec::new()));
+            }
+            // One that may hold records must be read.
+            Err(e) => return Err(e),
+        };
+        let waiting: Frames = frames
+            .into_iter()
+            .filter(|(seq, _)| *seq >= next_seq)
+            .collect();
+        for ((seq, _), expected) in waiting.iter().zip(next_seq..) {
+            if *seq != expected {
+                return Err(ReserveError::OutOfStep {
+                    path: path.to_path_buf(),
+                    seq: *seq,
+                    expected,
+                });
+            }
+        }
+        Ok((reserve, waiting))
     }
 
     /// Makes `frames` (whole journal frames, oldest first) the reserve's

@@ -255,7 +255,7 @@ fn a_reserve_that_skips_records_the_journal_lacks_refuses_to_open() {
     assert!(
         error
             .to_string()
-            .contains("holds record 3 where the journal continues with 2"),
+            .contains("holds record 3 where what it serves continues with 2"),
         "{error}"
     );
 }
