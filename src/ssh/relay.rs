@@ -157,6 +157,23 @@ pub fn env_allowed(allow: &[String], name: &str) -> bool {
     })
 }
 
+/// Whether a direction goes on after `next`; a channel the gateway stops
+/// is explained to its client first.
+async fn goes_on(
+    next: Result<Next, russh::Error>,
+    client: &ChannelWriteHalf<server::Msg>,
+    shared: &Shared,
+) -> bool {
+    match next {
+        Ok(Next::Continue) => true,
+        Ok(Next::Stop(Some(message))) => {
+            stop_channel(client, shared, message).await;
+            false
+        }
+        Ok(Next::Stop(None)) | Err(_) => false,
+    }
+}
+
 /// Tells the client why the gateway stops its channel, and stops both
 /// directions.
 async fn stop_channel(

@@ -10,7 +10,7 @@ use super::super::channel_record::{keep, start_records};
 use super::super::channel_use::Shared;
 use super::super::dataplane::DataPlane;
 use super::super::flow::{Inbox, unless_stopped};
-use super::{CANNOT_RECORD, Next, RECORDING_FAILED, env_allowed, passed_on, stop_channel};
+use super::{CANNOT_RECORD, Next, RECORDING_FAILED, env_allowed, goes_on, passed_on};
 
 pub(super) struct Inbound<'a> {
     plane: &'a DataPlane,
@@ -53,15 +53,9 @@ impl<'a> Inbound<'a> {
             let Some((message, _budget)) = message else {
                 break;
             };
-            match self.pass_on(&from, message).await {
-                Ok(Next::Continue) => {}
-                Ok(Next::Stop(why)) => {
-                    if let Some(message) = why {
-                        stop_channel(&self.client, &self.shared, message).await;
-                    }
-                    break;
-                }
-                Err(_) => break,
+            let next = self.pass_on(&from, message).await;
+            if !goes_on(next, &self.client, &self.shared).await {
+                break;
             }
         }
         let _ = self.to.eof().await;

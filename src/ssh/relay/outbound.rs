@@ -14,7 +14,7 @@ use super::super::channel_use::Shared;
 use super::super::dataplane::DataPlane;
 use super::super::end_warnings::EndWarnings;
 use super::super::flow::{Inbox, notice, unless_stopped};
-use super::{Next, RECORDING_FAILED, passed_on, stop_channel};
+use super::{Next, RECORDING_FAILED, goes_on, passed_on};
 
 /// How long the target's EOF is held back waiting for its exit status.
 /// A connection-sharing OpenSSH client closes a channel as soon as both
@@ -90,15 +90,9 @@ impl<'a> Outbound<'a> {
             let Some((message, _budget)) = message else {
                 break;
             };
-            match self.pass_on(&from, message).await {
-                Ok(Next::Continue) => {}
-                Ok(Next::Stop(why)) => {
-                    if let Some(message) = why {
-                        stop_channel(&self.to, &self.shared, message).await;
-                    }
-                    break;
-                }
-                Err(_) => break,
+            let next = self.pass_on(&from, message).await;
+            if !goes_on(next, &self.to, &self.shared).await {
+                break;
             }
         }
         self.finish().await
