@@ -251,40 +251,12 @@ async fn login(
         Ok(admitted) => admitted,
         Err(refusal) => {
             progress.settled();
-            let failure = Failure {
-                against_source: refusal.is_failed_login(),
-                reason: refusal.reason,
-            };
-            audit_refusal(frontend, &user, Some(&database), peer, failure);
-            metrics::counter!("jitgate_logins_total", "protocol" => "postgres", "outcome" => "refused").increment(1);
-            refuse(&mut client, refusal.code, &refusal.message).await;
+            turn_away(frontend, &mut client, &asked, refusal).await;
             return Ok(None);
         }
     };
-    let Admitted {
-        resource,
-        lease,
-        slot,
-        upstream,
-        tls,
-    } = admitted;
-    let upstream_key = UpstreamKey {
-        address: upstream.address,
-        process_id: upstream.process_id,
-        secret_key: upstream.secret_key,
-        tls,
-    };
-    let session = match PgSession::open(NewSession {
-        frontend: frontend.clone(),
-        user: user.clone(),
-        remote: peer.to_string(),
-        gateway_host: peer.gateway,
-        resource,
-        lease,
-        upstream_key,
-        slot,
-    }) {
-        Ok(session) => session,
+    let (session, upstream) = match open_session(frontend, &user, peer, admitted) {
+        Ok(opened) => opened,
         Err(e) => {
             // No query log, no session: security teams must see everything.
             tracing::error!(error = %e, "cannot create the query log");
@@ -299,12 +271,71 @@ async fn login(
     };
     metrics::counter!("jitgate_logins_total", "protocol" => "postgres", "outcome" => "accepted")
         .increment(1);
+    if !record_start(frontend, &session, &asked).await {
+        refuse(&mut client, sqlstate::CANNOT_CONNECT_NOW, AUDIT_UNAVAILABLE).await;
+        return Ok(None);
+    }
+    greet(&mut client, &session, &upstream).await?;
+    Ok(Some((session, client, upstream.stream)))
+}
+
+/// A refused login: audited, counted, and the client told why.
+async fn turn_away(
+    frontend: &Frontend,
+    client: &mut Box<dyn Stream>,
+    asked: &Asked<'_>,
+    refusal: admission::Refusal,
+) {
+    let failure = Failure {
+        against_source: refusal.is_failed_login(),
+        reason: refusal.reason,
+    };
+    audit_refusal(frontend, asked.user, Some(asked.database), asked.peer, failure);
+    metrics::counter!("jitgate_logins_total", "protocol" => "postgres", "outcome" => "refused").increment(1);
+    refuse(client, refusal.code, &refusal.message).await;
+}
+
+/// The session of an admitted login, with its query log open.
+fn open_session(
+    frontend: &Arc<Frontend>,
+    user: &str,
+    peer: Peer,
+    admitted: Admitted,
+) -> std::io::Result<(Arc<PgSession>, Upstream)> {
+    let Admitted {
+        resource,
+        lease,
+        slot,
+        upstream,
+        tls,
+    } = admitted;
+    let upstream_key = UpstreamKey {
+        address: upstream.address,
+        process_id: upstream.process_id,
+        secret_key: upstream.secret_key,
+        tls,
+    };
+    let session = PgSession::open(NewSession {
+        frontend: frontend.clone(),
+        user: user.to_string(),
+        remote: peer.to_string(),
+        gateway_host: peer.gateway,
+        resource,
+        lease,
+        upstream_key,
+        slot,
+    })?;
+    Ok((session, upstream))
+}
+
+/// Puts the login and the session's start on disk before its first byte
+/// flows, so no session goes unseen, even if the gateway is killed right
+/// after. False when the audit log cannot take them.
+async fn record_start(frontend: &Frontend, session: &PgSession, asked: &Asked<'_>) -> bool {
     let started = session.started_event();
-    let accepted = login_event(&user, Some(&database), peer, Ok(()));
+    let accepted = login_event(asked.user, Some(asked.database), asked.peer, Ok(()));
     let gateway = frontend.runtime.gateway.clone();
-    // The session's start is on disk before its first byte flows, so no
-    // session goes unseen, even if the gateway is killed right after.
-    let recorded = frontend
+    frontend
         .runtime
         .tracker
         .spawn_blocking(move || {
@@ -312,13 +343,7 @@ async fn login(
             !gateway.audit_failing()
         })
         .await
-        .unwrap_or(false);
-    if !recorded {
-        refuse(&mut client, sqlstate::CANNOT_CONNECT_NOW, AUDIT_UNAVAILABLE).await;
-        return Ok(None);
-    }
-    greet(&mut client, &session, &upstream).await?;
-    Ok(Some((session, client, upstream.stream)))
+        .unwrap_or(false)
 }
 
 /// AuthenticationOk, the target's parameters, our cancel key, ready.
