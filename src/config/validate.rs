@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use super::file::{ConfigFile, UserSection};
+use super::file::{ConfigFile, GroupSection, ResourceSection, UserSection};
 use super::{
     Config, ConfigError, Directory, Listen, Mfa, Permission, PostgresSettings, Principal, Resource,
     Tls, User, WorkflowSettings,
@@ -76,67 +76,12 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Config, ConfigError> {
         postgres: check.address("listen.postgres", &file.listen.postgres)?,
         http: check.address("listen.http", &file.listen.http)?,
     };
-    if file.mfa.max_failures == 0 {
-        return Err(check.invalid("mfa.max_failures", "must be at least 1"));
-    }
-    if file.gateway.journal_compact_records < 10 {
-        return Err(check.invalid("gateway.journal_compact_records", "must be at least 10"));
-    }
-    if file.gateway.audit_rotate_bytes < 4096 {
-        return Err(check.invalid("gateway.audit_rotate_bytes", "must be at least 4096"));
-    }
-    for (key, value) in [
-        ("ssh.client_alive_interval", &file.ssh.client_alive_interval),
-        ("ssh.idle_timeout", &file.ssh.idle_timeout),
-    ] {
-        if value.as_duration().is_zero() {
-            return Err(check.invalid(key, "must be longer than 0s"));
-        }
-    }
-    if file.ssh.client_alive_count_max == 0 {
-        return Err(check.invalid("ssh.client_alive_count_max", "must be at least 1"));
-    }
+    check_limits(&check, &file)?;
     let postgres = validate_postgres(&check, &file.postgres)?;
     let roles = validate_roles(&check, &file.roles)?;
-    for (group, section) in &file.groups {
-        check.name(&format!("groups.{group}"), group)?;
-        for role in &section.roles {
-            if !roles.contains_key(role) {
-                return Err(check.invalid(
-                    format!("groups.{group}.roles"),
-                    format!("unknown role {role:?}"),
-                ));
-            }
-        }
-    }
+    validate_groups(&check, &file.groups, &roles)?;
     let directory = validate_users(&check, &file, &roles)?;
-    let mut resources = BTreeMap::new();
-    for (index, section) in file.resources.into_iter().enumerate() {
-        let resource = super::resource::validate_resource(&check, index, section, &directory)?;
-        if resources.contains_key(&resource.name) {
-            return Err(check.invalid(
-                format!("resource[{index}].name"),
-                format!("duplicate resource name {:?}", resource.name),
-            ));
-        }
-        // Each rotation replaces the account's whole credential (all of
-        // authorized_keys, the role's password): two resources on one
-        // account would lock each other out at every rotation.
-        if let Some(other) = resources.values().find(|other: &&Resource| {
-            other.kind == resource.kind
-                && other.address == resource.address
-                && other.account == resource.account
-        }) {
-            return Err(check.invalid(
-                format!("resource[{index}].account"),
-                format!(
-                    "{} at {} is already managed by resource {:?}; two resources cannot share an account",
-                    resource.account, resource.address, other.name
-                ),
-            ));
-        }
-        resources.insert(resource.name.clone(), resource);
-    }
+    let resources = validate_resources(&check, file.resources, &directory)?;
 
     let webhooks = super::webhook::validate_webhooks(&check, file.webhooks, &resources)?;
     Ok(Config {
@@ -190,6 +135,86 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Config, ConfigError> {
         webhooks,
         penalties: super::penalties::validate_penalties(&check, file.penalties)?,
     })
+}
+
+/// Numbers that must not be zero (or too small to work).
+fn check_limits(check: &Checker, file: &ConfigFile) -> Result<(), ConfigError> {
+    if file.mfa.max_failures == 0 {
+        return Err(check.invalid("mfa.max_failures", "must be at least 1"));
+    }
+    if file.gateway.journal_compact_records < 10 {
+        return Err(check.invalid("gateway.journal_compact_records", "must be at least 10"));
+    }
+    if file.gateway.audit_rotate_bytes < 4096 {
+        return Err(check.invalid("gateway.audit_rotate_bytes", "must be at least 4096"));
+    }
+    for (key, value) in [
+        ("ssh.client_alive_interval", &file.ssh.client_alive_interval),
+        ("ssh.idle_timeout", &file.ssh.idle_timeout),
+    ] {
+        if value.as_duration().is_zero() {
+            return Err(check.invalid(key, "must be longer than 0s"));
+        }
+    }
+    if file.ssh.client_alive_count_max == 0 {
+        return Err(check.invalid("ssh.client_alive_count_max", "must be at least 1"));
+    }
+    Ok(())
+}
+
+fn validate_groups(
+    check: &Checker,
+    groups: &BTreeMap<String, GroupSection>,
+    roles: &BTreeMap<String, BTreeSet<Permission>>,
+) -> Result<(), ConfigError> {
+    for (group, section) in groups {
+        check.name(&format!("groups.{group}"), group)?;
+        for role in &section.roles {
+            if !roles.contains_key(role) {
+                return Err(check.invalid(
+                    format!("groups.{group}.roles"),
+                    format!("unknown role {role:?}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_resources(
+    check: &Checker,
+    sections: Vec<ResourceSection>,
+    directory: &Directory,
+) -> Result<BTreeMap<String, Resource>, ConfigError> {
+    let mut resources = BTreeMap::new();
+    for (index, section) in sections.into_iter().enumerate() {
+        let resource = super::resource::validate_resource(check, index, section, directory)?;
+        if resources.contains_key(&resource.name) {
+            return Err(check.invalid(
+                format!("resource[{index}].name"),
+                format!("duplicate resource name {:?}", resource.name),
+            ));
+        }
+        // Each rotation replaces the account's whole credential (all of
+        // authorized_keys, the role's password): two resources on one
+        // account would lock each other out at every rotation.
+        if let Some(other) = resources.values().find(|other: &&Resource| {
+            other.kind == resource.kind
+                && other.address == resource.address
+                && other.account == resource.account
+        }) {
+            return Err(check.invalid(
+                format!("resource[{index}].account"),
+                format!(
+                    "{} at {} is already managed by resource {:?}; two resources cannot share an account",
+                    resource.account, resource.address, other.name
+                ),
+            ));
+        }
+        resources.insert(resource.name.clone(), resource);
+    }
+
+    Ok(resources)
 }
 
 fn validate_postgres(

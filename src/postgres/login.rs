@@ -290,8 +290,15 @@ async fn turn_away(
         against_source: refusal.is_failed_login(),
         reason: refusal.reason,
     };
-    audit_refusal(frontend, asked.user, Some(asked.database), asked.peer, failure);
-    metrics::counter!("jitgate_logins_total", "protocol" => "postgres", "outcome" => "refused").increment(1);
+    audit_refusal(
+        frontend,
+        asked.user,
+        Some(asked.database),
+        asked.peer,
+        failure,
+    );
+    metrics::counter!("jitgate_logins_total", "protocol" => "postgres", "outcome" => "refused")
+        .increment(1);
     refuse(client, refusal.code, &refusal.message).await;
 }
 
