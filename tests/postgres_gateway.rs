@@ -359,6 +359,80 @@ fn copy_in_and_out_of_sixty_megabytes_is_byte_exact() {
     assert_eq!(sha256_of(&source), sha256_of(&target));
 }
 
+/// A stock Postgres client program run against the gateway as alice on
+/// orders-prod; its output, asserting it succeeded.
+fn pg_tool(world: &World, password: &str, program: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(program)
+        .args(["-h", "127.0.0.1", "-p", &world.pg_port.to_string()])
+        .args(["-U", "alice", "-d", "orders-prod"])
+        .args(args)
+        .env("PGPASSWORD", password)
+        .env("PGSSLMODE", "require")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{program} {args:?}: {text}");
+    text
+}
+
+#[test]
+fn pg_dump_and_pg_restore_in_parallel_round_trip_through_the_gateway() {
+    let world = World::with_pg_target(&[], |t| t);
+    let (_, password) = world.lease_pg("alice", "10m");
+    let (_, err, ok) = world.psql_run(
+        "alice",
+        &password,
+        "create table items (id int primary key, note text not null);
+         insert into items select n, md5(n::text) from generate_series(1, 20000) n;
+         create table tags (item int references items, tag text);
+         insert into tags select n, 'tag-' || (n % 7) from generate_series(1, 20000, 3) n;
+         create view tagged as select i.id, t.tag from items i join tags t on t.item = i.id",
+    );
+    assert!(ok, "{err}");
+    let fingerprint = "select md5(string_agg(id || note, ',' order by id)) from items \
+                       union all select count(*)::text from tagged";
+    let (before, err, ok) = world.psql_run("alice", &password, fingerprint);
+    assert!(ok, "{err}");
+
+    // Directory format with two workers: three connections sharing the
+    // leader's exported snapshot.
+    let dump = world.path("orders.dump");
+    let dump_arg = dump.display().to_string();
+    pg_tool(
+        &world,
+        &password,
+        "pg_dump",
+        &["-Fd", "-j", "2", "-f", &dump_arg],
+    );
+    let (_, err, ok) = world.psql_run(
+        "alice",
+        &password,
+        "drop view tagged; drop table tags; drop table items",
+    );
+    assert!(ok, "{err}");
+    pg_tool(
+        &world,
+        &password,
+        "pg_restore",
+        &["-j", "2", "--no-owner", &dump_arg],
+    );
+    let (after, err, ok) = world.psql_run("alice", &password, fingerprint);
+    assert!(ok, "{err}");
+    assert_eq!(before, after);
+    assert!(before.ends_with("\n6667"), "{before}");
+
+    // The dump's and the restore's statements are in the query log.
+    assert!(wait_until(Duration::from_secs(5), || {
+        let logs = world.query_logs();
+        logs.contains("COPY public.items (id, note) TO stdout")
+            && logs.contains("COPY public.items (id, note) FROM stdin")
+    }));
+}
+
 fn pgbench(world: &World, password: &str, args: &[&str]) -> String {
     let out = std::process::Command::new("pgbench")
         .args([
