@@ -433,6 +433,47 @@ fn pg_dump_and_pg_restore_in_parallel_round_trip_through_the_gateway() {
     }));
 }
 
+/// A driver that is not libpq (asyncpg speaks the protocol itself, in
+/// binary formats, with named statements, pipelined executemany, binary
+/// COPY, portals fetched in batches, notifications) works unchanged.
+#[test]
+fn asyncpg_a_driver_without_libpq_works_unchanged() {
+    let world = World::with_pg_target(&[], |t| t);
+    let (_, password) = world.lease_pg("alice", "10m");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/scripts/asyncpg_client.py"
+    );
+    let out = std::process::Command::new("/usr/bin/python3")
+        .arg(script)
+        .arg(world.pg_port.to_string())
+        .args(["alice", "orders-prod", &password])
+        .output()
+        .expect("python3 with asyncpg (scripts/install-deps installs it)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let results: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Rows 501..=1000: 500 of them, values n/4, tags "t0".."t2".
+    assert_eq!(
+        results["fetchrow"],
+        serde_json::json!([500, 93812.5, ["t2", "x"]])
+    );
+    // Binary COPY: 19-byte header, 2-byte trailer, and per row a 2-byte
+    // field count plus 4+4 (int) and 4+8 (float8) bytes.
+    assert_eq!(
+        results["binary_copy_out_bytes"],
+        19 + 2 + 3000 * (2 + 8 + 12)
+    );
+    assert_eq!(results["cursor_rows"], 3000);
+    assert_eq!(results["unique_violation"], "23505");
+    assert_eq!(results["after_failed_transaction"], 3000);
+    assert_eq!(results["notification"], "hello from asyncpg");
+    assert!(wait_until(Duration::from_secs(5), || world
+        .query_logs()
+        .contains("insert into readings values ($1, $2, $3)")));
+    assert!(!world.log().contains("panicked"), "{}", world.log());
+}
+
 fn pgbench(world: &World, password: &str, args: &[&str]) -> String {
     let out = std::process::Command::new("pgbench")
         .args([
