@@ -359,12 +359,18 @@ fn copy_in_and_out_of_sixty_megabytes_is_byte_exact() {
     assert_eq!(sha256_of(&source), sha256_of(&target));
 }
 
-/// A stock Postgres client program run against the gateway as alice on
-/// orders-prod; its output, asserting it succeeded.
+/// A stock Postgres client program run against the gateway as alice
+/// (`args` name the database); its output, asserting it succeeded.
 fn pg_tool(world: &World, password: &str, program: &str, args: &[&str]) -> String {
     let out = std::process::Command::new(program)
-        .args(["-h", "127.0.0.1", "-p", &world.pg_port.to_string()])
-        .args(["-U", "alice", "-d", "orders-prod"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &world.pg_port.to_string(),
+            "-U",
+            "alice",
+        ])
         .args(args)
         .env("PGPASSWORD", password)
         .env("PGSSLMODE", "require")
@@ -406,7 +412,7 @@ fn pg_dump_and_pg_restore_in_parallel_round_trip_through_the_gateway() {
         &world,
         &password,
         "pg_dump",
-        &["-Fd", "-j", "2", "-f", &dump_arg],
+        &["-d", "orders-prod", "-Fd", "-j", "2", "-f", &dump_arg],
     );
     let (_, err, ok) = world.psql_run(
         "alice",
@@ -418,7 +424,7 @@ fn pg_dump_and_pg_restore_in_parallel_round_trip_through_the_gateway() {
         &world,
         &password,
         "pg_restore",
-        &["-j", "2", "--no-owner", &dump_arg],
+        &["-d", "orders-prod", "-j", "2", "--no-owner", &dump_arg],
     );
     let (after, err, ok) = world.psql_run("alice", &password, fingerprint);
     assert!(ok, "{err}");
@@ -475,28 +481,8 @@ fn asyncpg_a_driver_without_libpq_works_unchanged() {
 }
 
 fn pgbench(world: &World, password: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new("pgbench")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &world.pg_port.to_string(),
-            "-U",
-            "alice",
-        ])
-        .args(args)
-        .arg("orders-prod")
-        .env("PGPASSWORD", password)
-        .env("PGSSLMODE", "require")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "pgbench {args:?}: {text}");
-    text
+    let args: Vec<&str> = args.iter().copied().chain(["orders-prod"]).collect();
+    pg_tool(world, password, "pgbench", &args)
 }
 
 #[test]
