@@ -1274,3 +1274,73 @@ fn large_objects_written_over_the_fast_path_are_in_the_query_log() {
     assert!(logs.contains(r#""outcome":"COMMIT""#), "{logs}");
     assert!(!logs.contains("large object content"), "{logs}");
 }
+
+/// With `client_auth = "scram-sha-256"` the lease password never crosses
+/// the wire: the gateway offers SCRAM (and SCRAM-SHA-256-PLUS, bound to
+/// its own TLS connection, which libpq takes by itself), never a
+/// cleartext password; refusals say what they say with a cleartext login.
+#[test]
+fn with_scram_client_auth_the_password_never_crosses_the_wire() {
+    let (world, tls_dir) = world_with_known_ca("[postgres]\nclient_auth = \"scram-sha-256\"\n");
+    let (_, password) = world.lease_pg("alice", "10m");
+    let ca = tls_dir.path().join("ca.crt");
+
+    let mut stream = raw::connect(world.pg_port, &ca);
+    let mut out = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::startup_message(
+        [("user", "alice"), ("database", "orders-prod")],
+        &mut out,
+    )
+    .unwrap();
+    raw::send(&mut stream, &out);
+    let (tag, body) = raw::read(&mut stream);
+    assert_eq!(tag, b'R');
+    assert_eq!(body[..4], 10i32.to_be_bytes(), "AuthenticationSASL");
+    assert_eq!(&body[4..], b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0");
+    drop(stream);
+
+    for binding in ["require", "disable"] {
+        let out = world
+            .psql("alice", "orders-prod", &password)
+            .env("PGCHANNELBINDING", binding)
+            .args(["-c", "select current_user"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "channel_binding={binding}: {stderr}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "orders_app");
+    }
+
+    let refusal = |user: &str, password: &str| {
+        let out = world
+            .psql(user, "orders-prod", password)
+            .args(["-c", "select 1"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let wrong = refusal("alice", "not-the-lease-password");
+    assert!(
+        wrong.contains("password authentication failed for user \"alice\""),
+        "{wrong}"
+    );
+    let unknown = refusal("mallory", &password);
+    assert!(
+        unknown.contains("password authentication failed for user \"mallory\""),
+        "{unknown}"
+    );
+    let no_lease = refusal("dave", &password);
+    assert!(
+        no_lease.contains("no active lease for orders-prod"),
+        "{no_lease}"
+    );
+
+    let audit = world.audit_text();
+    assert!(
+        audit.contains("wrong lease password (SCRAM proof)"),
+        "{audit}"
+    );
+    assert!(!audit.contains(&password));
+    assert!(!world.log().contains(&password));
+}

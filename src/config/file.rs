@@ -121,6 +121,7 @@ pub struct VaultSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PostgresSection {
+    pub client_auth: super::ClientAuth,
     pub query_log_dir: PathBuf,
     pub log_parameters: bool,
     pub max_connections_per_user: u32,
@@ -133,6 +134,7 @@ pub struct PostgresSection {
 impl Default for PostgresSection {
     fn default() -> Self {
         Self {
+            client_auth: super::ClientAuth::Password,
             query_log_dir: "querylogs".into(),
             log_parameters: false,
             max_connections_per_user: 32,

@@ -185,9 +185,25 @@ pub struct Tls {
     pub client_host: Option<String>,
 }
 
+/// How a Postgres client shows the gateway its lease password.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+pub enum ClientAuth {
+    /// Sent in cleartext inside TLS (libpq's `password` method): every
+    /// client and driver can, and it costs the client nothing.
+    #[serde(rename = "password")]
+    Password,
+    /// SCRAM-SHA-256, with channel binding (SCRAM-SHA-256-PLUS) where the
+    /// certificate allows: the password never crosses the wire, and bound
+    /// to the gateway's own TLS connection a proof is no use to a man in
+    /// the middle. Clients run PBKDF2 (4096 rounds) at every connection.
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+}
+
 /// The Postgres data plane's logs and limits.
 #[derive(Clone, Debug)]
 pub struct PostgresSettings {
+    pub client_auth: ClientAuth,
     /// Per-session query logs (JSON lines) are written here.
     pub query_log_dir: PathBuf,
     /// Log Bind parameter values (off: they may hold personal data).

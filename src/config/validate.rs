@@ -240,6 +240,7 @@ fn validate_postgres(
         }
     }
     Ok(PostgresSettings {
+        client_auth: section.client_auth,
         query_log_dir: check.resolve(&section.query_log_dir),
         log_parameters: section.log_parameters,
         max_connections_per_user: section.max_connections_per_user,

@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
 use crate::audit::AuditEvent;
 use crate::config::{Config, ResourceKind, WorkflowSettings};
 use crate::mfa::MfaError;
@@ -179,7 +177,7 @@ impl Gateway {
         let lease_password = is_postgres.then(new_lease_password);
         let secret_hash = lease_password
             .as_ref()
-            .map(|p| hash_lease_password(p.expose()));
+            .map(|p| crate::postgres::lease_password::record(p.expose()));
         let events =
             core.state
                 .engine
@@ -230,8 +228,4 @@ impl Gateway {
 fn new_lease_password() -> Secret {
     let bytes: [u8; 24] = rand::random();
     Secret::new(hex::encode(bytes))
-}
-
-pub fn hash_lease_password(password: &str) -> String {
-    hex::encode(Sha256::digest(password.as_bytes()))
 }

@@ -44,7 +44,7 @@ use crate::mfa::{MfaError, MfaGuard};
 use crate::workflow::{Context, Engine, Event, Request, RequestId, RequestState, WorkflowError};
 
 pub use audit_outage::AUDIT_UNAVAILABLE;
-pub use command::{Command, Outcome, hash_lease_password};
+pub use command::{Command, Outcome};
 use journal_outage::Journaled;
 pub use journal_outage::NOT_YET_RECORDED;
 pub use pending_logins::PendingLogin;

@@ -171,10 +171,12 @@ fn checkout_with_a_real_totp_code_issues_a_lease_password_and_a_lease() {
         .expect("postgres checkout issues a password");
     let lease = gateway.leases().lookup("u0", "db").unwrap();
     assert!(lease.mfa_passed);
-    assert_eq!(
-        lease.secret_hash.as_deref(),
-        Some(command::hash_lease_password(password.expose()).as_str())
-    );
+    let record = lease.secret_hash.as_deref().unwrap();
+    assert!(crate::postgres::lease_password::cleartext_matches(
+        record,
+        password.expose()
+    ));
+    assert!(crate::postgres::lease_password::scram_verifier(record).is_some());
     let audit = audit_text(&gateway);
     assert!(audit.contains("mfa_failure"));
     assert!(

@@ -30,7 +30,8 @@ pub struct Lease {
     /// Monotonic end, for timers and the login check.
     pub deadline: Instant,
     pub mfa_passed: bool,
-    /// SHA-256 (hex) of the lease's connection password, for Postgres logins.
+    /// What checks the lease's connection password, for Postgres logins
+    /// (`postgres::lease_password`).
     pub secret_hash: Option<String>,
     /// Cancelled when the lease ends; every session on it selects on this.
     pub token: CancellationToken,

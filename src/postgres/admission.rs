@@ -6,17 +6,16 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use subtle::ConstantTimeEq;
 use tokio::io::AsyncWriteExt;
 
-use super::Frontend;
 use super::UserSlot;
 use super::login::{Peer, asks_for_replication};
 use super::progress::ClientProgress;
 use super::upstream::{Login, Stream, Upstream, UpstreamError, UpstreamTls};
 use super::wire::{self, read_message, sqlstate};
-use crate::config::{Resource, ResourceKind};
-use crate::gateway::{AUDIT_UNAVAILABLE, Gateway, hash_lease_password};
+use super::{Frontend, lease_password, scram_login as scram};
+use crate::config::{ClientAuth, Resource, ResourceKind};
+use crate::gateway::{AUDIT_UNAVAILABLE, Gateway};
 use crate::lease::Lease;
 use crate::secret::Secret;
 
@@ -31,6 +30,9 @@ pub struct Asked<'a> {
     /// The protocol minor version it speaks (3.x).
     pub minor: u16,
     pub params: &'a [(String, String)],
+    /// The hash of the certificate this connection's TLS presented, for
+    /// SCRAM channel binding (`tls-server-end-point`), when it has one.
+    pub tls_end_point: Option<&'a [u8]>,
 }
 
 /// A refused login: what the client is told, and why (audited).
@@ -91,11 +93,7 @@ pub async fn admit(
         )));
     }
     progress.asked_for_password();
-    let password = match read_password(client, asked).await? {
-        Ok(password) => password,
-        Err(refusal) => return Ok(Err(refusal)),
-    };
-    let (resource, lease) = match check_lease(frontend, asked, &password) {
+    let (resource, lease) = match authenticate(frontend, client, asked).await? {
         Ok(found) => found,
         Err(refusal) => return Ok(Err(refusal)),
     };
@@ -151,12 +149,35 @@ async fn audit_ready(gateway: &Arc<Gateway>) -> bool {
         .unwrap_or(false)
 }
 
-/// Asks for a cleartext password (inside TLS), after negotiating the
-/// protocol version when the client asked for a newer one.
-async fn read_password(
+/// Asks for the lease password the configured way; checks it and the lease.
+async fn authenticate(
+    frontend: &Frontend,
     client: &mut Box<dyn Stream>,
     asked: &Asked<'_>,
-) -> std::io::Result<Result<Secret, Refusal>> {
+) -> std::io::Result<Result<(Resource, Arc<Lease>), Refusal>> {
+    match frontend.runtime.gateway.config().postgres.client_auth {
+        ClientAuth::Password => {
+            let password = match read_password(client, asked).await? {
+                Ok(password) => password,
+                Err(refusal) => return Ok(Err(refusal)),
+            };
+            Ok(find_lease(frontend, asked).and_then(|(resource, lease)| {
+                let matches = lease.secret_hash.as_deref().is_some_and(|record| {
+                    lease_password::cleartext_matches(record, password.expose())
+                });
+                match matches {
+                    true => Ok((resource, lease)),
+                    false => Err(bad_password(asked, "wrong lease password")),
+                }
+            }))
+        }
+        ClientAuth::ScramSha256 => scram::login(frontend, client, asked).await,
+    }
+}
+
+/// What goes before the request for a password: the protocol version
+/// spoken, when the client asked for a newer one or for options.
+pub(super) fn negotiation(asked: &Asked<'_>) -> BytesMut {
     let mut out = BytesMut::new();
     let unrecognised: Vec<String> = asked
         .params
@@ -167,6 +188,16 @@ async fn read_password(
     if asked.minor > 0 || !unrecognised.is_empty() {
         wire::negotiate_protocol_version(&mut out, &unrecognised);
     }
+    out
+}
+
+/// Asks for a cleartext password (inside TLS), after negotiating the
+/// protocol version when the client asked for a newer one.
+async fn read_password(
+    client: &mut Box<dyn Stream>,
+    asked: &Asked<'_>,
+) -> std::io::Result<Result<Secret, Refusal>> {
+    let mut out = negotiation(asked);
     wire::auth_cleartext(&mut out);
     client.write_all(&out).await?;
     client.flush().await?;
@@ -184,29 +215,33 @@ async fn read_password(
     }))
 }
 
-/// The user's live lease on the resource, if the password is its password.
-fn check_lease(
+/// The login a wrong password gets: the same whether the user, the
+/// resource or the password is what is wrong.
+pub(super) fn bad_password(asked: &Asked<'_>, reason: &str) -> Refusal {
+    Refusal {
+        code: sqlstate::INVALID_PASSWORD,
+        message: format!("password authentication failed for user \"{}\"", asked.user),
+        reason: reason.to_string(),
+    }
+}
+
+/// The user's live lease on the resource asked for.
+pub(super) fn find_lease(
     frontend: &Frontend,
     asked: &Asked,
-    password: &Secret,
 ) -> Result<(Resource, Arc<Lease>), Refusal> {
     let (user, database) = (asked.user, asked.database);
     let config = frontend.runtime.gateway.config();
     // Unknown users and resources look exactly like a wrong password.
-    let bad_password = |reason: &str| Refusal {
-        code: sqlstate::INVALID_PASSWORD,
-        message: format!("password authentication failed for user \"{user}\""),
-        reason: reason.to_string(),
-    };
     if config.directory.user(user).is_none() {
-        return Err(bad_password("unknown user"));
+        return Err(bad_password(asked, "unknown user"));
     }
     let Some(resource) = config
         .resources
         .get(database)
         .filter(|r| r.kind == ResourceKind::Postgres)
     else {
-        return Err(bad_password("unknown postgres resource"));
+        return Err(bad_password(asked, "unknown postgres resource"));
     };
     let Some(lease) = frontend.runtime.gateway.leases().lookup(user, database) else {
         return Err(Refusal {
@@ -218,17 +253,8 @@ fn check_lease(
             reason: "no active lease".into(),
         });
     };
-    let matches = lease.secret_hash.as_ref().is_some_and(|hash| {
-        bool::from(
-            hash.as_bytes()
-                .ct_eq(hash_lease_password(password.expose()).as_bytes()),
-        )
-    });
-    if !matches {
-        return Err(bad_password("wrong lease password"));
-    }
     if lease.resource != resource.name {
-        return Err(bad_password("lease of another resource"));
+        return Err(bad_password(asked, "lease of another resource"));
     }
     Ok((resource.clone(), lease))
 }

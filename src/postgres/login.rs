@@ -81,8 +81,7 @@ async fn negotiate(
 ) -> std::io::Result<Option<Ready>> {
     let mut first = [0u8; 1];
     if tcp.peek(&mut first).await? == 1 && first[0] == TLS_HANDSHAKE {
-        let tls = frontend.tls().accept(tcp).await?;
-        return after_tls(frontend, Box::new(tls), peer, progress).await;
+        return after_tls(frontend, tcp, peer, progress).await;
     }
     // A client may ask for GSS encryption first and TLS after the refusal.
     for _ in 0..2 {
@@ -99,8 +98,7 @@ async fn negotiate(
         match packet {
             StartupPacket::SslRequest => {
                 tcp.write_all(b"S").await?;
-                let tls = frontend.tls().accept(tcp).await?;
-                return after_tls(frontend, Box::new(tls), peer, progress).await;
+                return after_tls(frontend, tcp, peer, progress).await;
             }
             StartupPacket::GssEncRequest => tcp.write_all(b"N").await?,
             StartupPacket::Cancel {
@@ -139,10 +137,12 @@ async fn negotiate(
 /// Inside TLS: a cancel or a login.
 async fn after_tls(
     frontend: &Arc<Frontend>,
-    mut client: Box<dyn Stream>,
+    tcp: TcpStream,
     peer: Peer,
     progress: &ClientProgress,
 ) -> std::io::Result<Option<Ready>> {
+    let tls = frontend.tls();
+    let mut client: Box<dyn Stream> = Box::new(tls.acceptor.accept(tcp).await?);
     let packet = match read_startup(&mut client).await {
         Ok(packet) => packet,
         Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
@@ -165,7 +165,13 @@ async fn after_tls(
             Ok(None)
         }
         StartupPacket::Startup { minor, params } => {
-            login(frontend, client, peer, minor, params, progress).await
+            let startup = Startup {
+                peer,
+                minor,
+                params,
+                tls_end_point: tls.end_point,
+            };
+            login(frontend, client, startup, progress).await
         }
         StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
             refuse(
@@ -229,14 +235,26 @@ async fn forward_cancel(frontend: &Frontend, process_id: i32, secret_key: i32) {
     metrics::counter!("jitgate_postgres_cancels_total", "outcome" => outcome).increment(1);
 }
 
-async fn login(
-    frontend: &Arc<Frontend>,
-    mut client: Box<dyn Stream>,
+/// A login's startup packet, and the connection it came on.
+struct Startup {
     peer: Peer,
     minor: u16,
     params: Vec<(String, String)>,
+    tls_end_point: Option<Arc<[u8]>>,
+}
+
+async fn login(
+    frontend: &Arc<Frontend>,
+    mut client: Box<dyn Stream>,
+    startup: Startup,
     progress: &ClientProgress,
 ) -> std::io::Result<Option<Ready>> {
+    let Startup {
+        peer,
+        minor,
+        params,
+        tls_end_point,
+    } = startup;
     let user = param(&params, "user").unwrap_or_default().to_string();
     // libpq's default database is the user name.
     let database = param(&params, "database").unwrap_or(&user).to_string();
@@ -246,6 +264,7 @@ async fn login(
         peer,
         minor,
         params: &params,
+        tls_end_point: tls_end_point.as_deref(),
     };
     let admitted = match admission::admit(frontend, &mut client, &asked, progress).await? {
         Ok(admitted) => admitted,

@@ -8,7 +8,9 @@
 //! - `wire`, `framer`: the protocol pieces the gateway reads and writes.
 //! - `tls`: rustls for clients (and targets).
 //! - `login`: the startup phase, from the first byte to a relayed session;
-//!   `admission`: the lease-checked password login and its refusals.
+//!   `admission`: the lease-checked password login and its refusals;
+//!   `lease_password`: what checks a lease password (its hash, its SCRAM
+//!   verifier).
 //! - `upstream`, `scram`: the gateway's own login to the target.
 //! - `relay`, `session`, `querylog`: the session itself.
 //! - `cancel`: routing `CancelRequest`s to the right backend.
@@ -16,11 +18,13 @@
 mod admission;
 pub mod cancel;
 pub(crate) mod framer;
+pub mod lease_password;
 mod login;
 mod progress;
 pub mod querylog;
 mod relay;
 pub mod scram;
+mod scram_login;
 mod session;
 pub mod tls;
 pub mod upstream;
@@ -31,7 +35,6 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 
 use crate::serve::Runtime;
 
@@ -40,13 +43,15 @@ pub struct Frontend {
     pub runtime: Runtime,
     /// Replaced when a reload brings a new certificate (a renewal): new
     /// connections get it, established ones keep theirs.
-    tls: parking_lot::RwLock<TlsAcceptor>,
+    tls: parking_lot::RwLock<tls::ClientTls>,
     pub cancels: Arc<cancel::CancelRegistry>,
     /// TLS connectors to targets by address and CA file: built (and the CA
     /// read) once, not on every connection.
     upstream_tls: DashMap<(String, std::path::PathBuf), upstream::UpstreamTls>,
     connections: Arc<DashMap<String, u32>>,
     event_loops: workers::EventLoops,
+    /// Salts the stand-in SCRAM verifiers of logins without a lease.
+    scram_mock_secret: [u8; 32],
 }
 
 /// One of a user's connections; frees its slot when dropped.
@@ -80,8 +85,8 @@ impl Frontend {
         format!("ssh -p {port} {user}@{gateway_host} {args}")
     }
 
-    /// The acceptor for a new client connection.
-    fn tls(&self) -> TlsAcceptor {
+    /// The TLS of a new client connection.
+    fn tls(&self) -> tls::ClientTls {
         self.tls.read().clone()
     }
 
@@ -144,6 +149,7 @@ pub fn start(runtime: Runtime, listener: TcpListener) -> anyhow::Result<()> {
         event_loops: workers::EventLoops::start(
             std::thread::available_parallelism().map_or(1, |n| n.get()),
         )?,
+        scram_mock_secret: rand::random(),
     });
     tokio::spawn(follow_reloads(frontend.clone()));
     tokio::spawn(accept_loop(frontend, listener));

@@ -17,6 +17,8 @@ use subtle::ConstantTimeEq;
 
 use crate::secret::Secret;
 
+pub mod server;
+
 pub const MECHANISM: &str = "SCRAM-SHA-256";
 /// No channel binding: gs2 header "n,,", whose base64 is "biws".
 const GS2_HEADER: &str = "n,,";

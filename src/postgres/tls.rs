@@ -13,6 +13,8 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::config::Config;
 
+mod end_point;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read TLS {what} {path}: {detail}")]
@@ -25,8 +27,16 @@ pub enum TlsError {
     Setup(String),
 }
 
+/// What a client connection's TLS is made with: the acceptor, and the
+/// channel binding data of its certificate (for SCRAM-SHA-256-PLUS).
+#[derive(Clone)]
+pub struct ClientTls {
+    pub acceptor: TlsAcceptor,
+    pub end_point: Option<Arc<[u8]>>,
+}
+
 /// The acceptor for client connections, from `[tls]` or a generated pair.
-pub fn acceptor(config: &Config) -> Result<TlsAcceptor, TlsError> {
+pub fn acceptor(config: &Config) -> Result<ClientTls, TlsError> {
     let (cert, key) = match &config.tls {
         Some(tls) => (tls.cert.clone(), tls.key.clone()),
         None => ensure_self_signed(&config.state_dir)?,
@@ -35,8 +45,9 @@ pub fn acceptor(config: &Config) -> Result<TlsAcceptor, TlsError> {
 }
 
 /// The acceptor for the certificate chain in `cert` and its key in `key`.
-pub fn acceptor_from(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+pub fn acceptor_from(cert: &Path, key: &Path) -> Result<ClientTls, TlsError> {
     let chain = read_certs(cert)?;
+    let end_point = end_point::of(&chain[0]).map(Arc::from);
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Read {
         what: "key",
         path: key.to_path_buf(),
@@ -50,7 +61,10 @@ pub fn acceptor_from(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
         .map_err(|e| TlsError::Setup(e.to_string()))?;
     // libpq 17+ sends ALPN "postgresql" and insists on it coming back.
     server.alpn_protocols = vec![b"postgresql".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(server)))
+    Ok(ClientTls {
+        acceptor: TlsAcceptor::from(Arc::new(server)),
+        end_point,
+    })
 }
 
 /// A connector that verifies targets against `ca_file`.

@@ -160,6 +160,29 @@ pub fn password_from(tag: u8, body: &[u8]) -> Result<String, WireError> {
     Ok(password.to_string())
 }
 
+/// The mechanism and first message of a `SASLInitialResponse` body.
+pub fn sasl_initial_response(tag: u8, body: &[u8]) -> Result<(&str, &[u8]), WireError> {
+    if tag != b'p' {
+        return Err(WireError::UnexpectedMessage(tag as char));
+    }
+    let (mechanism, rest) = cstr(body)?;
+    let (length, data) = rest
+        .split_first_chunk::<4>()
+        .ok_or(WireError::Malformed("no SASL data length"))?;
+    if i32::from_be_bytes(*length) as i64 != data.len() as i64 {
+        return Err(WireError::Malformed("SASL data length does not match"));
+    }
+    Ok((mechanism, data))
+}
+
+/// The data of a `SASLResponse` body.
+pub fn sasl_response(tag: u8, body: &[u8]) -> Result<&[u8], WireError> {
+    match tag {
+        b'p' => Ok(body),
+        _ => Err(WireError::UnexpectedMessage(tag as char)),
+    }
+}
+
 fn invalid(error: WireError) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, error)
 }
@@ -228,6 +251,25 @@ pub fn notice(buf: &mut BytesMut, text: &str) {
 
 pub fn auth_cleartext(buf: &mut BytesMut) {
     message(buf, b'R', |b| b.put_i32(3));
+}
+
+/// `AuthenticationSASL` offering `mechanisms`.
+pub fn auth_sasl(buf: &mut BytesMut, mechanisms: &[&str]) {
+    message(buf, b'R', |b| {
+        b.put_i32(10);
+        for mechanism in mechanisms {
+            put_cstr(b, mechanism);
+        }
+        b.put_u8(0);
+    });
+}
+
+/// `AuthenticationSASLContinue` (11) or `AuthenticationSASLFinal` (12).
+pub fn auth_sasl_data(buf: &mut BytesMut, code: i32, data: &[u8]) {
+    message(buf, b'R', |b| {
+        b.put_i32(code);
+        b.put_slice(data);
+    });
 }
 
 pub fn auth_ok(buf: &mut BytesMut) {
