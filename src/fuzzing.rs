@@ -170,6 +170,23 @@ pub fn postgres_scram(data: &[u8]) {
     if exchange.client_final(server_first).is_ok() {
         let _ = exchange.verify(server_final);
     }
+    // The same bytes as a client's two messages to the gateway's side,
+    // whose stand-in verifier (no lease) no proof may pass.
+    let end_point = [7u8; 32];
+    for (mechanism, binding) in [
+        (scram::MECHANISM, None),
+        (scram::server::MECHANISM_PLUS, Some(&end_point[..])),
+    ] {
+        let verifier = scram::server::Verifier::mock(&[0; 32], "fuzz");
+        let started =
+            scram::server::ServerExchange::start(verifier, binding, mechanism, server_first);
+        if let Ok((exchange, _)) = started {
+            assert!(
+                exchange.finish(server_final).is_err(),
+                "a stand-in verifier passed"
+            );
+        }
+    }
 }
 
 /// The SFTP file log: requests and replies in any order, cut anyhow.

@@ -35,7 +35,7 @@ pub fn check_config(file: &Path) -> Result<String, crate::config::ConfigError> {
         problem: e.to_string(),
     })?;
     if let Some(tls) = &config.tls {
-        crate::postgres::tls::acceptor_from(&tls.cert, &tls.key).map_err(|e| {
+        crate::postgres::tls::acceptor_for(&config, &tls.cert, &tls.key).map_err(|e| {
             crate::config::ConfigError::Invalid {
                 path: file.to_path_buf(),
                 key: "tls".into(),

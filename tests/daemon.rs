@@ -95,6 +95,43 @@ fn check_config_accepts_the_example_and_names_mistakes_with_exit_64() {
         err.contains("tls") && err.contains("cannot read TLS key"),
         "{err}"
     );
+
+    // SCRAM logins with a certificate that cannot bind channels (Ed25519):
+    // the printed psql command, which insists on binding, could not work.
+    let ed25519 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let params = rcgen::CertificateParams::new(vec!["gw".to_string()]).unwrap();
+    std::fs::write(&cert, params.self_signed(&ed25519).unwrap().pem()).unwrap();
+    std::fs::write(&key, ed25519.serialize_pem()).unwrap();
+    let scram = format!(
+        "{}\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        text.replacen(
+            "client_auth = \"password\"",
+            "client_auth = \"scram-sha-256\"",
+            1
+        ),
+        cert.display(),
+        key.display()
+    );
+    std::fs::write(&config, &scram).unwrap();
+    let out = jitgate(&["check-config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("needs a certificate signed with RSA or ECDSA"),
+        "{err}"
+    );
+    // The same certificate is fine for cleartext logins.
+    std::fs::write(
+        &config,
+        scram.replacen(
+            "client_auth = \"scram-sha-256\"",
+            "client_auth = \"password\"",
+            1,
+        ),
+    )
+    .unwrap();
+    let out = jitgate(&["check-config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
 }
 
 #[test]

@@ -1282,7 +1282,18 @@ fn large_objects_written_over_the_fast_path_are_in_the_query_log() {
 #[test]
 fn with_scram_client_auth_the_password_never_crosses_the_wire() {
     let (world, tls_dir) = world_with_known_ca("[postgres]\nclient_auth = \"scram-sha-256\"\n");
-    let (_, password) = world.lease_pg("alice", "10m");
+    let id = world.request("alice", "orders-prod --for 10m --reason test");
+    world.ok("bob", &format!("approve {id}"));
+    world.ok("dave", &format!("approve {id}"));
+    let checkout = world.json(
+        "alice",
+        &format!("checkout {id} --totp {}", world.totp("alice")),
+    );
+    let password = checkout["password"].as_str().unwrap().to_string();
+    // The printed command insists on channel binding, so a man in the
+    // middle cannot ask it for the password in cleartext instead.
+    let psql = checkout["psql"].as_str().unwrap();
+    assert!(psql.ends_with(" channel_binding=require\""), "{psql}");
     let ca = tls_dir.path().join("ca.crt");
 
     let mut stream = raw::connect(world.pg_port, &ca);

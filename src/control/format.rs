@@ -1,7 +1,7 @@
 //! Human-readable renderings of times and audit events.
 
 use crate::audit::{AuditEvent, AuditRecord};
-use crate::config::{Config, HumanDuration};
+use crate::config::{ClientAuth, Config, HumanDuration};
 use crate::workflow::{EndReason, Event, Request, Time};
 
 /// The libpq connection string for `user` on the Postgres `resource`
@@ -11,17 +11,24 @@ use crate::workflow::{EndReason, Event, Request, Time};
 pub fn psql_conninfo(config: &Config, host: &str, user: &str, resource: &str) -> String {
     let port = config.listen.postgres.port();
     let tls = config.tls.as_ref();
-    match tls.and_then(|tls| tls.client_root_cert.as_deref()) {
-        Some(root) => format!(
-            "host={} port={port} user={user} dbname={resource} sslmode=verify-full sslrootcert={}",
-            conninfo_value(
-                tls.and_then(|tls| tls.client_host.as_deref())
-                    .unwrap_or(host)
-            ),
-            conninfo_value(root)
+    let (host, security) = match tls.and_then(|tls| tls.client_root_cert.as_deref()) {
+        Some(root) => (
+            tls.and_then(|tls| tls.client_host.as_deref())
+                .unwrap_or(host),
+            format!("sslmode=verify-full sslrootcert={}", conninfo_value(root)),
         ),
-        None => format!("host={host} port={port} user={user} dbname={resource} sslmode=require"),
-    }
+        None => (host, "sslmode=require".to_string()),
+    };
+    // Without it libpq would also answer a man in the middle asking for
+    // the password in cleartext.
+    let binding = match config.postgres.client_auth {
+        ClientAuth::ScramSha256 => " channel_binding=require",
+        ClientAuth::Password => "",
+    };
+    format!(
+        "host={} port={port} user={user} dbname={resource} {security}{binding}",
+        conninfo_value(host)
+    )
 }
 
 /// A value as libpq reads it in a connection string: quoted when it holds

@@ -40,6 +40,9 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
         "postgres_scram" => vec![
             b"r=nonceSERVER,s=c2FsdA==,i=16\xffv=AAAA".to_vec(),
             b"r=nonce+x,s=,i=1\xffe=invalid-proof".to_vec(),
+            // A client's first and final messages, to the gateway's side.
+            b"n,,n=,r=rOprNGfwEbeRWgbNEkqO\xffc=biws,r=rOprNGfwEbeRWgbNEkqO,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=".to_vec(),
+            b"p=tls-server-end-point,,n=,r=abc\xffc=cD10bHMtc2VydmVyLWVuZC1wb2ludCws,r=abc,p=AAAA".to_vec(),
         ],
         "sftp_log" => vec![[&[3u8][..], &as_segments(&sftp_parts())].concat()],
         "scp_log" => scp_seeds(),

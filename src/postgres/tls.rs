@@ -11,7 +11,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::config::Config;
+use crate::config::{ClientAuth, Config};
 
 mod end_point;
 
@@ -41,7 +41,22 @@ pub fn acceptor(config: &Config) -> Result<ClientTls, TlsError> {
         Some(tls) => (tls.cert.clone(), tls.key.clone()),
         None => ensure_self_signed(&config.state_dir)?,
     };
-    acceptor_from(&cert, &key)
+    acceptor_for(config, &cert, &key)
+}
+
+/// The acceptor for `cert` and `key`, checked against what `config` asks
+/// of it.
+pub fn acceptor_for(config: &Config, cert: &Path, key: &Path) -> Result<ClientTls, TlsError> {
+    let tls = acceptor_from(cert, key)?;
+    if config.postgres.client_auth == ClientAuth::ScramSha256 && tls.end_point.is_none() {
+        // Clients are told to insist on channel binding (`checkout` prints
+        // channel_binding=require), which this certificate cannot give.
+        return Err(TlsError::Setup(format!(
+            "postgres.client_auth = \"scram-sha-256\" needs a certificate signed with RSA or ECDSA over SHA-1 or SHA-2, for channel binding; {} is not",
+            cert.display()
+        )));
+    }
+    Ok(tls)
 }
 
 /// The acceptor for the certificate chain in `cert` and its key in `key`.
