@@ -1355,3 +1355,92 @@ fn with_scram_client_auth_the_password_never_crosses_the_wire() {
     assert!(!audit.contains(&password));
     assert!(!world.log().contains(&password));
 }
+
+/// A man in the middle that terminates the client's TLS with a
+/// certificate of its own (which a client using `sslmode=require` does not
+/// check) and opens its own TLS connection to the gateway, passing the
+/// bytes on between the two; returns its port.
+fn man_in_the_middle(gateway_port: u16, gateway_ca: &std::path::Path) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let own = jitgate::postgres::tls::generate::self_signed(&["localhost".into()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("mitm.crt"), dir.path().join("mitm.key"));
+    jitgate::postgres::tls::write_pair(&own, &cert, &key).unwrap();
+    let acceptor = jitgate::postgres::tls::acceptor_from(&cert, &key)
+        .unwrap()
+        .acceptor;
+    let connector = jitgate::postgres::tls::connector(gateway_ca).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let _dir = dir;
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((mut client, _)) = listener.accept().await {
+                let (acceptor, connector) = (acceptor.clone(), connector.clone());
+                tokio::spawn(async move {
+                    let mut ssl_request = [0u8; 8];
+                    client.read_exact(&mut ssl_request).await?;
+                    client.write_all(b"S").await?;
+                    let mut client = acceptor.accept(client).await?;
+                    let mut upstream =
+                        tokio::net::TcpStream::connect(("127.0.0.1", gateway_port)).await?;
+                    upstream.write_all(&ssl_request).await?;
+                    upstream.read_exact(&mut [0u8; 1]).await?;
+                    let name = "localhost".try_into().unwrap();
+                    let mut upstream = connector.connect(name, upstream).await?;
+                    tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+                    Ok::<_, std::io::Error>(())
+                });
+            }
+        });
+    });
+    port
+}
+
+#[test]
+fn a_man_in_the_middle_cannot_pass_a_scram_login_on() {
+    let (world, tls_dir) = world_with_known_ca("[postgres]\nclient_auth = \"scram-sha-256\"\n");
+    let (_, password) = world.lease_pg("alice", "10m");
+    let mitm = man_in_the_middle(world.pg_port, &tls_dir.path().join("ca.crt"));
+    let through_mitm = |binding: &str| {
+        world
+            .psql("alice", "orders-prod", &password)
+            .args(["-p", &mitm.to_string()])
+            .env("PGCHANNELBINDING", binding)
+            .args(["-c", "select current_user"])
+            .output()
+            .unwrap()
+    };
+    // Bound to the certificate the client saw, the proof fails at the
+    // gateway, which presented another.
+    let out = through_mitm("prefer");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("SCRAM channel binding check failed"),
+        "{stderr}"
+    );
+    // Unbound, a relayed SCRAM login passes, but the password still never
+    // crossed the wire: the printed command therefore insists on binding.
+    let out = through_mitm("disable");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Straight to the gateway, bound, it works.
+    let out = world
+        .psql("alice", "orders-prod", &password)
+        .env("PGCHANNELBINDING", "require")
+        .args(["-c", "select current_user"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
