@@ -441,10 +441,19 @@ fn pg_dump_and_pg_restore_in_parallel_round_trip_through_the_gateway() {
 
 /// A driver that is not libpq (asyncpg speaks the protocol itself, in
 /// binary formats, with named statements, pipelined executemany, binary
-/// COPY, portals fetched in batches, notifications) works unchanged.
+/// COPY, portals fetched in batches, notifications) works unchanged,
+/// logging in with a cleartext password or with SCRAM.
 #[test]
 fn asyncpg_a_driver_without_libpq_works_unchanged() {
-    let world = World::with_pg_target(&[], |t| t);
+    for client_auth in ["password", "scram-sha-256"] {
+        let world = World::with_pg_target(&[], |t| {
+            format!("{t}\n[postgres]\nclient_auth = \"{client_auth}\"\n")
+        });
+        asyncpg_session(&world);
+    }
+}
+
+fn asyncpg_session(world: &World) {
     let (_, password) = world.lease_pg("alice", "10m");
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
