@@ -101,7 +101,8 @@ fn main() {
         "idle% jg|pgb",
         "0-CPU bound"
     );
-    // `JITGATE_BENCH_RUNS=0,1` picks runs by position, for quick iterations.
+    // `JITGATE_BENCH_RUNS=0,1` picks runs by position, for quick iterations
+    // (4: the SCRAM row).
     let chosen: Option<Vec<usize>> = std::env::var("JITGATE_BENCH_RUNS")
         .ok()
         .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect());
@@ -109,27 +110,61 @@ fn main() {
         if chosen.as_ref().is_some_and(|c| !c.contains(&index)) {
             continue;
         }
-        let results = interleaved(&targets, args, seconds, rounds);
-        let shown = |value: Option<f64>| value.map_or("-".to_string(), |v| format!("{v:.0}"));
-        let (jitgate, bouncer, direct) = (&results[0], &results[1], &results[2]);
-        println!(
-            "{label:<46} {:>10.0} {:>10.0} {:>10.0} {:>9.2}x {:>9.2}x {:>16} {:>12} {:>10}",
-            jitgate.tps,
-            bouncer.tps,
-            direct.tps,
-            jitgate.tps / bouncer.tps,
-            jitgate.tps / direct.tps,
-            format!("{}|{}", shown(jitgate.proxy_us), shown(bouncer.proxy_us)),
-            format!(
-                "{}|{}",
-                shown(jitgate.idle.map(|i| i * 100.0)),
-                shown(bouncer.idle.map(|i| i * 100.0))
-            ),
-            bouncer
-                .zero_cpu_bound()
-                .map_or("-".to_string(), |b| format!("{b:.2}x")),
-        );
+        print_row(label, &interleaved(&targets, args, seconds, rounds));
     }
+    // Last, new connections again with jitgate's clients logging in with
+    // SCRAM, as pgbouncer's do: both sides' clients then run PBKDF2.
+    if chosen.as_ref().is_none_or(|c| c.contains(&runs.len())) {
+        use_scram_client_logins(&world);
+        let (_, args) = runs[runs.len() - 1];
+        let label = "-S -C, 4 clients, SCRAM client logins";
+        print_row(label, &interleaved(&targets, args, seconds, rounds));
+    }
+}
+
+fn print_row(label: &str, results: &[Sample]) {
+    let shown = |value: Option<f64>| value.map_or("-".to_string(), |v| format!("{v:.0}"));
+    let (jitgate, bouncer, direct) = (&results[0], &results[1], &results[2]);
+    println!(
+        "{label:<46} {:>10.0} {:>10.0} {:>10.0} {:>9.2}x {:>9.2}x {:>16} {:>12} {:>10}",
+        jitgate.tps,
+        bouncer.tps,
+        direct.tps,
+        jitgate.tps / bouncer.tps,
+        jitgate.tps / direct.tps,
+        format!("{}|{}", shown(jitgate.proxy_us), shown(bouncer.proxy_us)),
+        format!(
+            "{}|{}",
+            shown(jitgate.idle.map(|i| i * 100.0)),
+            shown(bouncer.idle.map(|i| i * 100.0))
+        ),
+        bouncer
+            .zero_cpu_bound()
+            .map_or("-".to_string(), |b| format!("{b:.2}x")),
+    );
+}
+
+/// Switches the gateway to SCRAM client logins (a reload; the lease's
+/// password stays good: its SCRAM verifier was kept at checkout).
+fn use_scram_client_logins(world: &World) {
+    let config = world.config_path();
+    let text = std::fs::read_to_string(&config).unwrap();
+    let reloads = |text: &str| {
+        text.matches(r#""ok":true,"type":"config_reloaded""#)
+            .count()
+    };
+    let before = reloads(&world.audit_text());
+    std::fs::write(
+        &config,
+        format!("{text}\n[postgres]\nclient_auth = \"scram-sha-256\"\n"),
+    )
+    .unwrap();
+    world.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(10), || reloads(&world.audit_text())
+            > before),
+        "the gateway took the SCRAM setting"
+    );
 }
 
 /// One pgbench run against one target (or the median of several).
