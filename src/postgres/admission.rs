@@ -156,23 +156,29 @@ async fn authenticate(
     asked: &Asked<'_>,
 ) -> std::io::Result<Result<(Resource, Arc<Lease>), Refusal>> {
     match frontend.runtime.gateway.config().postgres.client_auth {
-        ClientAuth::Password => {
-            let password = match read_password(client, asked).await? {
-                Ok(password) => password,
-                Err(refusal) => return Ok(Err(refusal)),
-            };
-            Ok(find_lease(frontend, asked).and_then(|(resource, lease)| {
-                let matches = lease.secret_hash.as_deref().is_some_and(|record| {
-                    lease_password::cleartext_matches(record, password.expose())
-                });
-                match matches {
-                    true => Ok((resource, lease)),
-                    false => Err(bad_password(asked, "wrong lease password")),
-                }
-            }))
-        }
+        ClientAuth::Password => password_login(frontend, client, asked).await,
         ClientAuth::ScramSha256 => scram::login(frontend, client, asked).await,
     }
+}
+
+/// The lease password sent in cleartext (inside TLS), checked against
+/// the lease's record of it.
+async fn password_login(
+    frontend: &Frontend,
+    client: &mut Box<dyn Stream>,
+    asked: &Asked<'_>,
+) -> std::io::Result<Result<(Resource, Arc<Lease>), Refusal>> {
+    let password = match read_password(client, asked).await? {
+        Ok(password) => password,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    Ok(find_lease(frontend, asked).and_then(|(resource, lease)| {
+        let record = lease.secret_hash.as_deref().unwrap_or_default();
+        match lease_password::cleartext_matches(record, password.expose()) {
+            true => Ok((resource, lease)),
+            false => Err(bad_password(asked, "wrong lease password")),
+        }
+    }))
 }
 
 /// What goes before the request for a password: the protocol version
