@@ -721,13 +721,7 @@ fn a_reload_brings_a_renewed_certificate_to_new_connections_and_a_broken_one_is_
 fn checkout_prints_a_psql_command_that_verifies_the_gateway_by_its_name() {
     let (world, _tls) =
         world_with_known_ca("client_root_cert = \"{ca}\"\nclient_host = \"localhost\"\n");
-    let id = world.request("alice", "orders-prod --for 10m --reason test");
-    world.ok("bob", &format!("approve {id}"));
-    world.ok("dave", &format!("approve {id}"));
-    let out = world.json(
-        "alice",
-        &format!("checkout {id} --totp {}", world.totp("alice")),
-    );
+    let out = world.checkout_pg("alice", "10m");
     let printed = out["psql"].as_str().unwrap();
     let conninfo = printed
         .strip_prefix("psql \"")
@@ -1291,13 +1285,7 @@ fn large_objects_written_over_the_fast_path_are_in_the_query_log() {
 #[test]
 fn with_scram_client_auth_the_password_never_crosses_the_wire() {
     let (world, tls_dir) = world_with_known_ca("[postgres]\nclient_auth = \"scram-sha-256\"\n");
-    let id = world.request("alice", "orders-prod --for 10m --reason test");
-    world.ok("bob", &format!("approve {id}"));
-    world.ok("dave", &format!("approve {id}"));
-    let checkout = world.json(
-        "alice",
-        &format!("checkout {id} --totp {}", world.totp("alice")),
-    );
+    let checkout = world.checkout_pg("alice", "10m");
     let password = checkout["password"].as_str().unwrap().to_string();
     // The printed command insists on channel binding, so a man in the
     // middle cannot ask it for the password in cleartext instead.

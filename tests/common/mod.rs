@@ -385,11 +385,17 @@ impl World {
     /// Requests orders-prod for `user`, has bob and dave approve, checks
     /// out with a real TOTP code; returns (request id, lease password).
     pub fn lease_pg(&self, user: &str, duration: &str) -> (u64, String) {
+        let out = self.checkout_pg(user, duration);
+        let id = out["id"].as_u64().unwrap();
+        (id, out["password"].as_str().unwrap().to_string())
+    }
+
+    /// As `lease_pg`; returns what `checkout --json` printed.
+    pub fn checkout_pg(&self, user: &str, duration: &str) -> serde_json::Value {
         let id = self.request(user, &format!("orders-prod --for {duration} --reason test"));
         self.ok("bob", &format!("approve {id}"));
         self.ok("dave", &format!("approve {id}"));
-        let out = self.json(user, &format!("checkout {id} --totp {}", self.totp(user)));
-        (id, out["password"].as_str().unwrap().to_string())
+        self.json(user, &format!("checkout {id} --totp {}", self.totp(user)))
     }
 
     /// `psql` against the gateway's Postgres port as `user` on `resource`.
