@@ -6,9 +6,11 @@
 //! moment the lease ends.
 //!
 //! - `wire`, `framer`: the protocol pieces the gateway reads and writes.
-//! - `tls`: rustls for clients (and targets).
+//! - `tls`: rustls for clients (and targets), with the certificate's
+//!   channel binding data.
 //! - `login`: the startup phase, from the first byte to a relayed session;
-//!   `admission`: the lease-checked password login and its refusals;
+//!   `admission`: the lease-checked login and its refusals, with the
+//!   password in cleartext or (`scram_login`, `scram::server`) by SCRAM;
 //!   `lease_password`: what checks a lease password (its hash, its SCRAM
 //!   verifier).
 //! - `upstream`, `scram`: the gateway's own login to the target.
