@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{World, wait_until};
+use common::{World, exits_within, stderr_of, wait_until};
 
 #[test]
 fn web_01_happy_path_request_approve_checkout_status_checkin() {
@@ -446,16 +446,9 @@ fn taking_a_key_out_of_the_config_cuts_the_connections_that_used_it() {
         .status()
         .unwrap();
     assert!(status.success());
-    let text = std::fs::read_to_string(world.config_path()).unwrap();
-    let replaced = text.replace("keys/alice.pub", "keys/alice-new.pub");
-    assert_ne!(text, replaced);
-    std::fs::write(world.config_path(), replaced).unwrap();
-    world.signal("HUP");
+    world.reload_with(|text| text.replace("keys/alice.pub", "keys/alice-new.pub"));
     assert!(
-        wait_until(Duration::from_secs(10), || alice
-            .try_wait()
-            .unwrap()
-            .is_some()),
+        exits_within(&mut alice, Duration::from_secs(10)),
         "a connection went on with a key taken out of the config"
     );
     assert!(
@@ -770,24 +763,18 @@ fn auditors_see_everyones_active_leases_and_others_only_their_own() {
 fn audit_tail_follow_stops_once_a_reload_takes_the_audit_permission_away() {
     let world = World::start();
     let (mut tail, mut lines, _) = audit_tail(&world, "-n 1 -f");
-    let text = std::fs::read_to_string(world.config_path()).unwrap();
-    let demoted = text.replace(
-        "name = \"carol\"\nroles = [\"auditor\"]",
-        "name = \"carol\"\nroles = [\"engineer\"]",
-    );
-    assert_ne!(text, demoted);
-    std::fs::write(world.config_path(), demoted).unwrap();
-    world.signal("HUP");
+    world.reload_with(|text| {
+        text.replace(
+            "name = \"carol\"\nroles = [\"auditor\"]",
+            "name = \"carol\"\nroles = [\"engineer\"]",
+        )
+    });
     // The reload's own record is the first one carol may no longer see.
     assert!(
-        wait_until(Duration::from_secs(10), || tail
-            .try_wait()
-            .unwrap()
-            .is_some()),
+        exits_within(&mut tail, Duration::from_secs(10)),
         "the tail went on after the reload"
     );
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(tail.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let stderr = stderr_of(&mut tail);
     assert!(!tail.wait().unwrap().success());
     assert!(stderr.contains("needs the audit permission"), "{stderr}");
     assert!(lines.next().is_none());

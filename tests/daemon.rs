@@ -194,15 +194,8 @@ fn sighup_applies_a_good_config_and_keeps_the_old_one_on_a_bad_one() {
     assert!(world.log().contains("new configuration refused"));
 
     // A good new config takes effect without a restart: web-01's maximum shrinks.
-    std::fs::write(
-        &config,
-        original.replacen("max_duration = \"8h\"", "max_duration = \"1h\"", 1),
-    )
-    .unwrap();
-    world.signal("HUP");
-    assert!(wait_until(Duration::from_secs(5), || world
-        .audit_text()
-        .contains(r#""ok":true,"type":"config_reloaded""#)));
+    world
+        .reload_applied(|_| original.replacen("max_duration = \"8h\"", "max_duration = \"1h\"", 1));
     assert!(
         world
             .refused("alice", "request web-01 --for 2h")
@@ -389,10 +382,7 @@ fn a_reload_takes_in_the_ssh_ports_host_key_and_settings_for_new_connections() {
         .status()
         .unwrap();
     assert!(made.success());
-    let config = world.config_path();
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, format!("{text}\n[ssh]\nauth_timeout = \"1s\"\n")).unwrap();
-    world.signal("HUP");
+    world.reload_with(|text| format!("{text}\n[ssh]\nauth_timeout = \"1s\"\n"));
     assert!(
         wait_until(Duration::from_secs(10), || scanned_host_key(&world) != old),
         "the replaced host key is not offered after a reload"
@@ -416,7 +406,7 @@ fn a_reload_takes_in_the_ssh_ports_host_key_and_settings_for_new_connections() {
         .audit_text()
         .contains(r#""ok":false"#)));
     assert_eq!(scanned_host_key(&world), new);
-    let out = jitgate(&["check-config", config.to_str().unwrap()]);
+    let out = jitgate(&["check-config", world.config_path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -5,7 +5,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{World, wait_until};
+use common::{World, exits_within, stderr_of, wait_until};
 
 /// Whether `password` logs in to the target directly as the managed role.
 fn pg_direct_works(world: &World, password: &str) -> bool {
@@ -467,13 +467,12 @@ fn a_resource_added_by_a_reload_brings_its_credential_into_the_vault() {
     let world = World::start();
     let credential = world.path("db2-password");
     jitgate::secret::write_secret_file(&credential, "db2-secret").unwrap();
-    let mut text = std::fs::read_to_string(world.config_path()).unwrap();
-    text.push_str(&format!(
-        "\n[[resource]]\nname = \"db-2\"\nkind = \"postgres\"\naddress = \"127.0.0.1:1\"\naccount = \"app2\"\ndatabase = \"db\"\ncredential_file = \"{}\"\n",
-        credential.display()
-    ));
-    std::fs::write(world.config_path(), text).unwrap();
-    world.signal("HUP");
+    world.reload_with(|text| {
+        format!(
+            "{text}\n[[resource]]\nname = \"db-2\"\nkind = \"postgres\"\naddress = \"127.0.0.1:1\"\naccount = \"app2\"\ndatabase = \"db\"\ncredential_file = \"{}\"\n",
+            credential.display()
+        )
+    });
     assert!(wait_until(Duration::from_secs(10), || world
         .audit_text()
         .contains(r#""resource":"db-2","type":"credential_imported""#)));
@@ -565,9 +564,7 @@ fn a_password_set_inside_a_window_fails_rotation_loudly_and_a_reconcile_role_res
     // A reconcile role whose password file cannot be read is refused at
     // reload, naming it, and the old config stays.
     let original = std::fs::read_to_string(world.config_path()).unwrap();
-    let missing = with_reconcile_role(&original, &world.path("no-such-file"));
-    std::fs::write(world.config_path(), missing).unwrap();
-    world.signal("HUP");
+    world.reload_with(|_| with_reconcile_role(&original, &world.path("no-such-file")));
     assert!(wait_until(Duration::from_secs(10), || world
         .audit_text()
         .contains(
@@ -575,9 +572,7 @@ fn a_password_set_inside_a_window_fails_rotation_loudly_and_a_reconcile_role_res
         )));
 
     // With one, the next attempt resets the password and rotates.
-    let text = with_reconcile_role(&original, &admin_file);
-    std::fs::write(world.config_path(), text).unwrap();
-    world.signal("HUP");
+    world.reload_with(|_| with_reconcile_role(&original, &admin_file));
     assert!(rotated(&world, "orders-prod", 1), "{}", world.audit_text());
     assert_eq!(
         rotation_events(&world, "orders-prod", "credential_reconciled"),
@@ -1060,14 +1055,10 @@ fn sessions_a_window_opened_past_the_gateway_are_ended_when_it_closes() {
     // Resetting her password does not end a session already logged in:
     // the rotation does.
     assert!(
-        wait_until(Duration::from_secs(10), || direct
-            .try_wait()
-            .unwrap()
-            .is_some()),
+        exits_within(&mut direct, Duration::from_secs(10)),
         "her direct session outlived the window"
     );
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut direct.stderr.take().unwrap(), &mut stderr).unwrap();
+    let stderr = stderr_of(&mut direct);
     assert!(stderr.contains("administrator command"), "{stderr}");
     let audit = world.audit_text();
     let record = audit

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{World, wait_until};
+use common::{World, exits_within, stderr_of, wait_until};
 use sha2::{Digest, Sha256};
 
 #[test]
@@ -836,29 +836,19 @@ fn removing_a_user_from_the_config_ends_their_leases_and_sessions_at_once() {
         .spawn()
         .unwrap();
     world.live_session("ssh");
-    let text = std::fs::read_to_string(world.config_path()).unwrap();
-    let block = "[[user]]\nname = \"alice\"\n";
-    let start = text.find(block).unwrap();
-    let end = text[start + block.len()..]
-        .find("[[user]]")
-        .map_or(text.len(), |n| start + block.len() + n);
-    let without_alice = format!("{}{}", &text[..start], &text[end..]);
-    std::fs::write(world.config_path(), without_alice).unwrap();
-    world.signal("HUP");
+    world.reload_with(|text| {
+        let block = "[[user]]\nname = \"alice\"\n";
+        let start = text.find(block).unwrap();
+        let end = text[start + block.len()..]
+            .find("[[user]]")
+            .map_or(text.len(), |n| start + block.len() + n);
+        format!("{}{}", &text[..start], &text[end..])
+    });
     assert!(
-        wait_until(Duration::from_secs(10), || session
-            .try_wait()
-            .unwrap()
-            .is_some()),
+        exits_within(&mut session, Duration::from_secs(10)),
         "alice's session outlived her removal"
     );
-    let mut stderr = String::new();
-    session
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stderr = stderr_of(&mut session);
     assert!(
         stderr.contains("revoked by the gateway, whose configuration no longer allows it"),
         "{stderr}"

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{SshTarget, World, wait_until};
+use common::{SshTarget, World, exits_within, wait_until};
 
 /// PuTTY's command-line tools logging in to the gateway as one user, with
 /// the user's key converted to PuTTY's format and the gateway's host key
@@ -240,10 +240,7 @@ fn a_dropbear_target_serves_a_window_which_ends_with_its_key_rotated() {
         "sleep 777"
     )));
     world.ok("alice", &format!("checkin {id}"));
-    assert!(wait_until(Duration::from_secs(10), || shell
-        .try_wait()
-        .unwrap()
-        .is_some()));
+    assert!(exits_within(&mut shell, Duration::from_secs(10)));
     let mut said = String::new();
     shell
         .stdout

@@ -151,18 +151,13 @@ fn webhooks_get_the_records_they_ask_for_with_retries_and_follow_a_reload() {
 
     // A reload brings the new configuration's webhooks.
     let other = HookReceiver::start(0);
-    let text = std::fs::read_to_string(world.config_path()).unwrap();
-    let text = text
-        .replace(
+    world.reload_applied(|text| {
+        text.replace(
             &format!(":{}/hooks", hook.port),
             &format!(":{}/hooks", other.port),
         )
-        .replace("\"requested\", ", "\"checked_out\", ");
-    std::fs::write(world.config_path(), text).unwrap();
-    world.signal("HUP");
-    assert!(wait_until(Duration::from_secs(10), || world
-        .audit_text()
-        .contains(r#""ok":true,"type":"config_reloaded""#)));
+        .replace("\"requested\", ", "\"checked_out\", ")
+    });
     world.ok("alice", &format!("checkout {id}"));
     let (_, body) = other
         .next(Duration::from_secs(10))

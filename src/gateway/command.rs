@@ -87,9 +87,10 @@ impl Gateway {
     /// audited with its reason.
     pub fn execute(&self, actor: &str, command: Command) -> Result<Outcome, GatewayError> {
         let config = self.config();
+        let fresh_password = self.lease_password_for(&config, &command);
         let mut core = self.core.lock();
         let description = command.describe();
-        let result = self.execute_locked(&mut core, &config, actor, command);
+        let result = self.execute_locked(&mut core, &config, actor, command, fresh_password);
         if let Some(error) = result.as_ref().err().filter(|e| !e.took_effect()) {
             metrics::counter!("jitgate_commands_refused_total").increment(1);
             let refusal = AuditEvent::Refused {
@@ -108,6 +109,7 @@ impl Gateway {
         config: &Config,
         actor: &str,
         command: Command,
+        fresh_password: Option<LeasePassword>,
     ) -> Result<Outcome, GatewayError> {
         let now = chrono::Utc::now();
         let ctx = Context {
@@ -135,7 +137,12 @@ impl Gateway {
                 engine.decide_set_workflow(&ctx, actor, &resource, settings)?
             }
             Command::Checkout { id, totp } => {
-                return self.checkout(core, config, &ctx, actor, id, totp);
+                let checkout = Checkout {
+                    id,
+                    totp,
+                    fresh_password,
+                };
+                return self.checkout(core, config, &ctx, actor, checkout);
             }
         };
         self.commit(core, Some(actor), events.clone(), None)?;
@@ -143,6 +150,18 @@ impl Gateway {
             events,
             lease_password: None,
         })
+    }
+
+    /// A Postgres checkout's password and its record, made before the core
+    /// lock is taken: the record's SCRAM verifier costs a PBKDF2 run (about
+    /// a millisecond) that other commands should not wait for.
+    fn lease_password_for(&self, config: &Config, command: &Command) -> Option<LeasePassword> {
+        let Command::Checkout { id, .. } = command else {
+            return None;
+        };
+        let resource = self.core.lock().state.engine.request(*id)?.resource.clone();
+        let kind = config.resource(&resource)?.kind;
+        (kind == ResourceKind::Postgres).then(LeasePassword::new)
     }
 
     /// Checkout verifies everything else first, so a refused checkout never
@@ -153,9 +172,13 @@ impl Gateway {
         config: &Config,
         ctx: &Context,
         actor: &str,
-        id: RequestId,
-        totp: Option<String>,
+        checkout: Checkout,
     ) -> Result<Outcome, GatewayError> {
+        let Checkout {
+            id,
+            totp,
+            fresh_password,
+        } = checkout;
         let engine = &core.state.engine;
         engine.decide_checkout(ctx, actor, id, true, None)?;
         let request = engine
@@ -174,10 +197,10 @@ impl Gateway {
         let is_postgres = config
             .resource(&resource)
             .is_some_and(|r| r.kind == ResourceKind::Postgres);
-        let lease_password = is_postgres.then(new_lease_password);
-        let secret_hash = lease_password
-            .as_ref()
-            .map(|p| crate::postgres::lease_password::record(p.expose()));
+        // Made here only if the resource became a database after the
+        // password was prepared (a reload in between).
+        let lease_password = is_postgres.then(|| fresh_password.unwrap_or_else(LeasePassword::new));
+        let (lease_password, secret_hash) = lease_password.map(LeasePassword::split).unzip();
         let events =
             core.state
                 .engine
@@ -224,8 +247,30 @@ impl Gateway {
     }
 }
 
-/// 24 random bytes, hex: 192 bits, and safe to paste into any connection string.
-fn new_lease_password() -> Secret {
-    let bytes: [u8; 24] = rand::random();
-    Secret::new(hex::encode(bytes))
+/// A checkout as `execute_locked` hands it on.
+struct Checkout {
+    id: RequestId,
+    totp: Option<String>,
+    fresh_password: Option<LeasePassword>,
+}
+
+/// A new lease connection password and what the gateway keeps of it.
+struct LeasePassword {
+    password: Secret,
+    record: String,
+}
+
+impl LeasePassword {
+    /// 24 random bytes, hex: 192 bits, and safe to paste into any
+    /// connection string.
+    fn new() -> Self {
+        let bytes: [u8; 24] = rand::random();
+        let password = Secret::new(hex::encode(bytes));
+        let record = crate::postgres::lease_password::record(password.expose());
+        Self { password, record }
+    }
+
+    fn split(self) -> (Secret, String) {
+        (self.password, self.record)
+    }
 }

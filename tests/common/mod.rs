@@ -591,6 +591,31 @@ impl World {
         self.path("jitgate.toml")
     }
 
+    /// Rewrites the config file with `edit`, which must change it, and asks
+    /// the running gateway to reload it (SIGHUP).
+    pub fn reload_with(&self, edit: impl FnOnce(&str) -> String) {
+        let text = std::fs::read_to_string(self.config_path()).unwrap();
+        let edited = edit(&text);
+        assert_ne!(text, edited, "the edit left the config as it was");
+        std::fs::write(self.config_path(), edited).unwrap();
+        self.signal("HUP");
+    }
+
+    /// Like `reload_with`, and waits for the gateway to record that it
+    /// applied the new config.
+    pub fn reload_applied(&self, edit: impl FnOnce(&str) -> String) {
+        let applied = r#""ok":true,"type":"config_reloaded""#;
+        let before = self.audit_text().matches(applied).count();
+        self.reload_with(edit);
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                self.audit_text().matches(applied).count() > before
+            }),
+            "the new config was not applied: {}",
+            self.log()
+        );
+    }
+
     /// Runs `jitgate serve` in the foreground with this world's config, for
     /// a start that is expected to be refused: its exit status and output.
     /// A start that is not refused is stopped after a while (and so reads
@@ -918,6 +943,23 @@ pub fn wait_until_stalled(mut bytes: impl FnMut() -> u64) -> bool {
         last = now;
         stalled
     })
+}
+
+/// Whether `child` exits within `within`.
+pub fn exits_within(child: &mut Child, within: Duration) -> bool {
+    wait_until(within, || child.try_wait().unwrap().is_some())
+}
+
+/// All `child` wrote to its piped stderr; for a child that has exited.
+pub fn stderr_of(child: &mut Child) -> String {
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr is piped")
+        .read_to_string(&mut stderr)
+        .unwrap();
+    stderr
 }
 
 pub fn wait_until(within: Duration, mut check: impl FnMut() -> bool) -> bool {
