@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::config::{DurationError, HumanDuration, ResourceKind};
 use crate::gateway::{Command, Gateway, Outcome};
-use crate::workflow::{Event, RequestSpec, RequestState, Time, describe_waiting};
+use crate::workflow::{Event, RequestId, RequestSpec, RequestState, Time, describe_waiting};
 
 use super::format::{hhmm, psql_conninfo, remaining};
 use super::parse::{ControlCommand, WorkflowCommand, free_text};
@@ -37,15 +37,8 @@ pub async fn run<T: Terminal>(
             Ok(describe_request_filed(gateway, &outcome))
         }
         ControlCommand::Approve { id, comment } => {
-            let outcome = execute(
-                gateway,
-                &user,
-                Command::Approve {
-                    id,
-                    comment: free_text(comment),
-                },
-            )
-            .await?;
+            let comment = free_text(comment);
+            let outcome = execute(gateway, &user, Command::Approve { id, comment }).await?;
             Ok(describe_approval(gateway, id, &outcome))
         }
         ControlCommand::Deny { id, reason } => {
@@ -65,26 +58,7 @@ pub async fn run<T: Terminal>(
                 "checked_in",
             ))
         }
-        ControlCommand::Revoke { id: Some(id), .. } => {
-            execute(gateway, &user, Command::Revoke { id }).await?;
-            Ok(simple(format!("revoked request {id}"), id, "revoked"))
-        }
-        ControlCommand::Revoke {
-            id: None,
-            user: Some(whose),
-        } => {
-            let command = Command::RevokeUser {
-                user: whose.clone(),
-            };
-            let outcome = execute(gateway, &user, command).await?;
-            Ok(describe_user_revoked(&whose, &outcome.events))
-        }
-        ControlCommand::Revoke {
-            id: None,
-            user: None,
-        } => Err(ControlError::Refused(
-            "revoke needs a request id or --user USER".into(),
-        )),
+        ControlCommand::Revoke { id, user: whose } => revoke(gateway, &user, id, whose).await,
         ControlCommand::Extend { id, duration } => {
             let by = parse_duration(&duration)?;
             let outcome = execute(gateway, &user, Command::Extend { id, by }).await?;
@@ -120,6 +94,31 @@ pub async fn run<T: Terminal>(
         | ControlCommand::Audit { .. } => {
             Err(ControlError::Usage("streams are handled elsewhere".into()))
         }
+    }
+}
+
+/// `revoke ID` ends one lease; `revoke --user USER` all of a user's.
+async fn revoke(
+    gateway: &Arc<Gateway>,
+    user: &str,
+    id: Option<RequestId>,
+    whose: Option<String>,
+) -> Result<Reply, ControlError> {
+    match (id, whose) {
+        (Some(id), _) => {
+            execute(gateway, user, Command::Revoke { id }).await?;
+            Ok(simple(format!("revoked request {id}"), id, "revoked"))
+        }
+        (None, Some(whose)) => {
+            let command = Command::RevokeUser {
+                user: whose.clone(),
+            };
+            let outcome = execute(gateway, user, command).await?;
+            Ok(describe_user_revoked(&whose, &outcome.events))
+        }
+        (None, None) => Err(ControlError::Refused(
+            "revoke needs a request id or --user USER".into(),
+        )),
     }
 }
 

@@ -6,47 +6,12 @@ use std::time::Duration;
 use crate::config::ClockStart;
 
 use super::Engine;
-use super::model::{ApprovalRound, EndReason, Event, Request, RequestState};
+use super::model::{ApprovalRound, EndReason, Event, Request, RequestState, Time};
 
 impl Engine {
     pub fn apply(&mut self, event: &Event) {
         match event {
-            Event::Requested {
-                id,
-                requester,
-                resource,
-                duration_secs,
-                reason,
-                ticket,
-                settings,
-                at,
-            } => {
-                self.next_id = self.next_id.max(*id);
-                self.requests.insert(
-                    *id,
-                    Request {
-                        id: *id,
-                        requester: requester.clone(),
-                        resource: resource.clone(),
-                        duration_secs: *duration_secs,
-                        reason: reason.clone(),
-                        ticket: ticket.clone(),
-                        created_at: *at,
-                        state: RequestState::Pending,
-                        settings: settings.clone(),
-                        round: ApprovalRound::new(*at),
-                        approved_at: None,
-                        checked_out_at: None,
-                        window_end: None,
-                        ended_at: None,
-                        ended_by: None,
-                        extended_secs: 0,
-                        extension: None,
-                        secret_hash: None,
-                        mfa_passed: false,
-                    },
-                );
-            }
+            Event::Requested { .. } => self.open_request(event),
             Event::Approved { id, approval } => self.with(*id, |r| r.count_approval(approval)),
             Event::Escalated { id, level, .. } => self.with(*id, |r| r.mark_escalated(*level)),
             Event::Granted { id, at } => self.with(*id, |r| {
@@ -69,40 +34,8 @@ impl Engine {
             Event::TimedOut { id, at } => {
                 self.with(*id, |r| finish(r, RequestState::TimedOut, *at, None))
             }
-            Event::CheckedOut {
-                id,
-                window_end,
-                mfa_passed,
-                secret_hash,
-                at,
-            } => {
-                let mut exclusive = None;
-                self.with(*id, |r| {
-                    r.state = RequestState::Active;
-                    r.checked_out_at = Some(*at);
-                    r.window_end = Some(*window_end);
-                    r.mfa_passed = *mfa_passed;
-                    r.secret_hash = secret_hash.clone();
-                    if r.settings.single_user {
-                        exclusive = Some(r.resource.clone());
-                    }
-                });
-                if let Some(resource) = exclusive {
-                    self.holders.insert(resource, *id);
-                }
-            }
-            Event::Ended { id, reason, by, at } => {
-                let state = match reason {
-                    EndReason::CheckedIn => RequestState::CheckedIn,
-                    EndReason::Expired => RequestState::Expired,
-                    EndReason::Revoked => RequestState::Revoked,
-                };
-                self.with(*id, |r| {
-                    finish(r, state, *at, by.as_ref());
-                    r.extension = None;
-                });
-                self.holders.retain(|_, holder| holder != id);
-            }
+            Event::CheckedOut { .. } => self.check_out(event),
+            Event::Ended { id, reason, by, at } => self.end(*id, *reason, by.as_ref(), *at),
             Event::ExtensionRequested {
                 id,
                 duration_secs,
@@ -133,6 +66,86 @@ impl Engine {
         }
     }
 
+    fn open_request(&mut self, event: &Event) {
+        let Event::Requested {
+            id,
+            requester,
+            resource,
+            duration_secs,
+            reason,
+            ticket,
+            settings,
+            at,
+        } = event
+        else {
+            return;
+        };
+        self.next_id = self.next_id.max(*id);
+        let request = Request {
+            id: *id,
+            requester: requester.clone(),
+            resource: resource.clone(),
+            duration_secs: *duration_secs,
+            reason: reason.clone(),
+            ticket: ticket.clone(),
+            created_at: *at,
+            state: RequestState::Pending,
+            settings: settings.clone(),
+            round: ApprovalRound::new(*at),
+            approved_at: None,
+            checked_out_at: None,
+            window_end: None,
+            ended_at: None,
+            ended_by: None,
+            extended_secs: 0,
+            extension: None,
+            secret_hash: None,
+            mfa_passed: false,
+        };
+        self.requests.insert(*id, request);
+    }
+
+    /// A single-user resource's holder is the lease checked out last.
+    fn check_out(&mut self, event: &Event) {
+        let Event::CheckedOut {
+            id,
+            window_end,
+            mfa_passed,
+            secret_hash,
+            at,
+        } = event
+        else {
+            return;
+        };
+        let mut exclusive = None;
+        self.with(*id, |r| {
+            r.state = RequestState::Active;
+            r.checked_out_at = Some(*at);
+            r.window_end = Some(*window_end);
+            r.mfa_passed = *mfa_passed;
+            r.secret_hash = secret_hash.clone();
+            if r.settings.single_user {
+                exclusive = Some(r.resource.clone());
+            }
+        });
+        if let Some(resource) = exclusive {
+            self.holders.insert(resource, *id);
+        }
+    }
+
+    fn end(&mut self, id: u64, reason: EndReason, by: Option<&String>, at: Time) {
+        let state = match reason {
+            EndReason::CheckedIn => RequestState::CheckedIn,
+            EndReason::Expired => RequestState::Expired,
+            EndReason::Revoked => RequestState::Revoked,
+        };
+        self.with(id, |r| {
+            finish(r, state, at, by);
+            r.extension = None;
+        });
+        self.holders.retain(|_, holder| *holder != id);
+    }
+
     fn with(&mut self, id: u64, change: impl FnOnce(&mut Request)) {
         if let Some(request) = self.requests.get_mut(&id) {
             change(request);
@@ -140,7 +153,7 @@ impl Engine {
     }
 }
 
-fn finish(request: &mut Request, state: RequestState, at: super::Time, by: Option<&String>) {
+fn finish(request: &mut Request, state: RequestState, at: Time, by: Option<&String>) {
     request.state = state;
     request.ended_at = Some(at);
     request.ended_by = by.cloned();
