@@ -589,7 +589,11 @@ fn a_follower_that_stops_reading_and_leaves_holds_nothing_up() {
     assert!(wait_until(Duration::from_secs(10), || live_ssh_sessions(
         &world
     ) == 0));
-    // Nothing of theirs is left for a shutdown to wait for.
+    // Nothing of theirs is left for a shutdown to wait for: every SSH
+    // connection, the follower's too, has ended on its own.
+    assert!(wait_until(Duration::from_secs(10), || world
+        .open_connections("ssh")
+        == Some(0.0)));
     world.signal("TERM");
     assert_eq!(world.wait_exit(Duration::from_secs(10)), Some(0));
     assert!(!world.log().contains("draining"), "{}", world.log());

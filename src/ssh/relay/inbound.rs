@@ -70,18 +70,7 @@ impl<'a> Inbound<'a> {
     ) -> Result<Next, russh::Error> {
         let to = &self.to;
         match message {
-            ChannelMsg::Data { data } => {
-                self.plane.count_from_client(&mut self.bytes, data.len());
-                if !keep(
-                    &self.shared,
-                    |r| r.input(&data),
-                    |log| log.client_sent(&data),
-                ) {
-                    return Ok(Next::Stop(Some(RECORDING_FAILED)));
-                }
-                let sent = unless_stopped(&self.stopped, to.data_bytes(data.clone())).await;
-                passed_on(from, sent, &data).await?;
-            }
+            ChannelMsg::Data { data } => return self.pass_data(from, data).await,
             ChannelMsg::Eof => to.eof().await?,
             ChannelMsg::Close => return Ok(Next::Stop(None)),
             ChannelMsg::RequestPty {
@@ -93,18 +82,8 @@ impl<'a> Inbound<'a> {
                 terminal_modes,
                 ..
             } => {
-                let (cols, rows) = (col_width.clamp(1, 10_000), row_height.clamp(1, 10_000));
-                self.shared.lock().pty = Some((term.clone(), cols, rows));
-                to.request_pty(
-                    false,
-                    &term,
-                    cols,
-                    rows,
-                    pix_width,
-                    pix_height,
-                    &terminal_modes,
-                )
-                .await?;
+                let size = (col_width, row_height, pix_width, pix_height);
+                self.pass_pty(&term, size, &terminal_modes).await?;
             }
             ChannelMsg::SetEnv {
                 variable_name,
@@ -147,6 +126,41 @@ impl<'a> Inbound<'a> {
             _ => {}
         }
         Ok(Next::Continue)
+    }
+
+    /// Records and passes on what the client typed or sent; stops the
+    /// channel when it cannot be recorded.
+    async fn pass_data(
+        &mut self,
+        from: &Inbox<server::Msg>,
+        data: bytes::Bytes,
+    ) -> Result<Next, russh::Error> {
+        self.plane.count_from_client(&mut self.bytes, data.len());
+        if !keep(
+            &self.shared,
+            |r| r.input(&data),
+            |log| log.client_sent(&data),
+        ) {
+            return Ok(Next::Stop(Some(RECORDING_FAILED)));
+        }
+        let sent = unless_stopped(&self.stopped, self.to.data_bytes(data.clone())).await;
+        passed_on(from, sent, &data).await?;
+        Ok(Next::Continue)
+    }
+
+    /// Asks the target for the client's pty, with a sane size, and keeps
+    /// its terminal and size for the recording.
+    async fn pass_pty(
+        &self,
+        term: &str,
+        (cols, rows, pix_width, pix_height): (u32, u32, u32, u32),
+        modes: &[(russh::Pty, u32)],
+    ) -> Result<(), russh::Error> {
+        let (cols, rows) = (cols.clamp(1, 10_000), rows.clamp(1, 10_000));
+        self.shared.lock().pty = Some((term.to_string(), cols, rows));
+        self.to
+            .request_pty(false, term, cols, rows, pix_width, pix_height, modes)
+            .await
     }
 
     /// Sets up the channel's recording or file log for what the client
