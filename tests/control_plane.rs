@@ -60,6 +60,12 @@ fn web_01_happy_path_request_approve_checkout_status_checkin() {
     let status = world.json("alice", "status");
     assert_eq!(status["leases"][0]["resource"], "web-01");
     assert!(status["leases"][0]["seconds_left"].as_i64().unwrap() > 1700);
+    // Status repeats how to use the lease, as checkout said it.
+    let ssh = format!("ssh -p {} alice+web-01@127.0.0.1", world.ssh_port);
+    assert_eq!(status["leases"][0]["connect"], ssh.as_str());
+    let text = world.ok("alice", "status");
+    let row = text.lines().find(|l| l.contains("web-01")).unwrap_or("");
+    assert!(row.contains("left)") && row.ends_with(&ssh), "{text}");
     // Asking again while holding the lease points at the lease.
     let again = world.refused("alice", "request web-01 --for 30m");
     assert!(
@@ -753,6 +759,9 @@ fn auditors_see_everyones_active_leases_and_others_only_their_own() {
             .any(|l| l.contains("zoe") && l.contains("web-01")),
         "{text}"
     );
+    // Nobody else's connect command: it would name its holder's login.
+    assert!(!text.contains("ssh -p"), "{text}");
+    assert!(everyone[0].get("connect").is_none(), "{everyone}");
     let mine = world.json("alice", "status")["leases"].clone();
     assert_eq!(mine.as_array().map(Vec::len), Some(1), "{mine}");
     let refused = world.refused("alice", "status --all");

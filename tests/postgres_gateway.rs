@@ -744,6 +744,12 @@ fn checkout_prints_a_psql_command_that_verifies_the_gateway_by_its_name() {
         "{}",
         String::from_utf8_lossy(&through.stderr)
     );
+    // Status gives the same command again, never the password.
+    let status = world.json("alice", "status");
+    assert_eq!(status["leases"][0]["connect"], printed, "{status}");
+    let text = world.ok("alice", "status");
+    assert!(text.contains(printed), "{text}");
+    assert!(!text.contains(out["password"].as_str().unwrap()), "{text}");
 }
 
 #[test]

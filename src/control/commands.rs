@@ -8,7 +8,7 @@ use crate::config::{DurationError, HumanDuration, ResourceKind};
 use crate::gateway::{Command, Gateway, Outcome};
 use crate::workflow::{Event, RequestId, RequestSpec, RequestState, Time, describe_waiting};
 
-use super::format::{hhmm, psql_conninfo, remaining};
+use super::format::{connect_command, hhmm, remaining};
 use super::parse::{ControlCommand, WorkflowCommand, free_text};
 use super::{Caller, ControlError, Reply, Terminal, blocking, views};
 
@@ -72,7 +72,7 @@ pub async fn run<T: Terminal>(
         } => delegate(gateway, &user, to, resources, until, revoke).await,
         ControlCommand::Checkout { id, totp } => checkout(gateway, caller, term, id, totp).await,
         ControlCommand::Requests { all } => Ok(views::requests(gateway, &user, all)),
-        ControlCommand::Status { all } => views::status(gateway, &user, all),
+        ControlCommand::Status { all } => views::status(gateway, caller, all),
         ControlCommand::Sessions => views::sessions(gateway, &user),
         ControlCommand::Rotate { resource } => rotate(gateway, &user, &resource).await,
         ControlCommand::Terminate { session, reason } => {
@@ -439,22 +439,16 @@ async fn checkout<T: Terminal>(
         json!({ "id": id, "resource": request.resource, "window_end": end, "state": "active" });
     match (kind, &outcome.lease_password) {
         (Some(ResourceKind::Postgres), Some(password)) => {
-            let conn = psql_conninfo(&config, &caller.host, &caller.user, &request.resource);
+            let psql = connect_command(&config, caller, &request.resource);
             text.push_str(&format!(
-                "connection password (shown once, valid only for this window): {}\npsql \"{conn}\"\n",
+                "connection password (shown once, valid only for this window): {}\n{psql}\n",
                 password.expose()
             ));
             json["password"] = password.expose().into();
-            json["psql"] = format!("psql \"{conn}\"").into();
+            json["psql"] = psql.into();
         }
         _ => {
-            let ssh = format!(
-                "ssh -p {} {}+{}@{}",
-                config.listen.ssh.port(),
-                caller.user,
-                request.resource,
-                caller.host
-            );
+            let ssh = connect_command(&config, caller, &request.resource);
             text.push_str(&format!("connect with: {ssh}\n"));
             json["ssh"] = ssh.into();
         }

@@ -1,13 +1,31 @@
 //! Human-readable renderings of times and audit events.
 
 use crate::audit::{AuditEvent, AuditRecord};
-use crate::config::{ClientAuth, Config, HumanDuration};
+use crate::config::{ClientAuth, Config, HumanDuration, ResourceKind};
+
+use super::Caller;
 use crate::workflow::{EndReason, Event, Request, Time};
 
 /// The libpq connection string for `user` on the Postgres `resource`
 /// through this gateway, as reached at `host`. It verifies the gateway's
 /// certificate when `[tls]` says how clients can (the password then goes
 /// only to the gateway); else it only encrypts.
+/// The command that uses `caller`'s lease on `resource`: `ssh` to a
+/// machine, `psql` (asking for the lease password) to a database.
+pub fn connect_command(config: &Config, caller: &Caller, resource: &str) -> String {
+    let kind = config.resource(resource).map(|r| r.kind);
+    if kind == Some(ResourceKind::Postgres) {
+        let conn = psql_conninfo(config, &caller.host, &caller.user, resource);
+        return format!("psql \"{conn}\"");
+    }
+    format!(
+        "ssh -p {} {}+{resource}@{}",
+        config.listen.ssh.port(),
+        caller.user,
+        caller.host
+    )
+}
+
 pub fn psql_conninfo(config: &Config, host: &str, user: &str, resource: &str) -> String {
     let port = config.listen.postgres.port();
     let tls = config.tls.as_ref();

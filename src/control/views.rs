@@ -10,8 +10,8 @@ use crate::sessions::Activity;
 use crate::workflow::{Context, Request, RequestState, describe_waiting};
 
 use super::commands::state_name;
-use super::format::{age, asked_for, hhmm, remaining};
-use super::{ControlError, Reply};
+use super::format::{age, asked_for, connect_command, hhmm, remaining};
+use super::{Caller, ControlError, Reply};
 
 fn require(gateway: &Gateway, user: &str, permission: Permission) -> Result<(), ControlError> {
     if gateway.config().directory.has(user, permission) {
@@ -119,7 +119,10 @@ fn request_json(r: &Request) -> serde_json::Value {
 }
 
 /// My active leases; with `all`, everyone's (who holds access now).
-pub fn status(gateway: &Arc<Gateway>, user: &str, all: bool) -> Result<Reply, ControlError> {
+/// The caller's active leases, each with the command that uses it; with
+/// `all` (auditors), everyone's.
+pub fn status(gateway: &Arc<Gateway>, caller: &Caller, all: bool) -> Result<Reply, ControlError> {
+    let user = caller.user.as_str();
     if all {
         require(gateway, user, Permission::Audit)?;
     }
@@ -130,9 +133,18 @@ pub fn status(gateway: &Arc<Gateway>, user: &str, all: bool) -> Result<Reply, Co
             .cloned()
             .collect()
     });
+    let config = gateway.config();
+    // Only the holder's own command is worth printing: it names them.
+    let connect = |r: &Request| (!all).then(|| connect_command(&config, caller, &r.resource));
     let mut text = String::new();
     if active.is_empty() {
         text.push_str("no active leases\n");
+    } else if all {
+        text.push_str("ACTIVE LEASES\n  ID  USER        RESOURCE         UNTIL\n");
+    } else {
+        text.push_str(
+            "MY ACTIVE LEASES\n  ID  RESOURCE         UNTIL                     CONNECT WITH\n",
+        );
     }
     for r in &active {
         let end = r.window_end.unwrap_or_else(chrono::Utc::now);
@@ -141,19 +153,24 @@ pub fn status(gateway: &Arc<Gateway>, user: &str, all: bool) -> Result<Reply, Co
         } else {
             String::new()
         };
-        text.push_str(&format!(
-            "{:<4} {holder}{:<16} until {} ({} left)\n",
-            r.id,
-            r.resource,
-            hhmm(&end),
-            remaining(&end)
-        ));
+        let until = format!("{} ({} left)", hhmm(&end), remaining(&end));
+        let command = connect(r).unwrap_or_default();
+        let line = format!(
+            "  {:<3} {holder}{:<16} {until:<25} {command}",
+            r.id, r.resource
+        );
+        text.push_str(line.trim_end());
+        text.push('\n');
     }
     let leases: Vec<_> = active
         .iter()
         .map(|r| {
             let left = r.window_end.map(|end| (end - chrono::Utc::now()).num_seconds().max(0));
-            json!({ "id": r.id, "user": r.requester, "resource": r.resource, "window_end": r.window_end, "seconds_left": left, "mfa": r.mfa_passed })
+            let mut lease = json!({ "id": r.id, "user": r.requester, "resource": r.resource, "window_end": r.window_end, "seconds_left": left, "mfa": r.mfa_passed });
+            if let Some(command) = connect(r) {
+                lease["connect"] = command.into();
+            }
+            lease
         })
         .collect();
     Ok(Reply {
