@@ -557,6 +557,29 @@ fn logins_without_a_valid_lease_are_refused_with_what_to_do() {
         "ended lease"
     );
     assert!(world.audit_text().contains(r#""accepted":false"#));
+    // sftp and scp (which speaks SFTP too) are told why as well.
+    let copied = world.path("copied");
+    for client in ["sftp", "scp"] {
+        let mut command = Command::new(client);
+        command
+            .args(world.client_options("alice"))
+            .args(["-P", &world.ssh_port.to_string()]);
+        if client == "sftp" {
+            command.args(["-b", "-", "alice+web-01@127.0.0.1"]);
+        } else {
+            command
+                .arg("alice+web-01@127.0.0.1:/etc/hostname")
+                .arg(&copied);
+        }
+        let out = command.stdin(Stdio::null()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{client}: {stderr}");
+        assert!(
+            stderr.contains("jitgate: no active lease for web-01"),
+            "{client}: {stderr}"
+        );
+    }
+    assert!(!copied.exists());
     // A lease on a database is no way into it over SSH, and no session
     // starts: the user is pointed at psql.
     world.lease_pg("alice", "10m");

@@ -469,8 +469,12 @@ impl russh::server::Handler for Connection {
         _name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        // Subsystems (sftp) exist only on resources; the relay forwards them.
-        if self.plane.is_some() {
+        // Subsystems (sftp) exist only on resources; the relay forwards
+        // them. A refused resource login accepts the request too, as it
+        // does a shell or command, so that the refusal's reason reaches
+        // the user: sftp and scp say only "subsystem request failed" to a
+        // failure, and drop the channel before reading what it says.
+        if self.target.is_some() {
             session.channel_success(channel)
         } else {
             session.channel_failure(channel)
