@@ -420,23 +420,10 @@ fn delegated_approvals_are_recorded_as_delegate_for_delegator() {
 }
 
 /// `ssh-keygen -lf`'s SHA-256 fingerprint of a user's key.
-fn fingerprint(world: &World, key: &str) -> String {
-    let out = Command::new("ssh-keygen")
-        .arg("-lf")
-        .arg(world.path("keys").join(format!("{key}.pub")))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    text.split_whitespace()
-        .nth(1)
-        .unwrap_or_default()
-        .to_string()
-}
-
 #[test]
 fn taking_a_key_out_of_the_config_cuts_the_connections_that_used_it() {
     let world = World::start();
-    let old = fingerprint(&world, "alice");
+    let old = world.key_fingerprint("alice");
     let mut alice = world.watching("alice", "alice");
     let mut bob = world.watching("bob", "bob");
     // Each login's record names the key it presented.

@@ -556,7 +556,18 @@ fn logins_without_a_valid_lease_are_refused_with_what_to_do() {
         refuse("alice", "web-01").contains("no active lease"),
         "ended lease"
     );
-    assert!(world.audit_text().contains(r#""accepted":false"#));
+    // The refusal's record names the key that logged in.
+    let key = world.key_fingerprint("alice");
+    let refusals: Vec<_> = world
+        .audit_events("login")
+        .into_iter()
+        .filter(|e| e["accepted"] == false && e["resource"] == "web-01")
+        .collect();
+    assert!(!refusals.is_empty());
+    assert!(
+        refusals.iter().all(|e| e["key"] == key.as_str()),
+        "{refusals:?}"
+    );
     // sftp and scp (which speaks SFTP too) are told why as well.
     let copied = world.path("copied");
     for client in ["sftp", "scp"] {

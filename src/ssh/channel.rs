@@ -70,15 +70,26 @@ async fn prompt(gateway: &Arc<Gateway>, caller: &Caller, console: &mut Console) 
     }
 }
 
+/// A resource login that gets no access, and the key it logged in with.
+pub struct Refused {
+    pub caller: Caller,
+    pub resource: String,
+    pub key: Option<String>,
+}
+
 /// `alice+RESOURCE@GW`: tells the user why there is no access and what to
 /// type next. Fails closed: nothing reaches the target from here.
 pub async fn refuse_target(
     mut channel: Channel<Msg>,
     gateway: Arc<Gateway>,
-    caller: Caller,
-    resource: String,
+    refused: Refused,
     gone: CancellationToken,
 ) {
+    let Refused {
+        caller,
+        resource,
+        key,
+    } = refused;
     while let Some(message) = channel.wait().await {
         if matches!(
             message,
@@ -118,7 +129,7 @@ pub async fn refuse_target(
         user: caller.user.clone(),
         resource: Some(resource),
         remote: caller.remote.clone(),
-        key: None,
+        key,
         accepted: false,
         reason: Some(reason.clone()),
     }]);

@@ -271,6 +271,9 @@ impl russh::server::Handler for Connection {
             .as_ref()
             .and_then(|resource| self.data_plane(&caller, resource));
         let server = session.handle();
+        let refused = target.is_some() && plane.is_none();
+        let key = refused.then(|| self.login.key().map(|key| key_fingerprint(&key)));
+        let key = key.flatten();
         self.runtime.tracker.spawn(async move {
             match (target, plane) {
                 (None, _) => {
@@ -286,7 +289,12 @@ impl russh::server::Handler for Connection {
                 }
                 (Some(resource), None) => {
                     reply.accept().await;
-                    channel::refuse_target(channel, gateway, caller, resource, gone).await
+                    let refused = channel::Refused {
+                        caller,
+                        resource,
+                        key,
+                    };
+                    channel::refuse_target(channel, gateway, refused, gone).await
                 }
             }
             open_channels.fetch_sub(1, Ordering::AcqRel);

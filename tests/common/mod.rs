@@ -587,6 +587,20 @@ impl World {
         })
     }
 
+    /// The SHA256 fingerprint of the public key `keys/KEY.pub`, as the
+    /// audit log names keys.
+    pub fn key_fingerprint(&self, key: &str) -> String {
+        let out = Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(self.path("keys").join(format!("{key}.pub")))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let fingerprint = text.split_whitespace().nth(1).unwrap_or_default();
+        assert!(fingerprint.starts_with("SHA256:"), "{text}");
+        fingerprint.to_string()
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.path("jitgate.toml")
     }
