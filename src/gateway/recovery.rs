@@ -128,15 +128,7 @@ impl Gateway {
         let tampered = audit_tampering(&config, &audit);
         let unended = unended_sessions(&config, &audit);
         let held = waiting_in_reserve(&recovered);
-        let mut state = recovered.snapshot.unwrap_or_default();
-        for record in &recovered.records {
-            for event in &record.events {
-                state.engine.apply(event);
-            }
-            if let Some((user, step)) = &record.mfa_step {
-                state.mfa_steps.insert(user.clone(), *step);
-            }
-        }
+        let state = replayed(recovered.snapshot, &recovered.records);
         let mfa = MfaGuard::new(config.mfa.max_failures, config.mfa.lockout);
         for (user, step) in &state.mfa_steps {
             mfa.remember_step(user, *step);
@@ -183,8 +175,17 @@ impl Gateway {
                 unended,
             },
         );
-        let weak = Arc::downgrade(&gateway);
-        gateway.known_hosts.on_record(move |resource, fingerprint| {
+        gateway.audit_first_contact_host_keys();
+        gateway.restore_leases();
+        gateway.sync_audit_anchor();
+        Ok((gateway, expired))
+    }
+
+    /// A target's host key seen for the first time is trusted and
+    /// recorded; the audit log says so.
+    fn audit_first_contact_host_keys(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        self.known_hosts.on_record(move |resource, fingerprint| {
             if let Some(gateway) = weak.upgrade() {
                 gateway.audit(AuditEvent::TargetHostKey {
                     resource: resource.to_string(),
@@ -194,9 +195,6 @@ impl Gateway {
                 });
             }
         });
-        gateway.restore_leases();
-        gateway.sync_audit_anchor();
-        Ok((gateway, expired))
     }
 
     /// Ends what ran out while the gateway was down and what the
@@ -212,4 +210,19 @@ impl Gateway {
             self.mirror_lease(&core.state.engine, id);
         }
     }
+}
+
+/// The state as the journal left it: its snapshot, then every record
+/// written after it, in order.
+fn replayed(snapshot: Option<PersistentState>, records: &[JournalRecord]) -> PersistentState {
+    let mut state = snapshot.unwrap_or_default();
+    for record in records {
+        for event in &record.events {
+            state.engine.apply(event);
+        }
+        if let Some((user, step)) = &record.mfa_step {
+            state.mfa_steps.insert(user.clone(), *step);
+        }
+    }
+    state
 }

@@ -157,15 +157,7 @@ pub async fn connect_as(
     credential: Option<Secret>,
 ) -> Result<Handle<UpstreamHandler>, UpstreamError> {
     let name = resource.name.clone();
-    let credential = credential.ok_or_else(|| UpstreamError::NoCredential {
-        resource: name.clone(),
-    })?;
-    let key = russh::keys::decode_secret_key(credential.expose(), None).map_err(|e| {
-        UpstreamError::BadCredential {
-            resource: name.clone(),
-            problem: e.to_string(),
-        }
-    })?;
+    let key = managed_key(resource, credential)?;
     let pinned = resource.host_key.clone().or_else(|| known.get(&name));
     let seen = Arc::new(Mutex::new(Seen::default()));
     let handler = UpstreamHandler {
@@ -207,17 +199,9 @@ pub async fn connect_as(
         }
         Err(_) => return Err(unreachable("SSH handshake timed out".into())),
     };
-    if let (None, None, Some(presented)) = (
-        &resource.host_key,
-        known.get(&name),
-        seen.lock().presented.clone(),
-    ) {
-        if let Err(e) = known.record(&name, &presented) {
-            tracing::warn!(error = %e, resource = %name, "cannot record the target host key");
-        }
-        if let Some(hook) = known.on_record.get() {
-            hook(&name, &fingerprint(&presented));
-        }
+    let presented = seen.lock().presented.clone();
+    if let (None, Some(presented)) = (&resource.host_key, presented) {
+        record_first_contact(known, &name, &presented);
     }
     let auth = handle
         .authenticate_publickey(
@@ -230,6 +214,36 @@ pub async fn connect_as(
         return Err(UpstreamError::Refused { resource: name });
     }
     Ok(handle)
+}
+
+/// The managed account's private key, from the vault's credential.
+fn managed_key(
+    resource: &Resource,
+    credential: Option<Secret>,
+) -> Result<russh::keys::PrivateKey, UpstreamError> {
+    let credential = credential.ok_or_else(|| UpstreamError::NoCredential {
+        resource: resource.name.clone(),
+    })?;
+    russh::keys::decode_secret_key(credential.expose(), None).map_err(|e| {
+        UpstreamError::BadCredential {
+            resource: resource.name.clone(),
+            problem: e.to_string(),
+        }
+    })
+}
+
+/// Trust on first contact: a target without a pinned or recorded host key
+/// has the one it presented recorded (and audited, by the hook).
+fn record_first_contact(known: &KnownHosts, resource: &str, presented: &str) {
+    if known.get(resource).is_some() {
+        return;
+    }
+    if let Err(e) = known.record(resource, presented) {
+        tracing::warn!(error = %e, resource, "cannot record the target host key");
+    }
+    if let Some(hook) = known.on_record.get() {
+        hook(resource, &fingerprint(presented));
+    }
 }
 
 /// How the gateway's client talks to targets.
