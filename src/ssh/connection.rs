@@ -24,6 +24,9 @@ use crate::serve::Runtime;
 const LEASE_SEVERING_FIRST: Duration = Duration::from_millis(500);
 /// How long a client has to take its disconnect before its socket is cut.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(1);
+/// How long a client has to show the channel notices sent before its
+/// disconnect (the answer to a keepalive sent after them).
+const NOTICES_SHOWN: Duration = Duration::from_millis(300);
 
 /// Counts a connection that ends without a successful login against its
 /// source (`[penalties]`), however the connection ends: as a failed login
@@ -234,6 +237,10 @@ impl Watch {
     /// or still before key exchange, when no message can be sent) has its
     /// socket cut, which ends the session task and everything it holds.
     async fn disconnect(&self, handle: &Handle, session: Pin<&mut Session>, reason: String) {
+        // Notices written to channels just before (why a session was
+        // severed) reach the user's terminal first: a client acting on the
+        // disconnect at once may drop output it has not written out yet.
+        let _ = tokio::time::timeout(NOTICES_SHOWN, handle.ping()).await;
         let said = tokio::time::timeout(
             DISCONNECT_GRACE,
             handle.disconnect(russh::Disconnect::ByApplication, reason, String::new()),

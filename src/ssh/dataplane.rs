@@ -26,7 +26,6 @@ use super::upstream::{self, KnownHosts, UpstreamError, UpstreamHandler};
 
 /// How long channels get to tell their users why before the disconnect.
 const SEVER_NOTICE: Duration = Duration::from_millis(200);
-const NOTICE_FLUSH: Duration = Duration::from_millis(30);
 
 pub struct DataPlane {
     pub gateway: Arc<Gateway>,
@@ -247,9 +246,8 @@ impl DataPlane {
         }
         self.channels.close();
         let _ = tokio::time::timeout(SEVER_NOTICE, self.channels.wait()).await;
-        // russh processes a disconnect ahead of channel data still queued in
-        // its session loop; a short pause lets the notices reach the wire.
-        tokio::time::sleep(NOTICE_FLUSH).await;
+        // The connection's disconnect waits for the client to have shown
+        // the notices (`Watch::disconnect` in connection.rs).
         let message = self.ended_message();
         sever.trigger(message.clone());
         self.disconnect_upstream(&message).await;

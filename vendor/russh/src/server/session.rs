@@ -83,6 +83,11 @@ pub enum Msg {
         description: String,
         language_tag: String,
     },
+    /// jitgate patch: a keepalive whose answer is reported on
+    /// `reply_channel`; queued behind everything sent before it.
+    Ping {
+        reply_channel: oneshot::Sender<()>,
+    },
     Channel(ChannelId, ChannelMsg),
     ChannelOpenReply {
         pending: PendingChannelOpen,
@@ -453,6 +458,20 @@ impl Handle {
             .map_err(|_| ())
     }
 
+    /// jitgate patch: sends a keepalive request after everything already
+    /// queued on this session and waits for the client's answer. OpenSSH
+    /// answers only after it has written out the channel data that came
+    /// before, so a notice written to a channel is on the user's terminal
+    /// once this returns.
+    pub async fn ping(&self) -> Result<(), Error> {
+        let (reply_channel, answered) = oneshot::channel();
+        self.sender
+            .send(Msg::Ping { reply_channel })
+            .await
+            .map_err(|_| Error::SendError)?;
+        answered.await.map_err(|_| Error::SendError)
+    }
+
     /// Allows a server to disconnect a client session
     pub async fn disconnect(
         &self,
@@ -627,6 +646,10 @@ impl Session {
             } => {
                 self.common
                     .disconnect(reason, &description, &language_tag)?;
+            }
+            // jitgate patch: see `Handle::ping`.
+            Msg::Ping { reply_channel } => {
+                self.send_ping(reply_channel)?;
             }
             Msg::ChannelOpenReply { pending, result } => {
                 self.finalize_channel_open_reply(pending, result)?;
