@@ -235,10 +235,16 @@ fn a_channel_whose_recording_cannot_be_created_does_not_run() {
     assert!(!sftp.status.success());
     assert!(!home.join("ran-unrecorded").exists());
 
-    // Exec channels without a pty are not recorded, so they still run.
+    // Exec channels are recorded too (record_exec_bytes), so they do not
+    // run either.
     let out = on_web(&world, "alice", "touch ran-as-exec");
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(home.join("ran-as-exec").exists());
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("this session cannot be recorded"),
+        "{}",
+        text(&out)
+    );
+    assert!(!home.join("ran-as-exec").exists());
 }
 
 #[test]

@@ -278,9 +278,36 @@ fn a_pty_session_is_recorded_as_asciicast() {
     assert!(String::from_utf8_lossy(&played.stdout).contains("recorded-42"));
 }
 
+/// The recordings of `world`, their text.
+fn recordings(world: &World) -> Vec<String> {
+    std::fs::read_dir(world.path("recordings"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect()
+}
+
 #[test]
-fn a_shell_without_a_pty_is_recorded_too_and_exec_is_not() {
+fn exec_channels_are_recorded_by_default() {
     let world = World::with_ssh_target(|t| t);
+    world.lease_web("alice", "10m");
+    // Commands fed to a shell on stdin: what they print is on record.
+    let out = world.on_target(
+        "alice",
+        &["bash"],
+        b"echo piped-$((6*7))
+",
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("piped-42"));
+    let recordings = recordings(&world);
+    assert_eq!(recordings.len(), 1, "{recordings:?}");
+    assert!(recordings[0].contains("piped-42"), "{}", recordings[0]);
+    // Not what was typed: record_input is off by default.
+    assert!(!recordings[0].contains("$((6*7))"), "{}", recordings[0]);
+}
+
+#[test]
+fn a_shell_without_a_pty_is_recorded_and_exec_is_not_with_record_exec_bytes_0() {
+    let world = World::with_ssh_target(|t| format!("{t}\n[ssh]\nrecord_exec_bytes = 0\n"));
     world.lease_web("alice", "10m");
     let out = world.on_target("alice", &["-T"], b"echo no-pty-$((6*7))\nexit\n");
     assert!(String::from_utf8_lossy(&out.stdout).contains("no-pty-42"));
@@ -291,16 +318,13 @@ fn a_shell_without_a_pty_is_recorded_too_and_exec_is_not() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("exec-42"));
-    let recordings: Vec<String> = std::fs::read_dir(world.path("recordings"))
-        .unwrap()
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
-        .collect();
+    let recordings = recordings(&world);
     assert_eq!(recordings.len(), 1, "{recordings:?}");
     assert!(recordings[0].contains("no-pty-42"), "{}", recordings[0]);
 }
 
 #[test]
-fn exec_channels_are_recorded_up_to_record_exec_bytes_when_configured() {
+fn exec_channels_are_recorded_up_to_record_exec_bytes() {
     let world = World::with_ssh_target(|t| {
         format!("{t}\n[ssh]\nrecord_exec_bytes = 300\nrecord_input = true\n")
     });
@@ -314,10 +338,7 @@ fn exec_channels_are_recorded_up_to_record_exec_bytes_when_configured() {
         .output()
         .unwrap();
     assert_eq!(out.stdout.len(), 100_000);
-    let mut recordings: Vec<String> = std::fs::read_dir(world.path("recordings"))
-        .unwrap()
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
-        .collect();
+    let mut recordings = recordings(&world);
     recordings.sort_by_key(|text| text.len());
     assert_eq!(recordings.len(), 2, "{recordings:?}");
     let bash = recordings.iter().find(|r| r.contains("exec-42")).unwrap();

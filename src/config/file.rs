@@ -95,6 +95,11 @@ pub struct SshSection {
     pub idle_timeout: HumanDuration,
 }
 
+/// The first MiB of each exec channel: all of what most commands print
+/// (`ssh GW+host cat /etc/shadow`, or `bash` fed commands on stdin), and no
+/// more than that of an rsync or tar pipeline.
+pub const DEFAULT_RECORD_EXEC_BYTES: u64 = 1024 * 1024;
+
 impl Default for SshSection {
     fn default() -> Self {
         Self {
@@ -102,7 +107,7 @@ impl Default for SshSection {
             auth_timeout: HumanDuration::from_secs(30),
             recordings_dir: "recordings".into(),
             record_input: false,
-            record_exec_bytes: 0,
+            record_exec_bytes: DEFAULT_RECORD_EXEC_BYTES,
             env_allow: vec!["LANG".into(), "LC_*".into(), "TZ".into()],
             client_alive_interval: HumanDuration::from_secs(30),
             client_alive_count_max: 3,

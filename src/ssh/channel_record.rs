@@ -41,7 +41,7 @@ fn start_recording(
     let mut used = shared.lock();
     used.kind = Some(kind);
     used.command = command;
-    let name = format!("{}-{}", plane.session_id(), rand::random::<u16>());
+    let name = plane.next_recording_name();
     let scp = (kind == "exec")
         .then(|| used.command.as_deref().and_then(ScpCommand::parse))
         .flatten();
@@ -58,11 +58,15 @@ fn start_recording(
         used.file_log = Some(Arc::new(Mutex::new(log)));
     }
     // A shell without a pty (`ssh -T`) is as interactive as one with a
-    // pty; exec channels without one carry pipelines (rsync, git), so they
-    // are recorded only when configured, and only so far.
+    // pty; exec channels without one also carry pipelines (rsync, git), so
+    // they are recorded only so far (record_exec_bytes), and not at all
+    // when their file log says what they moved (legacy scp).
     let (term, cols, rows) = match used.pty.clone() {
         Some(pty) => pty,
-        None if kind == "shell" || recorded_exec(kind, config) => ("dumb".to_string(), 80, 24),
+        None if kind == "shell" => ("dumb".to_string(), 80, 24),
+        None if recorded_exec(kind, config) && used.file_log.is_none() => {
+            ("dumb".to_string(), 80, 24)
+        }
         None => return Ok(()),
     };
     let limit = (used.pty.is_none() && kind == "exec").then_some(config.record_exec_bytes);
@@ -86,7 +90,7 @@ fn start_recording(
 }
 
 /// Exec channels without a pty are recorded (up to `record_exec_bytes`)
-/// only when that is above zero.
+/// unless that is zero.
 fn recorded_exec(kind: &str, config: &crate::config::Config) -> bool {
     kind == "exec" && config.record_exec_bytes > 0
 }

@@ -51,6 +51,8 @@ pub struct DataPlane {
     known_hosts: Arc<KnownHosts>,
     /// The session channels opened, for `sessions` (closed ones drop out).
     channel_uses: Mutex<Vec<Weak<Mutex<ChannelUse>>>>,
+    /// How many recordings and file logs the session's channels made.
+    recordings_named: AtomicU64,
 }
 
 impl DataPlane {
@@ -98,12 +100,21 @@ impl DataPlane {
             upstream: OnceCell::new(),
             known_hosts,
             channel_uses: Mutex::new(Vec::new()),
+            recordings_named: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&plane);
         plane
             .session
             .report_activity(Arc::new(move || weak.upgrade().map(|p| p.activity())));
         plane
+    }
+
+    /// A name for the next channel's recording or file log: the session
+    /// and the channel's place in it, so no two are ever the same (a
+    /// shared connection runs thousands of channels).
+    pub(super) fn next_recording_name(&self) -> String {
+        let n = self.recordings_named.fetch_add(1, Ordering::Relaxed) + 1;
+        format!("{}-{n}", self.session_id())
     }
 
     pub(super) fn channel_opened(&self, used: &Shared) {
