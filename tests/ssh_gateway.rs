@@ -414,6 +414,33 @@ fn world_allowing_port_forwarding() -> World {
     })
 }
 
+/// `ssh -L` as alice to web-01 whose one forwarded connection the gateway
+/// refuses: what ssh said of it.
+fn refused_local_forward(world: &World, port: u16) -> String {
+    let local_port = common::free_port();
+    // At the default log level (the first -o wins), where ssh reports a
+    // refused forward.
+    let mut forward = Command::new("ssh")
+        .args(["-o", "LogLevel=INFO"])
+        .args(world.client_options("alice"))
+        .args(["-p", &world.ssh_port.to_string(), "alice+web-01@127.0.0.1"])
+        .args(["-N", "-L", &format!("{local_port}:127.0.0.1:{port}")])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The listener is up once a connection gets through to it; the
+    // refused channel then closes that connection.
+    assert!(wait_until(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", local_port))
+            .is_ok_and(|stream| BufReader::new(stream).read_line(&mut String::new()).is_ok())
+    }));
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = forward.kill();
+    let _ = forward.wait();
+    common::stderr_of(&mut forward)
+}
+
 #[test]
 fn port_forwarding_follows_the_resource_setting() {
     let refused = World::with_ssh_target(|t| t);
@@ -426,12 +453,13 @@ fn port_forwarding_follows_the_resource_setting() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+    // `ssh -L` shows why, as the gateway put it.
+    let stderr = refused_local_forward(&refused, sshd_port);
     assert!(
-        ["prohibited", "forwarding failed"]
-            .iter()
-            .any(|m| String::from_utf8_lossy(&out.stderr).contains(m)),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        stderr.contains(
+            "open failed: administratively prohibited: port forwarding is not allowed on web-01"
+        ),
+        "{stderr}"
     );
     assert!(
         refused
@@ -440,8 +468,11 @@ fn port_forwarding_follows_the_resource_setting() {
     );
 
     let allowed = world_allowing_port_forwarding();
-    allowed.lease_web("alice", "10m");
     let sshd_port = allowed.ssh_target.as_ref().unwrap().sshd.port;
+    // Without a lease, the client is told so.
+    let stderr = refused_local_forward(&allowed, sshd_port);
+    assert!(stderr.contains("no active lease for web-01"), "{stderr}");
+    allowed.lease_web("alice", "10m");
     let mut tunnel = allowed
         .target_ssh("alice", "web-01")
         .args(["-W", &format!("127.0.0.1:{sshd_port}")])

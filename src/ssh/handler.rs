@@ -346,10 +346,11 @@ impl russh::server::Handler for Connection {
             };
             self.audit_forwarding_refused(
                 format!("port forwarding to {}:{port}", printable(host)),
-                reason,
+                reason.clone(),
             );
+            // The client prints the description with its refusal.
             reply
-                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .reject_saying(ChannelOpenFailure::AdministrativelyProhibited, reason)
                 .await;
             return Ok(());
         };

@@ -573,6 +573,9 @@ pub struct PendingChannelOpen {
     pub(crate) packet_size: u32,
     pub(crate) channel_ref: channels::ChannelRef,
     pub(crate) channel_params: ChannelParams,
+    /// jitgate patch: what a rejection tells the peer, if not the
+    /// reason's generic description (`reject_saying`).
+    pub(crate) description: Option<String>,
 }
 
 /// A handle passed to channel-open callbacks that the handler uses to
@@ -605,6 +608,16 @@ impl<M: Send> ChannelOpenHandleInner<M> {
         if let Some(pending) = self.inner.take() {
             let _ = self.sender.send((self.make_msg)(pending, Ok(())));
         }
+    }
+
+    /// jitgate patch: rejects the channel open request with a reason and a
+    /// description of it that the peer shows its user (OpenSSH prints
+    /// "open failed: administratively prohibited: DESCRIPTION").
+    pub async fn reject_saying(mut self, reason: ChannelOpenFailure, description: String) {
+        if let Some(pending) = self.inner.as_mut() {
+            pending.description = Some(description);
+        }
+        self.reject(reason).await;
     }
 
     /// Reject the channel open request with a reason.

@@ -879,6 +879,7 @@ impl Session {
                     packet_size: self.common.config.maximum_packet_size,
                     channel_ref,
                     channel_params,
+                    description: None,
                 };
                 let reply = ChannelOpenHandle::new(
                     self.priority_sender.clone(),

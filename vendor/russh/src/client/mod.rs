@@ -1871,7 +1871,11 @@ impl Session {
                         msg::CHANNEL_OPEN_FAILURE.encode(&mut enc.write)?;
                         pending.recipient_channel.encode(&mut enc.write)?;
                         reason.code().encode(&mut enc.write)?;
-                        reason.description().encode(&mut enc.write)?;
+                        // jitgate patch: `reject_saying`'s description.
+                        let description = pending.description.as_deref();
+                        description
+                            .unwrap_or(reason.description())
+                            .encode(&mut enc.write)?;
                         "en".encode(&mut enc.write)?;
                     });
                 }

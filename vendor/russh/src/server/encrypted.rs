@@ -2078,6 +2078,7 @@ impl Session {
             packet_size: self.common.config.maximum_packet_size,
             channel_ref,
             channel_params,
+            description: None,
         };
         let reply = ChannelOpenHandle::new(
             self.sender.priority_sender.clone(),
