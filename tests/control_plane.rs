@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{World, exits_within, stderr_of, wait_until};
+use common::{World, assert_success, exits_within, stderr_of, wait_until};
 
 #[test]
 fn web_01_happy_path_request_approve_checkout_status_checkin() {
@@ -462,11 +462,7 @@ fn taking_a_key_out_of_the_config_cuts_the_connections_that_used_it() {
         .arg("status")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let _ = bob.kill();
     let _ = bob.wait();
 }

@@ -8,7 +8,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, World, wait_until};
+use common::{BIN, World, assert_success, wait_until};
 
 fn jitgate(args: &[&str]) -> std::process::Output {
     Command::new(BIN).args(args).output().unwrap()
@@ -18,11 +18,7 @@ fn jitgate(args: &[&str]) -> std::process::Output {
 fn check_config_accepts_the_example_and_names_mistakes_with_exit_64() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/jitgate.example.toml");
     let out = jitgate(&["check-config", example]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
 
     let dir = tempfile::tempdir().unwrap();
@@ -300,11 +296,7 @@ fn acknowledged_changes_survive_a_crash() {
         "verify",
         world.path("audit/audit.log").to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
 }
 
 /// The gateway's host key as `ssh-keyscan` sees it.

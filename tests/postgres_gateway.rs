@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::pg_raw::{self as raw, world_with_known_ca};
-use common::{World, wait_until, wait_until_stalled};
+use common::{World, assert_success, wait_until, wait_until_stalled};
 
 #[test]
 fn psql_runs_queries_as_the_managed_role_and_every_statement_is_logged() {
@@ -1429,11 +1429,7 @@ fn a_man_in_the_middle_cannot_pass_a_scram_login_on() {
     // Unbound, a relayed SCRAM login passes, but the password still never
     // crossed the wire: the printed command therefore insists on binding.
     let out = through_mitm("disable");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     // Straight to the gateway, bound, it works.
     let out = world
         .psql("alice", "orders-prod", &password)
@@ -1441,9 +1437,5 @@ fn a_man_in_the_middle_cannot_pass_a_scram_login_on() {
         .args(["-c", "select current_user"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{World, wait_until, wait_until_stalled};
+use common::{World, assert_success, wait_until, wait_until_stalled};
 use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
 use rustix::termios::{Winsize, tcsetwinsize};
 
@@ -200,11 +200,7 @@ fn git_clone_and_push_over_the_gateway_work_unchanged() {
         .arg("rm -rf repo.git && git init -q --bare repo.git")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let git = |dir: &std::path::Path, args: &[&str]| {
         let out = Command::new("git")
             .args([

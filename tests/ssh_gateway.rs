@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{World, exits_within, stderr_of, wait_until};
+use common::{World, assert_success, exits_within, stderr_of, wait_until};
 use sha2::{Digest, Sha256};
 
 #[test]
@@ -270,11 +270,7 @@ fn a_pty_session_is_recorded_as_asciicast() {
         .stdin(Stdio::null())
         .output()
         .expect("script (bsdutils) and asciinema must be installed: scripts/install-deps");
-    assert!(
-        played.status.success(),
-        "{}",
-        String::from_utf8_lossy(&played.stderr)
-    );
+    assert_success(&played);
     assert!(String::from_utf8_lossy(&played.stdout).contains("recorded-42"));
 }
 
@@ -691,11 +687,7 @@ fn a_damaged_record_of_target_host_keys_refuses_to_start_instead_of_trusting_ane
         .arg("true")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let record = world.path("state/target_host_keys.json");
     let text = std::fs::read_to_string(&record).unwrap();
     assert!(

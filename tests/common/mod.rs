@@ -959,6 +959,17 @@ pub fn wait_until_stalled(mut bytes: impl FnMut() -> u64) -> bool {
     })
 }
 
+/// Asserts that a finished program succeeded, showing its stderr if not.
+#[track_caller]
+pub fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{} failed: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Whether `child` exits within `within`.
 pub fn exits_within(child: &mut Child, within: Duration) -> bool {
     wait_until(within, || child.try_wait().unwrap().is_some())
