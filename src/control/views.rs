@@ -118,7 +118,6 @@ fn request_json(r: &Request) -> serde_json::Value {
     })
 }
 
-/// My active leases; with `all`, everyone's (who holds access now).
 /// The caller's active leases, each with the command that uses it; with
 /// `all` (auditors), everyone's.
 pub fn status(gateway: &Arc<Gateway>, caller: &Caller, all: bool) -> Result<Reply, ControlError> {

@@ -63,8 +63,7 @@ fn start_recording(
     // when their file log says what they moved (legacy scp).
     let (term, cols, rows) = match used.pty.clone() {
         Some(pty) => pty,
-        None if kind == "shell" => ("dumb".to_string(), 80, 24),
-        None if recorded_exec(kind, config) && used.file_log.is_none() => {
+        None if kind == "shell" || (recorded_exec(kind, config) && used.file_log.is_none()) => {
             ("dumb".to_string(), 80, 24)
         }
         None => return Ok(()),
