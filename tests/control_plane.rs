@@ -119,6 +119,68 @@ fn an_extension_waits_for_approval_and_approvers_see_how_much_it_adds() {
 }
 
 #[test]
+fn more_time_on_a_resource_that_requires_reasons_needs_one_and_approvers_see_it() {
+    let world = World::start();
+    let id = world.request("alice", "orders-prod --for 1h --reason 'month end'");
+    world.ok("bob", &format!("approve {id}"));
+    world.ok("dave", &format!("approve {id}"));
+    world.ok(
+        "alice",
+        &format!("checkout {id} --totp {}", world.totp("alice")),
+    );
+    let mut watcher = world.watching("bob", "bob");
+    let refused = world.refused("alice", &format!("extend {id} --for 30m"));
+    assert!(
+        refused.contains("orders-prod requires a reason"),
+        "{refused}"
+    );
+    let asked = world.ok(
+        "alice",
+        &format!("extend {id} --for 30m --reason 'restore still running'"),
+    );
+    assert!(asked.contains("needs approval"), "{asked}");
+    let waiting = world.ok("bob", "requests");
+    let row = waiting
+        .lines()
+        .find(|l| l.contains("+30m"))
+        .unwrap_or_default();
+    assert!(
+        row.contains("restore still running (request: month end)"),
+        "{waiting}"
+    );
+    let listed = world.json("bob", "requests");
+    let extension = &listed["to_approve"][0]["extension"];
+    assert_eq!(extension["reason"], "restore still running");
+    let audited: Vec<_> = world
+        .audit_events("workflow")
+        .into_iter()
+        .filter(|event| event["change"]["type"] == "extension_requested")
+        .collect();
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    assert_eq!(audited[0]["change"]["reason"], "restore still running");
+    let told = line_containing(&mut watcher, "restore still running");
+    assert!(told.contains("(+30m)"), "{told}");
+    assert!(told.contains(&format!("approve {id}")), "{told}");
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+}
+
+/// The first line of `child`'s output holding `text`, waiting up to 10 s.
+fn line_containing(child: &mut std::process::Child, text: &str) -> String {
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let text = text.to_string();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let found = lines
+            .map_while(Result::ok)
+            .find(|line| line.contains(&text));
+        let _ = sender.send(found);
+    });
+    let found = receiver.recv_timeout(Duration::from_secs(10));
+    found.ok().flatten().expect("no such line within 10 s")
+}
+
+#[test]
 fn orders_prod_needs_both_levels_in_order_and_a_real_totp_code() {
     let world = World::start();
     let refused = world.refused("alice", "request orders-prod --for 1h");

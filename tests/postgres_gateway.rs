@@ -580,7 +580,7 @@ fn warnings_arrive_before_expiry_as_notices() {
         "{err}"
     );
     let extend = format!(
-        "ssh -p {} alice@127.0.0.1 extend {id} --for 15m",
+        "ssh -p {} alice@127.0.0.1 extend {id} --for 15m --reason TEXT",
         world.ssh_port
     );
     assert!(err.contains(&extend), "{err}");
@@ -604,7 +604,10 @@ fn an_extension_after_a_warning_brings_a_warning_before_the_new_end() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(5));
-    world.ok("alice", &format!("extend {id} --for 8s"));
+    world.ok(
+        "alice",
+        &format!("extend {id} --for 8s --reason 'query runs on'"),
+    );
     world.ok("bob", &format!("approve {id}"));
     world.ok("dave", &format!("approve {id}"));
     let out = query.wait_with_output().unwrap();

@@ -6,7 +6,9 @@ use serde_json::json;
 
 use crate::config::{DurationError, HumanDuration, ResourceKind};
 use crate::gateway::{Command, Gateway, Outcome};
-use crate::workflow::{Event, RequestId, RequestSpec, RequestState, Time, describe_waiting};
+use crate::workflow::{
+    Event, ExtendSpec, RequestId, RequestSpec, RequestState, Time, describe_waiting,
+};
 
 use super::format::{connect_command, hhmm, remaining};
 use super::parse::{ControlCommand, WorkflowCommand, free_text};
@@ -59,9 +61,15 @@ pub async fn run<T: Terminal>(
             ))
         }
         ControlCommand::Revoke { id, user: whose } => revoke(gateway, &user, id, whose).await,
-        ControlCommand::Extend { id, duration } => {
+        ControlCommand::Extend {
+            id,
+            duration,
+            reason,
+        } => {
             let by = parse_duration(&duration)?;
-            let outcome = execute(gateway, &user, Command::Extend { id, by }).await?;
+            let reason = free_text(reason);
+            let spec = ExtendSpec { id, by, reason };
+            let outcome = execute(gateway, &user, Command::Extend(spec)).await?;
             Ok(describe_extension(&outcome, id))
         }
         ControlCommand::Delegate {

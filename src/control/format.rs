@@ -68,6 +68,17 @@ pub fn asked_for(r: &Request) -> String {
     }
 }
 
+/// Why an approval is asked for: while an extension waits, its own reason
+/// beside the request's.
+pub fn why_asked(r: &Request) -> Option<String> {
+    let extension_reason = r.extension.as_ref().and_then(|e| e.reason.as_ref());
+    match (extension_reason, &r.reason) {
+        (Some(more), Some(first)) => Some(format!("{more} (request: {first})")),
+        (Some(more), None) => Some(more.clone()),
+        (None, first) => first.clone(),
+    }
+}
+
 pub fn hhmm(time: &Time) -> String {
     time.format("%H:%M UTC").to_string()
 }
@@ -304,6 +315,14 @@ fn session_of(session: &str, user: &Option<String>, resource: &Option<String>) -
     }
 }
 
+/// ", reason: TEXT", or nothing without a reason.
+pub fn reason_suffix(reason: &Option<String>) -> String {
+    reason
+        .as_ref()
+        .map(|r| format!(", reason: {r}"))
+        .unwrap_or_default()
+}
+
 pub fn describe_change(actor: Option<&str>, change: &Event) -> String {
     let by = actor.unwrap_or("gateway");
     match change {
@@ -315,10 +334,7 @@ pub fn describe_change(actor: Option<&str>, change: &Event) -> String {
             reason,
             ..
         } => {
-            let why = reason
-                .as_ref()
-                .map(|r| format!(", reason: {r}"))
-                .unwrap_or_default();
+            let why = reason_suffix(reason);
             format!(
                 "{requester} requested {resource} for {} (request {id}{why})",
                 HumanDuration::from_secs(*duration_secs)
@@ -384,15 +400,28 @@ pub fn describe_change(actor: Option<&str>, change: &Event) -> String {
             ..
         } => format!("{by} revoked request {id}"),
         Event::ExtensionRequested {
-            id, duration_secs, ..
+            id,
+            duration_secs,
+            reason,
+            ..
         } => {
             format!(
-                "{by} asked to extend request {id} by {}",
-                HumanDuration::from_secs(*duration_secs)
+                "{by} asked to extend request {id} by {}{}",
+                HumanDuration::from_secs(*duration_secs),
+                reason_suffix(reason)
             )
         }
-        Event::Extended { id, window_end, .. } => {
-            format!("request {id} extended until {}", hhmm(window_end))
+        Event::Extended {
+            id,
+            window_end,
+            reason,
+            ..
+        } => {
+            let until = hhmm(window_end);
+            format!(
+                "request {id} extended until {until}{}",
+                reason_suffix(reason)
+            )
         }
         Event::DelegationGranted { delegation, .. } => format!(
             "{} delegated approvals to {}",

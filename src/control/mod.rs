@@ -267,6 +267,7 @@ mod tests {
             "checkout 7 --totp 123456",
             "checkin 7",
             "extend 7 --for 15m",
+            "extend 7 --for 15m --reason restore still running",
             "revoke 7",
             "status --json",
             "status --all",

@@ -101,6 +101,10 @@ pub enum ControlCommand {
         /// it goes to the approvers.
         #[arg(long = "for", value_name = "DURATION")]
         duration: String,
+        /// Why more time is needed; approvers see it (required where the
+        /// resource requires a reason and the extension needs approval).
+        #[arg(long, num_args = 1.., value_name = "TEXT")]
+        reason: Vec<String>,
     },
     /// End someone's lease or request (admin); with --user, every lease
     /// and open request of that user at once.

@@ -8,9 +8,9 @@ use crate::config::Permission;
 use crate::events::{ChainError, ChainReader};
 use crate::gateway::Gateway;
 use crate::sessions::{LiveRecording, RecordingKind};
-use crate::workflow::{Context, Event, RequestId, Time};
+use crate::workflow::{Context, Event, RequestId, SUGGESTED_EXTENSION_SECS, Time};
 
-use super::format::{asked_for, describe_change, hhmm, record_line};
+use super::format::{asked_for, describe_change, hhmm, reason_suffix, record_line, why_asked};
 use super::since::{parse_since, start_of_moment};
 use super::tail_filter::{TailFilter, start_of_last_matches};
 use super::{Caller, ControlError, EXIT_OK, Terminal, fail};
@@ -60,7 +60,7 @@ pub async fn watch<T: Terminal>(
                         let line = if json {
                             format!("{}\n", serde_json::json!({ "type": "expiry_warning", "id": id, "resource": request.resource, "window_end": end }))
                         } else {
-                            format!("[{}] warning: access to {} (request {id}) ends at {} — extend with: extend {id} --for 15m\n", now_hms(), request.resource, hhmm(&end))
+                            format!("[{}] warning: access to {} (request {id}) ends at {} — extend with: {}\n", now_hms(), request.resource, hhmm(&end), request.extend_command(SUGGESTED_EXTENSION_SECS))
                         };
                         term.out(&line).await;
                     }
@@ -136,11 +136,7 @@ fn notification(gateway: &Gateway, user: &str, record: &AuditRecord, json: bool)
                     | Event::ExtensionRequested { .. }
             );
             if can_approve && approvable {
-                let why = request
-                    .reason
-                    .as_ref()
-                    .map(|r| format!(", reason: {r}"))
-                    .unwrap_or_default();
+                let why = reason_suffix(&why_asked(&request));
                 format!(
                     "request {id} from {} for {} ({}){why} awaits your approval: approve {id} | deny {id}",
                     request.requester,

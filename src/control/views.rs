@@ -10,7 +10,7 @@ use crate::sessions::Activity;
 use crate::workflow::{Context, Request, RequestState, describe_waiting};
 
 use super::commands::state_name;
-use super::format::{age, asked_for, connect_command, hhmm, remaining};
+use super::format::{age, asked_for, connect_command, hhmm, remaining, why_asked};
 use super::{Caller, ControlError, Reply};
 
 fn require(gateway: &Gateway, user: &str, permission: Permission) -> Result<(), ControlError> {
@@ -66,7 +66,7 @@ pub fn requests(gateway: &Arc<Gateway>, user: &str, all: bool) -> Reply {
             "WAITING FOR MY APPROVAL\n  ID  REQUESTER   RESOURCE         AGE    FOR     REASON\n",
         );
         for r in &to_approve {
-            let reason = r.reason.clone().unwrap_or_default();
+            let reason = why_asked(r).unwrap_or_default();
             text.push_str(&format!(
                 "  {:<3} {:<11} {:<16} {:<6} {:<7} {reason}\n",
                 r.id,
@@ -113,6 +113,7 @@ fn request_json(r: &Request) -> serde_json::Value {
         "note": note(r),
         "extension": r.extension.as_ref().map(|e| json!({
             "duration_secs": e.duration_secs,
+            "reason": e.reason,
             "approvals": e.round.approvals,
         })),
     })

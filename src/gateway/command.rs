@@ -1,12 +1,10 @@
 //! Commands users run against the gateway, and how each is carried out.
 
-use std::time::Duration;
-
 use crate::audit::AuditEvent;
 use crate::config::{Config, ResourceKind, WorkflowSettings};
 use crate::mfa::MfaError;
 use crate::secret::{Secret, read_secret_file};
-use crate::workflow::{Context, Event, RequestId, RequestSpec, Time, WorkflowError};
+use crate::workflow::{Context, Event, ExtendSpec, RequestId, RequestSpec, Time, WorkflowError};
 
 use super::{Core, Gateway, GatewayError};
 
@@ -37,10 +35,7 @@ pub enum Command {
     RevokeUser {
         user: String,
     },
-    Extend {
-        id: RequestId,
-        by: Duration,
-    },
+    Extend(ExtendSpec),
     Delegate {
         to: String,
         resources: Vec<String>,
@@ -65,7 +60,7 @@ impl Command {
             Self::Checkin { id } => format!("checkin {id}"),
             Self::Revoke { id } => format!("revoke {id}"),
             Self::RevokeUser { user } => format!("revoke --user {user}"),
-            Self::Extend { id, by } => format!("extend {id} by {}s", by.as_secs()),
+            Self::Extend(spec) => format!("extend {} by {}s", spec.id, spec.by.as_secs()),
             Self::Delegate { to, .. } => format!("delegate to {to}"),
             Self::RevokeDelegation => "delegate --revoke".into(),
             Self::SetWorkflow { resource, .. } => format!("workflow set {resource}"),
@@ -126,7 +121,7 @@ impl Gateway {
             Command::Checkin { id } => engine.decide_checkin(&ctx, actor, id)?,
             Command::Revoke { id } => engine.decide_revoke(&ctx, actor, id)?,
             Command::RevokeUser { user } => engine.decide_revoke_user(&ctx, actor, &user)?,
-            Command::Extend { id, by } => engine.decide_extend(&ctx, actor, id, by)?,
+            Command::Extend(spec) => engine.decide_extend(&ctx, actor, spec)?,
             Command::Delegate {
                 to,
                 resources,

@@ -263,6 +263,18 @@ impl Gateway {
         in_place(|| view(&self.core.lock().state.engine))
     }
 
+    /// The command an expiry warning suggests for more time on lease `id`.
+    pub fn extend_command(&self, id: RequestId) -> String {
+        let by = crate::workflow::SUGGESTED_EXTENSION_SECS;
+        match self.request(id) {
+            Some(request) => request.extend_command(by),
+            None => format!(
+                "extend {id} --for {}",
+                crate::config::HumanDuration::from_secs(by)
+            ),
+        }
+    }
+
     pub fn request(&self, id: RequestId) -> Option<Request> {
         self.read(|engine| engine.request(id).cloned())
     }

@@ -14,7 +14,7 @@ use super::tests::{config_text, enroll};
 use super::*;
 use crate::fuzzing::Dice;
 use crate::secret::Secret;
-use crate::workflow::RequestSpec;
+use crate::workflow::{ExtendSpec, RequestSpec};
 
 const USERS: usize = 4;
 
@@ -73,7 +73,8 @@ fn random_command(gateway: &Gateway, secrets: &[Secret], dice: &mut Dice) -> (St
             1 => ("root".into(), Command::RevokeUser { user: requester }),
             _ => {
                 let by = Duration::from_secs(60);
-                (owner, Command::Extend { id, by })
+                let reason = Some("more".to_string());
+                (owner, Command::Extend(ExtendSpec { id, by, reason }))
             }
         },
     }

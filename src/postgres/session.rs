@@ -360,6 +360,7 @@ impl PgSession {
             .leases()
             .lookup(&self.user, &self.resource.name);
         let lease = lease.unwrap_or_else(|| self.lease.clone());
+        let gateway = &self.frontend.runtime.gateway;
         format!(
             "jitgate: access window for {} ends in {}; extend with: {}",
             self.resource.name,
@@ -367,7 +368,7 @@ impl PgSession {
             self.frontend.control_command(
                 self.gateway_host,
                 &self.user,
-                &format!("extend {} --for 15m", self.lease.request_id),
+                &gateway.extend_command(self.lease.request_id),
             )
         )
     }

@@ -89,9 +89,9 @@ fn current_lease(plane: &DataPlane) -> Arc<Lease> {
 
 fn warning_text(plane: &DataPlane, lease: &Lease) -> String {
     format!(
-        "access to {} ends in {}: extend it with `extend {} --for 15m`",
+        "access to {} ends in {}: extend it with `{}`",
         plane.resource.name,
         lease.ends_in(Instant::now()),
-        lease.request_id
+        plane.gateway.extend_command(lease.request_id)
     )
 }

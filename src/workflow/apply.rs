@@ -39,9 +39,10 @@ impl Engine {
             Event::ExtensionRequested {
                 id,
                 duration_secs,
+                reason,
                 at,
             } => self.with(*id, |r| {
-                r.extension = Some(Engine::new_extension(*duration_secs, *at));
+                r.extension = Some(Engine::new_extension(*duration_secs, reason.clone(), *at));
             }),
             Event::Extended { id, window_end, .. } => self.with(*id, |r| {
                 let old_end = r.window_end.unwrap_or(*window_end);

@@ -21,6 +21,14 @@ pub struct Context<'a> {
     pub now: Time,
 }
 
+/// The arguments of `extend ID --for D [--reason T]`.
+#[derive(Clone, Debug)]
+pub struct ExtendSpec {
+    pub id: RequestId,
+    pub by: Duration,
+    pub reason: Option<String>,
+}
+
 /// The arguments of `request RESOURCE [--for D] [--reason T] [--ticket ID]`.
 #[derive(Clone, Debug, Default)]
 pub struct RequestSpec {
@@ -198,7 +206,7 @@ impl Engine {
         if level_done && level + 1 == request.levels().len() {
             events.push(match &request.extension {
                 Some(extension) if request.state == RequestState::Active => {
-                    self.extended_event(request, extension.duration_secs, ctx.now)
+                    self.extended_event(request, extension.duration_secs, None, ctx.now)
                 }
                 _ => Event::Granted { id, at: ctx.now },
             });
@@ -206,11 +214,18 @@ impl Engine {
         Ok(events)
     }
 
-    fn extended_event(&self, request: &Request, add_secs: u64, now: Time) -> Event {
+    fn extended_event(
+        &self,
+        request: &Request,
+        add_secs: u64,
+        reason: Option<String>,
+        now: Time,
+    ) -> Event {
         let end = request.window_end.unwrap_or(now);
         Event::Extended {
             id: request.id,
             window_end: end + secs(Duration::from_secs(add_secs)),
+            reason,
             at: now,
         }
     }
@@ -408,13 +423,9 @@ impl Engine {
             .collect())
     }
 
-    pub fn decide_extend(
-        &self,
-        ctx: &Context,
-        actor: &str,
-        id: RequestId,
-        by: Duration,
-    ) -> Decision {
+    pub fn decide_extend(&self, ctx: &Context, actor: &str, spec: ExtendSpec) -> Decision {
+        let ExtendSpec { id, by, reason } = spec;
+        let reason = non_blank(reason);
         // A bad argument is reported before anything about the request's state.
         if by.is_zero() {
             return Err(WorkflowError::ZeroDuration);
@@ -442,14 +453,19 @@ impl Engine {
                 max: settings.max_duration,
             });
         }
-        let self_service = request.extended_secs + by.as_secs()
-            <= settings.self_service_extension.as_duration().as_secs();
-        if self_service || settings.approval_levels.is_empty() {
-            return Ok(vec![self.extended_event(request, by.as_secs(), ctx.now)]);
+        if !request.extension_needs_approval(by.as_secs()) {
+            let extended = self.extended_event(request, by.as_secs(), reason, ctx.now);
+            return Ok(vec![extended]);
+        }
+        // Approvers asked for more time judge it by why it is needed, as
+        // they judged the request itself.
+        if settings.require_reason && reason.is_none() {
+            return Err(WorkflowError::ReasonRequired(request.resource.clone()));
         }
         Ok(vec![Event::ExtensionRequested {
             id,
             duration_secs: by.as_secs(),
+            reason,
             at: ctx.now,
         }])
     }
@@ -524,9 +540,14 @@ impl Engine {
     }
 
     /// A new extension round starts at level 0 of the request's own levels.
-    pub(super) fn new_extension(duration_secs: u64, at: Time) -> PendingExtension {
+    pub(super) fn new_extension(
+        duration_secs: u64,
+        reason: Option<String>,
+        at: Time,
+    ) -> PendingExtension {
         PendingExtension {
             duration_secs,
+            reason,
             round: super::model::ApprovalRound::new(at),
         }
     }

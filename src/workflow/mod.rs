@@ -23,11 +23,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use approval::describe_waiting;
-pub use decide::{Context, RequestSpec};
+pub use decide::{Context, ExtendSpec, RequestSpec};
 pub use error::WorkflowError;
 pub use model::{
     Approval, ApprovalRound, Delegation, EndReason, Event, PendingExtension, Request, RequestId,
-    RequestState, Time,
+    RequestState, SUGGESTED_EXTENSION_SECS, Time,
 };
 
 use crate::config::WorkflowSettings;

@@ -99,6 +99,10 @@ impl ApprovalRound {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingExtension {
     pub duration_secs: u64,
+    /// Why more time is needed; approvers see it beside the request's own
+    /// reason. Journals written before extensions had reasons lack it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub round: ApprovalRound,
 }
 
@@ -128,9 +132,30 @@ pub struct Request {
     pub mfa_passed: bool,
 }
 
+/// How much more time expiry warnings suggest asking for.
+pub const SUGGESTED_EXTENSION_SECS: u64 = 15 * 60;
+
 impl Request {
     pub fn levels(&self) -> &[ApprovalLevel] {
         &self.settings.approval_levels
+    }
+
+    /// Whether `by_secs` more on this lease goes to the approvers: it is
+    /// beyond the self-service allowance left, and there are approvers.
+    pub fn extension_needs_approval(&self, by_secs: u64) -> bool {
+        let allowance = self.settings.self_service_extension.as_duration().as_secs();
+        self.extended_secs + by_secs > allowance && !self.settings.approval_levels.is_empty()
+    }
+
+    /// The control command asking for `by_secs` more on this lease, with
+    /// `--reason` where the approvers it goes to need one.
+    pub fn extend_command(&self, by_secs: u64) -> String {
+        let by = crate::config::HumanDuration::from_secs(by_secs);
+        let command = format!("extend {} --for {by}", self.id);
+        if self.settings.require_reason && self.extension_needs_approval(by_secs) {
+            return format!("{command} --reason TEXT");
+        }
+        command
     }
 
     /// The approval round in progress: the request's own while it is
@@ -267,11 +292,17 @@ pub enum Event {
     ExtensionRequested {
         id: RequestId,
         duration_secs: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
         at: Time,
     },
     Extended {
         id: RequestId,
         window_end: Time,
+        /// The requester's reason for a self-service extension; one that
+        /// went to the approvers has it on its `ExtensionRequested`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
         at: Time,
     },
     DelegationGranted {

@@ -266,32 +266,21 @@ fn extension_within_allowance_is_self_service() {
     w.approve("bob", id).unwrap();
     w.checkout("alice", id).unwrap();
     let end = w.engine.request(id).unwrap().window_end.unwrap();
-    w.commit(
-        w.engine
-            .decide_extend(&w.ctx(), "alice", id, Duration::from_secs(600)),
-    )
-    .unwrap();
+    w.commit(w.decide_extend("alice", id, 600)).unwrap();
     assert_eq!(
         w.engine.request(id).unwrap().window_end,
         Some(end + chrono::Duration::seconds(600))
     );
     // 10m used of the 15m allowance: another 10m needs approval again.
-    let events = w
-        .commit(
-            w.engine
-                .decide_extend(&w.ctx(), "alice", id, Duration::from_secs(600)),
-        )
-        .unwrap();
+    let events = w.commit(w.decide_extend("alice", id, 600)).unwrap();
     assert!(matches!(events[0], Event::ExtensionRequested { .. }));
     assert_eq!(
-        w.engine
-            .decide_extend(&w.ctx(), "alice", id, Duration::from_secs(60)),
+        w.decide_extend("alice", id, 60),
         Err(WorkflowError::ExtensionPending(id))
     );
     // A bad argument is named as such, whatever the request's state.
     assert_eq!(
-        w.engine
-            .decide_extend(&w.ctx(), "alice", id, Duration::ZERO),
+        w.decide_extend("alice", id, 0),
         Err(WorkflowError::ZeroDuration)
     );
     assert_eq!(w.approve("alice", id), Err(WorkflowError::SelfApproval));
@@ -307,6 +296,45 @@ fn extension_within_allowance_is_self_service() {
 }
 
 #[test]
+fn extension_for_approval_carries_its_reason_where_reasons_are_required() {
+    let mut w = World::new();
+    let id = w.hold_orders("alice");
+    // orders-prod requires a reason and allows no self-service time, so
+    // the command its expiry warnings suggest asks for one.
+    let held = w.engine.request(id).unwrap();
+    assert_eq!(
+        held.extend_command(900),
+        format!("extend {id} --for 15m --reason TEXT")
+    );
+    assert_eq!(
+        w.decide_extend("alice", id, 600),
+        Err(WorkflowError::ReasonRequired("orders-prod".into()))
+    );
+    let spec = ExtendSpec {
+        id,
+        by: Duration::from_secs(600),
+        reason: Some("  restore still running ".into()),
+    };
+    w.commit(w.engine.decide_extend(&w.ctx(), "alice", spec))
+        .unwrap();
+    let pending = w.engine.request(id).unwrap().extension.clone().unwrap();
+    assert_eq!(pending.reason.as_deref(), Some("restore still running"));
+    assert_eq!(pending.duration_secs, 600);
+    // web-01 requires none: its extension beyond the allowance goes
+    // to the approvers without one.
+    let web = w.request("zoe", "web-01").unwrap();
+    w.approve("bob", web).unwrap();
+    w.checkout("zoe", web).unwrap();
+    let held = w.engine.request(web).unwrap();
+    assert_eq!(held.extend_command(900), format!("extend {web} --for 15m"));
+    let events = w.commit(w.decide_extend("zoe", web, 3600)).unwrap();
+    assert!(matches!(
+        events[0],
+        Event::ExtensionRequested { reason: None, .. }
+    ));
+}
+
+#[test]
 fn extension_never_exceeds_the_maximum() {
     let mut w = World::new();
     let id = w.request("alice", "web-01").unwrap();
@@ -314,18 +342,12 @@ fn extension_never_exceeds_the_maximum() {
     w.checkout("alice", id).unwrap();
     // 30m granted, 2h maximum: 90m more is the most.
     assert!(matches!(
-        w.engine
-            .decide_extend(&w.ctx(), "alice", id, Duration::from_secs(5401)),
+        w.decide_extend("alice", id, 5401),
         Err(WorkflowError::ExtensionTooLong { .. })
     ));
-    assert!(
-        w.engine
-            .decide_extend(&w.ctx(), "alice", id, Duration::from_secs(5400))
-            .is_ok()
-    );
+    assert!(w.decide_extend("alice", id, 5400).is_ok());
     assert_eq!(
-        w.engine
-            .decide_extend(&w.ctx(), "zoe", id, Duration::from_secs(60)),
+        w.decide_extend("zoe", id, 60),
         Err(WorkflowError::NotYourRequest(id))
     );
 }
@@ -336,11 +358,7 @@ fn denied_extension_keeps_the_lease() {
     let id = w.request("alice", "web-01").unwrap();
     w.approve("bob", id).unwrap();
     w.checkout("alice", id).unwrap();
-    w.commit(
-        w.engine
-            .decide_extend(&w.ctx(), "alice", id, Duration::from_secs(3600)),
-    )
-    .unwrap();
+    w.commit(w.decide_extend("alice", id, 3600)).unwrap();
     w.commit(w.engine.decide_deny(&w.ctx(), "bob", id, None))
         .unwrap();
     let request = w.engine.request(id).unwrap();
@@ -391,11 +409,7 @@ fn replaying_events_rebuilds_identical_state() {
     let web = w.request("zoe", "web-01").unwrap();
     w.approve("bob", web).unwrap();
     w.checkout("zoe", web).unwrap();
-    w.commit(
-        w.engine
-            .decide_extend(&w.ctx(), "zoe", web, Duration::from_secs(3600)),
-    )
-    .unwrap();
+    w.commit(w.decide_extend("zoe", web, 3600)).unwrap();
     w.commit(w.engine.decide_checkin(&w.ctx(), "alice", held))
         .unwrap();
     w.commit(

@@ -165,6 +165,21 @@ impl World {
         )
     }
 
+    /// What `extend ID --for SECS` by `who` would do, without a reason.
+    fn decide_extend(
+        &self,
+        who: &str,
+        id: RequestId,
+        secs: u64,
+    ) -> Result<Vec<Event>, WorkflowError> {
+        let spec = ExtendSpec {
+            id,
+            by: Duration::from_secs(secs),
+            reason: None,
+        };
+        self.engine.decide_extend(&self.ctx(), who, spec)
+    }
+
     fn state(&self, id: RequestId) -> RequestState {
         self.engine.request(id).unwrap().state
     }

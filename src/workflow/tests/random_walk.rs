@@ -63,7 +63,9 @@ fn random_decision(world: &World, dice: &mut Dice) -> Result<Vec<Event>, Workflo
             _ => {
                 let owner = engine.request(id).map_or(actor, |r| r.requester.as_str());
                 let by = [0, 300, 900, 7200, 40_000][dice.roll(5)];
-                engine.decide_extend(&ctx, owner, id, Duration::from_secs(by))
+                let reason = dice.roll(2).eq(&0).then(|| "more".to_string());
+                let by = Duration::from_secs(by);
+                engine.decide_extend(&ctx, owner, ExtendSpec { id, by, reason })
             }
         },
         12 => match dice.roll(2) {
