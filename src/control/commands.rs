@@ -35,8 +35,7 @@ pub async fn run<T: Terminal>(
                 reason: free_text(reason),
                 ticket,
             };
-            let outcome = execute(gateway, &user, Command::Request(spec)).await?;
-            Ok(describe_request_filed(gateway, &outcome))
+            request(gateway, &user, spec).await
         }
         ControlCommand::Approve { id, comment } => {
             let comment = free_text(comment);
@@ -68,9 +67,7 @@ pub async fn run<T: Terminal>(
         } => {
             let by = parse_duration(&duration)?;
             let reason = free_text(reason);
-            let spec = ExtendSpec { id, by, reason };
-            let outcome = execute(gateway, &user, Command::Extend(spec)).await?;
-            Ok(describe_extension(&outcome, id))
+            extend(gateway, &user, ExtendSpec { id, by, reason }).await
         }
         ControlCommand::Delegate {
             to,
@@ -103,6 +100,25 @@ pub async fn run<T: Terminal>(
             Err(ControlError::Usage("streams are handled elsewhere".into()))
         }
     }
+}
+
+async fn request(
+    gateway: &Arc<Gateway>,
+    user: &str,
+    spec: RequestSpec,
+) -> Result<Reply, ControlError> {
+    let outcome = execute(gateway, user, Command::Request(spec)).await?;
+    Ok(describe_request_filed(gateway, &outcome))
+}
+
+async fn extend(
+    gateway: &Arc<Gateway>,
+    user: &str,
+    spec: ExtendSpec,
+) -> Result<Reply, ControlError> {
+    let id = spec.id;
+    let outcome = execute(gateway, user, Command::Extend(spec)).await?;
+    Ok(describe_extension(&outcome, id))
 }
 
 /// `revoke ID` ends one lease; `revoke --user USER` all of a user's.
