@@ -19,6 +19,7 @@ pub struct Cli {
 pub enum TopCommand {
     /// Run the gateway daemon.
     Serve {
+        /// The gateway's config file (TOML; see config/jitgate.example.toml).
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
@@ -30,6 +31,7 @@ pub enum TopCommand {
     },
     /// Validate a config file and exit (64 on any error).
     CheckConfig {
+        /// The config file to check (TOML; see config/jitgate.example.toml).
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
@@ -54,6 +56,7 @@ pub enum TopCommand {
 pub enum VaultCommand {
     /// Store a resource's managed credential (the gateway must be stopped).
     Set {
+        /// The resource's name, as in the config.
         #[arg(value_name = "RESOURCE")]
         resource: String,
         /// A file holding the Postgres password (one line, mode 0600).
@@ -67,21 +70,26 @@ pub enum VaultCommand {
         /// A file holding the SSH private key (OpenSSH format, mode 0600).
         #[arg(long, value_name = "FILE")]
         key_file: Option<PathBuf>,
+        /// The gateway's config file (TOML; see config/jitgate.example.toml).
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
     /// Resources, kinds, versions, last rotation and state; never a secret.
     List {
+        /// The gateway's config file (TOML; see config/jitgate.example.toml).
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+        /// Print one JSON document instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Rotate a resource's credential now (the gateway must be stopped;
     /// while it runs, use `ssh ... rotate RESOURCE`).
     Rotate {
+        /// The resource's name, as in the config.
         #[arg(value_name = "RESOURCE")]
         resource: String,
+        /// The gateway's config file (TOML; see config/jitgate.example.toml).
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
@@ -96,6 +104,8 @@ pub enum AuditCommand {
     /// record the head it prints (SEQ:HASH) somewhere else, and pass it back
     /// with --anchor to prove the log still reaches it unchanged.
     Verify {
+        /// The audit log (its rotated files are found beside it), or
+        /// several files in order.
         #[arg(value_name = "FILE", required = true)]
         files: Vec<PathBuf>,
         /// A head recorded earlier (SEQ:HASH) that the log must still hold.
@@ -113,8 +123,10 @@ pub enum TotpCommand {
     /// Generate a TOTP secret for USER, write it to the user's
     /// `totp_secret_file`, and print the otpauth:// URI and a QR code.
     Enroll {
+        /// The user's name, as in the config.
         #[arg(value_name = "USER")]
         user: String,
+        /// The gateway's config file (TOML; see config/jitgate.example.toml).
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
         /// Replace an existing secret.
@@ -147,7 +159,33 @@ pub fn log_directives(from_env: Option<&str>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::log_directives;
+    use clap::CommandFactory;
+
+    use super::{Cli, log_directives};
+    use crate::control::ControlLine;
+
+    /// "command --arg" for every argument of `command` and its
+    /// subcommands that `--help` would list without a word about it.
+    fn undocumented(command: &clap::Command, path: &str) -> Vec<String> {
+        let path = format!("{path} {}", command.get_name());
+        let mut missing: Vec<String> = command
+            .get_arguments()
+            .filter(|arg| arg.get_help().is_none() && arg.get_long_help().is_none())
+            .map(|arg| format!("{path} {}", arg.get_id()))
+            .collect();
+        for sub in command.get_subcommands() {
+            missing.extend(undocumented(sub, &path));
+        }
+        missing
+    }
+
+    #[test]
+    fn every_argument_of_every_command_says_what_it_is() {
+        let missing = undocumented(&Cli::command(), "");
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+        let missing = undocumented(&ControlLine::command(), "");
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
 
     #[test]
     fn peer_noise_is_quieted_unless_the_log_setting_names_it() {
