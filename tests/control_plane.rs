@@ -849,12 +849,17 @@ fn interactive_prompt_runs_commands_on_a_pty() {
         .write_all(b"request web-01 --reason 'from the prompt'\r")
         .unwrap();
     stdin.write_all(b"request nope\r").unwrap();
+    // Ctrl-C drops the line typed so far, as in a shell, and the prompt
+    // goes on.
+    stdin.write_all(b"cancel 1\x03").unwrap();
     stdin.write_all(b"status\r").unwrap();
     stdin.write_all(b"exit\r").unwrap();
     let out = shell.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("signed in as alice"), "{text}");
     assert!(text.contains("request 1 for web-01"), "{text}");
+    assert!(text.contains("cancel 1^C\r\njitgate> "), "{text}");
+    assert!(!text.contains("cancelled request"), "{text}");
     // On a pty an error is on the terminal, in order, as under sshd.
     let refused = text.find("unknown resource \"nope\"");
     let status = text.find("no active leases");

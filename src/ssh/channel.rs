@@ -12,7 +12,7 @@ use crate::config::ResourceKind;
 use crate::control::{Caller, EXIT_OK, EXIT_REFUSED, Terminal, psql_conninfo, run_line};
 use crate::gateway::{AUDIT_UNAVAILABLE, Gateway};
 
-use super::console::Console;
+use super::console::{Console, Input};
 
 /// Waits for the client's exec or shell request, then serves it. `gone`
 /// is cancelled when the client's connection ends.
@@ -54,8 +54,17 @@ async fn prompt(gateway: &Arc<Gateway>, caller: &Caller, console: &mut Console) 
         .await;
     loop {
         console.out("jitgate> ").await;
-        let Some(line) = console.read_line(true).await else {
-            break;
+        let line = match console.read_input(true).await {
+            Input::Line(line) => line,
+            // As in a shell: the line typed so far is dropped, the prompt
+            // comes again.
+            Input::Interrupted => {
+                if console.has_pty() {
+                    console.out("^C").await;
+                }
+                String::new()
+            }
+            Input::Ended => break,
         };
         if console.has_pty() {
             console.out("\n").await;

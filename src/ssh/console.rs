@@ -17,6 +17,15 @@ const CTRL_D: u8 = 4;
 const BACKSPACE: u8 = 0x7f;
 const CTRL_H: u8 = 8;
 
+/// What the user typed at a prompt.
+pub enum Input {
+    Line(String),
+    /// Ctrl-C: the line is dropped.
+    Interrupted,
+    /// EOF, Ctrl-D on an empty line, or the client left.
+    Ended,
+}
+
 pub struct Console {
     channel: Channel<Msg>,
     pty: bool,
@@ -96,6 +105,41 @@ impl Console {
         }
     }
 
+    /// One line of input, or how the user stopped typing it: Ctrl-C
+    /// interrupts the line, Ctrl-D on an empty line (or EOF, or a
+    /// disconnect) ends the input.
+    pub async fn read_input(&mut self, echo: bool) -> Input {
+        let mut line: Vec<u8> = Vec::new();
+        loop {
+            while let Some(byte) = self.input.pop_front() {
+                match byte {
+                    b'\r' | b'\n' => {
+                        if byte == b'\r' && self.input.front() == Some(&b'\n') {
+                            self.input.pop_front();
+                        }
+                        return Input::Line(String::from_utf8_lossy(&line).into_owned());
+                    }
+                    CTRL_C => return Input::Interrupted,
+                    CTRL_D if line.is_empty() => return Input::Ended,
+                    BACKSPACE | CTRL_H if self.pty => self.erase(&mut line, echo).await,
+                    _ if line.len() < MAX_LINE + 1 => {
+                        line.push(byte);
+                        if echo && self.pty {
+                            self.write(vec![byte], false).await;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if !self.fill().await {
+                if line.is_empty() {
+                    return Input::Ended;
+                }
+                return Input::Line(String::from_utf8_lossy(&line).into_owned());
+            }
+        }
+    }
+
     fn terminal_text(&self, text: &str) -> String {
         if self.pty {
             text.replace('\n', "\r\n")
@@ -125,31 +169,9 @@ impl Terminal for Console {
     }
 
     async fn read_line(&mut self, echo: bool) -> Option<String> {
-        let mut line: Vec<u8> = Vec::new();
-        loop {
-            while let Some(byte) = self.input.pop_front() {
-                match byte {
-                    b'\r' | b'\n' => {
-                        if byte == b'\r' && self.input.front() == Some(&b'\n') {
-                            self.input.pop_front();
-                        }
-                        return Some(String::from_utf8_lossy(&line).into_owned());
-                    }
-                    CTRL_C => return None,
-                    CTRL_D if line.is_empty() => return None,
-                    BACKSPACE | CTRL_H if self.pty => self.erase(&mut line, echo).await,
-                    _ if line.len() < MAX_LINE + 1 => {
-                        line.push(byte);
-                        if echo && self.pty {
-                            self.write(vec![byte], false).await;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            if !self.fill().await {
-                return (!line.is_empty()).then(|| String::from_utf8_lossy(&line).into_owned());
-            }
+        match self.read_input(echo).await {
+            Input::Line(line) => Some(line),
+            Input::Interrupted | Input::Ended => None,
         }
     }
 
