@@ -853,6 +853,8 @@ fn interactive_prompt_runs_commands_on_a_pty() {
     // goes on.
     stdin.write_all(b"cancel 1\x03").unwrap();
     stdin.write_all(b"status\r").unwrap();
+    // Up arrow: the last command again; Left arrow: no trace.
+    stdin.write_all(b"\x1b[A\x1b[D\r").unwrap();
     stdin.write_all(b"exit\r").unwrap();
     let out = shell.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -864,6 +866,7 @@ fn interactive_prompt_runs_commands_on_a_pty() {
     let refused = text.find("unknown resource \"nope\"");
     let status = text.find("no active leases");
     assert!(refused.is_some() && refused < status, "{text}");
+    assert_eq!(text.matches("no active leases").count(), 2, "{text}");
 }
 
 /// Alice's orders-prod request, approved by both levels, being checked out

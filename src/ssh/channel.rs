@@ -73,6 +73,7 @@ async fn prompt(gateway: &Arc<Gateway>, caller: &Caller, console: &mut Console) 
             "" => continue,
             "exit" | "quit" | "logout" => break,
             text => {
+                console.remember(text);
                 run_line(gateway, caller, console, text.as_bytes()).await;
             }
         }

@@ -8,14 +8,15 @@ use russh::server::Msg;
 use russh::{Channel, ChannelMsg};
 use tokio_util::sync::CancellationToken;
 
-use crate::control::{MAX_LINE, Terminal};
+use crate::control::Terminal;
 
 use super::flow::unless_stopped;
+use super::line_editor::{LineEditor, Step};
 
 const CTRL_C: u8 = 3;
 const CTRL_D: u8 = 4;
-const BACKSPACE: u8 = 0x7f;
-const CTRL_H: u8 = 8;
+/// Commands the prompt's arrow keys can recall.
+const HISTORY: usize = 100;
 
 /// What the user typed at a prompt.
 pub enum Input {
@@ -30,6 +31,8 @@ pub struct Console {
     channel: Channel<Msg>,
     pty: bool,
     input: VecDeque<u8>,
+    /// Commands typed at the prompt, oldest first.
+    history: Vec<String>,
     /// The client sent EOF: no more input, but the channel stays open.
     eof: bool,
     /// The channel is closed or the client is gone.
@@ -45,6 +48,7 @@ impl Console {
             channel,
             pty,
             input: VecDeque::new(),
+            history: Vec::new(),
             eof: false,
             closed: false,
             gone,
@@ -97,47 +101,55 @@ impl Console {
         }
     }
 
-    /// Backspace: drop the last character and, when echoing, rub it out.
-    async fn erase(&mut self, line: &mut Vec<u8>, echo: bool) {
-        let erased = line.pop().is_some();
-        if erased && echo {
-            self.write(b"\x08 \x08".to_vec(), false).await;
-        }
-    }
-
     /// One line of input, or how the user stopped typing it: Ctrl-C
     /// interrupts the line, Ctrl-D on an empty line (or EOF, or a
-    /// disconnect) ends the input.
+    /// disconnect) ends the input. The arrow keys recall earlier lines
+    /// only where the line is echoed (never at a code's prompt).
     pub async fn read_input(&mut self, echo: bool) -> Input {
-        let mut line: Vec<u8> = Vec::new();
-        loop {
-            while let Some(byte) = self.input.pop_front() {
-                match byte {
-                    b'\r' | b'\n' => {
-                        if byte == b'\r' && self.input.front() == Some(&b'\n') {
-                            self.input.pop_front();
-                        }
-                        return Input::Line(String::from_utf8_lossy(&line).into_owned());
-                    }
-                    CTRL_C => return Input::Interrupted,
-                    CTRL_D if line.is_empty() => return Input::Ended,
-                    BACKSPACE | CTRL_H if self.pty => self.erase(&mut line, echo).await,
-                    _ if line.len() < MAX_LINE + 1 => {
-                        line.push(byte);
-                        if echo && self.pty {
-                            self.write(vec![byte], false).await;
-                        }
-                    }
-                    _ => {}
+        let history = if echo {
+            std::mem::take(&mut self.history)
+        } else {
+            Vec::new()
+        };
+        let mut editor = LineEditor::new(self.pty, &history);
+        let input = loop {
+            let Some(byte) = self.input.pop_front() else {
+                if self.fill().await {
+                    continue;
                 }
-            }
-            if !self.fill().await {
-                if line.is_empty() {
-                    return Input::Ended;
+                break editor.unfinished().map_or(Input::Ended, Input::Line);
+            };
+            match editor.feed(byte, &history) {
+                Step::Echo(shown) => {
+                    if echo && self.pty && !shown.is_empty() {
+                        self.write(shown, false).await;
+                    }
                 }
-                return Input::Line(String::from_utf8_lossy(&line).into_owned());
+                Step::Line(line) => {
+                    if byte == b'\r' && self.input.front() == Some(&b'\n') {
+                        self.input.pop_front();
+                    }
+                    break Input::Line(line);
+                }
+                Step::Interrupted => break Input::Interrupted,
+                Step::Ended => break Input::Ended,
             }
+        };
+        if echo {
+            self.history = history;
         }
+        input
+    }
+
+    /// Keeps a command typed at the prompt for the arrow keys to recall.
+    pub fn remember(&mut self, line: &str) {
+        if self.history.last().is_some_and(|last| last == line) {
+            return;
+        }
+        if self.history.len() == HISTORY {
+            self.history.remove(0);
+        }
+        self.history.push(line.to_string());
     }
 
     fn terminal_text(&self, text: &str) -> String {

@@ -24,6 +24,7 @@ mod handler;
 mod hostkey;
 mod idle_clock;
 mod killable;
+mod line_editor;
 mod login_names;
 mod login_state;
 mod recording;
