@@ -594,6 +594,31 @@ fn watch_notifies_the_requester_of_approval_as_json_lines() {
 }
 
 #[test]
+fn a_watcher_started_after_several_warnings_passed_is_warned_once() {
+    let world = World::start_with(|text| {
+        text.replace(
+            "shutdown_grace = \"3s\"",
+            "shutdown_grace = \"3s\"\nwarn_before = [\"1h\", \"30m\", \"4s\"]",
+        )
+    });
+    let id = world.lease_web("alice", "10s");
+    let (mut watcher, mut lines) = watch_json(&world, "alice");
+    let mut kinds = Vec::new();
+    while !kinds.iter().any(|kind| kind == "ended") {
+        let line = lines.next().unwrap().unwrap();
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let kind = value["event"]["type"].as_str().or(value["type"].as_str());
+        kinds.push(kind.unwrap().to_string());
+    }
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    // The hour's and the half hour's warnings were both due at the start:
+    // one line for them; the 4 s one comes on its own.
+    let warnings = kinds.iter().filter(|kind| *kind == "expiry_warning").count();
+    assert_eq!(warnings, 2, "request {id}: {kinds:?}");
+}
+
+#[test]
 fn watch_tells_the_requester_of_denials_expiry_warnings_and_expiry() {
     let world = World::start_with(|text| {
         text.replace(

@@ -53,8 +53,8 @@ pub async fn watch<T: Terminal>(
                 Err(error) => return fail(term, json, &ControlError::Refused(error.to_string())).await,
             },
             () = sleep => {
-                if let Some((_, which @ (id, _, _))) = next_warning {
-                    warned.insert(which);
+                if let Some((_, (id, _, _))) = next_warning {
+                    mark_due_warnings(gateway, &caller.user, &mut warned, id);
                     if let Some(request) = gateway.request(id) {
                         let end = request.window_end.unwrap_or_else(chrono::Utc::now);
                         let line = if json {
@@ -82,6 +82,29 @@ fn next_warning(
     user: &str,
     warned: &HashSet<Warning>,
 ) -> Option<(Time, Warning)> {
+    warnings_to_give(gateway, user, warned).into_iter().min()
+}
+
+/// Marks every warning of request `id` that is due now as given: a
+/// watcher that starts (or wakes) after several of them passed gets one
+/// line, not one per warning.
+fn mark_due_warnings(gateway: &Gateway, user: &str, warned: &mut HashSet<Warning>, id: RequestId) {
+    let now = chrono::Utc::now();
+    let due: Vec<Warning> = warnings_to_give(gateway, user, warned)
+        .into_iter()
+        .filter(|(at, (warned_id, _, _))| *at <= now && *warned_id == id)
+        .map(|(_, which)| which)
+        .collect();
+    warned.extend(due);
+}
+
+/// The expiry warnings not yet given for `user`'s active leases, each
+/// with when it is due.
+fn warnings_to_give(
+    gateway: &Gateway,
+    user: &str,
+    warned: &HashSet<Warning>,
+) -> Vec<(Time, Warning)> {
     let now = chrono::Utc::now();
     // The same moments at which live sessions are warned ([gateway] warn_before).
     let warn_before: Vec<i64> = gateway
@@ -104,7 +127,7 @@ fn next_warning(
             })
             .filter(|(_, id, before, end)| !warned.contains(&(*id, *end, *before)) && *end > now)
             .map(|(at, id, before, end)| (at, (id, end, before)))
-            .min()
+            .collect()
     })
 }
 
