@@ -119,7 +119,7 @@ fn an_extension_waits_for_approval_and_approvers_see_how_much_it_adds() {
 }
 
 #[test]
-fn more_time_on_a_resource_that_requires_reasons_needs_one_and_approvers_see_it() {
+fn an_extension_carries_its_reason_where_required_and_its_denial_keeps_the_lease() {
     let world = World::start();
     let id = world.request("alice", "orders-prod --for 1h --reason 'month end'");
     world.ok("bob", &format!("approve {id}"));
@@ -163,6 +163,14 @@ fn more_time_on_a_resource_that_requires_reasons_needs_one_and_approvers_see_it(
     assert!(told.contains(&format!("approve {id}")), "{told}");
     let _ = watcher.kill();
     let _ = watcher.wait();
+    // Denied: the lease goes on, and everyone is told it was the extension.
+    let denied = world.ok("bob", &format!("deny {id} --reason 'not tonight'"));
+    let kept = format!("denied the extension of request {id}; its access still ends at");
+    assert!(denied.contains(&kept), "{denied}");
+    assert_eq!(world.json("alice", "status")["leases"][0]["id"], id);
+    let tail = world.ok("carol", "audit tail -n 5");
+    let told = format!("bob denied the extension of request {id}: not tonight");
+    assert!(tail.contains(&told), "{tail}");
 }
 
 /// The first line of `child`'s output holding `text`, waiting up to 10 s.
@@ -614,7 +622,10 @@ fn a_watcher_started_after_several_warnings_passed_is_warned_once() {
     let _ = watcher.wait();
     // The hour's and the half hour's warnings were both due at the start:
     // one line for them; the 4 s one comes on its own.
-    let warnings = kinds.iter().filter(|kind| *kind == "expiry_warning").count();
+    let warnings = kinds
+        .iter()
+        .filter(|kind| *kind == "expiry_warning")
+        .count();
     assert_eq!(warnings, 2, "request {id}: {kinds:?}");
 }
 

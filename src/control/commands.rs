@@ -42,11 +42,7 @@ pub async fn run<T: Terminal>(
             let outcome = execute(gateway, &user, Command::Approve { id, comment }).await?;
             Ok(describe_approval(gateway, id, &outcome))
         }
-        ControlCommand::Deny { id, reason } => {
-            let reason = free_text(reason);
-            execute(gateway, &user, Command::Deny { id, reason }).await?;
-            Ok(simple(format!("denied request {id}"), id, "denied"))
-        }
+        ControlCommand::Deny { id, reason } => deny(gateway, &user, id, free_text(reason)).await,
         ControlCommand::Cancel { id } => {
             execute(gateway, &user, Command::Cancel { id }).await?;
             Ok(simple(format!("cancelled request {id}"), id, "cancelled"))
@@ -119,6 +115,31 @@ async fn extend(
     let id = spec.id;
     let outcome = execute(gateway, user, Command::Extend(spec)).await?;
     Ok(describe_extension(&outcome, id))
+}
+
+/// `deny ID`: a request, or the extension an active lease waits on.
+async fn deny(
+    gateway: &Arc<Gateway>,
+    user: &str,
+    id: RequestId,
+    reason: Option<String>,
+) -> Result<Reply, ControlError> {
+    let outcome = execute(gateway, user, Command::Deny { id, reason }).await?;
+    if !matches!(
+        outcome.events.first(),
+        Some(Event::Denied {
+            extension: true,
+            ..
+        })
+    ) {
+        return Ok(simple(format!("denied request {id}"), id, "denied"));
+    }
+    let end = gateway.request(id).and_then(|r| r.window_end);
+    let until = end.map_or_else(|| "the end of its window".to_string(), |end| hhmm(&end));
+    Ok(Reply {
+        text: format!("denied the extension of request {id}; its access still ends at {until}\n"),
+        json: json!({ "id": id, "state": "extension_denied", "window_end": end }),
+    })
 }
 
 /// `revoke ID` ends one lease; `revoke --user USER` all of a user's.

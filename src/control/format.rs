@@ -353,9 +353,20 @@ pub fn describe_change(actor: Option<&str>, change: &Event) -> String {
             ),
         },
         Event::Granted { id, .. } => format!("request {id} fully approved"),
-        Event::Denied { id, by, reason, .. } => {
+        Event::Denied {
+            id,
+            by,
+            reason,
+            extension,
+            ..
+        } => {
+            let what = if *extension {
+                "the extension of request"
+            } else {
+                "request"
+            };
             format!(
-                "{by} denied request {id}{}",
+                "{by} denied {what} {id}{}",
                 reason
                     .as_ref()
                     .map(|r| format!(": {r}"))

@@ -256,6 +256,7 @@ impl Engine {
             id,
             by: actor.to_string(),
             reason: non_blank(reason),
+            extension: request.state == RequestState::Active,
             at: ctx.now,
         }])
     }

@@ -263,6 +263,9 @@ pub enum Event {
         by: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// An active lease's extension was denied; the lease goes on.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        extension: bool,
         at: Time,
     },
     Cancelled {

@@ -359,11 +359,29 @@ fn denied_extension_keeps_the_lease() {
     w.approve("bob", id).unwrap();
     w.checkout("alice", id).unwrap();
     w.commit(w.decide_extend("alice", id, 3600)).unwrap();
-    w.commit(w.engine.decide_deny(&w.ctx(), "bob", id, None))
+    let denied = w
+        .commit(w.engine.decide_deny(&w.ctx(), "bob", id, None))
         .unwrap();
+    assert!(matches!(
+        denied[..],
+        [Event::Denied {
+            extension: true,
+            ..
+        }]
+    ));
     let request = w.engine.request(id).unwrap();
     assert_eq!(request.state, RequestState::Active);
     assert!(request.extension.is_none());
+    // A request denied before checkout is not an extension.
+    let other = w.request("zoe", "web-01").unwrap();
+    let denied = w.engine.decide_deny(&w.ctx(), "bob", other, None).unwrap();
+    assert!(matches!(
+        denied[..],
+        [Event::Denied {
+            extension: false,
+            ..
+        }]
+    ));
 }
 
 #[test]
