@@ -143,7 +143,7 @@ pub fn status(gateway: &Arc<Gateway>, caller: &Caller, all: bool) -> Result<Repl
         text.push_str("ACTIVE LEASES\n  ID  USER        RESOURCE         UNTIL\n");
     } else {
         text.push_str(
-            "MY ACTIVE LEASES\n  ID  RESOURCE         UNTIL                     CONNECT WITH\n",
+            "MY ACTIVE LEASES\n  ID  RESOURCE         UNTIL                        CONNECT WITH\n",
         );
     }
     for r in &active {
@@ -156,7 +156,7 @@ pub fn status(gateway: &Arc<Gateway>, caller: &Caller, all: bool) -> Result<Repl
         let until = format!("{} ({} left)", hhmm(&end), remaining(&end));
         let command = connect(r).unwrap_or_default();
         let line = format!(
-            "  {:<3} {holder}{:<16} {until:<25} {command}",
+            "  {:<3} {holder}{:<16} {until:<28} {command}",
             r.id, r.resource
         );
         text.push_str(line.trim_end());
