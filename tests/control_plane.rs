@@ -107,7 +107,9 @@ fn an_extension_waits_for_approval_and_approvers_see_how_much_it_adds() {
     assert_eq!(listed["to_approve"][0]["extension"]["duration_secs"], 1200);
     let seconds_left = || world.json("alice", "status")["leases"][0]["seconds_left"].as_i64();
     let before = seconds_left().unwrap();
-    world.ok("bob", &format!("approve {id}"));
+    let approved = world.ok("bob", &format!("approve {id}"));
+    let told = format!("approved the extension of request {id}: access now ends at");
+    assert!(approved.contains(&told), "{approved}");
     let after = seconds_left().unwrap();
     assert!(
         after >= before + 1190,
@@ -116,6 +118,9 @@ fn an_extension_waits_for_approval_and_approvers_see_how_much_it_adds() {
     let listed = world.json("bob", "requests");
     assert_eq!(listed["to_approve"].as_array().map(Vec::len), Some(0));
     assert!(world.json("alice", "requests")["mine"][0]["extension"].is_null());
+    let tail = world.ok("carol", "audit tail -n 20");
+    let told = format!("bob approved the extension of request {id} at level 1");
+    assert!(tail.contains(&told), "{tail}");
 }
 
 #[test]

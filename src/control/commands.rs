@@ -330,16 +330,29 @@ fn describe_request_filed(gateway: &Gateway, outcome: &Outcome) -> Reply {
 fn describe_approval(gateway: &Gateway, id: u64, outcome: &Outcome) -> Reply {
     let finished = outcome.events.iter().find_map(|e| match e {
         Event::Granted { .. } => Some("approved: the requester may check out now".to_string()),
-        Event::Extended { window_end, .. } => Some(format!(
-            "extension approved: access now ends at {}",
-            hhmm(window_end)
-        )),
+        Event::Extended { window_end, .. } => {
+            Some(format!("access now ends at {}", hhmm(window_end)))
+        }
         _ => None,
     });
     let on_behalf = outcome.events.iter().find_map(|e| match e {
         Event::Approved { approval, .. } => approval.on_behalf_of.clone(),
         _ => None,
     });
+    let extension = outcome.events.iter().any(|e| {
+        matches!(
+            e,
+            Event::Approved {
+                extension: true,
+                ..
+            }
+        )
+    });
+    let what = if extension {
+        "the extension of request"
+    } else {
+        "request"
+    };
     let request = gateway.request(id);
     let status = finished.unwrap_or_else(|| match &request {
         Some(r) => describe_waiting(r, r.extension.as_ref().map_or(&r.round, |e| &e.round)),
@@ -350,7 +363,7 @@ fn describe_approval(gateway: &Gateway, id: u64, outcome: &Outcome) -> Reply {
         .map(|x| format!(" (for {x})"))
         .unwrap_or_default();
     Reply {
-        text: format!("approved request {id}{behalf}: {status}\n"),
+        text: format!("approved {what} {id}{behalf}: {status}\n"),
         json: json!({ "id": id, "on_behalf_of": on_behalf, "state": request.map(|r| state_name(r.state)), "status": status }),
     }
 }

@@ -340,18 +340,25 @@ pub fn describe_change(actor: Option<&str>, change: &Event) -> String {
                 HumanDuration::from_secs(*duration_secs)
             )
         }
-        Event::Approved { id, approval } => match &approval.on_behalf_of {
-            Some(x) => format!(
-                "{} for {x} approved request {id} at level {}",
-                approval.approver,
+        Event::Approved {
+            id,
+            approval,
+            extension,
+        } => {
+            let approver = match &approval.on_behalf_of {
+                Some(x) => format!("{} for {x}", approval.approver),
+                None => approval.approver.clone(),
+            };
+            let what = if *extension {
+                "the extension of request"
+            } else {
+                "request"
+            };
+            format!(
+                "{approver} approved {what} {id} at level {}",
                 approval.level + 1
-            ),
-            None => format!(
-                "{} approved request {id} at level {}",
-                approval.approver,
-                approval.level + 1
-            ),
-        },
+            )
+        }
         Event::Granted { id, .. } => format!("request {id} fully approved"),
         Event::Denied {
             id,

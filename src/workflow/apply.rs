@@ -12,7 +12,7 @@ impl Engine {
     pub fn apply(&mut self, event: &Event) {
         match event {
             Event::Requested { .. } => self.open_request(event),
-            Event::Approved { id, approval } => self.with(*id, |r| r.count_approval(approval)),
+            Event::Approved { id, approval, .. } => self.with(*id, |r| r.count_approval(approval)),
             Event::Escalated { id, level, .. } => self.with(*id, |r| r.mark_escalated(*level)),
             Event::Granted { id, at } => self.with(*id, |r| {
                 r.state = RequestState::Approved;

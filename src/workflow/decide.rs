@@ -201,6 +201,7 @@ impl Engine {
                 comment: non_blank(comment),
                 at: ctx.now,
             },
+            extension: request.state == RequestState::Active,
         }];
         let level_done = round.approvals_at(level) + 1 >= request.levels()[level].required as usize;
         if level_done && level + 1 == request.levels().len() {

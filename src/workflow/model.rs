@@ -245,6 +245,9 @@ pub enum Event {
         id: RequestId,
         #[serde(flatten)]
         approval: Approval,
+        /// An active lease's extension was approved (at this level).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        extension: bool,
     },
     /// The last level approved the request.
     Granted {
