@@ -151,7 +151,7 @@ impl SessionRegistry {
         let termination = Termination::default();
         self.live.insert(id.clone(), info);
         self.terminations.insert(id.clone(), termination.clone());
-        metrics::gauge!("jitgate_sessions", "protocol" => protocol_name(protocol)).increment(1.0);
+        metrics::gauge!("jitgate_sessions", "protocol" => protocol.name()).increment(1.0);
         SessionGuard {
             registry: self.clone(),
             id,
@@ -226,17 +226,8 @@ impl Drop for SessionGuard {
         self.registry.terminations.remove(&self.id);
         self.registry.probes.remove(&self.id);
         if let Some((_, info)) = self.registry.live.remove(&self.id) {
-            metrics::gauge!("jitgate_sessions", "protocol" => protocol_name(info.protocol))
-                .decrement(1.0);
+            metrics::gauge!("jitgate_sessions", "protocol" => info.protocol.name()).decrement(1.0);
         }
-    }
-}
-
-fn protocol_name(protocol: Protocol) -> &'static str {
-    match protocol {
-        Protocol::Ssh => "ssh",
-        Protocol::Postgres => "postgres",
-        Protocol::Control => "control",
     }
 }
 

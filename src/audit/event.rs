@@ -13,6 +13,26 @@ pub enum Protocol {
     Control,
 }
 
+impl Protocol {
+    /// As in metrics labels and JSON: "ssh", "postgres", "control".
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ssh => "ssh",
+            Self::Postgres => "postgres",
+            Self::Control => "control",
+        }
+    }
+
+    /// As people write it: "SSH", "Postgres", "control".
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Ssh => "SSH",
+            Self::Postgres => "Postgres",
+            Self::Control => "control",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AuditEvent {

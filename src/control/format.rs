@@ -154,7 +154,7 @@ pub fn describe(event: &AuditEvent) -> String {
                 .as_ref()
                 .map(|r| format!(": {r}"))
                 .unwrap_or_default();
-            let protocol = format!("{protocol:?}").to_lowercase();
+            let protocol = protocol.name();
             format!("{protocol} login of {user}{target} from {remote}{with} {verdict}{why}")
         }
         AuditEvent::LoginWithdrawn {
@@ -173,7 +173,8 @@ pub fn describe(event: &AuditEvent) -> String {
             resource,
             ..
         } => {
-            format!("session {session} started: {user} on {resource} ({protocol:?})")
+            let protocol = protocol.title();
+            format!("session {session} started: {user} on {resource} ({protocol})")
         }
         AuditEvent::ChannelEnded {
             session,
@@ -455,6 +456,7 @@ pub fn describe_change(actor: Option<&str>, change: &Event) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::Protocol;
 
     fn ended(statements: Option<u64>) -> AuditEvent {
         AuditEvent::SessionEnded {
@@ -469,6 +471,20 @@ mod tests {
             closed_by_gateway: None,
             query_log: None,
             query_log_digest: None,
+        }
+    }
+
+    #[test]
+    fn a_session_start_names_its_protocol_as_people_write_it() {
+        for (protocol, name) in [(Protocol::Ssh, "(SSH)"), (Protocol::Postgres, "(Postgres)")] {
+            let started = describe(&AuditEvent::SessionStarted {
+                session: "s-1".into(),
+                protocol,
+                user: "alice".into(),
+                resource: "web-01".into(),
+                request_id: 1,
+            });
+            assert!(started.ends_with(name), "{started}");
         }
     }
 
