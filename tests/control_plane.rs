@@ -105,6 +105,9 @@ fn an_extension_waits_for_approval_and_approvers_see_how_much_it_adds() {
     assert!(row.contains("+20m"), "{waiting}");
     let listed = world.json("bob", "requests");
     assert_eq!(listed["to_approve"][0]["extension"]["duration_secs"], 1200);
+    let mine = world.json("alice", "requests");
+    let note = mine["mine"][0]["note"].as_str().unwrap_or_default();
+    assert!(note.ends_with("; +20m awaiting approval"), "{mine}");
     let seconds_left = || world.json("alice", "status")["leases"][0]["seconds_left"].as_i64();
     let before = seconds_left().unwrap();
     let approved = world.ok("bob", &format!("approve {id}"));

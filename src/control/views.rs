@@ -89,7 +89,7 @@ fn note(r: &Request) -> String {
         (RequestState::Pending, _, _) => describe_waiting(r, &r.round),
         (RequestState::Approved, _, _) => format!("check out with: checkout {}", r.id),
         (RequestState::Active, Some(end), Some(_)) => {
-            format!("until {}; extension awaiting approval", hhmm(end))
+            format!("until {}; {} awaiting approval", hhmm(end), asked_for(r))
         }
         (RequestState::Active, Some(end), None) => {
             format!("until {} ({} left)", hhmm(end), remaining(end))
