@@ -272,6 +272,10 @@ fn demo_runs_the_whole_workflow_against_real_targets_and_cleans_up() {
         "{}",
         String::from_utf8_lossy(&through.stderr)
     );
+    // More time, as the demo suggests: orders-prod asks its approvers
+    // again, and wants a reason.
+    let more = format!("extend {db_id} --for 15m --reason 'report still running'");
+    assert!(demo.ok("alice", &more).contains("needs approval"));
     let status = demo.ok("alice", "status");
     assert!(
         status.contains("web-01") && status.contains("orders-prod"),
