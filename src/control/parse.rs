@@ -8,6 +8,9 @@ use clap::{Parser, Subcommand};
     no_binary_name = true,
     disable_version_flag = true,
     about = "Request, approve and use just-in-time access",
+    // Typed after `ssh -p PORT USER@GATEWAY`, or at its prompt: there is no
+    // `jitgate` program on the user's side to run.
+    override_usage = "ssh -p PORT USER@GATEWAY [--json] <COMMAND> [ARGS]",
     after_help = "Run COMMAND --help for details. Add --json to any command for scripts."
 )]
 pub struct ControlLine {
