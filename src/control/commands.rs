@@ -528,7 +528,13 @@ async fn workflow_set(
             .or(file)
             .ok_or_else(|| ControlError::Refused(format!("unknown resource {resource:?}")))?
     };
-    for assignment in &assignments {
+    // Without the permission the values are not looked at: the engine
+    // refuses the change as such (and audits it), not a typo in it.
+    let may_manage = gateway
+        .config()
+        .directory
+        .has(user, crate::config::Permission::ManageWorkflow);
+    for assignment in assignments.iter().filter(|_| may_manage) {
         let (key, value) = assignment
             .split_once('=')
             .ok_or_else(|| ControlError::Usage(format!("{assignment:?} is not KEY=VALUE")))?;
