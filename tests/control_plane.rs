@@ -301,8 +301,13 @@ fn refusals_say_why_and_change_nothing() {
             .contains("needs the audit permission")
     );
     // The permission is what is wrong, whatever the values.
-    for change in ["max_duration=1h", "max_duration=bogus", "nonsense=1"] {
-        let refused = world.refused("alice", &format!("workflow set web-01 {change}"));
+    for change in [
+        "web-01 max_duration=1h",
+        "web-01 max_duration=bogus",
+        "web-01 nonsense=1",
+        "no-such-resource max_duration=1h",
+    ] {
+        let refused = world.refused("alice", &format!("workflow set {change}"));
         assert!(
             refused.contains("needs the manage_workflow permission"),
             "{change}: {refused}"

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::config::{DurationError, HumanDuration, ResourceKind};
+use crate::config::{DurationError, HumanDuration, Permission, ResourceKind, WorkflowSettings};
 use crate::gateway::{Command, Gateway, Outcome};
 use crate::workflow::{
     Event, ExtendSpec, RequestId, RequestSpec, RequestState, Time, describe_waiting,
@@ -168,11 +168,7 @@ async fn revoke(
 }
 
 fn require_admin(gateway: &Gateway, user: &str) -> Result<(), ControlError> {
-    if gateway
-        .config()
-        .directory
-        .has(user, crate::config::Permission::Admin)
-    {
+    if gateway.config().directory.has(user, Permission::Admin) {
         return Ok(());
     }
     Err(ControlError::Refused(
@@ -514,27 +510,9 @@ async fn checkout<T: Terminal>(
     Ok(Reply { text, json })
 }
 
-async fn workflow_set(
-    gateway: &Arc<Gateway>,
-    user: &str,
-    resource: String,
-    assignments: Vec<String>,
-) -> Result<Reply, ControlError> {
-    let mut settings = {
-        let config = gateway.config();
-        let file = config.resource(&resource).map(|r| r.workflow.clone());
-        gateway
-            .read(|engine| engine.workflow_override(&resource).cloned())
-            .or(file)
-            .ok_or_else(|| ControlError::Refused(format!("unknown resource {resource:?}")))?
-    };
-    // Without the permission the values are not looked at: the engine
-    // refuses the change as such (and audits it), not a typo in it.
-    let may_manage = gateway
-        .config()
-        .directory
-        .has(user, crate::config::Permission::ManageWorkflow);
-    for assignment in assignments.iter().filter(|_| may_manage) {
+/// Applies `KEY=VALUE` assignments in order; the first bad one is the error.
+fn assign_all(settings: &mut WorkflowSettings, assignments: &[String]) -> Result<(), ControlError> {
+    for assignment in assignments {
         let (key, value) = assignment
             .split_once('=')
             .ok_or_else(|| ControlError::Usage(format!("{assignment:?} is not KEY=VALUE")))?;
@@ -542,6 +520,36 @@ async fn workflow_set(
             .assign(key.trim(), value.trim())
             .map_err(ControlError::Usage)?;
     }
+    Ok(())
+}
+
+async fn workflow_set(
+    gateway: &Arc<Gateway>,
+    user: &str,
+    resource: String,
+    assignments: Vec<String>,
+) -> Result<Reply, ControlError> {
+    // Without the permission neither the resource nor the values are
+    // looked at: the engine refuses the change as such (and audits it).
+    let may_manage = gateway
+        .config()
+        .directory
+        .has(user, Permission::ManageWorkflow);
+    let current = {
+        let config = gateway.config();
+        let file = config.resource(&resource).map(|r| r.workflow.clone());
+        gateway
+            .read(|engine| engine.workflow_override(&resource).cloned())
+            .or(file)
+    };
+    let settings = if may_manage {
+        let mut settings = current
+            .ok_or_else(|| ControlError::Refused(format!("unknown resource {resource:?}")))?;
+        assign_all(&mut settings, &assignments)?;
+        settings
+    } else {
+        current.unwrap_or_default()
+    };
     execute(
         gateway,
         user,
