@@ -9,6 +9,7 @@ mod commands;
 mod format;
 mod parse;
 mod replay;
+mod settings;
 mod since;
 mod stream;
 mod tail_filter;
