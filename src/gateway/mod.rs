@@ -266,13 +266,13 @@ impl Gateway {
     /// The command an expiry warning suggests for more time on lease `id`.
     pub fn extend_command(&self, id: RequestId) -> String {
         let by = crate::workflow::SUGGESTED_EXTENSION_SECS;
-        match self.request(id) {
-            Some(request) => request.extend_command(by),
-            None => format!(
+        let command = self.read(|engine| engine.request(id).map(|r| r.extend_command(by)));
+        command.unwrap_or_else(|| {
+            format!(
                 "extend {id} --for {}",
                 crate::config::HumanDuration::from_secs(by)
-            ),
-        }
+            )
+        })
     }
 
     pub fn request(&self, id: RequestId) -> Option<Request> {
