@@ -439,6 +439,7 @@ fn json_output_parses_for_every_command() {
         ),
         ("bob", format!("deny {denied} --reason no")),
         ("bob", "requests".to_string()),
+        ("zoe", "resources".to_string()),
         ("bob", format!("approve {id}")),
         ("alice", format!("checkout {id}")),
         ("alice", "status".to_string()),
@@ -834,6 +835,77 @@ fn audit_tail_shows_one_user_or_resource_with_its_requests_and_the_last_n_of_the
     );
     let none = world.ok("carol", "audit tail --resource nothing-here");
     assert!(none.is_empty(), "{none}");
+}
+
+#[test]
+fn resources_lists_what_can_be_asked_for_and_where_the_caller_stands() {
+    let world = World::start();
+    let row = |user: &str, resource: &str| {
+        let text = world.ok(user, "resources");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(resource))
+            .map(str::to_string);
+        line.unwrap_or_else(|| panic!("no {resource} row in:\n{text}"))
+    };
+    let orders = row("alice", "orders-prod");
+    assert!(
+        orders.contains("postgres")
+            && orders.contains("reason, 2 approvals in 2 levels, MFA")
+            && orders.ends_with("single-user, free"),
+        "{orders}"
+    );
+    let web = row("alice", "web-01");
+    assert!(
+        web.contains("ssh") && web.contains("30m (max 8h)") && web.contains("1 approval"),
+        "{web}"
+    );
+    assert!(!web.contains("MFA"), "web-01 needs no MFA here: {web}");
+
+    let id = world.request("alice", "web-01 --for 1h");
+    assert!(row("alice", "web-01").ends_with(&format!("request {id} pending")));
+    world.ok("bob", &format!("approve {id}"));
+    assert!(row("alice", "web-01").ends_with(&format!("request {id} approved: checkout {id}")));
+    world.ok("alice", &format!("checkout {id}"));
+    assert!(row("alice", "web-01").contains("mine until"));
+    // Nothing of alice's shows to zoe on a resource many may use at once.
+    assert!(
+        row("zoe", "web-01").ends_with("1 approval"),
+        "{}",
+        row("zoe", "web-01")
+    );
+
+    // A single-user resource held by someone else: when it frees up, not by whom.
+    let (pg, _) = world.lease_pg("alice", "1h");
+    let taken = row("zoe", "orders-prod");
+    assert!(taken.contains("single-user, in use until"), "{taken}");
+    assert!(!taken.contains("alice"), "{taken}");
+    let listed = world.json("zoe", "resources")["resources"].clone();
+    let orders = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "orders-prod")
+        .unwrap();
+    assert!(orders["in_use_until"].is_string(), "{orders}");
+    assert!(orders["mine"].is_null(), "{orders}");
+    assert_eq!(orders["approval_levels"].as_array().map(Vec::len), Some(2));
+    assert!(
+        orders["connect"].as_str().unwrap().contains("user=zoe"),
+        "{orders}"
+    );
+    let mine = &world.json("alice", "resources")["resources"][0];
+    assert_eq!(mine["mine"]["id"], pg, "{mine}");
+    assert_eq!(mine["mine"]["state"], "active", "{mine}");
+
+    // Runtime workflow changes are what `resources` shows.
+    world.ok(
+        "carol",
+        "workflow set web-01 max_duration=2h default_duration=15m",
+    );
+    assert!(row("zoe", "web-01").contains("15m (max 2h)"));
+    let unknown = world.refused("alice", "request web-02");
+    assert!(unknown.contains("`resources` lists them"), "{unknown}");
 }
 
 #[test]

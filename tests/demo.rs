@@ -184,6 +184,11 @@ fn demo_runs_the_whole_workflow_against_real_targets_and_cleans_up() {
         "the demo config is an ordinary config"
     );
 
+    let listed = demo.ok("alice", "resources");
+    assert!(
+        listed.contains("orders-prod") && listed.contains("web-01"),
+        "{listed}"
+    );
     // web-01: one approval from bob.
     let web = demo.ok("alice", "request web-01 --for 5m --reason demo --json");
     let web: serde_json::Value = serde_json::from_str(&web).unwrap();

@@ -10,7 +10,7 @@ use crate::workflow::{Event, ExtendSpec, RequestId, RequestSpec, RequestState, d
 
 use super::format::{connect_command, hhmm, remaining};
 use super::parse::{ControlCommand, WorkflowCommand, free_text};
-use super::{Caller, ControlError, Reply, Terminal, blocking, settings, views};
+use super::{Caller, ControlError, Reply, Terminal, blocking, catalog, settings, views};
 
 pub async fn run<T: Terminal>(
     gateway: &Arc<Gateway>,
@@ -70,6 +70,7 @@ pub async fn run<T: Terminal>(
             revoke,
         } => settings::delegate(gateway, &user, to, resources, until, revoke).await,
         ControlCommand::Checkout { id, totp } => checkout(gateway, caller, term, id, totp).await,
+        ControlCommand::Resources => Ok(catalog::resources(gateway, caller)),
         ControlCommand::Requests { all } => Ok(views::requests(gateway, &user, all)),
         ControlCommand::Status { all } => views::status(gateway, caller, all),
         ControlCommand::Sessions => views::sessions(gateway, &user),

@@ -41,6 +41,9 @@ pub enum ControlCommand {
         #[arg(long, value_name = "ID")]
         ticket: Option<String>,
     },
+    /// The resources there are to request, on what terms, and where I
+    /// stand on each.
+    Resources,
     /// My requests, and those waiting for my approval.
     Requests {
         /// Include finished requests.

@@ -105,8 +105,11 @@ pub(super) async fn workflow_set(
             .or(file)
     };
     let settings = if may_manage {
-        let mut settings = current
-            .ok_or_else(|| ControlError::Refused(format!("unknown resource {resource:?}")))?;
+        let mut settings = current.ok_or_else(|| {
+            ControlError::Refused(format!(
+                "unknown resource {resource:?}: `resources` lists them"
+            ))
+        })?;
         assign_all(&mut settings, &assignments)?;
         settings
     } else {

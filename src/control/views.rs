@@ -279,9 +279,11 @@ pub fn workflow_show(gateway: &Arc<Gateway>, resource: &str) -> Result<Reply, Co
     let file = config.resource(resource).map(|r| r.workflow.clone());
     let runtime = gateway.read(|engine| engine.workflow_override(resource).cloned());
     let changed = runtime.is_some();
-    let settings = runtime
-        .or(file)
-        .ok_or_else(|| ControlError::Refused(format!("unknown resource {resource:?}")))?;
+    let settings = runtime.or(file).ok_or_else(|| {
+        ControlError::Refused(format!(
+            "unknown resource {resource:?}: `resources` lists them"
+        ))
+    })?;
     let json = serde_json::to_value(&settings).unwrap_or_default();
     let body = toml::to_string(&settings).unwrap_or_default();
     let origin = if changed {

@@ -180,6 +180,7 @@ Try, in another terminal (gw USER COMMAND runs a command as USER):
   gw() {{ u=$1; shift; {ssh} -i {dir}/keys/$u $u@127.0.0.1 "$@"; }}
   totp() {{ oathtool --totp -b "$(cat {dir}/totp/$1)"; }}
   gw bob watch                                        # approvers see requests live
+  gw alice resources                                  # what there is to request, on what terms
   gw alice request web-01 --for 5m --reason 'try the demo'
   gw bob approve 1
   gw alice checkout 1 --totp $(totp alice)

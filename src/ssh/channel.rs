@@ -114,7 +114,10 @@ pub async fn refuse_target(
     let port = config.listen.ssh.port();
     let kind = config.resource(&resource).map(|r| r.kind);
     let reason = if kind.is_none() {
-        format!("unknown resource {resource}")
+        format!(
+            "unknown resource {resource} — ssh -p {port} {}@{} resources lists them",
+            caller.user, caller.host
+        )
     } else if kind == Some(ResourceKind::Postgres) {
         let conninfo = psql_conninfo(&config, &caller.host, &caller.user, &resource);
         format!(

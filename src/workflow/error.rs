@@ -12,7 +12,7 @@ fn hhmm(time: &Time) -> String {
 pub enum WorkflowError {
     #[error("unknown user {0:?}")]
     UnknownUser(String),
-    #[error("unknown resource {0:?}")]
+    #[error("unknown resource {0:?}: `resources` lists them")]
     UnknownResource(String),
     #[error("unknown request {0}")]
     UnknownRequest(RequestId),
