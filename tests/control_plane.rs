@@ -208,7 +208,10 @@ fn orders_prod_needs_both_levels_in_order_and_a_real_totp_code() {
     let not_level_two = world.refused("erin", &format!("approve {id}"));
     assert!(not_level_two.contains("not an approver"), "{not_level_two}");
     let done = world.ok("dave", &format!("approve {id}"));
-    assert!(done.contains("may check out now"), "{done}");
+    assert!(
+        done.contains(&format!("approved request {id}: alice may check out now")),
+        "{done}"
+    );
 
     let no_code = world.refused("alice", &format!("checkout {id}"));
     assert!(no_code.contains("requires MFA"), "{no_code}");
@@ -875,11 +878,14 @@ fn resources_lists_what_can_be_asked_for_and_where_the_caller_stands() {
         row("zoe", "web-01")
     );
 
-    // A single-user resource held by someone else: when it frees up, not by whom.
+    // A single-user resource held by someone else: by whom (as `request`
+    // says) and until when.
     let (pg, _) = world.lease_pg("alice", "1h");
     let taken = row("zoe", "orders-prod");
-    assert!(taken.contains("single-user, in use until"), "{taken}");
-    assert!(!taken.contains("alice"), "{taken}");
+    assert!(
+        taken.contains("single-user, held by alice until"),
+        "{taken}"
+    );
     let listed = world.json("zoe", "resources")["resources"].clone();
     let orders = listed
         .as_array()
@@ -887,7 +893,8 @@ fn resources_lists_what_can_be_asked_for_and_where_the_caller_stands() {
         .iter()
         .find(|r| r["name"] == "orders-prod")
         .unwrap();
-    assert!(orders["in_use_until"].is_string(), "{orders}");
+    assert_eq!(orders["held_by"]["user"], "alice", "{orders}");
+    assert!(orders["held_by"]["until"].is_string(), "{orders}");
     assert!(orders["mine"].is_null(), "{orders}");
     assert_eq!(orders["approval_levels"].as_array().map(Vec::len), Some(2));
     assert!(

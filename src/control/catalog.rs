@@ -20,8 +20,9 @@ struct Entry {
     settings: WorkflowSettings,
     /// The caller's open request or lease on it, if any.
     mine: Option<Request>,
-    /// Another user's lease on a single-user resource: when it frees up.
-    taken_until: Option<Time>,
+    /// Another user's lease on a single-user resource, and when it frees
+    /// up: named, as `request` names them, so the two can talk.
+    held_by: Option<(String, Time)>,
 }
 
 pub fn resources(gateway: &Arc<Gateway>, caller: &Caller) -> Reply {
@@ -38,7 +39,7 @@ pub fn resources(gateway: &Arc<Gateway>, caller: &Caller) -> Reply {
                     .unwrap_or(&resource.workflow)
                     .clone(),
                 mine: latest_open(engine, &caller.user, &resource.name),
-                taken_until: taken_until(engine, &caller.user, &resource.name),
+                held_by: held_by(engine, &caller.user, &resource.name),
             })
             .collect()
     });
@@ -102,11 +103,11 @@ fn latest_open(engine: &Engine, user: &str, resource: &str) -> Option<Request> {
         .cloned()
 }
 
-fn taken_until(engine: &Engine, user: &str, resource: &str) -> Option<Time> {
-    engine
+fn held_by(engine: &Engine, user: &str, resource: &str) -> Option<(String, Time)> {
+    let holder = engine
         .holder(resource)
-        .filter(|holder| holder.requester != user && holder.state == RequestState::Active)
-        .and_then(|holder| holder.window_end)
+        .filter(|holder| holder.requester != user && holder.state == RequestState::Active)?;
+    Some((holder.requester.clone(), holder.window_end?))
 }
 
 fn kind_name(kind: ResourceKind) -> &'static str {
@@ -167,8 +168,8 @@ fn now(entry: &Entry) -> String {
             (state, _) => format!("request {} {}", mine.id, state.name()),
         };
     }
-    match (entry.settings.single_user, entry.taken_until) {
-        (true, Some(end)) => format!("single-user, in use until {}", hhmm(&end)),
+    match (entry.settings.single_user, &entry.held_by) {
+        (true, Some((holder, end))) => format!("single-user, held by {holder} until {}", hhmm(end)),
         (true, None) => "single-user, free".to_string(),
         (false, _) => String::new(),
     }
@@ -192,7 +193,10 @@ fn entry_json(entry: &Entry, connect: String) -> Value {
             "state": r.state.name(),
             "window_end": r.window_end,
         })),
-        "in_use_until": entry.taken_until,
+        "held_by": entry.held_by.as_ref().map(|(user, until)| json!({
+            "user": user,
+            "until": until,
+        })),
     })
 }
 

@@ -323,8 +323,10 @@ fn describe_request_filed(gateway: &Gateway, outcome: &Outcome) -> Reply {
 }
 
 fn describe_approval(gateway: &Gateway, id: u64, outcome: &Outcome) -> Reply {
+    let request = gateway.request(id);
+    let requester = request.as_ref().map_or("the requester", |r| &r.requester);
     let finished = outcome.events.iter().find_map(|e| match e {
-        Event::Granted { .. } => Some("approved: the requester may check out now".to_string()),
+        Event::Granted { .. } => Some(format!("{requester} may check out now")),
         Event::Extended { window_end, .. } => {
             Some(format!("access now ends at {}", hhmm(window_end)))
         }
@@ -348,7 +350,6 @@ fn describe_approval(gateway: &Gateway, id: u64, outcome: &Outcome) -> Reply {
     } else {
         "request"
     };
-    let request = gateway.request(id);
     let status = finished.unwrap_or_else(|| match &request {
         Some(r) => describe_waiting(r, r.extension.as_ref().map_or(&r.round, |e| &e.round)),
         None => String::new(),

@@ -4,6 +4,22 @@ use crate::config::{HumanDuration, Permission};
 
 use super::model::{RequestId, RequestState, Time};
 
+/// What a user refused for a request's state can do instead.
+fn next_step(state: RequestState, action: &str) -> &'static str {
+    use RequestState::{Active, Approved, Pending};
+    match (state, action) {
+        (Pending, "checked out" | "extended") => ": it still needs approval",
+        (Approved, "extended") => ": check it out first",
+        (Pending | Approved, "checked in") => ": cancel withdraws it",
+        (Active, "checked out") => ": it is checked out already (status shows it)",
+        (Active, "cancelled") => ": checkin ends it",
+        (Approved | Active, "approved") => ": it needs no more approvals",
+        (state, "checked out" | "extended") if state.is_final() => ": it has ended; request anew",
+        (state, _) if state.is_final() => ": it has ended already",
+        _ => "",
+    }
+}
+
 fn hhmm(time: &Time) -> String {
     time.format("%H:%M UTC").to_string()
 }
@@ -38,7 +54,7 @@ pub enum WorkflowError {
     NotAnApprover(RequestId),
     #[error("request {id} is waiting for level {} approval; you approve at a later level", waiting + 1)]
     LevelNotReached { id: RequestId, waiting: usize },
-    #[error("request {id} is {} and cannot be {action}", state.name())]
+    #[error("request {id} is {} and cannot be {action}{}", state.name(), next_step(*state, action))]
     WrongState {
         id: RequestId,
         state: RequestState,
@@ -86,4 +102,42 @@ pub enum WorkflowError {
         key: String,
         problem: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(state: RequestState, action: &'static str) -> String {
+        WorkflowError::WrongState {
+            id: 7,
+            state,
+            action,
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn a_refusal_for_the_state_says_what_to_do_instead() {
+        assert_eq!(
+            refused(RequestState::Approved, "extended"),
+            "request 7 is approved and cannot be extended: check it out first"
+        );
+        assert_eq!(
+            refused(RequestState::Pending, "checked in"),
+            "request 7 is pending and cannot be checked in: cancel withdraws it"
+        );
+        assert_eq!(
+            refused(RequestState::Expired, "extended"),
+            "request 7 is expired and cannot be extended: it has ended; request anew"
+        );
+        assert_eq!(
+            refused(RequestState::CheckedIn, "revoked"),
+            "request 7 is checked in and cannot be revoked: it has ended already"
+        );
+        assert_eq!(
+            refused(RequestState::Active, "cancelled"),
+            "request 7 is active and cannot be cancelled: checkin ends it"
+        );
+    }
 }
