@@ -8,6 +8,7 @@
 mod catalog;
 mod commands;
 mod format;
+mod narrate;
 mod parse;
 mod replay;
 mod settings;
@@ -24,7 +25,8 @@ use serde_json::Value;
 
 use crate::gateway::{Gateway, GatewayError};
 
-pub use format::{describe, psql_conninfo};
+pub use format::psql_conninfo;
+pub use narrate::describe;
 pub use parse::{ControlCommand, ControlLine};
 pub(crate) use since::parse_since;
 

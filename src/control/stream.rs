@@ -10,7 +10,8 @@ use crate::gateway::Gateway;
 use crate::sessions::{LiveRecording, RecordingKind};
 use crate::workflow::{Context, Event, RequestId, SUGGESTED_EXTENSION_SECS, Time};
 
-use super::format::{asked_for, describe_change, hhmm, reason_suffix, record_line, why_asked};
+use super::format::{asked_for, hhmm, reason_suffix, why_asked};
+use super::narrate::{describe_change, record_line};
 use super::since::{parse_since, start_of_moment};
 use super::tail_filter::{TailFilter, start_of_last_matches};
 use super::{Caller, ControlError, EXIT_OK, Terminal, fail};
