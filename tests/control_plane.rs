@@ -988,6 +988,9 @@ fn interactive_prompt_runs_commands_on_a_pty() {
     stdin.write_all(b"status\r").unwrap();
     // Up arrow: the last command again; Left arrow: no trace.
     stdin.write_all(b"\x1b[A\x1b[D\r").unwrap();
+    // Tab completes commands and resource names; twice, it lists the choices.
+    stdin.write_all(b"workf\tsh\tw\t\r").unwrap();
+    stdin.write_all(b"req\t\t\x03").unwrap();
     stdin.write_all(b"exit\r").unwrap();
     let out = shell.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -1000,6 +1003,14 @@ fn interactive_prompt_runs_commands_on_a_pty() {
     let status = text.find("no active leases");
     assert!(refused.is_some() && refused < status, "{text}");
     assert_eq!(text.matches("no active leases").count(), 2, "{text}");
+    assert!(
+        text.contains("workflow show web-01 \r\n# workflow of web-01"),
+        "{text}"
+    );
+    assert!(
+        text.contains("jitgate> request\r\nrequest  requests\r\njitgate> request^C"),
+        "{text}"
+    );
 }
 
 /// Alice's orders-prod request, approved by both levels, being checked out

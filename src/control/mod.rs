@@ -7,6 +7,7 @@
 
 mod catalog;
 mod commands;
+mod complete;
 mod format;
 mod narrate;
 mod parse;
@@ -25,6 +26,7 @@ use serde_json::Value;
 
 use crate::gateway::{Gateway, GatewayError};
 
+pub use complete::candidates as completions;
 pub use format::psql_conninfo;
 pub use narrate::describe;
 pub use parse::{ControlCommand, ControlLine};

@@ -44,6 +44,8 @@ pub async fn serve_control(
     }
 }
 
+const PROMPT: &str = "jitgate> ";
+
 /// The interactive prompt of `ssh -p 2222 alice@GW`.
 async fn prompt(gateway: &Arc<Gateway>, caller: &Caller, console: &mut Console) {
     console
@@ -53,8 +55,9 @@ async fn prompt(gateway: &Arc<Gateway>, caller: &Caller, console: &mut Console) 
         ))
         .await;
     loop {
-        console.out("jitgate> ").await;
-        let line = match console.read_input(true).await {
+        console.out(PROMPT).await;
+        let resources: Vec<String> = gateway.config().resources.keys().cloned().collect();
+        let line = match console.read_command(PROMPT, &resources).await {
             Input::Line(line) => line,
             // As in a shell: the line typed so far is dropped, the prompt
             // comes again.

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::control::Terminal;
 
 use super::flow::unless_stopped;
-use super::line_editor::{LineEditor, Step};
+use super::line_editor::{Completion, LineEditor, Step};
 
 const CTRL_C: u8 = 3;
 const CTRL_D: u8 = 4;
@@ -106,6 +106,16 @@ impl Console {
     /// disconnect) ends the input. The arrow keys recall earlier lines
     /// only where the line is echoed (never at a code's prompt).
     pub async fn read_input(&mut self, echo: bool) -> Input {
+        self.read(echo, None).await
+    }
+
+    /// A command line typed after `prompt`: as [`Self::read_input`], and Tab
+    /// completes commands, flags and the names of `resources`.
+    pub async fn read_command(&mut self, prompt: &str, resources: &[String]) -> Input {
+        self.read(true, Some((prompt, resources))).await
+    }
+
+    async fn read(&mut self, echo: bool, completing: Option<(&str, &[String])>) -> Input {
         let history = if echo {
             std::mem::take(&mut self.history)
         } else {
@@ -133,6 +143,19 @@ impl Console {
                 }
                 Step::Interrupted => break Input::Interrupted,
                 Step::Ended => break Input::Ended,
+                Step::Complete => {
+                    if let Some((prompt, resources)) = completing {
+                        let candidates = crate::control::completions(&editor.typed(), resources);
+                        let shown = match editor.complete(&candidates) {
+                            Completion::Echo(shown) => shown,
+                            Completion::Choices(words) => {
+                                let typed = editor.typed();
+                                format!("\r\n{}\r\n{prompt}{typed}", words.join("  ")).into_bytes()
+                            }
+                        };
+                        self.write(shown, false).await;
+                    }
+                }
             }
         };
         if echo {

@@ -1,6 +1,7 @@
 //! The little line editing the interactive prompt offers on a pty:
-//! backspace, Ctrl-U, Ctrl-C, Ctrl-D, and the arrow keys' history. Pure
-//! logic: the console feeds it bytes and writes the echo it returns.
+//! backspace, Ctrl-U, Ctrl-C, Ctrl-D, the arrow keys' history and Tab
+//! completion. Pure logic: the console feeds it bytes and writes the echo
+//! it returns.
 
 use crate::control::MAX_LINE;
 
@@ -8,6 +9,8 @@ const CTRL_C: u8 = 3;
 const CTRL_D: u8 = 4;
 const CTRL_H: u8 = 8;
 const CTRL_U: u8 = 0x15;
+const TAB: u8 = 9;
+const BELL: u8 = 7;
 const ESC: u8 = 0x1b;
 const BACKSPACE: u8 = 0x7f;
 
@@ -22,6 +25,20 @@ pub enum Step {
     Interrupted,
     /// Ctrl-D on an empty line.
     Ended,
+    /// Tab: the console looks up what may come next and hands it to
+    /// [`LineEditor::complete`].
+    Complete,
+}
+
+/// What Tab did with the words that may come next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Completion {
+    /// The line grew (or, with nothing to add, the bell rang): these bytes
+    /// show it.
+    Echo(Vec<u8>),
+    /// Several words fit and the line cannot grow: they are shown, then
+    /// the prompt and the line again.
+    Choices(Vec<String>),
 }
 
 /// Where in a terminal's escape sequence (an arrow key is `ESC [ A`, or
@@ -64,6 +81,41 @@ impl LineEditor {
         (!self.line.is_empty()).then(|| String::from_utf8_lossy(&self.line).into_owned())
     }
 
+    /// The whole line as typed so far (the cursor is always at its end).
+    pub fn typed(&self) -> String {
+        String::from_utf8_lossy(&self.line).into_owned()
+    }
+
+    /// Completes the line's last word from `candidates` (every word that
+    /// may stand there): one match is finished with a space after it;
+    /// several grow the word as far as they agree, else are listed.
+    pub fn complete(&mut self, candidates: &[String]) -> Completion {
+        let typed = self.typed();
+        let partial = typed.rsplit(char::is_whitespace).next().unwrap_or_default();
+        let fitting: Vec<&String> = candidates
+            .iter()
+            .filter(|word| word.starts_with(partial))
+            .collect();
+        let grown = match fitting.as_slice() {
+            [] => String::new(),
+            [only] => format!("{} ", &only[partial.len()..]),
+            [first, rest @ ..] => {
+                let agreed = rest.iter().fold(first.len(), |agreed, word| {
+                    common_prefix(&first[..agreed], word)
+                });
+                first[partial.len()..agreed].to_string()
+            }
+        };
+        if grown.is_empty() && fitting.len() > 1 {
+            return Completion::Choices(fitting.into_iter().cloned().collect());
+        }
+        if grown.is_empty() || self.line.len() + grown.len() > MAX_LINE {
+            return Completion::Echo(vec![BELL]);
+        }
+        self.line.extend_from_slice(grown.as_bytes());
+        Completion::Echo(grown.into_bytes())
+    }
+
     pub fn feed(&mut self, byte: u8, history: &[String]) -> Step {
         if self.pty && self.escape != Escape::Outside {
             return self.escape_byte(byte, history);
@@ -74,6 +126,7 @@ impl LineEditor {
             CTRL_D if self.line.is_empty() => Step::Ended,
             BACKSPACE | CTRL_H if self.pty => Step::Echo(self.erase_char()),
             CTRL_U if self.pty => Step::Echo(self.replace_line(Vec::new())),
+            TAB if self.pty => Step::Complete,
             ESC if self.pty => {
                 self.escape = Escape::Started;
                 Step::Echo(Vec::new())
@@ -159,6 +212,15 @@ impl LineEditor {
     }
 }
 
+/// The length of the longest common prefix of `a` and `b`, at a
+/// character boundary of both.
+fn common_prefix(a: &str, b: &str) -> usize {
+    a.char_indices()
+        .zip(b.chars())
+        .find(|((_, x), y)| x != y)
+        .map_or(a.len().min(b.len()), |((at, _), _)| at)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,9 +242,10 @@ mod tests {
         // Ctrl-D with text typed does nothing, as in a shell.
         assert_eq!(line_after(b"st\x04\r", &[]), Step::Line("st".into()));
         assert_eq!(
-            line_after(b"sta\ttus\x01\r", &[]),
+            line_after(b"sta\x01tus\x02\r", &[]),
             Step::Line("status".into())
         );
+        assert_eq!(line_after(b"sta\t", &[]), Step::Complete);
         assert_eq!(
             line_after(b"statux\x7fs\r", &[]),
             Step::Line("status".into())
@@ -242,5 +305,61 @@ mod tests {
         let mut editor = LineEditor::new(false, &[]);
         typed(&mut editor, &long, &[]);
         assert_eq!(editor.unfinished().unwrap().len(), MAX_LINE + 1);
+    }
+
+    fn words(list: &[&str]) -> Vec<String> {
+        list.iter().map(|w| w.to_string()).collect()
+    }
+
+    fn editor_with(typed_text: &str) -> LineEditor {
+        let mut editor = LineEditor::new(true, &[]);
+        typed(&mut editor, typed_text.as_bytes(), &[]);
+        editor
+    }
+
+    #[test]
+    fn tab_finishes_a_word_only_one_candidate_fits() {
+        let mut editor = editor_with("request w");
+        let shown = editor.complete(&words(&["orders-prod", "web-01"]));
+        assert_eq!(shown, Completion::Echo(b"eb-01 ".to_vec()));
+        assert_eq!(editor.typed(), "request web-01 ");
+    }
+
+    #[test]
+    fn tab_grows_a_word_as_far_as_the_candidates_agree_then_lists_them() {
+        let mut editor = editor_with("re");
+        let commands = words(&["request", "requests", "resources", "revoke"]);
+        assert_eq!(
+            editor.complete(&commands),
+            Completion::Choices(commands.clone())
+        );
+        let mut editor = editor_with("req");
+        assert_eq!(
+            editor.complete(&commands),
+            Completion::Echo(b"uest".to_vec())
+        );
+        assert_eq!(
+            editor.complete(&commands),
+            Completion::Choices(words(&["request", "requests"]))
+        );
+        assert_eq!(editor.typed(), "request");
+    }
+
+    #[test]
+    fn tab_rings_the_bell_when_nothing_fits() {
+        let mut editor = editor_with("request x");
+        assert_eq!(
+            editor.complete(&words(&["web-01"])),
+            Completion::Echo(vec![BELL])
+        );
+        assert_eq!(editor.typed(), "request x");
+        assert_eq!(editor.complete(&[]), Completion::Echo(vec![BELL]));
+    }
+
+    #[test]
+    fn common_prefixes_stop_at_character_boundaries() {
+        assert_eq!(common_prefix("caf\u{e9}", "caf\u{e8}"), 3);
+        assert_eq!(common_prefix("web", "web-01"), 3);
+        assert_eq!(common_prefix("", "x"), 0);
     }
 }
