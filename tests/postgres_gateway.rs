@@ -996,13 +996,22 @@ fn auditors_see_postgres_sessions_and_follow_their_statements_live() {
     stdin.write_all(b"select 'live-' || 42;\n").unwrap();
     let live = next();
     assert!(live.contains("select 'live-' || 42; -> SELECT 1"), "{live}");
+    // A statement that runs on shows while it runs, then with its outcome.
+    stdin.write_all(b"select pg_sleep(2.5);\n").unwrap();
+    let waiting = next();
+    assert!(
+        waiting.contains("select pg_sleep(2.5); -> running"),
+        "{waiting}"
+    );
+    let done = next();
+    assert!(done.contains("select pg_sleep(2.5); -> SELECT 1"), "{done}");
     // A session idle inside a transaction (holding its locks) says so.
     stdin.write_all(b"begin;\n").unwrap();
     assert!(
         wait_until(Duration::from_secs(5), || {
             listed = world.ok("carol", "sessions");
             listed.lines().any(|l| {
-                l.starts_with(&session) && l.ends_with("idle in transaction (4 statements)")
+                l.starts_with(&session) && l.ends_with("idle in transaction (5 statements)")
             })
         }),
         "{listed}"

@@ -7,7 +7,7 @@ use crate::audit::{AuditEvent, AuditRecord};
 use crate::config::Permission;
 use crate::events::{ChainError, ChainReader};
 use crate::gateway::Gateway;
-use crate::sessions::{LiveRecording, RecordingKind};
+use crate::sessions::{Activity, LiveRecording, RecordingKind};
 use crate::workflow::{Context, Event, RequestId, SUGGESTED_EXTENSION_SECS, Time};
 
 use super::format::{asked_for, hhmm, reason_suffix, why_asked};
@@ -344,8 +344,18 @@ pub async fn follow<T: Terminal>(
         seen = index;
         term.out(&text).await;
     }
+    // A statement is logged when it completes; one that runs on is told
+    // of while it runs, from the session's activity.
+    let mut running = RunningStatement::default();
+    let mut look = tokio::time::interval(LOOK_FOR_RUNNING);
     loop {
         tokio::select! {
+            _ = look.tick(), if kind == RecordingKind::QueryLog => {
+                let activity = gateway.sessions().activity(session);
+                if let Some(text) = activity.and_then(|a| running.announce(&a, chrono::Utc::now())) {
+                    term.out(&text).await;
+                }
+            }
             event = live.recv() => match event {
                 Ok(event) if event.index > seen => {
                     seen = event.index;
@@ -364,6 +374,39 @@ pub async fn follow<T: Terminal>(
             },
             () = term.interrupted() => return EXIT_OK,
         }
+    }
+}
+
+/// How often `follow` looks for a statement that runs on.
+const LOOK_FOR_RUNNING: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The statement a followed Postgres session runs, told once per run.
+#[derive(Default)]
+struct RunningStatement {
+    /// The session's statement count when the last one was told of.
+    told: Option<u64>,
+}
+
+impl RunningStatement {
+    /// `HH:MM:SS statement -> running` for a statement running a second
+    /// or more that has not been told of yet.
+    fn announce(
+        &mut self,
+        activity: &Activity,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<String> {
+        let running = activity.running.as_ref().filter(|r| r.seconds >= 1)?;
+        let run = activity.statements.unwrap_or_default();
+        if self.told == Some(run) {
+            return None;
+        }
+        self.told = Some(run);
+        let started = now - chrono::Duration::seconds(running.seconds as i64);
+        Some(format!(
+            "{} {} -> running\r\n",
+            started.format("%H:%M:%S"),
+            running.statement
+        ))
     }
 }
 
@@ -463,7 +506,43 @@ pub(super) fn require_audit(gateway: &Gateway, caller: &Caller) -> Result<(), Co
 
 #[cfg(test)]
 mod tests {
-    use super::file_operation;
+    use super::{RunningStatement, file_operation};
+    use crate::sessions::{Activity, Running};
+
+    fn waiting(statement: &str, seconds: u64, statements: u64) -> Activity {
+        Activity {
+            statements: Some(statements),
+            running: Some(Running {
+                statement: statement.into(),
+                seconds,
+            }),
+            ..Activity::default()
+        }
+    }
+
+    #[test]
+    fn a_statement_that_runs_on_is_told_of_once_with_its_start() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-01T14:02:10Z")
+            .unwrap()
+            .to_utc();
+        let mut running = RunningStatement::default();
+        assert_eq!(running.announce(&waiting("select 1", 0, 1), now), None);
+        assert_eq!(
+            running.announce(&waiting("select pg_sleep(9)", 4, 2), now),
+            Some("14:02:06 select pg_sleep(9) -> running\r\n".into())
+        );
+        assert_eq!(
+            running.announce(&waiting("select pg_sleep(9)", 5, 2), now),
+            None
+        );
+        // The same text run again is a new run.
+        assert!(
+            running
+                .announce(&waiting("select pg_sleep(9)", 1, 3), now)
+                .is_some()
+        );
+        assert_eq!(running.announce(&Activity::default(), now), None);
+    }
 
     #[test]
     fn file_log_lines_read_as_operations_with_what_moved() {
