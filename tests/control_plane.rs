@@ -248,7 +248,17 @@ fn orders_prod_needs_both_levels_in_order_and_a_real_totp_code() {
         held.contains("orders-prod is held by alice until"),
         "{held}"
     );
+    // zoe, watching, is told the moment it is free.
+    let (mut watcher, mut lines) = watch_json(&world, "zoe");
     world.ok("alice", &format!("checkin {id}"));
+    let freed: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(
+        freed["message"],
+        format!("orders-prod is free now: checkout {second}"),
+        "{freed}"
+    );
+    let _ = watcher.kill();
+    let _ = watcher.wait();
     world.ok(
         "zoe",
         &format!("checkout {second} --totp {}", world.totp("zoe")),

@@ -8,7 +8,9 @@ use crate::config::Permission;
 use crate::events::{ChainError, ChainReader};
 use crate::gateway::Gateway;
 use crate::sessions::{Activity, LiveRecording, RecordingKind};
-use crate::workflow::{Context, Event, RequestId, SUGGESTED_EXTENSION_SECS, Time};
+use crate::workflow::{
+    Context, Event, Request, RequestId, RequestState, SUGGESTED_EXTENSION_SECS, Time,
+};
 
 use super::format::{asked_for, hhmm, reason_suffix, why_asked};
 use super::narrate::{describe_change, record_line};
@@ -169,6 +171,8 @@ fn notification(gateway: &Gateway, user: &str, record: &AuditRecord, json: bool)
                 )
             } else if request.requester == user {
                 describe_change(actor.as_deref(), change)
+            } else if let Event::Ended { .. } = change {
+                freed_for(gateway, user, &request)?
             } else {
                 return None;
             }
@@ -188,6 +192,25 @@ fn notification(gateway: &Gateway, user: &str, record: &AuditRecord, json: bool)
     } else {
         format!("[{}] {text}\n", now_hms())
     })
+}
+
+/// When `ended` held a single-user resource that `user` waits to check
+/// out (their request on it is approved): that they can now.
+fn freed_for(gateway: &Gateway, user: &str, ended: &Request) -> Option<String> {
+    if !ended.settings.single_user {
+        return None;
+    }
+    let waiting = gateway.read(|engine| {
+        engine
+            .requests()
+            .filter(|r| r.requester == user && r.resource == ended.resource)
+            .find(|r| r.state == RequestState::Approved)
+            .map(|r| r.id)
+    })?;
+    Some(format!(
+        "{} is free now: checkout {waiting}",
+        ended.resource
+    ))
 }
 
 /// Where `audit tail` starts: after the seq asked for, or at the last

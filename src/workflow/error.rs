@@ -62,7 +62,10 @@ pub enum WorkflowError {
     },
     #[error("request {0} belongs to someone else")]
     NotYourRequest(RequestId),
-    #[error("{resource} is held by {holder} until {}", hhmm(until))]
+    #[error(
+        "{resource} is held by {holder} until {}: `watch` tells you when it is free",
+        hhmm(until)
+    )]
     HeldBy {
         resource: String,
         holder: String,

@@ -42,7 +42,7 @@ fn exclusive_resource_is_held_by_one_user_until_released() {
     assert!(matches!(&err, WorkflowError::HeldBy { holder, .. } if holder == "alice"));
     assert_eq!(
         err.to_string(),
-        "orders-prod is held by alice until 12:30 UTC"
+        "orders-prod is held by alice until 12:30 UTC: `watch` tells you when it is free"
     );
     w.commit(w.engine.decide_checkin(&w.ctx(), "alice", first))
         .unwrap();
