@@ -24,6 +24,8 @@ fn web_01_happy_path_request_approve_checkout_status_checkin() {
             "deploy fix on web",
             "--for",
             "30m",
+            "--ticket",
+            "OPS-12",
         ])
         .stdin(Stdio::null())
         .output()
@@ -44,7 +46,9 @@ fn web_01_happy_path_request_approve_checkout_status_checkin() {
     assert_eq!(mine["duration_secs"], 1800);
     let pending = world.ok("bob", "requests");
     assert!(
-        pending.contains("WAITING FOR MY APPROVAL") && pending.contains("alice"),
+        pending.contains("WAITING FOR MY APPROVAL")
+            && pending.contains("alice")
+            && pending.contains("deploy fix on web (ticket OPS-12)"),
         "{pending}"
     );
     assert!(
@@ -584,11 +588,15 @@ fn watch_shows_an_approver_a_new_request_within_one_second() {
         let line = lines.next().unwrap().unwrap();
         (line, Instant::now())
     });
-    world.ok("alice", "request web-01 --reason 'disk full'");
+    world.ok(
+        "alice",
+        "request web-01 --reason 'disk full' --ticket INC-7",
+    );
     let acknowledged = Instant::now();
     let (line, seen) = reader.join().unwrap();
     assert!(
-        line.contains("request 1 from alice for web-01 (30m)") && line.contains("approve 1"),
+        line.contains("request 1 from alice for web-01 (30m), reason: disk full, ticket: INC-7")
+            && line.contains("approve 1"),
         "{line}"
     );
     assert!(
@@ -1023,6 +1031,45 @@ fn interactive_prompt_runs_commands_on_a_pty() {
     );
 }
 
+#[test]
+fn the_prompt_greets_with_what_awaits_the_user() {
+    let world = World::start();
+    let greeting = |user: &str| {
+        let out = world
+            .ssh_command(user, user)
+            .arg("-tt")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .and_then(|mut shell| {
+                shell.stdin.as_mut().unwrap().write_all(b"exit\r")?;
+                shell.wait_with_output()
+            })
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = greeting("alice");
+    assert!(
+        first.contains("`resources` lists what you can request."),
+        "{first}"
+    );
+    let web = world.request("alice", "web-01 --for 1h");
+    world.request("zoe", "web-01 --for 1h");
+    let bob = greeting("bob");
+    assert!(
+        bob.contains("2 requests await your approval: `requests` shows them."),
+        "{bob}"
+    );
+    world.ok("bob", &format!("approve {web}"));
+    world.ok("alice", &format!("checkout {web}"));
+    let alice = greeting("alice");
+    assert!(
+        alice.contains("You hold web-01 until ") && alice.contains(&format!("(request {web}).")),
+        "{alice}"
+    );
+    assert!(!alice.contains("`resources` lists"), "{alice}");
+}
+
 /// Alice's orders-prod request, approved by both levels, being checked out
 /// on a terminal without `--totp` (so the gateway prompts for the code).
 fn checkout_on_a_terminal(world: &World) -> (u64, std::process::Child) {
@@ -1122,16 +1169,35 @@ fn unknown_keys_and_users_are_refused_and_audited() {
 #[test]
 fn resource_logins_without_a_lease_say_what_to_do() {
     let world = World::start();
-    let out = world
-        .ssh_command("alice+web-01", "alice")
-        .arg("true")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let refusal = || {
+        let out = world
+            .ssh_command("alice+web-01", "alice")
+            .arg("true")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refusal();
     assert!(
         err.contains("no active lease for web-01") && err.contains("request web-01"),
+        "{err}"
+    );
+    // The next step follows the request: wait for its approval, then check out.
+    let id = world.request("alice", "web-01 --for 1h");
+    let err = refusal();
+    assert!(
+        err.contains(&format!(
+            "no active lease for web-01: request {id} needs 1 approval from group:sre-leads"
+        )),
+        "{err}"
+    );
+    world.ok("bob", &format!("approve {id}"));
+    let err = refusal();
+    assert!(
+        err.contains(&format!("request {id} is approved"))
+            && err.contains(&format!("checkout {id}")),
         "{err}"
     );
 }

@@ -96,6 +96,24 @@ pub fn age(start: &Time) -> String {
         .replace("0s", "<1m")
 }
 
+/// ", ticket: ID", or nothing without a ticket.
+pub fn ticket_suffix(ticket: &Option<String>) -> String {
+    ticket
+        .as_ref()
+        .map(|t| format!(", ticket: {t}"))
+        .unwrap_or_default()
+}
+
+/// What an approver weighs beside the window: the reason(s) and the
+/// ticket, "disk full (ticket OPS-12)".
+pub fn grounds(r: &Request) -> String {
+    let ticket = r.ticket.as_ref().map(|t| format!("ticket {t}"));
+    match (why_asked(r), ticket) {
+        (Some(why), Some(ticket)) => format!("{why} ({ticket})"),
+        (why, ticket) => why.or(ticket).unwrap_or_default(),
+    }
+}
+
 /// ", reason: TEXT", or nothing without a reason.
 pub fn reason_suffix(reason: &Option<String>) -> String {
     reason

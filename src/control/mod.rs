@@ -31,6 +31,7 @@ pub use format::psql_conninfo;
 pub use narrate::describe;
 pub use parse::{ControlCommand, ControlLine};
 pub(crate) use since::parse_since;
+pub use views::{greeting, no_lease_yet};
 
 /// Longest command line accepted; longer ones are refused unread.
 pub const MAX_LINE: usize = 8192;

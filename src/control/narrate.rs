@@ -5,7 +5,7 @@ use crate::audit::{AuditEvent, AuditRecord};
 use crate::config::HumanDuration;
 use crate::workflow::{EndReason, Event};
 
-use super::format::{hhmm, reason_suffix};
+use super::format::{hhmm, reason_suffix, ticket_suffix};
 
 pub fn record_line(record: &AuditRecord) -> String {
     format!(
@@ -245,9 +245,10 @@ pub fn describe_change(actor: Option<&str>, change: &Event) -> String {
             resource,
             duration_secs,
             reason,
+            ticket,
             ..
         } => {
-            let why = reason_suffix(reason);
+            let why = reason_suffix(reason) + &ticket_suffix(ticket);
             format!(
                 "{requester} requested {resource} for {} (request {id}{why})",
                 HumanDuration::from_secs(*duration_secs)
@@ -398,6 +399,33 @@ mod tests {
             });
             assert!(started.ends_with(name), "{started}");
         }
+    }
+
+    #[test]
+    fn a_request_is_told_with_its_reason_and_ticket() {
+        let requested = |reason: Option<&str>, ticket: Option<&str>| {
+            describe_change(
+                Some("alice"),
+                &Event::Requested {
+                    id: 3,
+                    requester: "alice".into(),
+                    resource: "web-01".into(),
+                    duration_secs: 1800,
+                    reason: reason.map(String::from),
+                    ticket: ticket.map(String::from),
+                    settings: crate::config::WorkflowSettings::default(),
+                    at: chrono::Utc::now(),
+                },
+            )
+        };
+        assert_eq!(
+            requested(Some("disk full"), Some("OPS-12")),
+            "alice requested web-01 for 30m (request 3, reason: disk full, ticket: OPS-12)"
+        );
+        assert_eq!(
+            requested(None, None),
+            "alice requested web-01 for 30m (request 3)"
+        );
     }
 
     #[test]

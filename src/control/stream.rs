@@ -12,7 +12,7 @@ use crate::workflow::{
     Context, Event, Request, RequestId, RequestState, SUGGESTED_EXTENSION_SECS, Time,
 };
 
-use super::format::{asked_for, hhmm, reason_suffix, why_asked};
+use super::format::{asked_for, hhmm, reason_suffix, ticket_suffix, why_asked};
 use super::narrate::{describe_change, record_line};
 use super::since::{parse_since, start_of_moment};
 use super::tail_filter::{TailFilter, start_of_last_matches};
@@ -162,7 +162,7 @@ fn notification(gateway: &Gateway, user: &str, record: &AuditRecord, json: bool)
                     | Event::ExtensionRequested { .. }
             );
             if can_approve && approvable {
-                let why = reason_suffix(&why_asked(&request));
+                let why = reason_suffix(&why_asked(&request)) + &ticket_suffix(&request.ticket);
                 format!(
                     "request {id} from {} for {} ({}){why} awaits your approval: approve {id} | deny {id}",
                     request.requester,

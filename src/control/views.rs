@@ -10,7 +10,7 @@ use crate::sessions::Activity;
 use crate::workflow::{Context, Request, RequestState, describe_waiting};
 
 use super::commands::state_name;
-use super::format::{age, asked_for, connect_command, hhmm, remaining, why_asked};
+use super::format::{age, asked_for, connect_command, grounds, hhmm, remaining};
 use super::{Caller, ControlError, Reply};
 
 fn require(gateway: &Gateway, user: &str, permission: Permission) -> Result<(), ControlError> {
@@ -66,7 +66,7 @@ pub fn requests(gateway: &Arc<Gateway>, user: &str, all: bool) -> Reply {
             "WAITING FOR MY APPROVAL\n  ID  REQUESTER   RESOURCE         AGE    FOR     REASON\n",
         );
         for r in &to_approve {
-            let reason = why_asked(r).unwrap_or_default();
+            let reason = grounds(r);
             text.push_str(&format!(
                 "  {:<3} {:<11} {:<16} {:<6} {:<7} {reason}\n",
                 r.id,
@@ -82,6 +82,81 @@ pub fn requests(gateway: &Arc<Gateway>, user: &str, all: bool) -> Reply {
         "to_approve": to_approve.iter().map(request_json).collect::<Vec<_>>(),
     });
     Reply { text, json }
+}
+
+/// What the interactive prompt says under its greeting: the requests
+/// waiting for `user`'s approval and the leases they hold, so the first
+/// thing typed can act on them.
+pub fn greeting(gateway: &Gateway, user: &str) -> String {
+    let config = gateway.config();
+    let ctx = Context {
+        directory: &config.directory,
+        resources: &config.resources,
+        now: chrono::Utc::now(),
+    };
+    let (waiting, held) = gateway.read(|engine| {
+        let waiting = engine
+            .requests()
+            .filter(|r| engine.awaits_approval_from(&ctx, r.id, user))
+            .count();
+        let held: Vec<String> = engine
+            .active_requests()
+            .filter(|r| r.requester == user)
+            .filter_map(|r| {
+                let end = r.window_end?;
+                Some(format!(
+                    "{} until {} (request {})",
+                    r.resource,
+                    hhmm(&end),
+                    r.id
+                ))
+            })
+            .collect();
+        (waiting, held)
+    });
+    let mut text = String::new();
+    match waiting {
+        0 => {}
+        1 => text.push_str("1 request awaits your approval: `requests` shows it.\n"),
+        n => text.push_str(&format!(
+            "{n} requests await your approval: `requests` shows them.\n"
+        )),
+    }
+    if !held.is_empty() {
+        text.push_str(&format!("You hold {}.\n", held.join(", ")));
+    }
+    if text.is_empty() {
+        text.push_str("`resources` lists what you can request.\n");
+    }
+    text
+}
+
+/// Why `caller` has no access to `resource` yet and the command that moves
+/// them on: check out an approved request, wait for a pending one, or ask.
+/// Only for callers who proved who they are (it tells of their requests).
+pub fn no_lease_yet(gateway: &Gateway, caller: &Caller, resource: &str) -> String {
+    let open = gateway.read(|engine| {
+        engine
+            .requests()
+            .filter(|r| r.requester == caller.user && r.resource == resource)
+            .filter(|r| matches!(r.state, RequestState::Pending | RequestState::Approved))
+            .max_by_key(|r| r.id)
+            .cloned()
+    });
+    let port = gateway.config().listen.ssh.port();
+    let control = format!("ssh -p {port} {}@{}", caller.user, caller.host);
+    match open {
+        Some(r) if r.state == RequestState::Approved => format!(
+            "no active lease for {resource}: request {} is approved — {control} checkout {}",
+            r.id, r.id
+        ),
+        Some(r) => format!(
+            "no active lease for {resource}: request {} {}",
+            r.id,
+            describe_waiting(&r, &r.round)
+        ),
+        None => format!("no active lease for {resource} — {control} request {resource}"),
+    }
 }
 
 fn note(r: &Request) -> String {

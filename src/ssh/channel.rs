@@ -9,7 +9,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::{AuditEvent, Protocol};
 use crate::config::ResourceKind;
-use crate::control::{Caller, EXIT_OK, EXIT_REFUSED, Terminal, psql_conninfo, run_line};
+use crate::control::{
+    Caller, EXIT_OK, EXIT_REFUSED, Terminal, greeting, no_lease_yet, psql_conninfo, run_line,
+};
 use crate::gateway::{AUDIT_UNAVAILABLE, Gateway};
 
 use super::console::{Console, Input};
@@ -50,8 +52,9 @@ const PROMPT: &str = "jitgate> ";
 async fn prompt(gateway: &Arc<Gateway>, caller: &Caller, console: &mut Console) {
     console
         .out(&format!(
-            "jitgate: signed in as {}. Type help for commands, exit to leave.\n",
-            caller.user
+            "jitgate: signed in as {}. Type help for commands, exit to leave.\n{}",
+            caller.user,
+            greeting(gateway, &caller.user)
         ))
         .await;
     loop {
@@ -127,10 +130,7 @@ pub async fn refuse_target(
             "{resource} is a PostgreSQL database, reached with psql, not ssh: psql \"{conninfo}\" with the password checkout printed"
         )
     } else if gateway.leases().lookup(&caller.user, &resource).is_none() {
-        format!(
-            "no active lease for {resource} — ssh -p {port} {}@{} request {resource}",
-            caller.user, caller.host
-        )
+        no_lease_yet(&gateway, &caller, &resource)
     } else if !gateway.audit_ready() || gateway.audit_failing() {
         AUDIT_UNAVAILABLE.to_string()
     } else {
