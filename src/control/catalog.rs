@@ -38,7 +38,7 @@ pub fn resources(gateway: &Arc<Gateway>, caller: &Caller) -> Reply {
                     .workflow_override(&resource.name)
                     .unwrap_or(&resource.workflow)
                     .clone(),
-                mine: latest_open(engine, &caller.user, &resource.name),
+                mine: engine.open_request_of(&caller.user, &resource.name).cloned(),
                 held_by: held_by(engine, &caller.user, &resource.name),
             })
             .collect()
@@ -92,15 +92,6 @@ fn table(entries: &[Entry]) -> String {
         text.push('\n');
     }
     text
-}
-
-/// The caller's most recent request on `resource` that is still open.
-fn latest_open(engine: &Engine, user: &str, resource: &str) -> Option<Request> {
-    engine
-        .requests()
-        .filter(|r| r.requester == user && r.resource == resource && !r.state.is_final())
-        .max_by_key(|r| r.id)
-        .cloned()
 }
 
 fn held_by(engine: &Engine, user: &str, resource: &str) -> Option<(String, Time)> {

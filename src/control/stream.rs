@@ -202,9 +202,8 @@ fn freed_for(gateway: &Gateway, user: &str, ended: &Request) -> Option<String> {
     }
     let waiting = gateway.read(|engine| {
         engine
-            .requests()
-            .filter(|r| r.requester == user && r.resource == ended.resource)
-            .find(|r| r.state == RequestState::Approved)
+            .open_request_of(user, &ended.resource)
+            .filter(|r| r.state == RequestState::Approved)
             .map(|r| r.id)
     })?;
     Some(format!(

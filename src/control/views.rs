@@ -135,14 +135,7 @@ pub fn greeting(gateway: &Gateway, user: &str) -> String {
 /// them on: check out an approved request, wait for a pending one, or ask.
 /// Only for callers who proved who they are (it tells of their requests).
 pub fn no_lease_yet(gateway: &Gateway, caller: &Caller, resource: &str) -> String {
-    let open = gateway.read(|engine| {
-        engine
-            .requests()
-            .filter(|r| r.requester == caller.user && r.resource == resource)
-            .filter(|r| matches!(r.state, RequestState::Pending | RequestState::Approved))
-            .max_by_key(|r| r.id)
-            .cloned()
-    });
+    let open = gateway.read(|engine| engine.open_request_of(&caller.user, resource).cloned());
     let port = gateway.config().listen.ssh.port();
     let control = format!("ssh -p {port} {}@{}", caller.user, caller.host);
     match open {
@@ -150,12 +143,12 @@ pub fn no_lease_yet(gateway: &Gateway, caller: &Caller, resource: &str) -> Strin
             "no active lease for {resource}: request {} is approved — {control} checkout {}",
             r.id, r.id
         ),
-        Some(r) => format!(
+        Some(r) if r.state == RequestState::Pending => format!(
             "no active lease for {resource}: request {} {}",
             r.id,
             describe_waiting(&r, &r.round)
         ),
-        None => format!("no active lease for {resource} — {control} request {resource}"),
+        _ => format!("no active lease for {resource} — {control} request {resource}"),
     }
 }
 

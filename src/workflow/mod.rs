@@ -60,6 +60,16 @@ impl Engine {
             .filter(|r| r.state == RequestState::Active)
     }
 
+    /// `user`'s open (pending, approved or active) request on `resource`:
+    /// there is one at most, but for one whose approval lapsed or whose
+    /// window is over before its timer ended them; the newest then.
+    pub fn open_request_of(&self, user: &str, resource: &str) -> Option<&Request> {
+        self.requests
+            .values()
+            .rev()
+            .find(|r| r.requester == user && r.resource == resource && !r.state.is_final())
+    }
+
     pub fn delegations(&self) -> impl Iterator<Item = &Delegation> {
         self.delegations.values()
     }
