@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::config::{ResourceKind, WorkflowSettings};
 use crate::gateway::Gateway;
-use crate::workflow::{Engine, Request, RequestState, Time};
+use crate::workflow::{Context, Engine, Request, RequestState, Time};
 
 use super::format::{connect_command, hhmm};
 use super::{Caller, Reply};
@@ -27,6 +27,7 @@ struct Entry {
 
 pub fn resources(gateway: &Arc<Gateway>, caller: &Caller) -> Reply {
     let config = gateway.config();
+    let ctx = Context::of(&config, chrono::Utc::now());
     let entries: Vec<Entry> = gateway.read(|engine| {
         config
             .resources
@@ -35,10 +36,12 @@ pub fn resources(gateway: &Arc<Gateway>, caller: &Caller) -> Reply {
                 name: resource.name.clone(),
                 kind: resource.kind,
                 settings: engine
-                    .workflow_override(&resource.name)
+                    .settings_for(&ctx, &resource.name)
                     .unwrap_or(&resource.workflow)
                     .clone(),
-                mine: engine.open_request_of(&caller.user, &resource.name).cloned(),
+                mine: engine
+                    .open_request_of(&caller.user, &resource.name)
+                    .cloned(),
                 held_by: held_by(engine, &caller.user, &resource.name),
             })
             .collect()

@@ -148,11 +148,7 @@ fn notification(gateway: &Gateway, user: &str, record: &AuditRecord, json: bool)
         Some(id) => {
             let request = gateway.request(id)?;
             let config = gateway.config();
-            let ctx = Context {
-                directory: &config.directory,
-                resources: &config.resources,
-                now: chrono::Utc::now(),
-            };
+            let ctx = Context::of(&config, chrono::Utc::now());
             let can_approve = gateway.read(|engine| engine.awaits_approval_from(&ctx, id, user));
             let approvable = matches!(
                 change,

@@ -26,11 +26,7 @@ fn require(gateway: &Gateway, user: &str, permission: Permission) -> Result<(), 
 
 pub fn requests(gateway: &Arc<Gateway>, user: &str, all: bool) -> Reply {
     let config = gateway.config();
-    let ctx = Context {
-        directory: &config.directory,
-        resources: &config.resources,
-        now: chrono::Utc::now(),
-    };
+    let ctx = Context::of(&config, chrono::Utc::now());
     let (mine, to_approve): (Vec<Request>, Vec<Request>) = gateway.read(|engine| {
         let mine = engine
             .requests()
@@ -89,11 +85,7 @@ pub fn requests(gateway: &Arc<Gateway>, user: &str, all: bool) -> Reply {
 /// thing typed can act on them.
 pub fn greeting(gateway: &Gateway, user: &str) -> String {
     let config = gateway.config();
-    let ctx = Context {
-        directory: &config.directory,
-        resources: &config.resources,
-        now: chrono::Utc::now(),
-    };
+    let ctx = Context::of(&config, chrono::Utc::now());
     let (waiting, held) = gateway.read(|engine| {
         let waiting = engine
             .requests()

@@ -107,11 +107,7 @@ impl Gateway {
         fresh_password: Option<LeasePassword>,
     ) -> Result<Outcome, GatewayError> {
         let now = chrono::Utc::now();
-        let ctx = Context {
-            directory: &config.directory,
-            resources: &config.resources,
-            now,
-        };
+        let ctx = Context::of(config, now);
         let engine = &core.state.engine;
         let events = match command {
             Command::Request(spec) => engine.decide_request(&ctx, actor, spec)?,

@@ -243,11 +243,7 @@ impl Gateway {
     /// the configuration in force no longer has: its sessions are severed.
     fn end_withdrawn_leases(&self) {
         let config = self.config();
-        let ctx = Context {
-            directory: &config.directory,
-            resources: &config.resources,
-            now: chrono::Utc::now(),
-        };
+        let ctx = Context::of(&config, chrono::Utc::now());
         let mut core = self.core.lock();
         let events = core.state.engine.decide_withdrawn(&ctx);
         self.commit_own(&mut core, events, "the leases the configuration withdrew");

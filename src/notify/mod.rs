@@ -146,11 +146,7 @@ fn awaiting_approval_from(gateway: &Gateway, record: &AuditRecord) -> Vec<String
         return Vec::new();
     };
     let config = gateway.config();
-    let ctx = crate::workflow::Context {
-        directory: &config.directory,
-        resources: &config.resources,
-        now: chrono::Utc::now(),
-    };
+    let ctx = crate::workflow::Context::of(&config, chrono::Utc::now());
     gateway.read(|engine| {
         config
             .directory

@@ -21,6 +21,17 @@ pub struct Context<'a> {
     pub now: Time,
 }
 
+impl<'a> Context<'a> {
+    /// The users and resources of `config`, at `now`.
+    pub fn of(config: &'a crate::config::Config, now: Time) -> Self {
+        Self {
+            directory: &config.directory,
+            resources: &config.resources,
+            now,
+        }
+    }
+}
+
 /// The arguments of `extend ID --for D [--reason T]`.
 #[derive(Clone, Debug)]
 pub struct ExtendSpec {
