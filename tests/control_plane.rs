@@ -626,6 +626,59 @@ fn watch_json(world: &World, user: &str) -> (std::process::Child, Lines) {
 }
 
 #[test]
+fn an_approver_watching_hears_when_a_request_no_longer_needs_them() {
+    let world = World::start();
+    let (mut watcher, mut lines) = watch_json(&world, "bob");
+    let mut next =
+        || -> serde_json::Value { serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap() };
+    let taken = world.request("alice", "web-01 --for 10m");
+    assert!(
+        next()["message"]
+            .as_str()
+            .unwrap()
+            .contains("awaits your approval")
+    );
+    world.ok("erin", &format!("approve {taken}"));
+    assert_eq!(
+        next()["message"],
+        format!(
+            "request {taken} no longer awaits your approval: erin approved request {taken} at level 1"
+        )
+    );
+    let withdrawn = world.request("zoe", "web-01 --for 10m");
+    assert!(
+        next()["message"]
+            .as_str()
+            .unwrap()
+            .contains("awaits your approval")
+    );
+    world.ok("zoe", &format!("cancel {withdrawn}"));
+    assert_eq!(
+        next()["message"],
+        format!(
+            "request {withdrawn} no longer awaits your approval: zoe cancelled request {withdrawn}"
+        )
+    );
+    // bob's own decision is no news to him.
+    let own = world.request("zoe", "web-01 --for 10m");
+    assert!(
+        next()["message"]
+            .as_str()
+            .unwrap()
+            .contains("awaits your approval")
+    );
+    world.ok("bob", &format!("deny {own}"));
+    let fourth = world.request("alice", "orders-prod --for 10m --reason x");
+    let message = next()["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains(&format!("request {fourth} from alice")),
+        "{message}"
+    );
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+}
+
+#[test]
 fn watch_notifies_the_requester_of_approval_as_json_lines() {
     let world = World::start();
     let id = world.request("alice", "web-01");

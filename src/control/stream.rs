@@ -36,6 +36,7 @@ pub async fn watch<T: Terminal>(
         .await;
     }
     let mut warned: HashSet<Warning> = HashSet::new();
+    let mut asked: HashSet<RequestId> = HashSet::new();
     loop {
         let next_warning = next_warning(gateway, &caller.user, &warned);
         let sleep = async {
@@ -49,7 +50,7 @@ pub async fn watch<T: Terminal>(
         tokio::select! {
             received = chain.next() => match received {
                 Ok(record) => {
-                    if let Some(line) = notification(gateway, &caller.user, &record, json) {
+                    if let Some(line) = notification(gateway, &caller.user, &mut asked, &record, json) {
                         term.out(&line).await;
                     }
                 }
@@ -139,8 +140,15 @@ fn now_hms() -> String {
 }
 
 /// What `user` should see of `record`, if anything: events on their own
-/// requests, requests they can approve now, and delegations to them.
-fn notification(gateway: &Gateway, user: &str, record: &AuditRecord, json: bool) -> Option<String> {
+/// requests, requests they can approve now (kept in `asked`) and the end
+/// of that, by someone else's hand, and delegations to them.
+fn notification(
+    gateway: &Gateway,
+    user: &str,
+    asked: &mut HashSet<RequestId>,
+    record: &AuditRecord,
+    json: bool,
+) -> Option<String> {
     let AuditEvent::Workflow { actor, change } = &record.event else {
         return None;
     };
@@ -158,6 +166,7 @@ fn notification(gateway: &Gateway, user: &str, record: &AuditRecord, json: bool)
                     | Event::ExtensionRequested { .. }
             );
             if can_approve && approvable {
+                asked.insert(id);
                 let why = reason_suffix(&why_asked(&request)) + &ticket_suffix(&request.ticket);
                 format!(
                     "request {id} from {} for {} ({}){why} awaits your approval: approve {id} | deny {id}",
@@ -167,6 +176,15 @@ fn notification(gateway: &Gateway, user: &str, record: &AuditRecord, json: bool)
                 )
             } else if request.requester == user {
                 describe_change(actor.as_deref(), change)
+            } else if !can_approve && asked.remove(&id) {
+                // Their own approval needs no news; another's hand does.
+                if actor.as_deref() == Some(user) {
+                    return None;
+                }
+                format!(
+                    "request {id} no longer awaits your approval: {}",
+                    describe_change(actor.as_deref(), change)
+                )
             } else if let Event::Ended { .. } = change {
                 freed_for(gateway, user, &request)?
             } else {
