@@ -1451,3 +1451,91 @@ fn a_man_in_the_middle_cannot_pass_a_scram_login_on() {
         .unwrap();
     assert_success(&out);
 }
+
+/// A holder who lost the password checkout showed gets a new one with a
+/// fresh MFA check and no new approvals; the old one stops working at
+/// once and sessions opened with it carry on.
+#[test]
+fn password_gives_the_holder_a_new_connection_password_and_the_old_one_stops_working() {
+    let world = World::with_pg_target(&[], |t| t);
+    let (id, old) = world.lease_pg("alice", "10m");
+    let running = world
+        .psql("alice", "orders-prod", &old)
+        .args(["-c", "select pg_sleep(3); select 'carried on'"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || {
+        postgres_activity(&world).is_some()
+    }));
+
+    let without_mfa = world.refused("alice", &format!("password {id}"));
+    assert!(without_mfa.contains("requires MFA"), "{without_mfa}");
+    let by_another = world.refused("zoe", &format!("password {id} --totp 000000"));
+    assert!(
+        by_another.contains("belongs to someone else"),
+        "{by_another}"
+    );
+    let (_, err, ok) = world.psql_run("alice", &old, "select 1");
+    assert!(ok, "a refused command changes nothing: {err}");
+
+    let given = world.json(
+        "alice",
+        &format!("password {id} --totp {}", world.totp_next("alice")),
+    );
+    let new = given["password"].as_str().unwrap().to_string();
+    assert_ne!(new, old);
+    assert_eq!(given["resource"], "orders-prod");
+    assert!(
+        given["psql"]
+            .as_str()
+            .unwrap()
+            .contains("dbname=orders-prod")
+    );
+
+    let (_, err, ok) = world.psql_run("alice", &old, "select 1");
+    assert!(
+        !ok && err.contains("password authentication failed"),
+        "{err}"
+    );
+    let (out, err, ok) = world.psql_run("alice", &new, "select current_user");
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "orders_app");
+    let earlier = running.wait_with_output().unwrap();
+    assert!(
+        earlier.status.success(),
+        "{}",
+        String::from_utf8_lossy(&earlier.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&earlier.stdout).trim(),
+        "carried on"
+    );
+
+    let audit = world.audit_text();
+    assert!(audit.contains(r#""password_replaced""#), "{audit}");
+    for secret in [&old, &new] {
+        assert!(!audit.contains(secret.as_str()));
+        assert!(!world.log().contains(secret.as_str()));
+    }
+}
+
+#[test]
+fn password_is_refused_for_a_lease_without_one_and_after_check_in() {
+    let world = World::with_pg_target(&[], |t| t);
+    let (id, _) = world.lease_pg("alice", "10m");
+    world.ok("alice", &format!("checkin {id}"));
+    let after = world.refused(
+        "alice",
+        &format!("password {id} --totp {}", world.totp_next("alice")),
+    );
+    assert!(after.contains("cannot be given a new password"), "{after}");
+
+    let web = world.lease_web("zoe", "10m");
+    let ssh = world.refused("zoe", &format!("password {web}"));
+    assert!(
+        ssh.contains("web-01, which is not a database: it has no connection password"),
+        "{ssh}"
+    );
+}

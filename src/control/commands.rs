@@ -70,6 +70,9 @@ pub async fn run<T: Terminal>(
             revoke,
         } => settings::delegate(gateway, &user, to, resources, until, revoke).await,
         ControlCommand::Checkout { id, totp } => checkout(gateway, caller, term, id, totp).await,
+        ControlCommand::Password { id, totp } => {
+            new_password(gateway, caller, term, id, totp).await
+        }
         ControlCommand::Resources => Ok(catalog::resources(gateway, caller)),
         ControlCommand::Requests { all } => Ok(views::requests(gateway, &user, all)),
         ControlCommand::Status { all } => views::status(gateway, caller, all),
@@ -396,6 +399,53 @@ pub fn state_name(state: RequestState) -> &'static str {
     }
 }
 
+/// The TOTP code for a command on request `id`: as given, or asked for
+/// (unechoed) on a terminal when the request needs MFA.
+async fn totp_code<T: Terminal>(
+    gateway: &Gateway,
+    caller: &Caller,
+    term: &mut T,
+    id: u64,
+    given: Option<String>,
+    command: &str,
+) -> Result<Option<String>, ControlError> {
+    let needs_mfa = gateway
+        .request(id)
+        .is_some_and(|r| r.settings.mfa_required && r.requester == caller.user);
+    if given.is_some() || !needs_mfa || !term.has_pty() {
+        return Ok(given);
+    }
+    term.out("TOTP code: ").await;
+    let code = term.read_line(false).await;
+    term.out("\n").await;
+    code.map(Some)
+        .ok_or_else(|| ControlError::Refused(format!("{command} cancelled")))
+}
+
+/// `password ID`: a new connection password for an active database lease.
+async fn new_password<T: Terminal>(
+    gateway: &Arc<Gateway>,
+    caller: &Caller,
+    term: &mut T,
+    id: u64,
+    totp: Option<String>,
+) -> Result<Reply, ControlError> {
+    let totp = totp_code(gateway, caller, term, id, totp, "password").await?;
+    let outcome = execute(gateway, &caller.user, Command::NewPassword { id, totp }).await?;
+    let password = outcome
+        .lease_password
+        .ok_or_else(|| ControlError::Refused(format!("request {id} got no password")))?;
+    let resource = gateway.request(id).map(|r| r.resource).unwrap_or_default();
+    let psql = connect_command(&gateway.config(), caller, &resource);
+    Ok(Reply {
+        text: format!(
+            "new connection password for {resource} (shown once; the old one no longer works, live sessions go on): {}\n{psql}\n",
+            password.expose()
+        ),
+        json: json!({ "id": id, "resource": resource, "password": password.expose(), "psql": psql }),
+    })
+}
+
 async fn checkout<T: Terminal>(
     gateway: &Arc<Gateway>,
     caller: &Caller,
@@ -403,19 +453,7 @@ async fn checkout<T: Terminal>(
     id: u64,
     totp: Option<String>,
 ) -> Result<Reply, ControlError> {
-    let needs_mfa = gateway
-        .request(id)
-        .is_some_and(|r| r.settings.mfa_required && r.requester == caller.user);
-    let totp = match totp {
-        Some(code) => Some(code),
-        None if needs_mfa && term.has_pty() => {
-            term.out("TOTP code: ").await;
-            let code = term.read_line(false).await;
-            term.out("\n").await;
-            Some(code.ok_or_else(|| ControlError::Refused("checkout cancelled".into()))?)
-        }
-        None => None,
-    };
+    let totp = totp_code(gateway, caller, term, id, totp, "checkout").await?;
     let outcome = execute(gateway, &caller.user, Command::Checkout { id, totp }).await?;
     let request = gateway
         .request(id)

@@ -355,6 +355,12 @@ pub fn describe_change(actor: Option<&str>, change: &Event) -> String {
                 reason_suffix(reason)
             )
         }
+        Event::PasswordReplaced { id, mfa_passed, .. } => {
+            let mfa = if *mfa_passed { " with MFA" } else { "" };
+            format!(
+                "{by} replaced the connection password of request {id}{mfa}; the old one no longer works"
+            )
+        }
         Event::DelegationGranted { delegation, .. } => format!(
             "{} delegated approvals to {}",
             delegation.from, delegation.to

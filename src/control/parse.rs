@@ -94,6 +94,16 @@ pub enum ControlCommand {
         #[arg(long, value_name = "CODE")]
         totp: Option<String>,
     },
+    /// A new connection password for my active database lease, if I lost
+    /// the one checkout showed (MFA when the resource requires it); the
+    /// old one stops working, live sessions go on.
+    Password {
+        /// The active lease's request number (see `status`).
+        id: u64,
+        /// The current TOTP code; prompted for on a terminal when absent.
+        #[arg(long, value_name = "CODE")]
+        totp: Option<String>,
+    },
     /// End my access window now.
     Checkin {
         /// The request's number (see `status`).

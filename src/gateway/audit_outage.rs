@@ -107,6 +107,7 @@ pub(super) fn widens_access(event: &Event) -> bool {
         | Event::CheckedOut { .. }
         | Event::ExtensionRequested { .. }
         | Event::Extended { .. }
+        | Event::PasswordReplaced { .. }
         | Event::DelegationGranted { .. }
         | Event::WorkflowChanged { .. } => true,
         Event::Escalated { .. }

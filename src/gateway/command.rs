@@ -29,6 +29,11 @@ pub enum Command {
     Checkin {
         id: RequestId,
     },
+    /// A new connection password for an active Postgres lease.
+    NewPassword {
+        id: RequestId,
+        totp: Option<String>,
+    },
     Revoke {
         id: RequestId,
     },
@@ -58,6 +63,7 @@ impl Command {
             Self::Cancel { id } => format!("cancel {id}"),
             Self::Checkout { id, .. } => format!("checkout {id}"),
             Self::Checkin { id } => format!("checkin {id}"),
+            Self::NewPassword { id, .. } => format!("password {id}"),
             Self::Revoke { id } => format!("revoke {id}"),
             Self::RevokeUser { user } => format!("revoke --user {user}"),
             Self::Extend(spec) => format!("extend {} by {}s", spec.id, spec.by.as_secs()),
@@ -135,6 +141,14 @@ impl Gateway {
                 };
                 return self.checkout(core, config, &ctx, actor, checkout);
             }
+            Command::NewPassword { id, totp } => {
+                let asked = Checkout {
+                    id,
+                    totp,
+                    fresh_password,
+                };
+                return self.new_password(core, config, &ctx, actor, asked);
+            }
         };
         self.commit(core, Some(actor), events.clone(), None)?;
         Ok(Outcome {
@@ -147,7 +161,7 @@ impl Gateway {
     /// lock is taken: the record's SCRAM verifier costs a PBKDF2 run (about
     /// a millisecond) that other commands should not wait for.
     fn lease_password_for(&self, config: &Config, command: &Command) -> Option<LeasePassword> {
-        let Command::Checkout { id, .. } = command else {
+        let (Command::Checkout { id, .. } | Command::NewPassword { id, .. }) = command else {
             return None;
         };
         let resource = self.core.lock().state.engine.request(*id)?.resource.clone();
@@ -179,12 +193,7 @@ impl Gateway {
         if let Some(managed) = config.resource(&resource) {
             self.checkout_held_back(engine, managed)?;
         }
-        let mut mfa_step = None;
-        if request.settings.mfa_required {
-            let code = totp.ok_or_else(|| WorkflowError::MfaRequired(resource.clone()))?;
-            let step = self.verify_totp(config, actor, &code)?;
-            mfa_step = Some((actor.to_string(), step));
-        }
+        let mfa_step = self.mfa_step(config, actor, request, totp)?;
         let is_postgres = config
             .resource(&resource)
             .is_some_and(|r| r.kind == ResourceKind::Postgres);
@@ -201,6 +210,59 @@ impl Gateway {
             events,
             lease_password,
         })
+    }
+
+    /// A new connection password for `actor`'s active Postgres lease,
+    /// checked as a checkout is: everything but MFA, then MFA.
+    fn new_password(
+        &self,
+        core: &mut Core,
+        config: &Config,
+        ctx: &Context,
+        actor: &str,
+        asked: Checkout,
+    ) -> Result<Outcome, GatewayError> {
+        let Checkout {
+            id,
+            totp,
+            fresh_password,
+        } = asked;
+        let engine = &core.state.engine;
+        engine.decide_new_password(ctx, actor, id, true, None)?;
+        let request = engine
+            .request(id)
+            .ok_or(WorkflowError::UnknownRequest(id))?;
+        let mfa_step = self.mfa_step(config, actor, request, totp)?;
+        let (password, record) = fresh_password.unwrap_or_else(LeasePassword::new).split();
+        let events = core.state.engine.decide_new_password(
+            ctx,
+            actor,
+            id,
+            mfa_step.is_some(),
+            Some(record),
+        )?;
+        self.commit(core, Some(actor), events.clone(), mfa_step)?;
+        Ok(Outcome {
+            events,
+            lease_password: Some(password),
+        })
+    }
+
+    /// The TOTP step `actor` passed, where `request`'s settings require
+    /// MFA; none where they do not.
+    fn mfa_step(
+        &self,
+        config: &Config,
+        actor: &str,
+        request: &crate::workflow::Request,
+        totp: Option<String>,
+    ) -> Result<Option<(String, u64)>, GatewayError> {
+        if !request.settings.mfa_required {
+            return Ok(None);
+        }
+        let code = totp.ok_or_else(|| WorkflowError::MfaRequired(request.resource.clone()))?;
+        let step = self.verify_totp(config, actor, &code)?;
+        Ok(Some((actor.to_string(), step)))
     }
 
     /// Called under the core lock, so a code's step is consumed and

@@ -449,6 +449,7 @@ fn count_event(event: &Event) {
         Event::Ended { .. } => "ended",
         Event::ExtensionRequested { .. } => "extension_requested",
         Event::Extended { .. } => "extended",
+        Event::PasswordReplaced { .. } => "password_replaced",
         Event::DelegationGranted { .. } => "delegation_granted",
         Event::DelegationRevoked { .. } => "delegation_revoked",
         Event::WorkflowChanged { .. } => "workflow_changed",

@@ -51,6 +51,9 @@ impl Engine {
                 r.window_end = Some(*window_end);
                 r.extension = None;
             }),
+            Event::PasswordReplaced {
+                id, secret_hash, ..
+            } => self.with(*id, |r| r.secret_hash = secret_hash.clone()),
             Event::DelegationGranted { delegation, .. } => {
                 self.delegations
                     .insert(delegation.from.clone(), delegation.clone());

@@ -83,6 +83,10 @@ pub enum WorkflowError {
     AlreadyApprovedFor { resource: String, id: RequestId },
     #[error("{0} requires MFA: pass --totp CODE, or connect with ssh -t to be prompted")]
     MfaRequired(String),
+    #[error(
+        "request {id} is for {resource}, which is not a database: it has no connection password"
+    )]
+    NoConnectionPassword { id: RequestId, resource: String },
     #[error("the approval of request {0} has lapsed: file a new request")]
     ApprovalLapsed(RequestId),
     #[error("extending by {requested} would exceed the maximum of {max} for {resource}")]

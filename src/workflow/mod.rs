@@ -13,6 +13,7 @@ mod deadlines;
 mod decide;
 mod error;
 mod model;
+mod password;
 mod withdrawn;
 
 #[cfg(test)]

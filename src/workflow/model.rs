@@ -311,6 +311,15 @@ pub enum Event {
         reason: Option<String>,
         at: Time,
     },
+    /// A new connection password for an active Postgres lease (the
+    /// requester lost the one checkout showed); the old one stops working.
+    PasswordReplaced {
+        id: RequestId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        secret_hash: Option<String>,
+        mfa_passed: bool,
+        at: Time,
+    },
     DelegationGranted {
         delegation: Delegation,
         at: Time,
@@ -341,7 +350,8 @@ impl Event {
             | Self::CheckedOut { id, .. }
             | Self::Ended { id, .. }
             | Self::ExtensionRequested { id, .. }
-            | Self::Extended { id, .. } => Some(*id),
+            | Self::Extended { id, .. }
+            | Self::PasswordReplaced { id, .. } => Some(*id),
             _ => None,
         }
     }
@@ -350,7 +360,9 @@ impl Event {
     /// passwords stay in the journal only.
     pub fn redacted(&self) -> Self {
         let mut copy = self.clone();
-        if let Self::CheckedOut { secret_hash, .. } = &mut copy {
+        if let Self::CheckedOut { secret_hash, .. } | Self::PasswordReplaced { secret_hash, .. } =
+            &mut copy
+        {
             *secret_hash = None;
         }
         copy

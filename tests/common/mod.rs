@@ -837,6 +837,17 @@ impl World {
     }
 
     pub fn totp(&self, user: &str) -> String {
+        self.totp_at(user, 0)
+    }
+
+    /// The code of the next TOTP step, which the gateway's one-step skew
+    /// accepts now: a second MFA check by the same user within one step
+    /// needs it, as the current code is refused as a replay.
+    pub fn totp_next(&self, user: &str) -> String {
+        self.totp_at(user, 30)
+    }
+
+    fn totp_at(&self, user: &str, ahead_seconds: u64) -> String {
         let secret = std::fs::read_to_string(self.path("totp").join(user)).unwrap();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -844,7 +855,7 @@ impl World {
             .as_secs();
         jitgate::mfa::current_code(
             &jitgate::secret::Secret::new(secret.trim().to_string()),
-            now,
+            now + ahead_seconds,
         )
         .unwrap()
     }

@@ -507,3 +507,56 @@ fn a_configuration_that_takes_the_request_permission_away_ends_the_users_leases(
         "alice may still request"
     );
 }
+
+#[test]
+fn a_database_lease_gets_a_new_password_for_its_holder_alone_while_it_is_open() {
+    let mut w = World::new();
+    let id = w.hold_orders("alice");
+    let replace = |w: &mut World, who: &str, mfa: bool| {
+        let decision =
+            w.engine
+                .decide_new_password(&w.ctx(), who, id, mfa, Some("recorded-hash".into()));
+        w.commit(decision)
+    };
+    assert!(matches!(
+        replace(&mut w, "alice", false),
+        Err(WorkflowError::MfaRequired(_))
+    ));
+    assert!(matches!(
+        replace(&mut w, "zoe", true),
+        Err(WorkflowError::NotYourRequest(_))
+    ));
+    replace(&mut w, "alice", true).unwrap();
+    assert_eq!(
+        w.engine.request(id).unwrap().secret_hash.as_deref(),
+        Some("recorded-hash")
+    );
+    // The record of the password stays in the journal, never in the audit log.
+    let replaced = w.log.last().unwrap();
+    assert!(matches!(replaced, Event::PasswordReplaced { .. }));
+    assert!(
+        !serde_json::to_string(&replaced.redacted())
+            .unwrap()
+            .contains("recorded-hash")
+    );
+
+    let web = w.request("alice", "web-01").unwrap();
+    w.approve("bob", web).unwrap();
+    w.checkout("alice", web).unwrap();
+    let ssh = w
+        .engine
+        .decide_new_password(&w.ctx(), "alice", web, true, None);
+    assert!(matches!(
+        ssh,
+        Err(WorkflowError::NoConnectionPassword { .. })
+    ));
+
+    // A window that is over, though its timer has not ended it yet, has no
+    // password to give.
+    w.advance(3600);
+    let late = replace(&mut w, "alice", true).unwrap_err();
+    assert!(
+        late.to_string().contains("cannot be given a new password"),
+        "{late}"
+    );
+}
