@@ -1470,6 +1470,11 @@ fn password_gives_the_holder_a_new_connection_password_and_the_old_one_stops_wor
         postgres_activity(&world).is_some()
     }));
 
+    let status = world.ok("alice", "status");
+    assert!(
+        status.contains(&format!("lost it? `password {id}` gives a new one")),
+        "{status}"
+    );
     let without_mfa = world.refused("alice", &format!("password {id}"));
     assert!(without_mfa.contains("requires MFA"), "{without_mfa}");
     let by_another = world.refused("zoe", &format!("password {id} --totp 000000"));

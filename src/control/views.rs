@@ -222,6 +222,12 @@ pub fn status(gateway: &Arc<Gateway>, caller: &Caller, all: bool) -> Result<Repl
         text.push_str(line.trim_end());
         text.push('\n');
     }
+    if let Some(database) = active.iter().find(|r| !all && is_database(&config, r)) {
+        text.push_str(&format!(
+            "psql asks for the password checkout showed; lost it? `password {}` gives a new one\n",
+            database.id
+        ));
+    }
     let leases: Vec<_> = active
         .iter()
         .map(|r| {
@@ -237,6 +243,12 @@ pub fn status(gateway: &Arc<Gateway>, caller: &Caller, all: bool) -> Result<Repl
         text,
         json: json!({ "leases": leases }),
     })
+}
+
+fn is_database(config: &crate::config::Config, request: &Request) -> bool {
+    config
+        .resource(&request.resource)
+        .is_some_and(|r| r.kind == crate::config::ResourceKind::Postgres)
 }
 
 pub fn sessions(gateway: &Arc<Gateway>, user: &str) -> Result<Reply, ControlError> {
