@@ -1457,7 +1457,7 @@ fn a_man_in_the_middle_cannot_pass_a_scram_login_on() {
 /// once and sessions opened with it carry on.
 #[test]
 fn password_gives_the_holder_a_new_connection_password_and_the_old_one_stops_working() {
-    let world = World::with_pg_target(&[], |t| t);
+    let mut world = World::with_pg_target(&[], |t| t);
     let (id, old) = world.lease_pg("alice", "10m");
     let running = world
         .psql("alice", "orders-prod", &old)
@@ -1517,6 +1517,17 @@ fn password_gives_the_holder_a_new_connection_password_and_the_old_one_stops_wor
         String::from_utf8_lossy(&earlier.stdout).trim(),
         "carried on"
     );
+
+    // Acknowledged, so it survives a crash.
+    world.kill_hard();
+    world.launch();
+    let (_, err, ok) = world.psql_run("alice", &old, "select 1");
+    assert!(
+        !ok && err.contains("password authentication failed"),
+        "{err}"
+    );
+    let (_, err, ok) = world.psql_run("alice", &new, "select 1");
+    assert!(ok, "{err}");
 
     let audit = world.audit_text();
     assert!(audit.contains(r#""password_replaced""#), "{audit}");

@@ -191,6 +191,7 @@ Try, in another terminal (gw USER COMMAND runs a command as USER):
   gw bob approve 2; gw dave approve 2
   gw alice checkout 2 --totp $(totp alice)            # prints the psql command, which verifies the gateway
   psql "host=127.0.0.1 port={gw_pg} user=alice dbname=orders-prod sslmode=verify-full sslrootcert={dir}/tls/ca.crt"
+  gw alice password 2 --totp $(totp alice)            # lost it? a new one, with a fresh code (each is taken once)
   gw alice extend 2 --for 15m --reason 'report still running'   # bob and dave are asked again
   gw carol audit tail -f                              # security follows everything
   gw carol sessions                                   # who is connected now, doing what
