@@ -346,3 +346,32 @@ fn penalties_default_to_on_with_loopback_exempt_and_refuse_bad_settings() {
     let message = problem(&with("threshold = \"10m\"\nmax = \"5m\""));
     assert!(message.contains("penalties.max"), "{message}");
 }
+
+/// The names serde knows for an internally tagged enum's variants, read
+/// from the error a made-up tag gets, so no variant can be left out of
+/// the webhook event names unnoticed.
+fn variant_names<T: serde::de::DeserializeOwned + std::fmt::Debug>() -> Vec<String> {
+    let error = serde_json::from_str::<T>(r#"{"type":"no such variant"}"#).unwrap_err();
+    let message = error.to_string();
+    let (_, listed) = message
+        .split_once("expected one of ")
+        .unwrap_or_else(|| panic!("{message}"));
+    listed
+        .split(", ")
+        .map(|name| name.split('`').nth(1).unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn webhooks_may_ask_for_every_audit_record_type_and_workflow_change() {
+    let audit = variant_names::<crate::audit::AuditEvent>();
+    let workflow = variant_names::<crate::workflow::Event>();
+    assert!(audit.len() > 20 && workflow.len() > 10, "{audit:?} {workflow:?}");
+    for name in audit.iter().chain(&workflow) {
+        assert!(
+            webhook::EVENT_NAMES.contains(&name.as_str()),
+            "{name} is missing from the webhook event names"
+        );
+    }
+    assert_eq!(webhook::EVENT_NAMES.len(), audit.len() + workflow.len());
+}

@@ -87,6 +87,7 @@ pub const EVENT_NAMES: &[&str] = &[
     "ended",
     "extension_requested",
     "extended",
+    "password_replaced",
     "delegation_granted",
     "delegation_revoked",
     "workflow_changed",
