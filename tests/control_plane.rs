@@ -909,6 +909,26 @@ fn audit_tail_shows_one_user_or_resource_with_its_requests_and_the_last_n_of_the
     );
     let none = world.ok("carol", "audit tail --resource nothing-here");
     assert!(none.is_empty(), "{none}");
+
+    // --type picks record types and workflow changes, as webhooks do.
+    let checkouts = tail("--type checked_out");
+    assert_eq!(checkouts.lines().count(), 1, "{checkouts}");
+    assert!(checkouts.contains(&format!("alice checked out request {web}")));
+    let zoes = tail("--type requested,approved --user zoe");
+    assert_eq!(zoes.lines().count(), 2, "{zoes}");
+    assert!(zoes.contains("zoe requested orders-prod"), "{zoes}");
+    let logins = tail("--type login");
+    assert!(
+        logins.lines().count() >= 5 && logins.lines().all(|l| l.contains(" login of ")),
+        "{logins}"
+    );
+    let out = world.ssh("carol", "audit tail --type nonsense");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("invalid value 'nonsense' for '--type <TYPE>'") && err.contains("mfa_failure"),
+        "{err}"
+    );
 }
 
 #[test]

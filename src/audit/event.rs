@@ -341,6 +341,17 @@ impl AuditEvent {
         }
     }
 
+    /// The names a reader selects this record by (webhook `events`,
+    /// `audit tail --type`): its type and, for a workflow record, the
+    /// change it records.
+    pub fn type_names(&self) -> Vec<String> {
+        let value = serde_json::to_value(self).unwrap_or_default();
+        [&value["type"], &value["change"]["type"]]
+            .into_iter()
+            .filter_map(|name| name.as_str().map(str::to_string))
+            .collect()
+    }
+
     /// The live session this event belongs to.
     pub fn session(&self) -> Option<&str> {
         match self {

@@ -366,7 +366,10 @@ fn variant_names<T: serde::de::DeserializeOwned + std::fmt::Debug>() -> Vec<Stri
 fn webhooks_may_ask_for_every_audit_record_type_and_workflow_change() {
     let audit = variant_names::<crate::audit::AuditEvent>();
     let workflow = variant_names::<crate::workflow::Event>();
-    assert!(audit.len() > 20 && workflow.len() > 10, "{audit:?} {workflow:?}");
+    assert!(
+        audit.len() > 20 && workflow.len() > 10,
+        "{audit:?} {workflow:?}"
+    );
     for name in audit.iter().chain(&workflow) {
         assert!(
             webhook::EVENT_NAMES.contains(&name.as_str()),

@@ -120,9 +120,11 @@ pub async fn run_line<T: Terminal>(
                     user,
                     resource,
                     session,
+                    types,
                 },
         } => {
-            let filter = tail_filter::TailFilter::new(user, resource, session);
+            let types = types.into_iter().collect();
+            let filter = tail_filter::TailFilter::new(user, resource, session, types);
             let from = stream::TailFrom {
                 lines,
                 after,

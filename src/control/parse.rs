@@ -210,6 +210,16 @@ pub enum AuditCommand {
         /// Only the records of this session.
         #[arg(long, value_name = "SESSION")]
         session: Option<String>,
+        /// Only records of these types or workflow changes, e.g.
+        /// mfa_failure,refused or checked_out (as webhook events name them).
+        #[arg(
+            long = "type",
+            value_name = "TYPE",
+            value_delimiter = ',',
+            hide_possible_values = true,
+            value_parser = clap::builder::PossibleValuesParser::new(crate::config::webhook::EVENT_NAMES)
+        )]
+        types: Vec<String>,
     },
 }
 

@@ -1,6 +1,7 @@
-//! `audit tail --user U --resource R --session S`: the records a security
-//! team asked to see.
+//! `audit tail --user U --resource R --session S --type T`: the records
+//! a security team asked to see.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use crate::audit::{AuditEvent, AuditRecord, records_after};
@@ -19,21 +20,32 @@ pub struct TailFilter {
     pub user: Option<String>,
     pub resource: Option<String>,
     pub session: Option<String>,
+    /// Record types and workflow changes; any of them passes.
+    pub types: BTreeSet<String>,
     subjects: Subjects,
 }
 
 impl TailFilter {
-    pub fn new(user: Option<String>, resource: Option<String>, session: Option<String>) -> Self {
+    pub fn new(
+        user: Option<String>,
+        resource: Option<String>,
+        session: Option<String>,
+        types: BTreeSet<String>,
+    ) -> Self {
         Self {
             user,
             resource,
             session,
+            types,
             subjects: Subjects::default(),
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.user.is_none() && self.resource.is_none() && self.session.is_none()
+        self.user.is_none()
+            && self.resource.is_none()
+            && self.session.is_none()
+            && self.types.is_empty()
     }
 
     /// Whether `event` is one asked for (every condition given holds).
@@ -55,7 +67,12 @@ impl TailFilter {
             .session
             .as_deref()
             .is_none_or(|session| event.session() == Some(session));
-        user_ok && resource_ok && session_ok
+        let type_ok = self.types.is_empty()
+            || event
+                .type_names()
+                .iter()
+                .any(|name| self.types.contains(name));
+        user_ok && resource_ok && session_ok && type_ok
     }
 }
 

@@ -102,11 +102,10 @@ impl Target {
         let Some(events) = &self.events else {
             return true;
         };
-        let value = serde_json::to_value(&record.event).unwrap_or_default();
-        let names = [&value["type"], &value["change"]["type"]];
-        names
+        record
+            .event
+            .type_names()
             .iter()
-            .filter_map(|name| name.as_str())
             .any(|name| events.contains(name))
     }
 
