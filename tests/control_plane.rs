@@ -1436,3 +1436,44 @@ fn audit_tail_misses_no_record_however_far_behind_its_reader_falls_and_resumes_a
     let refused = world.refused("carol", "audit tail --since yesterday");
     assert!(refused.contains("how long ago (2h, 1d)"), "{refused}");
 }
+
+#[test]
+fn security_teams_see_every_users_requests_and_what_each_waits_on() {
+    let world = World::start();
+    let web = world.request("alice", "web-01 --reason one");
+    let db = world.request("zoe", "orders-prod --reason two");
+    world.ok("bob", &format!("approve {db}"));
+    let row = |text: &str, id: u64| {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{id} ")));
+        line.unwrap_or_else(|| panic!("no row {id} in:\n{text}"))
+            .to_string()
+    };
+    let listed = world.ok("carol", "requests --everyone");
+    let alice = row(&listed, web);
+    assert!(
+        alice.contains("alice") && alice.contains("pending") && alice.contains("web-01"),
+        "{alice}"
+    );
+    assert!(
+        alice.ends_with("needs 1 approval from group:sre-leads"),
+        "{alice}"
+    );
+    let zoe = row(&listed, db);
+    assert!(zoe.contains("zoe") && zoe.contains("orders-prod"), "{zoe}");
+    assert!(
+        zoe.ends_with("needs 1 approval from group:security"),
+        "the level it waits on now: {zoe}"
+    );
+
+    let refused = world.refused("alice", "requests --everyone");
+    assert!(refused.contains("needs the audit permission"), "{refused}");
+
+    world.ok("alice", &format!("cancel {web}"));
+    let open = world.json("carol", "requests --everyone")["requests"].clone();
+    assert_eq!(open.as_array().unwrap().len(), 1, "{open}");
+    assert_eq!(open[0]["requester"], "zoe");
+    let all = world.ok("carol", "requests --everyone --all");
+    assert!(row(&all, web).contains("cancelled"), "{all}");
+}

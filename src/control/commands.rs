@@ -10,7 +10,9 @@ use crate::workflow::{Event, ExtendSpec, RequestId, RequestSpec, RequestState, d
 
 use super::format::{connect_command, hhmm, remaining};
 use super::parse::{ControlCommand, WorkflowCommand, free_text};
-use super::{Caller, ControlError, Reply, Terminal, blocking, catalog, settings, views};
+use super::{
+    Caller, ControlError, Reply, Terminal, blocking, catalog, request_list, settings, views,
+};
 
 pub async fn run<T: Terminal>(
     gateway: &Arc<Gateway>,
@@ -74,7 +76,10 @@ pub async fn run<T: Terminal>(
             new_password(gateway, caller, term, id, totp).await
         }
         ControlCommand::Resources => Ok(catalog::resources(gateway, caller)),
-        ControlCommand::Requests { all } => Ok(views::requests(gateway, &user, all)),
+        ControlCommand::Requests { all, everyone } if everyone => {
+            request_list::everyone(gateway, &user, all)
+        }
+        ControlCommand::Requests { all, .. } => Ok(request_list::requests(gateway, &user, all)),
         ControlCommand::Status { all } => views::status(gateway, caller, all),
         ControlCommand::Sessions => views::sessions(gateway, &user),
         ControlCommand::Rotate { resource } => rotate(gateway, &user, &resource).await,

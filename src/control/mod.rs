@@ -12,6 +12,7 @@ mod format;
 mod narrate;
 mod parse;
 mod replay;
+mod request_list;
 mod settings;
 mod since;
 mod stream;

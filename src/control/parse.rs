@@ -49,6 +49,9 @@ pub enum ControlCommand {
         /// Include finished requests.
         #[arg(long)]
         all: bool,
+        /// Every user's requests, with what each waits on (needs audit).
+        #[arg(long)]
+        everyone: bool,
     },
     /// Approve a request (or a pending extension).
     Approve {

@@ -1,4 +1,4 @@
-//! Read-only commands: requests, status, sessions, workflow show.
+//! Read-only commands: status, sessions, workflow show; the prompt greeting and the no-lease hint.
 
 use std::sync::Arc;
 
@@ -9,11 +9,14 @@ use crate::gateway::Gateway;
 use crate::sessions::Activity;
 use crate::workflow::{Context, Request, RequestState, describe_waiting};
 
-use super::commands::state_name;
-use super::format::{age, asked_for, connect_command, grounds, hhmm, remaining};
+use super::format::{age, connect_command, hhmm, remaining};
 use super::{Caller, ControlError, Reply};
 
-fn require(gateway: &Gateway, user: &str, permission: Permission) -> Result<(), ControlError> {
+pub(super) fn require(
+    gateway: &Gateway,
+    user: &str,
+    permission: Permission,
+) -> Result<(), ControlError> {
     if gateway.config().directory.has(user, permission) {
         Ok(())
     } else {
@@ -22,62 +25,6 @@ fn require(gateway: &Gateway, user: &str, permission: Permission) -> Result<(), 
             permission.name()
         )))
     }
-}
-
-pub fn requests(gateway: &Arc<Gateway>, user: &str, all: bool) -> Reply {
-    let config = gateway.config();
-    let ctx = Context::of(&config, chrono::Utc::now());
-    let (mine, to_approve): (Vec<Request>, Vec<Request>) = gateway.read(|engine| {
-        let mine = engine
-            .requests()
-            .filter(|r| r.requester == user && (all || !r.state.is_final()))
-            .cloned()
-            .collect();
-        let waiting = engine
-            .requests()
-            .filter(|r| engine.awaits_approval_from(&ctx, r.id, user))
-            .cloned()
-            .collect();
-        (mine, waiting)
-    });
-    let mut text = String::new();
-    if mine.is_empty() && to_approve.is_empty() {
-        text.push_str("no open requests\n");
-    }
-    if !mine.is_empty() {
-        text.push_str("MY REQUESTS\n  ID  STATE       RESOURCE         AGE    NOTE\n");
-        for r in &mine {
-            text.push_str(&format!(
-                "  {:<3} {:<11} {:<16} {:<6} {}\n",
-                r.id,
-                state_name(r.state),
-                r.resource,
-                age(&r.created_at),
-                note(r)
-            ));
-        }
-    }
-    if !to_approve.is_empty() {
-        text.push_str(
-            "WAITING FOR MY APPROVAL\n  ID  REQUESTER   RESOURCE         AGE    FOR     REASON\n",
-        );
-        for r in &to_approve {
-            let reason = grounds(r);
-            text.push_str(&format!(
-                "  {:<3} {:<11} {:<16} {:<6} {:<7} {reason}\n",
-                r.id,
-                r.requester,
-                r.resource,
-                age(&r.created_at),
-                asked_for(r),
-            ));
-        }
-    }
-    let json = json!({
-        "mine": mine.iter().map(request_json).collect::<Vec<_>>(),
-        "to_approve": to_approve.iter().map(request_json).collect::<Vec<_>>(),
-    });
-    Reply { text, json }
 }
 
 /// What the interactive prompt says under its greeting: the requests
@@ -142,41 +89,6 @@ pub fn no_lease_yet(gateway: &Gateway, caller: &Caller, resource: &str) -> Strin
         ),
         _ => format!("no active lease for {resource} — {control} request {resource}"),
     }
-}
-
-fn note(r: &Request) -> String {
-    match (r.state, &r.window_end, &r.extension) {
-        (RequestState::Pending, _, _) => describe_waiting(r, &r.round),
-        (RequestState::Approved, _, _) => format!("check out with: checkout {}", r.id),
-        (RequestState::Active, Some(end), Some(_)) => {
-            format!("until {}; {} awaiting approval", hhmm(end), asked_for(r))
-        }
-        (RequestState::Active, Some(end), None) => {
-            format!("until {} ({} left)", hhmm(end), remaining(end))
-        }
-        _ => String::new(),
-    }
-}
-
-fn request_json(r: &Request) -> serde_json::Value {
-    json!({
-        "id": r.id,
-        "requester": r.requester,
-        "resource": r.resource,
-        "state": state_name(r.state),
-        "duration_secs": r.duration_secs + r.extended_secs,
-        "reason": r.reason,
-        "ticket": r.ticket,
-        "created_at": r.created_at,
-        "window_end": r.window_end,
-        "approvals": r.round.approvals,
-        "note": note(r),
-        "extension": r.extension.as_ref().map(|e| json!({
-            "duration_secs": e.duration_secs,
-            "reason": e.reason,
-            "approvals": e.round.approvals,
-        })),
-    })
 }
 
 /// The caller's active leases, each with the command that uses it; with
