@@ -32,7 +32,7 @@ fn web_01_happy_path_request_approve_checkout_status_checkin() {
         .unwrap();
     let filed = String::from_utf8_lossy(&filed.stdout);
     assert!(
-        filed.contains("needs 1 approval from group:sre-leads"),
+        filed.contains("needs 1 approval from group:sre-leads (bob or erin may approve)"),
         "{filed}"
     );
     let id = 1;
@@ -1442,7 +1442,11 @@ fn security_teams_see_every_users_requests_and_what_each_waits_on() {
     let world = World::start();
     let web = world.request("alice", "web-01 --reason one");
     let db = world.request("zoe", "orders-prod --reason two");
-    world.ok("bob", &format!("approve {db}"));
+    let approved = world.ok("bob", &format!("approve {db}"));
+    assert!(
+        approved.ends_with("needs 1 approval from group:security (dave may approve)\n"),
+        "{approved}"
+    );
     let row = |text: &str, id: u64| {
         let line = text
             .lines()
@@ -1456,14 +1460,15 @@ fn security_teams_see_every_users_requests_and_what_each_waits_on() {
         alice.contains("alice") && alice.contains("pending") && alice.contains("web-01"),
         "{alice}"
     );
+    // Who may approve it now, by name, so anyone reading knows whom to ask.
     assert!(
-        alice.ends_with("needs 1 approval from group:sre-leads"),
+        alice.ends_with("needs 1 approval from group:sre-leads (bob or erin may approve)"),
         "{alice}"
     );
     let zoe = row(&listed, db);
     assert!(zoe.contains("zoe") && zoe.contains("orders-prod"), "{zoe}");
     assert!(
-        zoe.ends_with("needs 1 approval from group:security"),
+        zoe.ends_with("needs 1 approval from group:security (dave may approve)"),
         "the level it waits on now: {zoe}"
     );
 

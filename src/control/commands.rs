@@ -6,9 +6,9 @@ use serde_json::json;
 
 use crate::config::{HumanDuration, Permission, ResourceKind};
 use crate::gateway::{Command, Gateway, Outcome};
-use crate::workflow::{Event, ExtendSpec, RequestId, RequestSpec, RequestState, describe_waiting};
+use crate::workflow::{Event, ExtendSpec, RequestId, RequestSpec, RequestState};
 
-use super::format::{connect_command, hhmm, remaining};
+use super::format::{connect_command, hhmm, remaining, waiting_on};
 use super::parse::{ControlCommand, WorkflowCommand, free_text};
 use super::{
     Caller, ControlError, Reply, Terminal, blocking, catalog, request_list, settings, views,
@@ -308,7 +308,7 @@ fn describe_request_filed(gateway: &Gateway, outcome: &Outcome) -> Reply {
         return simple(format!("request {id} filed"), id, "pending");
     };
     let duration = HumanDuration::from_secs(request.duration_secs);
-    let waiting = describe_waiting(&request, &request.round);
+    let waiting = waiting_on(gateway, &request);
     let text = if request.state == RequestState::Approved {
         format!(
             "request {id} for {} ({duration}) approved: no approvals needed\ncheck out with: checkout {id}\n",
@@ -359,7 +359,7 @@ fn describe_approval(gateway: &Gateway, id: u64, outcome: &Outcome) -> Reply {
         "request"
     };
     let status = finished.unwrap_or_else(|| match &request {
-        Some(r) => describe_waiting(r, r.extension.as_ref().map_or(&r.round, |e| &e.round)),
+        Some(r) => waiting_on(gateway, r),
         None => String::new(),
     });
     let behalf = on_behalf

@@ -3,7 +3,8 @@
 use crate::config::{ClientAuth, Config, HumanDuration, ResourceKind};
 
 use super::Caller;
-use crate::workflow::{Request, Time};
+use crate::gateway::Gateway;
+use crate::workflow::{Context, Request, Time, describe_waiting};
 
 /// The libpq connection string for `user` on the Postgres `resource`
 /// through this gateway, as reached at `host`. It verifies the gateway's
@@ -122,6 +123,38 @@ pub fn reason_suffix(reason: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
+/// What request `r` waits for and who may give it now, so a requester
+/// knows whom to ask: "needs 1 approval from group:sre-leads (bob or erin
+/// may approve)".
+pub fn waiting_on(gateway: &Gateway, r: &Request) -> String {
+    let Some(round) = r.open_round() else {
+        return describe_waiting(r, &r.round);
+    };
+    let config = gateway.config();
+    let ctx = Context::of(&config, chrono::Utc::now());
+    let names = gateway.read(|engine| engine.approvers_now(&ctx, r.id));
+    format!("{}{}", describe_waiting(r, round), may_approve(&names))
+}
+
+/// " (bob or erin may approve)"; the first few of a long list; and a
+/// warning when nobody can now (an empty group, or the requester alone),
+/// which waiting may not mend.
+fn may_approve(names: &[String]) -> String {
+    const SHOWN: usize = 4;
+    match names {
+        [] => " (nobody may approve it now: ask an administrator)".to_string(),
+        [one] => format!(" ({one} may approve)"),
+        [rest @ .., last] if names.len() <= SHOWN => {
+            format!(" ({} or {last} may approve)", rest.join(", "))
+        }
+        _ => format!(
+            " ({} and {} more may approve)",
+            names[..SHOWN].join(", "),
+            names.len() - SHOWN
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,5 +167,18 @@ mod tests {
             r"'/home/a b/it\'s\\ca.pem'"
         );
         assert_eq!(conninfo_value(""), "''");
+    }
+
+    #[test]
+    fn approvers_are_named_a_few_at_a_time_and_none_is_a_warning() {
+        let names = |n: &[&str]| may_approve(&n.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(names(&["bob"]), " (bob may approve)");
+        assert_eq!(names(&["bob", "erin"]), " (bob or erin may approve)");
+        assert_eq!(names(&["a", "b", "c", "d"]), " (a, b, c or d may approve)");
+        assert_eq!(
+            names(&["a", "b", "c", "d", "e", "f"]),
+            " (a, b, c, d and 2 more may approve)"
+        );
+        assert!(names(&[]).contains("nobody may approve it now"));
     }
 }

@@ -7,10 +7,10 @@ use serde_json::json;
 
 use crate::config::Permission;
 use crate::gateway::Gateway;
-use crate::workflow::{Context, Request, RequestState, describe_waiting};
+use crate::workflow::{Context, Request, RequestState};
 
 use super::commands::state_name;
-use super::format::{age, asked_for, grounds, hhmm, remaining};
+use super::format::{age, asked_for, grounds, hhmm, remaining, waiting_on};
 use super::views::require;
 use super::{ControlError, Reply};
 
@@ -45,7 +45,7 @@ pub fn requests(gateway: &Arc<Gateway>, user: &str, all: bool) -> Reply {
                 state_name(r.state),
                 r.resource,
                 age(&r.created_at),
-                note(r)
+                note(gateway, r)
             ));
         }
     }
@@ -66,15 +66,15 @@ pub fn requests(gateway: &Arc<Gateway>, user: &str, all: bool) -> Reply {
         }
     }
     let json = json!({
-        "mine": mine.iter().map(request_json).collect::<Vec<_>>(),
-        "to_approve": to_approve.iter().map(request_json).collect::<Vec<_>>(),
+        "mine": mine.iter().map(|r| request_json(gateway, r)).collect::<Vec<_>>(),
+        "to_approve": to_approve.iter().map(|r| request_json(gateway, r)).collect::<Vec<_>>(),
     });
     Reply { text, json }
 }
 
-fn note(r: &Request) -> String {
+fn note(gateway: &Gateway, r: &Request) -> String {
     match (r.state, &r.window_end, &r.extension) {
-        (RequestState::Pending, _, _) => describe_waiting(r, &r.round),
+        (RequestState::Pending, _, _) => waiting_on(gateway, r),
         (RequestState::Approved, _, _) => format!("check out with: checkout {}", r.id),
         (RequestState::Active, Some(end), Some(_)) => {
             format!("until {}; {} awaiting approval", hhmm(end), asked_for(r))
@@ -86,7 +86,7 @@ fn note(r: &Request) -> String {
     }
 }
 
-fn request_json(r: &Request) -> serde_json::Value {
+fn request_json(gateway: &Gateway, r: &Request) -> serde_json::Value {
     json!({
         "id": r.id,
         "requester": r.requester,
@@ -98,7 +98,7 @@ fn request_json(r: &Request) -> serde_json::Value {
         "created_at": r.created_at,
         "window_end": r.window_end,
         "approvals": r.round.approvals,
-        "note": note(r),
+        "note": note(gateway, r),
         "extension": r.extension.as_ref().map(|e| json!({
             "duration_secs": e.duration_secs,
             "reason": e.reason,
@@ -132,11 +132,12 @@ pub fn everyone(gateway: &Arc<Gateway>, user: &str, all: bool) -> Result<Reply, 
             state_name(r.state),
             r.resource,
             age(&r.created_at),
-            note(r)
+            note(gateway, r)
         );
         text.push_str(line.trim_end());
         text.push('\n');
     }
-    let json = json!({ "requests": listed.iter().map(request_json).collect::<Vec<_>>() });
+    let json =
+        json!({ "requests": listed.iter().map(|r| request_json(gateway, r)).collect::<Vec<_>>() });
     Ok(Reply { text, json })
 }

@@ -7,9 +7,9 @@ use serde_json::json;
 use crate::config::{HumanDuration, Permission};
 use crate::gateway::Gateway;
 use crate::sessions::Activity;
-use crate::workflow::{Context, Request, RequestState, describe_waiting};
+use crate::workflow::{Context, Request, RequestState};
 
-use super::format::{age, connect_command, hhmm, remaining};
+use super::format::{age, connect_command, hhmm, remaining, waiting_on};
 use super::{Caller, ControlError, Reply};
 
 pub(super) fn require(
@@ -85,7 +85,7 @@ pub fn no_lease_yet(gateway: &Gateway, caller: &Caller, resource: &str) -> Strin
         Some(r) if r.state == RequestState::Pending => format!(
             "no active lease for {resource}: request {} {}",
             r.id,
-            describe_waiting(&r, &r.round)
+            waiting_on(gateway, &r)
         ),
         _ => format!("no active lease for {resource} — {control} request {resource}"),
     }

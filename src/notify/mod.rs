@@ -147,15 +147,7 @@ fn awaiting_approval_from(gateway: &Gateway, record: &AuditRecord) -> Vec<String
     };
     let config = gateway.config();
     let ctx = crate::workflow::Context::of(&config, chrono::Utc::now());
-    gateway.read(|engine| {
-        config
-            .directory
-            .users
-            .keys()
-            .filter(|user| engine.awaits_approval_from(&ctx, id, user))
-            .cloned()
-            .collect()
-    })
+    gateway.read(|engine| engine.approvers_now(&ctx, id))
 }
 
 fn count(outcome: &'static str) {

@@ -118,6 +118,17 @@ impl Engine {
 }
 
 impl Engine {
+    /// Every user who could approve request `id` right now, by name: whom
+    /// a requester or a chat tool should ask.
+    pub fn approvers_now(&self, ctx: &Context, id: super::RequestId) -> Vec<String> {
+        ctx.directory
+            .users
+            .keys()
+            .filter(|user| self.awaits_approval_from(ctx, id, user))
+            .cloned()
+            .collect()
+    }
+
     /// Whether `user` could approve request `id` right now: it waits for a
     /// level `user` belongs to (or is delegated for) and they have not
     /// counted yet. Drives `requests` listings and `watch` notifications.
