@@ -52,7 +52,7 @@ pub(super) async fn login(
             Ok(_) if !has_verifier => Refusal {
                 code: sqlstate::INVALID_AUTHORIZATION,
                 message: format!(
-                    "the lease on {} was checked out before SCRAM logins: check it in and out again",
+                    "the lease on {} was checked out before SCRAM logins: a new password from `password ID` (status shows the ID) can log in",
                     asked.database
                 ),
                 reason: "lease password has no SCRAM verifier".into(),
