@@ -12,7 +12,8 @@ const PROMPT_WORDS: [&str; 2] = ["exit", "help"];
 
 /// Every word that may stand where the last, unfinished word of `line`
 /// is (the empty word after a trailing space): subcommands, long flags,
-/// and resource names where the grammar takes a resource.
+/// resource names where the grammar takes a resource, and a flag's
+/// allowed values.
 pub fn candidates(line: &str, resources: &[String]) -> Vec<String> {
     let mut words: Vec<&str> = line.split_whitespace().collect();
     let partial = if line.is_empty() || line.ends_with(char::is_whitespace) {
@@ -29,7 +30,7 @@ pub fn candidates(line: &str, resources: &[String]) -> Vec<String> {
     } else {
         match place.expects {
             Expects::Value(arg) if names_resources(arg) => resources.to_vec(),
-            Expects::Value(_) => Vec::new(),
+            Expects::Value(arg) => possible_values(arg, partial),
             Expects::Word if place.command.has_subcommands() => subcommands(place.command),
             Expects::Word => match place.command.get_positionals().nth(place.positionals) {
                 Some(arg) if names_resources(arg) => resources.to_vec(),
@@ -107,6 +108,22 @@ fn names_resources(arg: &Arg) -> bool {
     matches!(arg.get_id().as_str(), "resource" | "resources")
 }
 
+/// The values a flag allows (`audit tail --type`), each after what a
+/// comma-separated list already holds.
+fn possible_values(arg: &Arg, partial: &str) -> Vec<String> {
+    let listed = match arg.get_value_delimiter() {
+        Some(delimiter) => partial
+            .rsplit_once(delimiter)
+            .map(|(before, _)| format!("{before}{delimiter}"))
+            .unwrap_or_default(),
+        None => String::new(),
+    };
+    arg.get_possible_values()
+        .iter()
+        .map(|value| format!("{listed}{}", value.get_name()))
+        .collect()
+}
+
 fn subcommands(command: &Command) -> Vec<String> {
     command
         .get_subcommands()
@@ -151,6 +168,15 @@ mod tests {
         assert_eq!(complete("workflow show "), ["orders-prod", "web-01"]);
         assert_eq!(complete("workflow s"), ["set", "show"]);
         assert_eq!(complete("audit tail --resource w"), ["web-01"]);
+        // A flag's allowed values, also after a comma.
+        assert_eq!(
+            complete("audit tail --type mfa_"),
+            ["mfa_failure", "mfa_locked"]
+        );
+        assert_eq!(
+            complete("audit tail --type refused,mfa_f"),
+            ["refused,mfa_failure"]
+        );
         assert_eq!(
             complete("delegate --to bob --resource "),
             ["orders-prod", "web-01"]
