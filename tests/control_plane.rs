@@ -683,11 +683,33 @@ fn watch_notifies_the_requester_of_approval_as_json_lines() {
     let world = World::start();
     let id = world.request("alice", "web-01");
     let (mut watcher, mut lines) = watch_json(&world, "alice");
+    let mut next =
+        || -> serde_json::Value { serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap() };
     world.ok("bob", &format!("approve {id}"));
-    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let first = next();
     assert_eq!(first["event"]["type"], "approved");
-    let second: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let second = next();
     assert_eq!(second["event"]["type"], "granted");
+    // With the next step: the checkout.
+    assert_eq!(
+        second["message"],
+        format!("request {id} fully approved: checkout {id}")
+    );
+    // A request of two levels says who is left to ask.
+    let db = world.request("alice", "orders-prod --reason two");
+    let filed = next();
+    let message = filed["message"].as_str().unwrap();
+    assert!(
+        message.ends_with("; needs 1 approval from group:sre-leads, then 1 approval from group:security (bob or erin may approve)"),
+        "{message}"
+    );
+    world.ok("bob", &format!("approve {db}"));
+    let halfway = next();
+    let message = halfway["message"].as_str().unwrap();
+    assert!(
+        message.ends_with("; needs 1 approval from group:security (dave may approve)"),
+        "{message}"
+    );
     let _ = watcher.kill();
     let _ = watcher.wait();
 }

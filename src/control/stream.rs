@@ -12,7 +12,7 @@ use crate::workflow::{
     Context, Event, Request, RequestId, RequestState, SUGGESTED_EXTENSION_SECS, Time,
 };
 
-use super::format::{asked_for, hhmm, reason_suffix, ticket_suffix, why_asked};
+use super::format::{asked_for, hhmm, reason_suffix, ticket_suffix, waiting_on, why_asked};
 use super::narrate::{describe_change, record_line};
 use super::since::{parse_since, start_of_moment};
 use super::tail_filter::{TailFilter, start_of_last_matches};
@@ -176,6 +176,7 @@ fn notification(
                 )
             } else if request.requester == user {
                 describe_change(actor.as_deref(), change)
+                    + &next_for_requester(gateway, &request, change)
             } else if !can_approve && asked.remove(&id) {
                 // Their own approval needs no news; another's hand does.
                 if actor.as_deref() == Some(user) {
@@ -206,6 +207,22 @@ fn notification(
     } else {
         format!("[{}] {text}\n", now_hms())
     })
+}
+
+/// What a requester does or waits for next, after `change` to their
+/// request: whose approval is still needed, or the checkout.
+fn next_for_requester(gateway: &Gateway, request: &Request, change: &Event) -> String {
+    match change {
+        Event::Requested { .. } | Event::Approved { .. } | Event::Escalated { .. }
+            if request.open_round().is_some() =>
+        {
+            format!("; {}", waiting_on(gateway, request))
+        }
+        Event::Granted { .. } if request.state == RequestState::Approved => {
+            format!(": checkout {}", request.id)
+        }
+        _ => String::new(),
+    }
 }
 
 /// When `ended` held a single-user resource that `user` waits to check
