@@ -193,6 +193,9 @@ fn demo_runs_the_whole_workflow_against_real_targets_and_cleans_up() {
     let web = demo.ok("alice", "request web-01 --for 5m --reason demo --json");
     let web: serde_json::Value = serde_json::from_str(&web).unwrap();
     let web_id = web["id"].as_u64().unwrap();
+    // bob is named by the workflow itself: not named again as who may approve.
+    let mine = demo.ok("alice", "requests");
+    assert!(mine.contains("needs 1 approval from bob\n"), "{mine}");
     demo.ok("bob", &format!("approve {web_id}"));
     demo.ok(
         "alice",

@@ -1,10 +1,10 @@
 //! Human-readable renderings of times, requests and connect commands.
 
-use crate::config::{ClientAuth, Config, HumanDuration, ResourceKind};
+use crate::config::{ClientAuth, Config, HumanDuration, Principal, ResourceKind};
 
 use super::Caller;
 use crate::gateway::Gateway;
-use crate::workflow::{Context, Request, Time, describe_waiting};
+use crate::workflow::{ApprovalRound, Context, Request, Time, describe_waiting};
 
 /// The libpq connection string for `user` on the Postgres `resource`
 /// through this gateway, as reached at `host`. It verifies the gateway's
@@ -133,7 +133,31 @@ pub fn waiting_on(gateway: &Gateway, r: &Request) -> String {
     let config = gateway.config();
     let ctx = Context::of(&config, chrono::Utc::now());
     let names = gateway.read(|engine| engine.approvers_now(&ctx, r.id));
-    format!("{}{}", describe_waiting(r, round), may_approve(&names))
+    let text = describe_waiting(r, round);
+    if named_already(r, round, &names) {
+        return text;
+    }
+    format!("{text}{}", may_approve(&names))
+}
+
+/// Whether the level waited on lists exactly those who may approve, by
+/// user name ("1 approval from bob"), so naming them again says nothing.
+fn named_already(r: &Request, round: &ApprovalRound, names: &[String]) -> bool {
+    let Some(level) = r.levels().get(round.level) else {
+        return false;
+    };
+    let users: Vec<&str> = level
+        .approvers
+        .iter()
+        .filter_map(|p| match p {
+            Principal::User(user) => Some(user.as_str()),
+            Principal::Group(_) => None,
+        })
+        .collect();
+    !names.is_empty()
+        && users.len() == level.approvers.len()
+        && users.len() == names.len()
+        && names.iter().all(|name| users.contains(&name.as_str()))
 }
 
 /// " (bob or erin may approve)"; the first few of a long list; and a
