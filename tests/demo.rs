@@ -294,6 +294,13 @@ fn demo_runs_the_whole_workflow_against_real_targets_and_cleans_up() {
         demo.ok("carol", "audit tail -n 50")
             .contains("checked in request")
     );
+    // The finished sessions, as the demo suggests finding them to replay.
+    let finished = demo.ok("carol", "audit tail --type session_ended");
+    assert!(
+        finished.lines().all(|l| l.contains(" ended after "))
+            && finished.contains("of alice on web-01"),
+        "{finished}"
+    );
 
     // The targets are real: the managed credentials work directly.
     let pg_port = demo.target_port(1);

@@ -195,7 +195,8 @@ Try, in another terminal (gw USER COMMAND runs a command as USER):
   gw alice extend 2 --for 15m --reason 'report still running'   # bob and dave are asked again
   gw carol audit tail -f                              # security follows everything
   gw carol sessions                                   # who is connected now, doing what
-  gw carol replay SESSION                             # a finished session (ids in the audit log)
+  gw carol audit tail --type session_ended            # finished sessions: who, where, how long
+  gw carol replay SESSION                             # one of them again
   gw erin terminate SESSION --reason 'incident'       # admin: end one session (revoke ID ends the access)
   jitgate audit verify {dir}/audit/audit.log --recordings
 Ctrl-C stops the gateway and both targets."#,
