@@ -1496,6 +1496,17 @@ fn security_teams_see_every_users_requests_and_what_each_waits_on() {
 
     let refused = world.refused("alice", "requests --everyone");
     assert!(refused.contains("needs the audit permission"), "{refused}");
+    // Narrowed to one user or resource.
+    let zoes = world.json("carol", "requests --everyone --user zoe")["requests"].clone();
+    assert_eq!(zoes.as_array().map(Vec::len), Some(1), "{zoes}");
+    assert_eq!(zoes[0]["id"], db);
+    let webs = world.json("carol", "requests --everyone --resource web-01")["requests"].clone();
+    assert_eq!(webs.as_array().map(Vec::len), Some(1), "{webs}");
+    assert_eq!(webs[0]["id"], web);
+    let none = world.ok("carol", "requests --everyone --user zoe --resource web-01");
+    assert_eq!(none, "no open requests\n");
+    let out = world.ssh("carol", "requests --user zoe");
+    assert_eq!(out.status.code(), Some(2), "--user needs --everyone");
 
     world.ok("alice", &format!("cancel {web}"));
     let open = world.json("carol", "requests --everyone")["requests"].clone();

@@ -1461,7 +1461,7 @@ fn password_gives_the_holder_a_new_connection_password_and_the_old_one_stops_wor
     let (id, old) = world.lease_pg("alice", "10m");
     let running = world
         .psql("alice", "orders-prod", &old)
-        .args(["-c", "select pg_sleep(3); select 'carried on'"])
+        .args(["-c", "select pg_sleep(8); select 'carried on'"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -1491,6 +1491,10 @@ fn password_gives_the_holder_a_new_connection_password_and_the_old_one_stops_wor
     );
     let new = given["password"].as_str().unwrap().to_string();
     assert_ne!(new, old);
+    assert!(
+        postgres_activity(&world).is_some(),
+        "the session opened with the old password is still there"
+    );
     assert_eq!(given["resource"], "orders-prod");
     assert!(
         given["psql"]

@@ -76,8 +76,18 @@ pub async fn run<T: Terminal>(
             new_password(gateway, caller, term, id, totp).await
         }
         ControlCommand::Resources => Ok(catalog::resources(gateway, caller)),
-        ControlCommand::Requests { all, everyone } if everyone => {
-            request_list::everyone(gateway, &user, all)
+        ControlCommand::Requests {
+            all,
+            everyone: true,
+            user: requester,
+            resource,
+        } => {
+            let wanted = request_list::Wanted {
+                all,
+                requester,
+                resource,
+            };
+            request_list::everyone(gateway, &user, &wanted)
         }
         ControlCommand::Requests { all, .. } => Ok(request_list::requests(gateway, &user, all)),
         ControlCommand::Status { all } => views::status(gateway, caller, all),

@@ -52,6 +52,12 @@ pub enum ControlCommand {
         /// Every user's requests, with what each waits on (needs audit).
         #[arg(long)]
         everyone: bool,
+        /// With --everyone: only this user's requests.
+        #[arg(long, value_name = "USER", requires = "everyone")]
+        user: Option<String>,
+        /// With --everyone: only the requests for this resource.
+        #[arg(long, value_name = "RESOURCE", requires = "everyone")]
+        resource: Option<String>,
     },
     /// Approve a request (or a pending extension).
     Approve {

@@ -107,20 +107,44 @@ fn request_json(gateway: &Gateway, r: &Request) -> serde_json::Value {
     })
 }
 
+/// Which of everyone's requests an auditor asked for.
+pub struct Wanted {
+    /// Finished requests too.
+    pub all: bool,
+    pub requester: Option<String>,
+    pub resource: Option<String>,
+}
+
+impl Wanted {
+    fn matches(&self, r: &Request) -> bool {
+        (self.all || !r.state.is_final())
+            && self.requester.as_ref().is_none_or(|u| *u == r.requester)
+            && self.resource.as_ref().is_none_or(|res| *res == r.resource)
+    }
+}
+
 /// Every user's open requests (with `all`, finished ones too), each with
 /// what it waits on: who is asked for access, and whose approval is slow.
-pub fn everyone(gateway: &Arc<Gateway>, user: &str, all: bool) -> Result<Reply, ControlError> {
+pub fn everyone(
+    gateway: &Arc<Gateway>,
+    user: &str,
+    wanted: &Wanted,
+) -> Result<Reply, ControlError> {
     require(gateway, user, Permission::Audit)?;
     let listed: Vec<Request> = gateway.read(|engine| {
         engine
             .requests()
-            .filter(|r| all || !r.state.is_final())
+            .filter(|r| wanted.matches(r))
             .cloned()
             .collect()
     });
     let mut text = String::new();
     if listed.is_empty() {
-        text.push_str("no open requests\n");
+        text.push_str(if wanted.all {
+            "no requests\n"
+        } else {
+            "no open requests\n"
+        });
     } else {
         text.push_str("REQUESTS\n  ID  REQUESTER   STATE       RESOURCE         AGE    NOTE\n");
     }
