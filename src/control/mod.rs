@@ -18,6 +18,7 @@ mod since;
 mod stream;
 mod tail_filter;
 mod views;
+mod watch;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -104,7 +105,7 @@ pub async fn run_line<T: Terminal>(
     };
     let json = parsed.json;
     let result = match parsed.command {
-        ControlCommand::Watch => return stream::watch(gateway, caller, term, json).await,
+        ControlCommand::Watch => return watch::watch(gateway, caller, term, json).await,
         ControlCommand::Follow { session } => {
             return stream::follow(gateway, caller, term, &session).await;
         }
