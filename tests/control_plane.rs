@@ -100,7 +100,10 @@ fn an_extension_waits_for_approval_and_approvers_see_how_much_it_adds() {
     world.ok("bob", &format!("approve {id}"));
     world.ok("alice", &format!("checkout {id}"));
     let asked = world.ok("alice", &format!("extend {id} --for 20m"));
-    assert!(asked.contains("needs approval"), "{asked}");
+    let told = format!(
+        "extension of request {id} filed: needs 1 approval from group:sre-leads (bob or erin may approve); access still ends at"
+    );
+    assert!(asked.contains(&told), "{asked}");
     let waiting = world.ok("bob", "requests");
     let row = waiting
         .lines()
@@ -111,7 +114,8 @@ fn an_extension_waits_for_approval_and_approvers_see_how_much_it_adds() {
     assert_eq!(listed["to_approve"][0]["extension"]["duration_secs"], 1200);
     let mine = world.json("alice", "requests");
     let note = mine["mine"][0]["note"].as_str().unwrap_or_default();
-    assert!(note.ends_with("; +20m awaiting approval"), "{mine}");
+    let told = "; +20m needs 1 approval from group:sre-leads (bob or erin may approve)";
+    assert!(note.ends_with(told), "{mine}");
     let seconds_left = || world.json("alice", "status")["leases"][0]["seconds_left"].as_i64();
     let before = seconds_left().unwrap();
     let approved = world.ok("bob", &format!("approve {id}"));
@@ -150,7 +154,8 @@ fn an_extension_carries_its_reason_where_required_and_its_denial_keeps_the_lease
         "alice",
         &format!("extend {id} --for 30m --reason 'restore still running'"),
     );
-    assert!(asked.contains("needs approval"), "{asked}");
+    let told = "needs 1 approval from group:sre-leads, then 1 approval from group:security";
+    assert!(asked.contains(told), "{asked}");
     let waiting = world.ok("bob", "requests");
     let row = waiting
         .lines()

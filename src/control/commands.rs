@@ -131,7 +131,7 @@ async fn extend(
 ) -> Result<Reply, ControlError> {
     let id = spec.id;
     let outcome = execute(gateway, user, Command::Extend(spec)).await?;
-    Ok(describe_extension(&outcome, id))
+    Ok(describe_extension(gateway, &outcome, id))
 }
 
 /// `deny ID`: a request, or the extension an active lease waits on.
@@ -382,21 +382,30 @@ fn describe_approval(gateway: &Gateway, id: u64, outcome: &Outcome) -> Reply {
     }
 }
 
-fn describe_extension(outcome: &Outcome, id: u64) -> Reply {
-    match outcome.events.first() {
-        Some(Event::Extended { window_end, .. }) => Reply {
+fn describe_extension(gateway: &Gateway, outcome: &Outcome, id: u64) -> Reply {
+    if let Some(Event::Extended { window_end, .. }) = outcome.events.first() {
+        return Reply {
             text: format!(
                 "request {id} extended: access now ends at {}\n",
                 hhmm(window_end)
             ),
             json: json!({ "id": id, "state": "extended", "window_end": window_end }),
-        },
-        _ => Reply {
-            text: format!(
-                "extension of request {id} needs approval again; approvers have been notified\n"
-            ),
-            json: json!({ "id": id, "state": "extension_pending" }),
-        },
+        };
+    }
+    // The approvers were notified; the requester learns whose approval the
+    // extension waits for, and that the window is unchanged meanwhile.
+    let request = gateway.request(id);
+    let status = request
+        .as_ref()
+        .map(|r| waiting_on(gateway, r))
+        .unwrap_or_default();
+    let end = request.as_ref().and_then(|r| r.window_end);
+    let until = end.map_or_else(|| "the end of its window".to_string(), |end| hhmm(&end));
+    Reply {
+        text: format!(
+            "extension of request {id} filed: {status}; access still ends at {until} meanwhile\n"
+        ),
+        json: json!({ "id": id, "state": "extension_pending", "status": status, "window_end": end }),
     }
 }
 

@@ -77,7 +77,12 @@ fn note(gateway: &Gateway, r: &Request) -> String {
         (RequestState::Pending, _, _) => waiting_on(gateway, r),
         (RequestState::Approved, _, _) => format!("check out with: checkout {}", r.id),
         (RequestState::Active, Some(end), Some(_)) => {
-            format!("until {}; {} awaiting approval", hhmm(end), asked_for(r))
+            format!(
+                "until {}; {} {}",
+                hhmm(end),
+                asked_for(r),
+                waiting_on(gateway, r)
+            )
         }
         (RequestState::Active, Some(end), None) => {
             format!("until {} ({} left)", hhmm(end), remaining(end))
