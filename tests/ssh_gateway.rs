@@ -902,6 +902,30 @@ fn a_checkin_severs_with_the_time_and_the_reason() {
 }
 
 #[test]
+fn a_revocation_severs_with_the_administrators_reason_and_keeps_it_on_record() {
+    let world = World::with_ssh_target(|t| t);
+    let id = world.lease_web("alice", "1h");
+    let shell = world.pty_shell("alice", b"echo shell-$((40+3)); sleep 600\n");
+    assert!(wait_until(Duration::from_secs(10), || world.recorded("shell-43")));
+    world.ok("root", &format!("revoke {id} --reason laptop stolen"));
+    let text = String::from_utf8_lossy(&shell.wait_with_output().unwrap().stdout).to_string();
+    assert!(text.contains(": revoked by root: laptop stolen"), "{text}");
+    let audit = world.audit_text();
+    let recorded = audit.lines().any(|line| {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+        let change = &record["event"]["change"];
+        change["type"] == "ended" && change["id"] == id && change["why"] == "laptop stolen"
+    });
+    assert!(recorded, "{audit}");
+    let mine = world.ok("alice", "requests --all");
+    assert!(mine.contains("revoked by root at "), "{mine}");
+    assert!(mine.contains(": laptop stolen"), "{mine}");
+    let tail = world.ok("carol", "audit tail -n 50");
+    let told = format!("root revoked request {id}: laptop stolen");
+    assert!(tail.contains(&told), "{tail}");
+}
+
+#[test]
 fn removing_a_user_from_the_config_ends_their_leases_and_sessions_at_once() {
     let world = World::with_ssh_target(|t| t);
     let alices = world.lease_web("alice", "1h");

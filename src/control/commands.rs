@@ -55,7 +55,11 @@ pub async fn run<T: Terminal>(
                 "checked_in",
             ))
         }
-        ControlCommand::Revoke { id, user: whose } => revoke(gateway, &user, id, whose).await,
+        ControlCommand::Revoke {
+            id,
+            user: whose,
+            reason,
+        } => revoke(gateway, &user, (id, whose), free_text(reason)).await,
         ControlCommand::Extend {
             id,
             duration,
@@ -163,17 +167,18 @@ async fn deny(
 async fn revoke(
     gateway: &Arc<Gateway>,
     user: &str,
-    id: Option<RequestId>,
-    whose: Option<String>,
+    (id, whose): (Option<RequestId>, Option<String>),
+    why: Option<String>,
 ) -> Result<Reply, ControlError> {
     match (id, whose) {
         (Some(id), _) => {
-            execute(gateway, user, Command::Revoke { id }).await?;
+            execute(gateway, user, Command::Revoke { id, why }).await?;
             Ok(simple(format!("revoked request {id}"), id, "revoked"))
         }
         (None, Some(whose)) => {
             let command = Command::RevokeUser {
                 user: whose.clone(),
+                why,
             };
             let outcome = execute(gateway, user, command).await?;
             Ok(describe_user_revoked(&whose, &outcome.events))

@@ -286,15 +286,11 @@ pub fn describe_change(actor: Option<&str>, change: &Event) -> String {
             } else {
                 "request"
             };
-            format!(
-                "{by} denied {what} {id}{}",
-                reason
-                    .as_ref()
-                    .map(|r| format!(": {r}"))
-                    .unwrap_or_default()
-            )
+            format!("{by} denied {what} {id}{}", said(reason))
         }
-        Event::Cancelled { id, by, .. } => format!("{by} cancelled request {id}"),
+        Event::Cancelled { id, by, why, .. } => {
+            format!("{by} cancelled request {id}{}", said(why))
+        }
         Event::TimedOut { id, .. } => format!("request {id} timed out"),
         Event::Escalated { id, level, to, .. } => format!(
             "request {id} escalated: level {} may now also be approved by {}",
@@ -329,8 +325,9 @@ pub fn describe_change(actor: Option<&str>, change: &Event) -> String {
         Event::Ended {
             id,
             reason: EndReason::Revoked,
+            why,
             ..
-        } => format!("{by} revoked request {id}"),
+        } => format!("{by} revoked request {id}{}", said(why)),
         Event::ExtensionRequested {
             id,
             duration_secs,
@@ -370,6 +367,12 @@ pub fn describe_change(actor: Option<&str>, change: &Event) -> String {
             format!("{by} changed the workflow of {resource}")
         }
     }
+}
+
+/// ": TEXT" for what someone said when acting (a denial's or revocation's
+/// reason), or nothing.
+fn said(text: &Option<String>) -> String {
+    text.as_ref().map(|t| format!(": {t}")).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -141,6 +141,9 @@ pub enum ControlCommand {
         /// is cancelled.
         #[arg(long, value_name = "USER")]
         user: Option<String>,
+        /// Told to the user whose access ends, and audited.
+        #[arg(long, num_args = 1.., value_name = "TEXT")]
+        reason: Vec<String>,
     },
     /// My active leases and the time left on each.
     Status {

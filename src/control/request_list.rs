@@ -87,8 +87,30 @@ fn note(gateway: &Gateway, r: &Request) -> String {
         (RequestState::Active, Some(end), None) => {
             format!("until {} ({} left)", hhmm(end), remaining(end))
         }
+        (state, _, _) if state.is_final() => how_it_ended(r),
         _ => String::new(),
     }
+}
+
+/// A finished request's end, by whom and what they said: "revoked by
+/// erin at 10:12 UTC: incident 7", "denied by bob: not tonight".
+fn how_it_ended(r: &Request) -> String {
+    let by = r
+        .ended_by
+        .as_ref()
+        .filter(|by| r.state != RequestState::CheckedIn || **by != r.requester)
+        .map(|by| format!(" by {by}"))
+        .unwrap_or_default();
+    let at = r
+        .ended_at
+        .map(|at| format!(" at {}", hhmm(&at)))
+        .unwrap_or_default();
+    let said = r
+        .ended_why
+        .as_ref()
+        .map(|why| format!(": {why}"))
+        .unwrap_or_default();
+    format!("{}{by}{at}{said}", r.state.name())
 }
 
 fn request_json(gateway: &Gateway, r: &Request) -> serde_json::Value {
@@ -103,6 +125,9 @@ fn request_json(gateway: &Gateway, r: &Request) -> serde_json::Value {
         "created_at": r.created_at,
         "window_end": r.window_end,
         "approvals": r.round.approvals,
+        "ended_at": r.ended_at,
+        "ended_by": r.ended_by,
+        "ended_why": r.ended_why,
         "note": note(gateway, r),
         "extension": r.extension.as_ref().map(|e| json!({
             "duration_secs": e.duration_secs,

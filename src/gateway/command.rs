@@ -34,11 +34,14 @@ pub enum Command {
         id: RequestId,
         totp: Option<String>,
     },
+    /// `why` is the administrator's reason, told to the user and audited.
     Revoke {
         id: RequestId,
+        why: Option<String>,
     },
     RevokeUser {
         user: String,
+        why: Option<String>,
     },
     Extend(ExtendSpec),
     Delegate {
@@ -64,8 +67,8 @@ impl Command {
             Self::Checkout { id, .. } => format!("checkout {id}"),
             Self::Checkin { id } => format!("checkin {id}"),
             Self::NewPassword { id, .. } => format!("password {id}"),
-            Self::Revoke { id } => format!("revoke {id}"),
-            Self::RevokeUser { user } => format!("revoke --user {user}"),
+            Self::Revoke { id, .. } => format!("revoke {id}"),
+            Self::RevokeUser { user, .. } => format!("revoke --user {user}"),
             Self::Extend(spec) => format!("extend {} by {}s", spec.id, spec.by.as_secs()),
             Self::Delegate { to, .. } => format!("delegate to {to}"),
             Self::RevokeDelegation => "delegate --revoke".into(),
@@ -121,8 +124,10 @@ impl Gateway {
             Command::Deny { id, reason } => engine.decide_deny(&ctx, actor, id, reason)?,
             Command::Cancel { id } => engine.decide_cancel(&ctx, actor, id)?,
             Command::Checkin { id } => engine.decide_checkin(&ctx, actor, id)?,
-            Command::Revoke { id } => engine.decide_revoke(&ctx, actor, id)?,
-            Command::RevokeUser { user } => engine.decide_revoke_user(&ctx, actor, &user)?,
+            Command::Revoke { id, why } => engine.decide_revoke(&ctx, actor, id, why)?,
+            Command::RevokeUser { user, why } => {
+                engine.decide_revoke_user(&ctx, actor, &user, why)?
+            }
             Command::Extend(spec) => engine.decide_extend(&ctx, actor, spec)?,
             Command::Delegate {
                 to,

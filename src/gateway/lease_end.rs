@@ -10,6 +10,8 @@ struct Ending<'a> {
     state: RequestState,
     at: Option<Time>,
     by: Option<&'a str>,
+    /// The revoking administrator's reason, if they gave one.
+    why: Option<&'a str>,
 }
 
 impl Gateway {
@@ -21,6 +23,7 @@ impl Gateway {
             state: r.state,
             at: r.ended_at,
             by: r.ended_by.as_deref(),
+            why: r.ended_why.as_deref(),
         });
         // The request's window, not the lease's: an extension moved it.
         let window_end = request
@@ -37,10 +40,13 @@ fn end_message(resource: &str, window_end: Time, ending: Option<Ending>) -> Stri
         .and_then(|e| e.at)
         .unwrap_or_else(chrono::Utc::now)
         .min(window_end);
-    let why = match ending.map(|e| (e.state, e.by)) {
-        Some((RequestState::CheckedIn, _)) => ": checked in".to_string(),
-        Some((RequestState::Revoked, Some(by))) => format!(": revoked by {by}"),
-        Some((RequestState::Revoked, None)) => {
+    let why = match ending.map(|e| (e.state, e.by, e.why)) {
+        Some((RequestState::CheckedIn, _, _)) => ": checked in".to_string(),
+        Some((RequestState::Revoked, Some(by), None)) => format!(": revoked by {by}"),
+        Some((RequestState::Revoked, Some(by), Some(why))) => {
+            format!(": revoked by {by}: {why}")
+        }
+        Some((RequestState::Revoked, None, _)) => {
             ": revoked by the gateway, whose configuration no longer allows it".to_string()
         }
         _ => String::new(),
@@ -56,9 +62,13 @@ mod tests {
     use super::*;
 
     fn message(state: RequestState, at: &str, by: Option<&str>) -> String {
+        explained(state, at, by, None)
+    }
+
+    fn explained(state: RequestState, at: &str, by: Option<&str>, why: Option<&str>) -> String {
         let window_end: Time = "2026-11-29T13:00:00Z".parse().unwrap();
         let at = Some(at.parse().unwrap());
-        end_message("web-01", window_end, Some(Ending { state, at, by }))
+        end_message("web-01", window_end, Some(Ending { state, at, by, why }))
     }
 
     #[test]
@@ -78,6 +88,15 @@ mod tests {
         assert_eq!(
             message(RequestState::Revoked, "2026-11-29T12:31:00Z", Some("root")),
             "access window for web-01 ended at 12:31 UTC: revoked by root"
+        );
+        assert_eq!(
+            explained(
+                RequestState::Revoked,
+                "2026-11-29T12:31:00Z",
+                Some("root"),
+                Some("incident 7")
+            ),
+            "access window for web-01 ended at 12:31 UTC: revoked by root: incident 7"
         );
         assert!(
             message(RequestState::Revoked, "2026-11-29T12:31:00Z", None)

@@ -69,8 +69,17 @@ fn random_command(gateway: &Gateway, secrets: &[Secret], dice: &mut Dice) -> (St
         }
         7 => (owner, Command::Checkin { id }),
         _ => match dice.roll(3) {
-            0 => ("root".into(), Command::Revoke { id }),
-            1 => ("root".into(), Command::RevokeUser { user: requester }),
+            0 => ("root".into(), Command::Revoke { id, why: None }),
+            1 => {
+                let why = Some("drill".to_string());
+                (
+                    "root".into(),
+                    Command::RevokeUser {
+                        user: requester,
+                        why,
+                    },
+                )
+            }
             _ => {
                 let by = Duration::from_secs(60);
                 let reason = Some("more".to_string());

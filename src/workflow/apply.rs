@@ -21,21 +21,29 @@ impl Engine {
                     r.window_end = Some(*at + chrono_secs(r.duration_secs));
                 }
             }),
-            Event::Denied { id, by, at, .. } => self.with(*id, |r| {
+            Event::Denied {
+                id, by, reason, at, ..
+            } => self.with(*id, |r| {
                 if r.state == RequestState::Active {
                     r.extension = None;
                 } else {
-                    finish(r, RequestState::Denied, *at, Some(by));
+                    finish(r, RequestState::Denied, *at, Some(by), reason);
                 }
             }),
-            Event::Cancelled { id, by, at } => {
-                self.with(*id, |r| finish(r, RequestState::Cancelled, *at, Some(by)))
-            }
+            Event::Cancelled { id, by, why, at } => self.with(*id, |r| {
+                finish(r, RequestState::Cancelled, *at, Some(by), why);
+            }),
             Event::TimedOut { id, at } => {
-                self.with(*id, |r| finish(r, RequestState::TimedOut, *at, None))
+                self.with(*id, |r| finish(r, RequestState::TimedOut, *at, None, &None))
             }
             Event::CheckedOut { .. } => self.check_out(event),
-            Event::Ended { id, reason, by, at } => self.end(*id, *reason, by.as_ref(), *at),
+            Event::Ended {
+                id,
+                reason,
+                by,
+                why,
+                at,
+            } => self.end(*id, *reason, (by.as_ref(), why), *at),
             Event::ExtensionRequested {
                 id,
                 duration_secs,
@@ -101,6 +109,7 @@ impl Engine {
             window_end: None,
             ended_at: None,
             ended_by: None,
+            ended_why: None,
             extended_secs: 0,
             extension: None,
             secret_hash: None,
@@ -137,14 +146,20 @@ impl Engine {
         }
     }
 
-    fn end(&mut self, id: u64, reason: EndReason, by: Option<&String>, at: Time) {
+    fn end(
+        &mut self,
+        id: u64,
+        reason: EndReason,
+        (by, why): (Option<&String>, &Option<String>),
+        at: Time,
+    ) {
         let state = match reason {
             EndReason::CheckedIn => RequestState::CheckedIn,
             EndReason::Expired => RequestState::Expired,
             EndReason::Revoked => RequestState::Revoked,
         };
         self.with(id, |r| {
-            finish(r, state, at, by);
+            finish(r, state, at, by, why);
             r.extension = None;
         });
         self.holders.retain(|_, holder| *holder != id);
@@ -157,10 +172,17 @@ impl Engine {
     }
 }
 
-fn finish(request: &mut Request, state: RequestState, at: Time, by: Option<&String>) {
+fn finish(
+    request: &mut Request,
+    state: RequestState,
+    at: Time,
+    by: Option<&String>,
+    why: &Option<String>,
+) {
     request.state = state;
     request.ended_at = Some(at);
     request.ended_by = by.cloned();
+    request.ended_why = why.clone();
 }
 
 fn chrono_secs(secs: u64) -> chrono::Duration {

@@ -30,6 +30,7 @@ impl Engine {
                     && r.window_end.is_some_and(|end| end <= now) =>
             {
                 vec![Event::Ended {
+                    why: None,
                     id,
                     reason: EndReason::Expired,
                     by: None,
@@ -49,6 +50,7 @@ impl Engine {
             match self.deadline_of(request) {
                 Some(deadline) if deadline <= now => events.push(match request.state {
                     RequestState::Active => Event::Ended {
+                        why: None,
                         id: request.id,
                         reason: EndReason::Expired,
                         by: None,

@@ -277,6 +277,7 @@ impl Engine {
         let request = self.owned(ctx, actor, id)?;
         match request.state {
             RequestState::Pending | RequestState::Approved => Ok(vec![Event::Cancelled {
+                why: None,
                 id,
                 by: actor.to_string(),
                 at: ctx.now,
@@ -331,6 +332,7 @@ impl Engine {
                 });
             }
             events.push(Event::Ended {
+                why: None,
                 id: own.id,
                 reason: EndReason::Expired,
                 by: None,
@@ -378,6 +380,7 @@ impl Engine {
                 });
             }
             ended.push(Event::Ended {
+                why: None,
                 id: other.id,
                 reason: EndReason::Expired,
                 by: None,
@@ -397,6 +400,7 @@ impl Engine {
             });
         }
         Ok(vec![Event::Ended {
+            why: None,
             id,
             reason: EndReason::CheckedIn,
             by: Some(actor.to_string()),
@@ -405,11 +409,18 @@ impl Engine {
     }
 
     /// An administrator ends a live lease, or withdraws a request in flight.
-    pub fn decide_revoke(&self, ctx: &Context, actor: &str, id: RequestId) -> Decision {
+    pub fn decide_revoke(
+        &self,
+        ctx: &Context,
+        actor: &str,
+        id: RequestId,
+        why: Option<String>,
+    ) -> Decision {
         self.require(ctx, actor, Permission::Admin)?;
         let request = self.get(id)?;
+        let why = non_blank(why);
         let revoked =
-            revocation(request, Some(actor), ctx.now).ok_or(WorkflowError::WrongState {
+            revocation(request, (Some(actor), &why), ctx.now).ok_or(WorkflowError::WrongState {
                 id,
                 state: request.state,
                 action: "revoked",
@@ -420,7 +431,13 @@ impl Engine {
     /// Ends every lease of `user` and cancels every open request of
     /// theirs at once: the incident-response form of `revoke`. A user the
     /// configuration no longer knows may still hold leases from before.
-    pub fn decide_revoke_user(&self, ctx: &Context, actor: &str, user: &str) -> Decision {
+    pub fn decide_revoke_user(
+        &self,
+        ctx: &Context,
+        actor: &str,
+        user: &str,
+        why: Option<String>,
+    ) -> Decision {
         self.require(ctx, actor, Permission::Admin)?;
         let theirs: Vec<&Request> = self
             .requests
@@ -430,9 +447,10 @@ impl Engine {
         if theirs.is_empty() && ctx.directory.user(user).is_none() {
             return Err(WorkflowError::UnknownUser(user.to_string()));
         }
+        let why = non_blank(why);
         Ok(theirs
             .into_iter()
-            .filter_map(|r| revocation(r, Some(actor), ctx.now))
+            .filter_map(|r| revocation(r, (Some(actor), &why), ctx.now))
             .collect())
     }
 
@@ -571,18 +589,25 @@ const GATEWAY: &str = "gateway";
 
 /// What revoking `request` means in its state: an active lease ends as
 /// revoked, an open request is cancelled, anything else stays. `by` is
-/// who revokes; `None` is the gateway itself.
-pub(super) fn revocation(request: &Request, by: Option<&str>, at: Time) -> Option<Event> {
+/// who revokes (`None` is the gateway itself) and `why` what they said.
+pub(super) fn revocation(
+    request: &Request,
+    (by, why): (Option<&str>, &Option<String>),
+    at: Time,
+) -> Option<Event> {
+    let why = why.clone();
     match request.state {
         RequestState::Active => Some(Event::Ended {
             id: request.id,
             reason: EndReason::Revoked,
             by: by.map(String::from),
+            why,
             at,
         }),
         RequestState::Pending | RequestState::Approved => Some(Event::Cancelled {
             id: request.id,
             by: by.unwrap_or(GATEWAY).to_string(),
+            why,
             at,
         }),
         _ => None,

@@ -125,6 +125,9 @@ pub struct Request {
     pub window_end: Option<Time>,
     pub ended_at: Option<Time>,
     pub ended_by: Option<String>,
+    /// What whoever ended it said: a denial's or a revocation's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_why: Option<String>,
     pub extended_secs: u64,
     pub extension: Option<PendingExtension>,
     /// SHA-256 of the lease's connection password (never the password).
@@ -274,6 +277,9 @@ pub enum Event {
     Cancelled {
         id: RequestId,
         by: String,
+        /// An administrator's reason for revoking an open request.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        why: Option<String>,
         at: Time,
     },
     TimedOut {
@@ -293,6 +299,9 @@ pub enum Event {
         reason: EndReason,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         by: Option<String>,
+        /// An administrator's reason for revoking the lease.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        why: Option<String>,
         at: Time,
     },
     ExtensionRequested {

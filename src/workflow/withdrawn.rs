@@ -19,7 +19,7 @@ impl Engine {
         self.requests
             .values()
             .filter(|r| !still_allowed(ctx, r))
-            .filter_map(|r| revocation(r, None, ctx.now))
+            .filter_map(|r| revocation(r, (None, &None), ctx.now))
             .collect()
     }
 }

@@ -38,7 +38,13 @@ fn a_revocation_while_the_journal_fails_is_kept_in_the_reserve_and_survives_a_st
     assert!(matches!(refused, GatewayError::Journal(_)), "{refused}");
     // On disk in the reserve: acknowledged as any change.
     gateway
-        .execute("root", Command::Revoke { id: held })
+        .execute(
+            "root",
+            Command::Revoke {
+                id: held,
+                why: None,
+            },
+        )
         .unwrap();
     assert!(lease.token.is_cancelled());
     assert_eq!(gateway.held_journal_records(), 1);
@@ -81,7 +87,13 @@ fn when_the_reserve_fails_too_a_revocation_takes_effect_and_is_recorded_once_the
     );
     // A revocation ends the lease at once all the same, and says so.
     let revoked = gateway
-        .execute("root", Command::Revoke { id: held })
+        .execute(
+            "root",
+            Command::Revoke {
+                id: held,
+                why: None,
+            },
+        )
         .unwrap_err();
     assert!(revoked.took_effect());
     assert!(

@@ -163,20 +163,27 @@ fn revoking_a_user_ends_every_lease_and_open_request_of_theirs_alone() {
     w.approve("bob", zoes).unwrap();
     w.checkout("zoe", zoes).unwrap();
     assert_eq!(
-        w.engine.decide_revoke_user(&w.ctx(), "bob", "alice"),
+        w.engine.decide_revoke_user(&w.ctx(), "bob", "alice", None),
         Err(WorkflowError::MissingPermission(Permission::Admin))
     );
     assert_eq!(
-        w.engine.decide_revoke_user(&w.ctx(), "root", "nobody"),
+        w.engine
+            .decide_revoke_user(&w.ctx(), "root", "nobody", None),
         Err(WorkflowError::UnknownUser("nobody".into()))
     );
-    let events = w.engine.decide_revoke_user(&w.ctx(), "root", "alice");
+    let why = Some("laptop stolen".to_string());
+    let events = w
+        .engine
+        .decide_revoke_user(&w.ctx(), "root", "alice", why.clone());
     w.commit(events).unwrap();
     assert_eq!(w.state(web), RequestState::Revoked);
     assert_eq!(w.state(orders), RequestState::Cancelled);
+    for id in [web, orders] {
+        assert_eq!(w.engine.requests[&id].ended_why, why, "request {id}");
+    }
     assert_eq!(w.state(zoes), RequestState::Active);
     assert_eq!(
-        w.engine.decide_revoke_user(&w.ctx(), "root", "alice"),
+        w.engine.decide_revoke_user(&w.ctx(), "root", "alice", None),
         Ok(vec![]),
         "nothing left"
     );
@@ -404,16 +411,21 @@ fn cancel_and_revoke_follow_ownership_and_admin_rights() {
         Err(WorkflowError::WrongState { .. })
     ));
     assert_eq!(
-        w.engine.decide_revoke(&w.ctx(), "bob", id),
+        w.engine.decide_revoke(&w.ctx(), "bob", id, None),
         Err(WorkflowError::MissingPermission(Permission::Admin))
     );
     assert_eq!(
         w.engine.decide_checkin(&w.ctx(), "zoe", id),
         Err(WorkflowError::NotYourRequest(id))
     );
-    w.commit(w.engine.decide_revoke(&w.ctx(), "root", id))
-        .unwrap();
+    // A blank reason is no reason.
+    w.commit(
+        w.engine
+            .decide_revoke(&w.ctx(), "root", id, Some("  ".into())),
+    )
+    .unwrap();
     assert_eq!(w.state(id), RequestState::Revoked);
+    assert_eq!(w.engine.requests[&id].ended_why, None);
     assert!(matches!(
         w.engine.decide_checkin(&w.ctx(), "alice", id),
         Err(WorkflowError::WrongState { .. })
@@ -464,11 +476,13 @@ fn a_configuration_without_a_requests_user_or_resource_ends_or_cancels_it_alone(
                 id: held,
                 reason: EndReason::Revoked,
                 by: None,
+                why: None,
                 at: w.now,
             },
             Event::Cancelled {
                 id: pending,
                 by: "gateway".into(),
+                why: None,
                 at: w.now,
             }
         ]

@@ -58,8 +58,8 @@ fn random_decision(world: &World, dice: &mut Dice) -> Result<Vec<Event>, Workflo
             engine.decide_checkin(&ctx, owner, id)
         }
         11 => match dice.roll(3) {
-            0 => engine.decide_revoke(&ctx, actor, id),
-            1 => engine.decide_revoke_user(&ctx, actor, dice.pick(ACTORS)),
+            0 => engine.decide_revoke(&ctx, actor, id, None),
+            1 => engine.decide_revoke_user(&ctx, actor, dice.pick(ACTORS), Some("drill".into())),
             _ => {
                 let owner = engine.request(id).map_or(actor, |r| r.requester.as_str());
                 let by = [0, 300, 900, 7200, 40_000][dice.roll(5)];
