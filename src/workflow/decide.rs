@@ -9,8 +9,7 @@ use crate::config::{
 };
 
 use super::model::{
-    Approval, Delegation, EndReason, Event, PendingExtension, Request, RequestId, RequestState,
-    Time,
+    Approval, EndReason, Event, PendingExtension, Request, RequestId, RequestState, Time,
 };
 use super::{Engine, WorkflowError};
 
@@ -53,11 +52,11 @@ pub(super) fn secs(duration: Duration) -> chrono::Duration {
     chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
 }
 
-fn non_blank(text: Option<String>) -> Option<String> {
+pub(super) fn non_blank(text: Option<String>) -> Option<String> {
     text.map(|t| t.trim().to_string()).filter(|t| !t.is_empty())
 }
 
-type Decision = Result<Vec<Event>, WorkflowError>;
+pub(super) type Decision = Result<Vec<Event>, WorkflowError>;
 
 impl Engine {
     /// The settings in force for `resource`: a runtime change or the file's.
@@ -71,7 +70,7 @@ impl Engine {
             .or_else(|| ctx.resources.get(resource).map(|r| &r.workflow))
     }
 
-    fn require(
+    pub(super) fn require(
         &self,
         ctx: &Context,
         actor: &str,
@@ -88,13 +87,18 @@ impl Engine {
         }
     }
 
-    fn get(&self, id: RequestId) -> Result<&Request, WorkflowError> {
+    pub(super) fn get(&self, id: RequestId) -> Result<&Request, WorkflowError> {
         self.requests
             .get(&id)
             .ok_or(WorkflowError::UnknownRequest(id))
     }
 
-    fn owned(&self, ctx: &Context, actor: &str, id: RequestId) -> Result<&Request, WorkflowError> {
+    pub(super) fn owned(
+        &self,
+        ctx: &Context,
+        actor: &str,
+        id: RequestId,
+    ) -> Result<&Request, WorkflowError> {
         let request = self.get(id)?;
         let is_admin = ctx.directory.has(actor, Permission::Admin);
         if request.requester != actor && !is_admin {
@@ -390,70 +394,6 @@ impl Engine {
         Ok(ended)
     }
 
-    pub fn decide_checkin(&self, ctx: &Context, actor: &str, id: RequestId) -> Decision {
-        let request = self.owned(ctx, actor, id)?;
-        if request.state != RequestState::Active {
-            return Err(WorkflowError::WrongState {
-                id,
-                state: request.state,
-                action: "checked in",
-            });
-        }
-        Ok(vec![Event::Ended {
-            why: None,
-            id,
-            reason: EndReason::CheckedIn,
-            by: Some(actor.to_string()),
-            at: ctx.now,
-        }])
-    }
-
-    /// An administrator ends a live lease, or withdraws a request in flight.
-    pub fn decide_revoke(
-        &self,
-        ctx: &Context,
-        actor: &str,
-        id: RequestId,
-        why: Option<String>,
-    ) -> Decision {
-        self.require(ctx, actor, Permission::Admin)?;
-        let request = self.get(id)?;
-        let why = non_blank(why);
-        let revoked =
-            revocation(request, (Some(actor), &why), ctx.now).ok_or(WorkflowError::WrongState {
-                id,
-                state: request.state,
-                action: "revoked",
-            })?;
-        Ok(vec![revoked])
-    }
-
-    /// Ends every lease of `user` and cancels every open request of
-    /// theirs at once: the incident-response form of `revoke`. A user the
-    /// configuration no longer knows may still hold leases from before.
-    pub fn decide_revoke_user(
-        &self,
-        ctx: &Context,
-        actor: &str,
-        user: &str,
-        why: Option<String>,
-    ) -> Decision {
-        self.require(ctx, actor, Permission::Admin)?;
-        let theirs: Vec<&Request> = self
-            .requests
-            .values()
-            .filter(|r| r.requester == user)
-            .collect();
-        if theirs.is_empty() && ctx.directory.user(user).is_none() {
-            return Err(WorkflowError::UnknownUser(user.to_string()));
-        }
-        let why = non_blank(why);
-        Ok(theirs
-            .into_iter()
-            .filter_map(|r| revocation(r, (Some(actor), &why), ctx.now))
-            .collect())
-    }
-
     pub fn decide_extend(&self, ctx: &Context, actor: &str, spec: ExtendSpec) -> Decision {
         let ExtendSpec { id, by, reason } = spec;
         let reason = non_blank(reason);
@@ -501,49 +441,6 @@ impl Engine {
         }])
     }
 
-    pub fn decide_delegate(
-        &self,
-        ctx: &Context,
-        actor: &str,
-        to: &str,
-        resources: Vec<String>,
-        until: Option<Time>,
-    ) -> Decision {
-        self.require(ctx, actor, Permission::Approve)?;
-        if ctx.directory.user(to).is_none() {
-            return Err(WorkflowError::UnknownUser(to.to_string()));
-        }
-        if to == actor {
-            return Err(WorkflowError::SelfDelegation);
-        }
-        if let Some(unknown) = resources.iter().find(|r| !ctx.resources.contains_key(*r)) {
-            return Err(WorkflowError::UnknownResource(unknown.clone()));
-        }
-        if let Some(until) = until.filter(|until| *until <= ctx.now) {
-            return Err(WorkflowError::DelegationInPast(until));
-        }
-        let delegation = Delegation {
-            from: actor.to_string(),
-            to: to.to_string(),
-            resources,
-            until,
-        };
-        Ok(vec![Event::DelegationGranted {
-            delegation,
-            at: ctx.now,
-        }])
-    }
-
-    pub fn decide_revoke_delegation(&self, ctx: &Context, actor: &str) -> Decision {
-        if !self.delegations.contains_key(actor) {
-            return Err(WorkflowError::NoDelegation);
-        }
-        Ok(vec![Event::DelegationRevoked {
-            from: actor.to_string(),
-            at: ctx.now,
-        }])
-    }
-
     pub fn decide_set_workflow(
         &self,
         ctx: &Context,
@@ -581,35 +478,5 @@ impl Engine {
             reason,
             round: super::model::ApprovalRound::new(at),
         }
-    }
-}
-
-/// Who revokes what the gateway itself takes away.
-const GATEWAY: &str = "gateway";
-
-/// What revoking `request` means in its state: an active lease ends as
-/// revoked, an open request is cancelled, anything else stays. `by` is
-/// who revokes (`None` is the gateway itself) and `why` what they said.
-pub(super) fn revocation(
-    request: &Request,
-    (by, why): (Option<&str>, &Option<String>),
-    at: Time,
-) -> Option<Event> {
-    let why = why.clone();
-    match request.state {
-        RequestState::Active => Some(Event::Ended {
-            id: request.id,
-            reason: EndReason::Revoked,
-            by: by.map(String::from),
-            why,
-            at,
-        }),
-        RequestState::Pending | RequestState::Approved => Some(Event::Cancelled {
-            id: request.id,
-            by: by.unwrap_or(GATEWAY).to_string(),
-            why,
-            at,
-        }),
-        _ => None,
     }
 }

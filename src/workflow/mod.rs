@@ -1,8 +1,9 @@
 //! The access workflow as a pure state machine: request → approvals → checkout → end.
 //!
-//! Commands are *decided* against the current state (`decide.rs`; what time
-//! alone decides is in `deadlines.rs`, what a configuration change decides
-//! in `withdrawn.rs`), producing
+//! Commands are *decided* against the current state (`decide.rs`, with
+//! check-in and revocation in `ending.rs` and delegations in
+//! `delegation.rs`; what time alone decides is in `deadlines.rs`, what a
+//! configuration change decides in `withdrawn.rs`), producing
 //! [`Event`]s without touching anything; the caller journals the events and
 //! then *applies* them (`apply.rs`). There is no I/O and no clock inside:
 //! time is an argument, so every rule is unit-testable and replay is exact.
@@ -11,6 +12,8 @@ mod apply;
 mod approval;
 mod deadlines;
 mod decide;
+mod delegation;
+mod ending;
 mod error;
 mod model;
 mod password;

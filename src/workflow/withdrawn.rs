@@ -7,7 +7,8 @@
 //! asked about them.
 
 use super::Engine;
-use super::decide::{Context, revocation};
+use super::decide::Context;
+use super::ending::revocation;
 use super::model::{Event, Request};
 use crate::config::Permission;
 
