@@ -4,14 +4,14 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::config::{HumanDuration, Permission, ResourceKind};
+use crate::config::{HumanDuration, ResourceKind};
 use crate::gateway::{Command, Gateway, Outcome};
 use crate::workflow::{Event, ExtendSpec, RequestId, RequestSpec, RequestState};
 
 use super::format::{connect_command, hhmm, remaining, waiting_on};
 use super::parse::{ControlCommand, WorkflowCommand, free_text};
 use super::{
-    Caller, ControlError, Reply, Terminal, blocking, catalog, request_list, settings, views,
+    Caller, ControlError, Reply, Terminal, admin, blocking, catalog, request_list, settings, views,
 };
 
 pub async fn run<T: Terminal>(
@@ -59,7 +59,7 @@ pub async fn run<T: Terminal>(
             id,
             user: whose,
             reason,
-        } => revoke(gateway, &user, (id, whose), free_text(reason)).await,
+        } => admin::revoke(gateway, &user, (id, whose), free_text(reason)).await,
         ControlCommand::Extend {
             id,
             duration,
@@ -96,9 +96,9 @@ pub async fn run<T: Terminal>(
         ControlCommand::Requests { all, .. } => Ok(request_list::requests(gateway, &user, all)),
         ControlCommand::Status { all } => views::status(gateway, caller, all),
         ControlCommand::Sessions => views::sessions(gateway, &user),
-        ControlCommand::Rotate { resource } => rotate(gateway, &user, &resource).await,
+        ControlCommand::Rotate { resource } => admin::rotate(gateway, &user, &resource).await,
         ControlCommand::Terminate { session, reason } => {
-            terminate(gateway, &user, &session, free_text(reason)).await
+            admin::terminate(gateway, &user, &session, free_text(reason)).await
         }
         ControlCommand::Workflow {
             command: WorkflowCommand::Show { resource },
@@ -163,101 +163,6 @@ async fn deny(
     })
 }
 
-/// `revoke ID` ends one lease; `revoke --user USER` all of a user's.
-async fn revoke(
-    gateway: &Arc<Gateway>,
-    user: &str,
-    (id, whose): (Option<RequestId>, Option<String>),
-    why: Option<String>,
-) -> Result<Reply, ControlError> {
-    match (id, whose) {
-        (Some(id), _) => {
-            execute(gateway, user, Command::Revoke { id, why }).await?;
-            Ok(simple(format!("revoked request {id}"), id, "revoked"))
-        }
-        (None, Some(whose)) => {
-            let command = Command::RevokeUser {
-                user: whose.clone(),
-                why,
-            };
-            let outcome = execute(gateway, user, command).await?;
-            Ok(describe_user_revoked(&whose, &outcome.events))
-        }
-        (None, None) => Err(ControlError::Refused(
-            "revoke needs a request id or --user USER".into(),
-        )),
-    }
-}
-
-fn require_admin(gateway: &Gateway, user: &str) -> Result<(), ControlError> {
-    if gateway.config().directory.has(user, Permission::Admin) {
-        return Ok(());
-    }
-    Err(ControlError::Refused(
-        "permission denied: this needs the admin permission".into(),
-    ))
-}
-
-async fn rotate(gateway: &Arc<Gateway>, user: &str, resource: &str) -> Result<Reply, ControlError> {
-    require_admin(gateway, user)?;
-    let rotator = crate::rotation::Rotator::new(gateway.clone());
-    let version = rotator
-        .rotate(resource, &format!("requested by {user}"))
-        .await
-        .map_err(|e| ControlError::Refused(format!("rotation of {resource} failed: {e}")))?;
-    Ok(Reply {
-        text: format!("rotated the credential of {resource} (now version {version})\n"),
-        json: json!({ "resource": resource, "version": version, "rotated": true }),
-    })
-}
-
-/// Longest termination reason passed on to the user.
-const MAX_REASON_CHARS: usize = 200;
-
-async fn terminate(
-    gateway: &Arc<Gateway>,
-    user: &str,
-    session: &str,
-    reason: Option<String>,
-) -> Result<Reply, ControlError> {
-    require_admin(gateway, user)?;
-    // It reaches the user's terminal and driver: printable text only.
-    let reason = reason
-        .map(|r| crate::audit::printable(&r, MAX_REASON_CHARS))
-        .filter(|r| !r.trim().is_empty());
-    let message = format!(
-        "session {session} terminated by {user}{}",
-        reason
-            .as_ref()
-            .map(|r| format!(": {r}"))
-            .unwrap_or_default()
-    );
-    let info = gateway
-        .sessions()
-        .terminate(session, message)
-        .map_err(|e| ControlError::Refused(e.to_string()))?;
-    let resource = info.resource.unwrap_or_default();
-    let event = crate::audit::AuditEvent::SessionTerminated {
-        session: session.to_string(),
-        user: info.user.clone(),
-        resource: resource.clone(),
-        by: user.to_string(),
-        reason,
-    };
-    blocking(gateway, move |g| {
-        g.audit(event);
-        Ok(())
-    })
-    .await?;
-    Ok(Reply {
-        text: format!(
-            "terminated {session} ({} on {resource}); the lease stays: revoke it to end the access\n",
-            info.user
-        ),
-        json: json!({ "session": session, "user": info.user, "resource": resource, "terminated": true }),
-    })
-}
-
 pub(super) async fn execute(
     gateway: &Arc<Gateway>,
     user: &str,
@@ -273,39 +178,7 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, ControlError> {
         .map_err(|e| ControlError::Usage(e.to_string()))
 }
 
-/// What `revoke --user` ended: leases revoked, requests cancelled.
-fn describe_user_revoked(user: &str, events: &[Event]) -> Reply {
-    let ids = |revoked: bool| -> Vec<u64> {
-        events
-            .iter()
-            .filter(|e| matches!(e, Event::Ended { .. }) == revoked)
-            .filter_map(Event::request_id)
-            .collect()
-    };
-    let (ended, cancelled) = (ids(true), ids(false));
-    let list = |ids: &[u64]| {
-        ids.iter()
-            .map(u64::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let text = match (ended.is_empty(), cancelled.is_empty()) {
-        (true, true) => format!("{user} holds no lease and no open request\n"),
-        (false, true) => format!("revoked {user}'s leases: {}\n", list(&ended)),
-        (true, false) => format!("cancelled {user}'s requests: {}\n", list(&cancelled)),
-        (false, false) => format!(
-            "revoked {user}'s leases: {}; cancelled their requests: {}\n",
-            list(&ended),
-            list(&cancelled)
-        ),
-    };
-    Reply {
-        text,
-        json: json!({ "user": user, "revoked": ended, "cancelled": cancelled }),
-    }
-}
-
-fn simple(text: String, id: u64, state: &str) -> Reply {
+pub(super) fn simple(text: String, id: u64, state: &str) -> Reply {
     Reply {
         text: format!("{text}\n"),
         json: json!({ "id": id, "state": state }),

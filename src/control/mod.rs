@@ -5,6 +5,7 @@
 //! interactive prompt. Every refusal is one line on stderr and a non-zero
 //! exit status; nothing here can panic on user input.
 
+mod admin;
 mod catalog;
 mod commands;
 mod complete;
