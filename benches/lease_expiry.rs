@@ -40,6 +40,7 @@ async fn measure(count: u64) -> Vec<Duration> {
             mfa_passed: true,
             secret_hash: None,
             token: CancellationToken::new(),
+            ended: Default::default(),
         });
     }
     let mut late = Vec::with_capacity(count as usize);

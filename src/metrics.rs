@@ -157,6 +157,11 @@ pub fn describe() {
         Unit::Seconds,
         "Journal append latency including fsync"
     );
+    describe_histogram!(
+        "jitgate_sever_seconds",
+        Unit::Seconds,
+        "From a lease's end (its deadline, check-in or revocation) to a session on it having its client disconnected, by protocol"
+    );
     for (name, help, zero) in COUNTERS {
         describe_counter!(name, help);
         match zero {
@@ -202,4 +207,12 @@ impl Drop for OpenConnection {
     fn drop(&mut self) {
         metrics::gauge!("jitgate_open_connections", "protocol" => self.0).decrement(1.0);
     }
+}
+
+/// A session severed because its lease ended has had its client
+/// disconnected: how long after the end that took.
+pub fn severed_after(protocol: crate::audit::Protocol, lease_ended: tokio::time::Instant) {
+    let took = tokio::time::Instant::now().saturating_duration_since(lease_ended);
+    metrics::histogram!("jitgate_sever_seconds", "protocol" => protocol.name())
+        .record(took.as_secs_f64());
 }

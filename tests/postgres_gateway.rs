@@ -177,6 +177,7 @@ fn the_session_is_severed_at_expiry_and_the_backend_is_gone() {
     assert!(wait_until(Duration::from_secs(5), || world
         .audit_text()
         .contains(r#""severed":"access window for orders-prod ended"#)));
+    world.assert_one_sever_timed("postgres");
     // And a new login is refused.
     let (_, err, ok) = world.psql_run("alice", &password, "select 1");
     assert!(!ok);

@@ -723,6 +723,7 @@ fn a_pty_session_is_severed_when_the_window_ends() {
     assert!(wait_until(Duration::from_secs(5), || world
         .audit_text()
         .contains(r#""severed":"access window for web-01 ended"#)));
+    world.assert_one_sever_timed("ssh");
 }
 
 #[test]

@@ -357,6 +357,7 @@ impl Gateway {
                     mfa_passed: request.mfa_passed,
                     secret_hash: request.secret_hash.clone(),
                     token: tokio_util::sync::CancellationToken::new(),
+                    ended: Arc::default(),
                 });
             }
             (state, _) if state.is_final() => {

@@ -9,7 +9,7 @@
 //! to the gateway, which journals and audits it.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
@@ -35,11 +35,27 @@ pub struct Lease {
     pub secret_hash: Option<String>,
     /// Cancelled when the lease ends; every session on it selects on this.
     pub token: CancellationToken,
+    /// When it ended (its deadline, or the moment it was checked in or
+    /// revoked), so a severed session can tell how long severing took.
+    /// Shared, like the token, by the copies an extension makes.
+    pub ended: Arc<OnceLock<Instant>>,
 }
 
 impl Lease {
     pub fn is_live(&self, now: Instant) -> bool {
         now < self.deadline && !self.token.is_cancelled()
+    }
+
+    /// Ends the lease at `at` (no later than its deadline): every session
+    /// on it is severed. Only the first end counts.
+    fn end_at(&self, at: Instant) {
+        let _ = self.ended.set(at.min(self.deadline));
+        self.token.cancel();
+    }
+
+    /// When the lease ended, once it has.
+    pub fn ended_at(&self) -> Option<Instant> {
+        self.ended.get().copied()
     }
 
     /// "1m (at 14:32 UTC)": the time left to the nearest second (a warning
@@ -114,11 +130,12 @@ impl LeaseTable {
             && existing.request_id == lease.request_id
         {
             lease.token = existing.token.clone();
+            lease.ended = existing.ended.clone();
         }
         let lease = Arc::new(lease);
         let previous = self.leases.insert(key.clone(), lease.clone());
         if let Some(previous) = previous.filter(|p| p.request_id != lease.request_id) {
-            previous.token.cancel();
+            previous.end_at(Instant::now());
         }
         self.timers
             .lock()
@@ -135,7 +152,7 @@ impl LeaseTable {
         let (_, lease) = self
             .leases
             .remove_if(&key, |_, lease| lease.request_id == id)?;
-        lease.token.cancel();
+        lease.end_at(Instant::now());
         metrics::gauge!("jitgate_active_leases").set(self.leases.len() as f64);
         Some(lease)
     }
@@ -180,7 +197,7 @@ impl LeaseTable {
                 lease.request_id == id && lease.deadline <= deadline
             });
             if let Some((_, lease)) = ended {
-                lease.token.cancel();
+                lease.end_at(lease.deadline);
                 metrics::counter!("jitgate_lease_expiries_total").increment(1);
                 // The receiver outlives the table in a running gateway; in a
                 // test without one there is nobody to tell.

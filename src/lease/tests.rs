@@ -12,6 +12,7 @@ fn lease(id: RequestId, user: &str, resource: &str, after: Duration) -> Lease {
         mfa_passed: true,
         secret_hash: None,
         token: CancellationToken::new(),
+        ended: Arc::default(),
     }
 }
 
@@ -31,6 +32,7 @@ async fn lease_ends_at_its_deadline_and_cancels_its_token() {
     assert_eq!(expired.recv().await, Some(1));
     assert_eq!(Instant::now() - started, Duration::from_secs(1800));
     assert!(live.token.is_cancelled());
+    assert_eq!(live.ended_at(), Some(started + Duration::from_secs(1800)));
     assert!(table.lookup("alice", "web-01").is_none());
     assert!(table.is_empty());
     shutdown.cancel();
@@ -62,6 +64,8 @@ async fn extension_moves_the_deadline_and_keeps_the_token() {
     assert_eq!(expired.recv().await, Some(1));
     assert_eq!(Instant::now() - started, Duration::from_secs(20));
     assert!(first.token.is_cancelled(), "sessions hold the same token");
+    let end = started + Duration::from_secs(20);
+    assert_eq!(first.ended_at(), Some(end), "and learn when it ended");
 }
 
 #[tokio::test]
@@ -72,9 +76,17 @@ async fn ending_a_lease_cancels_it_once() {
         table.end("alice", "db", 8).is_none(),
         "another request's end is ignored"
     );
+    assert_eq!(live.ended_at(), None);
+    let before = Instant::now();
     assert!(table.end("alice", "db", 7).is_some());
     assert!(live.token.is_cancelled());
+    let ended = live.ended_at().unwrap();
+    assert!(
+        ended >= before && ended <= Instant::now(),
+        "ended when ended"
+    );
     assert!(table.end("alice", "db", 7).is_none());
+    assert_eq!(live.ended_at(), Some(ended));
 }
 
 /// Virtual time: checks that the timer logic ends every one of 10,000 leases

@@ -242,6 +242,13 @@ async fn upstream_to_client<C: Stream>(
         let _ = writer.shutdown().await;
     })
     .await;
+    if let Some(ended) = session
+        .ending()
+        .filter(|e| e.severed)
+        .and(session.lease.ended_at())
+    {
+        crate::metrics::severed_after(crate::audit::Protocol::Postgres, ended);
+    }
 }
 
 /// Forwards one chunk from upstream, then logs the statements it

@@ -260,7 +260,8 @@ impl DataPlane {
         // The connection's disconnect waits for the client to have shown
         // the notices (`Watch::disconnect` in connection.rs).
         let message = self.ended_message();
-        sever.trigger(message.clone());
+        // Severing timed from the lease's end, not from a termination.
+        sever.trigger(message.clone(), self.lease.ended_at());
         self.disconnect_upstream(&message).await;
     }
 
@@ -277,22 +278,29 @@ impl DataPlane {
 #[derive(Clone, Default)]
 pub struct Sever {
     token: CancellationToken,
-    reason: Arc<parking_lot::Mutex<String>>,
+    /// Why, and when the lease ended if that is why.
+    reason: Arc<parking_lot::Mutex<(String, Option<tokio::time::Instant>)>>,
 }
 
 impl Sever {
-    /// The first reason given is the one the client reads.
-    pub fn trigger(&self, reason: String) {
+    /// The first reason given is the one the client reads. `lease_ended`
+    /// is when its lease ended, when that is the reason.
+    pub fn trigger(&self, reason: String, lease_ended: Option<tokio::time::Instant>) {
         let mut held = self.reason.lock();
         if !self.token.is_cancelled() {
-            *held = reason;
+            *held = (reason, lease_ended);
             self.token.cancel();
         }
     }
 
     pub async fn requested(&self) -> String {
         self.token.cancelled().await;
-        self.reason.lock().clone()
+        self.reason.lock().0.clone()
+    }
+
+    /// When the lease whose end severed the connection ended.
+    pub fn lease_ended_at(&self) -> Option<tokio::time::Instant> {
+        self.reason.lock().1
     }
 }
 

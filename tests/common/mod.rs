@@ -919,6 +919,17 @@ impl World {
         ))
     }
 
+    /// Operators see how long severing took: one session of `protocol`
+    /// severed by its lease's end, counted in `jitgate_sever_seconds`, well
+    /// within the largest bucket.
+    pub fn assert_one_sever_timed(&self, protocol: &str) {
+        let count = format!("jitgate_sever_seconds_count{{protocol=\"{protocol}\"}}");
+        let counted = wait_until(Duration::from_secs(5), || self.metric(&count) == Some(1.0));
+        assert!(counted, "{}", self.metrics());
+        let within = format!("jitgate_sever_seconds_bucket{{protocol=\"{protocol}\",le=\"5\"}}");
+        assert_eq!(self.metric(&within), Some(1.0), "{}", self.metrics());
+    }
+
     /// The value of one series, named with its labels as /metrics shows it.
     pub fn metric(&self, series: &str) -> Option<f64> {
         let series = format!("{series} ");
