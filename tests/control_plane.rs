@@ -803,6 +803,18 @@ fn watch_tells_the_requester_of_denials_expiry_warnings_and_expiry() {
     assert_eq!(warnings.len(), 2, "{seen:?}");
     assert!(warnings[1] >= Duration::from_secs(6), "{seen:?}");
     assert!(at("ended") >= Duration::from_secs(10), "{seen:?}");
+    // Afterwards, her finished requests say how each ended.
+    let mine = world.json("alice", "requests --all")["mine"].clone();
+    let note_of = |id: u64| {
+        let rows = mine.as_array().cloned().unwrap_or_default();
+        let row = rows.iter().find(|r| r["id"] == id).cloned();
+        row.and_then(|r| r["note"].as_str().map(String::from))
+            .unwrap_or_default()
+    };
+    let refused = note_of(denied);
+    assert!(refused.starts_with("denied by bob at "), "{mine}");
+    assert!(refused.ends_with(" UTC: not now"), "{mine}");
+    assert!(note_of(id).starts_with("expired at "), "{mine}");
 }
 
 #[test]

@@ -283,7 +283,9 @@ fn demo_runs_the_whole_workflow_against_real_targets_and_cleans_up() {
     // More time, as the demo suggests: orders-prod asks its approvers
     // again, and wants a reason.
     let more = format!("extend {db_id} --for 15m --reason 'report still running'");
-    assert!(demo.ok("alice", &more).contains("needs approval"));
+    let asked = demo.ok("alice", &more);
+    let told = "needs 1 approval from bob, then 1 approval from dave; access still ends at";
+    assert!(asked.contains(told), "{asked}");
     let status = demo.ok("alice", "status");
     assert!(
         status.contains("web-01") && status.contains("orders-prod"),

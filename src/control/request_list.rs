@@ -93,12 +93,13 @@ fn note(gateway: &Gateway, r: &Request) -> String {
 }
 
 /// A finished request's end, by whom and what they said: "revoked by
-/// erin at 10:12 UTC: incident 7", "denied by bob: not tonight".
+/// erin at 10:12 UTC: incident 7", "denied by bob at 09:40 UTC: not
+/// tonight"; who is left out where the requester ended it themselves.
 fn how_it_ended(r: &Request) -> String {
     let by = r
         .ended_by
         .as_ref()
-        .filter(|by| r.state != RequestState::CheckedIn || **by != r.requester)
+        .filter(|by| **by != r.requester)
         .map(|by| format!(" by {by}"))
         .unwrap_or_default();
     let at = r
