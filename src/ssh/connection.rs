@@ -230,9 +230,6 @@ impl Watch {
             }
         };
         self.disconnect(&handle, session, reason).await;
-        if let Some(ended) = self.sever.lease_ended_at() {
-            crate::metrics::severed_after(crate::audit::Protocol::Ssh, ended);
-        }
     }
 
     /// Disconnects the client, saying why. A client that does not take it
@@ -275,7 +272,7 @@ impl Watch {
         let sever = self.sever.clone();
         tokio::spawn(async move {
             tokio::time::sleep(LEASE_SEVERING_FIRST).await;
-            sever.trigger(reason, None);
+            sever.trigger(reason);
         });
     }
 }

@@ -260,9 +260,14 @@ impl DataPlane {
         // The connection's disconnect waits for the client to have shown
         // the notices (`Watch::disconnect` in connection.rs).
         let message = self.ended_message();
-        // Severing timed from the lease's end, not from a termination.
-        sever.trigger(message.clone(), self.lease.ended_at());
+        sever.trigger(message.clone());
         self.disconnect_upstream(&message).await;
+        // Timed from the lease's end (a termination leaves the lease live)
+        // to the client gone, whoever closed the connection first.
+        if let Some(ended) = self.lease.ended_at() {
+            self.closed.cancelled().await;
+            crate::metrics::severed_after(crate::audit::Protocol::Ssh, ended);
+        }
     }
 
     async fn disconnect_upstream(&self, message: &str) {
@@ -278,29 +283,22 @@ impl DataPlane {
 #[derive(Clone, Default)]
 pub struct Sever {
     token: CancellationToken,
-    /// Why, and when the lease ended if that is why.
-    reason: Arc<parking_lot::Mutex<(String, Option<tokio::time::Instant>)>>,
+    reason: Arc<parking_lot::Mutex<String>>,
 }
 
 impl Sever {
-    /// The first reason given is the one the client reads. `lease_ended`
-    /// is when its lease ended, when that is the reason.
-    pub fn trigger(&self, reason: String, lease_ended: Option<tokio::time::Instant>) {
+    /// The first reason given is the one the client reads.
+    pub fn trigger(&self, reason: String) {
         let mut held = self.reason.lock();
         if !self.token.is_cancelled() {
-            *held = (reason, lease_ended);
+            *held = reason;
             self.token.cancel();
         }
     }
 
     pub async fn requested(&self) -> String {
         self.token.cancelled().await;
-        self.reason.lock().0.clone()
-    }
-
-    /// When the lease whose end severed the connection ended.
-    pub fn lease_ended_at(&self) -> Option<tokio::time::Instant> {
-        self.reason.lock().1
+        self.reason.lock().clone()
     }
 }
 
