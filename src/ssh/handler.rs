@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::{AuditEvent, Protocol};
 use crate::config::ResourceKind;
 use crate::control::Caller;
-use crate::gateway::AUDIT_UNAVAILABLE;
 use crate::serve::Runtime;
 use crate::sessions::SessionGuard;
 
@@ -20,8 +19,10 @@ use super::channel;
 use super::dataplane::{DataPlane, Sever};
 use super::login_names::{key_matches, printable, split_username};
 use super::login_state::{LoginState, key_fingerprint};
+use super::relay;
 use super::upstream::KnownHosts;
-use super::{forward, relay};
+
+mod forwarding;
 
 pub struct Connection {
     runtime: Runtime,
@@ -165,28 +166,6 @@ impl Connection {
         }
     }
 
-    /// Forwarding a client asked for and did not get, for the audit log.
-    fn audit_forwarding_refused(&self, what: String, reason: String) {
-        let actor = self.user.clone().unwrap_or_default();
-        self.runtime
-            .gateway
-            .audit_all_in_place(vec![AuditEvent::Refused {
-                actor,
-                command: what,
-                reason,
-            }]);
-    }
-
-    /// Forwarding that would let the target reach back into the client's
-    /// side (its agent, its ports, its display) is never offered.
-    fn refuse_reverse_forwarding(&self, what: String) {
-        let reason = match &self.target {
-            Some(resource) => format!("the gateway never forwards this from {resource}"),
-            None => "the control plane offers no forwarding".to_string(),
-        };
-        self.audit_forwarding_refused(what, reason);
-    }
-
     fn refuse(&self, username: &str, key: &PublicKey) -> Auth {
         metrics::counter!("jitgate_ssh_auth_failures_total").increment(1);
         self.login.refused();
@@ -313,66 +292,13 @@ impl russh::server::Handler for Connection {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.login.asked_for_a_channel();
-        let (Some(user), Some(resource)) = (self.user.clone(), self.target.clone()) else {
-            reply
-                .reject(ChannelOpenFailure::AdministrativelyProhibited)
-                .await;
-            return Ok(());
+        let to = forwarding::LocalForward {
+            host,
+            port,
+            originator_address,
+            originator_port,
         };
-        let caller = Caller {
-            user,
-            remote: self.remote.to_string(),
-            host: self.host.clone(),
-        };
-        let allowed = self
-            .runtime
-            .gateway
-            .config()
-            .resource(&resource)
-            .is_some_and(|r| r.allow_port_forwarding);
-        let plane = if allowed {
-            self.data_plane(&caller, &resource)
-        } else {
-            None
-        };
-        let Some(plane) = plane else {
-            let reason = if !allowed {
-                format!("port forwarding is not allowed on {resource}")
-            } else if self.runtime.gateway.audit_ready() {
-                format!("no active lease for {resource}")
-            } else {
-                AUDIT_UNAVAILABLE.to_string()
-            };
-            self.audit_forwarding_refused(
-                format!("port forwarding to {}:{port}", printable(host)),
-                reason.clone(),
-            );
-            // The client prints the description with its refusal.
-            reply
-                .reject_saying(ChannelOpenFailure::AdministrativelyProhibited, reason)
-                .await;
-            return Ok(());
-        };
-        let upstream = match plane.upstream().await {
-            Ok(handle) => handle
-                .channel_open_direct_tcpip(host, port, originator_address, originator_port)
-                .await
-                .ok(),
-            Err(_) => None,
-        };
-        let Some(upstream) = upstream else {
-            reply.reject(ChannelOpenFailure::ConnectFailed).await;
-            return Ok(());
-        };
-        reply.accept().await;
-        let target = format!("{host}:{port}");
-        self.runtime.tracker.spawn(
-            plane
-                .channels
-                .clone()
-                .track_future(forward::relay_forward(plane, channel, upstream, target)),
-        );
+        self.open_local_forward(channel, to, reply).await;
         Ok(())
     }
 
