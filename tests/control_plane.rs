@@ -294,6 +294,26 @@ fn a_replayed_totp_code_is_refused() {
 }
 
 #[test]
+fn sessions_shows_an_auditor_everyones_and_anyone_else_their_own() {
+    let world = World::start();
+    let mut watcher = world.watching("bob", "bob");
+    let users = |who: &str| -> Vec<String> {
+        let listed = world.json(who, "sessions")["sessions"].clone();
+        let rows = listed.as_array().cloned().unwrap_or_default();
+        rows.iter()
+            .filter_map(|s| s["user"].as_str().map(String::from))
+            .collect()
+    };
+    let everyone = users("carol");
+    assert!(everyone.iter().any(|u| u == "bob"), "{everyone:?}");
+    let own = users("alice");
+    assert!(!own.is_empty(), "alice's own command is a live session");
+    assert!(own.iter().all(|u| u == "alice"), "{own:?}");
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+}
+
+#[test]
 fn refusals_say_why_and_change_nothing() {
     let world = World::start();
     let id = world.request("bob", "web-01");
@@ -315,11 +335,6 @@ fn refusals_say_why_and_change_nothing() {
     assert!(
         world
             .refused("alice", "audit tail")
-            .contains("needs the audit permission")
-    );
-    assert!(
-        world
-            .refused("alice", "sessions")
             .contains("needs the audit permission")
     );
     // The permission is what is wrong, whatever the values.

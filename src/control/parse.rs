@@ -151,7 +151,7 @@ pub enum ControlCommand {
         #[arg(long)]
         all: bool,
     },
-    /// Live sessions (needs audit).
+    /// Live sessions: everyone's with the audit permission, otherwise my own.
     Sessions,
     /// End one live session on a resource now; its lease stays (admin).
     Terminate {
