@@ -370,7 +370,14 @@ fn refusals_say_why_and_change_nothing() {
             .refused("alice", "checkout 99")
             .contains("unknown request 99")
     );
+    let essay = "x".repeat(1001);
+    let refused = world.refused("erin", &format!("deny {id} --reason {essay}"));
+    assert!(
+        refused.contains("the reason is too long (1001 characters, at most 1000)"),
+        "{refused}"
+    );
     let state = world.json("bob", "requests");
+    assert_eq!(state["mine"][0]["state"], "pending", "{state}");
     assert_eq!(
         state["mine"].as_array().unwrap().len(),
         1,

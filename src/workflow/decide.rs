@@ -52,8 +52,27 @@ pub(super) fn secs(duration: Duration) -> chrono::Duration {
     chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
 }
 
-pub(super) fn non_blank(text: Option<String>) -> Option<String> {
-    text.map(|t| t.trim().to_string()).filter(|t| !t.is_empty())
+/// Longest reason or comment kept: each is shown in every approver's
+/// list and journaled and audited for good.
+pub(super) const MAX_TEXT_CHARS: usize = 1000;
+/// Longest ticket id.
+const MAX_TICKET_CHARS: usize = 100;
+
+/// Free text a user gave (`what`: "reason", "comment", ...), trimmed;
+/// blank is none, and too long is refused rather than cut.
+pub(super) fn given_text(
+    what: &'static str,
+    text: Option<String>,
+    max: usize,
+) -> Result<Option<String>, WorkflowError> {
+    let Some(text) = text.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    let chars = text.chars().count();
+    if chars > max {
+        return Err(WorkflowError::TextTooLong { what, chars, max });
+    }
+    Ok(Some(text))
 }
 
 pub(super) type Decision = Result<Vec<Event>, WorkflowError>;
@@ -146,8 +165,8 @@ impl Engine {
             .settings_for(ctx, &spec.resource)
             .ok_or_else(|| WorkflowError::UnknownResource(spec.resource.clone()))?;
         self.refuse_duplicate(ctx, actor, &spec.resource)?;
-        let reason = non_blank(spec.reason);
-        let ticket = non_blank(spec.ticket);
+        let reason = given_text("reason", spec.reason, MAX_TEXT_CHARS)?;
+        let ticket = given_text("ticket id", spec.ticket, MAX_TICKET_CHARS)?;
         if settings.require_reason && reason.is_none() {
             return Err(WorkflowError::ReasonRequired(spec.resource));
         }
@@ -206,6 +225,7 @@ impl Engine {
             return Err(WorkflowError::SelfApproval);
         }
         let on_behalf_of = self.approval_authority(ctx, request, round, actor)?;
+        let comment = given_text("comment", comment, MAX_TEXT_CHARS)?;
         let level = round.level;
         let mut events = vec![Event::Approved {
             id,
@@ -213,7 +233,7 @@ impl Engine {
                 approver: actor.to_string(),
                 on_behalf_of,
                 level,
-                comment: non_blank(comment),
+                comment,
                 at: ctx.now,
             },
             extension: request.state == RequestState::Active,
@@ -268,10 +288,11 @@ impl Engine {
         if !is_admin && !self.can_act_on(ctx, request, round, actor) {
             return Err(WorkflowError::NotAnApprover(id));
         }
+        let reason = given_text("reason", reason, MAX_TEXT_CHARS)?;
         Ok(vec![Event::Denied {
             id,
             by: actor.to_string(),
-            reason: non_blank(reason),
+            reason,
             extension: request.state == RequestState::Active,
             at: ctx.now,
         }])
@@ -396,7 +417,7 @@ impl Engine {
 
     pub fn decide_extend(&self, ctx: &Context, actor: &str, spec: ExtendSpec) -> Decision {
         let ExtendSpec { id, by, reason } = spec;
-        let reason = non_blank(reason);
+        let reason = given_text("reason", reason, MAX_TEXT_CHARS)?;
         // A bad argument is reported before anything about the request's state.
         if by.is_zero() {
             return Err(WorkflowError::ZeroDuration);

@@ -5,7 +5,7 @@
 use crate::config::Permission;
 
 use super::Engine;
-use super::decide::{Context, Decision, non_blank};
+use super::decide::{Context, Decision, MAX_TEXT_CHARS, given_text};
 use super::error::WorkflowError;
 use super::model::{EndReason, Event, Request, RequestId, RequestState, Time};
 
@@ -38,7 +38,7 @@ impl Engine {
     ) -> Decision {
         self.require(ctx, actor, Permission::Admin)?;
         let request = self.get(id)?;
-        let why = non_blank(why);
+        let why = given_text("reason", why, MAX_TEXT_CHARS)?;
         let revoked =
             revocation(request, (Some(actor), &why), ctx.now).ok_or(WorkflowError::WrongState {
                 id,
@@ -67,7 +67,7 @@ impl Engine {
         if theirs.is_empty() && ctx.directory.user(user).is_none() {
             return Err(WorkflowError::UnknownUser(user.to_string()));
         }
-        let why = non_blank(why);
+        let why = given_text("reason", why, MAX_TEXT_CHARS)?;
         Ok(theirs
             .into_iter()
             .filter_map(|r| revocation(r, (Some(actor), &why), ctx.now))

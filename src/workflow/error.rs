@@ -109,6 +109,14 @@ pub enum WorkflowError {
         key: String,
         problem: String,
     },
+    #[error(
+        "the {what} is too long ({chars} characters, at most {max}): keep it short, the details belong in a ticket"
+    )]
+    TextTooLong {
+        what: &'static str,
+        chars: usize,
+        max: usize,
+    },
 }
 
 #[cfg(test)]

@@ -131,6 +131,34 @@ fn reason_ticket_duration_and_permission_rules_are_enforced() {
             .decide_request(&ctx, "alice", spec("orders-prod", 60, Some("  "))),
         Err(WorkflowError::ReasonRequired("orders-prod".into()))
     );
+    // Free text is kept to what an approver's list can show.
+    let longest = "é".repeat(1000);
+    let too_long = format!("{longest}!");
+    assert_eq!(
+        w.engine
+            .decide_request(&ctx, "alice", spec("orders-prod", 60, Some(&too_long))),
+        Err(WorkflowError::TextTooLong {
+            what: "reason",
+            chars: 1001,
+            max: 1000
+        })
+    );
+    assert!(
+        w.engine
+            .decide_request(&ctx, "alice", spec("orders-prod", 60, Some(&longest)))
+            .is_ok()
+    );
+    let with_ticket = RequestSpec {
+        ticket: Some("T".repeat(101)),
+        ..spec("web-01", 60, None)
+    };
+    assert!(matches!(
+        w.engine.decide_request(&ctx, "alice", with_ticket),
+        Err(WorkflowError::TextTooLong {
+            what: "ticket id",
+            ..
+        })
+    ));
     assert!(matches!(
         w.engine
             .decide_request(&ctx, "alice", spec("web-01", 3 * 3600, None)),
