@@ -908,6 +908,9 @@ fn a_revocation_severs_with_the_administrators_reason_and_keeps_it_on_record() {
     let id = world.lease_web("alice", "1h");
     let shell = world.pty_shell("alice", b"echo shell-$((40+3)); sleep 600\n");
     assert!(wait_until(Duration::from_secs(10), || world.recorded("shell-43")));
+    let essay = "x".repeat(201);
+    let refused = world.refused("root", &format!("revoke {id} --reason {essay}"));
+    assert!(refused.contains("at most 200"), "{refused}");
     world.ok("root", &format!("revoke {id} --reason laptop stolen"));
     let text = String::from_utf8_lossy(&shell.wait_with_output().unwrap().stdout).to_string();
     assert!(text.contains(": revoked by root: laptop stolen"), "{text}");

@@ -19,7 +19,9 @@ pub(super) async fn revoke(
     (id, whose): (Option<RequestId>, Option<String>),
     why: Option<String>,
 ) -> Result<Reply, ControlError> {
-    let why = told_reason(why);
+    // The permission is what is wrong, whatever the reason says.
+    require_admin(gateway, user)?;
+    let why = told_reason(why)?;
     match (id, whose) {
         (Some(id), _) => {
             execute(gateway, user, Command::Revoke { id, why }).await?;
@@ -69,11 +71,22 @@ pub(super) async fn rotate(
 const MAX_REASON_CHARS: usize = 200;
 
 /// An administrator's reason as the user will read it, in their terminal
-/// or their driver's error: printable text only, and not too long.
-fn told_reason(reason: Option<String>) -> Option<String> {
-    reason
-        .map(|r| crate::audit::printable(&r.replace('\t', " "), MAX_REASON_CHARS))
-        .filter(|r| !r.trim().is_empty())
+/// or their driver's error: printable text only; one too long for that is
+/// refused, not cut.
+fn told_reason(reason: Option<String>) -> Result<Option<String>, ControlError> {
+    let Some(reason) = reason
+        .map(|r| r.replace('\t', " ").trim().to_string())
+        .filter(|r| !r.is_empty())
+    else {
+        return Ok(None);
+    };
+    let chars = reason.chars().count();
+    if chars > MAX_REASON_CHARS {
+        return Err(ControlError::Refused(format!(
+            "the reason is too long ({chars} characters, at most {MAX_REASON_CHARS}): the user reads it as their access ends"
+        )));
+    }
+    Ok(Some(crate::audit::printable(&reason, MAX_REASON_CHARS)))
 }
 
 pub(super) async fn terminate(
@@ -83,7 +96,7 @@ pub(super) async fn terminate(
     reason: Option<String>,
 ) -> Result<Reply, ControlError> {
     require_admin(gateway, user)?;
-    let reason = told_reason(reason);
+    let reason = told_reason(reason)?;
     let message = format!(
         "session {session} terminated by {user}{}",
         reason
@@ -155,13 +168,17 @@ mod tests {
 
     #[test]
     fn a_reason_told_to_a_user_is_printable_and_bounded() {
-        assert_eq!(told_reason(None), None);
-        assert_eq!(told_reason(Some("  \t ".into())), None);
-        assert_eq!(
-            told_reason(Some("laptop\tstolen".into())).as_deref(),
-            Some("laptop stolen")
+        let told = |text: &str| told_reason(Some(text.into())).unwrap();
+        assert_eq!(told_reason(None).unwrap(), None);
+        assert_eq!(told("  \t "), None);
+        assert_eq!(told("laptop\tstolen").as_deref(), Some("laptop stolen"));
+        assert_eq!(told(&"x".repeat(200)).map(|r| r.len()), Some(200));
+        let refused = told_reason(Some("x".repeat(201))).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("too long (201 characters, at most 200)"),
+            "{refused}"
         );
-        let long = told_reason(Some("x".repeat(500))).unwrap_or_default();
-        assert_eq!(long.chars().count(), MAX_REASON_CHARS);
     }
 }
