@@ -679,11 +679,11 @@ fn an_approver_watching_hears_when_a_request_no_longer_needs_them() {
             .unwrap()
             .contains("awaits your approval")
     );
-    world.ok("zoe", &format!("cancel {withdrawn}"));
+    world.ok("zoe", &format!("cancel {withdrawn} --reason fixed by a restart"));
     assert_eq!(
         next()["message"],
         format!(
-            "request {withdrawn} no longer awaits your approval: zoe cancelled request {withdrawn}"
+            "request {withdrawn} no longer awaits your approval: zoe cancelled request {withdrawn}: fixed by a restart"
         )
     );
     // bob's own decision is no news to him.

@@ -43,8 +43,9 @@ pub async fn run<T: Terminal>(
             Ok(describe_approval(gateway, id, &outcome))
         }
         ControlCommand::Deny { id, reason } => deny(gateway, &user, id, free_text(reason)).await,
-        ControlCommand::Cancel { id } => {
-            execute(gateway, &user, Command::Cancel { id }).await?;
+        ControlCommand::Cancel { id, reason } => {
+            let why = free_text(reason);
+            execute(gateway, &user, Command::Cancel { id, why }).await?;
             Ok(simple(format!("cancelled request {id}"), id, "cancelled"))
         }
         ControlCommand::Checkin { id } => {

@@ -83,6 +83,16 @@ pub fn hhmm(time: &Time) -> String {
     time.format("%H:%M UTC").to_string()
 }
 
+/// "14:32 UTC" for a time on `today`'s date, "2026-11-28 14:32 UTC" for
+/// one on another day.
+pub fn dated(time: &Time, today: chrono::NaiveDate) -> String {
+    if time.date_naive() == today {
+        hhmm(time)
+    } else {
+        time.format("%Y-%m-%d %H:%M UTC").to_string()
+    }
+}
+
 /// Time left until `end`, rounded to whole seconds ("29m12s").
 pub fn remaining(end: &Time) -> String {
     let secs = (*end - chrono::Utc::now()).num_seconds().max(0) as u64;
@@ -182,6 +192,15 @@ fn may_approve(names: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_time_on_another_day_says_which() {
+        let time: Time = "2026-11-28T14:32:10Z".parse().unwrap();
+        let same_day = time.date_naive();
+        assert_eq!(dated(&time, same_day), "14:32 UTC");
+        let next_day = same_day.succ_opt().unwrap();
+        assert_eq!(dated(&time, next_day), "2026-11-28 14:32 UTC");
+    }
 
     #[test]
     fn a_conninfo_value_is_quoted_only_when_libpq_needs_it() {

@@ -79,6 +79,9 @@ pub enum ControlCommand {
     Cancel {
         /// The request's number (see `requests`).
         id: u64,
+        /// Why it is no longer needed; its approvers are told.
+        #[arg(long, num_args = 1.., value_name = "TEXT")]
+        reason: Vec<String>,
     },
     /// Let another user approve on my behalf.
     Delegate {

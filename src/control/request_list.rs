@@ -10,7 +10,7 @@ use crate::gateway::Gateway;
 use crate::workflow::{Context, Request, RequestState};
 
 use super::commands::state_name;
-use super::format::{age, asked_for, grounds, hhmm, remaining, waiting_on};
+use super::format::{age, asked_for, dated, grounds, hhmm, remaining, waiting_on};
 use super::views::require;
 use super::{ControlError, Reply};
 
@@ -104,7 +104,7 @@ fn how_it_ended(r: &Request) -> String {
         .unwrap_or_default();
     let at = r
         .ended_at
-        .map(|at| format!(" at {}", hhmm(&at)))
+        .map(|at| format!(" at {}", dated(&at, chrono::Utc::now().date_naive())))
         .unwrap_or_default();
     let said = r
         .ended_why

@@ -21,6 +21,7 @@ pub enum Command {
     },
     Cancel {
         id: RequestId,
+        why: Option<String>,
     },
     Checkout {
         id: RequestId,
@@ -63,7 +64,7 @@ impl Command {
             Self::Request(spec) => format!("request {}", spec.resource),
             Self::Approve { id, .. } => format!("approve {id}"),
             Self::Deny { id, .. } => format!("deny {id}"),
-            Self::Cancel { id } => format!("cancel {id}"),
+            Self::Cancel { id, .. } => format!("cancel {id}"),
             Self::Checkout { id, .. } => format!("checkout {id}"),
             Self::Checkin { id } => format!("checkin {id}"),
             Self::NewPassword { id, .. } => format!("password {id}"),
@@ -122,7 +123,7 @@ impl Gateway {
             Command::Request(spec) => engine.decide_request(&ctx, actor, spec)?,
             Command::Approve { id, comment } => engine.decide_approve(&ctx, actor, id, comment)?,
             Command::Deny { id, reason } => engine.decide_deny(&ctx, actor, id, reason)?,
-            Command::Cancel { id } => engine.decide_cancel(&ctx, actor, id)?,
+            Command::Cancel { id, why } => engine.decide_cancel(&ctx, actor, id, why)?,
             Command::Checkin { id } => engine.decide_checkin(&ctx, actor, id)?,
             Command::Revoke { id, why } => engine.decide_revoke(&ctx, actor, id, why)?,
             Command::RevokeUser { user, why } => {

@@ -58,7 +58,7 @@ fn random_command(gateway: &Gateway, secrets: &[Secret], dice: &mut Dice) -> (St
         }
         2 => ("bob".into(), Command::Approve { id, comment: None }),
         3 => ("bob".into(), Command::Deny { id, reason: None }),
-        4 => (owner, Command::Cancel { id }),
+        4 => (owner, Command::Cancel { id, why: None }),
         5 | 6 => {
             let owner_number: usize = owner[1..].parse().unwrap_or(0);
             let totp = crate::mfa::current_code(

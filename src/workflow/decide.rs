@@ -298,13 +298,21 @@ impl Engine {
         }])
     }
 
-    pub fn decide_cancel(&self, ctx: &Context, actor: &str, id: RequestId) -> Decision {
+    /// The requester withdraws their request before checkout, saying why
+    /// if they like (approvers watching are told).
+    pub fn decide_cancel(
+        &self,
+        ctx: &Context,
+        actor: &str,
+        id: RequestId,
+        why: Option<String>,
+    ) -> Decision {
         let request = self.owned(ctx, actor, id)?;
         match request.state {
             RequestState::Pending | RequestState::Approved => Ok(vec![Event::Cancelled {
-                why: None,
                 id,
                 by: actor.to_string(),
+                why: given_text("reason", why, MAX_TEXT_CHARS)?,
                 at: ctx.now,
             }]),
             state => Err(WorkflowError::WrongState {

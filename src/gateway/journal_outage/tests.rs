@@ -131,7 +131,9 @@ fn held_changes_go_to_the_journal_in_order_before_the_next_command() {
     let second = request(&gateway, "u1", "box", 600);
     let real = gateway.break_journal();
     for (user, id) in [("u0", first), ("u1", second)] {
-        gateway.execute(user, Command::Cancel { id }).unwrap();
+        gateway
+            .execute(user, Command::Cancel { id, why: None })
+            .unwrap();
     }
     assert_eq!(gateway.held_journal_records(), 2);
     gateway.repair_journal(real);
@@ -155,7 +157,13 @@ fn held_changes_move_to_the_reserve_once_it_takes_writes_again() {
     let _real = gateway.break_journal();
     let real_reserve = gateway.break_journal_reserve();
     let cancelled = gateway
-        .execute("u0", Command::Cancel { id: first })
+        .execute(
+            "u0",
+            Command::Cancel {
+                id: first,
+                why: None,
+            },
+        )
         .unwrap_err();
     assert!(cancelled.took_effect(), "{cancelled}");
     // The reserve works again before the journal does: the retry puts the

@@ -396,10 +396,10 @@ fn cancel_and_revoke_follow_ownership_and_admin_rights() {
     let mut w = World::new();
     let id = w.request("alice", "web-01").unwrap();
     assert_eq!(
-        w.engine.decide_cancel(&w.ctx(), "zoe", id),
+        w.engine.decide_cancel(&w.ctx(), "zoe", id, None),
         Err(WorkflowError::NotYourRequest(id))
     );
-    w.commit(w.engine.decide_cancel(&w.ctx(), "alice", id))
+    w.commit(w.engine.decide_cancel(&w.ctx(), "alice", id, None))
         .unwrap();
     assert_eq!(w.state(id), RequestState::Cancelled);
 
@@ -407,7 +407,7 @@ fn cancel_and_revoke_follow_ownership_and_admin_rights() {
     w.approve("bob", id).unwrap();
     w.checkout("alice", id).unwrap();
     assert!(matches!(
-        w.engine.decide_cancel(&w.ctx(), "alice", id),
+        w.engine.decide_cancel(&w.ctx(), "alice", id, None),
         Err(WorkflowError::WrongState { .. })
     ));
     assert_eq!(

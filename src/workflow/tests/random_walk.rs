@@ -48,7 +48,7 @@ fn random_decision(world: &World, dice: &mut Dice) -> Result<Vec<Event>, Workflo
             engine.decide_approve(&ctx, approver, id, None)
         }
         6 => engine.decide_deny(&ctx, actor, id, None),
-        7 => engine.decide_cancel(&ctx, actor, id),
+        7 => engine.decide_cancel(&ctx, actor, id, Some("not needed".into())),
         8 | 9 => {
             let owner = engine.request(id).map_or(actor, |r| r.requester.as_str());
             engine.decide_checkout(&ctx, owner, id, dice.roll(5) > 0, None)
