@@ -679,7 +679,10 @@ fn an_approver_watching_hears_when_a_request_no_longer_needs_them() {
             .unwrap()
             .contains("awaits your approval")
     );
-    world.ok("zoe", &format!("cancel {withdrawn} --reason fixed by a restart"));
+    world.ok(
+        "zoe",
+        &format!("cancel {withdrawn} --reason fixed by a restart"),
+    );
     assert_eq!(
         next()["message"],
         format!(
