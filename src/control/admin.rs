@@ -10,6 +10,7 @@ use crate::gateway::{Command, Gateway};
 use crate::workflow::{Event, RequestId};
 
 use super::commands::{execute, simple};
+use super::format::said;
 use super::{ControlError, Reply, blocking};
 
 /// `revoke ID` ends one lease; `revoke --user USER` all of a user's.
@@ -97,13 +98,7 @@ pub(super) async fn terminate(
 ) -> Result<Reply, ControlError> {
     require_admin(gateway, user)?;
     let reason = told_reason(reason)?;
-    let message = format!(
-        "session {session} terminated by {user}{}",
-        reason
-            .as_ref()
-            .map(|r| format!(": {r}"))
-            .unwrap_or_default()
-    );
+    let message = format!("session {session} terminated by {user}{}", said(&reason));
     let info = gateway
         .sessions()
         .terminate(session, message)

@@ -125,6 +125,12 @@ pub fn grounds(r: &Request) -> String {
     }
 }
 
+/// ": TEXT" for what someone said when acting (a reason, a comment), or
+/// nothing.
+pub fn said(text: &Option<String>) -> String {
+    text.as_ref().map(|t| format!(": {t}")).unwrap_or_default()
+}
+
 /// ", reason: TEXT", or nothing without a reason.
 pub fn reason_suffix(reason: &Option<String>) -> String {
     reason

@@ -5,7 +5,7 @@ use crate::audit::{AuditEvent, AuditRecord};
 use crate::config::HumanDuration;
 use crate::workflow::{EndReason, Event};
 
-use super::format::{hhmm, reason_suffix, ticket_suffix};
+use super::format::{hhmm, reason_suffix, said, ticket_suffix};
 
 pub fn record_line(record: &AuditRecord) -> String {
     format!(
@@ -60,10 +60,7 @@ pub fn describe(event: &AuditEvent) -> String {
                 .as_ref()
                 .map(|k| format!(" with key {k}"))
                 .unwrap_or_default();
-            let why = reason
-                .as_ref()
-                .map(|r| format!(": {r}"))
-                .unwrap_or_default();
+            let why = said(reason);
             let protocol = protocol.name();
             format!("{protocol} login of {user}{target} from {remote}{with} {verdict}{why}")
         }
@@ -175,10 +172,7 @@ pub fn describe(event: &AuditEvent) -> String {
             reason,
         } => format!(
             "session {session} of {user} on {resource} terminated by {by}{}",
-            reason
-                .as_ref()
-                .map(|r| format!(": {r}"))
-                .unwrap_or_default()
+            said(reason)
         ),
         AuditEvent::SessionInterrupted {
             session,
@@ -367,12 +361,6 @@ pub fn describe_change(actor: Option<&str>, change: &Event) -> String {
             format!("{by} changed the workflow of {resource}")
         }
     }
-}
-
-/// ": TEXT" for what someone said when acting (a denial's or revocation's
-/// reason), or nothing.
-fn said(text: &Option<String>) -> String {
-    text.as_ref().map(|t| format!(": {t}")).unwrap_or_default()
 }
 
 #[cfg(test)]

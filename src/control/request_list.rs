@@ -10,7 +10,7 @@ use crate::gateway::Gateway;
 use crate::workflow::{Context, Request, RequestState};
 
 use super::commands::state_name;
-use super::format::{age, asked_for, dated, grounds, hhmm, remaining, waiting_on};
+use super::format::{age, asked_for, dated, grounds, hhmm, remaining, said, waiting_on};
 use super::views::require;
 use super::{ControlError, Reply};
 
@@ -106,12 +106,7 @@ fn how_it_ended(r: &Request) -> String {
         .ended_at
         .map(|at| format!(" at {}", dated(&at, chrono::Utc::now().date_naive())))
         .unwrap_or_default();
-    let said = r
-        .ended_why
-        .as_ref()
-        .map(|why| format!(": {why}"))
-        .unwrap_or_default();
-    format!("{}{by}{at}{said}", r.state.name())
+    format!("{}{by}{at}{}", r.state.name(), said(&r.ended_why))
 }
 
 fn request_json(gateway: &Gateway, r: &Request) -> serde_json::Value {

@@ -42,9 +42,9 @@ fn end_message(resource: &str, window_end: Time, ending: Option<Ending>) -> Stri
         .min(window_end);
     let why = match ending.map(|e| (e.state, e.by, e.why)) {
         Some((RequestState::CheckedIn, _, _)) => ": checked in".to_string(),
-        Some((RequestState::Revoked, Some(by), None)) => format!(": revoked by {by}"),
-        Some((RequestState::Revoked, Some(by), Some(why))) => {
-            format!(": revoked by {by}: {why}")
+        Some((RequestState::Revoked, Some(by), why)) => {
+            let said = why.map(|why| format!(": {why}")).unwrap_or_default();
+            format!(": revoked by {by}{said}")
         }
         Some((RequestState::Revoked, None, _)) => {
             ": revoked by the gateway, whose configuration no longer allows it".to_string()
